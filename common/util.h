@@ -1,0 +1,50 @@
+/* Small helpers shared by every layer: whole-buffer I/O, durable files,
+ * directories and number parsing. All return 0 or a negative errno. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Writes all of buf, retrying on EINTR and short writes. */
+int util_write_all(int fd, const void *buf, size_t len);
+
+/* Reads exactly len bytes; -EIO if the file ends first (a truncation). */
+int util_read_exact(int fd, void *buf, size_t len);
+
+/* Reads a whole small file into a NUL-terminated heap buffer. */
+int util_read_file(const char *path, char **ret, size_t *ret_len);
+
+/* Writes path atomically: a temporary file beside it, fsync, rename, fsync of
+ * the directory. */
+int util_write_file_atomic(const char *path, const void *buf, size_t len);
+
+/* fsyncs the directory that holds path (or path itself if it is one). */
+int util_fsync_dir(const char *dir);
+
+/* mkdir -p with mode 0700 for new directories. */
+int util_mkdir_p(const char *path);
+
+/* rm -rf of a directory tree that cryo created; symlinks are not followed. */
+int util_rm_rf(const char *path);
+
+/* Parses "500ms", "30s", "5m", "2h" or a bare number of seconds into
+ * nanoseconds. */
+int util_parse_duration(const char *s, uint64_t *ret_ns);
+
+/* Parses a non-negative decimal integer that fits in max. */
+int util_parse_uint(const char *s, uint64_t max, uint64_t *ret);
+
+/* CLOCK_MONOTONIC and CLOCK_REALTIME in nanoseconds. */
+uint64_t util_now_ns(void);
+uint64_t util_realtime_ns(void);
+
+/* The inode of an open fd (st_ino), or 0. */
+uint64_t util_fd_inode(int fd);
+
+/* Formats a byte count as "12.3 MiB" into buf. */
+const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
+
+/* Valid workload name: [A-Za-z0-9._-], 1-64 chars, not starting with '.'. */
+bool util_name_is_valid(const char *name);

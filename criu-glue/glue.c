@@ -1,0 +1,248 @@
+#include "glue.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <criu/criu.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void criu_optsp(criu_opts **o)
+{
+	if (*o)
+		criu_local_free_opts(*o);
+}
+#define _cleanup_criu_opts_ _cleanup_(criu_optsp)
+
+static bool is_executable(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+const char *criu_glue_binary(void)
+{
+	static char found[PATH_MAX];
+	const char *env = getenv("CRYO_CRIU");
+	if (env && *env)
+		return is_executable(env) ? env : NULL;
+	if (found[0])
+		return found;
+	const char *path = getenv("PATH");
+	_cleanup_free_ char *dirs = strdup(path ? path : "");
+	if (!dirs)
+		return NULL;
+	char *save = NULL;
+	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		snprintf(found, sizeof(found), "%s/criu", d);
+		if (is_executable(found))
+			return found;
+	}
+	static const char *const fallback[] = {"/usr/local/sbin/criu", "/usr/sbin/criu"};
+	for (size_t i = 0; i < ARRAY_SIZE(fallback); i++)
+		if (is_executable(fallback[i]))
+			return strcpy(found, fallback[i]);
+	found[0] = '\0';
+	return NULL;
+}
+
+/* Options common to every call: the binary, the log in log_dir. */
+static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, int *log_dir_fd,
+		   struct criu_glue_error *err)
+{
+	const char *bin = criu_glue_binary();
+	if (!bin) {
+		snprintf(err->msg, sizeof(err->msg),
+			 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
+		return -ENOENT;
+	}
+	_cleanup_criu_opts_ criu_opts *o = NULL;
+	if (criu_local_init_opts(&o) < 0)
+		return -ENOMEM;
+	if (criu_local_set_service_binary(o, bin) < 0)
+		return -ENOMEM;
+	if (log_dir) {
+		*log_dir_fd = open(log_dir, O_RDONLY | O_DIRECTORY); /* inherited by criu */
+		if (*log_dir_fd < 0) {
+			int r = -errno;
+			snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", log_dir,
+				 strerror(-r));
+			return r;
+		}
+		criu_local_set_work_dir_fd(o, *log_dir_fd);
+		if (criu_local_set_log_file(o, log_name) < 0)
+			return -ENOMEM;
+		criu_local_set_log_level(o, 4);
+	}
+	*ret = TAKE_PTR(o);
+	return 0;
+}
+
+int criu_glue_version(int *ret)
+{
+	struct criu_glue_error err;
+	_cleanup_criu_opts_ criu_opts *o = NULL;
+	int unused = -1;
+	int r = prepare(&o, NULL, NULL, &unused, &err);
+	if (r < 0)
+		return r;
+	int v = criu_local_get_version(o);
+	if (v <= 0)
+		return v < 0 ? v : -EIO;
+	*ret = v;
+	return 0;
+}
+
+/* libcriu returns -errno-like values, or -EBADE etc. when CRIU reports a
+ * failure; the log has the detail. */
+static int criu_failed(struct criu_glue_error *err, int r, const char *what, const char *log_dir,
+		       const char *log_name)
+{
+	char hint[256] = "";
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/%s", log_dir, log_name);
+	/* The last "Error" line of the log is usually the cause. */
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (f) {
+		char line[512];
+		while (fgets(line, sizeof(line), f)) {
+			if (!strstr(line, "Error") || strstr(line, "RLIMIT_NOFILE"))
+				continue;
+			line[strcspn(line, "\n")] = '\0';
+			const char *p = strstr(line, "): ");
+			snprintf(hint, sizeof(hint), ": %s", p ? p + 3 : line);
+		}
+	}
+	snprintf(err->msg, sizeof(err->msg), "CRIU %s failed (%s)%s; see '%s'", what,
+		 strerror(r < 0 ? -r : EIO), hint, path);
+	return r < 0 ? r : -EIO;
+}
+
+static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret);
+
+int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
+		   struct criu_glue_error *err)
+{
+	_cleanup_criu_opts_ criu_opts *c = NULL;
+	_cleanup_close_ int log_fd = -1;
+	int r = prepare(&c, o->log_dir, o->log_name, &log_fd, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int images_fd = open(o->images_dir, O_RDONLY | O_DIRECTORY);
+	if (images_fd < 0) {
+		r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", o->images_dir,
+			 strerror(-r));
+		return r;
+	}
+	criu_local_set_images_dir_fd(c, images_fd);
+	criu_local_set_pid(c, o->pid);
+	criu_local_set_leave_running(c, o->leave_running);
+	criu_local_set_tcp_established(c, o->tcp_established);
+	criu_local_set_file_locks(c, true);
+	for (size_t i = 0; i < o->n_external_unix; i++) {
+		char key[64];
+		snprintf(key, sizeof(key), "unix[%llu]", (unsigned long long)o->external_unix[i]);
+		if (criu_local_add_external(c, key) < 0)
+			return -ENOMEM;
+	}
+	r = criu_local_dump(c);
+	if (r < 0)
+		return criu_failed(err, r, "dump", o->log_dir, o->log_name);
+	if (stats && read_dump_stats(o->log_dir, stats) < 0)
+		memset(stats, 0, sizeof(*stats));
+	return 0;
+}
+
+int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
+		      struct criu_glue_error *err)
+{
+	_cleanup_criu_opts_ criu_opts *c = NULL;
+	_cleanup_close_ int log_fd = -1;
+	int r = prepare(&c, o->log_dir, o->log_name, &log_fd, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int images_fd = open(o->images_dir, O_RDONLY | O_DIRECTORY);
+	if (images_fd < 0) {
+		r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", o->images_dir,
+			 strerror(-r));
+		return r;
+	}
+	criu_local_set_images_dir_fd(c, images_fd);
+	criu_local_set_tcp_established(c, o->tcp_established);
+	criu_local_set_tcp_close(c, o->tcp_close);
+	criu_local_set_file_locks(c, true);
+	for (size_t i = 0; i < o->n_inherit; i++)
+		if (criu_local_add_inherit_fd(c, o->inherit[i].fd, o->inherit[i].key) < 0)
+			return -ENOMEM;
+	r = criu_local_restore_child(c);
+	if (r <= 0)
+		return criu_failed(err, r == 0 ? -EIO : r, "restore", o->log_dir, o->log_name);
+	*ret_pid = r;
+	return 0;
+}
+
+/* A protobuf varint. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; shift < 64; shift += 7) {
+		if (*p >= end)
+			return -EBADMSG;
+		uint8_t b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return 0;
+	}
+	return -EBADMSG;
+}
+
+/* CRIU writes stats-dump into its work directory (here: beside the log).
+ * It is [IMG_SERVICE_MAGIC][STATS_MAGIC][u32 len][stats_entry], where
+ * stats_entry's field 1 is a dump_stats_entry of varint fields. */
+static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/stats-dump", dir);
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	int r = util_read_file(path, &buf, &len);
+	if (r < 0)
+		return r;
+	if (len < 12)
+		return -EBADMSG;
+	uint32_t msg_len;
+	memcpy(&msg_len, buf + 8, 4);
+	if (msg_len > len - 12)
+		return -EBADMSG;
+	const uint8_t *p = (const uint8_t *)buf + 12, *end = p + msg_len;
+	memset(ret, 0, sizeof(*ret));
+	while (p < end) {
+		uint64_t key, v;
+		if (read_varint(&p, end, &key) < 0)
+			return -EBADMSG;
+		if (key == ((1 << 3) | 2)) { /* field 1, length-delimited: the dump entry */
+			if (read_varint(&p, end, &v) < 0 || v > (uint64_t)(end - p))
+				return -EBADMSG;
+			end = p + v;
+			continue;
+		}
+		if ((key & 7) != 0 || read_varint(&p, end, &v) < 0)
+			return -EBADMSG;
+		switch (key >> 3) {
+		case 1: ret->freezing_us = (uint32_t)v; break;
+		case 2: ret->frozen_us = (uint32_t)v; break;
+		case 3: ret->memdump_us = (uint32_t)v; break;
+		case 4: ret->memwrite_us = (uint32_t)v; break;
+		case 7: ret->pages_written = v; break;
+		default: break;
+		}
+	}
+	return 0;
+}

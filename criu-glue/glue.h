@@ -1,0 +1,67 @@
+/* Everything cryo asks of CRIU, through libcriu's per-call (criu_local_*)
+ * options. Functions return 0 or a negative errno; when CRIU itself fails
+ * they fill err with a one-line cause that names CRIU's log, which is kept. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CRIU_GLUE_MIN_VERSION 40200 /* 4.2: inet sockets on kernels >= 6.16 */
+
+struct criu_glue_error {
+	char msg[512];
+};
+
+struct criu_glue_dump_opts {
+	pid_t pid;		    /* root of the process tree to dump */
+	const char *images_dir;	    /* an empty directory */
+	const char *log_dir;	    /* where the log file goes */
+	const char *log_name;	    /* e.g. "criu-dump.log" */
+	const uint64_t *external_unix; /* inodes of unix sockets whose peer stays outside */
+	size_t n_external_unix;
+	bool leave_running;
+	bool tcp_established;
+};
+
+struct criu_glue_inherit {
+	int fd;		 /* an fd of the caller, not O_CLOEXEC */
+	char key[64];	 /* e.g. "pipe:[1234]" or "socket:[5678]" */
+};
+
+struct criu_glue_restore_opts {
+	const char *images_dir;
+	const char *log_dir;
+	const char *log_name;
+	const struct criu_glue_inherit *inherit;
+	size_t n_inherit;
+	bool tcp_established; /* restore established TCP connections open */
+	bool tcp_close;	      /* restore them closed (after a crash) */
+};
+
+struct criu_glue_dump_stats {
+	uint32_t freezing_us; /* time to freeze the tree */
+	uint32_t frozen_us;   /* time the tree stayed frozen */
+	uint32_t memdump_us;
+	uint32_t memwrite_us;
+	uint64_t pages_written;
+};
+
+/* The path of the criu binary cryo uses: $CRYO_CRIU, else the first criu on
+ * PATH, /usr/local/sbin or /usr/sbin. NULL if there is none. */
+const char *criu_glue_binary(void);
+
+/* CRIU's version as major*10000 + minor*100 + sublevel. */
+int criu_glue_version(int *ret);
+
+/* Dumps the tree rooted at o->pid. With leave_running, the tree runs on
+ * whether or not the dump succeeded. Fills stats (if not NULL) from the
+ * stats-dump file CRIU writes beside its log. */
+int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
+		   struct criu_glue_error *err);
+
+/* Restores a tree whose root becomes a child of the caller; *ret_pid is the
+ * root's PID. */
+int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
+		      struct criu_glue_error *err);

@@ -1,0 +1,789 @@
+#include "archive.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#include <zstd.h>
+
+/* On-disk layout (little-endian), see FORMAT.md:
+ *   header  16 bytes: "CRYOIMG\0", u32 version, u32 zero
+ *   body    one zstd frame: per file { u16 name_len, name, u64 size, data }, then u16 0
+ *   manifest one zstd frame of the manifest text
+ *   trailer 64 bytes, below */
+static const char header_magic[8] = "CRYOIMG";
+static const char trailer_magic[8] = "CRYOEND";
+#define HEADER_SIZE 16
+
+struct trailer {
+	char magic[8];
+	uint64_t manifest_offset;
+	uint64_t manifest_length;
+	uint8_t body_hash[16];
+	uint8_t manifest_hash[16];
+	uint64_t self_hash; /* XXH64 of the 56 bytes before it */
+};
+_Static_assert(sizeof(struct trailer) == 64, "trailer layout");
+
+#define IO_CHUNK (1u << 20)
+
+static int fail(struct image_error *err, int r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct image_error *err, int r, const char *fmt, ...)
+{
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+/* ---- manifest ------------------------------------------------------------ */
+
+struct manifest *manifest_new(void)
+{
+	return calloc(1, sizeof(struct manifest));
+}
+
+void manifest_free(struct manifest *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n_entries; i++) {
+		free(m->keys[i]);
+		free(m->values[i]);
+	}
+	for (size_t i = 0; i < m->n_files; i++)
+		free(m->files[i].name);
+	free(m->keys);
+	free(m->values);
+	free(m->files);
+	free(m);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct manifest *, manifest_free)
+#define _cleanup_manifest_ _cleanup_(manifest_freep)
+
+static bool key_is_valid(const char *key)
+{
+	if (!*key)
+		return false;
+	for (const char *p = key; *p; p++)
+		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '_' && *p != '.')
+			return false;
+	return strcmp(key, "file") != 0;
+}
+
+int manifest_add(struct manifest *m, const char *key, const char *value)
+{
+	if (!key_is_valid(key))
+		return -EINVAL;
+	char **k = realloc(m->keys, (m->n_entries + 1) * sizeof(char *));
+	if (!k)
+		return -ENOMEM;
+	m->keys = k;
+	char **v = realloc(m->values, (m->n_entries + 1) * sizeof(char *));
+	if (!v)
+		return -ENOMEM;
+	m->values = v;
+	char *kd = strdup(key), *vd = strdup(value);
+	if (!kd || !vd) {
+		free(kd);
+		free(vd);
+		return -ENOMEM;
+	}
+	m->keys[m->n_entries] = kd;
+	m->values[m->n_entries] = vd;
+	m->n_entries++;
+	return 0;
+}
+
+int manifest_addf(struct manifest *m, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+	_cleanup_free_ char *v = NULL;
+	va_start(ap, fmt);
+	int n = vasprintf(&v, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	return manifest_add(m, key, v);
+}
+
+const char *manifest_get(const struct manifest *m, const char *key)
+{
+	for (size_t i = 0; i < m->n_entries; i++)
+		if (!strcmp(m->keys[i], key))
+			return m->values[i];
+	return NULL;
+}
+
+uint64_t manifest_get_u64(const struct manifest *m, const char *key, uint64_t def)
+{
+	uint64_t v;
+	const char *s = manifest_get(m, key);
+	return s && util_parse_uint(s, UINT64_MAX, &v) == 0 ? v : def;
+}
+
+static int add_file(struct manifest *m, const char *name, uint64_t size, const uint8_t hash[16])
+{
+	struct manifest_file *f = realloc(m->files, (m->n_files + 1) * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	m->files = f;
+	f = &m->files[m->n_files];
+	f->name = strdup(name);
+	if (!f->name)
+		return -ENOMEM;
+	f->size = size;
+	memcpy(f->hash, hash, 16);
+	m->n_files++;
+	return 0;
+}
+
+/* Values are stored on one line: backslash, newline and other control
+ * characters are escaped as \\, \n and \xHH. */
+static void put_escaped(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '\\')
+			fputs("\\\\", f);
+		else if (c == '\n')
+			fputs("\\n", f);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(f, "\\x%02x", c);
+		else
+			fputc(c, f);
+	}
+}
+
+static int unescape(const char *s, size_t len, char **ret)
+{
+	char *out = malloc(len + 1), *o = out;
+	if (!out)
+		return -ENOMEM;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] != '\\') {
+			*o++ = s[i];
+			continue;
+		}
+		if (i + 1 < len && s[i + 1] == '\\') {
+			*o++ = '\\';
+			i++;
+		} else if (i + 1 < len && s[i + 1] == 'n') {
+			*o++ = '\n';
+			i++;
+		} else if (i + 3 < len && s[i + 1] == 'x' && isxdigit((unsigned char)s[i + 2]) &&
+			   isxdigit((unsigned char)s[i + 3])) {
+			char hex[3] = {s[i + 2], s[i + 3], 0};
+			*o++ = (char)strtoul(hex, NULL, 16);
+			i += 3;
+		} else {
+			free(out);
+			return -EBADMSG;
+		}
+	}
+	*o = '\0';
+	*ret = out;
+	return 0;
+}
+
+int manifest_to_text(const struct manifest *m, char **ret, size_t *ret_len)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return -ENOMEM;
+	fprintf(f, "cryo-manifest %d\n", IMAGE_FORMAT_VERSION);
+	for (size_t i = 0; i < m->n_entries; i++) {
+		fprintf(f, "%s ", m->keys[i]);
+		put_escaped(f, m->values[i]);
+		fputc('\n', f);
+	}
+	for (size_t i = 0; i < m->n_files; i++) {
+		fputs("file ", f);
+		for (int j = 0; j < 16; j++)
+			fprintf(f, "%02x", m->files[i].hash[j]);
+		fprintf(f, " %llu ", (unsigned long long)m->files[i].size);
+		put_escaped(f, m->files[i].name);
+		fputc('\n', f);
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+static int parse_file_line(struct manifest *m, const char *s, size_t len)
+{
+	uint8_t hash[16];
+	if (len < 32 + 1)
+		return -EBADMSG;
+	for (int j = 0; j < 16; j++) {
+		char hex[3] = {s[2 * j], s[2 * j + 1], 0};
+		if (!isxdigit((unsigned char)hex[0]) || !isxdigit((unsigned char)hex[1]))
+			return -EBADMSG;
+		hash[j] = (uint8_t)strtoul(hex, NULL, 16);
+	}
+	if (s[32] != ' ')
+		return -EBADMSG;
+	const char *p = s + 33, *end = s + len;
+	const char *sp = memchr(p, ' ', (size_t)(end - p));
+	if (!sp || sp == p)
+		return -EBADMSG;
+	_cleanup_free_ char *num = strndup(p, (size_t)(sp - p));
+	uint64_t size;
+	if (!num || util_parse_uint(num, UINT64_MAX, &size) < 0)
+		return -EBADMSG;
+	_cleanup_free_ char *name = NULL;
+	int r = unescape(sp + 1, (size_t)(end - sp - 1), &name);
+	if (r < 0)
+		return r;
+	if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return -EBADMSG;
+	return add_file(m, name, size, hash);
+}
+
+int manifest_from_text(const char *text, size_t len, struct manifest **ret)
+{
+	_cleanup_manifest_ struct manifest *m = manifest_new();
+	if (!m)
+		return -ENOMEM;
+	const char *p = text, *end = text + len;
+	bool first = true;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			return -EBADMSG;
+		size_t ll = (size_t)(nl - p);
+		if (first) {
+			char want[32];
+			int n = snprintf(want, sizeof(want), "cryo-manifest %d", IMAGE_FORMAT_VERSION);
+			if (ll != (size_t)n || memcmp(p, want, ll) != 0)
+				return -EBADMSG;
+			first = false;
+		} else {
+			const char *sp = memchr(p, ' ', ll);
+			if (!sp)
+				return -EBADMSG;
+			_cleanup_free_ char *key = strndup(p, (size_t)(sp - p));
+			if (!key)
+				return -ENOMEM;
+			int r;
+			if (!strcmp(key, "file")) {
+				r = parse_file_line(m, sp + 1, (size_t)(nl - sp - 1));
+			} else {
+				_cleanup_free_ char *value = NULL;
+				r = unescape(sp + 1, (size_t)(nl - sp - 1), &value);
+				if (r == 0)
+					r = manifest_add(m, key, value);
+				if (r == -EINVAL)
+					r = -EBADMSG;
+			}
+			if (r < 0)
+				return r;
+		}
+		p = nl + 1;
+	}
+	if (first)
+		return -EBADMSG;
+	*ret = TAKE_PTR(m);
+	return 0;
+}
+
+/* ---- writing --------------------------------------------------------------- */
+
+/* Compressed output goes through here: written to fd and hashed. */
+struct sink {
+	int fd;
+	ZSTD_CCtx *cctx;
+	XXH3_state_t *hash;
+	uint8_t *out;
+	size_t out_cap;
+	uint64_t written;
+};
+
+static int sink_emit(struct sink *s, const void *buf, size_t len)
+{
+	int r = util_write_all(s->fd, buf, len);
+	if (r < 0)
+		return r;
+	if (s->hash)
+		XXH3_128bits_update(s->hash, buf, len);
+	s->written += len;
+	return 0;
+}
+
+static int sink_compress(struct sink *s, const void *buf, size_t len, ZSTD_EndDirective mode)
+{
+	ZSTD_inBuffer in = {buf, len, 0};
+	for (;;) {
+		ZSTD_outBuffer out = {s->out, s->out_cap, 0};
+		size_t rem = ZSTD_compressStream2(s->cctx, &out, &in, mode);
+		if (ZSTD_isError(rem))
+			return -EIO;
+		if (out.pos > 0) {
+			int r = sink_emit(s, s->out, out.pos);
+			if (r < 0)
+				return r;
+		}
+		if (mode == ZSTD_e_continue ? in.pos == in.size : rem == 0)
+			return 0;
+	}
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int list_files(const char *dir, char ***ret, size_t *ret_n)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	if (!d)
+		return -errno;
+	char **names = NULL;
+	size_t n = 0;
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = -errno;
+			break;
+		}
+		if (!S_ISREG(st.st_mode) || strlen(de->d_name) > UINT16_MAX) {
+			r = -EINVAL;
+			break;
+		}
+		char **nn = realloc(names, (n + 1) * sizeof(char *));
+		if (!nn || !(nn[n] = strdup(de->d_name))) {
+			names = nn ? nn : names;
+			r = -ENOMEM;
+			break;
+		}
+		names = nn;
+		n++;
+	}
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			free(names[i]);
+		free(names);
+		return r;
+	}
+	qsort(names, n, sizeof(char *), compare_names);
+	*ret = names;
+	*ret_n = n;
+	return 0;
+}
+
+static int write_one_file(struct sink *s, int dfd, const char *name, uint8_t *buf,
+			  struct manifest *m, uint64_t *raw)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	uint16_t nl = htole16((uint16_t)strlen(name));
+	uint64_t size = htole64((uint64_t)st.st_size);
+	int r = sink_compress(s, &nl, sizeof(nl), ZSTD_e_continue);
+	if (r == 0)
+		r = sink_compress(s, name, strlen(name), ZSTD_e_continue);
+	if (r == 0)
+		r = sink_compress(s, &size, sizeof(size), ZSTD_e_continue);
+	if (r < 0)
+		return r;
+
+	XXH3_state_t *h = XXH3_createState();
+	if (!h)
+		return -ENOMEM;
+	XXH3_128bits_reset(h);
+	uint64_t left = (uint64_t)st.st_size;
+	while (left > 0) {
+		size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
+		r = util_read_exact(fd, buf, want);
+		if (r < 0)
+			break;
+		XXH3_128bits_update(h, buf, want);
+		r = sink_compress(s, buf, want, ZSTD_e_continue);
+		if (r < 0)
+			break;
+		left -= want;
+	}
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
+	XXH3_freeState(h);
+	if (r < 0)
+		return r;
+	*raw += (uint64_t)st.st_size;
+	return add_file(m, name, (uint64_t)st.st_size, c.digest);
+}
+
+int image_archive_write(int fd, const char *dir, struct manifest *m, int level, int workers,
+			struct image_write_stats *stats, struct image_error *err)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int r = list_files(dir, &names, &n);
+	if (r < 0)
+		return fail(err, r, "cannot list the image files in '%s': %s", dir, strerror(-r));
+
+	_cleanup_free_ uint8_t *inbuf = malloc(IO_CHUNK);
+	struct sink s = {.fd = fd, .out_cap = ZSTD_CStreamOutSize()};
+	s.out = malloc(s.out_cap);
+	s.cctx = ZSTD_createCCtx();
+	s.hash = XXH3_createState();
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	uint64_t raw = 0;
+	_cleanup_free_ char *text = NULL, *ctext = NULL;
+	size_t text_len, bound, clen;
+	struct trailer t = {0};
+	XXH128_canonical_t c;
+	if (!inbuf || !s.out || !s.cctx || !s.hash) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (dfd < 0) {
+		r = -errno;
+		goto out;
+	}
+	XXH3_128bits_reset(s.hash);
+	ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_compressionLevel, level);
+	ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_checksumFlag, 1);
+	if (workers > 0)
+		/* Fails harmlessly on a libzstd built without threads. */
+		ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_nbWorkers, workers);
+
+	char header[HEADER_SIZE] = {0};
+	memcpy(header, header_magic, 8);
+	uint32_t ver = htole32(IMAGE_FORMAT_VERSION);
+	memcpy(header + 8, &ver, 4);
+	r = util_write_all(fd, header, sizeof(header));
+	if (r < 0)
+		goto out;
+	uint64_t start_offset = (uint64_t)lseek(fd, 0, SEEK_CUR) - HEADER_SIZE;
+
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = write_one_file(&s, dfd, names[i], inbuf, m, &raw);
+	uint16_t zero = 0;
+	if (r == 0)
+		r = sink_compress(&s, &zero, sizeof(zero), ZSTD_e_end);
+	if (r < 0)
+		goto out;
+
+	memcpy(t.magic, trailer_magic, 8);
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s.hash));
+	memcpy(t.body_hash, c.digest, 16);
+	t.manifest_offset = HEADER_SIZE + s.written;
+
+	/* The manifest: its own frame, so that it can be read without the body. */
+	r = manifest_to_text(m, &text, &text_len);
+	if (r < 0)
+		goto out;
+	bound = ZSTD_compressBound(text_len);
+	ctext = malloc(bound);
+	if (!ctext) {
+		r = -ENOMEM;
+		goto out;
+	}
+	clen = ZSTD_compress(ctext, bound, text, text_len, 3);
+	if (ZSTD_isError(clen)) {
+		r = -EIO;
+		goto out;
+	}
+	r = util_write_all(fd, ctext, clen);
+	if (r < 0)
+		goto out;
+	t.manifest_length = clen;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(ctext, clen));
+	memcpy(t.manifest_hash, c.digest, 16);
+	t.manifest_offset = htole64(t.manifest_offset);
+	t.manifest_length = htole64(t.manifest_length);
+	t.self_hash = htole64(XXH64(&t, offsetof(struct trailer, self_hash), 0));
+	r = util_write_all(fd, &t, sizeof(t));
+	if (r < 0)
+		goto out;
+	if (stats) {
+		stats->raw_bytes = raw;
+		stats->archive_bytes = (uint64_t)lseek(fd, 0, SEEK_CUR) - start_offset;
+	}
+out:
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(s.out);
+	ZSTD_freeCCtx(s.cctx);
+	XXH3_freeState(s.hash);
+	if (r < 0 && err && !err->msg[0])
+		fail(err, r, "cannot write the image archive: %s", strerror(-r));
+	return r;
+}
+
+/* ---- reading --------------------------------------------------------------- */
+
+static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct image_error *err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return fail(err, -errno, "cannot stat the image: %m");
+	char header[HEADER_SIZE];
+	if ((uint64_t)st.st_size < HEADER_SIZE + sizeof(*t))
+		return fail(err, -EBADMSG, "image is truncated (%lld bytes)", (long long)st.st_size);
+	if (pread(fd, header, sizeof(header), 0) != (ssize_t)sizeof(header))
+		return fail(err, -EIO, "cannot read the image header");
+	if (memcmp(header, header_magic, 8) != 0)
+		return fail(err, -EBADMSG, "not a cryo image (bad magic)");
+	uint32_t ver;
+	memcpy(&ver, header + 8, 4);
+	if (le32toh(ver) != IMAGE_FORMAT_VERSION)
+		return fail(err, -EBADMSG, "image format version %u is not supported (this cryo reads %d)",
+			    le32toh(ver), IMAGE_FORMAT_VERSION);
+	if (pread(fd, t, sizeof(*t), st.st_size - (off_t)sizeof(*t)) != (ssize_t)sizeof(*t))
+		return fail(err, -EIO, "cannot read the image trailer");
+	if (memcmp(t->magic, trailer_magic, 8) != 0)
+		return fail(err, -EBADMSG, "image is truncated (no trailer)");
+	if (le64toh(t->self_hash) != XXH64(t, offsetof(struct trailer, self_hash), 0))
+		return fail(err, -EBADMSG, "image trailer is damaged (checksum mismatch)");
+	t->manifest_offset = le64toh(t->manifest_offset);
+	t->manifest_length = le64toh(t->manifest_length);
+	if (t->manifest_offset < HEADER_SIZE || t->manifest_length > (1u << 26) ||
+	    t->manifest_offset + t->manifest_length + sizeof(*t) != (uint64_t)st.st_size)
+		return fail(err, -EBADMSG, "image trailer is inconsistent with the file size");
+	*file_size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int image_archive_read_manifest(int fd, struct manifest **ret, struct image_error *err)
+{
+	struct trailer t;
+	uint64_t size;
+	int r = read_trailer(fd, &t, &size, err);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *ctext = malloc(t.manifest_length);
+	if (!ctext)
+		return -ENOMEM;
+	if (pread(fd, ctext, t.manifest_length, (off_t)t.manifest_offset) != (ssize_t)t.manifest_length)
+		return fail(err, -EIO, "cannot read the manifest");
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(ctext, t.manifest_length));
+	if (memcmp(c.digest, t.manifest_hash, 16) != 0)
+		return fail(err, -EBADMSG, "manifest is damaged (checksum mismatch)");
+	unsigned long long rsize = ZSTD_getFrameContentSize(ctext, t.manifest_length);
+	if (rsize == ZSTD_CONTENTSIZE_ERROR || rsize == ZSTD_CONTENTSIZE_UNKNOWN || rsize > (1u << 28))
+		return fail(err, -EBADMSG, "manifest frame is malformed");
+	_cleanup_free_ char *text = malloc(rsize + 1);
+	if (!text)
+		return -ENOMEM;
+	size_t n = ZSTD_decompress(text, rsize, ctext, t.manifest_length);
+	if (ZSTD_isError(n) || n != rsize)
+		return fail(err, -EBADMSG, "manifest does not decompress");
+	r = manifest_from_text(text, n, ret);
+	if (r == -EBADMSG)
+		return fail(err, r, "manifest is malformed");
+	return r;
+}
+
+/* Decompressed body bytes come out of here, in order, across frame chunks. */
+struct source {
+	int fd;
+	uint64_t left; /* compressed bytes left before the manifest */
+	ZSTD_DCtx *dctx;
+	XXH3_state_t *hash;
+	uint8_t *in;
+	size_t in_cap;
+	ZSTD_inBuffer inb;
+	uint8_t *out;
+	size_t out_cap, out_pos, out_len;
+	bool frame_done;
+};
+
+/* Fills the decompressed window; returns >0 bytes available, 0 at end, <0 error. */
+static int source_fill(struct source *s)
+{
+	while (s->out_pos == s->out_len) {
+		if (s->frame_done)
+			return 0;
+		if (s->inb.pos == s->inb.size) {
+			if (s->left == 0)
+				return -EBADMSG; /* the frame ends early */
+			size_t want = s->left < s->in_cap ? (size_t)s->left : s->in_cap;
+			int r = util_read_exact(s->fd, s->in, want);
+			if (r < 0)
+				return r == -EIO ? -EBADMSG : r;
+			XXH3_128bits_update(s->hash, s->in, want);
+			s->left -= want;
+			s->inb = (ZSTD_inBuffer){s->in, want, 0};
+		}
+		ZSTD_outBuffer out = {s->out, s->out_cap, 0};
+		size_t rem = ZSTD_decompressStream(s->dctx, &out, &s->inb);
+		if (ZSTD_isError(rem))
+			return -EBADMSG;
+		if (rem == 0)
+			s->frame_done = true;
+		s->out_pos = 0;
+		s->out_len = out.pos;
+	}
+	return 1;
+}
+
+static int source_read(struct source *s, void *buf, size_t len, int out_fd, XXH3_state_t *h)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		int r = source_fill(s);
+		if (r <= 0)
+			return r == 0 ? -EBADMSG : r;
+		size_t n = s->out_len - s->out_pos;
+		if (n > len)
+			n = len;
+		const uint8_t *src = s->out + s->out_pos;
+		if (h)
+			XXH3_128bits_update(h, src, n);
+		if (p) {
+			memcpy(p, src, n);
+			p += n;
+		} else if (out_fd >= 0) {
+			r = util_write_all(out_fd, src, n);
+			if (r < 0)
+				return r;
+		}
+		s->out_pos += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int read_body(struct source *s, int dfd, const struct manifest *m, struct image_error *err)
+{
+	for (size_t i = 0;; i++) {
+		uint16_t nl;
+		int r = source_read(s, &nl, sizeof(nl), -1, NULL);
+		if (r < 0)
+			return fail(err, r, "image body is damaged or truncated");
+		nl = le16toh(nl);
+		if (nl == 0) {
+			if (i != m->n_files)
+				return fail(err, -EBADMSG, "image body holds %zu files, manifest %zu", i,
+					    m->n_files);
+			break;
+		}
+		if (i >= m->n_files)
+			return fail(err, -EBADMSG, "image body holds more files than its manifest");
+		const struct manifest_file *f = &m->files[i];
+		char name[UINT16_MAX + 1];
+		uint64_t size;
+		r = source_read(s, name, nl, -1, NULL);
+		if (r == 0)
+			r = source_read(s, &size, sizeof(size), -1, NULL);
+		if (r < 0)
+			return fail(err, r, "image body is damaged or truncated");
+		name[nl] = '\0';
+		size = le64toh(size);
+		if (strcmp(name, f->name) != 0 || size != f->size)
+			return fail(err, -EBADMSG, "image body does not match its manifest at '%s'", name);
+
+		_cleanup_close_ int ofd = -1;
+		if (dfd >= 0) {
+			ofd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+			if (ofd < 0)
+				return fail(err, -errno, "cannot create '%s': %m", name);
+		}
+		XXH3_state_t *h = XXH3_createState();
+		if (!h)
+			return -ENOMEM;
+		XXH3_128bits_reset(h);
+		r = source_read(s, NULL, size, ofd, h);
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
+		XXH3_freeState(h);
+		if (r == -EBADMSG)
+			return fail(err, r, "image body is damaged or truncated in '%s'", name);
+		if (r < 0)
+			return fail(err, r, "cannot extract '%s': %s", name, strerror(-r));
+		if (memcmp(c.digest, f->hash, 16) != 0)
+			return fail(err, -EBADMSG, "checksum mismatch in '%s'", name);
+	}
+	/* Nothing may follow the end marker inside the body. */
+	if (source_fill(s) != 0 || s->left != 0)
+		return fail(err, -EBADMSG, "image body has trailing data");
+	return 0;
+}
+
+int image_archive_read(int fd, const char *dir, struct manifest **ret, struct image_error *err)
+{
+	struct trailer t;
+	uint64_t size;
+	int r = read_trailer(fd, &t, &size, err);
+	if (r < 0)
+		return r;
+	_cleanup_manifest_ struct manifest *m = NULL;
+	r = image_archive_read_manifest(fd, &m, err);
+	if (r < 0)
+		return r;
+
+	_cleanup_close_ int dfd = -1;
+	if (dir) {
+		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			return fail(err, -errno, "cannot open '%s': %m", dir);
+	}
+	if (lseek(fd, HEADER_SIZE, SEEK_SET) < 0)
+		return fail(err, -errno, "cannot seek in the image: %m");
+
+	struct source s = {
+		.fd = fd,
+		.left = t.manifest_offset - HEADER_SIZE,
+		.in_cap = ZSTD_DStreamInSize(),
+		.out_cap = ZSTD_DStreamOutSize(),
+	};
+	s.dctx = ZSTD_createDCtx();
+	s.hash = XXH3_createState();
+	s.in = malloc(s.in_cap);
+	s.out = malloc(s.out_cap);
+	if (!s.dctx || !s.hash || !s.in || !s.out)
+		r = -ENOMEM;
+	else {
+		XXH3_128bits_reset(s.hash);
+		r = read_body(&s, dfd, m, err);
+	}
+	if (r == 0) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s.hash));
+		if (memcmp(c.digest, t.body_hash, 16) != 0)
+			r = fail(err, -EBADMSG, "image body checksum mismatch");
+	}
+	ZSTD_freeDCtx(s.dctx);
+	XXH3_freeState(s.hash);
+	free(s.in);
+	free(s.out);
+	if (r < 0)
+		return r;
+	if (ret)
+		*ret = TAKE_PTR(m);
+	return 0;
+}

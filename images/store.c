@@ -1,0 +1,203 @@
+#include "store.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int image_store_path(const char *dir, uint64_t gen, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/gen-%012" PRIu64 IMAGE_STORE_SUFFIX, dir, gen);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Parses "gen-N.cryo" (exact) or, with any_suffix, "gen-N.cryo<anything>". */
+static int parse_name(const char *name, bool any_suffix, uint64_t *gen)
+{
+	if (strncmp(name, "gen-", 4) != 0)
+		return -EINVAL;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(name + 4, &end, 10);
+	if (errno || end == name + 4 || strncmp(end, IMAGE_STORE_SUFFIX, strlen(IMAGE_STORE_SUFFIX)))
+		return -EINVAL;
+	if (!any_suffix && end[strlen(IMAGE_STORE_SUFFIX)] != '\0')
+		return -EINVAL;
+	*gen = v;
+	return 0;
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int scan(const char *dir, bool any_suffix, uint64_t **ret, size_t *ret_n)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	if (!d) {
+		if (errno == ENOENT) {
+			*ret = NULL;
+			*ret_n = 0;
+			return 0;
+		}
+		return -errno;
+	}
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		uint64_t g;
+		if (parse_name(de->d_name, any_suffix, &g) < 0)
+			continue;
+		uint64_t *ng = realloc(gens, (n + 1) * sizeof(uint64_t));
+		if (!ng)
+			return -ENOMEM;
+		gens = ng;
+		gens[n++] = g;
+	}
+	if (n)
+		qsort(gens, n, sizeof(uint64_t), compare_u64);
+	*ret = TAKE_PTR(gens);
+	*ret_n = n;
+	return 0;
+}
+
+int image_store_list(const char *dir, uint64_t **ret, size_t *ret_n)
+{
+	return scan(dir, false, ret, ret_n);
+}
+
+int image_store_next_generation(const char *dir, uint64_t *ret)
+{
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n;
+	int r = scan(dir, true, &gens, &n);
+	if (r < 0)
+		return r;
+	*ret = n ? gens[n - 1] + 1 : 1;
+	return 0;
+}
+
+int image_store_commit(const char *dir, uint64_t gen, const char *images_dir, struct manifest *m,
+		       int level, int workers, struct image_write_stats *stats,
+		       struct image_error *err)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	int r = image_store_path(dir, gen, path, sizeof(path));
+	if (r < 0)
+		return r;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+
+	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot create '%s': %s", tmp, strerror(-r));
+		return r;
+	}
+	r = image_archive_write(fd, images_dir, m, level, workers, stats, err);
+	if (r == 0 && fsync(fd) < 0) {
+		r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot fsync '%s': %s", tmp, strerror(-r));
+	}
+	if (r == 0 && rename(tmp, path) < 0) {
+		r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot rename '%s': %s", tmp, strerror(-r));
+	}
+	if (r < 0) {
+		unlink(tmp);
+		return r;
+	}
+	r = util_fsync_dir(dir);
+	if (r < 0)
+		snprintf(err->msg, sizeof(err->msg), "cannot fsync '%s': %s", dir, strerror(-r));
+	return r;
+}
+
+int image_store_prune(const char *dir, unsigned keep)
+{
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n;
+	int r = image_store_list(dir, &gens, &n);
+	if (r < 0)
+		return r;
+	if (keep < 1)
+		keep = 1;
+	for (size_t i = 0; i + keep < n; i++) {
+		char path[PATH_MAX];
+		if (image_store_path(dir, gens[i], path, sizeof(path)) == 0 && unlink(path) < 0 &&
+		    errno != ENOENT && r == 0)
+			r = -errno;
+	}
+	/* Set-aside damaged generations older than everything kept go too. */
+	_cleanup_free_ uint64_t *all = NULL;
+	size_t na;
+	if (n > keep && scan(dir, true, &all, &na) == 0) {
+		uint64_t oldest_kept = gens[n - keep];
+		for (size_t i = 0; i < na; i++) {
+			if (all[i] >= oldest_kept)
+				continue;
+			char path[PATH_MAX + 16];
+			image_store_path(dir, all[i], path, sizeof(path) - 16);
+			strcat(path, ".damaged");
+			unlink(path);
+		}
+	}
+	if (r == 0)
+		r = util_fsync_dir(dir);
+	return r;
+}
+
+int image_store_set_aside(const char *dir, uint64_t gen)
+{
+	char path[PATH_MAX], aside[PATH_MAX + 16];
+	int r = image_store_path(dir, gen, path, sizeof(path));
+	if (r < 0)
+		return r;
+	snprintf(aside, sizeof(aside), "%s.damaged", path);
+	if (rename(path, aside) < 0)
+		return -errno;
+	return util_fsync_dir(dir);
+}
+
+static int open_gen(const char *dir, uint64_t gen, struct image_error *err)
+{
+	char path[PATH_MAX];
+	int r = image_store_path(dir, gen, path, sizeof(path));
+	if (r < 0)
+		return r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", path, strerror(-r));
+		return r;
+	}
+	return fd;
+}
+
+int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
+			struct image_error *err)
+{
+	_cleanup_close_ int fd = open_gen(dir, gen, err);
+	if (fd < 0)
+		return fd;
+	return image_archive_read(fd, dest, ret, err);
+}
+
+int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
+			      struct image_error *err)
+{
+	_cleanup_close_ int fd = open_gen(dir, gen, err);
+	if (fd < 0)
+		return fd;
+	return image_archive_read_manifest(fd, ret, err);
+}

@@ -1,0 +1,46 @@
+/* The image store: a workload's directory holding one archive per generation,
+ * gen-NNNNNNNNNNNN.cryo. A generation becomes visible only once it is
+ * complete and durable (written under a temporary name, fsynced, renamed, the
+ * directory fsynced), so a crash at any moment leaves earlier ones intact. */
+#pragma once
+
+#include "archive.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define IMAGE_STORE_SUFFIX ".cryo"
+
+/* The archive path of a generation. */
+int image_store_path(const char *dir, uint64_t gen, char *buf, size_t len);
+
+/* The committed generations in dir, ascending. *ret is NULL when none. */
+int image_store_list(const char *dir, uint64_t **ret, size_t *ret_n);
+
+/* The next generation number: one above every generation ever seen in dir,
+ * damaged ones included, so a number is never reused. */
+int image_store_next_generation(const char *dir, uint64_t *ret);
+
+/* Archives images_dir with manifest m as generation gen of dir, durably.
+ * On failure nothing of gen is left behind and older generations are
+ * untouched. */
+int image_store_commit(const char *dir, uint64_t gen, const char *images_dir, struct manifest *m,
+		       int level, int workers, struct image_write_stats *stats,
+		       struct image_error *err);
+
+/* Deletes the oldest generations so that at most keep remain (keep >= 1).
+ * Only called after a new generation is durable, so the newest good one is
+ * always kept. */
+int image_store_prune(const char *dir, unsigned keep);
+
+/* Renames a damaged generation out of the way (gen-N.cryo.damaged), keeping
+ * it for inspection. */
+int image_store_set_aside(const char *dir, uint64_t gen);
+
+/* Verifies generation gen and extracts it into dest (an empty directory). */
+int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
+			struct image_error *err);
+
+/* Reads generation gen's manifest only. */
+int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
+			      struct image_error *err);

@@ -1,0 +1,122 @@
+#include "cli.h"
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int cli_request(const struct workload_paths *p, const char *request, int timeout_ms, char **reply)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(p->socket) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, p->socket);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return errno == ENOENT ? -ENOENT : -ECONNREFUSED;
+	char line[256];
+	int n = snprintf(line, sizeof(line), "%s\n", request);
+	if (util_write_all(fd, line, (size_t)n) < 0)
+		return -ECONNRESET;
+
+	size_t cap = 4096, len = 0;
+	_cleanup_free_ char *buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		int k = poll(&pfd, 1, timeout_ms);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k == 0 ? -ETIMEDOUT : -errno;
+		if (len + 1 >= cap) {
+			char *nb = realloc(buf, cap *= 2);
+			if (!nb)
+				return -ENOMEM;
+			buf = nb;
+		}
+		ssize_t r = read(fd, buf + len, cap - len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	buf[len] = '\0';
+	char *nl = strchr(buf, '\n');
+	if (!nl)
+		return -ECONNRESET; /* the supervisor went away mid-answer */
+	*nl = '\0';
+	*reply = TAKE_PTR(buf);
+	return 0;
+}
+
+static const char *find_key(const char *json, const char *key)
+{
+	char pat[128];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = strstr(json, pat);
+	return p ? p + strlen(pat) : NULL;
+}
+
+bool cli_json_bool(const char *json, const char *key)
+{
+	const char *p = find_key(json, key);
+	return p && !strncmp(p, "true", 4);
+}
+
+long long cli_json_int(const char *json, const char *key, long long def)
+{
+	const char *p = find_key(json, key);
+	return p && (*p == '-' || (*p >= '0' && *p <= '9')) ? strtoll(p, NULL, 10) : def;
+}
+
+bool cli_json_str(const char *json, const char *key, char *buf, size_t len)
+{
+	const char *p = find_key(json, key);
+	if (!p || *p != '"' || len == 0)
+		return false;
+	size_t o = 0;
+	for (p++; *p && *p != '"' && o + 1 < len; p++) {
+		if (*p == '\\' && p[1])
+			p++;
+		buf[o++] = *p;
+	}
+	buf[o] = '\0';
+	return true;
+}
+
+int cli_require_root(const char *verb)
+{
+	if (geteuid() == 0)
+		return 0;
+	log_error("'cryo %s' must run as root: CRIU needs CAP_SYS_ADMIN and CAP_SYS_PTRACE (try: sudo "
+		  "cryo %s ...)", verb, verb);
+	return -EPERM;
+}
+
+int cli_workload(const char *state_dir_opt, const char *name, struct workload_paths *p)
+{
+	const char *sd = workload_state_dir(state_dir_opt);
+	if (!util_name_is_valid(name)) {
+		log_error("invalid workload name '%s': use 1-64 letters, digits, '.', '_' or '-', not "
+			  "starting with '.'", name);
+		return -EINVAL;
+	}
+	int r = workload_paths_init(p, sd, name);
+	if (r < 0)
+		log_error("state directory path '%s' is too long", sd);
+	return r;
+}

@@ -1,0 +1,51 @@
+/* Shared by the CLI verbs: the verb table, and talking to a running
+ * supervisor over its commands socket. */
+#pragma once
+
+#include "supervisor.h"
+#include "workload.h"
+
+#include <stdbool.h>
+
+int cmd_run(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_images(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+
+/* Sends one request line to the supervisor of p and reads its one-line JSON
+ * reply into a heap string. -ENOENT/-ECONNREFUSED when none runs. */
+int cli_request(const struct workload_paths *p, const char *request, int timeout_ms, char **reply);
+
+/* Minimal reading of the supervisor's flat JSON replies. */
+bool cli_json_bool(const char *json, const char *key);
+long long cli_json_int(const char *json, const char *key, long long def);
+/* Copies a string value (unescaped simply) into buf; false if absent. */
+bool cli_json_str(const char *json, const char *key, char *buf, size_t len);
+
+/* Checks that we run as root, with a clear message otherwise. */
+int cli_require_root(const char *verb);
+
+/* Resolves the state dir and the workload paths of name, with clear errors. */
+int cli_workload(const char *state_dir_opt, const char *name, struct workload_paths *p);
+
+/* cryo run's and cryo restore's options. */
+struct run_options {
+	struct supervisor_config cfg;
+	const char *name;
+	const char *state_dir;
+	bool fresh;
+	bool help;
+};
+
+/* Parses run's options (restore: without --name/--fresh, with --generation).
+ * Returns 0, or an exit status after a logged error; optind is left at the
+ * first non-option. */
+int run_parse_options(int argc, char **argv, bool restore, struct run_options *o);
+
+/* Locks the workload and supervises it until it ends; returns an exit status. */
+int run_supervised(struct run_options *o);
+
+/* Explains why a supervisor could not be asked (r from cli_request). */
+void cli_report_unreachable(const struct workload_paths *p, const char *name, int r);

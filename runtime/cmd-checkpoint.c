@@ -1,0 +1,91 @@
+/* cryo checkpoint NAME: checkpoint a running workload now. */
+#include "cli.h"
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo checkpoint [--state-dir DIR] [--json] NAME\n"
+	      "\n"
+	      "Checkpoints the running workload NAME now and returns once the image is\n"
+	      "durable; prints the generation, its size and how long the program was frozen.\n",
+	      f);
+}
+
+/* Explains a failed request to a supervisor, in one line. */
+void cli_report_unreachable(const struct workload_paths *p, const char *name, int r)
+{
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		log_error("'%s' is not running: no supervisor in '%s' (start it with cryo run --name "
+			  "%s -- PROG, or resume it with cryo restore %s)", name, p->dir, name, name);
+	else if (r == -ETIMEDOUT)
+		log_error("the supervisor of '%s' did not answer in time; try again, or see cryo "
+			  "status %s", name, name);
+	else
+		log_error("lost the supervisor of '%s' while waiting for its answer (%s); see cryo "
+			  "status %s", name, strerror(-r), name);
+}
+
+int cmd_checkpoint(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *state_dir = NULL;
+	bool json = false;
+	int c;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': state_dir = optarg; break;
+		case 'j': json = true; break;
+		case 'h': usage(stdout); return 0;
+		default:
+			log_error("unknown option '%s' for 'cryo checkpoint' (see cryo checkpoint --help)",
+				  argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		log_error("give one workload name: cryo checkpoint NAME (see cryo status)");
+		return 2;
+	}
+	const char *name = argv[optind];
+	struct workload_paths p;
+	if (cli_workload(state_dir, name, &p) < 0)
+		return 1;
+	_cleanup_free_ char *reply = NULL;
+	int r = cli_request(&p, "checkpoint", 3600 * 1000, &reply);
+	if (r < 0) {
+		cli_report_unreachable(&p, name, r);
+		return 1;
+	}
+	if (json) {
+		printf("%s\n", reply);
+		return cli_json_bool(reply, "ok") ? 0 : 1;
+	}
+	if (!cli_json_bool(reply, "ok")) {
+		char why[1024] = "unknown error";
+		cli_json_str(reply, "error", why, sizeof(why));
+		log_error("cannot checkpoint '%s': %s; the program runs on", name, why);
+		return 1;
+	}
+	char size[32], raw[32];
+	printf("checkpoint %lld of '%s': %s (%s uncompressed), frozen %.1f ms, durable after %.1f ms\n",
+	       cli_json_int(reply, "generation", 0), name,
+	       util_format_bytes((uint64_t)cli_json_int(reply, "size", 0), size, sizeof(size)),
+	       util_format_bytes((uint64_t)cli_json_int(reply, "raw_size", 0), raw, sizeof(raw)),
+	       (double)cli_json_int(reply, "frozen_us", 0) / 1000,
+	       (double)cli_json_int(reply, "duration_us", 0) / 1000);
+	return 0;
+}

@@ -1,0 +1,125 @@
+/* cryo images NAME: the stored generations of a workload. */
+#include "cli.h"
+#include "cleanup.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo images [--state-dir DIR] [--json] [--no-verify] NAME\n"
+	      "\n"
+	      "Lists NAME's stored generations with their time, size, trigger (program,\n"
+	      "command, timer, stop) and whether each verifies (every checksum).\n",
+	      f);
+}
+
+int cmd_images(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"no-verify", no_argument, NULL, 'n'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *state_dir = NULL;
+	bool json = false, verify = true;
+	int c;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': state_dir = optarg; break;
+		case 'j': json = true; break;
+		case 'n': verify = false; break;
+		case 'h': usage(stdout); return 0;
+		default:
+			log_error("unknown option '%s' for 'cryo images' (see cryo images --help)",
+				  argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		log_error("give one workload name: cryo images NAME (see cryo status)");
+		return 2;
+	}
+	const char *name = argv[optind];
+	struct workload_paths p;
+	if (cli_workload(state_dir, name, &p) < 0)
+		return 1;
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	int r = image_store_list(p.dir, &gens, &n);
+	if (r < 0) {
+		log_error("cannot read '%s': %s", p.dir, strerror(-r));
+		return 1;
+	}
+	if (json)
+		printf("[");
+	else
+		printf("%-6s %-20s %-10s %-10s %-8s %s\n", "GEN", "TIME", "SIZE", "RAW", "TRIGGER",
+		       "VERIFIES");
+	for (size_t i = 0; i < n; i++) {
+		char path[4200], when[32] = "?", size[32], raw[32], esc[300];
+		image_store_path(p.dir, gens[i], path, sizeof(path));
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		struct stat st = {0};
+		struct manifest *m = NULL;
+		struct image_error err = {{0}};
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			r = -errno;
+			snprintf(err.msg, sizeof(err.msg), "%s", strerror(errno));
+		} else {
+			r = verify ? image_archive_read(fd, NULL, &m, &err)
+				   : image_archive_read_manifest(fd, &m, &err);
+			if (r < 0 && verify) {
+				/* Still show what the manifest says, if it can be read. */
+				image_archive_read_manifest(fd, &m, &(struct image_error){{0}});
+			}
+		}
+		time_t t = m ? (time_t)manifest_get_u64(m, "time", 0) : 0;
+		uint64_t raw_bytes = 0;
+		for (size_t k = 0; m && k < m->n_files; k++)
+			raw_bytes += m->files[k].size;
+		struct tm tm;
+		if (t && localtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		const char *trigger = m && manifest_get(m, "trigger") ? manifest_get(m, "trigger") : "?";
+		const char *verdict = !verify ? "not checked" : r == 0 ? "yes" : "NO";
+		if (json) {
+			size_t o = 0;
+			for (const char *q = err.msg; *q && o + 3 < sizeof(esc); q++) {
+				if (*q == '"' || *q == '\\')
+					esc[o++] = '\\';
+				esc[o++] = *q;
+			}
+			esc[o] = '\0';
+			printf("%s{\"generation\":%" PRIu64 ",\"time\":%lld,\"size\":%lld,\"raw_size\":%" PRIu64
+			       ",\"trigger\":\"%s\",\"verified\":%s,\"error\":\"%s\",\"path\":\"%s\"}",
+			       i ? "," : "", gens[i], (long long)t, (long long)st.st_size, raw_bytes,
+			       trigger, !verify ? "null" : r == 0 ? "true" : "false", esc, path);
+		} else {
+			printf("%-6" PRIu64 " %-20s %-10s %-10s %-8s %s%s%s\n", gens[i], when,
+			       util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
+			       m ? util_format_bytes(raw_bytes, raw, sizeof(raw)) : "?", trigger, verdict,
+			       r < 0 ? ": " : "", r < 0 ? err.msg : "");
+		}
+		manifest_free(m);
+	}
+	if (json)
+		printf("]\n");
+	else if (n == 0)
+		printf("(no images of '%s' in '%s')\n", name, p.dir);
+	return 0;
+}

@@ -1,0 +1,85 @@
+/* cryo restore NAME: resume a workload from its images; this process becomes
+ * its supervisor. */
+#include "cli.h"
+#include "cleanup.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo restore [--state-dir DIR] [--generation G] [--restart POLICY]\n"
+	      "                    [--max-restarts N] [--keep N] [--every DURATION] NAME\n"
+	      "\n"
+	      "Resumes NAME from its newest intact image (or generation G) when no supervisor\n"
+	      "runs it: after a reboot, a killed supervisor, or 'cryo stop --checkpoint'.\n"
+	      "This process becomes its supervisor, as 'cryo run' would; the options are\n"
+	      "those of cryo run.\n",
+	      f);
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	struct run_options o;
+	int r = run_parse_options(argc, argv, true, &o);
+	if (r || o.help) {
+		if (o.help)
+			usage(stdout);
+		return r;
+	}
+	if (optind != argc - 1) {
+		log_error("give one workload name: cryo restore NAME (see cryo status)");
+		return 2;
+	}
+	o.name = o.cfg.name = argv[optind];
+	if (cli_require_root("restore") < 0)
+		return 1;
+	struct workload_paths p;
+	if (cli_workload(o.state_dir, o.name, &p) < 0)
+		return 1;
+
+	/* The command line comes from the image, for the checkpoints to come. */
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	r = image_store_list(p.dir, &gens, &n);
+	if (r < 0 || n == 0) {
+		log_error("'%s' has no images in '%s' (see cryo status; state directories are chosen "
+			  "with --state-dir or CRYO_STATE_DIR)", o.name, p.dir);
+		return 1;
+	}
+	struct manifest *m = NULL;
+	for (size_t i = n; i-- > 0 && !m;) {
+		struct image_error err = {{0}};
+		if (o.cfg.resume_generation && gens[i] != o.cfg.resume_generation)
+			continue;
+		if (image_store_read_manifest(p.dir, gens[i], &m, &err) < 0)
+			m = NULL;
+	}
+	if (!m) {
+		log_error("no readable image of '%s' in '%s' (see cryo images %s)", o.name, p.dir, o.name);
+		return 1;
+	}
+	size_t argc_img = 0;
+	for (size_t i = 0; i < m->n_entries; i++)
+		argc_img += !strcmp(m->keys[i], "arg");
+	char **args = calloc(argc_img + 1, sizeof(char *));
+	if (!args) {
+		manifest_free(m);
+		return 1;
+	}
+	for (size_t i = 0, k = 0; i < m->n_entries; i++)
+		if (!strcmp(m->keys[i], "arg"))
+			args[k++] = m->values[i];
+	o.cfg.argv = args;
+	o.cfg.resume = true;
+	r = run_supervised(&o);
+	free(args);
+	manifest_free(m);
+	return r;
+}

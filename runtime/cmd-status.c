@@ -1,0 +1,200 @@
+/* cryo status [NAME]: workloads, their state and last checkpoint. */
+#include "cli.h"
+#include "cleanup.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo status [--state-dir DIR] [--json] [NAME]\n"
+	      "\n"
+	      "Shows each workload (or NAME) with its state (running, checkpointing,\n"
+	      "restoring, stopped, failed), the program's host PID, its restarts and its\n"
+	      "last checkpoint.\n",
+	      f);
+}
+
+struct row {
+	char name[80];
+	char state[32];
+	long long pid, supervisor_pid, restarts, generation;
+	long long last_gen, last_time, last_size, last_frozen_us;
+};
+
+/* A workload without a supervisor: what its newest image says. */
+static void from_images(const struct workload_paths *p, struct row *row)
+{
+	snprintf(row->state, sizeof(row->state), "stopped");
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n;
+	if (image_store_list(p->dir, &gens, &n) < 0 || n == 0)
+		return;
+	struct manifest *m = NULL;
+	struct image_error err;
+	char path[4200];
+	struct stat st;
+	row->last_gen = row->generation = (long long)gens[n - 1];
+	image_store_path(p->dir, gens[n - 1], path, sizeof(path));
+	if (stat(path, &st) == 0)
+		row->last_size = st.st_size;
+	if (image_store_read_manifest(p->dir, gens[n - 1], &m, &err) == 0) {
+		row->last_time = (long long)manifest_get_u64(m, "time", 0);
+		row->last_frozen_us = (long long)manifest_get_u64(m, "frozen_us", 0);
+		manifest_free(m);
+	}
+}
+
+static int collect(const char *state_dir, const char *name, struct row *row)
+{
+	struct workload_paths p;
+	if (workload_paths_init(&p, state_dir, name) < 0)
+		return -EINVAL;
+	memset(row, 0, sizeof(*row));
+	snprintf(row->name, sizeof(row->name), "%s", name);
+	row->last_gen = -1;
+	_cleanup_free_ char *reply = NULL;
+	if (workload_is_supervised(&p, NULL) && cli_request(&p, "status", 5000, &reply) == 0) {
+		cli_json_str(reply, "state", row->state, sizeof(row->state));
+		row->pid = cli_json_int(reply, "pid", 0);
+		row->supervisor_pid = cli_json_int(reply, "supervisor_pid", 0);
+		row->restarts = cli_json_int(reply, "restarts", 0);
+		row->generation = cli_json_int(reply, "generation", 0);
+		const char *last = strstr(reply, "\"last_checkpoint\":{");
+		if (last) {
+			row->last_gen = cli_json_int(last, "generation", -1);
+			row->last_time = cli_json_int(last, "time", 0);
+			row->last_size = cli_json_int(last, "size", 0);
+			row->last_frozen_us = cli_json_int(last, "frozen_us", 0);
+		}
+		if (row->last_gen < 0) {
+			struct row img = {0};
+			from_images(&p, &img);
+			row->last_gen = img.generation ? img.last_gen : -1;
+			row->last_time = img.last_time;
+			row->last_size = img.last_size;
+			row->last_frozen_us = img.last_frozen_us;
+		}
+		return 0;
+	}
+	from_images(&p, row);
+	if (!row->generation)
+		row->last_gen = -1;
+	return 0;
+}
+
+static void print_json(const struct row *r, bool comma)
+{
+	printf("%s{\"name\":\"%s\",\"state\":\"%s\",\"pid\":%lld,\"supervisor_pid\":%lld,"
+	       "\"restarts\":%lld,\"generation\":%lld,\"last_checkpoint\":",
+	       comma ? "," : "", r->name, r->state, r->pid, r->supervisor_pid, r->restarts,
+	       r->generation);
+	if (r->last_gen < 0)
+		printf("null}");
+	else
+		printf("{\"generation\":%lld,\"time\":%lld,\"size\":%lld,\"frozen_us\":%lld}}",
+		       r->last_gen, r->last_time, r->last_size, r->last_frozen_us);
+}
+
+static void print_row(const struct row *r)
+{
+	char pid[24] = "-", last[96] = "-", size[32];
+	if (r->pid > 0)
+		snprintf(pid, sizeof(pid), "%lld", r->pid);
+	if (r->last_gen >= 0) {
+		long long age = (long long)time(NULL) - r->last_time;
+		snprintf(last, sizeof(last), "gen %lld, %llds ago, %s, frozen %.1f ms", r->last_gen,
+			 age < 0 ? 0 : age,
+			 util_format_bytes((uint64_t)r->last_size, size, sizeof(size)),
+			 (double)r->last_frozen_us / 1000);
+	}
+	printf("%-20s %-13s %-8s %-8lld %s\n", r->name, r->state, pid, r->restarts, last);
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *state_dir_opt = NULL;
+	bool json = false;
+	int c;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': state_dir_opt = optarg; break;
+		case 'j': json = true; break;
+		case 'h': usage(stdout); return 0;
+		default:
+			log_error("unknown option '%s' for 'cryo status' (see cryo status --help)",
+				  argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (argc - optind > 1) {
+		log_error("give at most one workload name: cryo status [NAME]");
+		return 2;
+	}
+	const char *state_dir = workload_state_dir(state_dir_opt);
+	struct row row;
+	if (optind < argc) {
+		const char *name = argv[optind];
+		struct workload_paths p;
+		if (cli_workload(state_dir_opt, name, &p) < 0)
+			return 1;
+		struct stat st;
+		if (stat(p.dir, &st) < 0) {
+			log_error("no workload '%s' in '%s' (see cryo status)", name, state_dir);
+			return 1;
+		}
+		collect(state_dir, name, &row);
+		if (json) {
+			print_json(&row, false);
+			putchar('\n');
+		} else {
+			printf("%-20s %-13s %-8s %-8s %s\n", "NAME", "STATE", "PID", "RESTARTS",
+			       "LAST CHECKPOINT");
+			print_row(&row);
+		}
+		return 0;
+	}
+	_cleanup_closedir_ DIR *d = opendir(state_dir);
+	if (!d && errno != ENOENT) {
+		log_error("cannot read state directory '%s': %m", state_dir);
+		return 1;
+	}
+	if (json)
+		printf("[");
+	else
+		printf("%-20s %-13s %-8s %-8s %s\n", "NAME", "STATE", "PID", "RESTARTS",
+		       "LAST CHECKPOINT");
+	bool first = true;
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (!util_name_is_valid(de->d_name) || de->d_type != DT_DIR)
+			continue;
+		if (collect(state_dir, de->d_name, &row) < 0)
+			continue;
+		if (json)
+			print_json(&row, !first);
+		else
+			print_row(&row);
+		first = false;
+	}
+	if (json)
+		printf("]\n");
+	return 0;
+}

@@ -1,0 +1,100 @@
+/* cryo stop NAME [--checkpoint]: stop a workload. */
+#include "cli.h"
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo stop [--state-dir DIR] [--checkpoint] [--timeout DURATION] NAME\n"
+	      "\n"
+	      "Stops workload NAME: SIGTERM, then SIGKILL after the timeout (default 10s).\n"
+	      "With --checkpoint, takes a final checkpoint first (the program is not stopped\n"
+	      "if that fails), so that 'cryo restore NAME' resumes it later.\n",
+	      f);
+}
+
+static bool wait_gone(const struct workload_paths *p, uint64_t timeout_ns)
+{
+	uint64_t end = util_now_ns() + timeout_ns;
+	while (workload_is_supervised(p, NULL)) {
+		if (util_now_ns() > end)
+			return false;
+		usleep(20000);
+	}
+	return true;
+}
+
+int cmd_stop(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 's'},
+		{"checkpoint", no_argument, NULL, 'c'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *state_dir = NULL;
+	bool with_checkpoint = false;
+	uint64_t timeout = 10000000000ULL;
+	int c;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': state_dir = optarg; break;
+		case 'c': with_checkpoint = true; break;
+		case 't':
+			if (util_parse_duration(optarg, &timeout) < 0) {
+				log_error("invalid --timeout '%s': give a duration, e.g. 10s", optarg);
+				return 2;
+			}
+			break;
+		case 'h': usage(stdout); return 0;
+		default:
+			log_error("unknown option '%s' for 'cryo stop' (see cryo stop --help)",
+				  argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		log_error("give one workload name: cryo stop NAME (see cryo status)");
+		return 2;
+	}
+	const char *name = argv[optind];
+	struct workload_paths p;
+	if (cli_workload(state_dir, name, &p) < 0)
+		return 1;
+	_cleanup_free_ char *reply = NULL;
+	int r = cli_request(&p, with_checkpoint ? "stop-checkpoint" : "stop", 3600 * 1000, &reply);
+	if (r < 0) {
+		cli_report_unreachable(&p, name, r);
+		return 1;
+	}
+	if (!cli_json_bool(reply, "ok")) {
+		char why[1024] = "unknown error";
+		cli_json_str(reply, "error", why, sizeof(why));
+		log_error("cannot checkpoint '%s' before stopping it: %s; it was not stopped (stop "
+			  "it without --checkpoint to lose its state since the last checkpoint)",
+			  name, why);
+		return 1;
+	}
+	if (!wait_gone(&p, timeout)) {
+		_cleanup_free_ char *r2 = NULL;
+		log_info("'%s' did not stop within the timeout: killing it", name);
+		if (cli_request(&p, "kill", 5000, &r2) == 0)
+			wait_gone(&p, 10000000000ULL);
+	}
+	if (with_checkpoint)
+		printf("stopped '%s' after checkpoint %lld (resume it with: cryo restore %s)\n", name,
+		       cli_json_int(reply, "generation", 0), name);
+	else
+		printf("stopped '%s'\n", name);
+	return 0;
+}

@@ -1,0 +1,12 @@
+/* The supervisor's and the CLI's messages: one line each, on stderr,
+ * prefixed "cryo: ". Library layers never log; they return errors. */
+#pragma once
+
+#include <stdbool.h>
+
+extern bool log_verbose;
+
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Only with --verbose. */
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

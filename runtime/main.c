@@ -1,0 +1,48 @@
+/* cryo: the command line. One file per verb (cmd-*.c). */
+#include "cli.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *summary;
+} verbs[] = {
+	{"run", cmd_run, "run a program under a supervisor that checkpoints and restores it"},
+	{"checkpoint", cmd_checkpoint, "checkpoint a running workload now"},
+	{"status", cmd_status, "show workloads and their last checkpoints"},
+	{"images", cmd_images, "list a workload's stored generations"},
+	{"stop", cmd_stop, "stop a workload, optionally checkpointing it first"},
+	{"restore", cmd_restore, "resume a workload from its images when no supervisor runs it"},
+};
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo VERB [OPTIONS] ...\n\n", f);
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		fprintf(f, "  %-11s %s\n", verbs[i].name, verbs[i].summary);
+	fputs("\n'cryo VERB --help' tells more.\n", f);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("cryo %s\n", CRYO_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (!strcmp(argv[1], verbs[i].name))
+			return verbs[i].fn(argc - 1, argv + 1);
+	log_error("unknown command '%s' (see cryo --help)", argv[1]);
+	return 2;
+}

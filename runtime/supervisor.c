@@ -1,0 +1,1080 @@
+#include "supervisor.h"
+#include "cleanup.h"
+#include "glue.h"
+#include "log.h"
+#include "protocol.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CRYO_LIBEXECDIR
+#define CRYO_LIBEXECDIR "/usr/local/libexec"
+#endif
+
+/* epoll tags */
+enum {
+	EV_SIGNAL = 1,
+	EV_CONTROL,
+	EV_STDOUT,
+	EV_STDERR,
+	EV_STDIN,
+	EV_STDIN_PIPE,
+	EV_TIMER,
+	EV_COMMANDS,
+};
+
+struct last_checkpoint {
+	uint64_t generation;
+	uint64_t time_ns; /* CLOCK_REALTIME */
+	uint64_t size;
+	uint64_t raw_size;
+	uint64_t frozen_us;
+	uint64_t duration_ns;
+	enum checkpoint_trigger trigger;
+};
+
+struct supervisor {
+	const struct supervisor_config *cfg;
+	int epfd, sigfd, timerfd, commands_fd;
+
+	/* The running tree: the namespace's init (our child) and the program. */
+	pid_t init_pid;
+	bool running;
+	bool stopping;	 /* we asked it to end: do not restore */
+	int stop_checkpoint_reply_fd;
+
+	/* Our ends of the program's stdio and control socket, and the inodes
+	 * of the program's ends, which its next image will refer to. */
+	int stdin_w, stdout_r, stderr_r, control;
+	uint64_t ino_stdin, ino_stdout, ino_stderr, ino_control;
+	bool stdin_pollable, stdin_eof;
+	char stdin_buf[65536];
+	size_t stdin_len, stdin_off;
+	char control_buf[sizeof(struct cryo_msg)];
+	size_t control_len;
+
+	uint64_t min_generation; /* older ones belong to an earlier run (--fresh) */
+	unsigned restarts_in_a_row;
+	unsigned restarts_total;
+	uint64_t current_generation; /* last taken or restored */
+	struct last_checkpoint last;
+	bool have_last;
+	int criu_version;
+	const char *state; /* "running", "checkpointing", "restoring", "stopped", "failed" */
+};
+
+const char *checkpoint_trigger_name(enum checkpoint_trigger t)
+{
+	switch (t) {
+	case TRIGGER_PROGRAM: return "program";
+	case TRIGGER_COMMAND: return "command";
+	case TRIGGER_TIMER: return "timer";
+	case TRIGGER_STOP: return "stop";
+	}
+	return "unknown";
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static int ep_add(struct supervisor *s, int fd, uint32_t events, uint64_t tag)
+{
+	struct epoll_event ev = {.events = events, .data.u64 = tag};
+	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static void ep_mod(struct supervisor *s, int fd, uint32_t events, uint64_t tag)
+{
+	struct epoll_event ev = {.events = events, .data.u64 = tag};
+	epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+static void ep_del(struct supervisor *s, int fd)
+{
+	if (fd >= 0)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+/* cryo-init is found beside the cryo binary (a build tree) or in libexec. */
+static int find_init(char *buf, size_t len)
+{
+	const char *env = getenv("CRYO_INIT");
+	if (env && *env) {
+		snprintf(buf, len, "%s", env);
+		return access(buf, X_OK) == 0 ? 0 : -ENOENT;
+	}
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			snprintf(buf, len, "%s/cryo-init", self);
+			if (access(buf, X_OK) == 0)
+				return 0;
+		}
+	}
+	snprintf(buf, len, "%s/cryo/cryo-init", CRYO_LIBEXECDIR);
+	return access(buf, X_OK) == 0 ? 0 : -ENOENT;
+}
+
+/* ---- the program's pipes and socket --------------------------------------- */
+
+/* The program's ends of a new set of stdio pipes and control socket. They are
+ * not O_CLOEXEC: they go to the program (fork) or to CRIU (inherit-fd). */
+struct program_ends {
+	int fds[4]; /* stdin (read end), stdout, stderr (write ends), control */
+};
+
+static void program_ends_close(struct program_ends *e)
+{
+	for (int i = 0; i < 4; i++)
+		close_fd(&e->fds[i]);
+}
+
+static int make_channels(struct supervisor *s, struct program_ends *e)
+{
+	int in[2], out[2], err[2], sp[2];
+	if (pipe2(in, 0) < 0)
+		return -errno;
+	if (pipe2(out, 0) < 0) {
+		int r = -errno;
+		close(in[0]);
+		close(in[1]);
+		return r;
+	}
+	if (pipe2(err, 0) < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) {
+		int r = -errno;
+		close(in[0]);
+		close(in[1]);
+		close(out[0]);
+		close(out[1]);
+		return r;
+	}
+	/* Our ends: close-on-exec and non-blocking. */
+	int ours[4] = {in[1], out[0], err[0], sp[0]};
+	for (int i = 0; i < 4; i++) {
+		fcntl(ours[i], F_SETFD, FD_CLOEXEC);
+		fcntl(ours[i], F_SETFL, fcntl(ours[i], F_GETFL) | O_NONBLOCK);
+	}
+	s->stdin_w = in[1];
+	s->stdout_r = out[0];
+	s->stderr_r = err[0];
+	s->control = sp[0];
+	s->control_len = 0;
+	e->fds[0] = in[0];
+	e->fds[1] = out[1];
+	e->fds[2] = err[1];
+	e->fds[3] = sp[1];
+	s->ino_stdin = util_fd_inode(in[0]);
+	s->ino_stdout = util_fd_inode(out[1]);
+	s->ino_stderr = util_fd_inode(err[1]);
+	s->ino_control = util_fd_inode(sp[1]);
+	return 0;
+}
+
+static void update_stdin_events(struct supervisor *s);
+
+static void watch_channels(struct supervisor *s)
+{
+	ep_add(s, s->stdout_r, EPOLLIN, EV_STDOUT);
+	ep_add(s, s->stderr_r, EPOLLIN, EV_STDERR);
+	ep_add(s, s->control, EPOLLIN, EV_CONTROL);
+	ep_add(s, s->stdin_w, 0, EV_STDIN_PIPE);
+	if (s->stdin_eof && s->stdin_len == 0)
+		close_fd(&s->stdin_w);
+	update_stdin_events(s);
+}
+
+/* Copies what is readable on from to our own fd to. Returns false at EOF. */
+static bool forward_output(int from, int to)
+{
+	char buf[65536];
+	for (int i = 0; i < 16; i++) {
+		ssize_t n = read(from, buf, sizeof(buf));
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR;
+		if (n == 0)
+			return false;
+		/* Our own stdout may be gone; the program must not notice. */
+		(void)util_write_all(to, buf, (size_t)n);
+	}
+	return true;
+}
+
+/* Reads the rest of a dead program's output, then closes our ends. */
+static void drain_channels(struct supervisor *s)
+{
+	ep_del(s, s->stdout_r);
+	ep_del(s, s->stderr_r);
+	ep_del(s, s->control);
+	ep_del(s, s->stdin_w);
+	uint64_t deadline = util_now_ns() + 2000000000ULL;
+	while ((s->stdout_r >= 0 || s->stderr_r >= 0) && util_now_ns() < deadline) {
+		struct pollfd p[2] = {{.fd = s->stdout_r, .events = POLLIN},
+				      {.fd = s->stderr_r, .events = POLLIN}};
+		if (poll(p, 2, 100) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents && !forward_output(s->stdout_r, STDOUT_FILENO))
+			close_fd(&s->stdout_r);
+		if (p[1].revents && !forward_output(s->stderr_r, STDERR_FILENO))
+			close_fd(&s->stderr_r);
+	}
+	close_fd(&s->stdout_r);
+	close_fd(&s->stderr_r);
+	close_fd(&s->control);
+	close_fd(&s->stdin_w);
+}
+
+/* Our stdin feeds the program's: read when our buffer is empty, write when it
+ * is not. A stdin epoll cannot watch (a file, /dev/null) counts as always
+ * readable. */
+static void update_stdin_events(struct supervisor *s)
+{
+	bool want_read = s->stdin_len == 0 && !s->stdin_eof;
+	if (s->stdin_pollable)
+		ep_mod(s, STDIN_FILENO, want_read ? EPOLLIN : 0, EV_STDIN);
+	if (s->stdin_w >= 0) {
+		bool want_write = s->stdin_len > 0 || (want_read && !s->stdin_pollable);
+		ep_mod(s, s->stdin_w, want_write ? EPOLLOUT : 0, EV_STDIN_PIPE);
+	}
+}
+
+static void pump_stdin(struct supervisor *s)
+{
+	if (s->stdin_len == 0 && !s->stdin_eof) {
+		ssize_t n = read(STDIN_FILENO, s->stdin_buf, sizeof(s->stdin_buf));
+		if (n > 0) {
+			s->stdin_len = (size_t)n;
+			s->stdin_off = 0;
+		} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+			s->stdin_eof = true;
+			if (s->stdin_pollable) {
+				ep_del(s, STDIN_FILENO);
+				s->stdin_pollable = false;
+			}
+		}
+	}
+	while (s->stdin_len > 0 && s->stdin_w >= 0) {
+		ssize_t n = write(s->stdin_w, s->stdin_buf + s->stdin_off, s->stdin_len);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			s->stdin_len = 0; /* the program closed its stdin */
+			break;
+		}
+		s->stdin_off += (size_t)n;
+		s->stdin_len -= (size_t)n;
+	}
+	if (s->stdin_eof && s->stdin_len == 0 && s->stdin_w >= 0) {
+		ep_del(s, s->stdin_w);
+		close_fd(&s->stdin_w);
+	}
+	update_stdin_events(s);
+}
+
+/* ---- starting, and finding the program ------------------------------------ */
+
+static pid_t program_pid(const struct supervisor *s)
+{
+	char path[64], buf[64];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", s->init_pid, s->init_pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return (pid_t)atoi(buf);
+}
+
+/* The program's host PID goes into dir/pid while it runs, for people and
+ * tests; it takes a moment for cryo-init to fork it. */
+static void publish_pid(struct supervisor *s)
+{
+	pid_t pid = 0;
+	for (int i = 0; i < 400 && !(pid = program_pid(s)); i++)
+		usleep(5000);
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", pid);
+	(void)util_write_file_atomic(s->cfg->paths.pid_file, buf, (size_t)n);
+}
+
+static pid_t clone_newpid(void)
+{
+	struct clone_args args = {.flags = CLONE_NEWPID, .exit_signal = SIGCHLD};
+	return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+}
+
+static int start_fresh(struct supervisor *s)
+{
+	char init[PATH_MAX];
+	if (find_init(init, sizeof(init)) < 0) {
+		log_error("cannot start '%s': cryo-init is missing (looked beside cryo and in %s/cryo; "
+			  "reinstall cryo)", s->cfg->name, CRYO_LIBEXECDIR);
+		return -ENOENT;
+	}
+	struct program_ends e;
+	int r = make_channels(s, &e);
+	if (r < 0) {
+		log_error("cannot start '%s': cannot create its pipes: %s", s->cfg->name, strerror(-r));
+		return r;
+	}
+	size_t argc = 0;
+	while (s->cfg->argv[argc])
+		argc++;
+
+	pid_t pid = clone_newpid();
+	if (pid < 0) {
+		r = -errno;
+		program_ends_close(&e);
+		log_error("cannot start '%s': clone3(CLONE_NEWPID): %s", s->cfg->name, strerror(-r));
+		return r;
+	}
+	if (pid == 0) {
+		/* The namespace's init: stdio and the control socket in place,
+		 * nothing else open, default signals. */
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		int high[4];
+		for (int i = 0; i < 4; i++)
+			high[i] = fcntl(e.fds[i], F_DUPFD, 10);
+		for (int i = 0; i < 4; i++)
+			if (high[i] < 0 || dup2(high[i], i) < 0)
+				_exit(127);
+		syscall(SYS_close_range, 4U, ~0U, 0U);
+		setenv(CRYO_CONTROL_FD_ENV, "3", 1);
+		char **argv = calloc(argc + 2, sizeof(char *));
+		if (!argv)
+			_exit(127);
+		argv[0] = init;
+		for (size_t i = 0; i < argc; i++)
+			argv[i + 1] = s->cfg->argv[i];
+		execv(init, argv);
+		_exit(127);
+	}
+	program_ends_close(&e);
+	s->init_pid = pid;
+	s->running = true;
+	s->state = "running";
+	watch_channels(s);
+	publish_pid(s);
+	return 0;
+}
+
+/* ---- checkpoint ------------------------------------------------------------- */
+
+static void send_result(struct supervisor *s, int64_t value, uint64_t generation)
+{
+	if (s->control < 0)
+		return;
+	struct cryo_msg m = {.magic = CRYO_MSG_MAGIC,
+			     .type = CRYO_MSG_RESULT,
+			     .value = value,
+			     .generation = generation};
+	/* A full socket means a program that does not read: it loses a notice. */
+	(void)send(s->control, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen,
+			  enum checkpoint_trigger trigger, const struct criu_glue_dump_stats *st)
+{
+	struct utsname u;
+	uname(&u);
+	uint64_t now = util_realtime_ns();
+	char cwd[PATH_MAX] = "";
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/%d/cwd", program_pid(s));
+	ssize_t n = readlink(link, cwd, sizeof(cwd) - 1);
+	cwd[n > 0 ? n : 0] = '\0';
+
+	manifest_add(m, "name", s->cfg->name);
+	manifest_addf(m, "generation", "%" PRIu64, gen);
+	manifest_addf(m, "time", "%" PRIu64, now / UINT64_C(1000000000));
+	manifest_add(m, "trigger", checkpoint_trigger_name(trigger));
+	for (char **a = s->cfg->argv; *a; a++)
+		manifest_add(m, "arg", *a);
+	manifest_add(m, "cwd", cwd);
+	manifest_addf(m, "criu_version", "%d.%d.%d", s->criu_version / 10000,
+		      s->criu_version / 100 % 100, s->criu_version % 100);
+	manifest_add(m, "kernel", u.release);
+	manifest_add(m, "machine", u.machine);
+	manifest_add(m, "hostname", u.nodename);
+	manifest_addf(m, "frozen_us", "%" PRIu32, st->frozen_us);
+	manifest_addf(m, "ino.stdin", "%" PRIu64, s->ino_stdin);
+	manifest_addf(m, "ino.stdout", "%" PRIu64, s->ino_stdout);
+	manifest_addf(m, "ino.stderr", "%" PRIu64, s->ino_stderr);
+	manifest_addf(m, "ino.control", "%" PRIu64, s->ino_control);
+}
+
+/* Checkpoints the running program. On any failure the program runs on and
+ * the stored generations are as they were. Returns the new generation, or a
+ * negative errno with the reason in why. */
+static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger, char *why,
+			  size_t why_len)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	if (!s->running) {
+		snprintf(why, why_len, "the program is not running");
+		return -ESRCH;
+	}
+	uint64_t t0 = util_now_ns();
+	uint64_t gen;
+	int r = image_store_next_generation(cfg->paths.dir, &gen);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot read '%s': %s", cfg->paths.dir, strerror(-r));
+		return r;
+	}
+	char images[PATH_MAX];
+	snprintf(images, sizeof(images), "%s/.dump-%" PRIu64, cfg->paths.dir, gen);
+	util_rm_rf(images);
+	if (mkdir(images, 0700) < 0) {
+		r = -errno;
+		snprintf(why, why_len, "cannot create '%s': %s", images, strerror(-r));
+		return r;
+	}
+	s->state = "checkpointing";
+	struct criu_glue_error cerr = {{0}};
+	struct criu_glue_dump_opts o = {
+		.pid = s->init_pid,
+		.images_dir = images,
+		.log_dir = cfg->paths.dir,
+		.log_name = "criu-dump.log",
+		.external_unix = &s->ino_control,
+		.n_external_unix = 1,
+		.leave_running = true,
+		.tcp_established = true,
+	};
+	struct criu_glue_dump_stats st = {0};
+	r = criu_glue_dump(&o, &st, &cerr);
+	if (r < 0) {
+		snprintf(why, why_len, "%s", cerr.msg);
+		goto out;
+	}
+
+	struct manifest *m = manifest_new();
+	if (!m) {
+		r = -ENOMEM;
+		snprintf(why, why_len, "out of memory");
+		goto out;
+	}
+	fill_manifest(s, m, gen, trigger, &st);
+	struct image_error ierr = {{0}};
+	struct image_write_stats ws = {0};
+	r = image_store_commit(cfg->paths.dir, gen, images, m, cfg->zstd_level, 2, &ws, &ierr);
+	manifest_free(m);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot store the image: %s", ierr.msg[0] ? ierr.msg : strerror(-r));
+		goto out;
+	}
+	r = image_store_prune(cfg->paths.dir, cfg->keep);
+	if (r < 0)
+		log_error("checkpoint %" PRIu64 " of '%s' is stored, but older generations could not "
+			  "be pruned: %s", gen, cfg->name, strerror(-r));
+	r = 0;
+	s->restarts_in_a_row = 0;
+	s->current_generation = gen;
+	s->have_last = true;
+	s->last = (struct last_checkpoint){
+		.generation = gen,
+		.time_ns = util_realtime_ns(),
+		.size = ws.archive_bytes,
+		.raw_size = ws.raw_bytes,
+		.frozen_us = st.frozen_us,
+		.duration_ns = util_now_ns() - t0,
+		.trigger = trigger,
+	};
+out:
+	util_rm_rf(images);
+	if (s->running)
+		s->state = "running";
+	return r < 0 ? r : (int64_t)gen;
+}
+
+static void log_checkpoint(struct supervisor *s, enum checkpoint_trigger trigger)
+{
+	char size[32];
+	void (*log)(const char *, ...) = trigger == TRIGGER_TIMER ? log_debug : log_info;
+	log("checkpoint %" PRIu64 " of '%s' stored (%s, %s, frozen %.1f ms, durable after %.1f ms)",
+	    s->last.generation, s->cfg->name, checkpoint_trigger_name(trigger),
+	    util_format_bytes(s->last.size, size, sizeof(size)), (double)s->last.frozen_us / 1000,
+	    (double)s->last.duration_ns / 1e6);
+}
+
+static void handle_control(struct supervisor *s)
+{
+	for (;;) {
+		ssize_t n = read(s->control, s->control_buf + s->control_len,
+				 sizeof(s->control_buf) - s->control_len);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			n = 0;
+		}
+		if (n == 0) {
+			/* The program closed its control socket: it will not call us. */
+			ep_del(s, s->control);
+			return;
+		}
+		s->control_len += (size_t)n;
+		if (s->control_len < sizeof(struct cryo_msg))
+			continue;
+		struct cryo_msg req;
+		memcpy(&req, s->control_buf, sizeof(req));
+		s->control_len = 0;
+		if (req.magic != CRYO_MSG_MAGIC || req.type != CRYO_MSG_CHECKPOINT) {
+			log_error("'%s' sent garbage on its control socket; ignored", s->cfg->name);
+			send_result(s, -EPROTO, s->current_generation);
+			continue;
+		}
+		char why[600];
+		int64_t g = checkpoint(s, TRIGGER_PROGRAM, why, sizeof(why));
+		if (g < 0) {
+			log_error("cannot checkpoint '%s': %s; the program runs on, generation %" PRIu64
+				  " stays the newest", s->cfg->name, why, s->current_generation);
+			send_result(s, g, s->current_generation);
+		} else {
+			log_checkpoint(s, TRIGGER_PROGRAM);
+			send_result(s, 0, (uint64_t)g);
+		}
+	}
+}
+
+/* ---- restore ---------------------------------------------------------------- */
+
+/* Restores generation gen. Returns 0, -EBADMSG for a damaged image, or
+ * another negative errno when CRIU could not restore it. */
+static int restore_generation(struct supervisor *s, uint64_t gen)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/.restore", cfg->paths.dir);
+	util_rm_rf(dir);
+	if (mkdir(dir, 0700) < 0) {
+		int r = -errno;
+		log_error("cannot restore '%s': cannot create '%s': %s", cfg->name, dir, strerror(-r));
+		return r;
+	}
+	struct manifest *m = NULL;
+	struct image_error ierr = {{0}};
+	int r = image_store_extract(cfg->paths.dir, gen, dir, &m, &ierr);
+	if (r < 0) {
+		util_rm_rf(dir);
+		if (r == -EBADMSG)
+			log_error("generation %" PRIu64 " of '%s' is damaged (%s); set aside as "
+				  "gen-%012" PRIu64 ".cryo.damaged", gen, cfg->name, ierr.msg, gen);
+		else
+			log_error("cannot read generation %" PRIu64 " of '%s': %s", gen, cfg->name,
+				  ierr.msg[0] ? ierr.msg : strerror(-r));
+		if (r == -EBADMSG)
+			image_store_set_aside(cfg->paths.dir, gen);
+		return r;
+	}
+	struct program_ends e;
+	r = make_channels(s, &e);
+	if (r < 0) {
+		manifest_free(m);
+		util_rm_rf(dir);
+		log_error("cannot restore '%s': cannot create its pipes: %s", cfg->name, strerror(-r));
+		return r;
+	}
+	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
+	static const char *const kinds[4] = {"pipe", "pipe", "pipe", "socket"};
+	struct criu_glue_inherit inherit[4];
+	for (int i = 0; i < 4; i++) {
+		inherit[i].fd = e.fds[i];
+		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
+			 manifest_get_u64(m, keys[i], 0));
+	}
+	manifest_free(m);
+	struct criu_glue_restore_opts o = {
+		.images_dir = dir,
+		.log_dir = cfg->paths.dir,
+		.log_name = "criu-restore.log",
+		.inherit = inherit,
+		.n_inherit = 4,
+		.tcp_close = true,
+	};
+	struct criu_glue_error cerr = {{0}};
+	pid_t pid;
+	r = criu_glue_restore(&o, &pid, &cerr);
+	program_ends_close(&e);
+	util_rm_rf(dir);
+	if (r < 0) {
+		close_fd(&s->stdin_w);
+		close_fd(&s->stdout_r);
+		close_fd(&s->stderr_r);
+		close_fd(&s->control);
+		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name, cerr.msg);
+		return r;
+	}
+	s->init_pid = pid;
+	s->running = true;
+	s->state = "running";
+	s->current_generation = gen;
+	watch_channels(s);
+	send_result(s, 1, gen);
+	publish_pid(s);
+	return 0;
+}
+
+/* Restores the newest intact generation (or cfg->resume_generation), falling
+ * back to older ones. Returns -ENOENT when there is none. */
+static int restore_newest(struct supervisor *s, uint64_t only)
+{
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n;
+	int r = image_store_list(s->cfg->paths.dir, &gens, &n);
+	if (r < 0) {
+		log_error("cannot list the images of '%s' in '%s': %s", s->cfg->name,
+			  s->cfg->paths.dir, strerror(-r));
+		return r;
+	}
+	s->state = "restoring";
+	bool tried = false;
+	for (size_t i = n; i-- > 0;) {
+		if ((only && gens[i] != only) || gens[i] < s->min_generation)
+			continue;
+		tried = true;
+		uint64_t t0 = util_now_ns();
+		if (restore_generation(s, gens[i]) == 0) {
+			log_info("restored '%s' from generation %" PRIu64 " in %.1f ms (program PID %d)",
+				 s->cfg->name, gens[i], (double)(util_now_ns() - t0) / 1e6,
+				 program_pid(s));
+			return 0;
+		}
+		if (only)
+			break;
+		if (i > 0 && gens[i - 1] >= s->min_generation)
+			log_info("trying generation %" PRIu64 " of '%s' instead", gens[i - 1], s->cfg->name);
+	}
+	s->state = "failed";
+	if (only && !tried) {
+		log_error("'%s' has no generation %" PRIu64 " in '%s' (see: cryo images %s)",
+			  s->cfg->name, only, s->cfg->paths.dir, s->cfg->name);
+		return -ENOENT;
+	}
+	return tried ? -EIO : -ENOENT;
+}
+
+/* ---- the commands socket (cryo checkpoint/status/stop) ---------------------- */
+
+static int listen_commands(struct supervisor *s)
+{
+	const char *path = s->cfg->paths.socket;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(path); /* we hold the workload's lock: a socket left here is stale */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	chmod(path, 0600);
+	s->commands_fd = fd;
+	return ep_add(s, fd, EPOLLIN, EV_COMMANDS);
+}
+
+static void reply_line(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply_line(int fd, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	(void)send(fd, buf, (size_t)n, MSG_NOSIGNAL);
+}
+
+static void json_escape(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+	for (; *in && o + 7 < len; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c == '"' || c == '\\')
+			o += (size_t)snprintf(out + o, len - o, "\\%c", c);
+		else if (c < 0x20)
+			o += (size_t)snprintf(out + o, len - o, "\\u%04x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+}
+
+static void reply_checkpoint(struct supervisor *s, int fd, int64_t g, const char *why)
+{
+	if (g < 0) {
+		char esc[1200];
+		json_escape(why, esc, sizeof(esc));
+		reply_line(fd, "{\"ok\":false,\"errno\":%d,\"error\":\"%s\"}", (int)-g, esc);
+		return;
+	}
+	reply_line(fd,
+		   "{\"ok\":true,\"generation\":%" PRIu64 ",\"size\":%" PRIu64
+		   ",\"raw_size\":%" PRIu64 ",\"frozen_us\":%" PRIu64 ",\"duration_us\":%" PRIu64 "}",
+		   s->last.generation, s->last.size, s->last.raw_size, s->last.frozen_us,
+		   s->last.duration_ns / 1000);
+}
+
+static void reply_status(struct supervisor *s, int fd)
+{
+	char last[512] = "null";
+	if (s->have_last)
+		snprintf(last, sizeof(last),
+			 "{\"generation\":%" PRIu64 ",\"time\":%" PRIu64 ",\"size\":%" PRIu64
+			 ",\"frozen_us\":%" PRIu64 ",\"trigger\":\"%s\"}",
+			 s->last.generation, s->last.time_ns / UINT64_C(1000000000), s->last.size,
+			 s->last.frozen_us, checkpoint_trigger_name(s->last.trigger));
+	reply_line(fd,
+		   "{\"ok\":true,\"name\":\"%s\",\"state\":\"%s\",\"supervisor_pid\":%d,\"pid\":%d,"
+		   "\"restarts\":%u,\"generation\":%" PRIu64 ",\"last_checkpoint\":%s}",
+		   s->cfg->name, s->state, getpid(), s->running ? program_pid(s) : 0,
+		   s->restarts_total, s->current_generation, last);
+}
+
+static void request_stop(struct supervisor *s, int sig)
+{
+	s->stopping = true;
+	if (s->running)
+		kill(s->init_pid, sig);
+}
+
+static void handle_command(struct supervisor *s)
+{
+	_cleanup_close_ int fd = accept4(s->commands_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* A client that says nothing, or too much, is dropped. */
+	struct timeval tv = {.tv_sec = 2};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	char buf[128];
+	size_t len = 0;
+	while (len < sizeof(buf) - 1) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	buf[len] = '\0';
+	char *nl = strchr(buf, '\n');
+	if (!nl) {
+		reply_line(fd, "{\"ok\":false,\"errno\":%d,\"error\":\"malformed request\"}", EPROTO);
+		return;
+	}
+	*nl = '\0';
+	char why[600] = "";
+	if (!strcmp(buf, "checkpoint")) {
+		int64_t g = checkpoint(s, TRIGGER_COMMAND, why, sizeof(why));
+		if (g >= 0)
+			log_checkpoint(s, TRIGGER_COMMAND);
+		else
+			log_error("cannot checkpoint '%s': %s; the program runs on", s->cfg->name, why);
+		reply_checkpoint(s, fd, g, why);
+	} else if (!strcmp(buf, "status")) {
+		reply_status(s, fd);
+	} else if (!strcmp(buf, "stop")) {
+		request_stop(s, SIGTERM);
+		reply_line(fd, "{\"ok\":true}");
+	} else if (!strcmp(buf, "stop-checkpoint")) {
+		int64_t g = checkpoint(s, TRIGGER_STOP, why, sizeof(why));
+		if (g >= 0) {
+			log_checkpoint(s, TRIGGER_STOP);
+			request_stop(s, SIGTERM);
+		} else {
+			log_error("cannot checkpoint '%s' before stopping it: %s; it runs on",
+				  s->cfg->name, why);
+		}
+		reply_checkpoint(s, fd, g, why);
+	} else if (!strcmp(buf, "kill")) {
+		request_stop(s, SIGKILL);
+		reply_line(fd, "{\"ok\":true}");
+	} else {
+		reply_line(fd, "{\"ok\":false,\"errno\":%d,\"error\":\"unknown request\"}", EINVAL);
+	}
+}
+
+/* ---- the program's end ----------------------------------------------------- */
+
+/* Decides what follows the program's exit. Returns 1 to go on (restored or
+ * restarted), or 0 with *status set when cryo run should exit. */
+static int handle_exit(struct supervisor *s, int wstatus, int *status)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	s->running = false;
+	s->init_pid = 0;
+	unlink(cfg->paths.pid_file);
+	drain_channels(s);
+
+	int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+	bool failed = code != 0;
+	*status = code;
+	char how[64];
+	if (code > 128 && code < 128 + 65)
+		snprintf(how, sizeof(how), "was killed by signal %d (%s)", code - 128,
+			 strsignal(code - 128));
+	else
+		snprintf(how, sizeof(how), "exited with status %d", code);
+
+	if (s->stopping || cfg->policy == RESTART_NO || (!failed && cfg->policy != RESTART_ALWAYS)) {
+		s->state = "stopped";
+		if (failed && !s->stopping)
+			log_info("'%s' %s", cfg->name, how);
+		return 0;
+	}
+	if (s->restarts_in_a_row >= cfg->max_restarts) {
+		s->state = "failed";
+		log_error("'%s' %s, after %u restarts in a row without a successful checkpoint; giving "
+			  "up (images kept in '%s'; resume with: cryo restore %s)",
+			  cfg->name, how, s->restarts_in_a_row, cfg->paths.dir, cfg->name);
+		return 0;
+	}
+	s->restarts_in_a_row++;
+	s->restarts_total++;
+	log_info("'%s' %s; restoring the newest checkpoint", cfg->name, how);
+	int r = restore_newest(s, 0);
+	if (r == 0)
+		return 1;
+	if (r == -ENOENT) {
+		log_info("'%s' has no checkpoint yet: starting it afresh", cfg->name);
+		return start_fresh(s) == 0 ? 1 : 0;
+	}
+	log_error("no generation of '%s' could be restored; giving up (images kept in '%s'; see "
+		  "criu-restore.log there)", cfg->name, cfg->paths.dir);
+	*status = code ? code : 1;
+	return 0;
+}
+
+static int handle_signals(struct supervisor *s, int *status)
+{
+	struct signalfd_siginfo si;
+	while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			break;
+		case SIGINT:
+		case SIGTERM:
+		case SIGHUP:
+			/* A second request is not polite any more. */
+			request_stop(s, s->stopping ? SIGKILL : (int)si.ssi_signo);
+			break;
+		default:
+			break;
+		}
+	}
+	/* Only our own child: libcriu waits for its criu helper itself. */
+	while (s->running) {
+		int ws;
+		pid_t w = waitpid(s->init_pid, &ws, WNOHANG);
+		if (w <= 0)
+			break;
+		if (!handle_exit(s, ws, status))
+			return 0;
+	}
+	return 1;
+}
+
+/* ---- the loop ----------------------------------------------------------------- */
+
+int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
+{
+	(void)lock_fd;
+	struct supervisor s = {
+		.cfg = cfg,
+		.epfd = -1, .sigfd = -1, .timerfd = -1, .commands_fd = -1,
+		.stdin_w = -1, .stdout_r = -1, .stderr_r = -1, .control = -1,
+		.stop_checkpoint_reply_fd = -1,
+		.state = "starting",
+	};
+	int status = 1, r;
+
+	r = criu_glue_version(&s.criu_version);
+	if (r < 0 || s.criu_version < CRIU_GLUE_MIN_VERSION) {
+		const char *bin = criu_glue_binary();
+		if (!bin)
+			log_error("CRIU is not installed; run scripts/setup (or set CRYO_CRIU to its path)");
+		else if (r < 0)
+			log_error("CRIU at '%s' does not answer (%s); run '%s check' to see why", bin,
+				  strerror(-r), bin);
+		else
+			log_error("CRIU at '%s' is version %d.%d.%d; cryo needs 4.2 or newer (run "
+				  "scripts/setup)", bin, s.criu_version / 10000,
+				  s.criu_version / 100 % 100, s.criu_version % 100);
+		return -ENOENT;
+	}
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	s.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s.sigfd < 0 || s.epfd < 0) {
+		log_error("cannot set up the supervisor: %m");
+		return -errno;
+	}
+	ep_add(&s, s.sigfd, EPOLLIN, EV_SIGNAL);
+
+	/* Our stdin: a pipe or terminal is watched; anything else is read as
+	 * if always ready (a file) or is empty. */
+	fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+	if (ep_add(&s, STDIN_FILENO, 0, EV_STDIN) == 0)
+		s.stdin_pollable = true;
+	else if (fcntl(STDIN_FILENO, F_GETFD) < 0)
+		s.stdin_eof = true;
+
+	r = listen_commands(&s);
+	if (r < 0) {
+		log_error("cannot listen on '%s': %s (is the state directory writable?)",
+			  cfg->paths.socket, strerror(-r));
+		goto out;
+	}
+	if (cfg->every_ns) {
+		s.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		struct itimerspec its = {
+			.it_value = {(time_t)(cfg->every_ns / 1000000000ULL), (long)(cfg->every_ns % 1000000000ULL)},
+			.it_interval = {(time_t)(cfg->every_ns / 1000000000ULL), (long)(cfg->every_ns % 1000000000ULL)},
+		};
+		if (s.timerfd < 0 || timerfd_settime(s.timerfd, 0, &its, NULL) < 0) {
+			log_error("cannot create the checkpoint timer: %m");
+			goto out;
+		}
+		ep_add(&s, s.timerfd, EPOLLIN, EV_TIMER);
+	}
+
+	if (cfg->resume) {
+		r = restore_newest(&s, cfg->resume_generation);
+		if (r == -ENOENT && !cfg->resume_generation) {
+			log_error("'%s' has no images in '%s' to restore", cfg->name, cfg->paths.dir);
+			goto out;
+		}
+		if (r < 0) {
+			if (r != -ENOENT)
+				log_error("could not restore '%s' (images kept in '%s'; see "
+					  "criu-restore.log there)", cfg->name, cfg->paths.dir);
+			goto out;
+		}
+	} else {
+		/* Images of an earlier run stay until this run's first checkpoint
+		 * is durable, but a crash before then must not resume them. */
+		if (image_store_next_generation(cfg->paths.dir, &s.min_generation) < 0)
+			s.min_generation = UINT64_MAX;
+		if (start_fresh(&s) < 0)
+			goto out;
+	}
+
+	for (;;) {
+		struct epoll_event ev[16];
+		int n = epoll_wait(s.epfd, ev, 16, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("epoll_wait: %m");
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			switch (ev[i].data.u64) {
+			case EV_SIGNAL:
+				if (!handle_signals(&s, &status))
+					goto out;
+				break;
+			case EV_CONTROL:
+				if (s.running)
+					handle_control(&s);
+				break;
+			case EV_STDOUT:
+				if (s.stdout_r >= 0 && !forward_output(s.stdout_r, STDOUT_FILENO))
+					ep_del(&s, s.stdout_r);
+				break;
+			case EV_STDERR:
+				if (s.stderr_r >= 0 && !forward_output(s.stderr_r, STDERR_FILENO))
+					ep_del(&s, s.stderr_r);
+				break;
+			case EV_STDIN:
+			case EV_STDIN_PIPE:
+				pump_stdin(&s);
+				break;
+			case EV_TIMER: {
+				uint64_t ticks;
+				(void)!read(s.timerfd, &ticks, sizeof(ticks));
+				if (!s.running || s.stopping)
+					break;
+				char why[600];
+				int64_t g = checkpoint(&s, TRIGGER_TIMER, why, sizeof(why));
+				if (g >= 0)
+					log_checkpoint(&s, TRIGGER_TIMER);
+				else
+					log_error("periodic checkpoint of '%s' failed: %s; the program runs on",
+						  cfg->name, why);
+				break;
+			}
+			case EV_COMMANDS:
+				handle_command(&s);
+				break;
+			}
+		}
+	}
+out:
+	if (s.running) {
+		/* We are leaving: the namespace goes with us. */
+		kill(s.init_pid, SIGKILL);
+		waitpid(s.init_pid, NULL, 0);
+		unlink(cfg->paths.pid_file);
+	}
+	drain_channels(&s);
+	if (s.commands_fd >= 0) {
+		unlink(cfg->paths.socket);
+		close(s.commands_fd);
+	}
+	close_fd(&s.timerfd);
+	close_fd(&s.sigfd);
+	close_fd(&s.epfd);
+	return s.state && !strcmp(s.state, "starting") ? -EIO : status;
+}

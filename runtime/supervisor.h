@@ -1,0 +1,43 @@
+/* The supervisor: runs one workload in its own PID namespace, owns its stdio
+ * and control socket, checkpoints it on request, and restores the newest
+ * intact checkpoint when it dies. */
+#pragma once
+
+#include "workload.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum restart_policy {
+	RESTART_ON_FAILURE,
+	RESTART_ALWAYS,
+	RESTART_NO,
+};
+
+enum checkpoint_trigger {
+	TRIGGER_PROGRAM, /* cryo_checkpoint() */
+	TRIGGER_COMMAND, /* cryo checkpoint NAME */
+	TRIGGER_TIMER,	 /* cryo run --every */
+	TRIGGER_STOP,	 /* cryo stop --checkpoint */
+};
+
+struct supervisor_config {
+	const char *name;
+	struct workload_paths paths;
+	char **argv;		/* the program and its arguments */
+	enum restart_policy policy;
+	unsigned max_restarts;
+	unsigned keep;		/* generations to keep, >= 1 */
+	uint64_t every_ns;	/* periodic checkpoints; 0 = none */
+	int zstd_level;
+	bool resume;		/* start from the newest image instead of afresh */
+	uint64_t resume_generation; /* with resume: this one, 0 = newest intact */
+};
+
+/* Runs the workload until it ends for good. Returns the exit status for
+ * `cryo run` (the program's own, or 128 + signal), or a negative errno if it
+ * could not start at all (already logged). lock_fd is the workload's lock,
+ * held for the supervisor's lifetime. */
+int supervisor_run(const struct supervisor_config *cfg, int lock_fd);
+
+const char *checkpoint_trigger_name(enum checkpoint_trigger t);

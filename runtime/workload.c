@@ -1,0 +1,73 @@
+#include "workload.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+const char *workload_state_dir(const char *opt)
+{
+	if (opt && *opt)
+		return opt;
+	const char *env = getenv("CRYO_STATE_DIR");
+	return env && *env ? env : CRYO_DEFAULT_STATE_DIR;
+}
+
+int workload_paths_init(struct workload_paths *p, const char *state_dir, const char *name)
+{
+	if (!util_name_is_valid(name))
+		return -EINVAL;
+	int n = snprintf(p->state_dir, sizeof(p->state_dir), "%s", state_dir);
+	if (n < 0 || (size_t)n >= sizeof(p->state_dir) - 100)
+		return -ENAMETOOLONG;
+	/* Lengths are bounded above; the casts tell the compiler so. */
+	snprintf(p->dir, sizeof(p->dir), "%.3900s/%s", state_dir, name);
+	snprintf(p->lock, sizeof(p->lock), "%.3900s/%s/lock", state_dir, name);
+	snprintf(p->socket, sizeof(p->socket), "%.3900s/%s/control.sock", state_dir, name);
+	snprintf(p->pid_file, sizeof(p->pid_file), "%.3900s/%s/pid", state_dir, name);
+	return 0;
+}
+
+static pid_t lock_holder(int fd)
+{
+	/* The holder writes its PID into the lock file. */
+	char buf[32] = {0};
+	if (pread(fd, buf, sizeof(buf) - 1, 0) > 0)
+		return (pid_t)atoi(buf);
+	return 0;
+}
+
+int workload_lock(const struct workload_paths *p, pid_t *holder)
+{
+	_cleanup_close_ int fd = open(p->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		if (holder)
+			*holder = lock_holder(fd);
+		return r;
+	}
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+		return -errno;
+	return TAKE_FD(fd);
+}
+
+bool workload_is_supervised(const struct workload_paths *p, pid_t *holder)
+{
+	_cleanup_close_ int fd = open(p->lock, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0)
+		return false;
+	if (holder)
+		*holder = lock_holder(fd);
+	return true;
+}

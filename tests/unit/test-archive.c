@@ -1,0 +1,263 @@
+/* The image format: round trip, damage anywhere is detected, truncation,
+ * a full disk, and the store's commit/prune/set-aside rules. */
+#include "archive.h"
+#include "store.h"
+#include "test.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char root[] = "/tmp/cryo-test-archive-XXXXXX";
+
+static void make_images(const char *dir)
+{
+	CHECK(util_mkdir_p(dir) == 0);
+	char path[512];
+	/* A compressible file, an incompressible one, and an empty one. */
+	size_t n = 3 << 20;
+	char *buf = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (char)("abcdefgh"[i % 8]);
+	snprintf(path, sizeof(path), "%s/pages-1.img", dir);
+	CHECK(util_write_file_atomic(path, buf, n) == 0);
+	uint64_t x = 88172645463325252ULL;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		buf[i] = (char)x;
+	}
+	snprintf(path, sizeof(path), "%s/core-1.img", dir);
+	CHECK(util_write_file_atomic(path, buf, 100000) == 0);
+	snprintf(path, sizeof(path), "%s/empty.img", dir);
+	CHECK(util_write_file_atomic(path, "", 0) == 0);
+	free(buf);
+}
+
+static int write_archive(const char *src, const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	struct manifest *m = manifest_new();
+	manifest_add(m, "name", "test");
+	manifest_add(m, "arg", "line one\nline two \\ with backslash");
+	manifest_add(m, "arg", "");
+	struct image_error err = {{0}};
+	struct image_write_stats st;
+	int r = image_archive_write(fd, src, m, 3, 2, &st, &err);
+	CHECK(r == 0);
+	CHECK(st.raw_bytes == (3 << 20) + 100000);
+	CHECK(st.archive_bytes > 0 && st.archive_bytes < st.raw_bytes);
+	manifest_free(m);
+	close(fd);
+	return r;
+}
+
+static bool files_equal(const char *a, const char *b)
+{
+	char *x = NULL, *y = NULL;
+	size_t lx = 0, ly = 0;
+	bool eq = util_read_file(a, &x, &lx) == 0 && util_read_file(b, &y, &ly) == 0 && lx == ly &&
+		  memcmp(x, y, lx) == 0;
+	free(x);
+	free(y);
+	return eq;
+}
+
+static void test_round_trip(void)
+{
+	char src[512], arc[512], out[512];
+	snprintf(src, sizeof(src), "%s/src", root);
+	snprintf(arc, sizeof(arc), "%s/a.cryo", root);
+	snprintf(out, sizeof(out), "%s/out", root);
+	make_images(src);
+	write_archive(src, arc);
+	CHECK(util_mkdir_p(out) == 0);
+	int fd = open(arc, O_RDONLY);
+	struct manifest *m = NULL;
+	struct image_error err = {{0}};
+	CHECK(image_archive_read(fd, out, &m, &err) == 0);
+	CHECK(m && !strcmp(manifest_get(m, "name"), "test"));
+	CHECK(m && !strcmp(manifest_get(m, "arg"), "line one\nline two \\ with backslash"));
+	CHECK(m && m->n_files == 3);
+	CHECK(m && !strcmp(m->files[0].name, "core-1.img") && m->files[0].size == 100000);
+	manifest_free(m);
+	const char *names[] = {"pages-1.img", "core-1.img", "empty.img"};
+	for (int i = 0; i < 3; i++) {
+		char a[600], b[600];
+		snprintf(a, sizeof(a), "%s/%s", src, names[i]);
+		snprintf(b, sizeof(b), "%s/%s", out, names[i]);
+		CHECK(files_equal(a, b));
+	}
+	/* The manifest alone. */
+	m = NULL;
+	CHECK(image_archive_read_manifest(fd, &m, &err) == 0 && m && m->n_files == 3);
+	manifest_free(m);
+	close(fd);
+}
+
+/* Flips one byte at many offsets: each damaged copy must be refused. */
+static void test_damage_detected(void)
+{
+	char arc[512], bad[512];
+	snprintf(arc, sizeof(arc), "%s/a.cryo", root);
+	snprintf(bad, sizeof(bad), "%s/bad.cryo", root);
+	char *buf = NULL;
+	size_t len = 0;
+	CHECK(util_read_file(arc, &buf, &len) == 0);
+	int checked = 0, refused = 0;
+	for (size_t off = 0; off < len; off += len / 97 + 1) {
+		buf[off] ^= 0x01;
+		CHECK(util_write_file_atomic(bad, buf, len) == 0);
+		buf[off] ^= 0x01;
+		int fd = open(bad, O_RDONLY);
+		struct image_error err = {{0}};
+		int r = image_archive_read(fd, NULL, NULL, &err);
+		close(fd);
+		checked++;
+		if (r == -EBADMSG && err.msg[0])
+			refused++;
+		else
+			fprintf(stderr, "flip at %zu of %zu not detected (r=%d)\n", off, len, r);
+	}
+	CHECK(checked > 50 && refused == checked);
+	/* The last byte too. */
+	buf[len - 1] ^= 0x80;
+	CHECK(util_write_file_atomic(bad, buf, len) == 0);
+	int fd = open(bad, O_RDONLY);
+	CHECK(image_archive_read(fd, NULL, NULL, NULL) == -EBADMSG);
+	close(fd);
+	free(buf);
+}
+
+static void test_truncation(void)
+{
+	char arc[512], cut[512];
+	snprintf(arc, sizeof(arc), "%s/a.cryo", root);
+	snprintf(cut, sizeof(cut), "%s/cut.cryo", root);
+	char *buf = NULL;
+	size_t len = 0;
+	CHECK(util_read_file(arc, &buf, &len) == 0);
+	size_t lengths[] = {0, 7, 16, 100, len / 2, len - 65, len - 64, len - 1};
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		CHECK(util_write_file_atomic(cut, buf, lengths[i]) == 0);
+		int fd = open(cut, O_RDONLY);
+		struct image_error err = {{0}};
+		CHECK(image_archive_read(fd, NULL, NULL, &err) == -EBADMSG);
+		CHECK(err.msg[0] != '\0');
+		close(fd);
+	}
+	/* Data appended after the trailer is not a valid archive either. */
+	char *longer = malloc(len + 10);
+	memcpy(longer, buf, len);
+	memset(longer + len, 0, 10);
+	CHECK(util_write_file_atomic(cut, longer, len + 10) == 0);
+	int fd = open(cut, O_RDONLY);
+	CHECK(image_archive_read(fd, NULL, NULL, NULL) == -EBADMSG);
+	close(fd);
+	free(longer);
+	free(buf);
+}
+
+static void test_disk_full(void)
+{
+	char src[512];
+	snprintf(src, sizeof(src), "%s/src", root);
+	int fd = open("/dev/full", O_WRONLY);
+	if (fd < 0)
+		return;
+	struct manifest *m = manifest_new();
+	struct image_error err = {{0}};
+	CHECK(image_archive_write(fd, src, m, 1, 0, NULL, &err) == -ENOSPC);
+	CHECK(err.msg[0] != '\0');
+	manifest_free(m);
+	close(fd);
+}
+
+static void test_manifest_text(void)
+{
+	struct manifest *m = manifest_new();
+	CHECK(manifest_add(m, "Bad Key", "x") == -EINVAL);
+	CHECK(manifest_add(m, "file", "x") == -EINVAL);
+	CHECK(manifest_add(m, "ctl", "\x01\x7f tab\there") == 0);
+	CHECK(manifest_addf(m, "n", "%d", 42) == 0);
+	char *text = NULL;
+	size_t len = 0;
+	CHECK(manifest_to_text(m, &text, &len) == 0);
+	struct manifest *back = NULL;
+	CHECK(manifest_from_text(text, len, &back) == 0);
+	CHECK(back && !strcmp(manifest_get(back, "ctl"), "\x01\x7f tab\there"));
+	CHECK(back && manifest_get_u64(back, "n", 0) == 42);
+	CHECK(back && manifest_get(back, "missing") == NULL);
+	manifest_free(back);
+	back = NULL;
+	CHECK(manifest_from_text("garbage\n", 8, &back) == -EBADMSG);
+	CHECK(manifest_from_text("cryo-manifest 1\nfile zz 1 a\n", 28, &back) == -EBADMSG);
+	CHECK(manifest_from_text("cryo-manifest 1\nfile 00000000000000000000000000000000 1 ../x\n",
+				 60, &back) == -EBADMSG);
+	free(text);
+	manifest_free(m);
+}
+
+static void test_store(void)
+{
+	char src[512], store[512], out[512], path[600];
+	snprintf(src, sizeof(src), "%s/src", root);
+	snprintf(store, sizeof(store), "%s/store", root);
+	CHECK(util_mkdir_p(store) == 0);
+	uint64_t next = 0;
+	CHECK(image_store_next_generation(store, &next) == 0 && next == 1);
+	for (uint64_t g = 1; g <= 4; g++) {
+		struct manifest *m = manifest_new();
+		struct image_error err = {{0}};
+		CHECK(image_store_commit(store, g, src, m, 1, 0, NULL, &err) == 0);
+		manifest_free(m);
+		CHECK(image_store_prune(store, 2) == 0);
+	}
+	uint64_t *gens = NULL;
+	size_t n = 0;
+	CHECK(image_store_list(store, &gens, &n) == 0 && n == 2 && gens[0] == 3 && gens[1] == 4);
+	free(gens);
+	/* No temporary file is left behind. */
+	snprintf(path, sizeof(path), "%s/gen-000000000004.cryo.tmp", store);
+	CHECK(access(path, F_OK) < 0);
+
+	/* A damaged generation is set aside, never reused, and the next
+	 * number goes past it. */
+	CHECK(image_store_set_aside(store, 4) == 0);
+	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 3);
+	free(gens);
+	CHECK(image_store_next_generation(store, &next) == 0 && next == 5);
+
+	snprintf(out, sizeof(out), "%s/extract", root);
+	CHECK(util_mkdir_p(out) == 0);
+	struct image_error err = {{0}};
+	CHECK(image_store_extract(store, 3, out, NULL, &err) == 0);
+	CHECK(image_store_extract(store, 9, out, NULL, &err) == -ENOENT);
+
+	/* A commit that fails leaves nothing and keeps what was there. */
+	char missing[600];
+	snprintf(missing, sizeof(missing), "%s/nope", root);
+	struct manifest *m = manifest_new();
+	CHECK(image_store_commit(store, 5, missing, m, 1, 0, NULL, &err) < 0);
+	manifest_free(m);
+	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 3);
+	free(gens);
+	snprintf(path, sizeof(path), "%s/gen-000000000005.cryo.tmp", store);
+	CHECK(access(path, F_OK) < 0);
+}
+
+static void setup(void)
+{
+	CHECK(mkdtemp(root) != NULL);
+}
+
+static void teardown(void)
+{
+	CHECK(util_rm_rf(root) == 0);
+}
+
+TEST_MAIN(setup, test_round_trip, test_damage_detected, test_truncation, test_disk_full,
+	  test_manifest_text, test_store, teardown)

@@ -1,0 +1,68 @@
+#include "test.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void test_durations(void)
+{
+	uint64_t ns;
+	CHECK(util_parse_duration("500ms", &ns) == 0 && ns == 500000000ULL);
+	CHECK(util_parse_duration("30s", &ns) == 0 && ns == 30000000000ULL);
+	CHECK(util_parse_duration("5m", &ns) == 0 && ns == 300000000000ULL);
+	CHECK(util_parse_duration("2h", &ns) == 0 && ns == 7200000000000ULL);
+	CHECK(util_parse_duration("7", &ns) == 0 && ns == 7000000000ULL);
+	CHECK(util_parse_duration("", &ns) < 0);
+	CHECK(util_parse_duration("0s", &ns) < 0);
+	CHECK(util_parse_duration("-1s", &ns) < 0);
+	CHECK(util_parse_duration("5x", &ns) < 0);
+	CHECK(util_parse_duration("ms", &ns) < 0);
+	CHECK(util_parse_duration("99999999999999999999s", &ns) < 0);
+}
+
+static void test_uint(void)
+{
+	uint64_t v;
+	CHECK(util_parse_uint("42", 100, &v) == 0 && v == 42);
+	CHECK(util_parse_uint("101", 100, &v) < 0);
+	CHECK(util_parse_uint("4x", 100, &v) < 0);
+	CHECK(util_parse_uint("", 100, &v) < 0);
+	CHECK(util_parse_uint("-3", 100, &v) < 0);
+}
+
+static void test_names(void)
+{
+	CHECK(util_name_is_valid("counter"));
+	CHECK(util_name_is_valid("web-1.prod_a"));
+	CHECK(!util_name_is_valid(""));
+	CHECK(!util_name_is_valid(".hidden"));
+	CHECK(!util_name_is_valid("a/b"));
+	CHECK(!util_name_is_valid("a b"));
+	CHECK(!util_name_is_valid("x123456789012345678901234567890123456789012345678901234567890123456"));
+}
+
+static void test_files(void)
+{
+	char dir[] = "/tmp/cryo-test-util-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char path[256], deep[256];
+	snprintf(path, sizeof(path), "%s/f", dir);
+	CHECK(util_write_file_atomic(path, "hello", 5) == 0);
+	char *buf = NULL;
+	size_t len = 0;
+	CHECK(util_read_file(path, &buf, &len) == 0 && len == 5 && !strcmp(buf, "hello"));
+	free(buf);
+	snprintf(deep, sizeof(deep), "%s/a/b/c", dir);
+	CHECK(util_mkdir_p(deep) == 0);
+	CHECK(util_mkdir_p(deep) == 0);
+	CHECK(util_mkdir_p(path) == -ENOTDIR);
+	CHECK(util_rm_rf(dir) == 0);
+	struct stat st;
+	CHECK(stat(dir, &st) < 0 && errno == ENOENT);
+	CHECK(util_read_file("/nonexistent/x", &buf, &len) == -ENOENT);
+}
+
+TEST_MAIN(test_durations, test_uint, test_names, test_files)
