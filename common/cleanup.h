@@ -35,8 +35,8 @@ static inline void closep(int *fd)
 DEFINE_TRIVIAL_CLEANUP_FUNC(FILE *, fclose)
 DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
 
-#define _cleanup_free_	   _cleanup_(freep)
-#define _cleanup_close_	   _cleanup_(closep)
+#define _cleanup_free_     _cleanup_(freep)
+#define _cleanup_close_    _cleanup_(closep)
 #define _cleanup_fclose_   _cleanup_(fclosep)
 #define _cleanup_closedir_ _cleanup_(closedirp)
 

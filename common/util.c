@@ -158,7 +158,8 @@ int util_mkdir_p(const char *path)
 
 static int rm_rf_at(int parent, const char *name)
 {
-	_cleanup_close_ int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd =
+	    openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOTDIR || errno == ELOOP)
 			return unlinkat(parent, name, 0) < 0 && errno != ENOENT ? -errno : 0;
@@ -173,9 +174,10 @@ static int rm_rf_at(int parent, const char *name)
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		int k = de->d_type == DT_DIR || de->d_type == DT_UNKNOWN
-				? rm_rf_at(dirfd(d), de->d_name)
-				: (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT ? -errno : 0);
+		int k =
+		    de->d_type == DT_DIR || de->d_type == DT_UNKNOWN
+		        ? rm_rf_at(dirfd(d), de->d_name)
+		        : (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT ? -errno : 0);
 		if (k < 0 && r == 0)
 			r = k;
 	}
@@ -208,8 +210,8 @@ int util_parse_duration(const char *s, uint64_t *ret_ns)
 		const char *suffix;
 		uint64_t ns;
 	} units[] = {
-		{"ms", 1000000ULL}, {"s", 1000000000ULL}, {"m", 60000000000ULL},
-		{"h", 3600000000000ULL}, {"", 1000000000ULL},
+	    {"ms", 1000000ULL},      {"s", 1000000000ULL}, {"m", 60000000000ULL},
+	    {"h", 3600000000000ULL}, {"", 1000000000ULL},
 	};
 	if (!s || !isdigit((unsigned char)*s))
 		return -EINVAL;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void criu_optsp(criu_opts **o)
@@ -53,12 +54,12 @@ const char *criu_glue_binary(void)
 
 /* Options common to every call: the binary, the log in log_dir. */
 static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, int *log_dir_fd,
-		   struct criu_glue_error *err)
+                   struct criu_glue_error *err)
 {
 	const char *bin = criu_glue_binary();
 	if (!bin) {
 		snprintf(err->msg, sizeof(err->msg),
-			 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
+		         "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
 		return -ENOENT;
 	}
 	_cleanup_criu_opts_ criu_opts *o = NULL;
@@ -71,7 +72,7 @@ static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, i
 		if (*log_dir_fd < 0) {
 			int r = -errno;
 			snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", log_dir,
-				 strerror(-r));
+			         strerror(-r));
 			return r;
 		}
 		criu_local_set_work_dir_fd(o, *log_dir_fd);
@@ -83,25 +84,60 @@ static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, i
 	return 0;
 }
 
+/* Asks `criu --version` rather than libcriu's RPC, so that a binary too old
+ * to speak it, or not CRIU at all, is reported plainly. */
 int criu_glue_version(int *ret)
 {
-	struct criu_glue_error err;
-	_cleanup_criu_opts_ criu_opts *o = NULL;
-	int unused = -1;
-	int r = prepare(&o, NULL, NULL, &unused, &err);
-	if (r < 0)
+	const char *bin = criu_glue_binary();
+	if (!bin)
+		return -ENOENT;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+		close(p[0]);
+		close(p[1]);
 		return r;
-	int v = criu_local_get_version(o);
-	if (v <= 0)
-		return v < 0 ? v : -EIO;
-	*ret = v;
+	}
+	if (pid == 0) {
+		dup2(p[1], STDOUT_FILENO);
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0)
+			dup2(null, STDERR_FILENO);
+		execl(bin, "criu", "--version", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	char buf[512];
+	size_t len = 0;
+	ssize_t n;
+	while (len < sizeof(buf) - 1 && (n = read(p[0], buf + len, sizeof(buf) - 1 - len)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	close(p[0]);
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	const char *v = strstr(buf, "Version: ");
+	unsigned major = 0, minor = 0, sub = 0;
+	if (!v || sscanf(v + 9, "%u.%u.%u", &major, &minor, &sub) < 2)
+		return -EPROTO;
+	*ret = (int)(major * 10000 + minor * 100 + sub);
 	return 0;
 }
 
 /* libcriu returns -errno-like values, or -EBADE etc. when CRIU reports a
  * failure; the log has the detail. */
 static int criu_failed(struct criu_glue_error *err, int r, const char *what, const char *log_dir,
-		       const char *log_name)
+                       const char *log_name)
 {
 	char hint[256] = "";
 	char path[PATH_MAX];
@@ -119,14 +155,14 @@ static int criu_failed(struct criu_glue_error *err, int r, const char *what, con
 		}
 	}
 	snprintf(err->msg, sizeof(err->msg), "CRIU %s failed (%s)%s; see '%s'", what,
-		 strerror(r < 0 ? -r : EIO), hint, path);
+	         strerror(r < 0 ? -r : EIO), hint, path);
 	return r < 0 ? r : -EIO;
 }
 
 static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret);
 
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
-		   struct criu_glue_error *err)
+                   struct criu_glue_error *err)
 {
 	_cleanup_criu_opts_ criu_opts *c = NULL;
 	_cleanup_close_ int log_fd = -1;
@@ -137,7 +173,7 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	if (images_fd < 0) {
 		r = -errno;
 		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", o->images_dir,
-			 strerror(-r));
+		         strerror(-r));
 		return r;
 	}
 	criu_local_set_images_dir_fd(c, images_fd);
@@ -160,7 +196,7 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 }
 
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
-		      struct criu_glue_error *err)
+                      struct criu_glue_error *err)
 {
 	_cleanup_criu_opts_ criu_opts *c = NULL;
 	_cleanup_close_ int log_fd = -1;
@@ -171,7 +207,7 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	if (images_fd < 0) {
 		r = -errno;
 		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", o->images_dir,
-			 strerror(-r));
+		         strerror(-r));
 		return r;
 	}
 	criu_local_set_images_dir_fd(c, images_fd);

@@ -15,10 +15,10 @@ struct criu_glue_error {
 };
 
 struct criu_glue_dump_opts {
-	pid_t pid;		    /* root of the process tree to dump */
-	const char *images_dir;	    /* an empty directory */
-	const char *log_dir;	    /* where the log file goes */
-	const char *log_name;	    /* e.g. "criu-dump.log" */
+	pid_t pid;                     /* root of the process tree to dump */
+	const char *images_dir;        /* an empty directory */
+	const char *log_dir;           /* where the log file goes */
+	const char *log_name;          /* e.g. "criu-dump.log" */
 	const uint64_t *external_unix; /* inodes of unix sockets whose peer stays outside */
 	size_t n_external_unix;
 	bool leave_running;
@@ -26,8 +26,8 @@ struct criu_glue_dump_opts {
 };
 
 struct criu_glue_inherit {
-	int fd;		 /* an fd of the caller, not O_CLOEXEC */
-	char key[64];	 /* e.g. "pipe:[1234]" or "socket:[5678]" */
+	int fd;       /* an fd of the caller, not O_CLOEXEC */
+	char key[64]; /* e.g. "pipe:[1234]" or "socket:[5678]" */
 };
 
 struct criu_glue_restore_opts {
@@ -37,7 +37,7 @@ struct criu_glue_restore_opts {
 	const struct criu_glue_inherit *inherit;
 	size_t n_inherit;
 	bool tcp_established; /* restore established TCP connections open */
-	bool tcp_close;	      /* restore them closed (after a crash) */
+	bool tcp_close;       /* restore them closed (after a crash) */
 };
 
 struct criu_glue_dump_stats {
@@ -59,9 +59,9 @@ int criu_glue_version(int *ret);
  * whether or not the dump succeeded. Fills stats (if not NULL) from the
  * stats-dump file CRIU writes beside its log. */
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
-		   struct criu_glue_error *err);
+                   struct criu_glue_error *err);
 
 /* Restores a tree whose root becomes a child of the caller; *ret_pid is the
  * root's PID. */
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
-		      struct criu_glue_error *err);
+                      struct criu_glue_error *err);

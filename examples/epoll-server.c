@@ -41,7 +41,7 @@ int main(int argc, char **argv)
 	}
 	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	struct itimerspec its = {{tick_ms / 1000, (tick_ms % 1000) * 1000000L},
-				 {tick_ms / 1000, (tick_ms % 1000) * 1000000L}};
+	                         {tick_ms / 1000, (tick_ms % 1000) * 1000000L}};
 	timerfd_settime(tfd, 0, &its, NULL);
 	int efd = eventfd(0, EFD_CLOEXEC);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -75,19 +75,22 @@ int main(int argc, char **argv)
 				else if (r == CRYO_CHECKPOINTED)
 					checkpoints++;
 				printf("%s at tick %" PRIu64 " (generation %" PRIu64 ")\n",
-				       r == CRYO_RESTORED ? "restored" : r == 0 ? "checkpointed" : "checkpoint failed",
+				       r == CRYO_RESTORED ? "restored"
+				       : r == 0           ? "checkpointed"
+				                          : "checkpoint failed",
 				       ticks, cryo_generation());
 				if (r < 0)
-					every = 0; /* not under cryo: serve on without checkpoints */
+					every =
+					    0; /* not under cryo: serve on without checkpoints */
 			} else if (out[i].data.fd == ls) {
 				int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
 				if (c < 0)
 					continue;
 				char line[128];
 				int len = snprintf(line, sizeof(line),
-						   "ticks %" PRIu64 " checkpoints %" PRIu64 " restores %" PRIu64
-						   " generation %" PRIu64 "\n",
-						   ticks, checkpoints, restores, cryo_generation());
+				                   "ticks %" PRIu64 " checkpoints %" PRIu64
+				                   " restores %" PRIu64 " generation %" PRIu64 "\n",
+				                   ticks, checkpoints, restores, cryo_generation());
 				(void)!write(c, line, (size_t)len);
 				close(c);
 			}

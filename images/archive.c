@@ -42,7 +42,7 @@ _Static_assert(sizeof(struct trailer) == 64, "trailer layout");
 #define IO_CHUNK (1u << 20)
 
 static int fail(struct image_error *err, int r, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int fail(struct image_error *err, int r, const char *fmt, ...)
 {
 	if (err) {
@@ -84,7 +84,8 @@ static bool key_is_valid(const char *key)
 	if (!*key)
 		return false;
 	for (const char *p = key; *p; p++)
-		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '_' && *p != '.')
+		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '_' &&
+		    *p != '.')
 			return false;
 	return strcmp(key, "file") != 0;
 }
@@ -190,7 +191,7 @@ static int unescape(const char *s, size_t len, char **ret)
 			*o++ = '\n';
 			i++;
 		} else if (i + 3 < len && s[i + 1] == 'x' && isxdigit((unsigned char)s[i + 2]) &&
-			   isxdigit((unsigned char)s[i + 3])) {
+		           isxdigit((unsigned char)s[i + 3])) {
 			char hex[3] = {s[i + 2], s[i + 3], 0};
 			*o++ = (char)strtoul(hex, NULL, 16);
 			i += 3;
@@ -278,7 +279,8 @@ int manifest_from_text(const char *text, size_t len, struct manifest **ret)
 		size_t ll = (size_t)(nl - p);
 		if (first) {
 			char want[32];
-			int n = snprintf(want, sizeof(want), "cryo-manifest %d", IMAGE_FORMAT_VERSION);
+			int n =
+			    snprintf(want, sizeof(want), "cryo-manifest %d", IMAGE_FORMAT_VERSION);
 			if (ll != (size_t)n || memcmp(p, want, ll) != 0)
 				return -EBADMSG;
 			first = false;
@@ -400,7 +402,7 @@ static int list_files(const char *dir, char ***ret, size_t *ret_n)
 }
 
 static int write_one_file(struct sink *s, int dfd, const char *name, uint8_t *buf,
-			  struct manifest *m, uint64_t *raw)
+                          struct manifest *m, uint64_t *raw)
 {
 	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -444,7 +446,7 @@ static int write_one_file(struct sink *s, int dfd, const char *name, uint8_t *bu
 }
 
 int image_archive_write(int fd, const char *dir, struct manifest *m, int level, int workers,
-			struct image_write_stats *stats, struct image_error *err)
+                        struct image_write_stats *stats, struct image_error *err)
 {
 	char **names = NULL;
 	size_t n = 0;
@@ -552,7 +554,8 @@ static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct i
 		return fail(err, -errno, "cannot stat the image: %m");
 	char header[HEADER_SIZE];
 	if ((uint64_t)st.st_size < HEADER_SIZE + sizeof(*t))
-		return fail(err, -EBADMSG, "image is truncated (%lld bytes)", (long long)st.st_size);
+		return fail(err, -EBADMSG, "image is truncated (%lld bytes)",
+		            (long long)st.st_size);
 	if (pread(fd, header, sizeof(header), 0) != (ssize_t)sizeof(header))
 		return fail(err, -EIO, "cannot read the image header");
 	if (memcmp(header, header_magic, 8) != 0)
@@ -560,8 +563,9 @@ static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct i
 	uint32_t ver;
 	memcpy(&ver, header + 8, 4);
 	if (le32toh(ver) != IMAGE_FORMAT_VERSION)
-		return fail(err, -EBADMSG, "image format version %u is not supported (this cryo reads %d)",
-			    le32toh(ver), IMAGE_FORMAT_VERSION);
+		return fail(err, -EBADMSG,
+		            "image format version %u is not supported (this cryo reads %d)",
+		            le32toh(ver), IMAGE_FORMAT_VERSION);
 	if (pread(fd, t, sizeof(*t), st.st_size - (off_t)sizeof(*t)) != (ssize_t)sizeof(*t))
 		return fail(err, -EIO, "cannot read the image trailer");
 	if (memcmp(t->magic, trailer_magic, 8) != 0)
@@ -587,14 +591,16 @@ int image_archive_read_manifest(int fd, struct manifest **ret, struct image_erro
 	_cleanup_free_ char *ctext = malloc(t.manifest_length);
 	if (!ctext)
 		return -ENOMEM;
-	if (pread(fd, ctext, t.manifest_length, (off_t)t.manifest_offset) != (ssize_t)t.manifest_length)
+	if (pread(fd, ctext, t.manifest_length, (off_t)t.manifest_offset) !=
+	    (ssize_t)t.manifest_length)
 		return fail(err, -EIO, "cannot read the manifest");
 	XXH128_canonical_t c;
 	XXH128_canonicalFromHash(&c, XXH3_128bits(ctext, t.manifest_length));
 	if (memcmp(c.digest, t.manifest_hash, 16) != 0)
 		return fail(err, -EBADMSG, "manifest is damaged (checksum mismatch)");
 	unsigned long long rsize = ZSTD_getFrameContentSize(ctext, t.manifest_length);
-	if (rsize == ZSTD_CONTENTSIZE_ERROR || rsize == ZSTD_CONTENTSIZE_UNKNOWN || rsize > (1u << 28))
+	if (rsize == ZSTD_CONTENTSIZE_ERROR || rsize == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    rsize > (1u << 28))
 		return fail(err, -EBADMSG, "manifest frame is malformed");
 	_cleanup_free_ char *text = malloc(rsize + 1);
 	if (!text)
@@ -688,8 +694,9 @@ static int read_body(struct source *s, int dfd, const struct manifest *m, struct
 		nl = le16toh(nl);
 		if (nl == 0) {
 			if (i != m->n_files)
-				return fail(err, -EBADMSG, "image body holds %zu files, manifest %zu", i,
-					    m->n_files);
+				return fail(err, -EBADMSG,
+				            "image body holds %zu files, manifest %zu", i,
+				            m->n_files);
 			break;
 		}
 		if (i >= m->n_files)
@@ -705,11 +712,13 @@ static int read_body(struct source *s, int dfd, const struct manifest *m, struct
 		name[nl] = '\0';
 		size = le64toh(size);
 		if (strcmp(name, f->name) != 0 || size != f->size)
-			return fail(err, -EBADMSG, "image body does not match its manifest at '%s'", name);
+			return fail(err, -EBADMSG, "image body does not match its manifest at '%s'",
+			            name);
 
 		_cleanup_close_ int ofd = -1;
 		if (dfd >= 0) {
-			ofd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+			ofd = openat(dfd, name,
+			             O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 			if (ofd < 0)
 				return fail(err, -errno, "cannot create '%s': %m", name);
 		}
@@ -756,10 +765,10 @@ int image_archive_read(int fd, const char *dir, struct manifest **ret, struct im
 		return fail(err, -errno, "cannot seek in the image: %m");
 
 	struct source s = {
-		.fd = fd,
-		.left = t.manifest_offset - HEADER_SIZE,
-		.in_cap = ZSTD_DStreamInSize(),
-		.out_cap = ZSTD_DStreamOutSize(),
+	    .fd = fd,
+	    .left = t.manifest_offset - HEADER_SIZE,
+	    .in_cap = ZSTD_DStreamInSize(),
+	    .out_cap = ZSTD_DStreamOutSize(),
 	};
 	s.dctx = ZSTD_createDCtx();
 	s.hash = XXH3_createState();

@@ -35,7 +35,7 @@ void manifest_free(struct manifest *m);
 /* Appends key=value; keys are [a-z0-9_.]+, values any text. */
 int manifest_add(struct manifest *m, const char *key, const char *value);
 int manifest_addf(struct manifest *m, const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* The first value of key, or NULL. */
 const char *manifest_get(const struct manifest *m, const char *key);
 /* The first value of key as an unsigned number, or def if absent or invalid. */
@@ -45,8 +45,8 @@ int manifest_to_text(const struct manifest *m, char **ret, size_t *ret_len);
 int manifest_from_text(const char *text, size_t len, struct manifest **ret);
 
 struct image_write_stats {
-	uint64_t raw_bytes;	   /* sum of the image files' sizes */
-	uint64_t archive_bytes;	   /* size of the archive written */
+	uint64_t raw_bytes;     /* sum of the image files' sizes */
+	uint64_t archive_bytes; /* size of the archive written */
 };
 
 /* Writes every regular file of dir (no sub-directories) and the manifest m
@@ -54,7 +54,7 @@ struct image_write_stats {
  * with sizes and checksums to m. level is a zstd level; workers the number of
  * zstd threads (0 = none). Does not fsync. */
 int image_archive_write(int fd, const char *dir, struct manifest *m, int level, int workers,
-			struct image_write_stats *stats, struct image_error *err);
+                        struct image_write_stats *stats, struct image_error *err);
 
 /* Reads the manifest only (trailer, then the manifest frame): cheap. Checks
  * the trailer's and the manifest's checksums, not the body. */

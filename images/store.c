@@ -27,7 +27,8 @@ static int parse_name(const char *name, bool any_suffix, uint64_t *gen)
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(name + 4, &end, 10);
-	if (errno || end == name + 4 || strncmp(end, IMAGE_STORE_SUFFIX, strlen(IMAGE_STORE_SUFFIX)))
+	if (errno || end == name + 4 ||
+	    strncmp(end, IMAGE_STORE_SUFFIX, strlen(IMAGE_STORE_SUFFIX)))
 		return -EINVAL;
 	if (!any_suffix && end[strlen(IMAGE_STORE_SUFFIX)] != '\0')
 		return -EINVAL;
@@ -89,8 +90,8 @@ int image_store_next_generation(const char *dir, uint64_t *ret)
 }
 
 int image_store_commit(const char *dir, uint64_t gen, const char *images_dir, struct manifest *m,
-		       int level, int workers, struct image_write_stats *stats,
-		       struct image_error *err)
+                       int level, int workers, struct image_write_stats *stats,
+                       struct image_error *err)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
 	int r = image_store_path(dir, gen, path, sizeof(path));
@@ -185,7 +186,7 @@ static int open_gen(const char *dir, uint64_t gen, struct image_error *err)
 }
 
 int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
-			struct image_error *err)
+                        struct image_error *err)
 {
 	_cleanup_close_ int fd = open_gen(dir, gen, err);
 	if (fd < 0)
@@ -194,7 +195,7 @@ int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct 
 }
 
 int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
-			      struct image_error *err)
+                              struct image_error *err)
 {
 	_cleanup_close_ int fd = open_gen(dir, gen, err);
 	if (fd < 0)

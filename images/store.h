@@ -25,8 +25,8 @@ int image_store_next_generation(const char *dir, uint64_t *ret);
  * On failure nothing of gen is left behind and older generations are
  * untouched. */
 int image_store_commit(const char *dir, uint64_t gen, const char *images_dir, struct manifest *m,
-		       int level, int workers, struct image_write_stats *stats,
-		       struct image_error *err);
+                       int level, int workers, struct image_write_stats *stats,
+                       struct image_error *err);
 
 /* Deletes the oldest generations so that at most keep remain (keep >= 1).
  * Only called after a new generation is durable, so the newest good one is
@@ -39,8 +39,8 @@ int image_store_set_aside(const char *dir, uint64_t gen);
 
 /* Verifies generation gen and extracts it into dest (an empty directory). */
 int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
-			struct image_error *err);
+                        struct image_error *err);
 
 /* Reads generation gen's manifest only. */
 int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
-			      struct image_error *err);
+                              struct image_error *err);

@@ -102,8 +102,10 @@ int cli_require_root(const char *verb)
 {
 	if (geteuid() == 0)
 		return 0;
-	log_error("'cryo %s' must run as root: CRIU needs CAP_SYS_ADMIN and CAP_SYS_PTRACE (try: sudo "
-		  "cryo %s ...)", verb, verb);
+	log_error(
+	    "'cryo %s' must run as root: CRIU needs CAP_SYS_ADMIN and CAP_SYS_PTRACE (try: sudo "
+	    "cryo %s ...)",
+	    verb, verb);
 	return -EPERM;
 }
 
@@ -111,8 +113,10 @@ int cli_workload(const char *state_dir_opt, const char *name, struct workload_pa
 {
 	const char *sd = workload_state_dir(state_dir_opt);
 	if (!util_name_is_valid(name)) {
-		log_error("invalid workload name '%s': use 1-64 letters, digits, '.', '_' or '-', not "
-			  "starting with '.'", name);
+		log_error(
+		    "invalid workload name '%s': use 1-64 letters, digits, '.', '_' or '-', not "
+		    "starting with '.'",
+		    name);
 		return -EINVAL;
 	}
 	int r = workload_paths_init(p, sd, name);

@@ -22,23 +22,27 @@ static void usage(FILE *f)
 void cli_report_unreachable(const struct workload_paths *p, const char *name, int r)
 {
 	if (r == -ENOENT || r == -ECONNREFUSED)
-		log_error("'%s' is not running: no supervisor in '%s' (start it with cryo run --name "
-			  "%s -- PROG, or resume it with cryo restore %s)", name, p->dir, name, name);
+		log_error(
+		    "'%s' is not running: no supervisor in '%s' (start it with cryo run --name "
+		    "%s -- PROG, or resume it with cryo restore %s)",
+		    name, p->dir, name, name);
 	else if (r == -ETIMEDOUT)
 		log_error("the supervisor of '%s' did not answer in time; try again, or see cryo "
-			  "status %s", name, name);
+		          "status %s",
+		          name, name);
 	else
 		log_error("lost the supervisor of '%s' while waiting for its answer (%s); see cryo "
-			  "status %s", name, strerror(-r), name);
+		          "status %s",
+		          name, strerror(-r), name);
 }
 
 int cmd_checkpoint(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"state-dir", required_argument, NULL, 's'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	const char *state_dir = NULL;
 	bool json = false;
@@ -51,8 +55,9 @@ int cmd_checkpoint(int argc, char **argv)
 		case 'j': json = true; break;
 		case 'h': usage(stdout); return 0;
 		default:
-			log_error("unknown option '%s' for 'cryo checkpoint' (see cryo checkpoint --help)",
-				  argv[optind - 1]);
+			log_error("unknown option '%s' for 'cryo checkpoint' (see cryo checkpoint "
+			          "--help)",
+			          argv[optind - 1]);
 			return 2;
 		}
 	}
@@ -81,7 +86,8 @@ int cmd_checkpoint(int argc, char **argv)
 		return 1;
 	}
 	char size[32], raw[32];
-	printf("checkpoint %lld of '%s': %s (%s uncompressed), frozen %.1f ms, durable after %.1f ms\n",
+	printf("checkpoint %lld of '%s': %s (%s uncompressed), frozen %.1f ms, durable after %.1f "
+	       "ms\n",
 	       cli_json_int(reply, "generation", 0), name,
 	       util_format_bytes((uint64_t)cli_json_int(reply, "size", 0), size, sizeof(size)),
 	       util_format_bytes((uint64_t)cli_json_int(reply, "raw_size", 0), raw, sizeof(raw)),

@@ -27,11 +27,11 @@ static void usage(FILE *f)
 int cmd_images(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"state-dir", required_argument, NULL, 's'},
-		{"json", no_argument, NULL, 'j'},
-		{"no-verify", no_argument, NULL, 'n'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"no-verify", no_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	const char *state_dir = NULL;
 	bool json = false, verify = true;
@@ -46,7 +46,7 @@ int cmd_images(int argc, char **argv)
 		case 'h': usage(stdout); return 0;
 		default:
 			log_error("unknown option '%s' for 'cryo images' (see cryo images --help)",
-				  argv[optind - 1]);
+			          argv[optind - 1]);
 			return 2;
 		}
 	}
@@ -82,7 +82,7 @@ int cmd_images(int argc, char **argv)
 			snprintf(err.msg, sizeof(err.msg), "%s", strerror(errno));
 		} else {
 			r = verify ? image_archive_read(fd, NULL, &m, &err)
-				   : image_archive_read_manifest(fd, &m, &err);
+			           : image_archive_read_manifest(fd, &m, &err);
 			if (r < 0 && verify) {
 				/* Still show what the manifest says, if it can be read. */
 				image_archive_read_manifest(fd, &m, &(struct image_error){{0}});
@@ -95,7 +95,8 @@ int cmd_images(int argc, char **argv)
 		struct tm tm;
 		if (t && localtime_r(&t, &tm))
 			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-		const char *trigger = m && manifest_get(m, "trigger") ? manifest_get(m, "trigger") : "?";
+		const char *trigger =
+		    m && manifest_get(m, "trigger") ? manifest_get(m, "trigger") : "?";
 		const char *verdict = !verify ? "not checked" : r == 0 ? "yes" : "NO";
 		if (json) {
 			size_t o = 0;
@@ -105,15 +106,21 @@ int cmd_images(int argc, char **argv)
 				esc[o++] = *q;
 			}
 			esc[o] = '\0';
-			printf("%s{\"generation\":%" PRIu64 ",\"time\":%lld,\"size\":%lld,\"raw_size\":%" PRIu64
-			       ",\"trigger\":\"%s\",\"verified\":%s,\"error\":\"%s\",\"path\":\"%s\"}",
-			       i ? "," : "", gens[i], (long long)t, (long long)st.st_size, raw_bytes,
-			       trigger, !verify ? "null" : r == 0 ? "true" : "false", esc, path);
+			printf(
+			    "%s{\"generation\":%" PRIu64
+			    ",\"time\":%lld,\"size\":%lld,\"raw_size\":%" PRIu64
+			    ",\"trigger\":\"%s\",\"verified\":%s,\"error\":\"%s\",\"path\":\"%s\"}",
+			    i ? "," : "", gens[i], (long long)t, (long long)st.st_size, raw_bytes,
+			    trigger,
+			    !verify  ? "null"
+			    : r == 0 ? "true"
+			             : "false",
+			    esc, path);
 		} else {
 			printf("%-6" PRIu64 " %-20s %-10s %-10s %-8s %s%s%s\n", gens[i], when,
 			       util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
-			       m ? util_format_bytes(raw_bytes, raw, sizeof(raw)) : "?", trigger, verdict,
-			       r < 0 ? ": " : "", r < 0 ? err.msg : "");
+			       m ? util_format_bytes(raw_bytes, raw, sizeof(raw)) : "?", trigger,
+			       verdict, r < 0 ? ": " : "", r < 0 ? err.msg : "");
 		}
 		manifest_free(m);
 	}

@@ -49,8 +49,10 @@ int cmd_restore(int argc, char **argv)
 	size_t n = 0;
 	r = image_store_list(p.dir, &gens, &n);
 	if (r < 0 || n == 0) {
-		log_error("'%s' has no images in '%s' (see cryo status; state directories are chosen "
-			  "with --state-dir or CRYO_STATE_DIR)", o.name, p.dir);
+		log_error(
+		    "'%s' has no images in '%s' (see cryo status; state directories are chosen "
+		    "with --state-dir or CRYO_STATE_DIR)",
+		    o.name, p.dir);
 		return 1;
 	}
 	struct manifest *m = NULL;
@@ -62,7 +64,8 @@ int cmd_restore(int argc, char **argv)
 			m = NULL;
 	}
 	if (!m) {
-		log_error("no readable image of '%s' in '%s' (see cryo images %s)", o.name, p.dir, o.name);
+		log_error("no readable image of '%s' in '%s' (see cryo images %s)", o.name, p.dir,
+		          o.name);
 		return 1;
 	}
 	size_t argc_img = 0;

@@ -29,10 +29,13 @@ static void usage(FILE *f)
 	      "--fresh is given.\n"
 	      "\n"
 	      "  --name NAME          workload name (default: PROG's base name)\n"
-	      "  --state-dir DIR      state directory (default: $CRYO_STATE_DIR, else /var/lib/cryo)\n"
-	      "  --restart POLICY     on-failure (default): restore after a signal or non-zero exit;\n"
+	      "  --state-dir DIR      state directory (default: $CRYO_STATE_DIR, else "
+	      "/var/lib/cryo)\n"
+	      "  --restart POLICY     on-failure (default): restore after a signal or non-zero "
+	      "exit;\n"
 	      "                       always: also after exit 0; no: never\n"
-	      "  --max-restarts N     give up after N restores without a checkpoint between (default 5)\n"
+	      "  --max-restarts N     give up after N restores without a checkpoint between "
+	      "(default 5)\n"
 	      "  --keep N             generations to keep (default 3)\n"
 	      "  --every DURATION     checkpoint periodically, e.g. 500ms, 30s, 5m\n"
 	      "  --fresh              start afresh even if NAME has images (kept until the first\n"
@@ -69,7 +72,8 @@ static int check_program(const char *prog)
 		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0)
 			return 0;
 	}
-	log_error("cannot run '%s': no such program in PATH (give its path, e.g. ./%s)", prog, prog);
+	log_error("cannot run '%s': no such program in PATH (give its path, e.g. ./%s)", prog,
+	          prog);
 	return -ENOENT;
 }
 
@@ -77,14 +81,18 @@ static int check_state_dir(const struct workload_paths *p)
 {
 	int r = util_mkdir_p(p->dir);
 	if (r < 0) {
-		log_error("cannot create state directory '%s': %s (choose another with --state-dir or "
-			  "CRYO_STATE_DIR)", p->dir, strerror(-r));
+		log_error(
+		    "cannot create state directory '%s': %s (choose another with --state-dir or "
+		    "CRYO_STATE_DIR)",
+		    p->dir, strerror(-r));
 		return r;
 	}
 	if (access(p->dir, W_OK) < 0) {
 		r = -errno;
-		log_error("cannot write state directory '%s': %s (choose another with --state-dir or "
-			  "CRYO_STATE_DIR)", p->dir, strerror(-r));
+		log_error(
+		    "cannot write state directory '%s': %s (choose another with --state-dir or "
+		    "CRYO_STATE_DIR)",
+		    p->dir, strerror(-r));
 		return r;
 	}
 	return 0;
@@ -92,21 +100,32 @@ static int check_state_dir(const struct workload_paths *p)
 
 int run_parse_options(int argc, char **argv, bool restore, struct run_options *o)
 {
-	enum { OPT_NAME = 256, OPT_STATE_DIR, OPT_RESTART, OPT_MAX_RESTARTS, OPT_KEEP, OPT_EVERY,
-	       OPT_FRESH, OPT_LEVEL, OPT_VERBOSE, OPT_HELP, OPT_GENERATION };
+	enum {
+		OPT_NAME = 256,
+		OPT_STATE_DIR,
+		OPT_RESTART,
+		OPT_MAX_RESTARTS,
+		OPT_KEEP,
+		OPT_EVERY,
+		OPT_FRESH,
+		OPT_LEVEL,
+		OPT_VERBOSE,
+		OPT_HELP,
+		OPT_GENERATION
+	};
 	static const struct option run_opts[] = {
-		{"name", required_argument, NULL, OPT_NAME},
-		{"fresh", no_argument, NULL, OPT_FRESH},
-		{"state-dir", required_argument, NULL, OPT_STATE_DIR},
-		{"restart", required_argument, NULL, OPT_RESTART},
-		{"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS},
-		{"keep", required_argument, NULL, OPT_KEEP},
-		{"every", required_argument, NULL, OPT_EVERY},
-		{"zstd-level", required_argument, NULL, OPT_LEVEL},
-		{"verbose", no_argument, NULL, OPT_VERBOSE},
-		{"help", no_argument, NULL, OPT_HELP},
-		{"generation", required_argument, NULL, OPT_GENERATION},
-		{0},
+	    {"name", required_argument, NULL, OPT_NAME},
+	    {"fresh", no_argument, NULL, OPT_FRESH},
+	    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+	    {"restart", required_argument, NULL, OPT_RESTART},
+	    {"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS},
+	    {"keep", required_argument, NULL, OPT_KEEP},
+	    {"every", required_argument, NULL, OPT_EVERY},
+	    {"zstd-level", required_argument, NULL, OPT_LEVEL},
+	    {"verbose", no_argument, NULL, OPT_VERBOSE},
+	    {"help", no_argument, NULL, OPT_HELP},
+	    {"generation", required_argument, NULL, OPT_GENERATION},
+	    {0},
 	};
 	/* restore takes the same options but --name/--fresh, plus --generation. */
 	const struct option *opts = restore ? run_opts + 2 : run_opts;
@@ -115,7 +134,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	int c;
 
 	*o = (struct run_options){
-		.cfg = {.policy = RESTART_ON_FAILURE, .max_restarts = 5, .keep = 3, .zstd_level = 3},
+	    .cfg = {.policy = RESTART_ON_FAILURE, .max_restarts = 5, .keep = 3, .zstd_level = 3},
 	};
 	optind = 1;
 	opterr = 0;
@@ -131,20 +150,23 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			else if (!strcmp(optarg, "no"))
 				o->cfg.policy = RESTART_NO;
 			else {
-				log_error("invalid --restart '%s': use on-failure, always or no", optarg);
+				log_error("invalid --restart '%s': use on-failure, always or no",
+				          optarg);
 				return 2;
 			}
 			break;
 		case OPT_MAX_RESTARTS:
 			if (util_parse_uint(optarg, 1000000, &v) < 0) {
-				log_error("invalid --max-restarts '%s': give a whole number", optarg);
+				log_error("invalid --max-restarts '%s': give a whole number",
+				          optarg);
 				return 2;
 			}
 			o->cfg.max_restarts = (unsigned)v;
 			break;
 		case OPT_KEEP:
 			if (util_parse_uint(optarg, 1000000, &v) < 0 || v < 1) {
-				log_error("invalid --keep '%s': give a whole number of at least 1", optarg);
+				log_error("invalid --keep '%s': give a whole number of at least 1",
+				          optarg);
 				return 2;
 			}
 			o->cfg.keep = (unsigned)v;
@@ -152,23 +174,28 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 		case OPT_EVERY:
 			if (util_parse_duration(optarg, &o->cfg.every_ns) < 0 ||
 			    o->cfg.every_ns < 10000000ULL) {
-				log_error("invalid --every '%s': give a duration of at least 10ms, e.g. "
-					  "500ms, 30s, 5m", optarg);
+				log_error(
+				    "invalid --every '%s': give a duration of at least 10ms, e.g. "
+				    "500ms, 30s, 5m",
+				    optarg);
 				return 2;
 			}
 			break;
 		case OPT_FRESH: o->fresh = true; break;
 		case OPT_LEVEL:
 			if (util_parse_uint(optarg, 19, &v) < 0 || v < 1) {
-				log_error("invalid --zstd-level '%s': give a number from 1 to 19", optarg);
+				log_error("invalid --zstd-level '%s': give a number from 1 to 19",
+				          optarg);
 				return 2;
 			}
 			o->cfg.zstd_level = (int)v;
 			break;
 		case OPT_GENERATION:
 			if (util_parse_uint(optarg, UINT64_MAX, &v) < 0 || v < 1) {
-				log_error("invalid --generation '%s': give a generation number (see cryo "
-					  "images NAME)", optarg);
+				log_error(
+				    "invalid --generation '%s': give a generation number (see cryo "
+				    "images NAME)",
+				    optarg);
 				return 2;
 			}
 			o->cfg.resume_generation = v;
@@ -177,11 +204,11 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 		case OPT_HELP: o->help = true; return 0;
 		default:
 			if (optopt)
-				log_error("unknown option '-%c' for 'cryo %s' (see cryo %s --help)", optopt,
-					  verb, verb);
+				log_error("unknown option '-%c' for 'cryo %s' (see cryo %s --help)",
+				          optopt, verb, verb);
 			else
 				log_error("unknown option '%s' for 'cryo %s' (see cryo %s --help)",
-					  argv[optind - 1], verb, verb);
+				          argv[optind - 1], verb, verb);
 			return 2;
 		}
 	}
@@ -191,14 +218,16 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 int run_supervised(struct run_options *o)
 {
 	struct supervisor_config *cfg = &o->cfg;
-	if (cli_workload(o->state_dir, cfg->name, &cfg->paths) < 0 || check_state_dir(&cfg->paths) < 0)
+	if (cli_workload(o->state_dir, cfg->name, &cfg->paths) < 0 ||
+	    check_state_dir(&cfg->paths) < 0)
 		return 1;
 	pid_t holder = 0;
 	int lock = workload_lock(&cfg->paths, &holder);
 	if (lock == -EBUSY) {
-		log_error("workload '%s' is already running under supervisor PID %d (state directory "
-			  "'%s'); pick another --name, or cryo stop %s", cfg->name, holder,
-			  cfg->paths.state_dir, cfg->name);
+		log_error(
+		    "workload '%s' is already running under supervisor PID %d (state directory "
+		    "'%s'); pick another --name, or cryo stop %s",
+		    cfg->name, holder, cfg->paths.state_dir, cfg->name);
 		return 1;
 	}
 	if (lock < 0) {
@@ -220,7 +249,8 @@ int cmd_run(int argc, char **argv)
 		return r;
 	}
 	if (optind >= argc) {
-		log_error("no program given: cryo run [OPTIONS] -- PROG [ARGS...] (see cryo run --help)");
+		log_error(
+		    "no program given: cryo run [OPTIONS] -- PROG [ARGS...] (see cryo run --help)");
 		return 2;
 	}
 	o.cfg.argv = argv + optind;
@@ -239,9 +269,12 @@ int cmd_run(int argc, char **argv)
 		size_t n = 0;
 		if (cli_workload(o.state_dir, o.name, &p) < 0)
 			return 1;
-		if (image_store_list(p.dir, &gens, &n) == 0 && n > 0 && !workload_is_supervised(&p, NULL)) {
-			log_info("'%s' has %zu stored generation(s) and no supervisor: resuming the "
-				 "newest (use --fresh to start afresh)", o.name, n);
+		if (image_store_list(p.dir, &gens, &n) == 0 && n > 0 &&
+		    !workload_is_supervised(&p, NULL)) {
+			log_info(
+			    "'%s' has %zu stored generation(s) and no supervisor: resuming the "
+			    "newest (use --fresh to start afresh)",
+			    o.name, n);
 			o.cfg.resume = true;
 		}
 	}

@@ -113,9 +113,9 @@ static void print_row(const struct row *r)
 	if (r->last_gen >= 0) {
 		long long age = (long long)time(NULL) - r->last_time;
 		snprintf(last, sizeof(last), "gen %lld, %llds ago, %s, frozen %.1f ms", r->last_gen,
-			 age < 0 ? 0 : age,
-			 util_format_bytes((uint64_t)r->last_size, size, sizeof(size)),
-			 (double)r->last_frozen_us / 1000);
+		         age < 0 ? 0 : age,
+		         util_format_bytes((uint64_t)r->last_size, size, sizeof(size)),
+		         (double)r->last_frozen_us / 1000);
 	}
 	printf("%-20s %-13s %-8s %-8lld %s\n", r->name, r->state, pid, r->restarts, last);
 }
@@ -123,10 +123,10 @@ static void print_row(const struct row *r)
 int cmd_status(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"state-dir", required_argument, NULL, 's'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	const char *state_dir_opt = NULL;
 	bool json = false;
@@ -140,7 +140,7 @@ int cmd_status(int argc, char **argv)
 		case 'h': usage(stdout); return 0;
 		default:
 			log_error("unknown option '%s' for 'cryo status' (see cryo status --help)",
-				  argv[optind - 1]);
+			          argv[optind - 1]);
 			return 2;
 		}
 	}

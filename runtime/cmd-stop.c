@@ -34,11 +34,11 @@ static bool wait_gone(const struct workload_paths *p, uint64_t timeout_ns)
 int cmd_stop(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"state-dir", required_argument, NULL, 's'},
-		{"checkpoint", no_argument, NULL, 'c'},
-		{"timeout", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"checkpoint", no_argument, NULL, 'c'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	const char *state_dir = NULL;
 	bool with_checkpoint = false;
@@ -52,14 +52,15 @@ int cmd_stop(int argc, char **argv)
 		case 'c': with_checkpoint = true; break;
 		case 't':
 			if (util_parse_duration(optarg, &timeout) < 0) {
-				log_error("invalid --timeout '%s': give a duration, e.g. 10s", optarg);
+				log_error("invalid --timeout '%s': give a duration, e.g. 10s",
+				          optarg);
 				return 2;
 			}
 			break;
 		case 'h': usage(stdout); return 0;
 		default:
 			log_error("unknown option '%s' for 'cryo stop' (see cryo stop --help)",
-				  argv[optind - 1]);
+			          argv[optind - 1]);
 			return 2;
 		}
 	}
@@ -81,8 +82,8 @@ int cmd_stop(int argc, char **argv)
 		char why[1024] = "unknown error";
 		cli_json_str(reply, "error", why, sizeof(why));
 		log_error("cannot checkpoint '%s' before stopping it: %s; it was not stopped (stop "
-			  "it without --checkpoint to lose its state since the last checkpoint)",
-			  name, why);
+		          "it without --checkpoint to lose its state since the last checkpoint)",
+		          name, why);
 		return 1;
 	}
 	if (!wait_gone(&p, timeout)) {
@@ -92,8 +93,8 @@ int cmd_stop(int argc, char **argv)
 			wait_gone(&p, 10000000000ULL);
 	}
 	if (with_checkpoint)
-		printf("stopped '%s' after checkpoint %lld (resume it with: cryo restore %s)\n", name,
-		       cli_json_int(reply, "generation", 0), name);
+		printf("stopped '%s' after checkpoint %lld (resume it with: cryo restore %s)\n",
+		       name, cli_json_int(reply, "generation", 0), name);
 	else
 		printf("stopped '%s'\n", name);
 	return 0;

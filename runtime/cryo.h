@@ -24,7 +24,7 @@ extern "C" {
 
 /* cryo_checkpoint()'s two successful results, like fork()'s. */
 #define CRYO_CHECKPOINTED 0 /* this process was checkpointed and runs on */
-#define CRYO_RESTORED	  1 /* this process is a copy restored from that checkpoint */
+#define CRYO_RESTORED     1 /* this process is a copy restored from that checkpoint */
 
 /* Asks the supervisor to checkpoint this process now and waits until the
  * image is durably stored. Returns CRYO_CHECKPOINTED (0) in the original

@@ -25,7 +25,8 @@ static void forward(int sig)
 
 int main(int argc, char **argv)
 {
-	static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+	static const int forwarded[] = {SIGTERM, SIGINT,  SIGHUP,  SIGQUIT,
+	                                SIGUSR1, SIGUSR2, SIGWINCH};
 
 	if (argc < 2) {
 		fprintf(stderr, "cryo-init: usage: cryo-init PROGRAM [ARGS...]\n");

@@ -10,12 +10,12 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *summary;
 } verbs[] = {
-	{"run", cmd_run, "run a program under a supervisor that checkpoints and restores it"},
-	{"checkpoint", cmd_checkpoint, "checkpoint a running workload now"},
-	{"status", cmd_status, "show workloads and their last checkpoints"},
-	{"images", cmd_images, "list a workload's stored generations"},
-	{"stop", cmd_stop, "stop a workload, optionally checkpointing it first"},
-	{"restore", cmd_restore, "resume a workload from its images when no supervisor runs it"},
+    {"run", cmd_run, "run a program under a supervisor that checkpoints and restores it"},
+    {"checkpoint", cmd_checkpoint, "checkpoint a running workload now"},
+    {"status", cmd_status, "show workloads and their last checkpoints"},
+    {"images", cmd_images, "list a workload's stored generations"},
+    {"stop", cmd_stop, "stop a workload, optionally checkpointing it first"},
+    {"restore", cmd_restore, "resume a workload from its images when no supervisor runs it"},
 };
 
 static void usage(FILE *f)

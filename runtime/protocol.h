@@ -10,11 +10,11 @@
 #include <stdint.h>
 
 #define CRYO_CONTROL_FD_ENV "CRYO_CONTROL_FD"
-#define CRYO_MSG_MAGIC	    0x4f595243u /* "CRYO" */
+#define CRYO_MSG_MAGIC      0x4f595243u /* "CRYO" */
 
 enum {
 	CRYO_MSG_CHECKPOINT = 1, /* program -> supervisor */
-	CRYO_MSG_RESULT = 2,	 /* supervisor -> program: value is 0, 1 or -errno */
+	CRYO_MSG_RESULT = 2,     /* supervisor -> program: value is 0, 1 or -errno */
 };
 
 struct cryo_msg {

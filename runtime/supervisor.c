@@ -63,7 +63,7 @@ struct supervisor {
 	/* The running tree: the namespace's init (our child) and the program. */
 	pid_t init_pid;
 	bool running;
-	bool stopping;	 /* we asked it to end: do not restore */
+	bool stopping; /* we asked it to end: do not restore */
 	int stop_checkpoint_reply_fd;
 
 	/* Our ends of the program's stdio and control socket, and the inodes
@@ -240,7 +240,7 @@ static void drain_channels(struct supervisor *s)
 	uint64_t deadline = util_now_ns() + 2000000000ULL;
 	while ((s->stdout_r >= 0 || s->stderr_r >= 0) && util_now_ns() < deadline) {
 		struct pollfd p[2] = {{.fd = s->stdout_r, .events = POLLIN},
-				      {.fd = s->stderr_r, .events = POLLIN}};
+		                      {.fd = s->stderr_r, .events = POLLIN}};
 		if (poll(p, 2, 100) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents && !forward_output(s->stdout_r, STDOUT_FILENO))
@@ -339,14 +339,17 @@ static int start_fresh(struct supervisor *s)
 {
 	char init[PATH_MAX];
 	if (find_init(init, sizeof(init)) < 0) {
-		log_error("cannot start '%s': cryo-init is missing (looked beside cryo and in %s/cryo; "
-			  "reinstall cryo)", s->cfg->name, CRYO_LIBEXECDIR);
+		log_error(
+		    "cannot start '%s': cryo-init is missing (looked beside cryo and in %s/cryo; "
+		    "reinstall cryo)",
+		    s->cfg->name, CRYO_LIBEXECDIR);
 		return -ENOENT;
 	}
 	struct program_ends e;
 	int r = make_channels(s, &e);
 	if (r < 0) {
-		log_error("cannot start '%s': cannot create its pipes: %s", s->cfg->name, strerror(-r));
+		log_error("cannot start '%s': cannot create its pipes: %s", s->cfg->name,
+		          strerror(-r));
 		return r;
 	}
 	size_t argc = 0;
@@ -357,7 +360,8 @@ static int start_fresh(struct supervisor *s)
 	if (pid < 0) {
 		r = -errno;
 		program_ends_close(&e);
-		log_error("cannot start '%s': clone3(CLONE_NEWPID): %s", s->cfg->name, strerror(-r));
+		log_error("cannot start '%s': clone3(CLONE_NEWPID): %s", s->cfg->name,
+		          strerror(-r));
 		return r;
 	}
 	if (pid == 0) {
@@ -400,15 +404,15 @@ static void send_result(struct supervisor *s, int64_t value, uint64_t generation
 	if (s->control < 0)
 		return;
 	struct cryo_msg m = {.magic = CRYO_MSG_MAGIC,
-			     .type = CRYO_MSG_RESULT,
-			     .value = value,
-			     .generation = generation};
+	                     .type = CRYO_MSG_RESULT,
+	                     .value = value,
+	                     .generation = generation};
 	/* A full socket means a program that does not read: it loses a notice. */
 	(void)send(s->control, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen,
-			  enum checkpoint_trigger trigger, const struct criu_glue_dump_stats *st)
+                          enum checkpoint_trigger trigger, const struct criu_glue_dump_stats *st)
 {
 	struct utsname u;
 	uname(&u);
@@ -427,7 +431,7 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 		manifest_add(m, "arg", *a);
 	manifest_add(m, "cwd", cwd);
 	manifest_addf(m, "criu_version", "%d.%d.%d", s->criu_version / 10000,
-		      s->criu_version / 100 % 100, s->criu_version % 100);
+	              s->criu_version / 100 % 100, s->criu_version % 100);
 	manifest_add(m, "kernel", u.release);
 	manifest_add(m, "machine", u.machine);
 	manifest_add(m, "hostname", u.nodename);
@@ -442,7 +446,7 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
  * the stored generations are as they were. Returns the new generation, or a
  * negative errno with the reason in why. */
 static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger, char *why,
-			  size_t why_len)
+                          size_t why_len)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	if (!s->running) {
@@ -467,14 +471,14 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	s->state = "checkpointing";
 	struct criu_glue_error cerr = {{0}};
 	struct criu_glue_dump_opts o = {
-		.pid = s->init_pid,
-		.images_dir = images,
-		.log_dir = cfg->paths.dir,
-		.log_name = "criu-dump.log",
-		.external_unix = &s->ino_control,
-		.n_external_unix = 1,
-		.leave_running = true,
-		.tcp_established = true,
+	    .pid = s->init_pid,
+	    .images_dir = images,
+	    .log_dir = cfg->paths.dir,
+	    .log_name = "criu-dump.log",
+	    .external_unix = &s->ino_control,
+	    .n_external_unix = 1,
+	    .leave_running = true,
+	    .tcp_established = true,
 	};
 	struct criu_glue_dump_stats st = {0};
 	r = criu_glue_dump(&o, &st, &cerr);
@@ -495,25 +499,28 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	r = image_store_commit(cfg->paths.dir, gen, images, m, cfg->zstd_level, 2, &ws, &ierr);
 	manifest_free(m);
 	if (r < 0) {
-		snprintf(why, why_len, "cannot store the image: %s", ierr.msg[0] ? ierr.msg : strerror(-r));
+		snprintf(why, why_len, "cannot store the image: %s",
+		         ierr.msg[0] ? ierr.msg : strerror(-r));
 		goto out;
 	}
 	r = image_store_prune(cfg->paths.dir, cfg->keep);
 	if (r < 0)
-		log_error("checkpoint %" PRIu64 " of '%s' is stored, but older generations could not "
-			  "be pruned: %s", gen, cfg->name, strerror(-r));
+		log_error("checkpoint %" PRIu64
+		          " of '%s' is stored, but older generations could not "
+		          "be pruned: %s",
+		          gen, cfg->name, strerror(-r));
 	r = 0;
 	s->restarts_in_a_row = 0;
 	s->current_generation = gen;
 	s->have_last = true;
 	s->last = (struct last_checkpoint){
-		.generation = gen,
-		.time_ns = util_realtime_ns(),
-		.size = ws.archive_bytes,
-		.raw_size = ws.raw_bytes,
-		.frozen_us = st.frozen_us,
-		.duration_ns = util_now_ns() - t0,
-		.trigger = trigger,
+	    .generation = gen,
+	    .time_ns = util_realtime_ns(),
+	    .size = ws.archive_bytes,
+	    .raw_size = ws.raw_bytes,
+	    .frozen_us = st.frozen_us,
+	    .duration_ns = util_now_ns() - t0,
+	    .trigger = trigger,
 	};
 out:
 	util_rm_rf(images);
@@ -536,7 +543,7 @@ static void handle_control(struct supervisor *s)
 {
 	for (;;) {
 		ssize_t n = read(s->control, s->control_buf + s->control_len,
-				 sizeof(s->control_buf) - s->control_len);
+		                 sizeof(s->control_buf) - s->control_len);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
@@ -561,8 +568,10 @@ static void handle_control(struct supervisor *s)
 		char why[600];
 		int64_t g = checkpoint(s, TRIGGER_PROGRAM, why, sizeof(why));
 		if (g < 0) {
-			log_error("cannot checkpoint '%s': %s; the program runs on, generation %" PRIu64
-				  " stays the newest", s->cfg->name, why, s->current_generation);
+			log_error(
+			    "cannot checkpoint '%s': %s; the program runs on, generation %" PRIu64
+			    " stays the newest",
+			    s->cfg->name, why, s->current_generation);
 			send_result(s, g, s->current_generation);
 		} else {
 			log_checkpoint(s, TRIGGER_PROGRAM);
@@ -583,7 +592,8 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	util_rm_rf(dir);
 	if (mkdir(dir, 0700) < 0) {
 		int r = -errno;
-		log_error("cannot restore '%s': cannot create '%s': %s", cfg->name, dir, strerror(-r));
+		log_error("cannot restore '%s': cannot create '%s': %s", cfg->name, dir,
+		          strerror(-r));
 		return r;
 	}
 	struct manifest *m = NULL;
@@ -593,10 +603,11 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 		util_rm_rf(dir);
 		if (r == -EBADMSG)
 			log_error("generation %" PRIu64 " of '%s' is damaged (%s); set aside as "
-				  "gen-%012" PRIu64 ".cryo.damaged", gen, cfg->name, ierr.msg, gen);
+			          "gen-%012" PRIu64 ".cryo.damaged",
+			          gen, cfg->name, ierr.msg, gen);
 		else
 			log_error("cannot read generation %" PRIu64 " of '%s': %s", gen, cfg->name,
-				  ierr.msg[0] ? ierr.msg : strerror(-r));
+			          ierr.msg[0] ? ierr.msg : strerror(-r));
 		if (r == -EBADMSG)
 			image_store_set_aside(cfg->paths.dir, gen);
 		return r;
@@ -606,7 +617,8 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	if (r < 0) {
 		manifest_free(m);
 		util_rm_rf(dir);
-		log_error("cannot restore '%s': cannot create its pipes: %s", cfg->name, strerror(-r));
+		log_error("cannot restore '%s': cannot create its pipes: %s", cfg->name,
+		          strerror(-r));
 		return r;
 	}
 	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
@@ -615,16 +627,16 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	for (int i = 0; i < 4; i++) {
 		inherit[i].fd = e.fds[i];
 		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
-			 manifest_get_u64(m, keys[i], 0));
+		         manifest_get_u64(m, keys[i], 0));
 	}
 	manifest_free(m);
 	struct criu_glue_restore_opts o = {
-		.images_dir = dir,
-		.log_dir = cfg->paths.dir,
-		.log_name = "criu-restore.log",
-		.inherit = inherit,
-		.n_inherit = 4,
-		.tcp_close = true,
+	    .images_dir = dir,
+	    .log_dir = cfg->paths.dir,
+	    .log_name = "criu-restore.log",
+	    .inherit = inherit,
+	    .n_inherit = 4,
+	    .tcp_close = true,
 	};
 	struct criu_glue_error cerr = {{0}};
 	pid_t pid;
@@ -636,7 +648,8 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 		close_fd(&s->stdout_r);
 		close_fd(&s->stderr_r);
 		close_fd(&s->control);
-		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name, cerr.msg);
+		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name,
+		          cerr.msg);
 		return r;
 	}
 	s->init_pid = pid;
@@ -658,7 +671,7 @@ static int restore_newest(struct supervisor *s, uint64_t only)
 	int r = image_store_list(s->cfg->paths.dir, &gens, &n);
 	if (r < 0) {
 		log_error("cannot list the images of '%s' in '%s': %s", s->cfg->name,
-			  s->cfg->paths.dir, strerror(-r));
+		          s->cfg->paths.dir, strerror(-r));
 		return r;
 	}
 	s->state = "restoring";
@@ -669,20 +682,22 @@ static int restore_newest(struct supervisor *s, uint64_t only)
 		tried = true;
 		uint64_t t0 = util_now_ns();
 		if (restore_generation(s, gens[i]) == 0) {
-			log_info("restored '%s' from generation %" PRIu64 " in %.1f ms (program PID %d)",
-				 s->cfg->name, gens[i], (double)(util_now_ns() - t0) / 1e6,
-				 program_pid(s));
+			log_info("restored '%s' from generation %" PRIu64
+			         " in %.1f ms (program PID %d)",
+			         s->cfg->name, gens[i], (double)(util_now_ns() - t0) / 1e6,
+			         program_pid(s));
 			return 0;
 		}
 		if (only)
 			break;
 		if (i > 0 && gens[i - 1] >= s->min_generation)
-			log_info("trying generation %" PRIu64 " of '%s' instead", gens[i - 1], s->cfg->name);
+			log_info("trying generation %" PRIu64 " of '%s' instead", gens[i - 1],
+			         s->cfg->name);
 	}
 	s->state = "failed";
 	if (only && !tried) {
 		log_error("'%s' has no generation %" PRIu64 " in '%s' (see: cryo images %s)",
-			  s->cfg->name, only, s->cfg->paths.dir, s->cfg->name);
+		          s->cfg->name, only, s->cfg->paths.dir, s->cfg->name);
 		return -ENOENT;
 	}
 	return tried ? -EIO : -ENOENT;
@@ -751,10 +766,11 @@ static void reply_checkpoint(struct supervisor *s, int fd, int64_t g, const char
 		return;
 	}
 	reply_line(fd,
-		   "{\"ok\":true,\"generation\":%" PRIu64 ",\"size\":%" PRIu64
-		   ",\"raw_size\":%" PRIu64 ",\"frozen_us\":%" PRIu64 ",\"duration_us\":%" PRIu64 "}",
-		   s->last.generation, s->last.size, s->last.raw_size, s->last.frozen_us,
-		   s->last.duration_ns / 1000);
+	           "{\"ok\":true,\"generation\":%" PRIu64 ",\"size\":%" PRIu64
+	           ",\"raw_size\":%" PRIu64 ",\"frozen_us\":%" PRIu64 ",\"duration_us\":%" PRIu64
+	           "}",
+	           s->last.generation, s->last.size, s->last.raw_size, s->last.frozen_us,
+	           s->last.duration_ns / 1000);
 }
 
 static void reply_status(struct supervisor *s, int fd)
@@ -762,15 +778,15 @@ static void reply_status(struct supervisor *s, int fd)
 	char last[512] = "null";
 	if (s->have_last)
 		snprintf(last, sizeof(last),
-			 "{\"generation\":%" PRIu64 ",\"time\":%" PRIu64 ",\"size\":%" PRIu64
-			 ",\"frozen_us\":%" PRIu64 ",\"trigger\":\"%s\"}",
-			 s->last.generation, s->last.time_ns / UINT64_C(1000000000), s->last.size,
-			 s->last.frozen_us, checkpoint_trigger_name(s->last.trigger));
+		         "{\"generation\":%" PRIu64 ",\"time\":%" PRIu64 ",\"size\":%" PRIu64
+		         ",\"frozen_us\":%" PRIu64 ",\"trigger\":\"%s\"}",
+		         s->last.generation, s->last.time_ns / UINT64_C(1000000000), s->last.size,
+		         s->last.frozen_us, checkpoint_trigger_name(s->last.trigger));
 	reply_line(fd,
-		   "{\"ok\":true,\"name\":\"%s\",\"state\":\"%s\",\"supervisor_pid\":%d,\"pid\":%d,"
-		   "\"restarts\":%u,\"generation\":%" PRIu64 ",\"last_checkpoint\":%s}",
-		   s->cfg->name, s->state, getpid(), s->running ? program_pid(s) : 0,
-		   s->restarts_total, s->current_generation, last);
+	           "{\"ok\":true,\"name\":\"%s\",\"state\":\"%s\",\"supervisor_pid\":%d,\"pid\":%d,"
+	           "\"restarts\":%u,\"generation\":%" PRIu64 ",\"last_checkpoint\":%s}",
+	           s->cfg->name, s->state, getpid(), s->running ? program_pid(s) : 0,
+	           s->restarts_total, s->current_generation, last);
 }
 
 static void request_stop(struct supervisor *s, int sig)
@@ -802,7 +818,8 @@ static void handle_command(struct supervisor *s)
 	buf[len] = '\0';
 	char *nl = strchr(buf, '\n');
 	if (!nl) {
-		reply_line(fd, "{\"ok\":false,\"errno\":%d,\"error\":\"malformed request\"}", EPROTO);
+		reply_line(fd, "{\"ok\":false,\"errno\":%d,\"error\":\"malformed request\"}",
+		           EPROTO);
 		return;
 	}
 	*nl = '\0';
@@ -812,7 +829,8 @@ static void handle_command(struct supervisor *s)
 		if (g >= 0)
 			log_checkpoint(s, TRIGGER_COMMAND);
 		else
-			log_error("cannot checkpoint '%s': %s; the program runs on", s->cfg->name, why);
+			log_error("cannot checkpoint '%s': %s; the program runs on", s->cfg->name,
+			          why);
 		reply_checkpoint(s, fd, g, why);
 	} else if (!strcmp(buf, "status")) {
 		reply_status(s, fd);
@@ -826,7 +844,7 @@ static void handle_command(struct supervisor *s)
 			request_stop(s, SIGTERM);
 		} else {
 			log_error("cannot checkpoint '%s' before stopping it: %s; it runs on",
-				  s->cfg->name, why);
+			          s->cfg->name, why);
 		}
 		reply_checkpoint(s, fd, g, why);
 	} else if (!strcmp(buf, "kill")) {
@@ -855,11 +873,12 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	char how[64];
 	if (code > 128 && code < 128 + 65)
 		snprintf(how, sizeof(how), "was killed by signal %d (%s)", code - 128,
-			 strsignal(code - 128));
+		         strsignal(code - 128));
 	else
 		snprintf(how, sizeof(how), "exited with status %d", code);
 
-	if (s->stopping || cfg->policy == RESTART_NO || (!failed && cfg->policy != RESTART_ALWAYS)) {
+	if (s->stopping || cfg->policy == RESTART_NO ||
+	    (!failed && cfg->policy != RESTART_ALWAYS)) {
 		s->state = "stopped";
 		if (failed && !s->stopping)
 			log_info("'%s' %s", cfg->name, how);
@@ -867,9 +886,10 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	}
 	if (s->restarts_in_a_row >= cfg->max_restarts) {
 		s->state = "failed";
-		log_error("'%s' %s, after %u restarts in a row without a successful checkpoint; giving "
-			  "up (images kept in '%s'; resume with: cryo restore %s)",
-			  cfg->name, how, s->restarts_in_a_row, cfg->paths.dir, cfg->name);
+		log_error(
+		    "'%s' %s, after %u restarts in a row without a successful checkpoint; giving "
+		    "up (images kept in '%s'; resume with: cryo restore %s)",
+		    cfg->name, how, s->restarts_in_a_row, cfg->paths.dir, cfg->name);
 		return 0;
 	}
 	s->restarts_in_a_row++;
@@ -883,7 +903,8 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 		return start_fresh(s) == 0 ? 1 : 0;
 	}
 	log_error("no generation of '%s' could be restored; giving up (images kept in '%s'; see "
-		  "criu-restore.log there)", cfg->name, cfg->paths.dir);
+	          "criu-restore.log there)",
+	          cfg->name, cfg->paths.dir);
 	*status = code ? code : 1;
 	return 0;
 }
@@ -893,16 +914,14 @@ static int handle_signals(struct supervisor *s, int *status)
 	struct signalfd_siginfo si;
 	while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		switch (si.ssi_signo) {
-		case SIGCHLD:
-			break;
+		case SIGCHLD: break;
 		case SIGINT:
 		case SIGTERM:
 		case SIGHUP:
 			/* A second request is not polite any more. */
 			request_stop(s, s->stopping ? SIGKILL : (int)si.ssi_signo);
 			break;
-		default:
-			break;
+		default: break;
 		}
 	}
 	/* Only our own child: libcriu waits for its criu helper itself. */
@@ -923,11 +942,17 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 {
 	(void)lock_fd;
 	struct supervisor s = {
-		.cfg = cfg,
-		.epfd = -1, .sigfd = -1, .timerfd = -1, .commands_fd = -1,
-		.stdin_w = -1, .stdout_r = -1, .stderr_r = -1, .control = -1,
-		.stop_checkpoint_reply_fd = -1,
-		.state = "starting",
+	    .cfg = cfg,
+	    .epfd = -1,
+	    .sigfd = -1,
+	    .timerfd = -1,
+	    .commands_fd = -1,
+	    .stdin_w = -1,
+	    .stdout_r = -1,
+	    .stderr_r = -1,
+	    .control = -1,
+	    .stop_checkpoint_reply_fd = -1,
+	    .state = "starting",
 	};
 	int status = 1, r;
 
@@ -935,14 +960,18 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	if (r < 0 || s.criu_version < CRIU_GLUE_MIN_VERSION) {
 		const char *bin = criu_glue_binary();
 		if (!bin)
-			log_error("CRIU is not installed; run scripts/setup (or set CRYO_CRIU to its path)");
+			log_error("CRIU is not installed; run scripts/setup (or set CRYO_CRIU to "
+			          "its path)");
 		else if (r < 0)
-			log_error("CRIU at '%s' does not answer (%s); run '%s check' to see why", bin,
-				  strerror(-r), bin);
+			log_error(
+			    "'%s' does not say its version (%s): is it CRIU? run scripts/setup, "
+			    "or set CRYO_CRIU",
+			    bin, strerror(-r));
 		else
 			log_error("CRIU at '%s' is version %d.%d.%d; cryo needs 4.2 or newer (run "
-				  "scripts/setup)", bin, s.criu_version / 10000,
-				  s.criu_version / 100 % 100, s.criu_version % 100);
+			          "scripts/setup)",
+			          bin, s.criu_version / 10000, s.criu_version / 100 % 100,
+			          s.criu_version % 100);
 		return -ENOENT;
 	}
 
@@ -973,14 +1002,16 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	r = listen_commands(&s);
 	if (r < 0) {
 		log_error("cannot listen on '%s': %s (is the state directory writable?)",
-			  cfg->paths.socket, strerror(-r));
+		          cfg->paths.socket, strerror(-r));
 		goto out;
 	}
 	if (cfg->every_ns) {
 		s.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 		struct itimerspec its = {
-			.it_value = {(time_t)(cfg->every_ns / 1000000000ULL), (long)(cfg->every_ns % 1000000000ULL)},
-			.it_interval = {(time_t)(cfg->every_ns / 1000000000ULL), (long)(cfg->every_ns % 1000000000ULL)},
+		    .it_value = {(time_t)(cfg->every_ns / 1000000000ULL),
+		                 (long)(cfg->every_ns % 1000000000ULL)},
+		    .it_interval = {(time_t)(cfg->every_ns / 1000000000ULL),
+		                    (long)(cfg->every_ns % 1000000000ULL)},
 		};
 		if (s.timerfd < 0 || timerfd_settime(s.timerfd, 0, &its, NULL) < 0) {
 			log_error("cannot create the checkpoint timer: %m");
@@ -992,13 +1023,15 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	if (cfg->resume) {
 		r = restore_newest(&s, cfg->resume_generation);
 		if (r == -ENOENT && !cfg->resume_generation) {
-			log_error("'%s' has no images in '%s' to restore", cfg->name, cfg->paths.dir);
+			log_error("'%s' has no images in '%s' to restore", cfg->name,
+			          cfg->paths.dir);
 			goto out;
 		}
 		if (r < 0) {
 			if (r != -ENOENT)
 				log_error("could not restore '%s' (images kept in '%s'; see "
-					  "criu-restore.log there)", cfg->name, cfg->paths.dir);
+				          "criu-restore.log there)",
+				          cfg->name, cfg->paths.dir);
 			goto out;
 		}
 	} else {
@@ -1038,9 +1071,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 					ep_del(&s, s.stderr_r);
 				break;
 			case EV_STDIN:
-			case EV_STDIN_PIPE:
-				pump_stdin(&s);
-				break;
+			case EV_STDIN_PIPE: pump_stdin(&s); break;
 			case EV_TIMER: {
 				uint64_t ticks;
 				(void)!read(s.timerfd, &ticks, sizeof(ticks));
@@ -1051,13 +1082,12 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				if (g >= 0)
 					log_checkpoint(&s, TRIGGER_TIMER);
 				else
-					log_error("periodic checkpoint of '%s' failed: %s; the program runs on",
-						  cfg->name, why);
+					log_error("periodic checkpoint of '%s' failed: %s; the "
+					          "program runs on",
+					          cfg->name, why);
 				break;
 			}
-			case EV_COMMANDS:
-				handle_command(&s);
-				break;
+			case EV_COMMANDS: handle_command(&s); break;
 			}
 		}
 	}

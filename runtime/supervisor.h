@@ -17,20 +17,20 @@ enum restart_policy {
 enum checkpoint_trigger {
 	TRIGGER_PROGRAM, /* cryo_checkpoint() */
 	TRIGGER_COMMAND, /* cryo checkpoint NAME */
-	TRIGGER_TIMER,	 /* cryo run --every */
-	TRIGGER_STOP,	 /* cryo stop --checkpoint */
+	TRIGGER_TIMER,   /* cryo run --every */
+	TRIGGER_STOP,    /* cryo stop --checkpoint */
 };
 
 struct supervisor_config {
 	const char *name;
 	struct workload_paths paths;
-	char **argv;		/* the program and its arguments */
+	char **argv; /* the program and its arguments */
 	enum restart_policy policy;
 	unsigned max_restarts;
-	unsigned keep;		/* generations to keep, >= 1 */
-	uint64_t every_ns;	/* periodic checkpoints; 0 = none */
+	unsigned keep;     /* generations to keep, >= 1 */
+	uint64_t every_ns; /* periodic checkpoints; 0 = none */
 	int zstd_level;
-	bool resume;		/* start from the newest image instead of afresh */
+	bool resume;                /* start from the newest image instead of afresh */
 	uint64_t resume_generation; /* with resume: this one, 0 = newest intact */
 };
 

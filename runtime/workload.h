@@ -10,10 +10,10 @@
 
 struct workload_paths {
 	char state_dir[PATH_MAX];
-	char dir[PATH_MAX];	  /* state_dir/NAME */
-	char lock[PATH_MAX];	  /* dir/lock: flock()ed by the supervisor */
-	char socket[PATH_MAX];	  /* dir/control.sock: the supervisor's command socket */
-	char pid_file[PATH_MAX];  /* dir/pid: the program's host PID while it runs */
+	char dir[PATH_MAX];      /* state_dir/NAME */
+	char lock[PATH_MAX];     /* dir/lock: flock()ed by the supervisor */
+	char socket[PATH_MAX];   /* dir/control.sock: the supervisor's command socket */
+	char pid_file[PATH_MAX]; /* dir/pid: the program's host PID while it runs */
 };
 
 /* --state-dir, else $CRYO_STATE_DIR, else the built-in default. */

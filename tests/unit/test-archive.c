@@ -60,7 +60,7 @@ static bool files_equal(const char *a, const char *b)
 	char *x = NULL, *y = NULL;
 	size_t lx = 0, ly = 0;
 	bool eq = util_read_file(a, &x, &lx) == 0 && util_read_file(b, &y, &ly) == 0 && lx == ly &&
-		  memcmp(x, y, lx) == 0;
+	          memcmp(x, y, lx) == 0;
 	free(x);
 	free(y);
 	return eq;
@@ -196,7 +196,7 @@ static void test_manifest_text(void)
 	CHECK(manifest_from_text("garbage\n", 8, &back) == -EBADMSG);
 	CHECK(manifest_from_text("cryo-manifest 1\nfile zz 1 a\n", 28, &back) == -EBADMSG);
 	CHECK(manifest_from_text("cryo-manifest 1\nfile 00000000000000000000000000000000 1 ../x\n",
-				 60, &back) == -EBADMSG);
+	                         60, &back) == -EBADMSG);
 	free(text);
 	manifest_free(m);
 }
@@ -260,4 +260,4 @@ static void teardown(void)
 }
 
 TEST_MAIN(setup, test_round_trip, test_damage_detected, test_truncation, test_disk_full,
-	  test_manifest_text, test_store, teardown)
+          test_manifest_text, test_store, teardown)

@@ -41,7 +41,8 @@ static void test_names(void)
 	CHECK(!util_name_is_valid(".hidden"));
 	CHECK(!util_name_is_valid("a/b"));
 	CHECK(!util_name_is_valid("a b"));
-	CHECK(!util_name_is_valid("x123456789012345678901234567890123456789012345678901234567890123456"));
+	CHECK(!util_name_is_valid(
+	    "x123456789012345678901234567890123456789012345678901234567890123456"));
 }
 
 static void test_files(void)

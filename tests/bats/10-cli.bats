@@ -1,0 +1,117 @@
+#!/usr/bin/env bats
+# Bad input gets one clear line naming the cause and the way out.
+
+load helpers
+
+setup() { setup_state; }
+teardown() { teardown_state; }
+
+@test "cryo_checkpoint() outside cryo returns -ENOTCONN and the program runs on" {
+	run "$CRYO_EXAMPLES/counter" 4 2 0
+	assert_success
+	assert_line "checkpoint at step 2 failed: Transport endpoint is not connected"
+	assert_line "checkpoint at step 4 failed: Transport endpoint is not connected"
+	assert_line --partial "result "
+}
+
+@test "an unknown flag is refused with a pointer to --help" {
+	run "$CRYO" run --bogus -- true
+	assert_failure 2
+	assert_output --partial "unknown option '--bogus' for 'cryo run' (see cryo run --help)"
+	run "$CRYO" frobnicate
+	assert_failure 2
+	assert_output --partial "unknown command 'frobnicate'"
+}
+
+@test "bad option values are refused" {
+	run "$CRYO" run --restart sometimes -- true
+	assert_failure 2
+	assert_output --partial "invalid --restart 'sometimes': use on-failure, always or no"
+	run "$CRYO" run --keep 0 -- true
+	assert_failure 2
+	assert_output --partial "invalid --keep '0'"
+	run "$CRYO" run --every 5x -- true
+	assert_failure 2
+	assert_output --partial "invalid --every '5x'"
+	run "$CRYO" run --name 'a/b' -- true
+	assert_failure
+	assert_output --partial "invalid workload name 'a/b'"
+}
+
+@test "no program, a missing program, a program that is not executable" {
+	run "$CRYO" run
+	assert_failure 2
+	assert_output --partial "no program given"
+	run "$CRYO" run -- /nonexistent/prog
+	assert_failure 127
+	assert_output --partial "cannot run '/nonexistent/prog': No such file or directory"
+	run "$CRYO" run -- no-such-program-anywhere
+	assert_failure 127
+	assert_output --partial "no such program in PATH"
+	printf 'data\n' >"$STATE/plain"
+	run "$CRYO" run -- "$STATE/plain"
+	assert_failure 127
+	assert_output --partial "not an executable file"
+}
+
+@test "a state directory that cannot be written" {
+	touch "$STATE/file"
+	run "$CRYO" run --state-dir "$STATE/file/sub" -- true
+	assert_failure
+	assert_output --partial "cannot create state directory '$STATE/file/sub/true'"
+	assert_output --partial "--state-dir"
+	mkdir "$STATE/ro"
+	mount -t tmpfs -o ro,size=1m tmpfs "$STATE/ro"
+	run "$CRYO" run --state-dir "$STATE/ro" -- true
+	umount "$STATE/ro"
+	assert_failure
+	assert_output --partial "state directory '$STATE/ro/true'"
+	assert_output --partial "Read-only file system"
+}
+
+@test "not root: says so and how to fix it" {
+	run setpriv --reuid=65534 --regid=65534 --clear-groups "$CRYO" run -- true
+	assert_failure
+	assert_output --partial "must run as root"
+	assert_output --partial "sudo"
+}
+
+@test "CRIU missing: says what to run" {
+	CRYO_CRIU=/nonexistent/criu run "$CRYO" run --name t -- true
+	assert_failure
+	assert_output --partial "CRIU is not installed; run scripts/setup"
+}
+
+@test "CRIU too old: says which version and what to run" {
+	printf '#!/bin/sh\necho "Version: 3.17.1"\n' >"$STATE/criu"
+	chmod +x "$STATE/criu"
+	CRYO_CRIU=$STATE/criu run "$CRYO" run --name t -- true
+	assert_failure
+	assert_output --partial "is version 3.17.1; cryo needs 4.2 or newer (run scripts/setup)"
+}
+
+@test "commands on a workload that does not run say how to start it" {
+	run "$CRYO" checkpoint nothing-here
+	assert_failure
+	assert_output --partial "'nothing-here' is not running"
+	assert_output --partial "cryo run --name nothing-here"
+	run "$CRYO" restore nothing-here
+	assert_failure
+	assert_output --partial "has no images"
+}
+
+@test "the program's own exit status is cryo run's" {
+	run "$CRYO" run --name ok -- true
+	assert_success
+	run "$CRYO" run --name three --restart no -- sh -c 'exit 3'
+	assert_failure 3
+	run "$CRYO" run --name sig --restart no -- sh -c 'kill -TERM $$'
+	assert_failure 143
+}
+
+@test "stdin and stdout pass through the supervisor" {
+	run bash -c "printf 'hello\nworld\n' | '$CRYO' run --name cat -- cat"
+	assert_success
+	assert_output "hello
+world"
+}

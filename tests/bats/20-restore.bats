@@ -1,0 +1,114 @@
+#!/usr/bin/env bats
+# Restore after a crash: the program carries on from its newest checkpoint.
+
+load helpers
+
+setup() { setup_state; }
+teardown() { teardown_state; }
+
+# The result of an uninterrupted run.
+expected_result() {
+	"$CRYO_EXAMPLES/counter" "$@" | grep '^result'
+}
+
+@test "a counter killed with SIGKILL at several points ends with the uninterrupted result" {
+	want=$(expected_result 60 5 0)
+	start_cryo c -- "$CRYO_EXAMPLES/counter" 60 5 25
+	round=0
+	for kill_at in 12 31 47; do
+		wait_for 30 count_at_least 1 "^step $kill_at\$" "$STATE/c.out"
+		kill -KILL "$(prog_pid c)"
+		round=$((round + 1))
+		wait_for 30 count_at_least "$round" "restored 'c' from generation" "$STATE/c.err"
+		wait_for 30 has_pid c
+	done
+	wait_supervisor "$LAST_SUPERVISOR" 60
+	assert_equal "$status" 0
+	run grep '^result' "$STATE/c.out"
+	assert_output "$want"
+	# cryo_checkpoint() returned CRYO_RESTORED in each restored copy, at the
+	# step of the checkpoint it was restored from.
+	run grep -c '^restored at step' "$STATE/c.out"
+	assert_output 3
+	run grep -c -E '^restored at step (10|30|45) from generation [0-9]+$' "$STATE/c.out"
+	assert_output 3
+	run grep -c -- "was killed by signal 9" "$STATE/c.err"
+	assert_output 3
+}
+
+@test "output after a restore still arrives on cryo's stdout, and steps repeat from the checkpoint" {
+	start_cryo c -- "$CRYO_EXAMPLES/counter" 30 10 20
+	wait_for 30 count_at_least 1 '^step 15$' "$STATE/c.out"
+	kill -KILL "$(prog_pid c)"
+	wait_supervisor "$LAST_SUPERVISOR" 60
+	assert_equal "$status" 0
+	# Step 12 ran before the kill and again after the restore from step 10.
+	run grep -c '^step 12$' "$STATE/c.out"
+	assert_output 2
+	run grep -c '^step 25$' "$STATE/c.out"
+	assert_output 1
+	run grep -c '^step 5$' "$STATE/c.out"
+	assert_output 1
+}
+
+@test "a crash before the first checkpoint starts the program afresh, and says so" {
+	start_cryo c -- "$CRYO_EXAMPLES/counter" 40 20 25
+	wait_for 30 count_at_least 1 '^step 5$' "$STATE/c.out"
+	kill -KILL "$(prog_pid c)"
+	wait_supervisor "$LAST_SUPERVISOR" 60
+	assert_equal "$status" 0
+	run grep "has no checkpoint yet: starting it afresh" "$STATE/c.err"
+	assert_success
+	run grep -c '^step 1$' "$STATE/c.out"
+	assert_output 2
+}
+
+@test "a segfault is a crash too" {
+	cat >"$STATE/crashy.sh" <<-'SH'
+		#!/bin/sh
+		# Crashes on its first run only: a marker file remembers.
+		if [ ! -e "$1" ]; then touch "$1"; kill -SEGV $$; fi
+		echo survived
+	SH
+	chmod +x "$STATE/crashy.sh"
+	run "$CRYO" run --name crashy -- "$STATE/crashy.sh" "$STATE/marker"
+	assert_success
+	assert_output --partial "was killed by signal 11"
+	assert_output --partial "survived"
+}
+
+@test "--restart no: the program's failure is cryo run's" {
+	start_cryo c --restart no -- "$CRYO_EXAMPLES/counter" 100 5 20
+	wait_for 30 count_at_least 1 '^checkpointed at step 5' "$STATE/c.out"
+	kill -KILL "$(prog_pid c)"
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	assert_equal "$status" 137
+}
+
+@test "--restart always restores after exit 0 too; --max-restarts gives up clearly" {
+	run "$CRYO" run --name loop --restart always --max-restarts 2 -- "$CRYO_EXAMPLES/counter" 4 2 0
+	assert_success
+	assert_output --partial "after 2 restarts in a row without a successful checkpoint; giving up"
+	assert_output --partial "resume with: cryo restore loop"
+	# The first run and two restored copies each reach the end.
+	run grep -c '^result' <<<"$output"
+	assert_output 3
+}
+
+@test "SIGTERM to cryo run reaches the program, and no restore follows" {
+	start_cryo c -- "$CRYO_EXAMPLES/counter" 1000 10 20
+	wait_for 30 has_pid c
+	kill -TERM "$LAST_SUPERVISOR"
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	assert_equal "$status" 143
+	run grep -c restor "$STATE/c.err"
+	assert_output 0
+}
+
+@test "SIGTERM sent to the program inside its namespace ends it as it would outside" {
+	start_cryo c --restart no -- "$CRYO_EXAMPLES/counter" 1000 10 20
+	wait_for 30 has_pid c
+	kill -TERM "$(prog_pid c)"
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	assert_equal "$status" 143
+}
