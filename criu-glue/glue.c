@@ -160,6 +160,7 @@ static int criu_failed(struct criu_glue_error *err, int r, const char *what, con
 }
 
 static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret);
+static int fix_timerfds(const char *images_dir);
 
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct criu_glue_error *err)
@@ -192,6 +193,12 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 		return criu_failed(err, r, "dump", o->log_dir, o->log_name);
 	if (stats && read_dump_stats(o->log_dir, stats) < 0)
 		memset(stats, 0, sizeof(*stats));
+	r = fix_timerfds(o->images_dir);
+	if (r < 0) {
+		snprintf(err->msg, sizeof(err->msg), "cannot read the dumped files.img: %s",
+		         strerror(-r));
+		return r;
+	}
 	return 0;
 }
 
@@ -281,4 +288,118 @@ static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret)
 		}
 	}
 	return 0;
+}
+
+/* Reads one protobuf field; its value (varint bytes or payload) is at *val,
+ * val_len bytes long. Returns the wire type. */
+static int pb_field(const uint8_t **p, const uint8_t *end, uint64_t *field, uint64_t *v,
+                    const uint8_t **val, size_t *val_len)
+{
+	uint64_t key;
+	if (read_varint(p, end, &key) < 0)
+		return -EBADMSG;
+	*field = key >> 3;
+	*val = *p;
+	switch (key & 7) {
+	case 0:
+		if (read_varint(p, end, v) < 0)
+			return -EBADMSG;
+		break;
+	case 1:
+	case 5: {
+		size_t n = (key & 7) == 1 ? 8 : 4;
+		if ((size_t)(end - *p) < n)
+			return -EBADMSG;
+		*p += n;
+		break;
+	}
+	case 2:
+		if (read_varint(p, end, v) < 0 || *v > (uint64_t)(end - *p))
+			return -EBADMSG;
+		*val = *p;
+		*p += *v;
+		break;
+	default: return -EBADMSG;
+	}
+	*val_len = (size_t)(*p - *val);
+	return (int)(key & 7);
+}
+
+/* A periodic timerfd whose expiry is pending (unread) when it is dumped has
+ * no running timer, so CRIU records it_value 0 and restores it disarmed: the
+ * program's periodic timer never fires again. Give such timers an it_value of
+ * 1 ns instead, so the restored timer fires at once and then runs on its
+ * interval. The change is in place (a one-byte varint 0 becomes 1). */
+static bool fix_timerfd_entry(uint8_t *msg, size_t len)
+{
+	const uint8_t *p = msg, *end = msg + len;
+	uint64_t vsec = 1, vnsec = 1, isec = 0, insec = 0;
+	uint8_t *vnsec_at = NULL;
+	while (p < end) {
+		uint64_t field, v = 0;
+		const uint8_t *val;
+		size_t val_len;
+		int wt = pb_field(&p, end, &field, &v, &val, &val_len);
+		if (wt < 0)
+			return false;
+		if (wt != 0)
+			continue;
+		switch (field) {
+		case 7: vsec = v; break;
+		case 8:
+			vnsec = v;
+			vnsec_at = val_len == 1 ? msg + (val - msg) : NULL;
+			break;
+		case 9: isec = v; break;
+		case 10: insec = v; break;
+		default: break;
+		}
+	}
+	if (vsec || vnsec || !(isec || insec) || !vnsec_at)
+		return false;
+	*vnsec_at = 1;
+	return true;
+}
+
+static int fix_timerfds(const char *images_dir)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/files.img", images_dir);
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	int r = util_read_file(path, &buf, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	/* [IMG_COMMON_MAGIC][FILES_MAGIC] then entries [u32 size][file_entry],
+	 * where file_entry's field 12 is a timerfd_entry. */
+	bool changed = false;
+	size_t off = 8;
+	while (off + 4 <= len) {
+		uint32_t n;
+		memcpy(&n, buf + off, 4);
+		off += 4;
+		if (n > len - off)
+			return -EBADMSG;
+		uint8_t *entry = (uint8_t *)buf + off;
+		const uint8_t *p = entry, *end = entry + n;
+		while (p < end) {
+			uint64_t field, v = 0;
+			const uint8_t *val;
+			size_t val_len;
+			int wt = pb_field(&p, end, &field, &v, &val, &val_len);
+			if (wt < 0)
+				return -EBADMSG;
+			if (wt == 2 && field == 12)
+				changed |= fix_timerfd_entry(entry + (val - entry), val_len);
+		}
+		off += n;
+	}
+	if (!changed)
+		return 0;
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return util_write_all(fd, buf, len);
 }

@@ -91,3 +91,48 @@ teardown_state() {
 	if mountpoint -q "$STATE/full" 2>/dev/null; then umount "$STATE/full"; fi
 	rm -rf "$STATE"
 }
+
+# A TCP port on loopback that nothing listens on now.
+free_port() {
+	local p
+	for _ in $(seq 50); do
+		p=$((20000 + RANDOM % 30000))
+		if ! (exec {fd}<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# One line from a server on loopback PORT that talks first. (bats owns fd 3.)
+query() {
+	local line fd
+	exec {fd}<>"/dev/tcp/127.0.0.1/$1" || return 1
+	read -r -t 5 line <&"$fd" || {
+		exec {fd}<&-
+		return 1
+	}
+	exec {fd}<&-
+	echo "$line"
+}
+
+# The generation file of workload NAME, generation GEN.
+gen_file() {
+	printf '%s/%s/gen-%012d.cryo' "$STATE" "$1" "$2"
+}
+
+# Flips the byte at OFFSET (default: the middle) of FILE.
+flip_byte() {
+	python3 - "$1" "${2:-}" <<-'PY'
+	import os, sys
+	path, off = sys.argv[1], sys.argv[2]
+	size = os.path.getsize(path)
+	off = int(off) if off else size // 2
+	with open(path, "r+b") as f:
+	    f.seek(off)
+	    b = f.read(1)
+	    f.seek(off)
+	    f.write(bytes([b[0] ^ 0xFF]))
+	PY
+}

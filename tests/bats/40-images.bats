@@ -1,0 +1,85 @@
+#!/usr/bin/env bats
+# Damaged images are refused and the one before is restored; a full disk
+# fails a checkpoint without harming the program or the last good image.
+
+load helpers
+
+setup() { setup_state; }
+teardown() { teardown_state; }
+
+# Runs a slow counter (a checkpoint every second) until generation 3 is
+# stored, then damages generation 3 with the command given, then kills it.
+damage_and_kill() {
+	start_cryo c -- "$CRYO_EXAMPLES/counter" 60 10 100
+	wait_for 60 count_at_least 1 '^checkpointed at step 30 as generation 3$' "$STATE/c.out"
+	"$@" "$(gen_file c 3)"
+	kill -KILL "$(prog_pid c)"
+	wait_for 30 grep -q "restored 'c' from generation" "$STATE/c.err"
+}
+
+@test "a newest image with a flipped byte is refused; the one before is restored" {
+	damage_and_kill flip_byte
+	run cat "$STATE/c.err"
+	assert_output --partial "generation 3 of 'c' is damaged ("
+	assert_output --partial "set aside as gen-000000000003.cryo.damaged"
+	assert_output --partial "restored 'c' from generation 2"
+	[ -e "$(gen_file c 3).damaged" ]
+	wait_for 30 grep -q '^restored at step 20 from generation 2$' "$STATE/c.out"
+	# New checkpoints take new numbers: 3 is never reused.
+	wait_for 30 grep -q '^checkpointed at step 30 as generation 4$' "$STATE/c.out"
+}
+
+@test "a truncated newest image is refused; the one before is restored" {
+	truncate_half() { truncate -s "$(($(stat -c %s "$1") / 2))" "$1"; }
+	damage_and_kill truncate_half
+	run cat "$STATE/c.err"
+	assert_output --partial "generation 3 of 'c' is damaged (image is truncated"
+	assert_output --partial "restored 'c' from generation 2"
+	wait_for 30 grep -q '^restored at step 20 from generation 2$' "$STATE/c.out"
+}
+
+@test "cryo images shows which generations verify" {
+	damage_and_kill flip_byte
+	"$CRYO" checkpoint c
+	run "$CRYO" images c
+	assert_success
+	assert_line --regexp '^2 .* program +yes$'
+	assert_line --regexp '^4 .* command +yes$'
+	flip_byte "$(gen_file c 4)"
+	run "$CRYO" images c
+	assert_line --regexp '^4 .* NO: '
+}
+
+@test "a disk that fills during a checkpoint: the program runs on, the last good image stays" {
+	mkdir "$STATE/full"
+	mount -t tmpfs -o size=8m tmpfs "$STATE/full"
+	export CRYO_STATE_DIR=$STATE/full
+	"$CRYO" run --name c -- "$CRYO_EXAMPLES/counter" 400 10 20 >"$STATE/c.out" 2>"$STATE/c.err" </dev/null &
+	SUPERVISORS+=("$!")
+	sup=$!
+	wait_for 60 count_at_least 2 '^checkpointed at step' "$STATE/c.out"
+	# Fill the disk.
+	dd if=/dev/zero of="$STATE/full/filler" bs=64k 2>/dev/null || true
+	wait_for 60 count_at_least 2 '^checkpoint at step [0-9]* failed' "$STATE/c.out"
+	run "$CRYO" images c
+	assert_success
+	good=$(grep -c ' yes$' <<<"$output")
+	[ "$good" -ge 2 ]
+	refute_output --partial "NO"
+	run grep -c "cannot checkpoint 'c'" "$STATE/c.err"
+	[ "$output" -ge 2 ]
+	# Nothing half-written is left behind.
+	run ls -a "$STATE/full/c"
+	refute_output --partial ".tmp"
+	refute_output --partial ".dump-"
+	# The program ran on; with room again, checkpoints resume, and a crash
+	# restores the newest.
+	rm -f "$STATE/full/filler"
+	n=$(grep -c '^checkpointed at step' "$STATE/c.out")
+	wait_for 60 count_at_least $((n + 1)) '^checkpointed at step' "$STATE/c.out"
+	kill -KILL "$(cat "$STATE/full/c/pid")"
+	wait_for 30 grep -q "restored 'c' from generation" "$STATE/c.err"
+	wait_supervisor "$sup" 60
+	assert_equal "$status" 0
+	assert_equal "$(grep '^result' "$STATE/c.out")" "$("$CRYO_EXAMPLES/counter" 400 10 0 | grep '^result')"
+}
