@@ -193,6 +193,7 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 		return criu_failed(err, r, "dump", o->log_dir, o->log_name);
 	if (stats && read_dump_stats(o->log_dir, stats) < 0)
 		memset(stats, 0, sizeof(*stats));
+	unlinkat(log_fd, "stats-dump", 0);
 	r = fix_timerfds(o->images_dir);
 	if (r < 0) {
 		snprintf(err->msg, sizeof(err->msg), "cannot read the dumped files.img: %s",
@@ -225,6 +226,7 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 		if (criu_local_add_inherit_fd(c, o->inherit[i].fd, o->inherit[i].key) < 0)
 			return -ENOMEM;
 	r = criu_local_restore_child(c);
+	unlinkat(log_fd, "stats-restore", 0);
 	if (r <= 0)
 		return criu_failed(err, r == 0 ? -EIO : r, "restore", o->log_dir, o->log_name);
 	*ret_pid = r;

@@ -8,6 +8,10 @@ bats_load_library bats-assert
 : "${CRYO:?set CRYO to the cryo binary (meson test does)}"
 : "${CRYO_EXAMPLES:?set CRYO_EXAMPLES to the examples build directory}"
 export CRYO_INIT
+# meson points LD_LIBRARY_PATH at its own build's libcryo; the examples find
+# theirs through their RUNPATH, which must win (a sanitized libcryo cannot be
+# loaded into an unsanitized program).
+unset LD_LIBRARY_PATH
 
 setup_state() {
 	STATE=$(mktemp -d /tmp/cryo-test.XXXXXX)
