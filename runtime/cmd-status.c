@@ -6,6 +6,7 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -34,7 +35,6 @@ struct row {
 /* A workload without a supervisor: what its newest image says. */
 static void from_images(const struct workload_paths *p, struct row *row)
 {
-	snprintf(row->state, sizeof(row->state), "stopped");
 	_cleanup_free_ uint64_t *gens = NULL;
 	size_t n;
 	if (image_store_list(p->dir, &gens, &n) < 0 || n == 0)
@@ -54,6 +54,8 @@ static void from_images(const struct workload_paths *p, struct row *row)
 	}
 }
 
+/* What the supervisor last published in status.json, checked against its
+ * lock: a state file without a live supervisor means it stopped (or died). */
 static int collect(const char *state_dir, const char *name, struct row *row)
 {
 	struct workload_paths p;
@@ -62,33 +64,42 @@ static int collect(const char *state_dir, const char *name, struct row *row)
 	memset(row, 0, sizeof(*row));
 	snprintf(row->name, sizeof(row->name), "%s", name);
 	row->last_gen = -1;
-	_cleanup_free_ char *reply = NULL;
-	if (workload_is_supervised(&p, NULL) && cli_request(&p, "status", 5000, &reply) == 0) {
-		cli_json_str(reply, "state", row->state, sizeof(row->state));
-		row->pid = cli_json_int(reply, "pid", 0);
-		row->supervisor_pid = cli_json_int(reply, "supervisor_pid", 0);
-		row->restarts = cli_json_int(reply, "restarts", 0);
-		row->generation = cli_json_int(reply, "generation", 0);
-		const char *last = strstr(reply, "\"last_checkpoint\":{");
+
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/status.json", p.dir);
+	_cleanup_free_ char *json = NULL;
+	bool supervised = workload_is_supervised(&p, NULL);
+	if (util_read_file(path, &json, NULL) == 0) {
+		cli_json_str(json, "state", row->state, sizeof(row->state));
+		row->restarts = cli_json_int(json, "restarts", 0);
+		row->generation = cli_json_int(json, "generation", 0);
+		if (supervised) {
+			row->pid = cli_json_int(json, "pid", 0);
+			row->supervisor_pid = cli_json_int(json, "supervisor_pid", 0);
+		}
+		const char *last = strstr(json, "\"last_checkpoint\":{");
 		if (last) {
 			row->last_gen = cli_json_int(last, "generation", -1);
 			row->last_time = cli_json_int(last, "time", 0);
 			row->last_size = cli_json_int(last, "size", 0);
 			row->last_frozen_us = cli_json_int(last, "frozen_us", 0);
 		}
-		if (row->last_gen < 0) {
-			struct row img = {0};
-			from_images(&p, &img);
-			row->last_gen = img.generation ? img.last_gen : -1;
+	}
+	if (!supervised && strcmp(row->state, "failed") != 0)
+		snprintf(row->state, sizeof(row->state), "stopped");
+	if (row->last_gen < 0) {
+		struct row img;
+		memset(&img, 0, sizeof(img));
+		from_images(&p, &img);
+		if (img.generation) {
+			row->last_gen = img.last_gen;
 			row->last_time = img.last_time;
 			row->last_size = img.last_size;
 			row->last_frozen_us = img.last_frozen_us;
+			if (!row->generation)
+				row->generation = img.generation;
 		}
-		return 0;
 	}
-	from_images(&p, row);
-	if (!row->generation)
-		row->last_gen = -1;
 	return 0;
 }
 

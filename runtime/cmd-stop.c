@@ -12,12 +12,13 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: cryo stop [--state-dir DIR] [--checkpoint] [--timeout DURATION] NAME\n"
-	      "\n"
-	      "Stops workload NAME: SIGTERM, then SIGKILL after the timeout (default 10s).\n"
-	      "With --checkpoint, takes a final checkpoint first (the program is not stopped\n"
-	      "if that fails), so that 'cryo restore NAME' resumes it later.\n",
-	      f);
+	fputs(
+	    "usage: cryo stop [--state-dir DIR] [--checkpoint] [--timeout DURATION] [--json] NAME\n"
+	    "\n"
+	    "Stops workload NAME: SIGTERM, then SIGKILL after the timeout (default 10s).\n"
+	    "With --checkpoint, takes a final checkpoint first (the program is not stopped\n"
+	    "if that fails), so that 'cryo restore NAME' resumes it later.\n",
+	    f);
 }
 
 static bool wait_gone(const struct workload_paths *p, uint64_t timeout_ns)
@@ -37,11 +38,12 @@ int cmd_stop(int argc, char **argv)
 	    {"state-dir", required_argument, NULL, 's'},
 	    {"checkpoint", no_argument, NULL, 'c'},
 	    {"timeout", required_argument, NULL, 't'},
+	    {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	const char *state_dir = NULL;
-	bool with_checkpoint = false;
+	bool with_checkpoint = false, json = false;
 	uint64_t timeout = 10000000000ULL;
 	int c;
 	optind = 1;
@@ -50,6 +52,7 @@ int cmd_stop(int argc, char **argv)
 		switch (c) {
 		case 's': state_dir = optarg; break;
 		case 'c': with_checkpoint = true; break;
+		case 'j': json = true; break;
 		case 't':
 			if (util_parse_duration(optarg, &timeout) < 0) {
 				log_error("invalid --timeout '%s': give a duration, e.g. 10s",
@@ -79,6 +82,8 @@ int cmd_stop(int argc, char **argv)
 		return 1;
 	}
 	if (!cli_json_bool(reply, "ok")) {
+		if (json)
+			printf("%s\n", reply);
 		char why[1024] = "unknown error";
 		cli_json_str(reply, "error", why, sizeof(why));
 		log_error("cannot checkpoint '%s' before stopping it: %s; it was not stopped (stop "
@@ -86,13 +91,20 @@ int cmd_stop(int argc, char **argv)
 		          name, why);
 		return 1;
 	}
+	bool killed = false;
 	if (!wait_gone(&p, timeout)) {
 		_cleanup_free_ char *r2 = NULL;
-		log_info("'%s' did not stop within the timeout: killing it", name);
+		if (!json)
+			log_info("'%s' did not stop within the timeout: killing it", name);
 		if (cli_request(&p, "kill", 5000, &r2) == 0)
 			wait_gone(&p, 10000000000ULL);
+		killed = true;
 	}
-	if (with_checkpoint)
+	if (json)
+		printf("{\"ok\":true,\"name\":\"%s\",\"killed\":%s,\"generation\":%lld}\n", name,
+		       killed ? "true" : "false",
+		       with_checkpoint ? cli_json_int(reply, "generation", 0) : 0LL);
+	else if (with_checkpoint)
 		printf("stopped '%s' after checkpoint %lld (resume it with: cryo restore %s)\n",
 		       name, cli_json_int(reply, "generation", 0), name);
 	else

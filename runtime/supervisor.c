@@ -202,6 +202,7 @@ static int make_channels(struct supervisor *s, struct program_ends *e)
 }
 
 static void update_stdin_events(struct supervisor *s);
+static void set_state(struct supervisor *s, const char *state);
 
 static void watch_channels(struct supervisor *s)
 {
@@ -391,9 +392,9 @@ static int start_fresh(struct supervisor *s)
 	program_ends_close(&e);
 	s->init_pid = pid;
 	s->running = true;
-	s->state = "running";
 	watch_channels(s);
 	publish_pid(s);
+	set_state(s, "running");
 	return 0;
 }
 
@@ -468,7 +469,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		snprintf(why, why_len, "cannot create '%s': %s", images, strerror(-r));
 		return r;
 	}
-	s->state = "checkpointing";
+	set_state(s, "checkpointing");
 	struct criu_glue_error cerr = {{0}};
 	struct criu_glue_dump_opts o = {
 	    .pid = s->init_pid,
@@ -525,7 +526,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 out:
 	util_rm_rf(images);
 	if (s->running)
-		s->state = "running";
+		set_state(s, "running");
 	return r < 0 ? r : (int64_t)gen;
 }
 
@@ -654,11 +655,11 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	}
 	s->init_pid = pid;
 	s->running = true;
-	s->state = "running";
 	s->current_generation = gen;
 	watch_channels(s);
 	send_result(s, 1, gen);
 	publish_pid(s);
+	set_state(s, "running");
 	return 0;
 }
 
@@ -674,7 +675,7 @@ static int restore_newest(struct supervisor *s, uint64_t only)
 		          s->cfg->paths.dir, strerror(-r));
 		return r;
 	}
-	s->state = "restoring";
+	set_state(s, "restoring");
 	bool tried = false;
 	for (size_t i = n; i-- > 0;) {
 		if ((only && gens[i] != only) || gens[i] < s->min_generation)
@@ -694,7 +695,7 @@ static int restore_newest(struct supervisor *s, uint64_t only)
 			log_info("trying generation %" PRIu64 " of '%s' instead", gens[i - 1],
 			         s->cfg->name);
 	}
-	s->state = "failed";
+	set_state(s, "failed");
 	if (only && !tried) {
 		log_error("'%s' has no generation %" PRIu64 " in '%s' (see: cryo images %s)",
 		          s->cfg->name, only, s->cfg->paths.dir, s->cfg->name);
@@ -773,7 +774,8 @@ static void reply_checkpoint(struct supervisor *s, int fd, int64_t g, const char
 	           s->last.duration_ns / 1000);
 }
 
-static void reply_status(struct supervisor *s, int fd)
+/* The supervisor's view of its workload as one JSON object. */
+static void format_status(struct supervisor *s, char *buf, size_t len)
 {
 	char last[512] = "null";
 	if (s->have_last)
@@ -782,11 +784,35 @@ static void reply_status(struct supervisor *s, int fd)
 		         ",\"frozen_us\":%" PRIu64 ",\"trigger\":\"%s\"}",
 		         s->last.generation, s->last.time_ns / UINT64_C(1000000000), s->last.size,
 		         s->last.frozen_us, checkpoint_trigger_name(s->last.trigger));
-	reply_line(fd,
-	           "{\"ok\":true,\"name\":\"%s\",\"state\":\"%s\",\"supervisor_pid\":%d,\"pid\":%d,"
-	           "\"restarts\":%u,\"generation\":%" PRIu64 ",\"last_checkpoint\":%s}",
-	           s->cfg->name, s->state, getpid(), s->running ? program_pid(s) : 0,
-	           s->restarts_total, s->current_generation, last);
+	snprintf(buf, len,
+	         "{\"ok\":true,\"name\":\"%s\",\"state\":\"%s\",\"supervisor_pid\":%d,"
+	         "\"pid\":%d,\"restarts\":%u,\"generation\":%" PRIu64 ",\"last_checkpoint\":%s}",
+	         s->cfg->name, s->state, getpid(), s->running ? program_pid(s) : 0,
+	         s->restarts_total, s->current_generation, last);
+}
+
+static void reply_status(struct supervisor *s, int fd)
+{
+	char buf[1024];
+	format_status(s, buf, sizeof(buf));
+	reply_line(fd, "%s", buf);
+}
+
+/* Sets the workload's state and publishes it in dir/status.json, where
+ * cryo status reads it without waiting for a busy supervisor. */
+static void set_state(struct supervisor *s, const char *state)
+{
+	char buf[1024], path[PATH_MAX], tmp[PATH_MAX + 8];
+	s->state = state;
+	format_status(s, buf, sizeof(buf));
+	size_t n = strlen(buf);
+	buf[n++] = '\n';
+	snprintf(path, sizeof(path), "%s/status.json", s->cfg->paths.dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	/* Not fsynced: it describes this boot's processes only. */
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0 && util_write_all(fd, buf, n) == 0)
+		(void)rename(tmp, path);
 }
 
 static void request_stop(struct supervisor *s, int sig)
@@ -879,13 +905,13 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 
 	if (s->stopping || cfg->policy == RESTART_NO ||
 	    (!failed && cfg->policy != RESTART_ALWAYS)) {
-		s->state = "stopped";
+		set_state(s, "stopped");
 		if (failed && !s->stopping)
 			log_info("'%s' %s", cfg->name, how);
 		return 0;
 	}
 	if (s->restarts_in_a_row >= cfg->max_restarts) {
-		s->state = "failed";
+		set_state(s, "failed");
 		log_error(
 		    "'%s' %s, after %u restarts in a row without a successful checkpoint; giving "
 		    "up (images kept in '%s'; resume with: cryo restore %s)",
@@ -1103,6 +1129,8 @@ out:
 		unlink(cfg->paths.socket);
 		close(s.commands_fd);
 	}
+	if (strcmp(s.state, "failed") != 0 && strcmp(s.state, "starting") != 0)
+		set_state(&s, "stopped");
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);
 	close_fd(&s.epfd);
