@@ -1,4 +1,5 @@
 #include "glue.h"
+#include "pb.h"
 #include "cleanup.h"
 #include "util.h"
 
@@ -233,21 +234,6 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	return 0;
 }
 
-/* A protobuf varint. */
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	*v = 0;
-	for (int shift = 0; shift < 64; shift += 7) {
-		if (*p >= end)
-			return -EBADMSG;
-		uint8_t b = *(*p)++;
-		*v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80))
-			return 0;
-	}
-	return -EBADMSG;
-}
-
 /* CRIU writes stats-dump into its work directory (here: beside the log).
  * It is [IMG_SERVICE_MAGIC][STATS_MAGIC][u32 len][stats_entry], where
  * stats_entry's field 1 is a dump_stats_entry of varint fields. */
@@ -260,71 +246,35 @@ static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret)
 	int r = util_read_file(path, &buf, &len);
 	if (r < 0)
 		return r;
-	if (len < 12)
+	const uint8_t *b = (const uint8_t *)buf, *msg;
+	size_t off = pb_entries_start(b, len), msg_len;
+	if (pb_next_entry(b, len, &off, &msg, &msg_len) != 1)
 		return -EBADMSG;
-	uint32_t msg_len;
-	memcpy(&msg_len, buf + 8, 4);
-	if (msg_len > len - 12)
-		return -EBADMSG;
-	const uint8_t *p = (const uint8_t *)buf + 12, *end = p + msg_len;
 	memset(ret, 0, sizeof(*ret));
-	while (p < end) {
-		uint64_t key, v;
-		if (read_varint(&p, end, &key) < 0)
-			return -EBADMSG;
-		if (key == ((1 << 3) | 2)) { /* field 1, length-delimited: the dump entry */
-			if (read_varint(&p, end, &v) < 0 || v > (uint64_t)(end - p))
-				return -EBADMSG;
-			end = p + v;
+	const uint8_t *p = msg, *end = msg + msg_len;
+	struct pb_field f;
+	while ((r = pb_next(&p, end, &f)) == 1) {
+		if (f.number != 1 || f.wire_type != 2)
 			continue;
+		/* stats_entry.dump: a dump_stats_entry */
+		const uint8_t *q = f.data, *qend = f.data + f.len;
+		struct pb_field g;
+		while ((r = pb_next(&q, qend, &g)) == 1) {
+			if (g.wire_type != 0)
+				continue;
+			switch (g.number) {
+			case 1: ret->freezing_us = (uint32_t)g.varint; break;
+			case 2: ret->frozen_us = (uint32_t)g.varint; break;
+			case 3: ret->memdump_us = (uint32_t)g.varint; break;
+			case 4: ret->memwrite_us = (uint32_t)g.varint; break;
+			case 7: ret->pages_written = g.varint; break;
+			default: break;
+			}
 		}
-		if ((key & 7) != 0 || read_varint(&p, end, &v) < 0)
-			return -EBADMSG;
-		switch (key >> 3) {
-		case 1: ret->freezing_us = (uint32_t)v; break;
-		case 2: ret->frozen_us = (uint32_t)v; break;
-		case 3: ret->memdump_us = (uint32_t)v; break;
-		case 4: ret->memwrite_us = (uint32_t)v; break;
-		case 7: ret->pages_written = v; break;
-		default: break;
-		}
+		if (r < 0)
+			return r;
 	}
-	return 0;
-}
-
-/* Reads one protobuf field; its value (varint bytes or payload) is at *val,
- * val_len bytes long. Returns the wire type. */
-static int pb_field(const uint8_t **p, const uint8_t *end, uint64_t *field, uint64_t *v,
-                    const uint8_t **val, size_t *val_len)
-{
-	uint64_t key;
-	if (read_varint(p, end, &key) < 0)
-		return -EBADMSG;
-	*field = key >> 3;
-	*val = *p;
-	switch (key & 7) {
-	case 0:
-		if (read_varint(p, end, v) < 0)
-			return -EBADMSG;
-		break;
-	case 1:
-	case 5: {
-		size_t n = (key & 7) == 1 ? 8 : 4;
-		if ((size_t)(end - *p) < n)
-			return -EBADMSG;
-		*p += n;
-		break;
-	}
-	case 2:
-		if (read_varint(p, end, v) < 0 || *v > (uint64_t)(end - *p))
-			return -EBADMSG;
-		*val = *p;
-		*p += *v;
-		break;
-	default: return -EBADMSG;
-	}
-	*val_len = (size_t)(*p - *val);
-	return (int)(key & 7);
+	return r;
 }
 
 /* A periodic timerfd whose expiry is pending (unread) when it is dumped has
@@ -337,23 +287,18 @@ static bool fix_timerfd_entry(uint8_t *msg, size_t len)
 	const uint8_t *p = msg, *end = msg + len;
 	uint64_t vsec = 1, vnsec = 1, isec = 0, insec = 0;
 	uint8_t *vnsec_at = NULL;
-	while (p < end) {
-		uint64_t field, v = 0;
-		const uint8_t *val;
-		size_t val_len;
-		int wt = pb_field(&p, end, &field, &v, &val, &val_len);
-		if (wt < 0)
-			return false;
-		if (wt != 0)
+	struct pb_field f;
+	while (pb_next(&p, end, &f) == 1) {
+		if (f.wire_type != 0)
 			continue;
-		switch (field) {
-		case 7: vsec = v; break;
+		switch (f.number) {
+		case 7: vsec = f.varint; break;
 		case 8:
-			vnsec = v;
-			vnsec_at = val_len == 1 ? msg + (val - msg) : NULL;
+			vnsec = f.varint;
+			vnsec_at = f.len == 1 ? msg + (f.data - msg) : NULL;
 			break;
-		case 9: isec = v; break;
-		case 10: insec = v; break;
+		case 9: isec = f.varint; break;
+		case 10: insec = f.varint; break;
 		default: break;
 		}
 	}
@@ -374,30 +319,22 @@ static int fix_timerfds(const char *images_dir)
 		return 0;
 	if (r < 0)
 		return r;
-	/* [IMG_COMMON_MAGIC][FILES_MAGIC] then entries [u32 size][file_entry],
-	 * where file_entry's field 12 is a timerfd_entry. */
+	/* file_entry's field 12 is a timerfd_entry. */
+	uint8_t *b = (uint8_t *)buf;
+	const uint8_t *msg;
+	size_t off = pb_entries_start(b, len), msg_len;
 	bool changed = false;
-	size_t off = 8;
-	while (off + 4 <= len) {
-		uint32_t n;
-		memcpy(&n, buf + off, 4);
-		off += 4;
-		if (n > len - off)
-			return -EBADMSG;
-		uint8_t *entry = (uint8_t *)buf + off;
-		const uint8_t *p = entry, *end = entry + n;
-		while (p < end) {
-			uint64_t field, v = 0;
-			const uint8_t *val;
-			size_t val_len;
-			int wt = pb_field(&p, end, &field, &v, &val, &val_len);
-			if (wt < 0)
-				return -EBADMSG;
-			if (wt == 2 && field == 12)
-				changed |= fix_timerfd_entry(entry + (val - entry), val_len);
-		}
-		off += n;
+	while ((r = pb_next_entry(b, len, &off, &msg, &msg_len)) == 1) {
+		const uint8_t *p = msg, *end = msg + msg_len;
+		struct pb_field f;
+		while ((r = pb_next(&p, end, &f)) == 1)
+			if (f.number == 12 && f.wire_type == 2)
+				changed |= fix_timerfd_entry(b + (f.data - b), f.len);
+		if (r < 0)
+			return r;
 	}
+	if (r < 0)
+		return r;
 	if (!changed)
 		return 0;
 	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);

@@ -684,7 +684,8 @@ static int source_read(struct source *s, void *buf, size_t len, int out_fd, XXH3
 	return 0;
 }
 
-static int read_body(struct source *s, int dfd, const struct manifest *m, struct image_error *err)
+static int read_body(struct source *s, int dfd, bool (*want)(const char *),
+                     const struct manifest *m, struct image_error *err)
 {
 	for (size_t i = 0;; i++) {
 		uint16_t nl;
@@ -716,7 +717,7 @@ static int read_body(struct source *s, int dfd, const struct manifest *m, struct
 			            name);
 
 		_cleanup_close_ int ofd = -1;
-		if (dfd >= 0) {
+		if (dfd >= 0 && (!want || want(name))) {
 			ofd = openat(dfd, name,
 			             O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 			if (ofd < 0)
@@ -744,6 +745,12 @@ static int read_body(struct source *s, int dfd, const struct manifest *m, struct
 }
 
 int image_archive_read(int fd, const char *dir, struct manifest **ret, struct image_error *err)
+{
+	return image_archive_read_some(fd, dir, NULL, ret, err);
+}
+
+int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *name),
+                            struct manifest **ret, struct image_error *err)
 {
 	struct trailer t;
 	uint64_t size;
@@ -778,7 +785,7 @@ int image_archive_read(int fd, const char *dir, struct manifest **ret, struct im
 		r = -ENOMEM;
 	else {
 		XXH3_128bits_reset(s.hash);
-		r = read_body(&s, dfd, m, err);
+		r = read_body(&s, dfd, want, m, err);
 	}
 	if (r == 0) {
 		XXH128_canonical_t c;

@@ -5,6 +5,7 @@
  * put a one-line reason into it. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,3 +66,8 @@ int image_archive_read_manifest(int fd, struct manifest **ret, struct image_erro
  * manifest in *ret if ret is not NULL. Nothing extracted may be trusted
  * unless this returns 0. */
 int image_archive_read(int fd, const char *dir, struct manifest **ret, struct image_error *err);
+
+/* The same, extracting only the files for which want(name) is true; the
+ * others are verified all the same. */
+int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *name),
+                            struct manifest **ret, struct image_error *err);

@@ -11,6 +11,7 @@ int cmd_run(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_images(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 

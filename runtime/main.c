@@ -14,6 +14,7 @@ static const struct {
     {"checkpoint", cmd_checkpoint, "checkpoint a running workload now"},
     {"status", cmd_status, "show workloads and their last checkpoints"},
     {"images", cmd_images, "list a workload's stored generations"},
+    {"inspect", cmd_inspect, "show what an image holds"},
     {"stop", cmd_stop, "stop a workload, optionally checkpointing it first"},
     {"restore", cmd_restore, "resume a workload from its images when no supervisor runs it"},
 };

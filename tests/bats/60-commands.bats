@@ -178,3 +178,40 @@ resumes_after() { # FIRST LAST
 	run grep -c "sent garbage on its control socket" "$STATE/g.err"
 	assert_output 1
 }
+
+@test "cryo inspect: manifest, process tree, memory, files and sockets; a damaged image is refused" {
+	port=$(free_port)
+	start_cryo ep -- "$CRYO_EXAMPLES/epoll-server" "$port" 20 0
+	wait_for 30 grep -q listening "$STATE/ep.out"
+	"$CRYO" checkpoint ep >/dev/null
+	run "$CRYO" inspect ep
+	assert_success
+	assert_line --regexp "^image +$STATE/ep/gen-000000000001.cryo \(verified\)$"
+	assert_line --regexp '^workload +ep, generation 1, taken .* by command$'
+	assert_line --regexp "^command +$CRYO_EXAMPLES/epoll-server $port 20 0$"
+	assert_line --regexp '^memory +[0-9.]+ [KM]iB dumped$'
+	assert_line --regexp '^ +1 +0 +1 +cryo-init$'
+	assert_line --regexp '^ +2 +1 +1 +epoll-server$'
+	assert_line "  socket TCP 127.0.0.1:$port LISTEN"
+	assert_line "  timerfd"
+	assert_line "  eventfd"
+	assert_line "  epoll"
+	run "$CRYO" inspect --json ep@1
+	assert_success
+	python3 - "$output" <<-'PY'
+	import json, sys
+	d = json.loads(sys.argv[1])
+	assert d["verified"] and d["manifest"]["trigger"] == "command", d
+	assert [p["comm"] for p in d["processes"]] == ["cryo-init", "epoll-server"], d
+	assert d["memory_bytes"] > 0 and d["raw_size"] > d["size"] > 0, d
+	PY
+	run "$CRYO" inspect "$(gen_file ep 1)"
+	assert_success
+	flip_byte "$(gen_file ep 1)"
+	run "$CRYO" inspect ep@1
+	assert_failure
+	assert_output --partial "does not verify"
+	run "$CRYO" inspect ep@7
+	assert_failure
+	assert_output --partial "No such file"
+}

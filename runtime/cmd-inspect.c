@@ -1,0 +1,255 @@
+/* cryo inspect NAME[@GEN] | FILE: what an image holds, in the spirit of
+ * checkpointctl: manifest, process tree, memory, open files and sockets,
+ * compression. */
+#include "cli.h"
+#include "cleanup.h"
+#include "inspect.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo inspect [--state-dir DIR] [--json] NAME[@GEN] | FILE\n"
+	      "\n"
+	      "Shows what an image holds: its manifest, the process tree, the memory dumped,\n"
+	      "the open files and sockets, and the compression ratio. NAME alone means its\n"
+	      "newest generation; FILE is a gen-*.cryo file. The image is verified first.\n",
+	      f);
+}
+
+static bool want_metadata(const char *name)
+{
+	return !criu_glue_is_memory_image(name);
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+/* Resolves NAME[@GEN] or FILE to an archive path. */
+static int resolve(const char *state_dir, const char *arg, char *path, size_t len)
+{
+	struct stat st;
+	if (strchr(arg, '/') || (stat(arg, &st) == 0 && S_ISREG(st.st_mode))) {
+		snprintf(path, len, "%s", arg);
+		return 0;
+	}
+	char name[128];
+	snprintf(name, sizeof(name), "%s", arg);
+	uint64_t gen = 0;
+	char *at = strchr(name, '@');
+	if (at) {
+		*at = '\0';
+		if (util_parse_uint(at + 1, UINT64_MAX, &gen) < 0 || gen == 0) {
+			log_error("invalid generation in '%s': use NAME@GEN, e.g. web@3", arg);
+			return -EINVAL;
+		}
+	}
+	struct workload_paths p;
+	if (cli_workload(state_dir, name, &p) < 0)
+		return -EINVAL;
+	if (!gen) {
+		_cleanup_free_ uint64_t *gens = NULL;
+		size_t n = 0;
+		if (image_store_list(p.dir, &gens, &n) < 0 || n == 0) {
+			log_error("'%s' has no images in '%s' (see cryo status)", name, p.dir);
+			return -ENOENT;
+		}
+		gen = gens[n - 1];
+	}
+	return image_store_path(p.dir, gen, path, len);
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	const char *state_dir = NULL;
+	bool json = false;
+	int c;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': state_dir = optarg; break;
+		case 'j': json = true; break;
+		case 'h': usage(stdout); return 0;
+		default:
+			log_error(
+			    "unknown option '%s' for 'cryo inspect' (see cryo inspect --help)",
+			    argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		log_error("give one image: cryo inspect NAME[@GEN] | FILE (see cryo images NAME)");
+		return 2;
+	}
+	char path[PATH_MAX];
+	if (resolve(state_dir, argv[optind], path, sizeof(path)) < 0)
+		return 1;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("cannot open '%s': %m (see cryo images)", path);
+		return 1;
+	}
+	struct stat st;
+	fstat(fd, &st);
+
+	char tmp[] = "/tmp/cryo-inspect.XXXXXX";
+	if (!mkdtemp(tmp)) {
+		log_error("cannot create a temporary directory: %m");
+		return 1;
+	}
+	struct manifest *m = NULL;
+	struct image_error err = {{0}};
+	int r = image_archive_read_some(fd, tmp, want_metadata, &m, &err);
+	if (r < 0) {
+		util_rm_rf(tmp);
+		log_error("'%s' does not verify: %s", path, err.msg[0] ? err.msg : strerror(-r));
+		return 1;
+	}
+	struct criu_glue_summary sum;
+	r = criu_glue_describe(tmp, &sum);
+	util_rm_rf(tmp);
+	if (r < 0) {
+		manifest_free(m);
+		log_error("'%s' verifies, but its CRIU images cannot be read (%s): made by another "
+		          "CRIU version?",
+		          path, strerror(-r));
+		return 1;
+	}
+	uint64_t raw = 0, memory = 0;
+	for (size_t i = 0; i < m->n_files; i++) {
+		raw += m->files[i].size;
+		if (criu_glue_is_memory_image(m->files[i].name))
+			memory += m->files[i].size;
+	}
+
+	if (json) {
+		printf("{\"path\":");
+		json_str(path);
+		printf(",\"verified\":true,\"size\":%lld,\"raw_size\":%" PRIu64
+		       ",\"memory_bytes\":%" PRIu64 ",\"manifest\":{",
+		       (long long)st.st_size, raw, memory);
+		bool first = true;
+		for (size_t i = 0; i < m->n_entries; i++) {
+			if (!strcmp(m->keys[i], "arg"))
+				continue;
+			printf("%s", first ? "" : ",");
+			json_str(m->keys[i]);
+			putchar(':');
+			json_str(m->values[i]);
+			first = false;
+		}
+		printf("},\"argv\":[");
+		first = true;
+		for (size_t i = 0; i < m->n_entries; i++) {
+			if (strcmp(m->keys[i], "arg") != 0)
+				continue;
+			printf("%s", first ? "" : ",");
+			json_str(m->values[i]);
+			first = false;
+		}
+		printf("],\"processes\":[");
+		for (size_t i = 0; i < sum.n_procs; i++) {
+			printf("%s{\"pid\":%u,\"ppid\":%u,\"threads\":%u,\"comm\":", i ? "," : "",
+			       sum.procs[i].pid, sum.procs[i].ppid, sum.procs[i].threads);
+			json_str(sum.procs[i].comm);
+			putchar('}');
+		}
+		printf("],\"files\":[");
+		for (size_t i = 0; i < sum.n_files; i++) {
+			printf("%s", i ? "," : "");
+			json_str(sum.files[i]);
+		}
+		printf("]}\n");
+	} else {
+		char a[32], b[32], when[64] = "?";
+		time_t t = (time_t)manifest_get_u64(m, "time", 0);
+		struct tm tm;
+		if (t && localtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		const char *trigger = manifest_get(m, "trigger");
+		printf("image      %s (verified)\n", path);
+		printf("workload   %s, generation %s, taken %s by %s\n",
+		       manifest_get(m, "name") ?: "?", manifest_get(m, "generation") ?: "?", when,
+		       trigger ? trigger : "?");
+		printf("command   ");
+		for (size_t i = 0; i < m->n_entries; i++) {
+			const char *v = m->values[i];
+			if (strcmp(m->keys[i], "arg") != 0)
+				continue;
+			/* Quoted where a shell would need it. */
+			if (*v && !v[strcspn(v, " \t\n'\"\\$`")])
+				printf(" %s", v);
+			else
+				printf(" '%s'", v);
+		}
+		printf("\ncwd        %s\n", manifest_get(m, "cwd") ?: "?");
+		printf("taken on   %s, kernel %s (%s), CRIU %s\n",
+		       manifest_get(m, "hostname") ?: "?", manifest_get(m, "kernel") ?: "?",
+		       manifest_get(m, "machine") ?: "?", manifest_get(m, "criu_version") ?: "?");
+		printf("frozen     %.1f ms\n", (double)manifest_get_u64(m, "frozen_us", 0) / 1000);
+		printf("memory     %s dumped\n", util_format_bytes(memory, a, sizeof(a)));
+		printf("size       %s stored, %s raw",
+		       util_format_bytes((uint64_t)st.st_size, a, sizeof(a)),
+		       util_format_bytes(raw, b, sizeof(b)));
+		if (st.st_size > 0)
+			printf(" (compression ratio %.1f)", (double)raw / (double)st.st_size);
+		printf("\n\nprocesses (PIDs inside the workload's namespace)\n");
+		printf("  %-6s %-6s %-8s %s\n", "PID", "PPID", "THREADS", "COMMAND");
+		for (size_t i = 0; i < sum.n_procs; i++)
+			printf("  %-6u %-6u %-8u %s\n", sum.procs[i].pid, sum.procs[i].ppid,
+			       sum.procs[i].threads, sum.procs[i].comm);
+		printf("\nopen files and sockets\n");
+		/* Identical lines once, with a count. */
+		for (size_t i = 0; i < sum.n_files; i++) {
+			bool seen = false;
+			size_t count = 0;
+			for (size_t k = 0; k < sum.n_files; k++) {
+				if (strcmp(sum.files[k], sum.files[i]) != 0)
+					continue;
+				seen |= k < i;
+				count++;
+			}
+			if (seen)
+				continue;
+			if (count > 1)
+				printf("  %s (x%zu)\n", sum.files[i], count);
+			else
+				printf("  %s\n", sum.files[i]);
+		}
+	}
+	criu_glue_summary_clear(&sum);
+	manifest_free(m);
+	return 0;
+}
