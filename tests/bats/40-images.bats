@@ -55,7 +55,7 @@ damage_and_kill() {
 	mount -t tmpfs -o size=8m tmpfs "$STATE/full"
 	export CRYO_STATE_DIR=$STATE/full
 	"$CRYO" run --name c -- "$CRYO_EXAMPLES/counter" 400 10 20 >"$STATE/c.out" 2>"$STATE/c.err" </dev/null &
-	SUPERVISORS+=("$!")
+	track_supervisor "$!"
 	sup=$!
 	wait_for 60 count_at_least 2 '^checkpointed at step' "$STATE/c.out"
 	# Fill the disk.

@@ -18,11 +18,11 @@ teardown() { teardown_state; }
 		cp "$(gen_file c 2)" "$STATE/$copy/c/"
 	done
 	"$CRYO" restore --state-dir "$STATE/a" c >"$STATE/a.out" 2>"$STATE/a.err" </dev/null &
-	SUPERVISORS+=("$!")
+	track_supervisor "$!"
 	a=$!
 	wait_for 30 grep -q "restored 'c' from generation 2" "$STATE/a.err"
 	"$CRYO" restore --state-dir "$STATE/b" c >"$STATE/b.out" 2>"$STATE/b.err" </dev/null &
-	SUPERVISORS+=("$!")
+	track_supervisor "$!"
 	b=$!
 	wait_for 30 grep -q "restored 'c' from generation 2" "$STATE/b.err"
 	# Three copies of one program, all PID 2 inside their namespaces, none

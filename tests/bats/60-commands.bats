@@ -81,7 +81,7 @@ resumes_after() { # FIRST LAST
 	wait_supervisor "$LAST_SUPERVISOR" 30
 	stopped_at=$(last_tick t)
 	"$CRYO" restore t >"$STATE/r.out" 2>"$STATE/r.err" </dev/null &
-	SUPERVISORS+=("$!")
+	track_supervisor "$!"
 	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/r.out"
 	# The first number after the restore follows the last one before the stop.
 	resumes_after "$(head -n 1 "$STATE/r.out")" "$stopped_at"
@@ -107,7 +107,7 @@ resumes_after() { # FIRST LAST
 	at=$(last_tick t)
 
 	"$CRYO" run --name t -- "$TICKER" >"$STATE/again.out" 2>"$STATE/again.err" </dev/null &
-	SUPERVISORS+=("$!")
+	track_supervisor "$!"
 	sup=$!
 	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/again.out"
 	grep -q "resuming the newest (use --fresh to start afresh)" "$STATE/again.err"
@@ -116,7 +116,7 @@ resumes_after() { # FIRST LAST
 	wait_supervisor "$sup" 30
 
 	"$CRYO" run --name t --fresh -- "$TICKER" >"$STATE/fresh.out" 2>"$STATE/fresh.err" </dev/null &
-	SUPERVISORS+=("$!")
+	track_supervisor "$!"
 	sup=$!
 	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/fresh.out"
 	[ "$(head -n 1 "$STATE/fresh.out")" -eq 1 ]
@@ -145,7 +145,7 @@ resumes_after() { # FIRST LAST
 	run "$CRYO" status t
 	assert_line --regexp '^t +stopped +- '
 	"$CRYO" restore t >"$STATE/r.out" 2>"$STATE/r.err" </dev/null &
-	SUPERVISORS+=("$!")
+	track_supervisor "$!"
 	sup=$!
 	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/r.out"
 	# And again, for a restored copy: its supervisor's death ends it too.

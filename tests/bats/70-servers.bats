@@ -58,8 +58,8 @@ start_redis() {
 	assert_output --partial "SET:"
 	assert_output --partial "LPUSH:"
 	# Checkpoints were taken while it ran.
-	n=$(ls "$STATE/redis"/gen-*.cryo | wc -l)
-	[ "$n" -ge 2 ]
+	images=("$STATE/redis"/gen-*.cryo)
+	[ "${#images[@]}" -ge 2 ]
 	run "$CRYO" images redis
 	refute_output --partial " NO"
 }

@@ -19,6 +19,11 @@ setup_state() {
 	SUPERVISORS=()
 }
 
+# Makes teardown end supervisor PID (started by the test itself).
+track_supervisor() {
+	SUPERVISORS+=("$1")
+}
+
 # Starts `cryo run ARGS...` in the background; its stdout and stderr go to
 # $STATE/NAME.out and NAME.err, where NAME is the first argument.
 start_cryo() {
