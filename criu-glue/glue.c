@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <criu/criu.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -135,29 +136,89 @@ int criu_glue_version(int *ret)
 	return 0;
 }
 
-/* libcriu returns -errno-like values, or -EBADE etc. when CRIU reports a
- * failure; the log has the detail. */
-static int criu_failed(struct criu_glue_error *err, int r, const char *what, const char *log_dir,
-                       const char *log_name)
+/* Resources CRIU cannot checkpoint, as /proc/PID/fd shows them. */
+static const struct {
+	const char *link;
+	const char *what;
+} unsupported[] = {
+    {"anon_inode:[io_uring]", "an io_uring instance"},
+    {"anon_inode:[perf_event]", "a perf event"},
+    {"anon_inode:bpf-prog", "a BPF program"},
+    {"anon_inode:kvm-vm", "a KVM virtual machine"},
+    {"anon_inode:[userfaultfd]", "a userfaultfd"},
+    {"/dev/nvidia", "an NVIDIA device"},
+};
+
+/* Looks through the fds of pid and its descendants for a resource CRIU
+ * cannot dump; describes the first one found. */
+static bool find_unsupported(pid_t pid, int depth, char *buf, size_t len)
 {
-	char hint[256] = "";
+	char path[64], link[PATH_MAX];
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	_cleanup_closedir_ DIR *d = opendir(path);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		ssize_t n = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		for (size_t i = 0; i < ARRAY_SIZE(unsupported); i++) {
+			if (strncmp(link, unsupported[i].link, strlen(unsupported[i].link)) != 0)
+				continue;
+			char comm[64] = "?";
+			snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+			_cleanup_fclose_ FILE *f = fopen(path, "re");
+			if (f && fgets(comm, sizeof(comm), f))
+				comm[strcspn(comm, "\n")] = '\0';
+			snprintf(buf, len,
+			         "%s (PID %d) holds %s (fd %s), which CRIU cannot checkpoint", comm,
+			         pid, unsupported[i].what, de->d_name);
+			return true;
+		}
+	}
+	if (depth > 32)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	int child;
+	while (f && fscanf(f, "%d", &child) == 1)
+		if (find_unsupported(child, depth + 1, buf, len))
+			return true;
+	return false;
+}
+
+/* Explains a CRIU failure in one line: a resource CRIU cannot handle if the
+ * tree holds one, else the first error in CRIU's log (kept at its path).
+ * Returns -ENOSPC for a full disk, else -EIO. */
+static int criu_failed(struct criu_glue_error *err, pid_t pid, const char *what,
+                       const char *log_dir, const char *log_name)
+{
+	char cause[300] = "";
 	char path[PATH_MAX];
+	int r = -EIO;
 	snprintf(path, sizeof(path), "%s/%s", log_dir, log_name);
-	/* The last "Error" line of the log is usually the cause. */
 	_cleanup_fclose_ FILE *f = fopen(path, "re");
 	if (f) {
 		char line[512];
 		while (fgets(line, sizeof(line), f)) {
-			if (!strstr(line, "Error") || strstr(line, "RLIMIT_NOFILE"))
+			if (strstr(line, "No space left on device"))
+				r = -ENOSPC;
+			if (cause[0] || !strstr(line, "Error") || strstr(line, "RLIMIT_NOFILE"))
 				continue;
 			line[strcspn(line, "\n")] = '\0';
 			const char *p = strstr(line, "): ");
-			snprintf(hint, sizeof(hint), ": %s", p ? p + 3 : line);
+			snprintf(cause, sizeof(cause), "%s", p ? p + 3 : line);
 		}
 	}
-	snprintf(err->msg, sizeof(err->msg), "CRIU %s failed (%s)%s; see '%s'", what,
-	         strerror(r < 0 ? -r : EIO), hint, path);
-	return r < 0 ? r : -EIO;
+	if (pid > 0) {
+		char found[300];
+		if (find_unsupported(pid, 0, found, sizeof(found)))
+			snprintf(cause, sizeof(cause), "%s", found);
+	}
+	if (!cause[0])
+		snprintf(cause, sizeof(cause), "%s", f ? "no error in its log" : "it wrote no log");
+	snprintf(err->msg, sizeof(err->msg), "CRIU %s failed: %s (log: '%s')", what, cause, path);
+	return r;
 }
 
 static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret);
@@ -191,7 +252,7 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	}
 	r = criu_local_dump(c);
 	if (r < 0)
-		return criu_failed(err, r, "dump", o->log_dir, o->log_name);
+		return criu_failed(err, o->pid, "dump", o->log_dir, o->log_name);
 	if (stats && read_dump_stats(o->log_dir, stats) < 0)
 		memset(stats, 0, sizeof(*stats));
 	unlinkat(log_fd, "stats-dump", 0);
@@ -229,7 +290,7 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	r = criu_local_restore_child(c);
 	unlinkat(log_fd, "stats-restore", 0);
 	if (r <= 0)
-		return criu_failed(err, r == 0 ? -EIO : r, "restore", o->log_dir, o->log_name);
+		return criu_failed(err, 0, "restore", o->log_dir, o->log_name);
 	*ret_pid = r;
 	return 0;
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bats
+# Files and sockets of unmodified programs, and what CRIU cannot checkpoint.
+
+load helpers
+
+setup() { setup_state; }
+teardown() { teardown_state; }
+
+@test "io_uring: the checkpoint fails naming the resource; the program runs on" {
+	start_cryo ur -- "$CRYO_TEST_PROGRAMS/uring-holder"
+	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/ur.out"
+	run "$CRYO" checkpoint ur
+	assert_failure
+	assert_output --regexp "cannot checkpoint 'ur': CRIU dump failed: uring-holder \(PID [0-9]+\) holds an io_uring instance \(fd [0-9]+\), which CRIU cannot checkpoint \(log: '$STATE/ur/criu-dump.log'\); the program runs on"
+	[ -s "$STATE/ur/criu-dump.log" ]
+	n=$(tail -n 1 "$STATE/ur.out")
+	wait_for 10 count_at_least 1 "^$((n + 3))\$" "$STATE/ur.out"
+	run "$CRYO" images ur
+	assert_output --partial "(no images of 'ur'"
+}
+
+@test "a log file opened O_APPEND that grew after the checkpoint does not block a restore" {
+	start_cryo log -- "$CRYO_TESTS/programs/append-logger.py" "$STATE/app.log"
+	wait_for 30 count_at_least 5 '^line' "$STATE/app.log"
+	"$CRYO" checkpoint log >/dev/null
+	n=$(wc -l <"$STATE/app.log")
+	wait_for 30 count_at_least $((n + 10)) '^line' "$STATE/app.log"
+	kill -KILL "$(prog_pid log)"
+	wait_for 30 grep -q "restored 'log' from generation 1" "$STATE/log.err"
+	m=$(wc -l <"$STATE/app.log")
+	wait_for 30 count_at_least $((m + 5)) '^line' "$STATE/app.log"
+}
+
+@test "a unix socket with a path serves after every restore" {
+	sock=$STATE/server.sock
+	start_cryo ux -- "$CRYO_TESTS/programs/unix-server.py" "$sock"
+	wait_for 30 grep -q listening "$STATE/ux.out"
+	ask() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print(s.makefile().readline().strip())' "$sock"; }
+	assert_equal "$(ask)" "count 1"
+	"$CRYO" checkpoint ux >/dev/null
+	assert_equal "$(ask)" "count 2"
+	for round in 1 2; do
+		kill -KILL "$(prog_pid ux)"
+		wait_for 30 count_at_least "$round" "restored 'ux'" "$STATE/ux.err"
+		wait_for 30 ask
+		"$CRYO" checkpoint ux >/dev/null
+	done
+	# Each restore went back to the count at its checkpoint (1, then 2).
+	assert_equal "$(ask)" "count 4"
+}
