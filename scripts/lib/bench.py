@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""cryo's benchmark: cryo beside raw CRIU, measured in one run on one machine.
+
+For programs of several sizes (tests/programs/bench-target.c: half random,
+half repetitive memory) it measures, REPS times each:
+  - frozen time, seen from inside the program (the largest gap in its
+    CLOCK_REALTIME loop): `cryo checkpoint`, and raw `criu dump
+    --leave-running` into tmpfs;
+  - cryo_checkpoint()'s call time (the program waits until durable);
+  - time to durable: `cryo checkpoint` until the image is fsynced and
+    published, against raw CRIU followed by `tar | zstd -T0` and fsync;
+  - image size: cryo's, raw CRIU's, and zstd -3 of raw CRIU's;
+  - restore: from kill -9 until the program runs again (the end of its gap)
+    and until it has read all its memory, against raw `criu restore` from
+    uncompressed tmpfs images;
+  - the memcpy time of the same size, the physical floor.
+Prints a markdown table, writes JSON and a PNG chart (gnuplot).
+Usage: bench.py BUILD_DIR OUT_DIR SIZES_MB REPS
+"""
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD, OUT = sys.argv[1], sys.argv[2]
+SIZES = [int(s) for s in sys.argv[3].split(",")]
+REPS = int(sys.argv[4])
+CRYO = os.path.join(BUILD, "cryo")
+TARGET = os.path.join(BUILD, "tests", "bench-target")
+MEMCPY = os.path.join(BUILD, "tests", "bench-memcpy")
+CRIU = shutil.which("criu") or "/usr/local/sbin/criu"
+
+
+class Output:
+    """The target's stdout, read from a file it appends to."""
+
+    def __init__(self, path):
+        self.path = path
+        self.pos = 0
+        self.pending = []
+
+    def lines(self):
+        """Every complete line not consumed yet."""
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.pos += len(complete)
+        lines, self.pending = self.pending + complete.decode(errors="replace").splitlines(), []
+        return lines
+
+    def wait_for(self, prefix, timeout=120):
+        """Consumes lines up to the first that starts with prefix."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            lines = self.lines()
+            for i, line in enumerate(lines):
+                seen.append(line)
+                if line.startswith(prefix):
+                    self.pending = lines[i + 1:]
+                    return line, seen
+            time.sleep(0.005)
+        raise TimeoutError(f"no '{prefix}' from the target in {timeout}s ({self.path})")
+
+    def wait_for_gap_after(self, t_ns, timeout=120):
+        """The first gap that ends after t_ns (a restore's), then the
+        'touched' line after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line, _ = self.wait_for("gap", max(1, deadline - time.monotonic()))
+            end = int(line.split()[2])
+            if end > t_ns:
+                touched, _ = self.wait_for("touched", max(1, deadline - time.monotonic()))
+                return end, int(touched.split()[1])
+        raise TimeoutError(f"no gap after {t_ns} in {self.path}")
+
+    def gaps_since(self, settle=0.3):
+        """Gap lines that arrived up to now (waiting settle seconds first)."""
+        time.sleep(settle)
+        return [
+            (int(p[1]), int(p[2]))
+            for p in (line.split() for line in self.lines())
+            if p[0] == "gap"
+        ]
+
+
+def max_gap_ms(gaps):
+    return max(((e - s) / 1e6 for s, e in gaps), default=0.0)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def dir_bytes(path):
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+
+def bench_cryo(size, state):
+    """One round of cryo: external checkpoint, program checkpoint, restore."""
+    out_path = os.path.join(state, "target.out")
+    name = f"bench{size}"
+    with open(out_path, "w") as out, open(os.path.join(state, "cryo.err"), "w") as err:
+        sup = subprocess.Popen(
+            [CRYO, "run", "--state-dir", state, "--name", name, "--", TARGET, str(size)],
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    try:
+        o = Output(out_path)
+        o.wait_for("ready")
+        time.sleep(0.2)
+        o.lines()
+        # cryo_checkpoint(), from inside
+        pid = int(open(os.path.join(state, name, "pid")).read())
+        os.kill(pid, signal.SIGUSR1)
+        line, _ = o.wait_for("call")
+        _, start, end, rc = line.split()
+        assert rc == "0", line
+        call_ms = (int(end) - int(start)) / 1e6
+        time.sleep(0.2)
+        o.lines()
+        # cryo checkpoint, from outside; the restore below starts from it, so
+        # that the program's loop sees the restore as a gap.
+        t0 = time.monotonic()
+        res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
+        durable_ms = (time.monotonic() - t0) * 1e3
+        frozen_ms = max_gap_ms(o.gaps_since())
+        r = {"frozen_ms": frozen_ms, "durable_ms": durable_ms, "image_bytes": res["size"],
+             "raw_bytes": res["raw_size"], "criu_frozen_ms": res["frozen_us"] / 1e3,
+             "call_ms": call_ms}
+        # restore after kill -9
+        killed = time.time_ns()
+        os.kill(pid, signal.SIGKILL)
+        running, touched = o.wait_for_gap_after(killed)
+        r["restore_running_ms"] = (running - killed) / 1e6
+        r["restore_all_ms"] = (touched - killed) / 1e6
+        return r
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        try:
+            sup.wait(30)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+            sup.wait()
+
+
+def bench_raw(size, state, tmpfs):
+    """The same with raw CRIU: dump into tmpfs, zstd, restore from tmpfs."""
+    out_path = os.path.join(state, "raw.out")
+    images = os.path.join(tmpfs, "raw-images")
+    shutil.rmtree(images, ignore_errors=True)
+    os.makedirs(images)
+    out = open(out_path, "a")
+    target = subprocess.Popen([TARGET, str(size)], stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+    restored = None
+    try:
+        o = Output(out_path)
+        o.wait_for("ready")
+        time.sleep(0.2)
+        o.lines()
+        t0 = time.monotonic()
+        run([CRIU, "dump", "-t", str(target.pid), "-D", images, "--leave-running",
+             "-o", "dump.log"])
+        dump_ms = (time.monotonic() - t0) * 1e3
+        frozen_ms = max_gap_ms(o.gaps_since())
+        archive = os.path.join(state, "raw.tar.zst")
+        t1 = time.monotonic()
+        run(["sh", "-c", f'tar -C "{images}" -cf - --exclude dump.log . | zstd -q -T0 -3 -o "{archive}" -f && sync -f "{archive}"'])
+        zstd_ms = (time.monotonic() - t1) * 1e3
+        r = {"frozen_ms": frozen_ms, "durable_ms": dump_ms + zstd_ms,
+             "raw_bytes": dir_bytes(images) - os.path.getsize(os.path.join(images, "dump.log")),
+             "zstd3_bytes": os.path.getsize(archive)}
+        killed = time.time_ns()
+        target.kill()
+        target.wait()
+        restored = subprocess.run([CRIU, "restore", "-d", "-D", images, "-o", "restore.log",
+                                   "--pidfile", os.path.join(state, "raw.pid")],
+                                  capture_output=True, text=True)
+        if restored.returncode != 0:
+            raise RuntimeError(f"raw criu restore failed: see {images}/restore.log")
+        running, touched = o.wait_for_gap_after(killed)
+        r["restore_running_ms"] = (running - killed) / 1e6
+        r["restore_all_ms"] = (touched - killed) / 1e6
+        return r
+    finally:
+        if target.poll() is None:
+            target.kill()
+            target.wait()
+        pidfile = os.path.join(state, "raw.pid")
+        if os.path.exists(pidfile):
+            try:
+                os.kill(int(open(pidfile).read()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.unlink(pidfile)
+        out.close()
+        shutil.rmtree(images, ignore_errors=True)
+
+
+def summarize(values):
+    return {"min": min(values), "median": statistics.median(values)}
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    tmpfs = tempfile.mkdtemp(prefix="cryo-bench-", dir="/dev/shm")
+    # The state directory is on the disk, as cryo's default is.
+    disk = tempfile.mkdtemp(prefix="cryo-bench-", dir="/var/tmp")
+    results = {"sizes_mb": SIZES, "reps": REPS, "machine": os.uname().release, "runs": {}}
+    try:
+        for size in SIZES:
+            runs = {"cryo": [], "raw": [], "memcpy_ms": None}
+            line = run([MEMCPY, str(size)]).stdout.split()
+            runs["memcpy_ms"] = float(line[1])
+            runs["memcpy_fresh_ms"] = float(line[3])
+            for rep in range(REPS):
+                for kind in ("cryo", "raw"):
+                    state = tempfile.mkdtemp(prefix=f"{kind}-", dir=disk)
+                    r = bench_cryo(size, state) if kind == "cryo" else bench_raw(size, state, tmpfs)
+                    runs[kind].append(r)
+                    shutil.rmtree(state, ignore_errors=True)
+                print(f"  {size} MB: round {rep + 1}/{REPS} done", file=sys.stderr, flush=True)
+            results["runs"][str(size)] = runs
+    finally:
+        shutil.rmtree(tmpfs, ignore_errors=True)
+        shutil.rmtree(disk, ignore_errors=True)
+
+    rows = []
+    for size in SIZES:
+        runs = results["runs"][str(size)]
+        c = {k: summarize([r[k] for r in runs["cryo"]]) for k in runs["cryo"][0]}
+        w = {k: summarize([r[k] for r in runs["raw"]]) for k in runs["raw"][0]}
+        results["runs"][str(size)]["summary"] = {"cryo": c, "raw": w}
+
+        def row(label, cv, rv, unit="ms"):
+            fmt = (lambda v: f"{v:.0f}") if unit == "ms" else (lambda v: f"{v / 2**20:.1f} MiB")
+            ratio = cv["median"] / rv["median"] if rv and rv["median"] else float("nan")
+            rs = f"{fmt(rv['min'])} / {fmt(rv['median'])}" if rv else "-"
+            rows.append(f"| {size} MB | {label} | {fmt(cv['min'])} / {fmt(cv['median'])} | {rs} | {ratio:.2f} |")
+
+        row("frozen: `cryo checkpoint` vs `criu dump`", c["frozen_ms"], w["frozen_ms"])
+        row("`cryo_checkpoint()` call vs `criu dump`", c["call_ms"], w["frozen_ms"])
+        row("time to durable vs `criu dump` + `zstd -T0`", c["durable_ms"], w["durable_ms"])
+        row("image size vs raw CRIU images", c["image_bytes"], w["raw_bytes"], "bytes")
+        row("image size vs `zstd -3` of raw images", c["image_bytes"], w["zstd3_bytes"], "bytes")
+        row("restore: running again", c["restore_running_ms"], w["restore_running_ms"])
+        row("restore: all memory back", c["restore_all_ms"], w["restore_all_ms"])
+        mc = {"min": runs["memcpy_ms"], "median": runs["memcpy_ms"]}
+        row("memcpy of the same size (floor)", mc, None)
+
+    table = ["| size | measure | cryo min / median | raw CRIU min / median | cryo / raw (median) |",
+             "|---|---|---|---|---|"] + rows
+    text = "\n".join(table)
+    print(text)
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(text + "\n")
+
+    data = os.path.join(OUT, "frozen.dat")
+    with open(data, "w") as f:
+        for size in SIZES:
+            s = results["runs"][str(size)]["summary"]
+            f.write(f"{size} {s['cryo']['frozen_ms']['median']} {s['raw']['frozen_ms']['median']} "
+                    f"{results['runs'][str(size)]['memcpy_ms']}\n")
+    png = os.path.join(OUT, "frozen.png")
+    if shutil.which("gnuplot"):
+        script = f"""set terminal png size 800,500
+set output '{png}'
+set title 'Frozen time of a checkpoint (median of {REPS})'
+set xlabel 'touched memory (MB)'
+set ylabel 'ms'
+set logscale x 2
+set key left top
+plot '{data}' using 1:2 with linespoints title 'cryo checkpoint', \\
+     '{data}' using 1:3 with linespoints title 'criu dump --leave-running (tmpfs)', \\
+     '{data}' using 1:4 with linespoints title 'memcpy (floor)'
+"""
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        print(f"\nJSON: {OUT}/results.json, chart: {png}")
+
+
+if __name__ == "__main__":
+    main()

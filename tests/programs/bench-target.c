@@ -1,0 +1,82 @@
+/* The program scripts/bench checkpoints. It touches SIZE_MB of memory (half
+ * random bytes, half repetitive text) and then reads CLOCK_REALTIME in a
+ * tight loop; whenever two readings are more than 2 ms apart it prints
+ *   gap START_NS END_NS
+ * so the benchmark sees, from inside, how long the program was stopped
+ * (CLOCK_REALTIME, unlike CLOCK_MONOTONIC, is not shifted by a restore).
+ * After a gap it reads one byte of every page and prints
+ *   touched END_NS
+ * which tells when all its memory is back after a (lazy) restore.
+ * On SIGUSR1 it calls cryo_checkpoint() and prints
+ *   call START_NS END_NS RESULT
+ *
+ *   bench-target SIZE_MB
+ */
+#include <cryo.h>
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static volatile sig_atomic_t want_checkpoint;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	want_checkpoint = 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: bench-target SIZE_MB\n");
+		return 2;
+	}
+	size_t size = (size_t)atol(argv[1]) << 20;
+	uint8_t *mem = malloc(size);
+	if (!mem)
+		return 1;
+	uint64_t x = 0x9E3779B97F4A7C15ULL;
+	for (size_t i = 0; i + 8 <= size / 2; i += 8) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		memcpy(mem + i, &x, 8);
+	}
+	static const char text[] = "cryo keeps long-running programs alive across crashes. ";
+	for (size_t i = size / 2; i < size; i++)
+		mem[i] = (uint8_t)text[(i - size / 2) % (sizeof(text) - 1)];
+	signal(SIGUSR1, on_usr1);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("ready %zu\n", size >> 20);
+
+	uint64_t last = now_ns();
+	volatile uint8_t sink = 0;
+	for (;;) {
+		uint64_t t = now_ns();
+		if (t - last > 2000000) {
+			printf("gap %llu %llu\n", (unsigned long long)last, (unsigned long long)t);
+			for (size_t i = 0; i < size; i += 4096)
+				sink ^= mem[i];
+			t = now_ns();
+			printf("touched %llu\n", (unsigned long long)t);
+		}
+		if (want_checkpoint) {
+			want_checkpoint = 0;
+			uint64_t t0 = now_ns();
+			int r = cryo_checkpoint();
+			t = now_ns();
+			printf("call %llu %llu %d\n", (unsigned long long)t0, (unsigned long long)t,
+			       r);
+		}
+		last = t;
+	}
+}
