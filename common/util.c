@@ -277,3 +277,14 @@ bool util_name_is_valid(const char *name)
 			return false;
 	return true;
 }
+
+uint64_t util_mem_available(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
+	char line[128];
+	unsigned long long kb;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			return (uint64_t)kb << 10;
+	return 0;
+}

@@ -40,6 +40,9 @@ int util_parse_uint(const char *s, uint64_t max, uint64_t *ret);
 uint64_t util_now_ns(void);
 uint64_t util_realtime_ns(void);
 
+/* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
+uint64_t util_mem_available(void);
+
 /* The inode of an open fd (st_ino), or 0. */
 uint64_t util_fd_inode(int fd);
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -215,6 +216,11 @@ static int criu_failed(struct criu_glue_error *err, pid_t pid, const char *what,
 		if (find_unsupported(pid, 0, found, sizeof(found)))
 			snprintf(cause, sizeof(cause), "%s", found);
 	}
+	struct statvfs vfs;
+	if (!cause[0] && statvfs(log_dir, &vfs) == 0 && vfs.f_bavail == 0) {
+		snprintf(cause, sizeof(cause), "no space left in '%s'", log_dir);
+		r = -ENOSPC;
+	}
 	if (!cause[0])
 		snprintf(cause, sizeof(cause), "%s", f ? "no error in its log" : "it wrote no log");
 	snprintf(err->msg, sizeof(err->msg), "CRIU %s failed: %s (log: '%s')", what, cause, path);
@@ -244,6 +250,11 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	criu_local_set_leave_running(c, o->leave_running);
 	criu_local_set_tcp_established(c, o->tcp_established);
 	criu_local_set_file_locks(c, true);
+	/* libcriu 4.2 returns -ENOMEM from this call even when it succeeds
+	 * (lib/c/criu.c); a real allocation failure shows as a dump that
+	 * never connects, which criu_glue_pages_finish() reports. */
+	if (o->page_server_port > 0)
+		(void)criu_local_set_page_server_address_port(c, "127.0.0.1", o->page_server_port);
 	for (size_t i = 0; i < o->n_external_unix; i++) {
 		char key[64];
 		snprintf(key, sizeof(key), "unix[%llu]", (unsigned long long)o->external_unix[i]);

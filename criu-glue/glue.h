@@ -23,6 +23,7 @@ struct criu_glue_dump_opts {
 	size_t n_external_unix;
 	bool leave_running;
 	bool tcp_established;
+	int page_server_port; /* > 0: send the pages to this loopback port (pages.h) */
 };
 
 struct criu_glue_inherit {

@@ -401,6 +401,18 @@ static int list_files(const char *dir, char ***ret, size_t *ret_n)
 	return 0;
 }
 
+static int write_header(struct sink *s, const char *name, uint64_t size)
+{
+	uint16_t nl = htole16((uint16_t)strlen(name));
+	uint64_t le = htole64(size);
+	int r = sink_compress(s, &nl, sizeof(nl), ZSTD_e_continue);
+	if (r == 0)
+		r = sink_compress(s, name, strlen(name), ZSTD_e_continue);
+	if (r == 0)
+		r = sink_compress(s, &le, sizeof(le), ZSTD_e_continue);
+	return r;
+}
+
 static int write_one_file(struct sink *s, int dfd, const char *name, uint8_t *buf,
                           struct manifest *m, uint64_t *raw)
 {
@@ -410,13 +422,7 @@ static int write_one_file(struct sink *s, int dfd, const char *name, uint8_t *bu
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	uint16_t nl = htole16((uint16_t)strlen(name));
-	uint64_t size = htole64((uint64_t)st.st_size);
-	int r = sink_compress(s, &nl, sizeof(nl), ZSTD_e_continue);
-	if (r == 0)
-		r = sink_compress(s, name, strlen(name), ZSTD_e_continue);
-	if (r == 0)
-		r = sink_compress(s, &size, sizeof(size), ZSTD_e_continue);
+	int r = write_header(s, name, (uint64_t)st.st_size);
 	if (r < 0)
 		return r;
 
@@ -445,8 +451,46 @@ static int write_one_file(struct sink *s, int dfd, const char *name, uint8_t *bu
 	return add_file(m, name, (uint64_t)st.st_size, c.digest);
 }
 
-int image_archive_write(int fd, const char *dir, struct manifest *m, int level, int workers,
-                        struct image_write_stats *stats, struct image_error *err)
+/* A file held in memory: compressed and hashed straight from its segments. */
+static int write_one_mem(struct sink *s, const struct mem_file *f, struct manifest *m,
+                         uint64_t *raw)
+{
+	int r = write_header(s, f->name, f->size);
+	if (r < 0)
+		return r;
+	XXH3_state_t *h = XXH3_createState();
+	if (!h)
+		return -ENOMEM;
+	XXH3_128bits_reset(h);
+	for (size_t i = 0; i < f->n_iov && r == 0; i++) {
+		const uint8_t *p = f->iov[i].iov_base;
+		size_t left = f->iov[i].iov_len;
+		/* In pieces, so the hash reads what the compressor just read. */
+		while (left > 0 && r == 0) {
+			size_t n = left < IO_CHUNK ? left : IO_CHUNK;
+			XXH3_128bits_update(h, p, n);
+			r = sink_compress(s, p, n, ZSTD_e_continue);
+			p += n;
+			left -= n;
+		}
+	}
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
+	XXH3_freeState(h);
+	if (r < 0)
+		return r;
+	*raw += f->size;
+	return add_file(m, f->name, f->size, c.digest);
+}
+
+static int compare_mem_files(const void *a, const void *b)
+{
+	return strcmp(((const struct mem_file *)a)->name, ((const struct mem_file *)b)->name);
+}
+
+int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
+                        struct manifest *m, int level, int workers, struct image_write_stats *stats,
+                        struct image_error *err)
 {
 	char **names = NULL;
 	size_t n = 0;
@@ -489,8 +533,24 @@ int image_archive_write(int fd, const char *dir, struct manifest *m, int level, 
 		goto out;
 	uint64_t start_offset = (uint64_t)lseek(fd, 0, SEEK_CUR) - HEADER_SIZE;
 
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = write_one_file(&s, dfd, names[i], inbuf, m, &raw);
+	/* Disk and memory files, merged in name order. */
+	struct mem_file *sorted = NULL;
+	if (n_mem) {
+		sorted = malloc(n_mem * sizeof(*sorted));
+		if (!sorted) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memcpy(sorted, mem, n_mem * sizeof(*sorted));
+		qsort(sorted, n_mem, sizeof(*sorted), compare_mem_files);
+	}
+	for (size_t i = 0, k = 0; (i < n || k < n_mem) && r == 0;) {
+		if (k < n_mem && (i == n || strcmp(sorted[k].name, names[i]) < 0))
+			r = write_one_mem(&s, &sorted[k++], m, &raw);
+		else
+			r = write_one_file(&s, dfd, names[i++], inbuf, m, &raw);
+	}
+	free(sorted);
 	uint16_t zero = 0;
 	if (r == 0)
 		r = sink_compress(&s, &zero, sizeof(zero), ZSTD_e_end);

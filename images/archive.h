@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memfile.h"
+
 #define IMAGE_FORMAT_VERSION 1
 
 struct image_error {
@@ -50,12 +52,13 @@ struct image_write_stats {
 	uint64_t archive_bytes; /* size of the archive written */
 };
 
-/* Writes every regular file of dir (no sub-directories) and the manifest m
- * into an archive on fd, an empty file at offset 0. Adds the file list
- * with sizes and checksums to m. level is a zstd level; workers the number of
- * zstd threads (0 = none). Does not fsync. */
-int image_archive_write(int fd, const char *dir, struct manifest *m, int level, int workers,
-                        struct image_write_stats *stats, struct image_error *err);
+/* Writes every regular file of dir (no sub-directories), the n_mem files held
+ * in memory, and the manifest m into an archive on fd, an empty file at offset
+ * 0. Adds the file list with sizes and checksums to m. level is a zstd level;
+ * workers the number of zstd threads (0 = none). Does not fsync. */
+int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
+                        struct manifest *m, int level, int workers, struct image_write_stats *stats,
+                        struct image_error *err);
 
 /* Reads the manifest only (trailer, then the manifest frame): cheap. Checks
  * the trailer's and the manifest's checksums, not the body. */

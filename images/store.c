@@ -89,9 +89,22 @@ int image_store_next_generation(const char *dir, uint64_t *ret)
 	return 0;
 }
 
-int image_store_commit(const char *dir, uint64_t gen, const char *images_dir, struct manifest *m,
-                       int level, int workers, struct image_write_stats *stats,
-                       struct image_error *err)
+/* Fault injection for tests, in SQLite's manner: CRYO_INJECT_STORE_FAULT=
+ * "enospc:N" makes this process's Nth commit fail with ENOSPC after its data
+ * was written, as a disk that fills at the last moment would. */
+static int injected_fault(void)
+{
+	static unsigned commits;
+	const char *spec = getenv("CRYO_INJECT_STORE_FAULT");
+	commits++;
+	if (!spec || strncmp(spec, "enospc:", 7) != 0)
+		return 0;
+	return strtoul(spec + 7, NULL, 10) == commits ? -ENOSPC : 0;
+}
+
+int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
+                       const struct mem_file *mem, size_t n_mem, struct manifest *m, int level,
+                       int workers, struct image_write_stats *stats, struct image_error *err)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
 	int r = image_store_path(dir, gen, path, sizeof(path));
@@ -105,7 +118,10 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir, st
 		snprintf(err->msg, sizeof(err->msg), "cannot create '%s': %s", tmp, strerror(-r));
 		return r;
 	}
-	r = image_archive_write(fd, images_dir, m, level, workers, stats, err);
+	r = image_archive_write(fd, images_dir, mem, n_mem, m, level, workers, stats, err);
+	if (r == 0 && (r = injected_fault()) < 0)
+		snprintf(err->msg, sizeof(err->msg), "cannot write '%s': %s (injected)", tmp,
+		         strerror(-r));
 	if (r == 0 && fsync(fd) < 0) {
 		r = -errno;
 		snprintf(err->msg, sizeof(err->msg), "cannot fsync '%s': %s", tmp, strerror(-r));

@@ -21,12 +21,13 @@ int image_store_list(const char *dir, uint64_t **ret, size_t *ret_n);
  * damaged ones included, so a number is never reused. */
 int image_store_next_generation(const char *dir, uint64_t *ret);
 
-/* Archives images_dir with manifest m as generation gen of dir, durably.
+/* Archives images_dir, the n_mem files in memory and manifest m as generation
+ * gen of dir, durably.
  * On failure nothing of gen is left behind and older generations are
  * untouched. */
-int image_store_commit(const char *dir, uint64_t gen, const char *images_dir, struct manifest *m,
-                       int level, int workers, struct image_write_stats *stats,
-                       struct image_error *err);
+int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
+                       const struct mem_file *mem, size_t n_mem, struct manifest *m, int level,
+                       int workers, struct image_write_stats *stats, struct image_error *err);
 
 /* Deletes the oldest generations so that at most keep remain (keep >= 1).
  * Only called after a new generation is durable, so the newest good one is

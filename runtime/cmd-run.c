@@ -20,7 +20,8 @@ static void usage(FILE *f)
 {
 	fputs("usage: cryo run [--name NAME] [--state-dir DIR] [--restart on-failure|always|no]\n"
 	      "                [--max-restarts N] [--keep N] [--every DURATION] [--fresh]\n"
-	      "                [--zstd-level N] [--verbose] -- PROG [ARGS...]\n"
+	      "                [--zstd-level N] [--dump-via memory|files] [--verbose]\n"
+	      "                -- PROG [ARGS...]\n"
 	      "\n"
 	      "Runs PROG under a supervisor in its own PID namespace. PROG may call\n"
 	      "cryo_checkpoint(); 'cryo checkpoint NAME' checkpoints it from outside, and\n"
@@ -41,6 +42,9 @@ static void usage(FILE *f)
 	      "  --fresh              start afresh even if NAME has images (kept until the first\n"
 	      "                       new checkpoint is durable)\n"
 	      "  --zstd-level N       compression level, 1-19 (default 3)\n"
+	      "  --dump-via WAY       memory (default): CRIU sends the pages to cryo, which holds\n"
+	      "                       them in memory readied before the freeze; files: CRIU\n"
+	      "                       writes image files, which cryo then archives\n"
 	      "  --verbose            also report periodic checkpoints\n",
 	      f);
 }
@@ -111,7 +115,8 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 		OPT_LEVEL,
 		OPT_VERBOSE,
 		OPT_HELP,
-		OPT_GENERATION
+		OPT_GENERATION,
+		OPT_DUMP_VIA
 	};
 	static const struct option run_opts[] = {
 	    {"name", required_argument, NULL, OPT_NAME},
@@ -122,6 +127,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	    {"keep", required_argument, NULL, OPT_KEEP},
 	    {"every", required_argument, NULL, OPT_EVERY},
 	    {"zstd-level", required_argument, NULL, OPT_LEVEL},
+	    {"dump-via", required_argument, NULL, OPT_DUMP_VIA},
 	    {"verbose", no_argument, NULL, OPT_VERBOSE},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {"generation", required_argument, NULL, OPT_GENERATION},
@@ -134,7 +140,11 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	int c;
 
 	*o = (struct run_options){
-	    .cfg = {.policy = RESTART_ON_FAILURE, .max_restarts = 5, .keep = 3, .zstd_level = 3},
+	    .cfg = {.policy = RESTART_ON_FAILURE,
+	            .max_restarts = 5,
+	            .keep = 3,
+	            .zstd_level = 3,
+	            .dump_via_memory = true},
 	};
 	optind = 1;
 	opterr = 0;
@@ -189,6 +199,13 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				return 2;
 			}
 			o->cfg.zstd_level = (int)v;
+			break;
+		case OPT_DUMP_VIA:
+			if (strcmp(optarg, "memory") != 0 && strcmp(optarg, "files") != 0) {
+				log_error("invalid --dump-via '%s': use memory or files", optarg);
+				return 2;
+			}
+			o->cfg.dump_via_memory = !strcmp(optarg, "memory");
 			break;
 		case OPT_GENERATION:
 			if (util_parse_uint(optarg, UINT64_MAX, &v) < 0 || v < 1) {

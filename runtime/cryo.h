@@ -41,6 +41,25 @@ CRYO_EXPORT int cryo_checkpoint(void);
  * from, 0 if none. Generations of one workload only grow. */
 CRYO_EXPORT uint64_t cryo_generation(void);
 
+/* Like cryo_checkpoint(), but returns as soon as this process may run again,
+ * before the image is durable: CRYO_CHECKPOINTED (0), CRYO_RESTORED (1) in a
+ * restored copy, or a negative errno (nothing was dumped). After a 0, whether
+ * the image became durable arrives later: cryo_checkpoint_fd() becomes
+ * readable and cryo_checkpoint_result() tells. Until then, a crash restores
+ * the previous checkpoint. */
+CRYO_EXPORT int cryo_checkpoint_async(void);
+
+/* An fd for poll()/epoll (readable input) that becomes readable when the
+ * outcome of a cryo_checkpoint_async() arrives; -ENOTCONN outside cryo. Only
+ * wait on it: read it with cryo_checkpoint_result(). */
+CRYO_EXPORT int cryo_checkpoint_fd(void);
+
+/* Without blocking: the generation (> 0) that became durable after the last
+ * cryo_checkpoint_async(), a negative errno if storing it failed (that
+ * generation does not exist; the one before stays the newest), or -EAGAIN
+ * while there is no news. */
+CRYO_EXPORT int64_t cryo_checkpoint_result(void);
+
 #ifdef __cplusplus
 }
 #endif

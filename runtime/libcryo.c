@@ -38,27 +38,60 @@ __attribute__((constructor)) static void cryo_init(void)
 	control_fd = (int)fd;
 }
 
-static bool valid_result(const struct cryo_msg *m)
+static int64_t durable = -EAGAIN; /* news of the last asynchronous checkpoint */
+
+static bool valid(const struct cryo_msg *m)
 {
-	return m->magic == CRYO_MSG_MAGIC && m->type == CRYO_MSG_RESULT && m->value <= 1 &&
-	       m->value >= -4095;
+	if (m->magic != CRYO_MSG_MAGIC)
+		return false;
+	if (m->type == CRYO_MSG_RESULT)
+		return m->value <= 1 && m->value >= -4095;
+	if (m->type == CRYO_MSG_DURABLE)
+		return m->value >= -4095;
+	return false;
 }
 
-/* A restored copy finds a "restored" notice queued on its socket; when it was
- * not waiting in cryo_checkpoint() at that moment, the notice is read here,
- * before the next request, so that it is not taken for that request's reply. */
-static void drain_notices(void)
+/* Takes note of a message that is not the reply being waited for: a
+ * "durable" notice, or a "restored" notice that a restored copy finds queued
+ * when it was not waiting in cryo_checkpoint() at that moment. */
+static void note(const struct cryo_msg *m)
+{
+	if (m->type == CRYO_MSG_DURABLE)
+		durable = m->value;
+	else if (m->value == CRYO_RESTORED)
+		generation = m->generation;
+}
+
+/* Reads what is queued without waiting, so that old notices are not taken
+ * for the reply to the next request. */
+static void drain(void)
 {
 	struct cryo_msg m;
 	while (recv(control_fd, &m, sizeof(m), MSG_DONTWAIT) == (ssize_t)sizeof(m))
-		if (valid_result(&m) && m.value == CRYO_RESTORED)
-			generation = m.generation;
+		if (valid(&m))
+			note(&m);
 }
 
-static int exchange(struct cryo_msg *reply)
+static int read_msg(struct cryo_msg *m)
 {
-	drain_notices();
-	struct cryo_msg req = {.magic = CRYO_MSG_MAGIC, .type = CRYO_MSG_CHECKPOINT};
+	char *q = (char *)m;
+	size_t left = sizeof(*m);
+	while (left > 0) {
+		ssize_t n = read(control_fd, q, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -ENOTCONN;
+		q += n;
+		left -= (size_t)n;
+	}
+	return valid(m) ? 0 : -EPROTO;
+}
+
+static int exchange(uint32_t type, struct cryo_msg *reply)
+{
+	drain();
+	struct cryo_msg req = {.magic = CRYO_MSG_MAGIC, .type = type};
 	const char *p = (const char *)&req;
 	size_t left = sizeof(req);
 	while (left > 0) {
@@ -72,23 +105,17 @@ static int exchange(struct cryo_msg *reply)
 	}
 	/* Blocks here while the supervisor dumps this process; a restored copy
 	 * wakes up here too, reading the supervisor's "restored". */
-	char *q = (char *)reply;
-	left = sizeof(*reply);
-	while (left > 0) {
-		ssize_t n = read(control_fd, q, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -ENOTCONN;
-		q += n;
-		left -= (size_t)n;
+	for (;;) {
+		int r = read_msg(reply);
+		if (r < 0)
+			return r;
+		if (reply->type == CRYO_MSG_RESULT)
+			return 0;
+		note(reply);
 	}
-	if (!valid_result(reply))
-		return -EPROTO;
-	return 0;
 }
 
-int cryo_checkpoint(void)
+static int checkpoint(uint32_t type)
 {
 	pthread_mutex_lock(&lock);
 	if (control_fd < 0) {
@@ -96,7 +123,7 @@ int cryo_checkpoint(void)
 		return -ENOTCONN;
 	}
 	struct cryo_msg reply;
-	int r = exchange(&reply);
+	int r = exchange(type, &reply);
 	if (r == -ENOTCONN) {
 		/* The supervisor is gone: stay out of its way from now on. */
 		close(control_fd);
@@ -105,7 +132,39 @@ int cryo_checkpoint(void)
 		r = (int)reply.value;
 		if (r >= 0)
 			generation = reply.generation;
+		if (type == CRYO_MSG_CHECKPOINT_ASYNC)
+			durable = -EAGAIN;
 	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+int cryo_checkpoint(void)
+{
+	return checkpoint(CRYO_MSG_CHECKPOINT);
+}
+
+int cryo_checkpoint_async(void)
+{
+	return checkpoint(CRYO_MSG_CHECKPOINT_ASYNC);
+}
+
+int cryo_checkpoint_fd(void)
+{
+	pthread_mutex_lock(&lock);
+	int fd = control_fd < 0 ? -ENOTCONN : control_fd;
+	pthread_mutex_unlock(&lock);
+	return fd;
+}
+
+int64_t cryo_checkpoint_result(void)
+{
+	pthread_mutex_lock(&lock);
+	if (control_fd >= 0)
+		drain();
+	int64_t r = durable;
+	if (r != -EAGAIN)
+		durable = -EAGAIN; /* told once */
 	pthread_mutex_unlock(&lock);
 	return r;
 }

@@ -13,8 +13,10 @@
 #define CRYO_MSG_MAGIC      0x4f595243u /* "CRYO" */
 
 enum {
-	CRYO_MSG_CHECKPOINT = 1, /* program -> supervisor */
-	CRYO_MSG_RESULT = 2,     /* supervisor -> program: value is 0, 1 or -errno */
+	CRYO_MSG_CHECKPOINT = 1,       /* program -> supervisor */
+	CRYO_MSG_RESULT = 2,           /* supervisor -> program: value is 0, 1 or -errno */
+	CRYO_MSG_CHECKPOINT_ASYNC = 3, /* program -> supervisor: RESULT once dumped, */
+	CRYO_MSG_DURABLE = 4,          /* then this: value is the generation or -errno */
 };
 
 struct cryo_msg {

@@ -1,6 +1,7 @@
 #include "supervisor.h"
 #include "cleanup.h"
 #include "glue.h"
+#include "pages.h"
 #include "log.h"
 #include "protocol.h"
 #include "store.h"
@@ -80,6 +81,7 @@ struct supervisor {
 	unsigned restarts_in_a_row;
 	unsigned restarts_total;
 	uint64_t current_generation; /* last taken or restored */
+	uint64_t last_attempted;     /* last generation number handed out */
 	struct last_checkpoint last;
 	bool have_last;
 	int criu_version;
@@ -400,14 +402,12 @@ static int start_fresh(struct supervisor *s)
 
 /* ---- checkpoint ------------------------------------------------------------- */
 
-static void send_result(struct supervisor *s, int64_t value, uint64_t generation)
+static void send_msg(struct supervisor *s, uint32_t type, int64_t value, uint64_t generation)
 {
 	if (s->control < 0)
 		return;
-	struct cryo_msg m = {.magic = CRYO_MSG_MAGIC,
-	                     .type = CRYO_MSG_RESULT,
-	                     .value = value,
-	                     .generation = generation};
+	struct cryo_msg m = {
+	    .magic = CRYO_MSG_MAGIC, .type = type, .value = value, .generation = generation};
 	/* A full socket means a program that does not read: it loses a notice. */
 	(void)send(s->control, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
@@ -446,8 +446,10 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 /* Checkpoints the running program. On any failure the program runs on and
  * the stored generations are as they were. Returns the new generation, or a
  * negative errno with the reason in why. */
-static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger, char *why,
-                          size_t why_len)
+/* With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
+ * soon as it has been dumped, and *replied says whether that happened. */
+static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
+                          bool *replied, char *why, size_t why_len)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	if (!s->running) {
@@ -461,6 +463,11 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		snprintf(why, why_len, "cannot read '%s': %s", cfg->paths.dir, strerror(-r));
 		return r;
 	}
+	/* A number told to the program is never reused, even if its image
+	 * could not be stored. */
+	if (gen <= s->last_attempted)
+		gen = s->last_attempted + 1;
+	s->last_attempted = gen;
 	char images[PATH_MAX];
 	snprintf(images, sizeof(images), "%s/.dump-%" PRIu64, cfg->paths.dir, gen);
 	util_rm_rf(images);
@@ -471,6 +478,17 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	}
 	set_state(s, "checkpointing");
 	struct criu_glue_error cerr = {{0}};
+	/* Pages go to memory made ready now, while the program still runs
+	 * (see criu-glue/pages.h), unless that memory is not to be had. */
+	struct criu_glue_pages *pages = NULL;
+	if (cfg->dump_via_memory) {
+		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
+		if (expect < util_mem_available() / 2 &&
+		    criu_glue_pages_start(expect + (expect >> 5), &pages, &cerr) < 0) {
+			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
+			pages = NULL;
+		}
+	}
 	struct criu_glue_dump_opts o = {
 	    .pid = s->init_pid,
 	    .images_dir = images,
@@ -480,12 +498,25 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	    .n_external_unix = 1,
 	    .leave_running = true,
 	    .tcp_established = true,
+	    .page_server_port = pages ? criu_glue_pages_port(pages) : 0,
 	};
 	struct criu_glue_dump_stats st = {0};
 	r = criu_glue_dump(&o, &st, &cerr);
+	if (r == 0 && pages)
+		r = criu_glue_pages_finish(pages, &cerr);
 	if (r < 0) {
 		snprintf(why, why_len, "%s", cerr.msg);
 		goto out;
+	}
+	const struct mem_file *mem = NULL;
+	size_t n_mem = 0;
+	if (pages)
+		criu_glue_pages_files(pages, &mem, &n_mem);
+	/* cryo_checkpoint_async(): the program may run on now; it learns about
+	 * durability from the DURABLE message that follows. */
+	if (early_reply) {
+		send_msg(s, CRYO_MSG_RESULT, 0, gen);
+		*replied = true;
 	}
 
 	struct manifest *m = manifest_new();
@@ -497,7 +528,8 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	fill_manifest(s, m, gen, trigger, &st);
 	struct image_error ierr = {{0}};
 	struct image_write_stats ws = {0};
-	r = image_store_commit(cfg->paths.dir, gen, images, m, cfg->zstd_level, 2, &ws, &ierr);
+	r = image_store_commit(cfg->paths.dir, gen, images, mem, n_mem, m, cfg->zstd_level, 2, &ws,
+	                       &ierr);
 	manifest_free(m);
 	if (r < 0) {
 		snprintf(why, why_len, "cannot store the image: %s",
@@ -524,6 +556,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	    .trigger = trigger,
 	};
 out:
+	criu_glue_pages_free(pages);
 	util_rm_rf(images);
 	if (s->running)
 		set_state(s, "running");
@@ -561,23 +594,27 @@ static void handle_control(struct supervisor *s)
 		struct cryo_msg req;
 		memcpy(&req, s->control_buf, sizeof(req));
 		s->control_len = 0;
-		if (req.magic != CRYO_MSG_MAGIC || req.type != CRYO_MSG_CHECKPOINT) {
+		bool async = req.type == CRYO_MSG_CHECKPOINT_ASYNC;
+		if (req.magic != CRYO_MSG_MAGIC || (req.type != CRYO_MSG_CHECKPOINT && !async)) {
 			log_error("'%s' sent garbage on its control socket; ignored", s->cfg->name);
-			send_result(s, -EPROTO, s->current_generation);
+			send_msg(s, CRYO_MSG_RESULT, -EPROTO, s->current_generation);
 			continue;
 		}
 		char why[600];
-		int64_t g = checkpoint(s, TRIGGER_PROGRAM, why, sizeof(why));
-		if (g < 0) {
+		bool replied = false;
+		int64_t g = checkpoint(s, TRIGGER_PROGRAM, async, &replied, why, sizeof(why));
+		if (g < 0)
 			log_error(
 			    "cannot checkpoint '%s': %s; the program runs on, generation %" PRIu64
 			    " stays the newest",
 			    s->cfg->name, why, s->current_generation);
-			send_result(s, g, s->current_generation);
-		} else {
+		else
 			log_checkpoint(s, TRIGGER_PROGRAM);
-			send_result(s, 0, (uint64_t)g);
-		}
+		if (replied)
+			send_msg(s, CRYO_MSG_DURABLE, g, s->current_generation);
+		else
+			send_msg(s, CRYO_MSG_RESULT, g < 0 ? g : 0,
+			         g < 0 ? s->current_generation : (uint64_t)g);
 	}
 }
 
@@ -585,11 +622,26 @@ static void handle_control(struct supervisor *s)
 
 /* Restores generation gen. Returns 0, -EBADMSG for a damaged image, or
  * another negative errno when CRIU could not restore it. */
-static int restore_generation(struct supervisor *s, uint64_t gen)
+/* Where a generation is extracted for CRIU to read: memory (/dev/shm) when
+ * its raw images fit comfortably, else beside the images. */
+static int make_restore_dir(struct supervisor *s, uint64_t gen, char *dir, size_t len)
 {
 	const struct supervisor_config *cfg = s->cfg;
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s/.restore", cfg->paths.dir);
+	struct manifest *m = NULL;
+	struct image_error ierr = {{0}};
+	uint64_t raw = UINT64_MAX;
+	if (image_store_read_manifest(cfg->paths.dir, gen, &m, &ierr) == 0) {
+		raw = 0;
+		for (size_t i = 0; i < m->n_files; i++)
+			raw += m->files[i].size;
+		manifest_free(m);
+	}
+	if (raw < util_mem_available() / 2) {
+		snprintf(dir, len, "/dev/shm/cryo-restore-%s-XXXXXX", cfg->name);
+		if (mkdtemp(dir))
+			return 0;
+	}
+	snprintf(dir, len, "%s/.restore", cfg->paths.dir);
 	util_rm_rf(dir);
 	if (mkdir(dir, 0700) < 0) {
 		int r = -errno;
@@ -597,9 +649,19 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 		          strerror(-r));
 		return r;
 	}
+	return 0;
+}
+
+static int restore_generation(struct supervisor *s, uint64_t gen)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	char dir[PATH_MAX];
+	int r = make_restore_dir(s, gen, dir, sizeof(dir));
+	if (r < 0)
+		return r;
 	struct manifest *m = NULL;
 	struct image_error ierr = {{0}};
-	int r = image_store_extract(cfg->paths.dir, gen, dir, &m, &ierr);
+	r = image_store_extract(cfg->paths.dir, gen, dir, &m, &ierr);
 	if (r < 0) {
 		util_rm_rf(dir);
 		if (r == -EBADMSG)
@@ -657,7 +719,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	s->running = true;
 	s->current_generation = gen;
 	watch_channels(s);
-	send_result(s, 1, gen);
+	send_msg(s, CRYO_MSG_RESULT, 1, gen);
 	publish_pid(s);
 	set_state(s, "running");
 	return 0;
@@ -851,7 +913,7 @@ static void handle_command(struct supervisor *s)
 	*nl = '\0';
 	char why[600] = "";
 	if (!strcmp(buf, "checkpoint")) {
-		int64_t g = checkpoint(s, TRIGGER_COMMAND, why, sizeof(why));
+		int64_t g = checkpoint(s, TRIGGER_COMMAND, false, NULL, why, sizeof(why));
 		if (g >= 0)
 			log_checkpoint(s, TRIGGER_COMMAND);
 		else
@@ -864,7 +926,7 @@ static void handle_command(struct supervisor *s)
 		request_stop(s, SIGTERM);
 		reply_line(fd, "{\"ok\":true}");
 	} else if (!strcmp(buf, "stop-checkpoint")) {
-		int64_t g = checkpoint(s, TRIGGER_STOP, why, sizeof(why));
+		int64_t g = checkpoint(s, TRIGGER_STOP, false, NULL, why, sizeof(why));
 		if (g >= 0) {
 			log_checkpoint(s, TRIGGER_STOP);
 			request_stop(s, SIGTERM);
@@ -1104,7 +1166,8 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				if (!s.running || s.stopping)
 					break;
 				char why[600];
-				int64_t g = checkpoint(&s, TRIGGER_TIMER, why, sizeof(why));
+				int64_t g =
+				    checkpoint(&s, TRIGGER_TIMER, false, NULL, why, sizeof(why));
 				if (g >= 0)
 					log_checkpoint(&s, TRIGGER_TIMER);
 				else

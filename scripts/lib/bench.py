@@ -34,6 +34,8 @@ CRYO = os.path.join(BUILD, "cryo")
 TARGET = os.path.join(BUILD, "tests", "bench-target")
 MEMCPY = os.path.join(BUILD, "tests", "bench-memcpy")
 CRIU = shutil.which("criu") or "/usr/local/sbin/criu"
+# Extra options for `cryo run`, to compare its ways of dumping.
+RUN_ARGS = os.environ.get("CRYO_BENCH_RUN_ARGS", "").split()
 
 
 class Output:
@@ -108,7 +110,7 @@ def bench_cryo(size, state):
     name = f"bench{size}"
     with open(out_path, "w") as out, open(os.path.join(state, "cryo.err"), "w") as err:
         sup = subprocess.Popen(
-            [CRYO, "run", "--state-dir", state, "--name", name, "--", TARGET, str(size)],
+            [CRYO, "run", "--state-dir", state, "--name", name, *RUN_ARGS, "--", TARGET, str(size)],
             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     try:
         o = Output(out_path)

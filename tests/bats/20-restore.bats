@@ -112,3 +112,16 @@ expected_result() {
 	wait_supervisor "$LAST_SUPERVISOR" 30
 	assert_equal "$status" 143
 }
+
+@test "--dump-via memory (cryo's page server): the same restore, the same result" {
+	want=$(expected_result 40 5 0)
+	start_cryo c --dump-via memory -- "$CRYO_EXAMPLES/counter" 40 5 25
+	wait_for 30 count_at_least 1 '^step 22$' "$STATE/c.out"
+	kill -KILL "$(prog_pid c)"
+	wait_supervisor "$LAST_SUPERVISOR" 60
+	assert_equal "$status" 0
+	run grep '^result' "$STATE/c.out"
+	assert_output "$want"
+	run grep -c '^restored at step 20 from generation 4$' "$STATE/c.out"
+	assert_output 1
+}

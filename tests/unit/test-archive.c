@@ -46,7 +46,7 @@ static int write_archive(const char *src, const char *path)
 	manifest_add(m, "arg", "");
 	struct image_error err = {{0}};
 	struct image_write_stats st;
-	int r = image_archive_write(fd, src, m, 3, 2, &st, &err);
+	int r = image_archive_write(fd, src, NULL, 0, m, 3, 2, &st, &err);
 	CHECK(r == 0);
 	CHECK(st.raw_bytes == (3 << 20) + 100000);
 	CHECK(st.archive_bytes > 0 && st.archive_bytes < st.raw_bytes);
@@ -170,7 +170,7 @@ static void test_disk_full(void)
 		return;
 	struct manifest *m = manifest_new();
 	struct image_error err = {{0}};
-	CHECK(image_archive_write(fd, src, m, 1, 0, NULL, &err) == -ENOSPC);
+	CHECK(image_archive_write(fd, src, NULL, 0, m, 1, 0, NULL, &err) == -ENOSPC);
 	CHECK(err.msg[0] != '\0');
 	manifest_free(m);
 	close(fd);
@@ -212,7 +212,7 @@ static void test_store(void)
 	for (uint64_t g = 1; g <= 4; g++) {
 		struct manifest *m = manifest_new();
 		struct image_error err = {{0}};
-		CHECK(image_store_commit(store, g, src, m, 1, 0, NULL, &err) == 0);
+		CHECK(image_store_commit(store, g, src, NULL, 0, m, 1, 0, NULL, &err) == 0);
 		manifest_free(m);
 		CHECK(image_store_prune(store, 2) == 0);
 	}
@@ -241,12 +241,56 @@ static void test_store(void)
 	char missing[600];
 	snprintf(missing, sizeof(missing), "%s/nope", root);
 	struct manifest *m = manifest_new();
-	CHECK(image_store_commit(store, 5, missing, m, 1, 0, NULL, &err) < 0);
+	CHECK(image_store_commit(store, 5, missing, NULL, 0, m, 1, 0, NULL, &err) < 0);
 	manifest_free(m);
 	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 3);
 	free(gens);
 	snprintf(path, sizeof(path), "%s/gen-000000000005.cryo.tmp", store);
 	CHECK(access(path, F_OK) < 0);
+}
+
+/* Files held in memory, in several segments, merge with the directory's in
+ * name order and come back byte for byte. */
+static void test_memory_files(void)
+{
+	char src[512], arc[512], out[512];
+	snprintf(src, sizeof(src), "%s/src", root);
+	snprintf(arc, sizeof(arc), "%s/mem.cryo", root);
+	snprintf(out, sizeof(out), "%s/mem-out", root);
+	static char a[10000], b[3 << 20];
+	for (size_t i = 0; i < sizeof(a); i++)
+		a[i] = (char)(i * 7);
+	for (size_t i = 0; i < sizeof(b); i++)
+		b[i] = (char)(i % 251);
+	struct iovec pages[3] = {
+	    {b, 4096}, {b + 4096, sizeof(b) - 8192}, {b + sizeof(b) - 4096, 4096}};
+	struct iovec small = {a, sizeof(a)};
+	struct mem_file mem[2] = {
+	    {"pages-65537.img", pages, 3, sizeof(b)},
+	    {"aaa-first.img", &small, 1, sizeof(a)},
+	};
+	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	struct manifest *m = manifest_new();
+	struct image_error err = {{0}};
+	CHECK(image_archive_write(fd, src, mem, 2, m, 1, 2, NULL, &err) == 0);
+	manifest_free(m);
+	CHECK(util_mkdir_p(out) == 0);
+	m = NULL;
+	CHECK(image_archive_read(fd, out, &m, &err) == 0);
+	close(fd);
+	CHECK(m && m->n_files == 5);
+	CHECK(m && !strcmp(m->files[0].name, "aaa-first.img"));
+	CHECK(m && !strcmp(m->files[3].name, "pages-1.img"));
+	CHECK(m && !strcmp(m->files[4].name, "pages-65537.img") && m->files[4].size == sizeof(b));
+	manifest_free(m);
+	char path[600], *buf = NULL;
+	size_t len = 0;
+	snprintf(path, sizeof(path), "%s/pages-65537.img", out);
+	CHECK(util_read_file(path, &buf, &len) == 0 && len == sizeof(b) && !memcmp(buf, b, len));
+	free(buf);
+	snprintf(path, sizeof(path), "%s/aaa-first.img", out);
+	CHECK(util_read_file(path, &buf, &len) == 0 && len == sizeof(a) && !memcmp(buf, a, len));
+	free(buf);
 }
 
 static void setup(void)
@@ -260,4 +304,4 @@ static void teardown(void)
 }
 
 TEST_MAIN(setup, test_round_trip, test_damage_detected, test_truncation, test_disk_full,
-          test_manifest_text, test_store, teardown)
+          test_manifest_text, test_store, test_memory_files, teardown)

@@ -1,0 +1,461 @@
+#include "pages.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* CRIU's page-server protocol (criu/page-xfer.c), dump direction. */
+#define PS_IOV_ADD         1
+#define PS_IOV_HOLE        2
+#define PS_IOV_OPEN        3
+#define PS_IOV_OPEN2       4
+#define PS_IOV_PARENT      5
+#define PS_IOV_ADD_F       6
+#define PS_IOV_CLOSE       0x1023
+#define PS_IOV_FORCE_CLOSE 0x1024
+#define PS_TYPE_PID        1
+#define PS_TYPE_SHMEM      2
+#define PE_PARENT          (1u << 0)
+#define PE_PRESENT         (1u << 2)
+/* The image magics CRIU writes at the head of a pagemap image. */
+#define IMG_COMMON_MAGIC 0x54564319u
+#define PAGEMAP_MAGIC    0x56084025u
+/* CRIU's own page server numbers its pages images from here, so that they
+ * never collide with ones the dumping CRIU writes itself. */
+#define FIRST_PAGES_ID 0x10001u
+
+#define PAGE_SIZE  4096u
+#define CHUNK_SIZE (64u << 20)
+
+struct ps_iov {
+	uint32_t cmd;
+	uint32_t pad;
+	uint64_t nr_pages;
+	uint64_t vaddr;
+	uint64_t dst_id;
+};
+_Static_assert(sizeof(struct ps_iov) == 32, "CRIU's struct page_server_iov");
+
+struct chunk {
+	uint8_t *base;
+	size_t size, used;
+};
+
+/* One pagemap image and the pages image it names. */
+struct image {
+	char pagemap_name[64], pages_name[64];
+	uint8_t *pagemap;
+	size_t pagemap_len, pagemap_cap;
+	struct iovec pagemap_iov;
+	struct iovec *pages;
+	size_t n_pages, pages_cap;
+	uint64_t pages_bytes;
+};
+
+struct criu_glue_pages {
+	int listen_fd, port;
+	int stop[2]; /* a pipe that tells the thread to give up */
+	pthread_t thread;
+	bool thread_started;
+	struct chunk *chunks;
+	size_t n_chunks;
+	struct image *images;
+	size_t n_images;
+	uint32_t next_pages_id;
+	uint64_t bytes;
+	bool closed; /* CRIU said PS_IOV_CLOSE */
+	int error;
+	char why[256];
+	struct mem_file *files;
+	size_t n_files;
+};
+
+/* ---- estimating ------------------------------------------------------------ */
+
+static uint64_t anon_bytes(pid_t pid, int depth)
+{
+	char path[64], line[256];
+	uint64_t total = 0;
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long long kb;
+		if (sscanf(line, "Anonymous: %llu kB", &kb) == 1)
+			total += (uint64_t)kb << 10;
+	}
+	if (depth > 32)
+		return total;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
+	_cleanup_fclose_ FILE *c = fopen(path, "re");
+	int child;
+	while (c && fscanf(c, "%d", &child) == 1)
+		total += anon_bytes(child, depth + 1);
+	return total;
+}
+
+uint64_t criu_glue_estimate_pages(pid_t root)
+{
+	return anon_bytes(root, 0);
+}
+
+/* ---- memory for the pages ----------------------------------------------------- */
+
+static int add_chunk(struct criu_glue_pages *p, size_t size, bool populate)
+{
+	struct chunk *n = realloc(p->chunks, (p->n_chunks + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	p->chunks = n;
+	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+	                  MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
+	if (base == MAP_FAILED)
+		return -ENOMEM;
+	p->chunks[p->n_chunks++] = (struct chunk){.base = base, .size = size};
+	return 0;
+}
+
+/* Space for len more bytes of pages, contiguous, at *ret; at most len
+ * (whole pages), possibly less at a chunk's end. */
+static int reserve(struct criu_glue_pages *p, size_t len, uint8_t **ret, size_t *got)
+{
+	struct chunk *c = p->n_chunks ? &p->chunks[p->n_chunks - 1] : NULL;
+	if (!c || c->used == c->size) {
+		int r = add_chunk(p, CHUNK_SIZE, false);
+		if (r < 0)
+			return r;
+		c = &p->chunks[p->n_chunks - 1];
+	}
+	*ret = c->base + c->used;
+	*got = len < c->size - c->used ? len : c->size - c->used;
+	c->used += *got;
+	return 0;
+}
+
+/* ---- images ---------------------------------------------------------------- */
+
+static int buf_put(struct image *im, const void *data, size_t len)
+{
+	if (im->pagemap_len + len > im->pagemap_cap) {
+		size_t cap = im->pagemap_cap ? im->pagemap_cap * 2 : 4096;
+		while (cap < im->pagemap_len + len)
+			cap *= 2;
+		uint8_t *n = realloc(im->pagemap, cap);
+		if (!n)
+			return -ENOMEM;
+		im->pagemap = n;
+		im->pagemap_cap = cap;
+	}
+	memcpy(im->pagemap + im->pagemap_len, data, len);
+	im->pagemap_len += len;
+	return 0;
+}
+
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		out[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	return n;
+}
+
+/* One protobuf entry of a CRIU image: u32 size, then the message, whose
+ * fields are all varints here (number, value pairs). */
+static int put_entry(struct image *im, const uint64_t *fields, size_t n)
+{
+	uint8_t msg[128];
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		len += put_varint(msg + len, fields[2 * i] << 3);
+		len += put_varint(msg + len, fields[2 * i + 1]);
+	}
+	uint32_t size = (uint32_t)len;
+	int r = buf_put(im, &size, sizeof(size));
+	return r < 0 ? r : buf_put(im, msg, len);
+}
+
+static int open_image(struct criu_glue_pages *p, uint64_t dst_id)
+{
+	uint64_t type = dst_id & 0xff, id = dst_id >> 8;
+	if (type != PS_TYPE_PID && type != PS_TYPE_SHMEM)
+		return -EPROTO;
+	struct image *n = realloc(p->images, (p->n_images + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	p->images = n;
+	struct image *im = &p->images[p->n_images++];
+	memset(im, 0, sizeof(*im));
+	uint32_t pages_id = p->next_pages_id++;
+	snprintf(im->pagemap_name, sizeof(im->pagemap_name), "pagemap-%s%" PRIu64 ".img",
+	         type == PS_TYPE_SHMEM ? "shmem-" : "", id);
+	snprintf(im->pages_name, sizeof(im->pages_name), "pages-%" PRIu32 ".img", pages_id);
+	uint32_t magics[2] = {IMG_COMMON_MAGIC, PAGEMAP_MAGIC};
+	int r = buf_put(im, magics, sizeof(magics));
+	if (r < 0)
+		return r;
+	/* pagemap_head { pages_id = 1 } */
+	uint64_t head[] = {1, pages_id};
+	return put_entry(im, head, 1);
+}
+
+static int add_pages(struct criu_glue_pages *p, int sk, struct image *im, const struct ps_iov *pi,
+                     uint32_t flags)
+{
+	/* pagemap_entry { vaddr = 1, compat_nr_pages = 2, flags = 4, nr_pages = 5 } */
+	uint64_t entry[] = {1, pi->vaddr, 2, 0, 4, flags, 5, pi->nr_pages};
+	int r = put_entry(im, entry, 4);
+	if (r < 0 || !(flags & PE_PRESENT))
+		return r;
+	if (pi->nr_pages > (UINT64_MAX / PAGE_SIZE))
+		return -EPROTO;
+	uint64_t left = pi->nr_pages * PAGE_SIZE;
+	while (left > 0) {
+		uint8_t *dst;
+		size_t got;
+		r = reserve(p, left > SIZE_MAX ? SIZE_MAX : (size_t)left, &dst, &got);
+		if (r < 0)
+			return r;
+		ssize_t n = recv(sk, dst, got, MSG_WAITALL);
+		if (n != (ssize_t)got)
+			return n < 0 ? -errno : -EPIPE;
+		/* Grow the last segment when the new bytes follow it. */
+		struct iovec *last = im->n_pages ? &im->pages[im->n_pages - 1] : NULL;
+		if (last && (uint8_t *)last->iov_base + last->iov_len == dst) {
+			last->iov_len += got;
+		} else {
+			if (im->n_pages == im->pages_cap) {
+				size_t cap = im->pages_cap ? im->pages_cap * 2 : 16;
+				struct iovec *v = realloc(im->pages, cap * sizeof(*v));
+				if (!v)
+					return -ENOMEM;
+				im->pages = v;
+				im->pages_cap = cap;
+			}
+			im->pages[im->n_pages++] = (struct iovec){dst, got};
+		}
+		im->pages_bytes += got;
+		p->bytes += got;
+		left -= got;
+	}
+	return 0;
+}
+
+/* ---- the protocol ------------------------------------------------------------- */
+
+static int serve(struct criu_glue_pages *p, int sk)
+{
+	struct image *cur = NULL;
+	uint64_t cur_id = 0;
+	for (;;) {
+		struct ps_iov pi;
+		ssize_t n = recv(sk, &pi, sizeof(pi), MSG_WAITALL);
+		if (n == 0)
+			return p->closed ? 0 : -EPIPE;
+		if (n != (ssize_t)sizeof(pi))
+			return n < 0 ? -errno : -EPIPE;
+		uint32_t cmd = pi.cmd & 0xffff, flags = pi.cmd >> 16;
+		int r = 0;
+		switch (cmd) {
+		case PS_IOV_OPEN:
+		case PS_IOV_OPEN2:
+			r = open_image(p, pi.dst_id);
+			cur = r == 0 ? &p->images[p->n_images - 1] : NULL;
+			cur_id = pi.dst_id;
+			if (r == 0 && cmd == PS_IOV_OPEN2) {
+				char has_parent = 0;
+				r = send(sk, &has_parent, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+			}
+			break;
+		case PS_IOV_ADD_F:
+		case PS_IOV_ADD:
+		case PS_IOV_HOLE:
+			if (!cur || pi.dst_id != cur_id) {
+				r = open_image(p, pi.dst_id);
+				cur = r == 0 ? &p->images[p->n_images - 1] : NULL;
+				cur_id = pi.dst_id;
+			}
+			if (r == 0)
+				r = add_pages(p, sk, cur, &pi,
+				              cmd == PS_IOV_ADD_F ? flags
+				              : cmd == PS_IOV_ADD ? PE_PRESENT
+				                                  : PE_PARENT);
+			break;
+		case PS_IOV_PARENT: {
+			int32_t none = 0; /* no parent images here */
+			r = send(sk, &none, sizeof(none), MSG_NOSIGNAL) == sizeof(none) ? 0
+			                                                                : -errno;
+			break;
+		}
+		case PS_IOV_CLOSE:
+		case PS_IOV_FORCE_CLOSE: {
+			int32_t status = 0;
+			p->closed = true;
+			r = send(sk, &status, sizeof(status), MSG_NOSIGNAL) == sizeof(status)
+			        ? 0
+			        : -errno;
+			if (r == 0)
+				return 0;
+			break;
+		}
+		default:
+			snprintf(p->why, sizeof(p->why), "unknown page-server command %u", cmd);
+			return -EPROTO;
+		}
+		if (r < 0)
+			return r;
+	}
+}
+
+static void *receive(void *arg)
+{
+	struct criu_glue_pages *p = arg;
+	struct pollfd pf[2] = {{.fd = p->listen_fd, .events = POLLIN},
+	                       {.fd = p->stop[0], .events = POLLIN}};
+	if (poll(pf, 2, -1) < 0 || !(pf[0].revents & POLLIN)) {
+		p->error = -ECANCELED;
+		snprintf(p->why, sizeof(p->why), "CRIU never connected to cryo's page server");
+		return NULL;
+	}
+	_cleanup_close_ int sk = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (sk < 0) {
+		p->error = -errno;
+		snprintf(p->why, sizeof(p->why), "accept: %s", strerror(errno));
+		return NULL;
+	}
+	int one = 1;
+	setsockopt(sk, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int r = serve(p, sk);
+	if (r < 0) {
+		p->error = r;
+		if (!p->why[0])
+			snprintf(p->why, sizeof(p->why), "page stream broken: %s", strerror(-r));
+	}
+	return NULL;
+}
+
+int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
+                          struct criu_glue_error *err)
+{
+	struct criu_glue_pages *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->listen_fd = -1;
+	p->stop[0] = p->stop[1] = -1;
+	p->next_pages_id = FIRST_PAGES_ID;
+	int r = 0;
+	/* The pages' memory is faulted in now, while the program runs. */
+	if (expect_bytes > 0) {
+		size_t size = (size_t)((expect_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));
+		r = add_chunk(p, size, true);
+	}
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	if (r == 0 && pipe2(p->stop, O_CLOEXEC) < 0)
+		r = -errno;
+	if (r == 0 && (p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		r = -errno;
+	if (r == 0 && (bind(p->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	               listen(p->listen_fd, 1) < 0 ||
+	               getsockname(p->listen_fd, (struct sockaddr *)&sa, &len) < 0))
+		r = -errno;
+	if (r == 0) {
+		p->port = ntohs(sa.sin_port);
+		r = -pthread_create(&p->thread, NULL, receive, p);
+		p->thread_started = r == 0;
+	}
+	if (r < 0) {
+		snprintf(err->msg, sizeof(err->msg), "cannot start cryo's page server: %s",
+		         strerror(-r));
+		criu_glue_pages_free(p);
+		return r;
+	}
+	*ret = p;
+	return 0;
+}
+
+int criu_glue_pages_port(const struct criu_glue_pages *p)
+{
+	return p->port;
+}
+
+uint64_t criu_glue_pages_bytes(const struct criu_glue_pages *p)
+{
+	return p->bytes;
+}
+
+static void stop_thread(struct criu_glue_pages *p)
+{
+	if (!p->thread_started)
+		return;
+	(void)!write(p->stop[1], "x", 1);
+	pthread_join(p->thread, NULL);
+	p->thread_started = false;
+}
+
+int criu_glue_pages_finish(struct criu_glue_pages *p, struct criu_glue_error *err)
+{
+	stop_thread(p);
+	if (p->error || !p->closed) {
+		snprintf(err->msg, sizeof(err->msg), "receiving the pages failed: %s",
+		         p->why[0] ? p->why : "the stream ended early");
+		return p->error ? p->error : -EPIPE;
+	}
+	p->files = calloc(2 * p->n_images + 1, sizeof(struct mem_file));
+	if (!p->files)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->n_images; i++) {
+		struct image *im = &p->images[i];
+		im->pagemap_iov = (struct iovec){im->pagemap, im->pagemap_len};
+		p->files[p->n_files++] =
+		    (struct mem_file){im->pagemap_name, &im->pagemap_iov, 1, im->pagemap_len};
+		p->files[p->n_files++] =
+		    (struct mem_file){im->pages_name, im->pages, im->n_pages, im->pages_bytes};
+	}
+	return 0;
+}
+
+void criu_glue_pages_files(const struct criu_glue_pages *p, const struct mem_file **files,
+                           size_t *n)
+{
+	*files = p->files;
+	*n = p->n_files;
+}
+
+void criu_glue_pages_free(struct criu_glue_pages *p)
+{
+	if (!p)
+		return;
+	stop_thread(p);
+	for (size_t i = 0; i < p->n_chunks; i++)
+		munmap(p->chunks[i].base, p->chunks[i].size);
+	for (size_t i = 0; i < p->n_images; i++) {
+		free(p->images[i].pagemap);
+		free(p->images[i].pages);
+	}
+	if (p->listen_fd >= 0)
+		close(p->listen_fd);
+	if (p->stop[0] >= 0) {
+		close(p->stop[0]);
+		close(p->stop[1]);
+	}
+	free(p->chunks);
+	free(p->images);
+	free(p->files);
+	free(p);
+}
