@@ -264,6 +264,11 @@ static int serve(struct criu_glue_pages *p, int sk)
 	uint64_t cur_id = 0;
 	for (;;) {
 		struct ps_iov pi;
+		/* Acknowledge at once: CRIU's last command waits behind Nagle for
+		 * our ACK, which delayed ACKs would hold back for up to 200 ms.
+		 * TCP_QUICKACK does not stick, so it is set before every read. */
+		int one = 1;
+		setsockopt(sk, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 		ssize_t n = recv(sk, &pi, sizeof(pi), MSG_WAITALL);
 		if (n == 0)
 			return p->closed ? 0 : -EPIPE;

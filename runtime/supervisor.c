@@ -615,6 +615,9 @@ static void handle_control(struct supervisor *s)
 		else
 			send_msg(s, CRYO_MSG_RESULT, g < 0 ? g : 0,
 			         g < 0 ? s->current_generation : (uint64_t)g);
+		/* One request per turn of the loop: a program that asks again at
+		 * once must not starve its own output and the commands. */
+		return;
 	}
 }
 
