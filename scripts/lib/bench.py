@@ -16,6 +16,8 @@ half repetitive memory) it measures, REPS times each:
   - the memcpy time of the same size, the physical floor.
 Prints a markdown table, writes JSON and a PNG chart (gnuplot).
 Usage: bench.py BUILD_DIR OUT_DIR SIZES_MB REPS
+   or: bench.py BUILD_DIR OUT_DIR redis:KEYS REPS   (redis-server holding KEYS keys:
+       CRIU's frozen time, image size and time to durable of `cryo checkpoint`)
 """
 import json
 import os
@@ -28,7 +30,8 @@ import tempfile
 import time
 
 BUILD, OUT = sys.argv[1], sys.argv[2]
-SIZES = [int(s) for s in sys.argv[3].split(",")]
+REDIS_KEYS = int(sys.argv[3][6:]) if sys.argv[3].startswith("redis:") else 0
+SIZES = [] if REDIS_KEYS else [int(s) for s in sys.argv[3].split(",")]
 REPS = int(sys.argv[4])
 CRYO = os.path.join(BUILD, "cryo")
 TARGET = os.path.join(BUILD, "tests", "bench-target")
@@ -205,11 +208,61 @@ def bench_raw(size, state, tmpfs):
         shutil.rmtree(images, ignore_errors=True)
 
 
+def bench_redis(keys, reps):
+    """redis-server under cryo, loaded with keys, checkpointed reps times."""
+    import socket
+    state = tempfile.mkdtemp(prefix="cryo-bench-redis-", dir="/var/tmp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sup = subprocess.Popen(
+        [CRYO, "run", "--state-dir", state, "--name", "redis", *RUN_ARGS, "--", "redis-server",
+         "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            if time.monotonic() > deadline:
+                raise TimeoutError("redis-server did not start")
+            time.sleep(0.05)
+        load = "\n".join(f"SET key:{i} value-{i}" for i in range(1, keys + 1)) + "\n"
+        subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=load, text=True,
+                       check=True, capture_output=True)
+        dbsize = run(["redis-cli", "-p", str(port), "dbsize"]).stdout.strip()
+        rows = []
+        for _ in range(reps):
+            t0 = time.monotonic()
+            res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", "redis"]).stdout)
+            rows.append({"frozen_ms": res["frozen_us"] / 1e3, "durable_ms": (time.monotonic() - t0) * 1e3,
+                         "image_bytes": res["size"], "raw_bytes": res["raw_size"]})
+        f = [r["frozen_ms"] for r in rows]
+        d = [r["durable_ms"] for r in rows]
+        print(f"redis-server with {dbsize} keys, {reps} checkpoints:")
+        print(f"  frozen (CRIU's count): min {min(f):.0f} ms, median {statistics.median(f):.0f} ms")
+        print(f"  time to durable: min {min(d):.0f} ms, median {statistics.median(d):.0f} ms")
+        print(f"  image {rows[0]['image_bytes'] / 2**20:.1f} MiB ({rows[0]['raw_bytes'] / 2**20:.1f} MiB raw)")
+        os.makedirs(OUT, exist_ok=True)
+        with open(os.path.join(OUT, "redis.json"), "w") as out:
+            json.dump({"keys": keys, "dbsize": int(dbsize), "runs": rows}, out, indent=2)
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        try:
+            sup.wait(30)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+            sup.wait()
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def summarize(values):
     return {"min": min(values), "median": statistics.median(values)}
 
 
 def main():
+    if REDIS_KEYS:
+        bench_redis(REDIS_KEYS, REPS)
+        return
     os.makedirs(OUT, exist_ok=True)
     tmpfs = tempfile.mkdtemp(prefix="cryo-bench-", dir="/dev/shm")
     # The state directory is on the disk, as cryo's default is.
