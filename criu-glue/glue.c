@@ -89,6 +89,19 @@ static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, i
 
 /* Asks `criu --version` rather than libcriu's RPC, so that a binary too old
  * to speak it, or not CRIU at all, is reported plainly. */
+/* The images directory, opened for CRIU (the fd is inherited by it). */
+static int set_images_dir(criu_opts *c, const char *dir, int *fd, struct criu_glue_error *err)
+{
+	*fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (*fd < 0) {
+		int r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", dir, strerror(-r));
+		return r;
+	}
+	criu_local_set_images_dir_fd(c, *fd);
+	return 0;
+}
+
 int criu_glue_version(int *ret)
 {
 	const char *bin = criu_glue_binary();
@@ -234,18 +247,12 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
                    struct criu_glue_error *err)
 {
 	_cleanup_criu_opts_ criu_opts *c = NULL;
-	_cleanup_close_ int log_fd = -1;
+	_cleanup_close_ int log_fd = -1, images_fd = -1;
 	int r = prepare(&c, o->log_dir, o->log_name, &log_fd, err);
+	if (r == 0)
+		r = set_images_dir(c, o->images_dir, &images_fd, err);
 	if (r < 0)
 		return r;
-	_cleanup_close_ int images_fd = open(o->images_dir, O_RDONLY | O_DIRECTORY);
-	if (images_fd < 0) {
-		r = -errno;
-		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", o->images_dir,
-		         strerror(-r));
-		return r;
-	}
-	criu_local_set_images_dir_fd(c, images_fd);
 	criu_local_set_pid(c, o->pid);
 	criu_local_set_leave_running(c, o->leave_running);
 	criu_local_set_tcp_established(c, o->tcp_established);
@@ -280,18 +287,12 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
                       struct criu_glue_error *err)
 {
 	_cleanup_criu_opts_ criu_opts *c = NULL;
-	_cleanup_close_ int log_fd = -1;
+	_cleanup_close_ int log_fd = -1, images_fd = -1;
 	int r = prepare(&c, o->log_dir, o->log_name, &log_fd, err);
+	if (r == 0)
+		r = set_images_dir(c, o->images_dir, &images_fd, err);
 	if (r < 0)
 		return r;
-	_cleanup_close_ int images_fd = open(o->images_dir, O_RDONLY | O_DIRECTORY);
-	if (images_fd < 0) {
-		r = -errno;
-		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", o->images_dir,
-		         strerror(-r));
-		return r;
-	}
-	criu_local_set_images_dir_fd(c, images_fd);
 	criu_local_set_tcp_established(c, o->tcp_established);
 	criu_local_set_tcp_close(c, o->tcp_close);
 	criu_local_set_file_locks(c, true);

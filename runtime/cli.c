@@ -124,3 +124,43 @@ int cli_workload(const char *state_dir_opt, const char *name, struct workload_pa
 		log_error("state directory path '%s' is too long", sd);
 	return r;
 }
+
+int cli_parse(int argc, char **argv, const char *verb, void (*usage)(FILE *),
+              const struct option *extra, int (*on_option)(int, const char *, void *), void *ctx,
+              int min_args, int max_args, const char *what, struct cli_args *out)
+{
+	struct option opts[16] = {
+	    {"state-dir", required_argument, NULL, 1},
+	    {"json", no_argument, NULL, 2},
+	    {"help", no_argument, NULL, 3},
+	};
+	size_t n = 3;
+	for (; extra && extra[n - 3].name && n < ARRAY_SIZE(opts) - 1; n++)
+		opts[n] = extra[n - 3];
+	*out = (struct cli_args){0};
+	optind = 1;
+	opterr = 0;
+	int c, r;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 1: out->state_dir = optarg; break;
+		case 2: out->json = true; break;
+		case 3: usage(stdout); return -1;
+		case '?':
+			log_error("unknown option '%s' for 'cryo %s' (see cryo %s --help)",
+			          argv[optind - 1], verb, verb);
+			return 2;
+		default:
+			r = on_option ? on_option(c, optarg, ctx) : 2;
+			if (r)
+				return r;
+		}
+	}
+	int n_args = argc - optind;
+	if (n_args < min_args || n_args > max_args) {
+		log_error("give %s", what);
+		return 2;
+	}
+	out->first = optind;
+	return 0;
+}

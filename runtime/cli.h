@@ -5,7 +5,9 @@
 #include "supervisor.h"
 #include "workload.h"
 
+#include <getopt.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 int cmd_run(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
@@ -50,3 +52,20 @@ int run_supervised(struct run_options *o);
 
 /* Explains why a supervisor could not be asked (r from cli_request). */
 void cli_report_unreachable(const struct workload_paths *p, const char *name, int r);
+
+/* The options every workload command shares, and where its positional
+ * arguments start. */
+struct cli_args {
+	const char *state_dir;
+	bool json;
+	int first;
+};
+
+/* Parses --state-dir, --json and --help, plus the verb's own options (extra,
+ * {0}-terminated or NULL, each passed to on_option(val, optarg, ctx), which
+ * returns 0 or an exit status after logging), then checks for min..max
+ * positional arguments, else logs "give WHAT". Returns 0; -1 after --help
+ * printed the usage (exit 0); or an exit status. */
+int cli_parse(int argc, char **argv, const char *verb, void (*usage)(FILE *),
+              const struct option *extra, int (*on_option)(int, const char *, void *), void *ctx,
+              int min_args, int max_args, const char *what, struct cli_args *out);

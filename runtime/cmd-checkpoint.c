@@ -38,34 +38,14 @@ void cli_report_unreachable(const struct workload_paths *p, const char *name, in
 
 int cmd_checkpoint(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"state-dir", required_argument, NULL, 's'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	const char *state_dir = NULL;
-	bool json = false;
-	int c;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': state_dir = optarg; break;
-		case 'j': json = true; break;
-		case 'h': usage(stdout); return 0;
-		default:
-			log_error("unknown option '%s' for 'cryo checkpoint' (see cryo checkpoint "
-			          "--help)",
-			          argv[optind - 1]);
-			return 2;
-		}
-	}
-	if (optind != argc - 1) {
-		log_error("give one workload name: cryo checkpoint NAME (see cryo status)");
-		return 2;
-	}
-	const char *name = argv[optind];
+	struct cli_args a;
+	int c = cli_parse(argc, argv, "checkpoint", usage, NULL, NULL, NULL, 1, 1,
+	                  "one workload name: cryo checkpoint NAME (see cryo status)", &a);
+	if (c)
+		return c < 0 ? 0 : c;
+	const char *state_dir = a.state_dir;
+	bool json = a.json;
+	const char *name = argv[a.first];
 	struct workload_paths p;
 	if (cli_workload(state_dir, name, &p) < 0)
 		return 1;

@@ -24,37 +24,26 @@ static void usage(FILE *f)
 	      f);
 }
 
+static int images_option(int c, const char *arg, void *ctx)
+{
+	(void)c;
+	(void)arg;
+	*(bool *)ctx = false; /* --no-verify */
+	return 0;
+}
+
 int cmd_images(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"state-dir", required_argument, NULL, 's'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"no-verify", no_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	const char *state_dir = NULL;
-	bool json = false, verify = true;
-	int c;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': state_dir = optarg; break;
-		case 'j': json = true; break;
-		case 'n': verify = false; break;
-		case 'h': usage(stdout); return 0;
-		default:
-			log_error("unknown option '%s' for 'cryo images' (see cryo images --help)",
-			          argv[optind - 1]);
-			return 2;
-		}
-	}
-	if (optind != argc - 1) {
-		log_error("give one workload name: cryo images NAME (see cryo status)");
-		return 2;
-	}
-	const char *name = argv[optind];
+	static const struct option extra[] = {{"no-verify", no_argument, NULL, 'n'}, {0}};
+	bool verify = true;
+	struct cli_args a;
+	int c = cli_parse(argc, argv, "images", usage, extra, images_option, &verify, 1, 1,
+	                  "one workload name: cryo images NAME (see cryo status)", &a);
+	if (c)
+		return c < 0 ? 0 : c;
+	const char *state_dir = a.state_dir;
+	bool json = a.json;
+	const char *name = argv[a.first];
 	struct workload_paths p;
 	if (cli_workload(state_dir, name, &p) < 0)
 		return 1;

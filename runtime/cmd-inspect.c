@@ -86,35 +86,15 @@ static int resolve(const char *state_dir, const char *arg, char *path, size_t le
 
 int cmd_inspect(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"state-dir", required_argument, NULL, 's'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	const char *state_dir = NULL;
-	bool json = false;
-	int c;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': state_dir = optarg; break;
-		case 'j': json = true; break;
-		case 'h': usage(stdout); return 0;
-		default:
-			log_error(
-			    "unknown option '%s' for 'cryo inspect' (see cryo inspect --help)",
-			    argv[optind - 1]);
-			return 2;
-		}
-	}
-	if (optind != argc - 1) {
-		log_error("give one image: cryo inspect NAME[@GEN] | FILE (see cryo images NAME)");
-		return 2;
-	}
+	struct cli_args args;
+	int c =
+	    cli_parse(argc, argv, "inspect", usage, NULL, NULL, NULL, 1, 1,
+	              "one image: cryo inspect NAME[@GEN] | FILE (see cryo images NAME)", &args);
+	if (c)
+		return c < 0 ? 0 : c;
+	bool json = args.json;
 	char path[PATH_MAX];
-	if (resolve(state_dir, argv[optind], path, sizeof(path)) < 0)
+	if (resolve(args.state_dir, argv[args.first], path, sizeof(path)) < 0)
 		return 1;
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {

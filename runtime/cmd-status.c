@@ -133,36 +133,17 @@ static void print_row(const struct row *r)
 
 int cmd_status(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"state-dir", required_argument, NULL, 's'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	const char *state_dir_opt = NULL;
-	bool json = false;
-	int c;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': state_dir_opt = optarg; break;
-		case 'j': json = true; break;
-		case 'h': usage(stdout); return 0;
-		default:
-			log_error("unknown option '%s' for 'cryo status' (see cryo status --help)",
-			          argv[optind - 1]);
-			return 2;
-		}
-	}
-	if (argc - optind > 1) {
-		log_error("give at most one workload name: cryo status [NAME]");
-		return 2;
-	}
+	struct cli_args a;
+	int c = cli_parse(argc, argv, "status", usage, NULL, NULL, NULL, 0, 1,
+	                  "at most one workload name: cryo status [NAME]", &a);
+	if (c)
+		return c < 0 ? 0 : c;
+	const char *state_dir_opt = a.state_dir;
+	bool json = a.json;
 	const char *state_dir = workload_state_dir(state_dir_opt);
 	struct row row;
-	if (optind < argc) {
-		const char *name = argv[optind];
+	if (a.first < argc) {
+		const char *name = argv[a.first];
 		struct workload_paths p;
 		if (cli_workload(state_dir_opt, name, &p) < 0)
 			return 1;

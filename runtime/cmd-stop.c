@@ -32,46 +32,42 @@ static bool wait_gone(const struct workload_paths *p, uint64_t timeout_ns)
 	return true;
 }
 
-int cmd_stop(int argc, char **argv)
+struct stop_options {
+	bool with_checkpoint;
+	uint64_t timeout;
+};
+
+static int stop_option(int c, const char *arg, void *ctx)
 {
-	static const struct option opts[] = {
-	    {"state-dir", required_argument, NULL, 's'},
-	    {"checkpoint", no_argument, NULL, 'c'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	const char *state_dir = NULL;
-	bool with_checkpoint = false, json = false;
-	uint64_t timeout = 10000000000ULL;
-	int c;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': state_dir = optarg; break;
-		case 'c': with_checkpoint = true; break;
-		case 'j': json = true; break;
-		case 't':
-			if (util_parse_duration(optarg, &timeout) < 0) {
-				log_error("invalid --timeout '%s': give a duration, e.g. 10s",
-				          optarg);
-				return 2;
-			}
-			break;
-		case 'h': usage(stdout); return 0;
-		default:
-			log_error("unknown option '%s' for 'cryo stop' (see cryo stop --help)",
-			          argv[optind - 1]);
-			return 2;
-		}
+	struct stop_options *o = ctx;
+	if (c == 'c') {
+		o->with_checkpoint = true;
+		return 0;
 	}
-	if (optind != argc - 1) {
-		log_error("give one workload name: cryo stop NAME (see cryo status)");
+	if (util_parse_duration(arg, &o->timeout) < 0) {
+		log_error("invalid --timeout '%s': give a duration, e.g. 10s", arg);
 		return 2;
 	}
-	const char *name = argv[optind];
+	return 0;
+}
+
+int cmd_stop(int argc, char **argv)
+{
+	static const struct option extra[] = {
+	    {"checkpoint", no_argument, NULL, 'c'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {0},
+	};
+	struct stop_options so = {.timeout = 10000000000ULL};
+	struct cli_args a;
+	int c = cli_parse(argc, argv, "stop", usage, extra, stop_option, &so, 1, 1,
+	                  "one workload name: cryo stop NAME (see cryo status)", &a);
+	if (c)
+		return c < 0 ? 0 : c;
+	const char *state_dir = a.state_dir;
+	bool json = a.json, with_checkpoint = so.with_checkpoint;
+	uint64_t timeout = so.timeout;
+	const char *name = argv[a.first];
 	struct workload_paths p;
 	if (cli_workload(state_dir, name, &p) < 0)
 		return 1;
