@@ -129,6 +129,17 @@ def bench_cryo(size, state):
         call_ms = (int(end) - int(start)) / 1e6
         time.sleep(0.2)
         o.lines()
+        # cryo_checkpoint_async(): until the program runs again, and until durable
+        os.kill(pid, signal.SIGUSR2)
+        line, _ = o.wait_for("async")
+        _, start, end, rc = line.split()
+        assert rc == "0", line
+        async_ms = (int(end) - int(start)) / 1e6
+        line, _ = o.wait_for("durable")
+        assert int(line.split()[2]) > 0, line
+        async_durable_ms = (int(line.split()[1]) - int(start)) / 1e6
+        time.sleep(0.2)
+        o.lines()
         # cryo checkpoint, from outside; the restore below starts from it, so
         # that the program's loop sees the restore as a gap.
         t0 = time.monotonic()
@@ -137,7 +148,7 @@ def bench_cryo(size, state):
         frozen_ms = max_gap_ms(o.gaps_since())
         r = {"frozen_ms": frozen_ms, "durable_ms": durable_ms, "image_bytes": res["size"],
              "raw_bytes": res["raw_size"], "criu_frozen_ms": res["frozen_us"] / 1e3,
-             "call_ms": call_ms}
+             "call_ms": call_ms, "async_ms": async_ms, "async_durable_ms": async_durable_ms}
         # restore after kill -9
         killed = time.time_ns()
         os.kill(pid, signal.SIGKILL)
@@ -301,6 +312,9 @@ def main():
 
         row("frozen: `cryo checkpoint` vs `criu dump`", c["frozen_ms"], w["frozen_ms"])
         row("`cryo_checkpoint()` call vs `criu dump`", c["call_ms"], w["frozen_ms"])
+        row("`cryo_checkpoint_async()` call vs `criu dump`", c["async_ms"], w["frozen_ms"])
+        row("`cryo_checkpoint_async()` until durable vs `criu dump` + `zstd -T0`",
+            c["async_durable_ms"], w["durable_ms"])
         row("time to durable vs `criu dump` + `zstd -T0`", c["durable_ms"], w["durable_ms"])
         row("image size vs raw CRIU images", c["image_bytes"], w["raw_bytes"], "bytes")
         row("image size vs `zstd -3` of raw images", c["image_bytes"], w["zstd3_bytes"], "bytes")

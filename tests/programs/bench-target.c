@@ -9,12 +9,19 @@
  * which tells when all its memory is back after a (lazy) restore.
  * On SIGUSR1 it calls cryo_checkpoint() and prints
  *   call START_NS END_NS RESULT
+ * and on SIGUSR2 cryo_checkpoint_async(), printing
+ *   async START_NS END_NS RESULT
+ * then, when the news arrives on cryo_checkpoint_fd(),
+ *   durable END_NS RESULT
  *
  *   bench-target SIZE_MB
  */
 #include <cryo.h>
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +30,9 @@
 
 static volatile sig_atomic_t want_checkpoint;
 
-static void on_usr1(int sig)
+static void on_usr(int sig)
 {
-	(void)sig;
-	want_checkpoint = 1;
+	want_checkpoint = sig == SIGUSR1 ? 1 : 2;
 }
 
 static uint64_t now_ns(void)
@@ -54,7 +60,9 @@ int main(int argc, char **argv)
 	static const char text[] = "cryo keeps long-running programs alive across crashes. ";
 	for (size_t i = size / 2; i < size; i++)
 		mem[i] = (uint8_t)text[(i - size / 2) % (sizeof(text) - 1)];
-	signal(SIGUSR1, on_usr1);
+	signal(SIGUSR1, on_usr);
+	signal(SIGUSR2, on_usr);
+	bool waiting = false;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("ready %zu\n", size >> 20);
 
@@ -70,12 +78,26 @@ int main(int argc, char **argv)
 			printf("touched %llu\n", (unsigned long long)t);
 		}
 		if (want_checkpoint) {
+			bool async = want_checkpoint == 2;
 			want_checkpoint = 0;
 			uint64_t t0 = now_ns();
-			int r = cryo_checkpoint();
+			int r = async ? cryo_checkpoint_async() : cryo_checkpoint();
 			t = now_ns();
-			printf("call %llu %llu %d\n", (unsigned long long)t0, (unsigned long long)t,
-			       r);
+			printf("%s %llu %llu %d\n", async ? "async" : "call",
+			       (unsigned long long)t0, (unsigned long long)t, r);
+			waiting = async && r == 0;
+		}
+		if (waiting) {
+			/* An event loop would poll this fd with its others. */
+			struct pollfd p = {.fd = cryo_checkpoint_fd(), .events = POLLIN};
+			if (poll(&p, 1, 0) == 1) {
+				long long res = (long long)cryo_checkpoint_result();
+				if (res != -EAGAIN) {
+					t = now_ns();
+					printf("durable %llu %lld\n", (unsigned long long)t, res);
+					waiting = false;
+				}
+			}
 		}
 		last = t;
 	}
