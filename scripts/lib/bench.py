@@ -306,9 +306,9 @@ def main():
 
         def row(label, cv, rv, unit="ms"):
             fmt = (lambda v: f"{v:.0f}") if unit == "ms" else (lambda v: f"{v / 2**20:.1f} MiB")
-            ratio = cv["median"] / rv["median"] if rv and rv["median"] else float("nan")
+            ratio = f"{cv['median'] / rv['median']:.2f}" if rv and rv["median"] else "-"
             rs = f"{fmt(rv['min'])} / {fmt(rv['median'])}" if rv else "-"
-            rows.append(f"| {size} MB | {label} | {fmt(cv['min'])} / {fmt(cv['median'])} | {rs} | {ratio:.2f} |")
+            rows.append(f"| {size} MB | {label} | {fmt(cv['min'])} / {fmt(cv['median'])} | {rs} | {ratio} |")
 
         row("frozen: `cryo checkpoint` vs `criu dump`", c["frozen_ms"], w["frozen_ms"])
         row("`cryo_checkpoint()` call vs `criu dump`", c["call_ms"], w["frozen_ms"])
