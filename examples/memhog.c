@@ -3,7 +3,7 @@
  * changes CHANGE_PERMILLE of its pages, calls cryo_checkpoint() and prints
  * how long the call took. Used by scripts/bench and the demo.
  *
- *   memhog SIZE_MB [ROUNDS] [CHANGE_PERMILLE]
+ *   memhog SIZE_MB [ROUNDS] [CHANGE_PERMILLE] [SLEEP_MS]
  */
 #include <cryo.h>
 
@@ -34,12 +34,13 @@ static double now_ms(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: memhog SIZE_MB [ROUNDS] [CHANGE_PERMILLE]\n");
+		fprintf(stderr, "usage: memhog SIZE_MB [ROUNDS] [CHANGE_PERMILLE] [SLEEP_MS]\n");
 		return 2;
 	}
 	size_t size = (size_t)atol(argv[1]) << 20;
 	long rounds = argc > 2 ? atol(argv[2]) : 1;
 	long permille = argc > 3 ? atol(argv[3]) : 10;
+	long sleep_ms = argc > 4 ? atol(argv[4]) : 0;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	uint8_t *mem = malloc(size);
 	if (!mem) {
@@ -65,6 +66,8 @@ int main(int argc, char **argv)
 		double t1 = now_ms();
 		printf("checkpoint %ld rc %d generation %" PRIu64 " took %.1f ms\n", r, rc,
 		       cryo_generation(), t1 - t0);
+		if (sleep_ms > 0)
+			usleep((useconds_t)sleep_ms * 1000);
 	}
 	uint64_t sum = 0;
 	for (size_t i = 0; i < size; i += 4096)

@@ -1,4 +1,5 @@
 #include "store.h"
+#include "delta.h"
 #include "cleanup.h"
 #include "util.h"
 
@@ -12,6 +13,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 int image_store_path(const char *dir, uint64_t gen, char *buf, size_t len)
 {
@@ -149,8 +153,29 @@ int image_store_prune(const char *dir, unsigned keep)
 		return r;
 	if (keep < 1)
 		keep = 1;
-	for (size_t i = 0; i + keep < n; i++) {
+	/* The newest keep generations stay, and every generation one of them
+	 * is built on (incremental generations name their base). */
+	_cleanup_free_ bool *needed = calloc(n ? n : 1, sizeof(bool));
+	if (!needed)
+		return -ENOMEM;
+	for (size_t i = n; i-- > 0;) {
+		if (i + keep < n && !needed[i])
+			continue;
+		needed[i] = true;
+		struct manifest *m = NULL;
+		struct image_error err;
+		uint64_t base = image_store_read_manifest(dir, gens[i], &m, &err) == 0
+		                    ? manifest_get_u64(m, "base", 0)
+		                    : 0;
+		manifest_free(m);
+		for (size_t k = 0; k < i && base; k++)
+			if (gens[k] == base)
+				needed[k] = true;
+	}
+	for (size_t i = 0; i < n; i++) {
 		char path[PATH_MAX];
+		if (needed[i])
+			continue;
 		if (image_store_path(dir, gens[i], path, sizeof(path)) == 0 && unlink(path) < 0 &&
 		    errno != ENOENT && r == 0)
 			r = -errno;
@@ -160,6 +185,9 @@ int image_store_prune(const char *dir, unsigned keep)
 	size_t na;
 	if (n > keep && scan(dir, true, &all, &na) == 0) {
 		uint64_t oldest_kept = gens[n - keep];
+		for (size_t i = 0; i < n; i++)
+			if (needed[i] && gens[i] < oldest_kept)
+				oldest_kept = gens[i];
 		for (size_t i = 0; i < na; i++) {
 			if (all[i] >= oldest_kept)
 				continue;
@@ -201,13 +229,97 @@ static int open_gen(const char *dir, uint64_t gen, struct image_error *err)
 	return fd;
 }
 
+/* Checks a rebuilt file against the size and XXH3-128 its delta line gives. */
+static int check_rebuilt(const char *path, uint64_t size, const char *hex)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	XXH3_state_t *h = XXH3_createState();
+	_cleanup_free_ uint8_t *buf = malloc(1 << 20);
+	if (!h || !buf) {
+		XXH3_freeState(h);
+		return -ENOMEM;
+	}
+	XXH3_128bits_reset(h);
+	uint64_t total = 0;
+	ssize_t n;
+	while ((n = read(fd, buf, 1 << 20)) > 0) {
+		XXH3_128bits_update(h, buf, (size_t)n);
+		total += (uint64_t)n;
+	}
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
+	XXH3_freeState(h);
+	if (n < 0)
+		return -errno;
+	char got[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(got + 2 * i, 3, "%02x", c.digest[i]);
+	return total == size && !strcmp(got, hex) ? 0 : -EBADMSG;
+}
+
 int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
                         struct image_error *err)
 {
+	struct manifest *m = NULL;
 	_cleanup_close_ int fd = open_gen(dir, gen, err);
 	if (fd < 0)
 		return fd;
-	return image_archive_read(fd, dest, ret, err);
+	int r = image_archive_read(fd, dest, &m, err);
+	if (r < 0)
+		return r;
+	uint64_t base = manifest_get_u64(m, "base", 0);
+	if (base) {
+		/* An incremental generation: its base first, then the deltas. */
+		char base_dir[PATH_MAX];
+		snprintf(base_dir, sizeof(base_dir), "%s.base-%" PRIu64, dest, base);
+		util_rm_rf(base_dir);
+		struct image_error berr = {{0}};
+		r = mkdir(base_dir, 0700) < 0
+		        ? -errno
+		        : image_store_extract(dir, base, base_dir, NULL, &berr);
+		if (r < 0)
+			snprintf(err->msg, sizeof(err->msg),
+			         "generation %" PRIu64
+			         " is incremental and its base, generation %" PRIu64
+			         ", cannot be read: %s",
+			         gen, base, berr.msg[0] ? berr.msg : strerror(-r));
+		for (size_t i = 0; i < m->n_entries && r == 0; i++) {
+			if (strcmp(m->keys[i], "delta") != 0)
+				continue;
+			char name[256], hex[64], path[PATH_MAX], tmp[PATH_MAX + 8];
+			unsigned long long size;
+			if (sscanf(m->values[i], "%255s %llu %63s", name, &size, hex) != 3 ||
+			    strchr(name, '/')) {
+				r = -EBADMSG;
+				snprintf(err->msg, sizeof(err->msg),
+				         "malformed delta entry in the manifest");
+				break;
+			}
+			snprintf(path, sizeof(path), "%s/%s", dest, name);
+			snprintf(tmp, sizeof(tmp), "%s.delta", path);
+			r = rename(path, tmp) < 0 ? -errno : delta_decode(tmp, base_dir, path);
+			unlink(tmp);
+			if (r == 0)
+				r = check_rebuilt(path, size, hex);
+			if (r < 0)
+				snprintf(err->msg, sizeof(err->msg),
+				         "'%s' cannot be rebuilt from generation %" PRIu64 ": %s",
+				         name, base,
+				         r == -EBADMSG ? "checksum mismatch" : strerror(-r));
+		}
+		util_rm_rf(base_dir);
+		if (r < 0) {
+			manifest_free(m);
+			return r == -EBADMSG || base ? -EBADMSG : r;
+		}
+	}
+	if (ret)
+		*ret = m;
+	else
+		manifest_free(m);
+	return 0;
 }
 
 int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,

@@ -199,6 +199,9 @@ int cmd_inspect(int argc, char **argv)
 		       manifest_get(m, "hostname") ?: "?", manifest_get(m, "kernel") ?: "?",
 		       manifest_get(m, "machine") ?: "?", manifest_get(m, "criu_version") ?: "?");
 		printf("frozen     %.1f ms\n", (double)manifest_get_u64(m, "frozen_us", 0) / 1000);
+		if (manifest_get(m, "base"))
+			printf("incremental on generation %s (%s in a row)\n",
+			       manifest_get(m, "base"), manifest_get(m, "chain") ?: "?");
 		printf("memory     %s dumped\n", util_format_bytes(memory, a, sizeof(a)));
 		printf("size       %s stored, %s raw",
 		       util_format_bytes((uint64_t)st.st_size, a, sizeof(a)),

@@ -18,36 +18,40 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: cryo run [--name NAME] [--state-dir DIR] [--restart on-failure|always|no]\n"
-	      "                [--max-restarts N] [--keep N] [--every DURATION] [--fresh]\n"
-	      "                [--zstd-level N] [--dump-via memory|files] [--verbose]\n"
-	      "                -- PROG [ARGS...]\n"
-	      "\n"
-	      "Runs PROG under a supervisor in its own PID namespace. PROG may call\n"
-	      "cryo_checkpoint(); 'cryo checkpoint NAME' checkpoints it from outside, and\n"
-	      "--every does so periodically. When PROG dies, the newest intact checkpoint\n"
-	      "is restored. If NAME has images and no supervisor, they are resumed unless\n"
-	      "--fresh is given.\n"
-	      "\n"
-	      "  --name NAME          workload name (default: PROG's base name)\n"
-	      "  --state-dir DIR      state directory (default: $CRYO_STATE_DIR, else "
-	      "/var/lib/cryo)\n"
-	      "  --restart POLICY     on-failure (default): restore after a signal or non-zero "
-	      "exit;\n"
-	      "                       always: also after exit 0; no: never\n"
-	      "  --max-restarts N     give up after N restores without a checkpoint between "
-	      "(default 5)\n"
-	      "  --keep N             generations to keep (default 3)\n"
-	      "  --every DURATION     checkpoint periodically, e.g. 500ms, 30s, 5m\n"
-	      "  --fresh              start afresh even if NAME has images (kept until the first\n"
-	      "                       new checkpoint is durable)\n"
-	      "  --zstd-level N       compression level, 1-19 (default 3)\n"
-	      "  --dump-via WAY       files (default): CRIU writes image files, which cryo then\n"
-	      "                       archives; memory: CRIU sends the pages to cryo's own page\n"
-	      "                       server, into memory readied before the freeze (no raw\n"
-	      "                       images on disk, but CRIU 4.2 adds ~200 ms to the freeze)\n"
-	      "  --verbose            also report periodic checkpoints\n",
-	      f);
+	fputs(
+	    "usage: cryo run [--name NAME] [--state-dir DIR] [--restart on-failure|always|no]\n"
+	    "                [--max-restarts N] [--keep N] [--every DURATION] [--fresh]\n"
+	    "                [--zstd-level N] [--no-delta] [--dump-via memory|files] [--verbose]\n"
+	    "                -- PROG [ARGS...]\n"
+	    "\n"
+	    "Runs PROG under a supervisor in its own PID namespace. PROG may call\n"
+	    "cryo_checkpoint(); 'cryo checkpoint NAME' checkpoints it from outside, and\n"
+	    "--every does so periodically. When PROG dies, the newest intact checkpoint\n"
+	    "is restored. If NAME has images and no supervisor, they are resumed unless\n"
+	    "--fresh is given.\n"
+	    "\n"
+	    "  --name NAME          workload name (default: PROG's base name)\n"
+	    "  --state-dir DIR      state directory (default: $CRYO_STATE_DIR, else "
+	    "/var/lib/cryo)\n"
+	    "  --restart POLICY     on-failure (default): restore after a signal or non-zero "
+	    "exit;\n"
+	    "                       always: also after exit 0; no: never\n"
+	    "  --max-restarts N     give up after N restores without a checkpoint between "
+	    "(default 5)\n"
+	    "  --keep N             generations to keep (default 3)\n"
+	    "  --every DURATION     checkpoint periodically, e.g. 500ms, 30s, 5m\n"
+	    "  --fresh              start afresh even if NAME has images (kept until the first\n"
+	    "                       new checkpoint is durable)\n"
+	    "  --zstd-level N       compression level, 1-19 (default 3)\n"
+	    "  --no-delta           store every generation whole (by default a generation that\n"
+	    "                       shares half its memory pages or more with the one before\n"
+	    "                       stores only the pages that changed, up to 8 in a row)\n"
+	    "  --dump-via WAY       files (default): CRIU writes image files, which cryo then\n"
+	    "                       archives; memory: CRIU sends the pages to cryo's own page\n"
+	    "                       server, into memory readied before the freeze (no raw\n"
+	    "                       images on disk, but CRIU 4.2 adds ~200 ms to the freeze)\n"
+	    "  --verbose            also report periodic checkpoints\n",
+	    f);
 }
 
 /* Finds PROG as execvp() would, to report a missing program here rather
@@ -117,7 +121,8 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 		OPT_VERBOSE,
 		OPT_HELP,
 		OPT_GENERATION,
-		OPT_DUMP_VIA
+		OPT_DUMP_VIA,
+		OPT_NO_DELTA
 	};
 	static const struct option run_opts[] = {
 	    {"name", required_argument, NULL, OPT_NAME},
@@ -129,6 +134,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	    {"every", required_argument, NULL, OPT_EVERY},
 	    {"zstd-level", required_argument, NULL, OPT_LEVEL},
 	    {"dump-via", required_argument, NULL, OPT_DUMP_VIA},
+	    {"no-delta", no_argument, NULL, OPT_NO_DELTA},
 	    {"verbose", no_argument, NULL, OPT_VERBOSE},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {"generation", required_argument, NULL, OPT_GENERATION},
@@ -141,7 +147,11 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	int c;
 
 	*o = (struct run_options){
-	    .cfg = {.policy = RESTART_ON_FAILURE, .max_restarts = 5, .keep = 3, .zstd_level = 3},
+	    .cfg = {.policy = RESTART_ON_FAILURE,
+	            .max_restarts = 5,
+	            .keep = 3,
+	            .zstd_level = 3,
+	            .incremental = true},
 	};
 	optind = 1;
 	opterr = 0;
@@ -197,6 +207,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			}
 			o->cfg.zstd_level = (int)v;
 			break;
+		case OPT_NO_DELTA: o->cfg.incremental = false; break;
 		case OPT_DUMP_VIA:
 			if (strcmp(optarg, "memory") != 0 && strcmp(optarg, "files") != 0) {
 				log_error("invalid --dump-via '%s': use memory or files", optarg);

@@ -1,5 +1,6 @@
 #include "supervisor.h"
 #include "cleanup.h"
+#include "delta.h"
 #include "glue.h"
 #include "pages.h"
 #include "log.h"
@@ -82,6 +83,10 @@ struct supervisor {
 	unsigned restarts_total;
 	uint64_t current_generation; /* last taken or restored */
 	uint64_t last_attempted;     /* last generation number handed out */
+	/* The page index of the newest generation, the base of the next
+	 * incremental one, and how many incremental ones lead to it. */
+	struct page_index *index;
+	unsigned chain;
 	struct last_checkpoint last;
 	bool have_last;
 	int criu_version;
@@ -443,6 +448,10 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 	manifest_addf(m, "ino.control", "%" PRIu64, s->ino_control);
 }
 
+/* Incremental generations in a row before a full one: each restore rebuilds
+ * the whole chain. */
+#define MAX_CHAIN 8
+
 /* Checkpoints the running program. On any failure the program runs on and
  * the stored generations are as they were. Returns the new generation, or a
  * negative errno with the reason in why. */
@@ -481,6 +490,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	/* Pages go to memory made ready now, while the program still runs
 	 * (see criu-glue/pages.h), unless that memory is not to be had. */
 	struct criu_glue_pages *pages = NULL;
+	struct delta_dir dd = {0};
 	if (cfg->dump_via_memory) {
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
 		if (expect < util_mem_available() / 2 &&
@@ -510,8 +520,20 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	}
 	const struct mem_file *mem = NULL;
 	size_t n_mem = 0;
-	if (pages)
+	const struct page_index *base =
+	    cfg->incremental && s->index && s->chain < MAX_CHAIN ? s->index : NULL;
+	if (pages) {
 		criu_glue_pages_files(pages, &mem, &n_mem);
+	} else {
+		r = delta_prepare_dir(images, gen, base, &dd);
+		if (r < 0) {
+			snprintf(why, why_len, "cannot read the memory images in '%s': %s", images,
+			         strerror(-r));
+			goto out;
+		}
+		mem = dd.files;
+		n_mem = dd.n_files;
+	}
 	/* cryo_checkpoint_async(): the program may run on now; it learns about
 	 * durability from the DURABLE message that follows. */
 	if (early_reply) {
@@ -526,6 +548,10 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		goto out;
 	}
 	fill_manifest(s, m, gen, trigger, &st);
+	if (dd.incremental) {
+		delta_describe(&dd, page_index_generation(base), m);
+		manifest_addf(m, "chain", "%u", s->chain + 1);
+	}
 	struct image_error ierr = {{0}};
 	struct image_write_stats ws = {0};
 	r = image_store_commit(cfg->paths.dir, gen, images, mem, n_mem, m, cfg->zstd_level, 2, &ws,
@@ -543,6 +569,11 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		          "be pruned: %s",
 		          gen, cfg->name, strerror(-r));
 	r = 0;
+	if (!pages) {
+		s->chain = dd.incremental ? s->chain + 1 : 0;
+		page_index_free(s->index);
+		s->index = TAKE_PTR(dd.index);
+	}
 	s->restarts_in_a_row = 0;
 	s->current_generation = gen;
 	s->have_last = true;
@@ -556,6 +587,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	    .trigger = trigger,
 	};
 out:
+	delta_dir_clear(&dd);
 	criu_glue_pages_free(pages);
 	util_rm_rf(images);
 	if (s->running)
@@ -695,6 +727,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
 		         manifest_get_u64(m, keys[i], 0));
 	}
+	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
 	manifest_free(m);
 	struct criu_glue_restore_opts o = {
 	    .images_dir = dir,
@@ -708,6 +741,15 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	pid_t pid;
 	r = criu_glue_restore(&o, &pid, &cerr);
 	program_ends_close(&e);
+	if (r == 0 && cfg->incremental) {
+		/* The rebuilt memory images are the base of the next incremental
+		 * checkpoint (the program runs already). */
+		page_index_free(s->index);
+		s->index = NULL;
+		if (delta_index_dir(dir, gen, &s->index) < 0)
+			s->index = NULL;
+		s->chain = chain;
+	}
 	util_rm_rf(dir);
 	if (r < 0) {
 		close_fd(&s->stdin_w);
@@ -1197,6 +1239,7 @@ out:
 	}
 	if (strcmp(s.state, "failed") != 0 && strcmp(s.state, "starting") != 0)
 		set_state(&s, "stopped");
+	page_index_free(s.index);
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);
 	close_fd(&s.epfd);

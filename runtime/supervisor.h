@@ -30,6 +30,7 @@ struct supervisor_config {
 	unsigned keep;     /* generations to keep, >= 1 */
 	uint64_t every_ns; /* periodic checkpoints; 0 = none */
 	int zstd_level;
+	bool incremental;           /* store memory images as deltas when it pays */
 	bool dump_via_memory;       /* pages through cryo's page server, not files */
 	bool resume;                /* start from the newest image instead of afresh */
 	uint64_t resume_generation; /* with resume: this one, 0 = newest intact */

@@ -107,16 +107,47 @@ def dir_bytes(path):
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
-def bench_cryo(size, state):
-    """One round of cryo: external checkpoint, program checkpoint, restore."""
-    out_path = os.path.join(state, "target.out")
-    name = f"bench{size}"
-    with open(out_path, "w") as out, open(os.path.join(state, "cryo.err"), "w") as err:
+def start_cryo(size, state, name, extra):
+    out_path = os.path.join(state, f"{name}.out")
+    with open(out_path, "w") as out, open(os.path.join(state, f"{name}.err"), "w") as err:
         sup = subprocess.Popen(
-            [CRYO, "run", "--state-dir", state, "--name", name, *RUN_ARGS, "--", TARGET, str(size)],
+            [CRYO, "run", "--state-dir", state, "--name", name, *extra, *RUN_ARGS, "--", TARGET,
+             str(size)],
             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    return sup, Output(out_path)
+
+
+def stop(sup):
+    sup.send_signal(signal.SIGTERM)
     try:
-        o = Output(out_path)
+        sup.wait(30)
+    except subprocess.TimeoutExpired:
+        sup.kill()
+        sup.wait()
+
+
+def bench_delta(size, state):
+    """A full checkpoint, 1% of the pages changed, the next checkpoint."""
+    name = f"delta{size}"
+    sup, o = start_cryo(size, state, name, [])
+    try:
+        o.wait_for("ready")
+        run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
+        pid = int(open(os.path.join(state, name, "pid")).read())
+        os.kill(pid, signal.SIGHUP)
+        o.wait_for("changed")
+        res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
+        return {"delta_bytes": res["size"], "delta_durable_ms": res["duration_us"] / 1e3}
+    finally:
+        stop(sup)
+
+
+def bench_cryo(size, state):
+    """One round of cryo, every generation whole: external checkpoint,
+    program checkpoints, restore; then the incremental round."""
+    name = f"bench{size}"
+    sup, o = start_cryo(size, state, name, ["--no-delta"])
+    try:
         o.wait_for("ready")
         time.sleep(0.2)
         o.lines()
@@ -155,14 +186,10 @@ def bench_cryo(size, state):
         running, touched = o.wait_for_gap_after(killed)
         r["restore_running_ms"] = (running - killed) / 1e6
         r["restore_all_ms"] = (touched - killed) / 1e6
-        return r
     finally:
-        sup.send_signal(signal.SIGTERM)
-        try:
-            sup.wait(30)
-        except subprocess.TimeoutExpired:
-            sup.kill()
-            sup.wait()
+        stop(sup)
+    r.update(bench_delta(size, state))
+    return r
 
 
 def bench_raw(size, state, tmpfs):
@@ -318,6 +345,8 @@ def main():
         row("time to durable vs `criu dump` + `zstd -T0`", c["durable_ms"], w["durable_ms"])
         row("image size vs raw CRIU images", c["image_bytes"], w["raw_bytes"], "bytes")
         row("image size vs `zstd -3` of raw images", c["image_bytes"], w["zstd3_bytes"], "bytes")
+        row("next image, after 1% of pages changed, vs `zstd -3` of raw images", c["delta_bytes"], w["zstd3_bytes"], "bytes")
+        row("its time to durable vs `criu dump` + `zstd -T0`", c["delta_durable_ms"], w["durable_ms"])
         row("restore: running again", c["restore_running_ms"], w["restore_running_ms"])
         row("restore: all memory back", c["restore_all_ms"], w["restore_all_ms"])
         mc = {"min": runs["memcpy_ms"], "median": runs["memcpy_ms"]}

@@ -12,16 +12,17 @@ teardown() { teardown_state; }
 	start_cryo c -- "$CRYO_EXAMPLES/counter" 80 10 50
 	first=$LAST_SUPERVISOR
 	wait_for 60 count_at_least 1 '^checkpointed at step 20' "$STATE/c.out"
-	# Two more state directories holding the same generation.
+	# Two more state directories holding the same generations (2 may be
+	# built on 1).
 	for copy in a b; do
 		mkdir -p "$STATE/$copy/c"
-		cp "$(gen_file c 2)" "$STATE/$copy/c/"
+		cp "$(gen_file c 1)" "$(gen_file c 2)" "$STATE/$copy/c/"
 	done
-	"$CRYO" restore --state-dir "$STATE/a" c >"$STATE/a.out" 2>"$STATE/a.err" </dev/null &
+	"$CRYO" restore --generation 2 --state-dir "$STATE/a" c >"$STATE/a.out" 2>"$STATE/a.err" </dev/null &
 	track_supervisor "$!"
 	a=$!
 	wait_for 30 grep -q "restored 'c' from generation 2" "$STATE/a.err"
-	"$CRYO" restore --state-dir "$STATE/b" c >"$STATE/b.out" 2>"$STATE/b.err" </dev/null &
+	"$CRYO" restore --generation 2 --state-dir "$STATE/b" c >"$STATE/b.out" 2>"$STATE/b.err" </dev/null &
 	track_supervisor "$!"
 	b=$!
 	wait_for 30 grep -q "restored 'c' from generation 2" "$STATE/b.err"

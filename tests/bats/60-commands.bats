@@ -61,7 +61,7 @@ resumes_after() { # FIRST LAST
 }
 
 @test "cryo run --every: periodic checkpoints, marked as such in cryo images" {
-	start_cryo t --every 300ms --keep 2 -- "$TICKER"
+	start_cryo t --every 300ms --keep 2 --no-delta -- "$TICKER"
 	wait_for 30 test -e "$(gen_file t 3)"
 	run "$CRYO" images t
 	assert_success

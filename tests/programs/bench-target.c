@@ -7,6 +7,7 @@
  * After a gap it reads one byte of every page and prints
  *   touched END_NS
  * which tells when all its memory is back after a (lazy) restore.
+ * On SIGHUP it changes one byte in 1% of its pages and prints "changed".
  * On SIGUSR1 it calls cryo_checkpoint() and prints
  *   call START_NS END_NS RESULT
  * and on SIGUSR2 cryo_checkpoint_async(), printing
@@ -30,9 +31,14 @@
 
 static volatile sig_atomic_t want_checkpoint;
 
+static volatile sig_atomic_t want_change;
+
 static void on_usr(int sig)
 {
-	want_checkpoint = sig == SIGUSR1 ? 1 : 2;
+	if (sig == SIGHUP)
+		want_change = 1;
+	else
+		want_checkpoint = sig == SIGUSR1 ? 1 : 2;
 }
 
 static uint64_t now_ns(void)
@@ -62,6 +68,7 @@ int main(int argc, char **argv)
 		mem[i] = (uint8_t)text[(i - size / 2) % (sizeof(text) - 1)];
 	signal(SIGUSR1, on_usr);
 	signal(SIGUSR2, on_usr);
+	signal(SIGHUP, on_usr);
 	bool waiting = false;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("ready %zu\n", size >> 20);
@@ -76,6 +83,16 @@ int main(int argc, char **argv)
 				sink ^= mem[i];
 			t = now_ns();
 			printf("touched %llu\n", (unsigned long long)t);
+		}
+		if (want_change) {
+			want_change = 0;
+			size_t pages = size / 4096;
+			for (size_t k = 0; k < pages / 100; k++) {
+				x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+				mem[(x % pages) * 4096] ^= 0xff;
+			}
+			printf("changed\n");
+			t = now_ns();
 		}
 		if (want_checkpoint) {
 			bool async = want_checkpoint == 2;

@@ -1,0 +1,486 @@
+#include "delta.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+/* The delta stream (little-endian):
+ *   "CRYODLT1", u64 size of the rebuilt file,
+ *   u32 number of base file names, each u16 length + bytes,
+ *   records of 16 bytes { u32 op, u32 pages, u64 arg }:
+ *     op 1: that many pages follow, stored;
+ *     op 2: that many pages are the base file names[arg >> 40]'s, from page
+ *           arg & (2^40 - 1) on;
+ *     op 0: the end. */
+static const char magic[8] = "CRYODLT1";
+enum { OP_END = 0, OP_LITERAL = 1, OP_COPY = 2 };
+#define PAGE_BITS 40
+
+struct record {
+	uint32_t op, pages;
+	uint64_t arg;
+};
+_Static_assert(sizeof(struct record) == 16, "record layout");
+
+struct slot {
+	XXH128_hash_t hash;
+	uint64_t where; /* name index << PAGE_BITS | page; 0 = empty, stored + 1 */
+};
+
+struct page_index {
+	uint64_t generation;
+	char **names;
+	size_t n_names;
+	struct slot *slots;
+	size_t cap, used;
+};
+
+bool delta_applies_to(const char *name)
+{
+	return strncmp(name, "pages-", 6) == 0;
+}
+
+struct page_index *page_index_new(uint64_t generation)
+{
+	struct page_index *idx = calloc(1, sizeof(*idx));
+	if (idx)
+		idx->generation = generation;
+	return idx;
+}
+
+void page_index_free(struct page_index *idx)
+{
+	if (!idx)
+		return;
+	for (size_t i = 0; i < idx->n_names; i++)
+		free(idx->names[i]);
+	free(idx->names);
+	free(idx->slots);
+	free(idx);
+}
+
+uint64_t page_index_generation(const struct page_index *idx)
+{
+	return idx->generation;
+}
+
+static size_t slot_of(const struct page_index *idx, XXH128_hash_t h)
+{
+	return (size_t)(h.low64 ^ (h.high64 >> 7)) & (idx->cap - 1);
+}
+
+static int grow(struct page_index *idx, size_t need)
+{
+	if (idx->cap >= 2 * need)
+		return 0;
+	size_t cap = idx->cap ? idx->cap : 1024;
+	while (cap < 2 * need)
+		cap *= 2;
+	struct slot *slots = calloc(cap, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	struct page_index tmp = {.slots = slots, .cap = cap};
+	for (size_t i = 0; i < idx->cap; i++) {
+		if (!idx->slots[i].where)
+			continue;
+		size_t k = slot_of(&tmp, idx->slots[i].hash);
+		while (slots[k].where)
+			k = (k + 1) & (cap - 1);
+		slots[k] = idx->slots[i];
+	}
+	free(idx->slots);
+	idx->slots = slots;
+	idx->cap = cap;
+	return 0;
+}
+
+int page_index_add(struct page_index *idx, const char *name, const uint8_t *data, size_t len)
+{
+	if (len % DELTA_PAGE_SIZE)
+		return -EINVAL;
+	size_t pages = len / DELTA_PAGE_SIZE;
+	if (idx->n_names >= (1u << (64 - PAGE_BITS - 1)) || pages >= (1ULL << PAGE_BITS))
+		return -E2BIG;
+	int r = grow(idx, idx->used + pages);
+	if (r < 0)
+		return r;
+	char **names = realloc(idx->names, (idx->n_names + 1) * sizeof(char *));
+	if (!names)
+		return -ENOMEM;
+	idx->names = names;
+	if (!(names[idx->n_names] = strdup(name)))
+		return -ENOMEM;
+	uint64_t name_no = idx->n_names++;
+	for (size_t p = 0; p < pages; p++) {
+		XXH128_hash_t h = XXH3_128bits(data + p * DELTA_PAGE_SIZE, DELTA_PAGE_SIZE);
+		size_t k = slot_of(idx, h);
+		bool dup = false;
+		while (idx->slots[k].where) {
+			if (XXH128_isEqual(idx->slots[k].hash, h)) {
+				dup = true; /* the first copy of a page serves for all */
+				break;
+			}
+			k = (k + 1) & (idx->cap - 1);
+		}
+		if (dup)
+			continue;
+		idx->slots[k] = (struct slot){h, ((name_no << PAGE_BITS) | p) + 1};
+		idx->used++;
+	}
+	return 0;
+}
+
+static uint64_t lookup(const struct page_index *idx, const uint8_t *page)
+{
+	if (!idx->cap)
+		return 0;
+	XXH128_hash_t h = XXH3_128bits(page, DELTA_PAGE_SIZE);
+	for (size_t k = slot_of(idx, h); idx->slots[k].where; k = (k + 1) & (idx->cap - 1))
+		if (XXH128_isEqual(idx->slots[k].hash, h))
+			return idx->slots[k].where;
+	return 0;
+}
+
+void delta_file_clear(struct delta_file *d)
+{
+	free(d->headers);
+	free(d->iov);
+	memset(d, 0, sizeof(*d));
+}
+
+int delta_encode(const struct page_index *base, const char *name, const uint8_t *data, size_t len,
+                 struct delta_file *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (len % DELTA_PAGE_SIZE)
+		return -EINVAL;
+	size_t pages = len / DELTA_PAGE_SIZE;
+	size_t names_len = 4;
+	for (size_t i = 0; i < base->n_names; i++)
+		names_len += 2 + strlen(base->names[i]);
+	size_t head_len = 16 + names_len;
+	/* At worst one record per page, plus the end. */
+	out->headers = malloc(head_len + (pages + 1) * sizeof(struct record));
+	out->iov = malloc((2 * pages + 3) * sizeof(struct iovec));
+	if (!out->headers || !out->iov) {
+		delta_file_clear(out);
+		return -ENOMEM;
+	}
+	uint8_t *h = out->headers;
+	memcpy(h, magic, 8);
+	uint64_t size = htole64(len);
+	memcpy(h + 8, &size, 8);
+	uint32_t n = htole32((uint32_t)base->n_names);
+	memcpy(h + 16, &n, 4);
+	size_t o = 20;
+	for (size_t i = 0; i < base->n_names; i++) {
+		uint16_t l = htole16((uint16_t)strlen(base->names[i]));
+		memcpy(h + o, &l, 2);
+		memcpy(h + o + 2, base->names[i], strlen(base->names[i]));
+		o += 2 + strlen(base->names[i]);
+	}
+	uint64_t total = o;
+	out->iov[out->n_iov++] = (struct iovec){h, o};
+	struct record *recs = (struct record *)(h + o), *cur = NULL;
+	uint64_t next_copy = 0; /* the base page that would extend cur */
+	for (size_t p = 0; p < pages; p++) {
+		const uint8_t *page = data + p * DELTA_PAGE_SIZE;
+		uint64_t where = lookup(base, page);
+		if (where) {
+			uint64_t arg = where - 1;
+			out->copied_pages++;
+			if (cur && le32toh(cur->op) == OP_COPY && arg == next_copy &&
+			    le32toh(cur->pages) < UINT32_MAX) {
+				cur->pages = htole32(le32toh(cur->pages) + 1);
+			} else {
+				cur = recs++;
+				*cur = (struct record){htole32(OP_COPY), htole32(1), htole64(arg)};
+				out->iov[out->n_iov++] = (struct iovec){cur, sizeof(*cur)};
+				total += sizeof(*cur);
+			}
+			next_copy = arg + 1;
+		} else if (cur && le32toh(cur->op) == OP_LITERAL &&
+		           le32toh(cur->pages) < UINT32_MAX) {
+			cur->pages = htole32(le32toh(cur->pages) + 1);
+			out->iov[out->n_iov - 1].iov_len += DELTA_PAGE_SIZE;
+			total += DELTA_PAGE_SIZE;
+		} else {
+			cur = recs++;
+			*cur = (struct record){htole32(OP_LITERAL), htole32(1), 0};
+			out->iov[out->n_iov++] = (struct iovec){cur, sizeof(*cur)};
+			out->iov[out->n_iov++] = (struct iovec){(void *)page, DELTA_PAGE_SIZE};
+			total += sizeof(*cur) + DELTA_PAGE_SIZE;
+		}
+	}
+	*recs = (struct record){0};
+	out->iov[out->n_iov++] = (struct iovec){recs, sizeof(*recs)};
+	total += sizeof(*recs);
+	out->pages = pages;
+	out->mem = (struct mem_file){name, out->iov, out->n_iov, total};
+	return 0;
+}
+
+int delta_decode(const char *delta_path, const char *base_dir, const char *out_path)
+{
+	_cleanup_close_ int in = open(delta_path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	_cleanup_close_ int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -errno;
+	char head[20];
+	if (util_read_exact(in, head, sizeof(head)) < 0 || memcmp(head, magic, 8) != 0)
+		return -EBADMSG;
+	uint64_t size;
+	uint32_t n_names;
+	memcpy(&size, head + 8, 8);
+	memcpy(&n_names, head + 16, 4);
+	size = le64toh(size);
+	n_names = le32toh(n_names);
+	if (n_names > 65536)
+		return -EBADMSG;
+	int *base = calloc(n_names ? n_names : 1, sizeof(int));
+	if (!base)
+		return -ENOMEM;
+	int r = 0;
+	for (uint32_t i = 0; i < n_names; i++)
+		base[i] = -1;
+	for (uint32_t i = 0; i < n_names && r == 0; i++) {
+		uint16_t l;
+		char name[NAME_MAX + 1], path[PATH_MAX];
+		if (util_read_exact(in, &l, 2) < 0 || (l = le16toh(l)) == 0 || l > NAME_MAX ||
+		    util_read_exact(in, name, l) < 0) {
+			r = -EBADMSG;
+			break;
+		}
+		name[l] = '\0';
+		if (strchr(name, '/')) {
+			r = -EBADMSG;
+			break;
+		}
+		snprintf(path, sizeof(path), "%s/%s", base_dir, name);
+		base[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (base[i] < 0)
+			r = -EBADMSG;
+	}
+	uint8_t *buf = malloc(64 * DELTA_PAGE_SIZE);
+	if (!buf)
+		r = -ENOMEM;
+	uint64_t written = 0;
+	while (r == 0) {
+		struct record rec;
+		if (util_read_exact(in, &rec, sizeof(rec)) < 0) {
+			r = -EBADMSG;
+			break;
+		}
+		uint32_t op = le32toh(rec.op);
+		uint64_t pages = le32toh(rec.pages), arg = le64toh(rec.arg);
+		if (op == OP_END)
+			break;
+		if ((op != OP_LITERAL && op != OP_COPY) ||
+		    written + pages * DELTA_PAGE_SIZE > size) {
+			r = -EBADMSG;
+			break;
+		}
+		uint64_t name_no = arg >> PAGE_BITS, page = arg & ((1ULL << PAGE_BITS) - 1);
+		if (op == OP_COPY && name_no >= n_names) {
+			r = -EBADMSG;
+			break;
+		}
+		while (pages > 0 && r == 0) {
+			size_t chunk = pages < 64 ? (size_t)pages : 64;
+			size_t bytes = chunk * DELTA_PAGE_SIZE;
+			if (op == OP_LITERAL) {
+				r = util_read_exact(in, buf, bytes) < 0 ? -EBADMSG : 0;
+			} else {
+				ssize_t got = pread(base[name_no], buf, bytes,
+				                    (off_t)(page * DELTA_PAGE_SIZE));
+				r = got == (ssize_t)bytes ? 0 : -EBADMSG;
+				page += chunk;
+			}
+			if (r == 0)
+				r = util_write_all(out, buf, bytes);
+			written += bytes;
+			pages -= chunk;
+		}
+	}
+	if (r == 0 && written != size)
+		r = -EBADMSG;
+	for (uint32_t i = 0; i < n_names; i++)
+		if (base[i] >= 0)
+			close(base[i]);
+	free(base);
+	free(buf);
+	return r;
+}
+
+struct mapped {
+	void *data;
+	size_t len;
+};
+
+/* Maps a regular file read-only; an empty one maps to nothing. */
+static int map_file(int dfd, const char *name, struct mapped *m)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	m->len = (size_t)st.st_size;
+	m->data = NULL;
+	if (m->len == 0)
+		return 0;
+	m->data = mmap(NULL, m->len, PROT_READ, MAP_SHARED, fd, 0);
+	return m->data == MAP_FAILED ? (m->data = NULL, -errno) : 0;
+}
+
+static void hash_hex(const void *data, size_t len, char out[33])
+{
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", c.digest[i]);
+}
+
+void delta_dir_clear(struct delta_dir *d)
+{
+	for (size_t i = 0; i < d->n_maps; i++) {
+		if (d->maps[i].data)
+			munmap(d->maps[i].data, d->maps[i].len);
+		delta_file_clear(&d->maps[i].delta);
+		free(d->maps[i].name);
+	}
+	free(d->maps);
+	free(d->files);
+	page_index_free(d->index);
+	memset(d, 0, sizeof(*d));
+}
+
+int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct page_index *base,
+                      struct delta_dir *out)
+{
+	memset(out, 0, sizeof(*out));
+	_cleanup_closedir_ DIR *dir = opendir(images_dir);
+	if (!dir)
+		return -errno;
+	out->index = page_index_new(generation);
+	if (!out->index)
+		return -ENOMEM;
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)) && r == 0) {
+		if (!delta_applies_to(de->d_name))
+			continue;
+		struct delta_mapping *n = realloc(out->maps, (out->n_maps + 1) * sizeof(*n));
+		if (!n) {
+			r = -ENOMEM;
+			break;
+		}
+		out->maps = n;
+		struct delta_mapping *dm = &out->maps[out->n_maps++];
+		memset(dm, 0, sizeof(*dm));
+		struct mapped mp;
+		if (!(dm->name = strdup(de->d_name))) {
+			r = -ENOMEM;
+			break;
+		}
+		r = map_file(dirfd(dir), de->d_name, &mp);
+		if (r < 0)
+			break;
+		dm->data = mp.data;
+		dm->len = mp.len;
+		if (dm->len % DELTA_PAGE_SIZE) {
+			r = -EINVAL;
+			break;
+		}
+		r = page_index_add(out->index, dm->name, dm->data, dm->len);
+		out->pages += dm->len / DELTA_PAGE_SIZE;
+		if (r == 0 && base) {
+			r = delta_encode(base, dm->name, dm->data, dm->len, &dm->delta);
+			out->copied_pages += dm->delta.copied_pages;
+			hash_hex(dm->data, dm->len, dm->hash);
+		}
+	}
+	if (r < 0) {
+		delta_dir_clear(out);
+		return r;
+	}
+	/* Incremental only when it pays: half the pages or more are the base's. */
+	out->incremental = base && out->copied_pages * 2 >= out->pages && out->pages > 0;
+	out->files = calloc(out->n_maps ? out->n_maps : 1, sizeof(struct mem_file));
+	if (!out->files) {
+		delta_dir_clear(out);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < out->n_maps; i++) {
+		struct delta_mapping *dm = &out->maps[i];
+		if (out->incremental) {
+			out->files[i] = dm->delta.mem;
+		} else {
+			dm->iov = (struct iovec){dm->data, dm->len};
+			out->files[i] = (struct mem_file){dm->name, &dm->iov, 1, dm->len};
+		}
+		/* The archive takes it from memory now, not from the directory. */
+		if (unlinkat(dirfd(dir), dm->name, 0) < 0) {
+			r = -errno;
+			delta_dir_clear(out);
+			return r;
+		}
+	}
+	out->n_files = out->n_maps;
+	return 0;
+}
+
+int delta_describe(const struct delta_dir *d, uint64_t base_generation, struct manifest *m)
+{
+	if (!d->incremental)
+		return 0;
+	int r = manifest_addf(m, "base", "%llu", (unsigned long long)base_generation);
+	for (size_t i = 0; i < d->n_maps && r == 0; i++)
+		r = manifest_addf(m, "delta", "%s %llu %s", d->maps[i].name,
+		                  (unsigned long long)d->maps[i].len, d->maps[i].hash);
+	return r;
+}
+
+int delta_index_dir(const char *images_dir, uint64_t generation, struct page_index **ret)
+{
+	_cleanup_closedir_ DIR *dir = opendir(images_dir);
+	if (!dir)
+		return -errno;
+	struct page_index *idx = page_index_new(generation);
+	if (!idx)
+		return -ENOMEM;
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)) && r == 0) {
+		if (!delta_applies_to(de->d_name))
+			continue;
+		struct mapped mp;
+		r = map_file(dirfd(dir), de->d_name, &mp);
+		if (r == 0 && mp.len % DELTA_PAGE_SIZE == 0)
+			r = page_index_add(idx, de->d_name, mp.data, mp.len);
+		if (mp.data)
+			munmap(mp.data, mp.len);
+	}
+	if (r < 0) {
+		page_index_free(idx);
+		return r;
+	}
+	*ret = idx;
+	return 0;
+}

@@ -1,0 +1,85 @@
+/* Incremental generations. A memory image (CRIU's pages-*.img) is stored as
+ * a delta against the generation before it: each 4 KiB page that the base
+ * generation already holds (same XXH3-128) becomes a reference to it, every
+ * other page is stored. The delta stream is what the archive holds; the
+ * store rebuilds the file from the base at restore and checks it against
+ * the file's own checksum. See images/FORMAT.md. */
+#pragma once
+
+#include "archive.h"
+#include "memfile.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DELTA_PAGE_SIZE 4096u
+
+/* Where every page of one generation's memory images is: built when that
+ * generation is taken, used to encode the next one against it. */
+struct page_index;
+
+struct page_index *page_index_new(uint64_t generation);
+void page_index_free(struct page_index *idx);
+uint64_t page_index_generation(const struct page_index *idx);
+
+/* Adds the pages of file name (len bytes at data, a multiple of the page
+ * size) to the index. */
+int page_index_add(struct page_index *idx, const char *name, const uint8_t *data, size_t len);
+
+/* A delta-encoded file: a mem_file whose segments point into a header
+ * buffer it owns and into the caller's data (which must outlive it). */
+struct delta_file {
+	struct mem_file mem;
+	uint64_t pages, copied_pages; /* all pages, and those taken from the base */
+	uint8_t *headers;
+	struct iovec *iov;
+	size_t n_iov;
+};
+
+/* Encodes name (len bytes at data) against base. */
+int delta_encode(const struct page_index *base, const char *name, const uint8_t *data, size_t len,
+                 struct delta_file *out);
+void delta_file_clear(struct delta_file *d);
+
+/* Rebuilds a file from its delta stream (at delta_path) and the base
+ * generation's rebuilt files in base_dir, writing it to out_path. Returns
+ * -EBADMSG if the stream is malformed or refers to what the base lacks. */
+int delta_decode(const char *delta_path, const char *base_dir, const char *out_path);
+
+/* Whether a CRIU image file is a memory image worth delta-encoding. */
+bool delta_applies_to(const char *name);
+
+/* The memory images of one dump directory, taken out of it (mapped, then
+ * unlinked) and made ready for the archive: delta-encoded against base when
+ * base is given and the dump shares at least half its pages with it, else
+ * whole. index is this dump's own page index, the base for the next one. */
+struct delta_dir {
+	struct page_index *index;
+	struct mem_file *files;
+	size_t n_files;
+	uint64_t pages, copied_pages;
+	bool incremental; /* files are deltas against base */
+	/* owned */
+	struct delta_mapping {
+		char *name;
+		void *data;
+		size_t len;
+		struct iovec iov;
+		struct delta_file delta;
+		char hash[33];
+	} * maps;
+	size_t n_maps;
+};
+
+int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct page_index *base,
+                      struct delta_dir *out);
+
+/* Adds what restoring an incremental generation needs to its manifest:
+ * "base GEN" and one "delta NAME SIZE HASH" per file. */
+int delta_describe(const struct delta_dir *d, uint64_t base_generation, struct manifest *m);
+
+/* Builds the page index of a directory of rebuilt images (after a restore). */
+int delta_index_dir(const char *images_dir, uint64_t generation, struct page_index **ret);
+
+void delta_dir_clear(struct delta_dir *d);
