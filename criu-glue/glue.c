@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -243,6 +244,26 @@ static int criu_failed(struct criu_glue_error *err, pid_t pid, const char *what,
 static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret);
 static int fix_timerfds(const char *images_dir);
 
+/* Takes the machine-wide dump lock; -1 (and no lock) if it cannot. */
+static int dump_lock(void)
+{
+	static const char *const paths[] = {"/run/lock/cryo-dump.lock", "/tmp/cryo-dump.lock"};
+	for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+		int fd = open(paths[i], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			continue;
+		while (flock(fd, LOCK_EX) < 0)
+			if (errno != EINTR) {
+				close(fd);
+				fd = -1;
+				break;
+			}
+		if (fd >= 0)
+			return fd;
+	}
+	return -1;
+}
+
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct criu_glue_error *err)
 {
@@ -268,6 +289,11 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 		if (criu_local_add_external(c, key) < 0)
 			return -ENOMEM;
 	}
+	/* CRIU's parasite makes a directory "proc.crtools" in the dumped task's
+	 * working directory (to mount a /proc of its PID namespace), so two
+	 * dumps of programs that share a working directory collide (EEXIST).
+	 * Dumps by cryo take turns, machine-wide. */
+	_cleanup_close_ int lock = dump_lock();
 	r = criu_local_dump(c);
 	if (r < 0)
 		return criu_failed(err, o->pid, "dump", o->log_dir, o->log_name);

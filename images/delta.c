@@ -157,6 +157,7 @@ static uint64_t lookup(const struct page_index *idx, const uint8_t *page)
 void delta_file_clear(struct delta_file *d)
 {
 	free(d->headers);
+	free(d->records);
 	free(d->iov);
 	memset(d, 0, sizeof(*d));
 }
@@ -172,10 +173,12 @@ int delta_encode(const struct page_index *base, const char *name, const uint8_t 
 	for (size_t i = 0; i < base->n_names; i++)
 		names_len += 2 + strlen(base->names[i]);
 	size_t head_len = 16 + names_len;
-	/* At worst one record per page, plus the end. */
-	out->headers = malloc(head_len + (pages + 1) * sizeof(struct record));
+	/* The header, then the records in an array of their own (aligned); at
+	 * worst one record per page, plus the end. */
+	out->headers = malloc(head_len);
+	out->records = malloc((pages + 1) * sizeof(struct record));
 	out->iov = malloc((2 * pages + 3) * sizeof(struct iovec));
-	if (!out->headers || !out->iov) {
+	if (!out->headers || !out->records || !out->iov) {
 		delta_file_clear(out);
 		return -ENOMEM;
 	}
@@ -194,7 +197,7 @@ int delta_encode(const struct page_index *base, const char *name, const uint8_t 
 	}
 	uint64_t total = o;
 	out->iov[out->n_iov++] = (struct iovec){h, o};
-	struct record *recs = (struct record *)(h + o), *cur = NULL;
+	struct record *recs = out->records, *cur = NULL;
 	uint64_t next_copy = 0; /* the base page that would extend cur */
 	for (size_t p = 0; p < pages; p++) {
 		const uint8_t *page = data + p * DELTA_PAGE_SIZE;

@@ -33,6 +33,7 @@ struct delta_file {
 	struct mem_file mem;
 	uint64_t pages, copied_pages; /* all pages, and those taken from the base */
 	uint8_t *headers;
+	void *records;
 	struct iovec *iov;
 	size_t n_iov;
 };

@@ -25,8 +25,13 @@ teardown() { teardown_state; }
 			return 0;
 		}
 	C
+	# A sanitized libcryo needs a sanitized program.
+	sanitize=$(meson introspect "$CRYO_BUILD_DIR" --buildoptions |
+		python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "b_sanitize"))')
+	flags=()
+	if [ "$sanitize" != none ]; then flags=(-fsanitize="$sanitize"); fi
 	# shellcheck disable=SC2046 # pkg-config's words are meant to split
-	cc "$STATE/prog.c" -o "$STATE/prog" $(PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$dest pkg-config --cflags --libs cryo)
+	cc "${flags[@]}" "$STATE/prog.c" -o "$STATE/prog" $(PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$dest pkg-config --cflags --libs cryo)
 	run env LD_LIBRARY_PATH="$libdir" "$STATE/prog"
 	assert_success
 	assert_output "returned -107"
