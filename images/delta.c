@@ -375,7 +375,7 @@ void delta_dir_clear(struct delta_dir *d)
 }
 
 int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct page_index *base,
-                      struct delta_dir *out)
+                      bool want_index, struct delta_dir *out)
 {
 	memset(out, 0, sizeof(*out));
 	_cleanup_closedir_ DIR *dir = opendir(images_dir);
@@ -411,7 +411,8 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 			r = -EINVAL;
 			break;
 		}
-		r = page_index_add(out->index, dm->name, dm->data, dm->len);
+		if (want_index)
+			r = page_index_add(out->index, dm->name, dm->data, dm->len);
 		out->pages += dm->len / DELTA_PAGE_SIZE;
 		if (r == 0 && base) {
 			r = delta_encode(base, dm->name, dm->data, dm->len, &dm->delta);

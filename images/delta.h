@@ -54,7 +54,8 @@ bool delta_applies_to(const char *name);
 /* The memory images of one dump directory, taken out of it (mapped, then
  * unlinked) and made ready for the archive: delta-encoded against base when
  * base is given and the dump shares at least half its pages with it, else
- * whole. index is this dump's own page index, the base for the next one. */
+ * whole. index is this dump's own page index, the base for the next one
+ * (built only with want_index). */
 struct delta_dir {
 	struct page_index *index;
 	struct mem_file *files;
@@ -74,7 +75,7 @@ struct delta_dir {
 };
 
 int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct page_index *base,
-                      struct delta_dir *out);
+                      bool want_index, struct delta_dir *out);
 
 /* Adds what restoring an incremental generation needs to its manifest:
  * "base GEN" and one "delta NAME SIZE HASH" per file. */

@@ -525,7 +525,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	if (pages) {
 		criu_glue_pages_files(pages, &mem, &n_mem);
 	} else {
-		r = delta_prepare_dir(images, gen, base, &dd);
+		r = delta_prepare_dir(images, gen, base, cfg->incremental, &dd);
 		if (r < 0) {
 			snprintf(why, why_len, "cannot read the memory images in '%s': %s", images,
 			         strerror(-r));
@@ -569,7 +569,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		          "be pruned: %s",
 		          gen, cfg->name, strerror(-r));
 	r = 0;
-	if (!pages) {
+	if (!pages && cfg->incremental) {
 		s->chain = dd.incremental ? s->chain + 1 : 0;
 		page_index_free(s->index);
 		s->index = TAKE_PTR(dd.index);
