@@ -103,6 +103,16 @@ static int set_images_dir(criu_opts *c, const char *dir, int *fd, struct criu_gl
 	return 0;
 }
 
+static int prepare_with_images(criu_opts **ret, const char *images_dir, int *images_fd,
+                               const char *log_dir, const char *log_name, int *log_dir_fd,
+                               struct criu_glue_error *err)
+{
+	int r = prepare(ret, log_dir, log_name, log_dir_fd, err);
+	if (r == 0)
+		r = set_images_dir(*ret, images_dir, images_fd, err);
+	return r;
+}
+
 int criu_glue_version(int *ret)
 {
 	const char *bin = criu_glue_binary();
@@ -269,9 +279,8 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 {
 	_cleanup_criu_opts_ criu_opts *c = NULL;
 	_cleanup_close_ int log_fd = -1, images_fd = -1;
-	int r = prepare(&c, o->log_dir, o->log_name, &log_fd, err);
-	if (r == 0)
-		r = set_images_dir(c, o->images_dir, &images_fd, err);
+	int r = prepare_with_images(&c, o->images_dir, &images_fd, o->log_dir, o->log_name, &log_fd,
+	                            err);
 	if (r < 0)
 		return r;
 	criu_local_set_pid(c, o->pid);
@@ -314,9 +323,8 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 {
 	_cleanup_criu_opts_ criu_opts *c = NULL;
 	_cleanup_close_ int log_fd = -1, images_fd = -1;
-	int r = prepare(&c, o->log_dir, o->log_name, &log_fd, err);
-	if (r == 0)
-		r = set_images_dir(c, o->images_dir, &images_fd, err);
+	int r = prepare_with_images(&c, o->images_dir, &images_fd, o->log_dir, o->log_name, &log_fd,
+	                            err);
 	if (r < 0)
 		return r;
 	criu_local_set_tcp_established(c, o->tcp_established);

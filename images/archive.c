@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -413,44 +414,6 @@ static int write_header(struct sink *s, const char *name, uint64_t size)
 	return r;
 }
 
-static int write_one_file(struct sink *s, int dfd, const char *name, uint8_t *buf,
-                          struct manifest *m, uint64_t *raw)
-{
-	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	int r = write_header(s, name, (uint64_t)st.st_size);
-	if (r < 0)
-		return r;
-
-	XXH3_state_t *h = XXH3_createState();
-	if (!h)
-		return -ENOMEM;
-	XXH3_128bits_reset(h);
-	uint64_t left = (uint64_t)st.st_size;
-	while (left > 0) {
-		size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
-		r = util_read_exact(fd, buf, want);
-		if (r < 0)
-			break;
-		XXH3_128bits_update(h, buf, want);
-		r = sink_compress(s, buf, want, ZSTD_e_continue);
-		if (r < 0)
-			break;
-		left -= want;
-	}
-	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
-	XXH3_freeState(h);
-	if (r < 0)
-		return r;
-	*raw += (uint64_t)st.st_size;
-	return add_file(m, name, (uint64_t)st.st_size, c.digest);
-}
-
 /* A file held in memory: compressed and hashed straight from its segments. */
 static int write_one_mem(struct sink *s, const struct mem_file *f, struct manifest *m,
                          uint64_t *raw)
@@ -483,6 +446,30 @@ static int write_one_mem(struct sink *s, const struct mem_file *f, struct manife
 	return add_file(m, f->name, f->size, c.digest);
 }
 
+/* A file of the directory: mapped, and written as a file in memory is. */
+static int write_one_file(struct sink *s, int dfd, const char *name, struct manifest *m,
+                          uint64_t *raw)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	struct iovec iov = {NULL, (size_t)st.st_size};
+	if (iov.iov_len > 0) {
+		iov.iov_base = mmap(NULL, iov.iov_len, PROT_READ, MAP_SHARED, fd, 0);
+		if (iov.iov_base == MAP_FAILED)
+			return -errno;
+		madvise(iov.iov_base, iov.iov_len, MADV_SEQUENTIAL);
+	}
+	struct mem_file f = {name, &iov, 1, (uint64_t)st.st_size};
+	int r = write_one_mem(s, &f, m, raw);
+	if (iov.iov_base)
+		munmap(iov.iov_base, iov.iov_len);
+	return r;
+}
+
 static int compare_mem_files(const void *a, const void *b)
 {
 	return strcmp(((const struct mem_file *)a)->name, ((const struct mem_file *)b)->name);
@@ -498,7 +485,6 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	if (r < 0)
 		return fail(err, r, "cannot list the image files in '%s': %s", dir, strerror(-r));
 
-	_cleanup_free_ uint8_t *inbuf = malloc(IO_CHUNK);
 	struct sink s = {.fd = fd, .out_cap = ZSTD_CStreamOutSize()};
 	s.out = malloc(s.out_cap);
 	s.cctx = ZSTD_createCCtx();
@@ -509,7 +495,7 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	size_t text_len, bound, clen;
 	struct trailer t = {0};
 	XXH128_canonical_t c;
-	if (!inbuf || !s.out || !s.cctx || !s.hash) {
+	if (!s.out || !s.cctx || !s.hash) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -548,7 +534,7 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		if (k < n_mem && (i == n || strcmp(sorted[k].name, names[i]) < 0))
 			r = write_one_mem(&s, &sorted[k++], m, &raw);
 		else
-			r = write_one_file(&s, dfd, names[i++], inbuf, m, &raw);
+			r = write_one_file(&s, dfd, names[i++], m, &raw);
 	}
 	free(sorted);
 	uint16_t zero = 0;
