@@ -24,6 +24,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
@@ -658,7 +659,7 @@ static void handle_control(struct supervisor *s)
 /* Restores generation gen. Returns 0, -EBADMSG for a damaged image, or
  * another negative errno when CRIU could not restore it. */
 /* Where a generation is extracted for CRIU to read: memory (/dev/shm) when
- * its raw images fit comfortably, else beside the images. */
+ * its raw images fit comfortably there and in RAM, else beside the images. */
 static int make_restore_dir(struct supervisor *s, uint64_t gen, char *dir, size_t len)
 {
 	const struct supervisor_config *cfg = s->cfg;
@@ -671,7 +672,9 @@ static int make_restore_dir(struct supervisor *s, uint64_t gen, char *dir, size_
 			raw += m->files[i].size;
 		manifest_free(m);
 	}
-	if (raw < util_mem_available() / 2) {
+	struct statvfs shm;
+	if (raw < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
+	    raw + raw / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
 		snprintf(dir, len, "/dev/shm/cryo-restore-%s-XXXXXX", cfg->name);
 		if (mkdtemp(dir))
 			return 0;
