@@ -77,7 +77,6 @@ struct criu_glue_pages {
 	struct image *images;
 	size_t n_images;
 	uint32_t next_pages_id;
-	uint64_t bytes;
 	bool closed; /* CRIU said PS_IOV_CLOSE */
 	int error;
 	char why[256];
@@ -250,7 +249,6 @@ static int add_pages(struct criu_glue_pages *p, int sk, struct image *im, const 
 			im->pages[im->n_pages++] = (struct iovec){dst, got};
 		}
 		im->pages_bytes += got;
-		p->bytes += got;
 		left -= got;
 	}
 	return 0;
@@ -397,11 +395,6 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
 int criu_glue_pages_port(const struct criu_glue_pages *p)
 {
 	return p->port;
-}
-
-uint64_t criu_glue_pages_bytes(const struct criu_glue_pages *p)
-{
-	return p->bytes;
 }
 
 static void stop_thread(struct criu_glue_pages *p)

@@ -33,6 +33,4 @@ int criu_glue_pages_finish(struct criu_glue_pages *p, struct criu_glue_error *er
 void criu_glue_pages_files(const struct criu_glue_pages *p, const struct mem_file **files,
                            size_t *n);
 
-uint64_t criu_glue_pages_bytes(const struct criu_glue_pages *p);
-
 void criu_glue_pages_free(struct criu_glue_pages *p);

@@ -67,7 +67,6 @@ struct supervisor {
 	pid_t init_pid;
 	bool running;
 	bool stopping; /* we asked it to end: do not restore */
-	int stop_checkpoint_reply_fd;
 
 	/* Our ends of the program's stdio and control socket, and the inodes
 	 * of the program's ends, which its next image will refer to. */
@@ -1087,7 +1086,6 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	    .stdout_r = -1,
 	    .stderr_r = -1,
 	    .control = -1,
-	    .stop_checkpoint_reply_fd = -1,
 	    .state = "starting",
 	};
 	int status = 1, r;
