@@ -107,11 +107,19 @@ static int grow(struct page_index *idx, size_t need)
 	return 0;
 }
 
-int page_index_add(struct page_index *idx, const char *name, const uint8_t *data, size_t len)
+/* The XXH3-128 of each page of data (len a multiple of the page size). */
+static XXH128_hash_t *hash_pages(const uint8_t *data, size_t len)
 {
-	if (len % DELTA_PAGE_SIZE)
-		return -EINVAL;
 	size_t pages = len / DELTA_PAGE_SIZE;
+	XXH128_hash_t *h = malloc((pages ? pages : 1) * sizeof(*h));
+	for (size_t p = 0; h && p < pages; p++)
+		h[p] = XXH3_128bits(data + p * DELTA_PAGE_SIZE, DELTA_PAGE_SIZE);
+	return h;
+}
+
+static int index_add_hashed(struct page_index *idx, const char *name, const XXH128_hash_t *hashes,
+                            size_t pages)
+{
 	if (idx->n_names >= (1u << (64 - PAGE_BITS - 1)) || pages >= (1ULL << PAGE_BITS))
 		return -E2BIG;
 	int r = grow(idx, idx->used + pages);
@@ -125,11 +133,10 @@ int page_index_add(struct page_index *idx, const char *name, const uint8_t *data
 		return -ENOMEM;
 	uint64_t name_no = idx->n_names++;
 	for (size_t p = 0; p < pages; p++) {
-		XXH128_hash_t h = XXH3_128bits(data + p * DELTA_PAGE_SIZE, DELTA_PAGE_SIZE);
-		size_t k = slot_of(idx, h);
+		size_t k = slot_of(idx, hashes[p]);
 		bool dup = false;
 		while (idx->slots[k].where) {
-			if (XXH128_isEqual(idx->slots[k].hash, h)) {
+			if (XXH128_isEqual(idx->slots[k].hash, hashes[p])) {
 				dup = true; /* the first copy of a page serves for all */
 				break;
 			}
@@ -137,17 +144,26 @@ int page_index_add(struct page_index *idx, const char *name, const uint8_t *data
 		}
 		if (dup)
 			continue;
-		idx->slots[k] = (struct slot){h, ((name_no << PAGE_BITS) | p) + 1};
+		idx->slots[k] = (struct slot){hashes[p], ((name_no << PAGE_BITS) | p) + 1};
 		idx->used++;
 	}
 	return 0;
 }
 
-static uint64_t lookup(const struct page_index *idx, const uint8_t *page)
+int page_index_add(struct page_index *idx, const char *name, const uint8_t *data, size_t len)
+{
+	if (len % DELTA_PAGE_SIZE)
+		return -EINVAL;
+	_cleanup_free_ XXH128_hash_t *h = hash_pages(data, len);
+	if (!h)
+		return -ENOMEM;
+	return index_add_hashed(idx, name, h, len / DELTA_PAGE_SIZE);
+}
+
+static uint64_t lookup(const struct page_index *idx, XXH128_hash_t h)
 {
 	if (!idx->cap)
 		return 0;
-	XXH128_hash_t h = XXH3_128bits(page, DELTA_PAGE_SIZE);
 	for (size_t k = slot_of(idx, h); idx->slots[k].where; k = (k + 1) & (idx->cap - 1))
 		if (XXH128_isEqual(idx->slots[k].hash, h))
 			return idx->slots[k].where;
@@ -162,8 +178,23 @@ void delta_file_clear(struct delta_file *d)
 	memset(d, 0, sizeof(*d));
 }
 
+static int encode_hashed(const struct page_index *base, const char *name, const uint8_t *data,
+                         size_t len, const XXH128_hash_t *hashes, struct delta_file *out);
+
 int delta_encode(const struct page_index *base, const char *name, const uint8_t *data, size_t len,
                  struct delta_file *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (len % DELTA_PAGE_SIZE)
+		return -EINVAL;
+	_cleanup_free_ XXH128_hash_t *h = hash_pages(data, len);
+	if (!h)
+		return -ENOMEM;
+	return encode_hashed(base, name, data, len, h, out);
+}
+
+static int encode_hashed(const struct page_index *base, const char *name, const uint8_t *data,
+                         size_t len, const XXH128_hash_t *hashes, struct delta_file *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (len % DELTA_PAGE_SIZE)
@@ -201,7 +232,7 @@ int delta_encode(const struct page_index *base, const char *name, const uint8_t 
 	uint64_t next_copy = 0; /* the base page that would extend cur */
 	for (size_t p = 0; p < pages; p++) {
 		const uint8_t *page = data + p * DELTA_PAGE_SIZE;
-		uint64_t where = lookup(base, page);
+		uint64_t where = lookup(base, hashes[p]);
 		if (where) {
 			uint64_t arg = where - 1;
 			out->copied_pages++;
@@ -411,11 +442,20 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 			r = -EINVAL;
 			break;
 		}
+		size_t pages = dm->len / DELTA_PAGE_SIZE;
+		out->pages += pages;
+		if (!want_index && !base)
+			continue;
+		/* Each page is hashed once, for this dump's index and for the delta. */
+		_cleanup_free_ XXH128_hash_t *hashes = hash_pages(dm->data, dm->len);
+		if (!hashes) {
+			r = -ENOMEM;
+			break;
+		}
 		if (want_index)
-			r = page_index_add(out->index, dm->name, dm->data, dm->len);
-		out->pages += dm->len / DELTA_PAGE_SIZE;
+			r = index_add_hashed(out->index, dm->name, hashes, pages);
 		if (r == 0 && base) {
-			r = delta_encode(base, dm->name, dm->data, dm->len, &dm->delta);
+			r = encode_hashed(base, dm->name, dm->data, dm->len, hashes, &dm->delta);
 			out->copied_pages += dm->delta.copied_pages;
 			hash_hex(dm->data, dm->len, dm->hash);
 		}
