@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -286,5 +287,24 @@ uint64_t util_mem_available(void)
 	while (f && fgets(line, sizeof(line), f))
 		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
 			return (uint64_t)kb << 10;
+	return 0;
+}
+
+int util_map_file(int dfd, const char *name, void **data, size_t *len)
+{
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*len = (size_t)st.st_size;
+	*data = NULL;
+	if (*len == 0)
+		return 0;
+	void *p = mmap(NULL, *len, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	*data = p;
 	return 0;
 }

@@ -43,6 +43,10 @@ uint64_t util_realtime_ns(void);
 /* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
 uint64_t util_mem_available(void);
 
+/* Maps the regular file name (relative to dfd) read-only into *data, its
+ * size into *len; an empty file maps to NULL. munmap() it when done. */
+int util_map_file(int dfd, const char *name, void **data, size_t *len);
+
 /* The inode of an open fd (st_ino), or 0. */
 uint64_t util_fd_inode(int fd);
 

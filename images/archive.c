@@ -450,21 +450,14 @@ static int write_one_mem(struct sink *s, const struct mem_file *f, struct manife
 static int write_one_file(struct sink *s, int dfd, const char *name, struct manifest *m,
                           uint64_t *raw)
 {
-	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	struct iovec iov = {NULL, (size_t)st.st_size};
-	if (iov.iov_len > 0) {
-		iov.iov_base = mmap(NULL, iov.iov_len, PROT_READ, MAP_SHARED, fd, 0);
-		if (iov.iov_base == MAP_FAILED)
-			return -errno;
+	struct iovec iov;
+	int r = util_map_file(dfd, name, &iov.iov_base, &iov.iov_len);
+	if (r < 0)
+		return r;
+	if (iov.iov_base)
 		madvise(iov.iov_base, iov.iov_len, MADV_SEQUENTIAL);
-	}
-	struct mem_file f = {name, &iov, 1, (uint64_t)st.st_size};
-	int r = write_one_mem(s, &f, m, raw);
+	struct mem_file f = {name, &iov, 1, iov.iov_len};
+	r = write_one_mem(s, &f, m, raw);
 	if (iov.iov_base)
 		munmap(iov.iov_base, iov.iov_len);
 	return r;

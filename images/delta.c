@@ -193,12 +193,11 @@ int delta_encode(const struct page_index *base, const char *name, const uint8_t 
 	return encode_hashed(base, name, data, len, h, out);
 }
 
+/* Encodes data (a whole number of pages, hashed page by page in hashes). */
 static int encode_hashed(const struct page_index *base, const char *name, const uint8_t *data,
                          size_t len, const XXH128_hash_t *hashes, struct delta_file *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (len % DELTA_PAGE_SIZE)
-		return -EINVAL;
 	size_t pages = len / DELTA_PAGE_SIZE;
 	size_t names_len = 4;
 	for (size_t i = 0; i < base->n_names; i++)
@@ -361,28 +360,6 @@ int delta_decode(const char *delta_path, const char *base_dir, const char *out_p
 	return r;
 }
 
-struct mapped {
-	void *data;
-	size_t len;
-};
-
-/* Maps a regular file read-only; an empty one maps to nothing. */
-static int map_file(int dfd, const char *name, struct mapped *m)
-{
-	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	m->len = (size_t)st.st_size;
-	m->data = NULL;
-	if (m->len == 0)
-		return 0;
-	m->data = mmap(NULL, m->len, PROT_READ, MAP_SHARED, fd, 0);
-	return m->data == MAP_FAILED ? (m->data = NULL, -errno) : 0;
-}
-
 static void hash_hex(const void *data, size_t len, char out[33])
 {
 	XXH128_canonical_t c;
@@ -428,16 +405,13 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 		out->maps = n;
 		struct delta_mapping *dm = &out->maps[out->n_maps++];
 		memset(dm, 0, sizeof(*dm));
-		struct mapped mp;
 		if (!(dm->name = strdup(de->d_name))) {
 			r = -ENOMEM;
 			break;
 		}
-		r = map_file(dirfd(dir), de->d_name, &mp);
+		r = util_map_file(dirfd(dir), de->d_name, &dm->data, &dm->len);
 		if (r < 0)
 			break;
-		dm->data = mp.data;
-		dm->len = mp.len;
 		if (dm->len % DELTA_PAGE_SIZE) {
 			r = -EINVAL;
 			break;
@@ -514,12 +488,13 @@ int delta_index_dir(const char *images_dir, uint64_t generation, struct page_ind
 	while ((de = readdir(dir)) && r == 0) {
 		if (!delta_applies_to(de->d_name))
 			continue;
-		struct mapped mp;
-		r = map_file(dirfd(dir), de->d_name, &mp);
-		if (r == 0 && mp.len % DELTA_PAGE_SIZE == 0)
-			r = page_index_add(idx, de->d_name, mp.data, mp.len);
-		if (mp.data)
-			munmap(mp.data, mp.len);
+		void *data = NULL;
+		size_t len = 0;
+		r = util_map_file(dirfd(dir), de->d_name, &data, &len);
+		if (r == 0 && len % DELTA_PAGE_SIZE == 0)
+			r = page_index_add(idx, de->d_name, data, len);
+		if (data)
+			munmap(data, len);
 	}
 	if (r < 0) {
 		page_index_free(idx);
