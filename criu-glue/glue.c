@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,11 +114,19 @@ static int prepare_with_images(criu_opts **ret, const char *images_dir, int *ima
 	return r;
 }
 
-int criu_glue_version(int *ret)
+/* Runs the criu binary with args (NULL-terminated, after "criu") and gathers
+ * what it prints (stdout, and stderr with with_stderr) into buf. Returns its
+ * exit status, or a negative errno. */
+static int run_criu(const char *const *args, bool with_stderr, char *buf, size_t len)
 {
 	const char *bin = criu_glue_binary();
 	if (!bin)
 		return -ENOENT;
+	const char *argv[16] = {"criu"};
+	size_t argc = 1;
+	for (; args[argc - 1] && argc < 15; argc++)
+		argv[argc] = args[argc - 1];
+	argv[argc] = NULL;
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
@@ -130,35 +139,95 @@ int criu_glue_version(int *ret)
 	}
 	if (pid == 0) {
 		dup2(p[1], STDOUT_FILENO);
-		int null = open("/dev/null", O_WRONLY);
-		if (null >= 0)
+		int null = open("/dev/null", O_RDWR);
+		if (with_stderr)
+			dup2(p[1], STDERR_FILENO);
+		else if (null >= 0)
 			dup2(null, STDERR_FILENO);
-		execl(bin, "criu", "--version", (char *)NULL);
+		if (null >= 0)
+			dup2(null, STDIN_FILENO);
+		execv(bin, (char *const *)argv);
 		_exit(127);
 	}
 	close(p[1]);
-	char buf[512];
-	size_t len = 0;
+	size_t got = 0;
 	ssize_t n;
-	while (len < sizeof(buf) - 1 && (n = read(p[0], buf + len, sizeof(buf) - 1 - len)) != 0) {
+	char sink[512];
+	for (;;) {
+		bool room = got < len - 1;
+		n = room ? read(p[0], buf + got, len - 1 - got) : read(p[0], sink, sizeof(sink));
+		if (n == 0)
+			break;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
-		len += (size_t)n;
+		if (room)
+			got += (size_t)n;
 	}
-	buf[len] = '\0';
+	buf[got] = '\0';
 	close(p[0]);
 	int status;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int criu_glue_version(int *ret)
+{
+	char buf[512];
+	int r = run_criu((const char *const[]){"--version", NULL}, false, buf, sizeof(buf));
+	if (r < 0)
+		return r;
 	const char *v = strstr(buf, "Version: ");
 	unsigned major = 0, minor = 0, sub = 0;
 	if (!v || sscanf(v + 9, "%u.%u.%u", &major, &minor, &sub) < 2)
 		return -EPROTO;
 	*ret = (int)(major * 10000 + minor * 100 + sub);
 	return 0;
+}
+
+/* The last line of CRIU's output that says something, for an error. */
+static void last_line(const char *out, char *buf, size_t len)
+{
+	const char *best = NULL, *p = out;
+	while (*p) {
+		const char *nl = strchrnul(p, '\n');
+		if (nl > p)
+			best = p;
+		p = *nl ? nl + 1 : nl;
+	}
+	if (!best) {
+		snprintf(buf, len, "no output");
+		return;
+	}
+	snprintf(buf, len, "%.*s", (int)(strchrnul(best, '\n') - best), best);
+}
+
+int criu_glue_cpuinfo_dump(const char *dir, struct criu_glue_error *err)
+{
+	char out[4096], line[256];
+	int r = run_criu((const char *const[]){"cpuinfo", "dump", "-D", dir, NULL}, true, out,
+	                 sizeof(out));
+	if (r == 0)
+		return 0;
+	last_line(out, line, sizeof(line));
+	snprintf(err->msg, sizeof(err->msg), "criu cpuinfo dump failed: %s", line);
+	return r < 0 ? r : -EIO;
+}
+
+int criu_glue_cpuinfo_check(const char *dir, struct criu_glue_error *err)
+{
+	char out[4096], line[256];
+	int r = run_criu((const char *const[]){"cpuinfo", "check", "-D", dir, NULL}, true, out,
+	                 sizeof(out));
+	if (r == 0)
+		return 0;
+	last_line(out, line, sizeof(line));
+	snprintf(err->msg, sizeof(err->msg), "this CPU cannot run what the source's CPU ran (%s)",
+	         line);
+	return r < 0 ? r : -EXDEV;
 }
 
 /* Resources CRIU cannot checkpoint, as /proc/PID/fd shows them. */
@@ -292,6 +361,15 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	 * never connects, which criu_glue_pages_finish() reports. */
 	if (o->page_server_port > 0)
 		(void)criu_local_set_page_server_address_port(c, "127.0.0.1", o->page_server_port);
+	if (o->network_lock_skip)
+		criu_local_set_network_lock(c, CRIU_NETWORK_LOCK_SKIP);
+	if (o->external_net) {
+		char key[96];
+		snprintf(key, sizeof(key), "net[%llu]:%s", (unsigned long long)o->external_net,
+		         o->external_net_key);
+		if (criu_local_add_external(c, key) < 0)
+			return -ENOMEM;
+	}
 	for (size_t i = 0; i < o->n_external_unix; i++) {
 		char key[64];
 		snprintf(key, sizeof(key), "unix[%llu]", (unsigned long long)o->external_unix[i]);

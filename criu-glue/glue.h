@@ -21,8 +21,13 @@ struct criu_glue_dump_opts {
 	const char *log_name;          /* e.g. "criu-dump.log" */
 	const uint64_t *external_unix; /* inodes of unix sockets whose peer stays outside */
 	size_t n_external_unix;
+	uint64_t external_net; /* inode of the tree's network namespace, kept outside; 0: none */
+	const char *external_net_key; /* its key, given again at restore (criu_glue_inherit) */
 	bool leave_running;
 	bool tcp_established;
+	/* No CRIU network lock: the caller keeps the namespace's traffic away
+	 * (its link down) or does not care (copies that resume closed). */
+	bool network_lock_skip;
 	int page_server_port; /* > 0: send the pages to this loopback port (pages.h) */
 };
 
@@ -61,6 +66,13 @@ int criu_glue_version(int *ret);
  * stats-dump file CRIU writes beside its log. */
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct criu_glue_error *err);
+
+/* Writes CRIU's description of this machine's CPU (cpuinfo.img) into dir. */
+int criu_glue_cpuinfo_dump(const char *dir, struct criu_glue_error *err);
+
+/* Checks that a program dumped on the machine whose cpuinfo.img is in dir
+ * can run here; err says why not. */
+int criu_glue_cpuinfo_check(const char *dir, struct criu_glue_error *err);
 
 /* Restores a tree whose root becomes a child of the caller; *ret_pid is the
  * root's PID. */

@@ -324,6 +324,7 @@ struct sink {
 	uint8_t *out;
 	size_t out_cap;
 	uint64_t written;
+	uint64_t *raw_progress; /* stats->raw_bytes, advanced as input is read */
 };
 
 static int sink_emit(struct sink *s, const void *buf, size_t len)
@@ -433,6 +434,8 @@ static int write_one_mem(struct sink *s, const struct mem_file *f, struct manife
 			size_t n = left < IO_CHUNK ? left : IO_CHUNK;
 			XXH3_128bits_update(h, p, n);
 			r = sink_compress(s, p, n, ZSTD_e_continue);
+			if (s->raw_progress)
+				__atomic_fetch_add(s->raw_progress, n, __ATOMIC_RELAXED);
 			p += n;
 			left -= n;
 		}
@@ -479,6 +482,10 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		return fail(err, r, "cannot list the image files in '%s': %s", dir, strerror(-r));
 
 	struct sink s = {.fd = fd, .out_cap = ZSTD_CStreamOutSize()};
+	if (stats) {
+		__atomic_store_n(&stats->raw_bytes, 0, __ATOMIC_RELAXED);
+		s.raw_progress = &stats->raw_bytes;
+	}
 	s.out = malloc(s.out_cap);
 	s.cctx = ZSTD_createCCtx();
 	s.hash = XXH3_createState();
@@ -510,7 +517,6 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	r = util_write_all(fd, header, sizeof(header));
 	if (r < 0)
 		goto out;
-	uint64_t start_offset = (uint64_t)lseek(fd, 0, SEEK_CUR) - HEADER_SIZE;
 
 	/* Disk and memory files, merged in name order. */
 	struct mem_file *sorted = NULL;
@@ -569,8 +575,8 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	if (r < 0)
 		goto out;
 	if (stats) {
-		stats->raw_bytes = raw;
-		stats->archive_bytes = (uint64_t)lseek(fd, 0, SEEK_CUR) - start_offset;
+		__atomic_store_n(&stats->raw_bytes, raw, __ATOMIC_RELAXED);
+		stats->archive_bytes = HEADER_SIZE + s.written + clen + sizeof(t);
 	}
 out:
 	for (size_t i = 0; i < n; i++)

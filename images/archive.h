@@ -48,14 +48,16 @@ int manifest_to_text(const struct manifest *m, char **ret, size_t *ret_len);
 int manifest_from_text(const char *text, size_t len, struct manifest **ret);
 
 struct image_write_stats {
-	uint64_t raw_bytes;     /* sum of the image files' sizes */
+	/* Sum of the image files' sizes; while image_archive_write() runs, the
+	 * bytes read so far (read it with __atomic_load_n from another thread). */
+	uint64_t raw_bytes;
 	uint64_t archive_bytes; /* size of the archive written */
 };
 
 /* Writes every regular file of dir (no sub-directories), the n_mem files held
  * in memory, and the manifest m into an archive on fd, an empty file at offset
- * 0. Adds the file list with sizes and checksums to m. level is a zstd level;
- * workers the number of zstd threads (0 = none). Does not fsync. */
+ * 0 or a pipe (written in one pass). Adds the file list with sizes and checksums to m. level is a
+ * zstd level; workers the number of zstd threads (0 = none). Does not fsync. */
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
                         struct manifest *m, int level, int workers, struct image_write_stats *stats,
                         struct image_error *err);

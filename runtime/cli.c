@@ -12,7 +12,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-int cli_request(const struct workload_paths *p, const char *request, int timeout_ms, char **reply)
+int cli_request_events(const struct workload_paths *p, const char *request, int timeout_ms,
+                       void (*on_event)(const char *line, void *ctx), void *ctx, char **reply)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(p->socket) >= sizeof(sa.sun_path))
@@ -23,9 +24,10 @@ int cli_request(const struct workload_paths *p, const char *request, int timeout
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return errno == ENOENT ? -ENOENT : -ECONNREFUSED;
-	char line[256];
-	int n = snprintf(line, sizeof(line), "%s\n", request);
-	if (util_write_all(fd, line, (size_t)n) < 0)
+	_cleanup_free_ char *line = NULL;
+	if (asprintf(&line, "%s\n", request) < 0)
+		return -ENOMEM;
+	if (util_write_all(fd, line, strlen(line)) < 0)
 		return -ECONNRESET;
 
 	size_t cap = 4096, len = 0;
@@ -33,6 +35,18 @@ int cli_request(const struct workload_paths *p, const char *request, int timeout
 	if (!buf)
 		return -ENOMEM;
 	for (;;) {
+		/* Hand over complete event lines; stop at the first other one. */
+		char *nl;
+		while ((nl = memchr(buf, '\n', len))) {
+			*nl = '\0';
+			if (!on_event || !strstr(buf, "\"event\":")) {
+				*reply = TAKE_PTR(buf);
+				return 0;
+			}
+			on_event(buf, ctx);
+			len -= (size_t)(nl + 1 - buf);
+			memmove(buf, nl + 1, len);
+		}
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 		int k = poll(&pfd, 1, timeout_ms);
 		if (k < 0 && errno == EINTR)
@@ -49,18 +63,14 @@ int cli_request(const struct workload_paths *p, const char *request, int timeout
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
-			break;
+			return -ECONNRESET; /* the supervisor went away mid-answer */
 		len += (size_t)r;
-		if (memchr(buf, '\n', len))
-			break;
 	}
-	buf[len] = '\0';
-	char *nl = strchr(buf, '\n');
-	if (!nl)
-		return -ECONNRESET; /* the supervisor went away mid-answer */
-	*nl = '\0';
-	*reply = TAKE_PTR(buf);
-	return 0;
+}
+
+int cli_request(const struct workload_paths *p, const char *request, int timeout_ms, char **reply)
+{
+	return cli_request_events(p, request, timeout_ms, NULL, NULL, reply);
 }
 
 static const char *find_key(const char *json, const char *key)
@@ -81,6 +91,12 @@ long long cli_json_int(const char *json, const char *key, long long def)
 {
 	const char *p = find_key(json, key);
 	return p && (*p == '-' || (*p >= '0' && *p <= '9')) ? strtoll(p, NULL, 10) : def;
+}
+
+double cli_json_double(const char *json, const char *key, double def)
+{
+	const char *p = find_key(json, key);
+	return p && (*p == '-' || (*p >= '0' && *p <= '9')) ? strtod(p, NULL) : def;
 }
 
 bool cli_json_str(const char *json, const char *key, char *buf, size_t len)

@@ -16,14 +16,22 @@ int cmd_images(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Sends one request line to the supervisor of p and reads its one-line JSON
  * reply into a heap string. -ENOENT/-ECONNREFUSED when none runs. */
 int cli_request(const struct workload_paths *p, const char *request, int timeout_ms, char **reply);
 
+/* The same, for requests that report as they go: every line with an "event"
+ * key before the reply goes to on_event. */
+int cli_request_events(const struct workload_paths *p, const char *request, int timeout_ms,
+                       void (*on_event)(const char *line, void *ctx), void *ctx, char **reply);
+
 /* Minimal reading of the supervisor's flat JSON replies. */
 bool cli_json_bool(const char *json, const char *key);
 long long cli_json_int(const char *json, const char *key, long long def);
+double cli_json_double(const char *json, const char *key, double def);
 /* Copies a string value (unescaped simply) into buf; false if absent. */
 bool cli_json_str(const char *json, const char *key, char *buf, size_t len);
 
@@ -36,6 +44,7 @@ int cli_workload(const char *state_dir_opt, const char *name, struct workload_pa
 /* cryo run's and cryo restore's options. */
 struct run_options {
 	struct supervisor_config cfg;
+	struct net_config net; /* cfg.net points here with --net */
 	const char *name;
 	const char *state_dir;
 	bool fresh;

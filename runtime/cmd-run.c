@@ -6,6 +6,7 @@
 #include "supervisor.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -22,6 +23,7 @@ static void usage(FILE *f)
 	    "usage: cryo run [--name NAME] [--state-dir DIR] [--restart on-failure|always|no]\n"
 	    "                [--max-restarts N] [--keep N] [--every DURATION] [--fresh]\n"
 	    "                [--zstd-level N] [--no-delta] [--dump-via memory|files] [--verbose]\n"
+	    "                [--net ADDR/PREFIX [--bridge BRIDGE] [--gateway ADDR]]\n"
 	    "                -- PROG [ARGS...]\n"
 	    "\n"
 	    "Runs PROG under a supervisor in its own PID namespace. PROG may call\n"
@@ -50,6 +52,13 @@ static void usage(FILE *f)
 	    "                       archives; memory: CRIU sends the pages to cryo's own page\n"
 	    "                       server, into memory readied before the freeze (no raw\n"
 	    "                       images on disk, but CRIU 4.2 adds ~200 ms to the freeze)\n"
+	    "  --net ADDR/PREFIX    run PROG in its own network namespace with this IPv4\n"
+	    "                       address on eth0, joined to the host by a veth pair; the\n"
+	    "                       address moves with PROG when it is restored or migrated\n"
+	    "  --bridge BRIDGE      attach the host end to this bridge (PROG is then on the\n"
+	    "                       bridge's segment); without it the address is routed\n"
+	    "                       through the host (proxy ARP, forwarding turned on)\n"
+	    "  --gateway ADDR       PROG's default route (bridge mode; routed mode uses the host)\n"
 	    "  --verbose            also report periodic checkpoints\n",
 	    f);
 }
@@ -122,7 +131,10 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 		OPT_HELP,
 		OPT_GENERATION,
 		OPT_DUMP_VIA,
-		OPT_NO_DELTA
+		OPT_NO_DELTA,
+		OPT_NET,
+		OPT_BRIDGE,
+		OPT_GATEWAY,
 	};
 	static const struct option run_opts[] = {
 	    {"name", required_argument, NULL, OPT_NAME},
@@ -135,6 +147,9 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	    {"zstd-level", required_argument, NULL, OPT_LEVEL},
 	    {"dump-via", required_argument, NULL, OPT_DUMP_VIA},
 	    {"no-delta", no_argument, NULL, OPT_NO_DELTA},
+	    {"net", required_argument, NULL, OPT_NET},
+	    {"bridge", required_argument, NULL, OPT_BRIDGE},
+	    {"gateway", required_argument, NULL, OPT_GATEWAY},
 	    {"verbose", no_argument, NULL, OPT_VERBOSE},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {"generation", required_argument, NULL, OPT_GENERATION},
@@ -225,6 +240,31 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			}
 			o->cfg.resume_generation = v;
 			break;
+		case OPT_NET:
+			if (net_parse_cidr(optarg, &o->net.addr, &o->net.prefix) < 0) {
+				log_error(
+				    "invalid --net '%s': give an IPv4 address and prefix, e.g. "
+				    "10.0.0.5/24",
+				    optarg);
+				return 2;
+			}
+			o->cfg.net = &o->net;
+			break;
+		case OPT_BRIDGE:
+			if (strlen(optarg) >= sizeof(o->net.bridge) || !optarg[0]) {
+				log_error("invalid --bridge '%s': an interface name has 1 to %zu "
+				          "characters",
+				          optarg, sizeof(o->net.bridge) - 1);
+				return 2;
+			}
+			strcpy(o->net.bridge, optarg);
+			break;
+		case OPT_GATEWAY:
+			if (inet_pton(AF_INET, optarg, &o->net.gateway) != 1) {
+				log_error("invalid --gateway '%s': give an IPv4 address", optarg);
+				return 2;
+			}
+			break;
 		case OPT_VERBOSE: log_verbose = true; break;
 		case OPT_HELP: o->help = true; return 0;
 		default:
@@ -236,6 +276,10 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				          argv[optind - 1], verb, verb);
 			return 2;
 		}
+	}
+	if (!o->cfg.net && (o->net.bridge[0] || o->net.gateway.s_addr)) {
+		log_error("--bridge and --gateway need --net ADDR/PREFIX");
+		return 2;
 	}
 	return 0;
 }

@@ -17,6 +17,8 @@ static const struct {
     {"inspect", cmd_inspect, "show what an image holds"},
     {"stop", cmd_stop, "stop a workload, optionally checkpointing it first"},
     {"restore", cmd_restore, "resume a workload from its images when no supervisor runs it"},
+    {"migrate", cmd_migrate, "move a running workload to another machine"},
+    {"serve", cmd_serve, "accept workloads migrated from other machines"},
 };
 
 static void usage(FILE *f)

@@ -3,6 +3,9 @@
 #include "delta.h"
 #include "glue.h"
 #include "pages.h"
+#include "channel.h"
+#include "migrate.h"
+#include "net.h"
 #include "log.h"
 #include "protocol.h"
 #include "store.h"
@@ -11,9 +14,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
 #include <limits.h>
 #include <linux/sched.h>
 #include <poll.h>
+#include <sched.h>
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,6 +74,7 @@ struct supervisor {
 	pid_t init_pid;
 	bool running;
 	bool stopping; /* we asked it to end: do not restore */
+	bool leave;    /* the program moved away: the supervisor ends */
 
 	/* Our ends of the program's stdio and control socket, and the inodes
 	 * of the program's ends, which its next image will refer to. */
@@ -90,7 +98,9 @@ struct supervisor {
 	struct last_checkpoint last;
 	bool have_last;
 	int criu_version;
-	const char *state; /* "running", "checkpointing", "restoring", "stopped", "failed" */
+	struct net_ns net;    /* with --net: the namespace the program lives in */
+	char last_error[600]; /* why the last restore failed */
+	const char *state;    /* "running", "checkpointing", "restoring", "stopped", "failed" */
 };
 
 const char *checkpoint_trigger_name(enum checkpoint_trigger t)
@@ -100,6 +110,7 @@ const char *checkpoint_trigger_name(enum checkpoint_trigger t)
 	case TRIGGER_COMMAND: return "command";
 	case TRIGGER_TIMER: return "timer";
 	case TRIGGER_STOP: return "stop";
+	case TRIGGER_MIGRATE: return "migrate";
 	}
 	return "unknown";
 }
@@ -178,7 +189,7 @@ static int make_channels(struct supervisor *s, struct program_ends *e)
 		close(in[1]);
 		return r;
 	}
-	if (pipe2(err, 0) < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) {
+	if (pipe2(err, 0) < 0 || net_socketpair(&s->net, sp) < 0) {
 		int r = -errno;
 		close(in[0]);
 		close(in[1]);
@@ -373,8 +384,10 @@ static int start_fresh(struct supervisor *s)
 		return r;
 	}
 	if (pid == 0) {
-		/* The namespace's init: stdio and the control socket in place,
-		 * nothing else open, default signals. */
+		/* The namespace's init: its network, stdio and the control socket
+		 * in place, nothing else open, default signals. */
+		if (s->net.fd >= 0 && setns(s->net.fd, CLONE_NEWNET) < 0)
+			_exit(127);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -446,6 +459,17 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 	manifest_addf(m, "ino.stdout", "%" PRIu64, s->ino_stdout);
 	manifest_addf(m, "ino.stderr", "%" PRIu64, s->ino_stderr);
 	manifest_addf(m, "ino.control", "%" PRIu64, s->ino_control);
+	if (s->net.fd >= 0) {
+		const struct net_config *nc = &s->net.cfg;
+		char cidr[64], gw[INET_ADDRSTRLEN] = "";
+		net_format_cidr(nc, cidr, sizeof(cidr));
+		manifest_add(m, "net.addr", cidr);
+		if (nc->gateway.s_addr != INADDR_ANY)
+			manifest_add(m, "net.gateway",
+			             inet_ntop(AF_INET, &nc->gateway, gw, sizeof(gw)));
+		if (nc->bridge[0])
+			manifest_add(m, "net.bridge", nc->bridge);
+	}
 }
 
 /* Incremental generations in a row before a full one: each restore rebuilds
@@ -506,8 +530,13 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	    .log_name = "criu-dump.log",
 	    .external_unix = &s->ino_control,
 	    .n_external_unix = 1,
+	    .external_net = s->net.fd >= 0 ? s->net.ino : 0,
+	    .external_net_key = NET_CRIU_KEY,
 	    .leave_running = true,
 	    .tcp_established = true,
+	    /* Its connections are restored closed after a crash: no need to
+	     * hold their traffic while the image is taken. */
+	    .network_lock_skip = s->net.fd >= 0,
 	    .page_server_port = pages ? criu_glue_pages_port(pages) : 0,
 	};
 	struct criu_glue_dump_stats st = {0};
@@ -689,7 +718,71 @@ static int make_restore_dir(struct supervisor *s, uint64_t gen, char *dir, size_
 	return 0;
 }
 
-static int restore_generation(struct supervisor *s, uint64_t gen)
+/* Restores the images in dir, whose stdio and control socket had the inodes
+ * ino (stdin, stdout, stderr, control). The program becomes our child. With
+ * tcp_established its connections come back open (a migration), else closed
+ * (after a crash, the peers have moved on). why gets CRIU's reason. */
+static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4],
+                       bool tcp_established, char *why, size_t why_len)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct program_ends e;
+	int r = make_channels(s, &e);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot create its pipes: %s", strerror(-r));
+		return r;
+	}
+	static const char *const kinds[4] = {"pipe", "pipe", "pipe", "socket"};
+	struct criu_glue_inherit inherit[5];
+	size_t n = 4;
+	for (int i = 0; i < 4; i++) {
+		inherit[i].fd = e.fds[i];
+		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
+		         ino[i]);
+	}
+	/* The network namespace: ours, given to CRIU without O_CLOEXEC. */
+	int netfd = -1;
+	if (s->net.fd >= 0) {
+		netfd = fcntl(s->net.fd, F_DUPFD, 3);
+		if (netfd < 0) {
+			program_ends_close(&e);
+			snprintf(why, why_len, "cannot pass the network namespace: %m");
+			return -errno;
+		}
+		inherit[n].fd = netfd;
+		snprintf(inherit[n].key, sizeof(inherit[n].key), "%s", NET_CRIU_KEY);
+		n++;
+	}
+	struct criu_glue_restore_opts o = {
+	    .images_dir = dir,
+	    .log_dir = cfg->paths.dir,
+	    .log_name = "criu-restore.log",
+	    .inherit = inherit,
+	    .n_inherit = n,
+	    .tcp_established = tcp_established,
+	    .tcp_close = !tcp_established,
+	};
+	struct criu_glue_error cerr = {{0}};
+	pid_t pid;
+	r = criu_glue_restore(&o, &pid, &cerr);
+	program_ends_close(&e);
+	if (netfd >= 0)
+		close(netfd);
+	if (r < 0) {
+		close_fd(&s->stdin_w);
+		close_fd(&s->stdout_r);
+		close_fd(&s->stderr_r);
+		close_fd(&s->control);
+		snprintf(why, why_len, "%s", cerr.msg);
+		return r;
+	}
+	s->init_pid = pid;
+	s->running = true;
+	watch_channels(s);
+	return 0;
+}
+
+static int restore_generation(struct supervisor *s, uint64_t gen, bool tcp_established)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	char dir[PATH_MAX];
@@ -710,39 +803,18 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 			          ierr.msg[0] ? ierr.msg : strerror(-r));
 		if (r == -EBADMSG)
 			image_store_set_aside(cfg->paths.dir, gen);
-		return r;
-	}
-	struct program_ends e;
-	r = make_channels(s, &e);
-	if (r < 0) {
-		manifest_free(m);
-		util_rm_rf(dir);
-		log_error("cannot restore '%s': cannot create its pipes: %s", cfg->name,
-		          strerror(-r));
+		snprintf(s->last_error, sizeof(s->last_error), "cannot read the image: %s",
+		         ierr.msg[0] ? ierr.msg : strerror(-r));
 		return r;
 	}
 	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
-	static const char *const kinds[4] = {"pipe", "pipe", "pipe", "socket"};
-	struct criu_glue_inherit inherit[4];
-	for (int i = 0; i < 4; i++) {
-		inherit[i].fd = e.fds[i];
-		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
-		         manifest_get_u64(m, keys[i], 0));
-	}
+	uint64_t ino[4];
+	for (int i = 0; i < 4; i++)
+		ino[i] = manifest_get_u64(m, keys[i], 0);
 	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
 	manifest_free(m);
-	struct criu_glue_restore_opts o = {
-	    .images_dir = dir,
-	    .log_dir = cfg->paths.dir,
-	    .log_name = "criu-restore.log",
-	    .inherit = inherit,
-	    .n_inherit = 4,
-	    .tcp_close = true,
-	};
-	struct criu_glue_error cerr = {{0}};
-	pid_t pid;
-	r = criu_glue_restore(&o, &pid, &cerr);
-	program_ends_close(&e);
+	char why[600];
+	r = restore_dir(s, dir, ino, tcp_established, why, sizeof(why));
 	if (r == 0 && cfg->incremental) {
 		/* The rebuilt memory images are the base of the next incremental
 		 * checkpoint (the program runs already). */
@@ -754,18 +826,11 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	}
 	util_rm_rf(dir);
 	if (r < 0) {
-		close_fd(&s->stdin_w);
-		close_fd(&s->stdout_r);
-		close_fd(&s->stderr_r);
-		close_fd(&s->control);
-		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name,
-		          cerr.msg);
+		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name, why);
+		snprintf(s->last_error, sizeof(s->last_error), "%s", why);
 		return r;
 	}
-	s->init_pid = pid;
-	s->running = true;
 	s->current_generation = gen;
-	watch_channels(s);
 	send_msg(s, CRYO_MSG_RESULT, 1, gen);
 	publish_pid(s);
 	set_state(s, "running");
@@ -774,7 +839,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 
 /* Restores the newest intact generation (or cfg->resume_generation), falling
  * back to older ones. Returns -ENOENT when there is none. */
-static int restore_newest(struct supervisor *s, uint64_t only)
+static int restore_newest(struct supervisor *s, uint64_t only, bool tcp_established)
 {
 	_cleanup_free_ uint64_t *gens = NULL;
 	size_t n;
@@ -791,7 +856,7 @@ static int restore_newest(struct supervisor *s, uint64_t only)
 			continue;
 		tried = true;
 		uint64_t t0 = util_now_ns();
-		if (restore_generation(s, gens[i]) == 0) {
+		if (restore_generation(s, gens[i], tcp_established) == 0) {
 			log_info("restored '%s' from generation %" PRIu64
 			         " in %.1f ms (program PID %d)",
 			         s->cfg->name, gens[i], (double)(util_now_ns() - t0) / 1e6,
@@ -931,6 +996,419 @@ static void request_stop(struct supervisor *s, int sig)
 		kill(s->init_pid, sig);
 }
 
+/* ---- migration -------------------------------------------------------------- */
+
+/* Connects to host:port within timeout_ms. */
+static int connect_to(const char *target, int timeout_ms, char *why, size_t len)
+{
+	char host[256];
+	const char *colon = strrchr(target, ':');
+	if (!colon || colon == target || !colon[1] || (size_t)(colon - target) >= sizeof(host)) {
+		snprintf(why, len, "'%s' is not HOST:PORT", target);
+		return -EINVAL;
+	}
+	memcpy(host, target, (size_t)(colon - target));
+	host[colon - target] = '\0';
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	int g = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (g != 0) {
+		snprintf(why, len, "cannot resolve '%s': %s", target, gai_strerror(g));
+		return -EHOSTUNREACH;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int r = fd < 0 ? -errno : 0;
+	if (r == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		r = -errno;
+		if (r == -EINPROGRESS) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			int err = 0;
+			socklen_t el = sizeof(err);
+			if (poll(&p, 1, timeout_ms) <= 0)
+				r = -ETIMEDOUT;
+			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err)
+				r = -(err ? err : errno);
+			else
+				r = 0;
+		}
+	}
+	freeaddrinfo(ai);
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		snprintf(why, len, "cannot connect to %s: %s (is cryo serve running there?)",
+		         target, strerror(-r));
+		return r;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+struct migration_out {
+	struct supervisor *s;
+	int client; /* the cryo migrate that asked, for progress lines */
+	uint64_t t0;
+	char phases[512];
+	size_t phases_len;
+	uint64_t phase_t0;
+};
+
+static void phase_done(struct migration_out *mo, const char *name)
+{
+	uint64_t now = util_now_ns();
+	int n = snprintf(mo->phases + mo->phases_len, sizeof(mo->phases) - mo->phases_len,
+	                 "%s\"%s\":%.1f", mo->phases_len ? "," : "", name,
+	                 (double)(now - mo->phase_t0) / 1e6);
+	if (n > 0 && (size_t)n < sizeof(mo->phases) - mo->phases_len)
+		mo->phases_len += (size_t)n;
+	reply_line(mo->client, "{\"event\":\"phase\",\"phase\":\"%s\",\"ms\":%.1f}", name,
+	           (double)(now - mo->phase_t0) / 1e6);
+	mo->phase_t0 = now;
+}
+
+static void report_progress(void *arg, uint64_t sent, uint64_t raw_done, uint64_t raw_total)
+{
+	struct migration_out *mo = arg;
+	reply_line(mo->client,
+	           "{\"event\":\"progress\",\"sent\":%" PRIu64 ",\"raw_done\":%" PRIu64
+	           ",\"raw_total\":%" PRIu64 ",\"ms\":%.1f}",
+	           sent, raw_done, raw_total, (double)(util_now_ns() - mo->phase_t0) / 1e6);
+}
+
+/* Where the dump goes: memory when it fits comfortably. */
+static int make_migrate_dir(struct supervisor *s, char *dir, size_t len)
+{
+	uint64_t expect = criu_glue_estimate_pages(s->init_pid);
+	struct statvfs shm;
+	if (expect < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
+	    expect + expect / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
+		snprintf(dir, len, "/dev/shm/cryo-migrate-%s-XXXXXX", s->cfg->name);
+		if (mkdtemp(dir))
+			return 0;
+	}
+	snprintf(dir, len, "%s/.migrate", s->cfg->paths.dir);
+	util_rm_rf(dir);
+	return mkdir(dir, 0700) < 0 ? -errno : 0;
+}
+
+/* The settings that travel with the workload. */
+static void add_settings(const struct supervisor_config *cfg, struct manifest *m)
+{
+	manifest_addf(m, "set.policy", "%d", (int)cfg->policy);
+	manifest_addf(m, "set.max_restarts", "%u", cfg->max_restarts);
+	manifest_addf(m, "set.keep", "%u", cfg->keep);
+	manifest_addf(m, "set.every_ns", "%" PRIu64, cfg->every_ns);
+	manifest_addf(m, "set.zstd_level", "%d", cfg->zstd_level);
+	manifest_addf(m, "set.incremental", "%d", cfg->incremental);
+}
+
+static int read_cpuinfo(char **ret, size_t *ret_len, char *why, size_t len)
+{
+	char dir[] = "/tmp/cryo-cpuinfo-XXXXXX";
+	if (!mkdtemp(dir)) {
+		snprintf(why, len, "cannot make a temporary directory: %m");
+		return -errno;
+	}
+	struct criu_glue_error err = {{0}};
+	int r = criu_glue_cpuinfo_dump(dir, &err);
+	if (r == 0) {
+		char path[64];
+		snprintf(path, sizeof(path), "%s/cpuinfo.img", dir);
+		r = util_read_file(path, ret, ret_len);
+		if (r < 0)
+			snprintf(err.msg, sizeof(err.msg), "cannot read '%s': %s", path,
+			         strerror(-r));
+	}
+	util_rm_rf(dir);
+	if (r < 0)
+		snprintf(why, len, "%s", err.msg);
+	return r;
+}
+
+/* Asks the target whether it can take the program. */
+static int offer(struct migration_out *mo, struct channel *c, char *why, size_t len)
+{
+	struct supervisor *s = mo->s;
+	struct manifest *m = manifest_new();
+	if (!m) {
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	struct criu_glue_dump_stats none = {0};
+	fill_manifest(s, m, 0, TRIGGER_MIGRATE, &none);
+	add_settings(s->cfg, m);
+	_cleanup_free_ char *text = NULL, *cpu = NULL;
+	size_t text_len, cpu_len;
+	int r = migrate_describe(s->init_pid, m, why, len);
+	if (r == 0)
+		r = manifest_to_text(m, &text, &text_len);
+	manifest_free(m);
+	if (r == 0)
+		r = read_cpuinfo(&cpu, &cpu_len, why, len);
+	if (r == 0)
+		r = channel_send(c, MSG_OFFER, text, text_len, why, len);
+	if (r == 0)
+		r = channel_send(c, MSG_CPUINFO, cpu, cpu_len, why, len);
+	if (r < 0)
+		return r;
+	uint8_t type;
+	const uint8_t *data;
+	size_t n;
+	r = channel_recv(c, &type, &data, &n, MIGRATE_ANSWER_MS, why, len);
+	if (r < 0)
+		return r;
+	if (type == MSG_REFUSE) {
+		snprintf(why, len, "the target refused: %.*s", (int)n, (const char *)data);
+		return -EPERM;
+	}
+	if (type != MSG_ACCEPT) {
+		snprintf(why, len, "the target answered the offer with message %u", type);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* After a failed migration: the program runs here again, from its dump. */
+static int resume_here(struct supervisor *s, const char *dir, char *why, size_t len)
+{
+	uint64_t ino[4] = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control};
+	char cause[600];
+	int r = restore_dir(s, dir, ino, true, cause, sizeof(cause));
+	if (r < 0) {
+		size_t used = strlen(why);
+		snprintf(why + used, len - used, "; resuming it here failed too: %s", cause);
+		return r;
+	}
+	if (s->net.fd >= 0)
+		net_set_up(&s->net, true, cause, sizeof(cause));
+	send_msg(s, CRYO_MSG_RESULT, 1, s->current_generation);
+	publish_pid(s);
+	set_state(s, "running");
+	return 0;
+}
+
+/* The generations left here would resume a second copy: they go. */
+static void forget_generations(struct supervisor *s)
+{
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	if (image_store_list(s->cfg->paths.dir, &gens, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX];
+		image_store_path(s->cfg->paths.dir, gens[i], path, sizeof(path));
+		unlink(path);
+	}
+	util_fsync_dir(s->cfg->paths.dir);
+}
+
+/* cryo migrate: moves the program to the cryo serve at target. On any
+ * failure before the target runs it, the program runs here again. */
+static void migrate_out(struct supervisor *s, int client, const char *target, const char *key_file)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct migration_out mo = {.s = s, .client = client, .t0 = util_now_ns()};
+	mo.phase_t0 = mo.t0;
+	char why[900] = "", dir[PATH_MAX] = "";
+	uint8_t key[CHANNEL_KEY_BYTES];
+	struct channel ch = {.fd = -1};
+	bool frozen = false;
+	uint64_t t_freeze = 0, frozen_ns = 0, sent = 0;
+	struct criu_glue_dump_stats st = {0};
+	int r;
+
+	if (!s->running) {
+		snprintf(why, sizeof(why), "the program is not running");
+		r = -ESRCH;
+		goto out;
+	}
+	r = channel_load_key(key_file, key, why, sizeof(why));
+	if (r < 0)
+		goto out;
+	int fd = connect_to(target, 5000, why, sizeof(why));
+	if (fd < 0) {
+		r = fd;
+		goto out;
+	}
+	r = channel_open(&ch, fd, key, true, 10000, why, sizeof(why));
+	sodium_memzero(key, sizeof(key));
+	if (r < 0)
+		goto out;
+	phase_done(&mo, "connect");
+	set_state(s, "migrating");
+	r = offer(&mo, &ch, why, sizeof(why));
+	if (r < 0)
+		goto out;
+	phase_done(&mo, "preflight");
+
+	/* Frozen from here: off the network, then dumped (and gone). */
+	r = make_migrate_dir(s, dir, sizeof(dir));
+	if (r < 0) {
+		snprintf(why, sizeof(why), "cannot make a directory for the dump: %s",
+		         strerror(-r));
+		dir[0] = '\0';
+		goto out;
+	}
+	if (s->net.fd >= 0) {
+		r = net_set_up(&s->net, false, why, sizeof(why));
+		if (r < 0)
+			goto out;
+	}
+	t_freeze = util_now_ns();
+	struct criu_glue_dump_opts o = {
+	    .pid = s->init_pid,
+	    .images_dir = dir,
+	    .log_dir = cfg->paths.dir,
+	    .log_name = "criu-dump.log",
+	    .external_unix = &s->ino_control,
+	    .n_external_unix = 1,
+	    .external_net = s->net.fd >= 0 ? s->net.ino : 0,
+	    .external_net_key = NET_CRIU_KEY,
+	    .leave_running = false,
+	    .tcp_established = true,
+	    .network_lock_skip = s->net.fd >= 0,
+	};
+	struct criu_glue_error cerr = {{0}};
+	r = criu_glue_dump(&o, &st, &cerr);
+	if (r < 0) {
+		/* CRIU let the program run on. */
+		snprintf(why, sizeof(why), "%s", cerr.msg);
+		if (s->net.fd >= 0)
+			net_set_up(&s->net, true, cerr.msg, sizeof(cerr.msg));
+		goto out;
+	}
+	frozen = true;
+	/* CRIU ended the tree; it was our child. */
+	while (waitpid(s->init_pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	s->running = false;
+	s->init_pid = 0;
+	drain_channels(s);
+	close_fd(&s->stdin_w);
+	close_fd(&s->stdout_r);
+	close_fd(&s->stderr_r);
+	close_fd(&s->control);
+	phase_done(&mo, "dump");
+
+	uint64_t gen;
+	if (image_store_next_generation(cfg->paths.dir, &gen) < 0 || gen <= s->last_attempted)
+		gen = s->last_attempted + 1;
+	struct manifest *m = manifest_new();
+	if (!m) {
+		r = -ENOMEM;
+		snprintf(why, sizeof(why), "out of memory");
+		goto out;
+	}
+	fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
+	add_settings(cfg, m);
+	struct migrate_progress progress = {report_progress, &mo};
+	r = migrate_send_image(&ch, dir, m, &progress, &sent, why, sizeof(why));
+	manifest_free(m);
+	if (r < 0)
+		goto out;
+	phase_done(&mo, "transfer");
+	uint8_t type;
+	const uint8_t *data;
+	size_t n;
+	r = channel_recv(&ch, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, why, sizeof(why));
+	if (r < 0)
+		goto out;
+	if (type != MSG_RUNNING) {
+		snprintf(why, sizeof(why), "%.*s", (int)n,
+		         type == MSG_FAILED ? (const char *)data : "the target answered oddly");
+		r = -EIO;
+		goto out;
+	}
+	frozen_ns = util_now_ns() - t_freeze;
+	/* From here the target's copy is the program. */
+	r = channel_send(&ch, MSG_DONE, NULL, 0, why, sizeof(why));
+	if (r < 0)
+		log_error("'%s' runs on %s, but telling it so failed (%s): it stops itself "
+		          "unless it heard; check there with cryo status",
+		          cfg->name, target, why);
+	phase_done(&mo, "restore");
+	r = 0;
+out:
+	if (r < 0 && frozen) {
+		frozen_ns = util_now_ns() - t_freeze;
+		if (resume_here(s, dir, why, sizeof(why)) == 0)
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			         "; '%s' runs here again after %.1f ms frozen", cfg->name,
+			         (double)frozen_ns / 1e6);
+		else
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			         " (its dump is kept in '%s')", dir);
+	} else if (r < 0) {
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), "; '%s' was not paused",
+		         cfg->name);
+	}
+	if (ch.buf)
+		channel_close(&ch);
+	if (ch.fd >= 0)
+		close(ch.fd);
+	if (dir[0] && (r == 0 || s->running))
+		util_rm_rf(dir);
+	char esc[2000];
+	if (r < 0) {
+		if (s->running)
+			set_state(s, "running");
+		log_error("migration of '%s' to %s failed: %s", cfg->name, target, why);
+		json_escape(why, esc, sizeof(esc));
+		reply_line(client, "{\"ok\":false,\"errno\":%d,\"error\":\"%s\"}", -r, esc);
+		return;
+	}
+	log_info("'%s' moved to %s (frozen %.1f ms, %" PRIu64 " bytes sent)", cfg->name, target,
+	         (double)frozen_ns / 1e6, sent);
+	forget_generations(s);
+	json_escape(target, esc, sizeof(esc));
+	reply_line(client,
+	           "{\"ok\":true,\"to\":\"%s\",\"frozen_ms\":%.1f,\"criu_frozen_ms\":%.1f,"
+	           "\"bytes\":%" PRIu64 ",\"total_ms\":%.1f,\"phases\":{%s}}",
+	           esc, (double)frozen_ns / 1e6, (double)st.frozen_us / 1e3, sent,
+	           (double)(util_now_ns() - mo.t0) / 1e6, mo.phases);
+	s->stopping = true;
+	s->leave = true;
+	set_state(s, "migrated");
+}
+
+/* A copy that arrived by migration: tells the source it runs and waits for
+ * its go-ahead before joining the network. */
+static int confirm_arrival(struct supervisor *s)
+{
+	struct channel *c = s->cfg->incoming;
+	char why[600];
+	int32_t pid = (int32_t)program_pid(s);
+	int r = channel_send(c, MSG_RUNNING, &pid, sizeof(pid), why, sizeof(why));
+	uint8_t type = 0;
+	const uint8_t *data;
+	size_t n;
+	if (r == 0)
+		r = channel_recv(c, &type, &data, &n, MIGRATE_DONE_MS, why, sizeof(why));
+	if (r == 0 && type != MSG_DONE) {
+		snprintf(why, sizeof(why), "unexpected message %u", type);
+		r = -EPROTO;
+	}
+	if (r < 0) {
+		char path[PATH_MAX], aside[PATH_MAX + 16];
+		image_store_path(s->cfg->paths.dir, s->current_generation, path, sizeof(path));
+		snprintf(aside, sizeof(aside), "%s.unconfirmed", path);
+		rename(path, aside);
+		log_error("'%s' was restored here, but the source did not confirm the migration "
+		          "(%s): this copy is stopped, and its image kept as '%s'",
+		          s->cfg->name, why, aside);
+		s->stopping = true;
+		kill(s->init_pid, SIGKILL);
+		return r;
+	}
+	if (s->net.fd >= 0) {
+		if (net_set_up(&s->net, true, why, sizeof(why)) < 0 ||
+		    net_announce(&s->net, why, sizeof(why)) < 0)
+			log_error("'%s' arrived, but its network: %s", s->cfg->name, why);
+	}
+	log_info("'%s' arrived by migration and runs (program PID %d)", s->cfg->name, pid);
+	return 0;
+}
+
 static void handle_command(struct supervisor *s)
 {
 	_cleanup_close_ int fd = accept4(s->commands_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -940,7 +1418,7 @@ static void handle_command(struct supervisor *s)
 	struct timeval tv = {.tv_sec = 2};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	char buf[128];
+	char buf[PATH_MAX + 512];
 	size_t len = 0;
 	while (len < sizeof(buf) - 1) {
 		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
@@ -982,6 +1460,17 @@ static void handle_command(struct supervisor *s)
 			          s->cfg->name, why);
 		}
 		reply_checkpoint(s, fd, g, why);
+	} else if (!strncmp(buf, "migrate\t", 8)) {
+		/* migrate TAB target TAB key-file */
+		char *target = buf + 8, *key = strchr(target, '\t');
+		if (!key) {
+			reply_line(fd,
+			           "{\"ok\":false,\"errno\":%d,\"error\":\"malformed request\"}",
+			           EPROTO);
+			return;
+		}
+		*key++ = '\0';
+		migrate_out(s, fd, target, key);
 	} else if (!strcmp(buf, "kill")) {
 		request_stop(s, SIGKILL);
 		reply_line(fd, "{\"ok\":true}");
@@ -1030,7 +1519,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	s->restarts_in_a_row++;
 	s->restarts_total++;
 	log_info("'%s' %s; restoring the newest checkpoint", cfg->name, how);
-	int r = restore_newest(s, 0);
+	int r = restore_newest(s, 0, false);
 	if (r == 0)
 		return 1;
 	if (r == -ENOENT) {
@@ -1071,6 +1560,32 @@ static int handle_signals(struct supervisor *s, int *status)
 	return 1;
 }
 
+/* The network of the generation a resume starts from, if it had one. */
+static bool image_net_config(struct supervisor *s, struct net_config *ret)
+{
+	uint64_t gen = s->cfg->resume_generation;
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	if (!gen && (image_store_list(s->cfg->paths.dir, &gens, &n) < 0 || n == 0))
+		return false;
+	if (!gen)
+		gen = gens[n - 1];
+	struct manifest *m = NULL;
+	struct image_error ierr = {{0}};
+	if (image_store_read_manifest(s->cfg->paths.dir, gen, &m, &ierr) < 0)
+		return false;
+	*ret = (struct net_config){0};
+	const char *addr = manifest_get(m, "net.addr"), *gw = manifest_get(m, "net.gateway"),
+	           *br = manifest_get(m, "net.bridge");
+	bool ok = addr && net_parse_cidr(addr, &ret->addr, &ret->prefix) == 0;
+	if (ok && gw)
+		inet_pton(AF_INET, gw, &ret->gateway);
+	if (ok && br)
+		snprintf(ret->bridge, sizeof(ret->bridge), "%s", br);
+	manifest_free(m);
+	return ok;
+}
+
 /* ---- the loop ----------------------------------------------------------------- */
 
 int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
@@ -1086,6 +1601,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	    .stdout_r = -1,
 	    .stderr_r = -1,
 	    .control = -1,
+	    .net = NET_NS_INIT,
 	    .state = "starting",
 	};
 	int status = 1, r;
@@ -1154,8 +1670,38 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		ep_add(&s, s.timerfd, EPOLLIN, EV_TIMER);
 	}
 
+	/* Resumed images bring their address unless --net says otherwise. */
+	struct net_config image_net;
+	const struct net_config *net = cfg->net;
+	if (!net && cfg->resume && image_net_config(&s, &image_net))
+		net = &image_net;
+	if (net) {
+		char why[400];
+		/* A migrated copy stays off the network until the source is gone. */
+		r = net_create(cfg->name, net, !cfg->incoming, &s.net, why, sizeof(why));
+		if (r < 0) {
+			log_error("cannot set up the network of '%s': %s", cfg->name, why);
+			if (cfg->incoming)
+				channel_send(cfg->incoming, MSG_FAILED, why, strlen(why), why,
+				             sizeof(why));
+			goto out;
+		}
+	}
 	if (cfg->resume) {
-		r = restore_newest(&s, cfg->resume_generation);
+		r = restore_newest(&s, cfg->resume_generation, cfg->incoming != NULL);
+		if (r < 0 && cfg->incoming) {
+			char msg[700];
+			int n = snprintf(msg, sizeof(msg), "cannot restore on the target: %s",
+			                 s.last_error[0] ? s.last_error : "no image");
+			channel_send(cfg->incoming, MSG_FAILED, msg, (size_t)n, msg, sizeof(msg));
+			goto out;
+		}
+		if (r == 0 && cfg->incoming && confirm_arrival(&s) < 0) {
+			waitpid(s.init_pid, NULL, 0);
+			s.running = false;
+			set_state(&s, "failed");
+			goto out;
+		}
 		if (r == -ENOENT && !cfg->resume_generation) {
 			log_error("'%s' has no images in '%s' to restore", cfg->name,
 			          cfg->paths.dir);
@@ -1225,6 +1771,10 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			case EV_COMMANDS: handle_command(&s); break;
 			}
 		}
+		if (s.leave) {
+			status = 0;
+			goto out;
+		}
 	}
 out:
 	if (s.running) {
@@ -1238,8 +1788,10 @@ out:
 		unlink(cfg->paths.socket);
 		close(s.commands_fd);
 	}
-	if (strcmp(s.state, "failed") != 0 && strcmp(s.state, "starting") != 0)
+	if (strcmp(s.state, "failed") != 0 && strcmp(s.state, "starting") != 0 &&
+	    strcmp(s.state, "migrated") != 0)
 		set_state(&s, "stopped");
+	net_destroy(&s.net);
 	page_index_free(s.index);
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);

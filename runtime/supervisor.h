@@ -3,9 +3,12 @@
  * intact checkpoint when it dies. */
 #pragma once
 
+#include "net.h"
 #include "workload.h"
 
 #include <stdbool.h>
+
+struct channel;
 #include <stdint.h>
 
 enum restart_policy {
@@ -19,6 +22,7 @@ enum checkpoint_trigger {
 	TRIGGER_COMMAND, /* cryo checkpoint NAME */
 	TRIGGER_TIMER,   /* cryo run --every */
 	TRIGGER_STOP,    /* cryo stop --checkpoint */
+	TRIGGER_MIGRATE, /* cryo migrate */
 };
 
 struct supervisor_config {
@@ -30,10 +34,14 @@ struct supervisor_config {
 	unsigned keep;     /* generations to keep, >= 1 */
 	uint64_t every_ns; /* periodic checkpoints; 0 = none */
 	int zstd_level;
-	bool incremental;           /* store memory images as deltas when it pays */
-	bool dump_via_memory;       /* pages through cryo's page server, not files */
-	bool resume;                /* start from the newest image instead of afresh */
-	uint64_t resume_generation; /* with resume: this one, 0 = newest intact */
+	bool incremental;             /* store memory images as deltas when it pays */
+	bool dump_via_memory;         /* pages through cryo's page server, not files */
+	bool resume;                  /* start from the newest image instead of afresh */
+	uint64_t resume_generation;   /* with resume: this one, 0 = newest intact */
+	const struct net_config *net; /* its own network namespace (--net), or NULL */
+	/* Set by cryo serve: the workload arrives by migration (see migrate.h);
+	 * the restored copy stays off the network until the source says DONE. */
+	struct channel *incoming;
 };
 
 /* Runs the workload until it ends for good. Returns the exit status for

@@ -1,0 +1,265 @@
+#include "channel.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAGIC        "CRYOMIG1"
+#define NONCE_BYTES  32
+#define ABYTES       crypto_secretstream_xchacha20poly1305_ABYTES
+#define HEADER_BYTES crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define HELLO_TEXT   "cryo migration v1"
+
+static int fail(char *why, size_t len, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *why, size_t len, int r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int channel_load_key(const char *path, uint8_t key[CHANNEL_KEY_BYTES], char *why, size_t len)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(why, len, -errno, "cannot read the key file '%s': %m", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return fail(why, len, -EINVAL, "the key file '%s' is not a regular file", path);
+	if (st.st_mode & 077)
+		return fail(why, len, -EPERM,
+		            "the key file '%s' is readable by others (run: chmod 600 '%s')", path,
+		            path);
+	if (st.st_size < CHANNEL_KEY_BYTES || st.st_size > 65536)
+		return fail(why, len, -EINVAL,
+		            "the key file '%s' must hold 32 to 65536 bytes (make one with: head -c "
+		            "32 /dev/urandom > '%s')",
+		            path, path);
+	if (sodium_init() < 0)
+		return fail(why, len, -EIO, "libsodium cannot start");
+	uint8_t *content = sodium_malloc((size_t)st.st_size);
+	if (!content)
+		return fail(why, len, -ENOMEM, "out of memory");
+	int r = util_read_exact(fd, content, (size_t)st.st_size);
+	if (r == 0)
+		crypto_generichash(key, CHANNEL_KEY_BYTES, content, (size_t)st.st_size,
+		                   (const uint8_t *)"cryo-key", 8);
+	sodium_free(content);
+	if (r < 0)
+		return fail(why, len, r, "cannot read the key file '%s': %s", path, strerror(-r));
+	return 0;
+}
+
+/* Waits until fd is ready for events; -ETIMEDOUT after timeout_ms. */
+static int wait_fd(int fd, short events, int timeout_ms)
+{
+	struct pollfd p = {.fd = fd, .events = events};
+	for (;;) {
+		int n = poll(&p, 1, timeout_ms);
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Reads exactly len bytes. -ECONNRESET when the peer closed first. */
+static int read_full(int fd, void *buf, size_t len, int timeout_ms)
+{
+	uint8_t *p = buf;
+	while (len) {
+		int r = wait_fd(fd, POLLIN, timeout_ms);
+		if (r < 0)
+			return r;
+		ssize_t n = recv(fd, p, len, 0);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				int r = wait_fd(fd, POLLOUT, 30000);
+				if (r < 0)
+					return r;
+				continue;
+			}
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* One direction's key: H(key, direction || client nonce || server nonce). */
+static void derive(uint8_t out[CHANNEL_KEY_BYTES], const uint8_t key[CHANNEL_KEY_BYTES],
+                   const char *dir, const uint8_t nc[NONCE_BYTES], const uint8_t ns[NONCE_BYTES])
+{
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, key, CHANNEL_KEY_BYTES, CHANNEL_KEY_BYTES);
+	crypto_generichash_update(&st, (const uint8_t *)dir, strlen(dir));
+	crypto_generichash_update(&st, nc, NONCE_BYTES);
+	crypto_generichash_update(&st, ns, NONCE_BYTES);
+	crypto_generichash_final(&st, out, CHANNEL_KEY_BYTES);
+}
+
+int channel_open(struct channel *c, int fd, const uint8_t key[CHANNEL_KEY_BYTES], bool client,
+                 int timeout_ms, char *why, size_t len)
+{
+	*c = (struct channel){.fd = fd};
+	if (sodium_init() < 0)
+		return fail(why, len, -EIO, "libsodium cannot start");
+	c->buf = malloc(1 + CHANNEL_MAX_MSG + ABYTES);
+	c->plain = malloc(1 + CHANNEL_MAX_MSG);
+	if (!c->buf || !c->plain)
+		return fail(why, len, -ENOMEM, "out of memory");
+
+	uint8_t mine[8 + NONCE_BYTES], theirs[8 + NONCE_BYTES];
+	memcpy(mine, MAGIC, 8);
+	randombytes_buf(mine + 8, NONCE_BYTES);
+	int r = write_full(fd, mine, sizeof(mine));
+	if (r == 0)
+		r = read_full(fd, theirs, sizeof(theirs), timeout_ms);
+	if (r < 0)
+		return fail(why, len, r, "the peer %s during the handshake",
+		            r == -ETIMEDOUT ? "did not answer" : "closed the connection");
+	if (memcmp(theirs, MAGIC, 8) != 0)
+		return fail(why, len, -EPROTO, "the peer does not speak cryo's migration protocol");
+	const uint8_t *nc = client ? mine + 8 : theirs + 8;
+	const uint8_t *ns = client ? theirs + 8 : mine + 8;
+	uint8_t ktx[CHANNEL_KEY_BYTES], krx[CHANNEL_KEY_BYTES];
+	derive(ktx, key, client ? "c2s" : "s2c", nc, ns);
+	derive(krx, key, client ? "s2c" : "c2s", nc, ns);
+
+	uint8_t hdr_out[HEADER_BYTES], hdr_in[HEADER_BYTES];
+	crypto_secretstream_xchacha20poly1305_init_push(&c->tx, hdr_out, ktx);
+	r = write_full(fd, hdr_out, sizeof(hdr_out));
+	if (r == 0)
+		r = read_full(fd, hdr_in, sizeof(hdr_in), timeout_ms);
+	if (r == 0 && crypto_secretstream_xchacha20poly1305_init_pull(&c->rx, hdr_in, krx) != 0)
+		r = -EPROTO;
+	sodium_memzero(ktx, sizeof(ktx));
+	sodium_memzero(krx, sizeof(krx));
+	if (r < 0)
+		return fail(why, len, r, "the handshake failed: %s", strerror(-r));
+
+	/* Each end proves its key by a message the other can open. */
+	r = channel_send(c, MSG_HELLO, HELLO_TEXT, strlen(HELLO_TEXT), why, len);
+	if (r < 0)
+		return r;
+	uint8_t type;
+	const uint8_t *data;
+	size_t n;
+	r = channel_recv(c, &type, &data, &n, timeout_ms, why, len);
+	if (r == -EBADMSG || (r == 0 && (type != MSG_HELLO || n != strlen(HELLO_TEXT) ||
+	                                 memcmp(data, HELLO_TEXT, n) != 0)))
+		return fail(why, len, -EACCES,
+		            "the peer does not hold the same key (compare the --key-file of "
+		            "both ends)");
+	if (r == -ECONNRESET)
+		return fail(why, len, -EACCES,
+		            "the peer closed the connection during the handshake: it does not "
+		            "hold the same key (compare the --key-file of both ends)");
+	return r;
+}
+
+void channel_close(struct channel *c)
+{
+	free(c->buf);
+	free(c->plain);
+	c->buf = c->plain = NULL;
+	sodium_memzero(&c->tx, sizeof(c->tx));
+	sodium_memzero(&c->rx, sizeof(c->rx));
+}
+
+int channel_send(struct channel *c, uint8_t type, const void *data, size_t len, char *why,
+                 size_t why_len)
+{
+	if (len > CHANNEL_MAX_MSG)
+		return fail(why, why_len, -EMSGSIZE, "message too long");
+	/* Plaintext: type byte and data; ciphertext: that plus the tag. */
+	uint8_t *plain = c->plain;
+	plain[0] = type;
+	if (len)
+		memcpy(plain + 1, data, len);
+	unsigned long long clen;
+	uint8_t hdr[4];
+	crypto_secretstream_xchacha20poly1305_push(&c->tx, c->buf, &clen, plain, 1 + len, NULL, 0,
+	                                           0);
+	uint32_t n = (uint32_t)clen;
+	hdr[0] = (uint8_t)n;
+	hdr[1] = (uint8_t)(n >> 8);
+	hdr[2] = (uint8_t)(n >> 16);
+	hdr[3] = (uint8_t)(n >> 24);
+	int r = write_full(c->fd, hdr, 4);
+	if (r == 0)
+		r = write_full(c->fd, c->buf, clen);
+	if (r < 0)
+		return fail(why, why_len, r, "the peer %s",
+		            r == -ECONNRESET ? "closed the connection" : strerror(-r));
+	c->bytes_sent += 4 + clen;
+	return 0;
+}
+
+int channel_recv(struct channel *c, uint8_t *type, const uint8_t **data, size_t *len,
+                 int timeout_ms, char *why, size_t why_len)
+{
+	uint8_t hdr[4];
+	int r = read_full(c->fd, hdr, 4, timeout_ms);
+	if (r < 0)
+		return fail(why, why_len, r, "the peer %s",
+		            r == -ETIMEDOUT    ? "did not answer in time"
+		            : r == -ECONNRESET ? "closed the connection"
+		                               : strerror(-r));
+	uint32_t n =
+	    hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+	if (n < 1 + ABYTES || n > 1 + CHANNEL_MAX_MSG + ABYTES)
+		return fail(why, why_len, -EBADMSG,
+		            "the stream is damaged or forged (a message of %u bytes)", n);
+	r = read_full(c->fd, c->buf, n, timeout_ms);
+	if (r < 0)
+		return fail(why, why_len, r, "the peer %s in the middle of a message",
+		            r == -ETIMEDOUT ? "stopped sending" : "closed the connection");
+	unsigned long long plen;
+	uint8_t tag;
+	if (crypto_secretstream_xchacha20poly1305_pull(&c->rx, c->plain, &plen, &tag, c->buf, n,
+	                                               NULL, 0) != 0)
+		return fail(why, why_len, -EBADMSG,
+		            "a message failed authentication: the stream was altered on the way, "
+		            "or the keys differ");
+	*type = c->plain[0];
+	*data = c->plain + 1;
+	*len = (size_t)plen - 1;
+	return 0;
+}

@@ -1,0 +1,158 @@
+/* cryo migrate NAME --to HOST:PORT --key-file FILE: move a running workload
+ * to the cryo serve on another machine. */
+#include "cli.h"
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: cryo migrate [--state-dir DIR] [--json] NAME --to HOST:PORT --key-file FILE\n"
+	      "\n"
+	      "Moves the running workload NAME to the machine where 'cryo serve' listens on\n"
+	      "HOST:PORT, with its memory, its address (cryo run --net) and its open TCP\n"
+	      "connections. Both ends must hold the same key file. The target first checks\n"
+	      "that it can take the program (CRIU, CPU, the same files, the address, disk\n"
+	      "room); only then is the program frozen, dumped and streamed, encrypted. If\n"
+	      "anything fails before the target runs it, it runs here again. On a terminal a\n"
+	      "progress bar shows the transfer; --json prints the phases and their durations.\n"
+	      "\n"
+	      "  --to HOST:PORT     where cryo serve listens\n"
+	      "  --key-file FILE    the shared key (at least 32 bytes, mode 600)\n",
+	      f);
+}
+
+struct migrate_opts {
+	const char *to;
+	const char *key_file;
+};
+
+static int on_option(int c, const char *arg, void *ctx)
+{
+	struct migrate_opts *o = ctx;
+	if (c == 'T')
+		o->to = arg;
+	else if (c == 'K')
+		o->key_file = arg;
+	return 0;
+}
+
+struct view {
+	bool tty;
+	bool json;
+	bool drawn;
+};
+
+static void on_event(const char *line, void *ctx)
+{
+	struct view *v = ctx;
+	if (v->json) {
+		printf("%s\n", line);
+		fflush(stdout);
+		return;
+	}
+	if (!v->tty)
+		return;
+	char phase[32];
+	if (cli_json_str(line, "phase", phase, sizeof(phase))) {
+		if (v->drawn)
+			fputc('\n', stderr);
+		v->drawn = false;
+		fprintf(stderr, "  %-10s %8.1f ms\n", phase, cli_json_double(line, "ms", 0));
+		return;
+	}
+	/* progress: bytes sent, rate, and the time left by the raw bytes read */
+	long long sent = cli_json_int(line, "sent", 0), done = cli_json_int(line, "raw_done", 0),
+	          total = cli_json_int(line, "raw_total", 1);
+	double ms = cli_json_double(line, "ms", 1);
+	if (total <= 0)
+		total = 1;
+	double frac = (double)done / (double)total;
+	if (frac > 1)
+		frac = 1;
+	int width = 30, fill = (int)(frac * width);
+	char bar[64], a[32];
+	for (int i = 0; i < width; i++)
+		bar[i] = i < fill ? '#' : '.';
+	bar[width] = '\0';
+	double rate = ms > 0 ? (double)sent / (ms / 1000) : 0;
+	double eta = frac > 0 ? ms / 1000 * (1 - frac) / frac : 0;
+	fprintf(stderr, "\r  transfer   [%s] %3.0f%% %s sent, %.1f MiB/s, ETA %.1f s", bar,
+	        frac * 100, util_format_bytes((uint64_t)sent, a, sizeof(a)), rate / 1048576, eta);
+	v->drawn = true;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+	static const struct option extra[] = {
+	    {"to", required_argument, NULL, 'T'},
+	    {"key-file", required_argument, NULL, 'K'},
+	    {0},
+	};
+	struct migrate_opts mo = {0};
+	struct cli_args a;
+	int c =
+	    cli_parse(argc, argv, "migrate", usage, extra, on_option, &mo, 1, 1,
+	              "one workload name: cryo migrate NAME --to HOST:PORT --key-file FILE", &a);
+	if (c)
+		return c < 0 ? 0 : c;
+	const char *name = argv[a.first];
+	if (!mo.to || !mo.key_file) {
+		log_error("cryo migrate needs --to HOST:PORT and --key-file FILE (see cryo migrate "
+		          "--help)");
+		return 2;
+	}
+	if (strchr(mo.to, '\t') || strchr(mo.to, '\n') || strchr(mo.key_file, '\t') ||
+	    strchr(mo.key_file, '\n')) {
+		log_error("--to and --key-file may not hold tabs or newlines");
+		return 2;
+	}
+	if (cli_require_root("migrate") < 0)
+		return 1;
+	/* The supervisor reads the key file: give it a path that does not
+	 * depend on our working directory. */
+	char key[PATH_MAX];
+	if (!realpath(mo.key_file, key)) {
+		log_error("cannot read the key file '%s': %m", mo.key_file);
+		return 1;
+	}
+	struct workload_paths p;
+	if (cli_workload(a.state_dir, name, &p) < 0)
+		return 1;
+	_cleanup_free_ char *request = NULL, *reply = NULL;
+	if (asprintf(&request, "migrate\t%s\t%s", mo.to, key) < 0)
+		return 1;
+	struct view v = {.tty = isatty(STDERR_FILENO), .json = a.json};
+	int r = cli_request_events(&p, request, 3600 * 1000, on_event, &v, &reply);
+	if (v.drawn)
+		fputc('\n', stderr);
+	if (r < 0) {
+		cli_report_unreachable(&p, name, r);
+		return 1;
+	}
+	if (a.json) {
+		printf("%s\n", reply);
+		return cli_json_bool(reply, "ok") ? 0 : 1;
+	}
+	if (!cli_json_bool(reply, "ok")) {
+		char why[2048] = "unknown error";
+		cli_json_str(reply, "error", why, sizeof(why));
+		log_error("cannot migrate '%s': %s", name, why);
+		return 1;
+	}
+	char size[32];
+	printf("'%s' moved to %s: frozen %.1f ms, %s sent; it runs there now (cryo status %s on "
+	       "that machine)\n",
+	       name, mo.to, cli_json_double(reply, "frozen_ms", 0),
+	       util_format_bytes((uint64_t)cli_json_int(reply, "bytes", 0), size, sizeof(size)),
+	       name);
+	return 0;
+}

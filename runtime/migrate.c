@@ -1,0 +1,413 @@
+#include "migrate.h"
+#include "cleanup.h"
+#include "glue.h"
+#include "net.h"
+#include "pages.h"
+#include "store.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static int fail(char *why, size_t len, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *why, size_t len, int r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* ---- the offer ---------------------------------------------------------------- */
+
+struct strset {
+	char **v;
+	size_t n;
+};
+
+static bool strset_add(struct strset *s, const char *str)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (!strcmp(s->v[i], str))
+			return false;
+	char **v = realloc(s->v, (s->n + 1) * sizeof(*v));
+	if (!v)
+		return false;
+	s->v = v;
+	s->v[s->n] = strdup(str);
+	return s->v[s->n] ? (s->n++, true) : false;
+}
+
+static void strset_free(struct strset *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+}
+
+/* The PIDs of the tree under root, root first. */
+static int collect_tree(pid_t root, pid_t **ret, size_t *ret_n)
+{
+	pid_t *v = malloc(sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	size_t n = 1;
+	v[0] = root;
+	for (size_t i = 0; i < n && n < 4096; i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/task", v[i]);
+		_cleanup_closedir_ DIR *d = opendir(path);
+		struct dirent *de;
+		while (d && (de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			char cpath[128];
+			snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", v[i],
+			         de->d_name);
+			_cleanup_free_ char *buf = NULL;
+			size_t len;
+			if (util_read_file(cpath, &buf, &len) < 0)
+				continue;
+			for (char *p = buf, *end; *p; p = end) {
+				long c = strtol(p, &end, 10);
+				if (end == p)
+					break;
+				pid_t *nv = realloc(v, (n + 1) * sizeof(*nv));
+				if (!nv) {
+					free(v);
+					return -ENOMEM;
+				}
+				v = nv;
+				v[n++] = (pid_t)c;
+			}
+		}
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+/* The files a restore will open by path: everything mapped from a file. */
+static void collect_mapped(pid_t pid, struct strset *files)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	char line[PATH_MAX + 128];
+	while (f && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		char *p = strchr(line, '/');
+		unsigned long long ino = 0;
+		if (!p || sscanf(line, "%*s %*s %*s %*s %llu", &ino) != 1 || !ino)
+			continue;
+		size_t l = strlen(p);
+		if (l > 10 && !strcmp(p + l - 10, " (deleted)"))
+			continue;
+		if (!strncmp(p, "/dev/", 5) || !strncmp(p, "/memfd:", 7) || !strncmp(p, "/SYSV", 5))
+			continue;
+		strset_add(files, p);
+	}
+}
+
+static int hash_file(const char *path, uint64_t *size, char hex[33])
+{
+	void *data;
+	size_t len;
+	int r = util_map_file(AT_FDCWD, path, &data, &len);
+	if (r < 0)
+		return r;
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+	if (data)
+		munmap(data, len);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", c.digest[i]);
+	*size = len;
+	return 0;
+}
+
+int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n;
+	int r = collect_tree(root, &pids, &n);
+	if (r < 0)
+		return fail(why, len, r, "cannot list the program's processes: %s", strerror(-r));
+	struct strset files = {0};
+	for (size_t i = 0; i < n; i++)
+		collect_mapped(pids[i], &files);
+	for (size_t i = 0; i < files.n && r == 0; i++) {
+		uint64_t size;
+		char hex[33];
+		if (hash_file(files.v[i], &size, hex) < 0)
+			continue; /* replaced since: CRIU will say so */
+		r = manifest_addf(offer, "mapped", "%s %" PRIu64 " %s", hex, size, files.v[i]);
+	}
+	strset_free(&files);
+	if (r == 0)
+		r = manifest_addf(offer, "raw_estimate", "%" PRIu64,
+		                  criu_glue_estimate_pages(root));
+	return r < 0 ? fail(why, len, r, "out of memory") : 0;
+}
+
+/* ---- pre-flight ----------------------------------------------------------------- */
+
+static int check_files(const struct manifest *offer, char *why, size_t len)
+{
+	for (size_t i = 0; i < offer->n_entries; i++) {
+		if (strcmp(offer->keys[i], "mapped") != 0)
+			continue;
+		char hex[33];
+		uint64_t size;
+		int off = 0;
+		if (sscanf(offer->values[i], "%32s %" SCNu64 " %n", hex, &size, &off) != 2 || !off)
+			return fail(why, len, -EPROTO, "the offer lists a file oddly: '%s'",
+			            offer->values[i]);
+		const char *path = offer->values[i] + off;
+		uint64_t here_size;
+		char here[33];
+		int r = hash_file(path, &here_size, here);
+		if (r < 0)
+			return fail(why, len, -ENOENT, "'%s', which the program maps, is %s here",
+			            path, r == -ENOENT ? "missing" : "unreadable");
+		if (here_size != size || strcmp(here, hex) != 0)
+			return fail(why, len, -ESTALE,
+			            "'%s' differs here from the source's copy (%" PRIu64
+			            " bytes here, %" PRIu64
+			            " there): install the same version on both machines",
+			            path, here_size, size);
+	}
+	return 0;
+}
+
+static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, char *why, size_t len)
+{
+	char dir[] = "/tmp/cryo-cpuinfo-XXXXXX";
+	if (!mkdtemp(dir))
+		return fail(why, len, -errno, "cannot make a temporary directory: %m");
+	char path[64];
+	snprintf(path, sizeof(path), "%s/cpuinfo.img", dir);
+	int r = util_write_file_atomic(path, cpuinfo, cpuinfo_len);
+	struct criu_glue_error err = {{0}};
+	if (r == 0)
+		r = criu_glue_cpuinfo_check(dir, &err);
+	else
+		snprintf(err.msg, sizeof(err.msg), "cannot write '%s': %s", path, strerror(-r));
+	util_rm_rf(dir);
+	return r < 0 ? fail(why, len, r, "%s", err.msg) : 0;
+}
+
+int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
+                  const char *state_dir, const char *bridge, char *why, size_t len)
+{
+	int version = 0;
+	if (criu_glue_version(&version) < 0 || version < CRIU_GLUE_MIN_VERSION)
+		return fail(why, len, -ENOENT,
+		            "CRIU 4.2 or newer is not installed on the target (run scripts/setup "
+		            "there)");
+	int r = check_cpu(cpuinfo, cpuinfo_len, why, len);
+	if (r < 0)
+		return r;
+	r = check_files(offer, why, len);
+	if (r < 0)
+		return r;
+	const char *cwd = manifest_get(offer, "cwd");
+	struct stat st;
+	if (cwd && cwd[0] && (stat(cwd, &st) < 0 || !S_ISDIR(st.st_mode)))
+		return fail(why, len, -ENOENT,
+		            "the program's working directory '%s' does not exist here", cwd);
+	const char *addr = manifest_get(offer, "net.addr");
+	if (addr) {
+		struct in_addr a;
+		unsigned prefix;
+		if (net_parse_cidr(addr, &a, &prefix) < 0)
+			return fail(why, len, -EPROTO, "the offer's address '%s' is invalid", addr);
+		if (net_address_in_use(a))
+			return fail(why, len, -EADDRINUSE,
+			            "address %s is already assigned to an interface here", addr);
+		const char *br = bridge ? bridge : manifest_get(offer, "net.bridge");
+		if (br && br[0] && !net_bridge_exists(br))
+			return fail(why, len, -ENODEV,
+			            "there is no bridge '%s' here (create it, or start cryo serve "
+			            "with --bridge)",
+			            br);
+	}
+	uint64_t need = manifest_get_u64(offer, "raw_estimate", 0);
+	struct statvfs sv;
+	if (statvfs(state_dir, &sv) == 0) {
+		uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
+		if (have < need) {
+			char a[32], b[32];
+			return fail(why, len, -ENOSPC,
+			            "not enough room in '%s' here: the image needs up to %s (the "
+			            "program's memory, uncompressed), %s are free",
+			            state_dir, util_format_bytes(need, a, sizeof(a)),
+			            util_format_bytes(have, b, sizeof(b)));
+		}
+	}
+	return 0;
+}
+
+/* ---- the image -------------------------------------------------------------- */
+
+struct writer {
+	int fd;
+	const char *dir;
+	struct manifest *m;
+	struct image_write_stats stats;
+	struct image_error err;
+	int r;
+};
+
+static void *write_archive(void *arg)
+{
+	struct writer *w = arg;
+	/* Level 1 on two threads: the program is frozen while this runs. */
+	w->r = image_archive_write(w->fd, w->dir, NULL, 0, w->m, 1, 2, &w->stats, &w->err);
+	close(w->fd);
+	return NULL;
+}
+
+static uint64_t dir_bytes(const char *dir)
+{
+	uint64_t total = 0;
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+	struct stat st;
+	while (d && (de = readdir(d)))
+		if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+			total += (uint64_t)st.st_size;
+	return total;
+}
+
+int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
+                       const struct migrate_progress *progress, uint64_t *sent, char *why,
+                       size_t len)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return fail(why, len, -errno, "cannot make a pipe: %m");
+	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+	struct writer w = {.fd = p[1], .dir = dir, .m = m};
+	pthread_t t;
+	if (pthread_create(&t, NULL, write_archive, &w) != 0) {
+		close(p[0]);
+		close(p[1]);
+		return fail(why, len, -EAGAIN, "cannot start the compressor");
+	}
+	uint64_t raw_total = dir_bytes(dir), total = 0, last = 0;
+	const size_t cap = CHANNEL_MAX_MSG;
+	uint8_t *buf = malloc(cap);
+	int r = buf ? 0 : fail(why, len, -ENOMEM, "out of memory");
+	while (r == 0) {
+		/* Gather up to a whole message before sending it. */
+		size_t got = 0;
+		ssize_t n = 1;
+		while (got < cap && (n = read(p[0], buf + got, cap - got)) != 0) {
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				r = fail(why, len, -errno,
+				         "cannot read the compressor's output: %m");
+				break;
+			}
+			got += (size_t)n;
+		}
+		if (r == 0 && got)
+			r = channel_send(c, MSG_DATA, buf, got, why, len);
+		total += got;
+		if (progress && progress->fn && (total - last >= (8u << 20) || n == 0)) {
+			last = total;
+			progress->fn(progress->arg, total,
+			             __atomic_load_n(&w.stats.raw_bytes, __ATOMIC_RELAXED),
+			             raw_total);
+		}
+		if (n == 0)
+			break;
+	}
+	free(buf);
+	/* A send that failed leaves the writer blocked: unblock it. */
+	close(p[0]);
+	pthread_join(t, NULL);
+	if (r < 0)
+		return r;
+	if (w.r < 0)
+		return fail(why, len, w.r, "cannot archive the image: %s",
+		            w.err.msg[0] ? w.err.msg : strerror(-w.r));
+	uint64_t le = htole64(total);
+	r = channel_send(c, MSG_END, &le, sizeof(le), why, len);
+	if (r == 0 && sent)
+		*sent = total;
+	return r;
+}
+
+int migrate_receive_image(struct channel *c, const char *store_dir, uint64_t gen,
+                          uint64_t *received, char *why, size_t len)
+{
+	char final[PATH_MAX], tmp[PATH_MAX + 32];
+	image_store_path(store_dir, gen, final, sizeof(final));
+	snprintf(tmp, sizeof(tmp), "%s/.gen-%" PRIu64 ".incoming", store_dir, gen);
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fail(why, len, -errno, "cannot create '%s' on the target: %m", tmp);
+	uint64_t total = 0;
+	int r;
+	for (;;) {
+		uint8_t type;
+		const uint8_t *data;
+		size_t n;
+		r = channel_recv(c, &type, &data, &n, MIGRATE_ANSWER_MS, why, len);
+		if (r < 0)
+			break;
+		if (type == MSG_DATA) {
+			r = util_write_all(fd, data, n);
+			if (r < 0) {
+				fail(why, len, r, "cannot write the image on the target: %s%s",
+				     strerror(-r),
+				     r == -ENOSPC ? " (the target's disk is full)" : "");
+				break;
+			}
+			total += n;
+			continue;
+		}
+		uint64_t le;
+		if (type != MSG_END || n != sizeof(le)) {
+			r = fail(why, len, -EPROTO, "unexpected message %u in the image stream",
+			         type);
+			break;
+		}
+		memcpy(&le, data, sizeof(le));
+		if (le64toh(le) != total) {
+			r = fail(why, len, -EBADMSG,
+			         "the image is truncated (%" PRIu64 " of %" PRIu64 " bytes)", total,
+			         le64toh(le));
+			break;
+		}
+		if (fsync(fd) < 0 || rename(tmp, final) < 0) {
+			r = fail(why, len, -errno, "cannot store the image on the target: %m");
+			break;
+		}
+		util_fsync_dir(store_dir);
+		*received = total;
+		return 0;
+	}
+	unlink(tmp);
+	return r;
+}

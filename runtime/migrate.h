@@ -1,0 +1,57 @@
+/* Migration's parts that do not belong to a running supervisor: what the
+ * source offers, the target's pre-flight checks, and moving the image archive
+ * over a channel. The exchange, in order:
+ *
+ *   source                                target (cryo serve)
+ *   HELLO, OFFER, CPUINFO         ->
+ *                                 <-      ACCEPT | REFUSE reason
+ *   (link down, dump: frozen from here)
+ *   DATA..., END size             ->      stored durably as a generation
+ *                                 <-      RUNNING pid | FAILED reason
+ *   DONE                          ->      (link up, gratuitous ARP)
+ *
+ * Until the source has RUNNING it can resume its own copy from the dump; the
+ * target's copy stays off the network until DONE, and is stopped if DONE
+ * does not come. Functions return 0 or a negative errno, with a reason in
+ * why. */
+#pragma once
+
+#include "archive.h"
+#include "channel.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* How long the source waits for the target's answers. */
+#define MIGRATE_ANSWER_MS 30000
+/* How long a restored copy waits for the source's DONE. */
+#define MIGRATE_DONE_MS 30000
+
+/* Adds what the target must check to offer: every file mapped by the tree of
+ * root (path, size, XXH3-128) and the expected size of its memory. */
+int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len);
+
+/* The target's checks of an offer, short of the workload's name (the caller
+ * holds its lock): CRIU, the CPU, the files, the working directory, the
+ * address, the bridge and the room in state_dir. bridge overrides the
+ * source's choice when not NULL. */
+int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
+                  const char *state_dir, const char *bridge, char *why, size_t len);
+
+struct migrate_progress {
+	void (*fn)(void *arg, uint64_t sent, uint64_t raw_done, uint64_t raw_total);
+	void *arg;
+};
+
+/* Sends the image files of dir and manifest m as an archive (compressed on
+ * two threads while it goes), then END. *sent gets the archive's size. */
+int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
+                       const struct migrate_progress *progress, uint64_t *sent, char *why,
+                       size_t len);
+
+/* Receives an archive and commits it as generation gen of store_dir, durably.
+ * A damaged, forged or truncated stream leaves nothing behind. */
+int migrate_receive_image(struct channel *c, const char *store_dir, uint64_t gen,
+                          uint64_t *received, char *why, size_t len);

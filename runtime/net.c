@@ -1,0 +1,437 @@
+#include "net.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/link/veth.h>
+#include <netlink/route/route.h>
+#include <netlink/route/nexthop.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* Routed mode: the workload's default gateway, answered by the host end
+ * through proxy ARP (the address is never assigned anywhere). */
+#define ROUTED_GATEWAY "169.254.1.1"
+
+int net_parse_cidr(const char *s, struct in_addr *addr, unsigned *prefix)
+{
+	char buf[64];
+	if (strlen(s) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, s);
+	char *slash = strchr(buf, '/');
+	unsigned p = 32;
+	if (slash) {
+		*slash = '\0';
+		char *end;
+		unsigned long v = strtoul(slash + 1, &end, 10);
+		if (!slash[1] || *end || v < 1 || v > 32)
+			return -EINVAL;
+		p = (unsigned)v;
+	}
+	if (inet_pton(AF_INET, buf, addr) != 1)
+		return -EINVAL;
+	*prefix = p;
+	return 0;
+}
+
+void net_format_cidr(const struct net_config *c, char *buf, size_t len)
+{
+	char a[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, &c->addr, a, sizeof(a));
+	snprintf(buf, len, "%s/%u", a, c->prefix);
+}
+
+static void nl_sock_freep(struct nl_sock **s)
+{
+	if (*s)
+		nl_socket_free(*s);
+}
+#define _cleanup_nl_sock_ __attribute__((cleanup(nl_sock_freep)))
+
+static struct nl_sock *route_socket(void)
+{
+	struct nl_sock *sk = nl_socket_alloc();
+	if (sk && nl_connect(sk, NETLINK_ROUTE) < 0) {
+		nl_socket_free(sk);
+		sk = NULL;
+	}
+	return sk;
+}
+
+static int fail(char *why, size_t len, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *why, size_t len, int r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* Runs fn inside namespace fd and comes back. */
+static int in_netns(int fd, int (*fn)(void *), void *arg)
+{
+	_cleanup_close_ int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0)
+		return -errno;
+	if (setns(fd, CLONE_NEWNET) < 0)
+		return -errno;
+	int r = fn(arg);
+	if (setns(self, CLONE_NEWNET) < 0)
+		abort(); /* a supervisor stuck in the wrong namespace must not go on */
+	return r;
+}
+
+static int link_set_up(struct nl_sock *sk, const char *name, bool up)
+{
+	struct rtnl_link *link = NULL, *chg = NULL;
+	int r = rtnl_link_get_kernel(sk, 0, name, &link);
+	if (r < 0)
+		return -ENODEV;
+	chg = rtnl_link_alloc();
+	if (!chg) {
+		rtnl_link_put(link);
+		return -ENOMEM;
+	}
+	if (up)
+		rtnl_link_set_flags(chg, IFF_UP);
+	else
+		rtnl_link_unset_flags(chg, IFF_UP);
+	r = rtnl_link_change(sk, link, chg, 0);
+	rtnl_link_put(chg);
+	rtnl_link_put(link);
+	return r < 0 ? -EIO : 0;
+}
+
+static int link_index(struct nl_sock *sk, const char *name, bool *is_bridge)
+{
+	struct rtnl_link *link = NULL;
+	if (rtnl_link_get_kernel(sk, 0, name, &link) < 0)
+		return -ENODEV;
+	int idx = rtnl_link_get_ifindex(link);
+	if (is_bridge) {
+		const char *type = rtnl_link_get_type(link);
+		*is_bridge = type && !strcmp(type, "bridge");
+	}
+	rtnl_link_put(link);
+	return idx;
+}
+
+static int add_route(struct nl_sock *sk, const char *dst, int ifindex, struct in_addr gw,
+                     bool onlink)
+{
+	struct nl_addr *d = NULL, *g = NULL;
+	struct rtnl_route *rt = rtnl_route_alloc();
+	struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
+	int r = -ENOMEM;
+	if (!rt || !nh || nl_addr_parse(dst, AF_INET, &d) < 0)
+		goto out;
+	rtnl_route_set_family(rt, AF_INET);
+	rtnl_route_set_dst(rt, d);
+	rtnl_route_nh_set_ifindex(nh, ifindex);
+	if (gw.s_addr != INADDR_ANY) {
+		g = nl_addr_build(AF_INET, &gw, 4);
+		if (!g)
+			goto out;
+		rtnl_route_nh_set_gateway(nh, g);
+	} else {
+		rtnl_route_set_scope(rt, RT_SCOPE_LINK);
+	}
+	if (onlink)
+		rtnl_route_nh_set_flags(nh, RTNH_F_ONLINK);
+	rtnl_route_add_nexthop(rt, nh);
+	nh = NULL; /* the route owns it now */
+	r = rtnl_route_add(sk, rt, NLM_F_CREATE | NLM_F_REPLACE) < 0 ? -EIO : 0;
+out:
+	if (nh)
+		rtnl_route_nh_free(nh);
+	if (rt)
+		rtnl_route_put(rt);
+	nl_addr_put(d);
+	nl_addr_put(g);
+	return r;
+}
+
+struct inside {
+	const struct net_ns *n;
+	char *why;
+	size_t why_len;
+};
+
+/* Inside the namespace: lo and eth0 up, the address, the default route. */
+static int setup_inside(void *arg)
+{
+	struct inside *in = arg;
+	const struct net_config *c = &in->n->cfg;
+	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
+	if (!sk)
+		return fail(in->why, in->why_len, -ENOMEM, "cannot open a netlink socket");
+	if (link_set_up(sk, "lo", true) < 0 || link_set_up(sk, "eth0", true) < 0)
+		return fail(in->why, in->why_len, -EIO,
+		            "cannot bring up the workload's interfaces");
+	int idx = link_index(sk, "eth0", NULL);
+	if (idx < 0)
+		return fail(in->why, in->why_len, idx, "the workload's eth0 is missing");
+	struct rtnl_addr *a = rtnl_addr_alloc();
+	struct nl_addr *local = nl_addr_build(AF_INET, &c->addr, 4);
+	int r = -ENOMEM;
+	if (a && local) {
+		nl_addr_set_prefixlen(local, (int)c->prefix);
+		rtnl_addr_set_ifindex(a, idx);
+		rtnl_addr_set_local(a, local);
+		r = rtnl_addr_add(sk, a, 0) < 0 ? -EIO : 0;
+	}
+	nl_addr_put(local);
+	if (a)
+		rtnl_addr_put(a);
+	if (r < 0)
+		return fail(in->why, in->why_len, r, "cannot assign the workload's address");
+	struct in_addr gw = c->gateway;
+	bool onlink = false;
+	if (!c->bridge[0] && gw.s_addr == INADDR_ANY) {
+		inet_pton(AF_INET, ROUTED_GATEWAY, &gw);
+		onlink = true;
+	}
+	if (gw.s_addr != INADDR_ANY && add_route(sk, "0.0.0.0/0", idx, gw, onlink) < 0)
+		return fail(in->why, in->why_len, -EIO,
+		            "cannot add the workload's default route (is the gateway inside "
+		            "its subnet?)");
+	return 0;
+}
+
+static int write_sysctl(const char *path, const char *value)
+{
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return util_write_all(fd, value, strlen(value));
+}
+
+int net_create(const char *name, const struct net_config *c, bool up, struct net_ns *ret, char *why,
+               size_t why_len)
+{
+	struct net_ns n = {.fd = -1, .cfg = *c};
+	uint64_t h = XXH3_64bits(name, strlen(name));
+	snprintf(n.host_if, sizeof(n.host_if), "cryo-%08x", (unsigned)(h >> 32));
+	/* Locally administered, from the name and address: the same on every
+	 * host, so a moved workload keeps its MAC as well as its address. */
+	uint64_t mh = XXH3_64bits_withSeed(&c->addr, sizeof(c->addr), h);
+	n.mac[0] = 0x02;
+	memcpy(n.mac + 1, &mh, 5);
+
+	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
+	if (!sk)
+		return fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
+	int br = -1;
+	if (c->bridge[0]) {
+		bool is_bridge = false;
+		br = link_index(sk, c->bridge, &is_bridge);
+		if (br < 0 || !is_bridge)
+			return fail(why, why_len, -ENODEV,
+			            "there is no bridge '%s' here (create it, or leave out "
+			            "--bridge for a routed address)",
+			            c->bridge);
+	}
+	if (link_index(sk, n.host_if, NULL) >= 0)
+		return fail(why, why_len, -EEXIST,
+		            "interface '%s' exists already: another workload named '%s' has a "
+		            "network here",
+		            n.host_if, name);
+
+	/* The namespace: made by unsharing, kept by its fd. */
+	_cleanup_close_ int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0 || unshare(CLONE_NEWNET) < 0)
+		return fail(why, why_len, -errno, "cannot create a network namespace: %m");
+	n.fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	int saved = errno;
+	if (setns(self, CLONE_NEWNET) < 0)
+		abort();
+	if (n.fd < 0)
+		return fail(why, why_len, -saved, "cannot open the new network namespace: %s",
+		            strerror(saved));
+	struct stat st;
+	fstat(n.fd, &st);
+	n.ino = (uint64_t)st.st_ino;
+
+	struct rtnl_link *veth = rtnl_link_veth_alloc();
+	if (!veth) {
+		close(n.fd);
+		return fail(why, why_len, -ENOMEM, "out of memory");
+	}
+	struct rtnl_link *peer = rtnl_link_veth_get_peer(veth);
+	rtnl_link_set_name(veth, n.host_if);
+	rtnl_link_set_name(peer, "eth0");
+	rtnl_link_set_ns_fd(peer, n.fd);
+	struct nl_addr *mac = nl_addr_build(AF_LLC, n.mac, 6);
+	if (mac)
+		rtnl_link_set_addr(peer, mac);
+	int r = rtnl_link_add(sk, veth, NLM_F_CREATE | NLM_F_EXCL);
+	nl_addr_put(mac);
+	rtnl_link_put(peer);
+	rtnl_link_veth_release(veth);
+	if (r < 0) {
+		close(n.fd);
+		return fail(why, why_len, -EIO, "cannot create the veth pair '%s': %s", n.host_if,
+		            nl_geterror(r));
+	}
+	if (br >= 0) {
+		int idx = link_index(sk, n.host_if, NULL);
+		if (idx < 0 || rtnl_link_enslave_ifindex(sk, br, idx) < 0) {
+			net_destroy(&n);
+			return fail(why, why_len, -EIO, "cannot attach '%s' to bridge '%s'",
+			            n.host_if, c->bridge);
+		}
+	} else {
+		/* Routed: the host answers ARP for the workload's gateway and
+		 * forwards its packets. */
+		char path[128];
+		snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/proxy_arp", n.host_if);
+		if (write_sysctl(path, "1") < 0 ||
+		    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1") < 0) {
+			net_destroy(&n);
+			return fail(why, why_len, -EIO,
+			            "cannot enable proxy ARP and forwarding for '%s'", n.host_if);
+		}
+	}
+	struct inside in = {&n, why, why_len};
+	r = in_netns(n.fd, setup_inside, &in);
+	if (r == 0 && up)
+		r = net_set_up(&n, true, why, why_len);
+	if (r < 0) {
+		net_destroy(&n);
+		return r;
+	}
+	*ret = n;
+	return 0;
+}
+
+int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
+{
+	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
+	if (!sk)
+		return fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
+	if (link_set_up(sk, n->host_if, up) < 0)
+		return fail(why, why_len, -EIO, "cannot bring '%s' %s", n->host_if,
+		            up ? "up" : "down");
+	if (up && !n->cfg.bridge[0]) {
+		/* The host route goes away whenever the link is down. */
+		char dst[32];
+		inet_ntop(AF_INET, &n->cfg.addr, dst, sizeof(dst));
+		strcat(dst, "/32");
+		int idx = link_index(sk, n->host_if, NULL);
+		if (idx < 0 || add_route(sk, dst, idx, (struct in_addr){0}, false) < 0)
+			return fail(why, why_len, -EIO, "cannot route %s to '%s'", dst, n->host_if);
+	}
+	return 0;
+}
+
+static int announce_inside(void *arg)
+{
+	struct inside *in = arg;
+	const struct net_ns *n = in->n;
+	unsigned idx = if_nametoindex("eth0");
+	if (!idx)
+		return fail(in->why, in->why_len, -ENODEV, "the workload's eth0 is missing");
+	_cleanup_close_ int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP));
+	if (fd < 0)
+		return fail(in->why, in->why_len, -errno, "cannot open a packet socket: %m");
+	struct __attribute__((packed)) {
+		uint16_t htype, ptype;
+		uint8_t hlen, plen;
+		uint16_t op;
+		uint8_t sha[6];
+		uint32_t spa;
+		uint8_t tha[6];
+		uint32_t tpa;
+	} arp = {
+	    .htype = htons(1),
+	    .ptype = htons(ETH_P_IP),
+	    .hlen = 6,
+	    .plen = 4,
+	    .op = htons(1), /* a request for our own address: every host updates */
+	    .spa = n->cfg.addr.s_addr,
+	    .tpa = n->cfg.addr.s_addr,
+	};
+	memcpy(arp.sha, n->mac, 6);
+	struct sockaddr_ll to = {
+	    .sll_family = AF_PACKET,
+	    .sll_protocol = htons(ETH_P_ARP),
+	    .sll_ifindex = (int)idx,
+	    .sll_halen = 6,
+	};
+	memset(to.sll_addr, 0xff, 6);
+	if (sendto(fd, &arp, sizeof(arp), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+		return fail(in->why, in->why_len, -errno, "cannot send a gratuitous ARP: %m");
+	return 0;
+}
+
+int net_announce(struct net_ns *n, char *why, size_t why_len)
+{
+	struct inside in = {n, why, why_len};
+	return in_netns(n->fd, announce_inside, &in);
+}
+
+void net_destroy(struct net_ns *n)
+{
+	if (n->fd < 0)
+		return;
+	struct nl_sock *sk = route_socket();
+	struct rtnl_link *link = NULL;
+	if (sk && rtnl_link_get_kernel(sk, 0, n->host_if, &link) == 0) {
+		(void)rtnl_link_delete(sk, link);
+		rtnl_link_put(link);
+	}
+	if (sk)
+		nl_socket_free(sk);
+	close(n->fd);
+	n->fd = -1;
+}
+
+static int make_pair(void *arg)
+{
+	return socketpair(AF_UNIX, SOCK_STREAM, 0, arg) < 0 ? -errno : 0;
+}
+
+int net_socketpair(const struct net_ns *n, int sp[2])
+{
+	if (n->fd < 0)
+		return make_pair(sp);
+	return in_netns(n->fd, make_pair, sp);
+}
+
+bool net_address_in_use(struct in_addr addr)
+{
+	struct ifaddrs *ifs;
+	if (getifaddrs(&ifs) < 0)
+		return false;
+	bool found = false;
+	for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next)
+		found = i->ifa_addr && i->ifa_addr->sa_family == AF_INET &&
+		        ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr == addr.s_addr;
+	freeifaddrs(ifs);
+	return found;
+}
+
+bool net_bridge_exists(const char *name)
+{
+	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
+	bool is_bridge = false;
+	return sk && link_index(sk, name, &is_bridge) >= 0 && is_bridge;
+}

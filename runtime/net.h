@@ -1,0 +1,66 @@
+/* A workload's own network identity: a network namespace holding one
+ * interface, eth0, with the workload's IPv4 address, joined to the host by a
+ * veth pair whose host end is attached to a bridge or routed. Set up through
+ * libnl-route. Functions return 0 or a negative errno with a one-line reason
+ * in why. */
+#pragma once
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct net_config {
+	struct in_addr addr;
+	unsigned prefix;
+	struct in_addr gateway; /* INADDR_ANY: none (routed mode uses the host end) */
+	char bridge[IFNAMSIZ];  /* empty: routed */
+};
+
+struct net_ns {
+	int fd;       /* the namespace (O_CLOEXEC), -1 when none */
+	uint64_t ino; /* its inode: how CRIU names it */
+	char host_if[IFNAMSIZ];
+	uint8_t mac[6];
+	struct net_config cfg;
+};
+
+#define NET_NS_INIT                                                                                \
+	{                                                                                          \
+		.fd = -1                                                                           \
+	}
+
+/* CRIU's key for the namespace, at dump (external) and restore (inherit). */
+#define NET_CRIU_KEY "cryo-net"
+
+/* Parses "A.B.C.D/N" (N defaults to 32). */
+int net_parse_cidr(const char *s, struct in_addr *addr, unsigned *prefix);
+
+/* Writes "A.B.C.D/N". */
+void net_format_cidr(const struct net_config *c, char *buf, size_t len);
+
+/* Creates the namespace and its interfaces for workload name. The host end
+ * stays down unless up is set (a migrated copy waits for its go-ahead). */
+int net_create(const char *name, const struct net_config *c, bool up, struct net_ns *ret, char *why,
+               size_t why_len);
+
+/* Brings the host end up or down: the workload's traffic flows or stops. */
+int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len);
+
+/* Announces the address from inside the namespace (gratuitous ARP), so that
+ * peers on the segment learn where it went. */
+int net_announce(struct net_ns *n, char *why, size_t why_len);
+
+/* Deletes the interfaces and lets the namespace go. */
+void net_destroy(struct net_ns *n);
+
+/* socketpair(AF_UNIX, SOCK_STREAM) made inside n when it has a namespace
+ * (CRIU finds a task's unix sockets only in the task's namespace). */
+int net_socketpair(const struct net_ns *n, int sp[2]);
+
+/* Whether addr is assigned to an interface of the caller's namespace. */
+bool net_address_in_use(struct in_addr addr);
+
+/* Whether a bridge of that name exists in the caller's namespace. */
+bool net_bridge_exists(const char *name);
