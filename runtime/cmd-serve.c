@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,11 +93,27 @@ static int listen_on(const char *spec)
 	return fd;
 }
 
-static void refuse(struct channel *c, const char *peer, const char *why)
+/* Says why, then reads what the source still sends until it hangs up (at
+ * most 10 s): closing with unread data would reset the connection and lose
+ * the reason on the way. */
+static void answer_and_hang_up(struct channel *c, uint8_t type, const char *why)
 {
 	char ignored[128];
+	channel_send(c, type, why, strlen(why), ignored, sizeof(ignored));
+	shutdown(c->fd, SHUT_WR);
+	char buf[65536];
+	uint64_t deadline = util_now_ns() + UINT64_C(10000000000);
+	while (util_now_ns() < deadline) {
+		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+		if (poll(&p, 1, 100) < 0 || (p.revents && read(c->fd, buf, sizeof(buf)) <= 0))
+			break;
+	}
+}
+
+static void refuse(struct channel *c, const char *peer, const char *why)
+{
 	log_error("refused a migration from %s: %s", peer, why);
-	channel_send(c, MSG_REFUSE, why, strlen(why), ignored, sizeof(ignored));
+	answer_and_hang_up(c, MSG_REFUSE, why);
 }
 
 /* Receives what a source offers, in a child of its own. */
@@ -170,8 +187,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 	if (r < 0) {
 		log_error("migration of '%s' from %s failed: %s; nothing was restored", name, peer,
 		          why);
-		char ignored[64];
-		channel_send(&ch, MSG_FAILED, why, strlen(why), ignored, sizeof(ignored));
+		answer_and_hang_up(&ch, MSG_FAILED, why);
 		return 1;
 	}
 

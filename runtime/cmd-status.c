@@ -30,6 +30,7 @@ struct row {
 	char state[32];
 	long long pid, supervisor_pid, restarts, generation;
 	long long last_gen, last_time, last_size, last_frozen_us;
+	char moved_to[128];
 };
 
 /* A workload without a supervisor: what its newest image says. */
@@ -85,7 +86,8 @@ static int collect(const char *state_dir, const char *name, struct row *row)
 			row->last_frozen_us = cli_json_int(last, "frozen_us", 0);
 		}
 	}
-	if (!supervised && strcmp(row->state, "failed") != 0)
+	cli_json_str(json ? json : "", "moved_to", row->moved_to, sizeof(row->moved_to));
+	if (!supervised && strcmp(row->state, "failed") != 0 && strcmp(row->state, "migrated") != 0)
 		snprintf(row->state, sizeof(row->state), "stopped");
 	if (row->last_gen < 0) {
 		struct row img;
@@ -109,7 +111,9 @@ static void print_json(const struct row *r, bool comma)
 	       "\"restarts\":%lld,\"generation\":%lld,\"last_checkpoint\":",
 	       comma ? "," : "", r->name, r->state, r->pid, r->supervisor_pid, r->restarts,
 	       r->generation);
-	if (r->last_gen < 0)
+	if (r->moved_to[0])
+		printf("null,\"moved_to\":\"%s\"}", r->moved_to);
+	else if (r->last_gen < 0)
 		printf("null}");
 	else
 		printf("{\"generation\":%lld,\"time\":%lld,\"size\":%lld,\"frozen_us\":%lld}}",
@@ -128,6 +132,8 @@ static void print_row(const struct row *r)
 		         util_format_bytes((uint64_t)r->last_size, size, sizeof(size)),
 		         (double)r->last_frozen_us / 1000);
 	}
+	if (r->moved_to[0])
+		snprintf(last, sizeof(last), "moved to %s", r->moved_to);
 	printf("%-20s %-13s %-8s %-8lld %s\n", r->name, r->state, pid, r->restarts, last);
 }
 

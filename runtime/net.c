@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -377,8 +378,23 @@ static int announce_inside(void *arg)
 	    .sll_halen = 6,
 	};
 	memset(to.sll_addr, 0xff, 6);
-	if (sendto(fd, &arp, sizeof(arp), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
-		return fail(in->why, in->why_len, -errno, "cannot send a gratuitous ARP: %m");
+	/* The carrier of a veth whose peer just came up follows a little
+	 * later (the kernel's link watch); wait for it, up to 2 s. */
+	struct ifreq ifr = {0};
+	strcpy(ifr.ifr_name, "eth0");
+	for (int i = 0; i < 200; i++) {
+		if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_RUNNING))
+			break;
+		usleep(10000);
+	}
+	/* Twice, in case the first one meets a port still coming up. */
+	for (int i = 0; i < 2; i++) {
+		if (i)
+			usleep(20000);
+		if (sendto(fd, &arp, sizeof(arp), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+			return fail(in->why, in->why_len, -errno,
+			            "cannot send a gratuitous ARP: %m");
+	}
 	return 0;
 }
 

@@ -100,6 +100,7 @@ struct supervisor {
 	int criu_version;
 	struct net_ns net;    /* with --net: the namespace the program lives in */
 	char last_error[600]; /* why the last restore failed */
+	char moved_to[128];   /* where cryo migrate sent the program */
 	const char *state;    /* "running", "checkpointing", "restoring", "stopped", "failed" */
 };
 
@@ -958,11 +959,14 @@ static void format_status(struct supervisor *s, char *buf, size_t len)
 		         ",\"frozen_us\":%" PRIu64 ",\"trigger\":\"%s\"}",
 		         s->last.generation, s->last.time_ns / UINT64_C(1000000000), s->last.size,
 		         s->last.frozen_us, checkpoint_trigger_name(s->last.trigger));
+	char moved[200] = "";
+	if (s->moved_to[0])
+		snprintf(moved, sizeof(moved), ",\"moved_to\":\"%s\"", s->moved_to);
 	snprintf(buf, len,
 	         "{\"ok\":true,\"name\":\"%s\",\"state\":\"%s\",\"supervisor_pid\":%d,"
-	         "\"pid\":%d,\"restarts\":%u,\"generation\":%" PRIu64 ",\"last_checkpoint\":%s}",
+	         "\"pid\":%d,\"restarts\":%u,\"generation\":%" PRIu64 ",\"last_checkpoint\":%s%s}",
 	         s->cfg->name, s->state, getpid(), s->running ? program_pid(s) : 0,
-	         s->restarts_total, s->current_generation, last);
+	         s->restarts_total, s->current_generation, last, moved);
 }
 
 static void reply_status(struct supervisor *s, int fd)
@@ -1179,8 +1183,8 @@ static int resume_here(struct supervisor *s, const char *dir, char *why, size_t 
 		snprintf(why + used, len - used, "; resuming it here failed too: %s", cause);
 		return r;
 	}
-	if (s->net.fd >= 0)
-		net_set_up(&s->net, true, cause, sizeof(cause));
+	if (s->net.fd >= 0 && net_set_up(&s->net, true, cause, sizeof(cause)) == 0)
+		net_announce(&s->net, cause, sizeof(cause));
 	send_msg(s, CRYO_MSG_RESULT, 1, s->current_generation);
 	publish_pid(s);
 	set_state(s, "running");
@@ -1304,8 +1308,18 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	struct migrate_progress progress = {report_progress, &mo};
 	r = migrate_send_image(&ch, dir, m, &progress, &sent, why, sizeof(why));
 	manifest_free(m);
-	if (r < 0)
+	if (r < 0) {
+		/* The target may have said why it stopped listening. */
+		uint8_t t;
+		const uint8_t *d;
+		size_t dn;
+		char ignored[128];
+		if (channel_recv(&ch, &t, &d, &dn, 1000, ignored, sizeof(ignored)) == 0 &&
+		    t == MSG_FAILED)
+			snprintf(why, sizeof(why), "the target stopped: %.*s", (int)dn,
+			         (const char *)d);
 		goto out;
+	}
 	phase_done(&mo, "transfer");
 	uint8_t type;
 	const uint8_t *data;
@@ -1368,6 +1382,7 @@ out:
 	           (double)(util_now_ns() - mo.t0) / 1e6, mo.phases);
 	s->stopping = true;
 	s->leave = true;
+	json_escape(target, s->moved_to, sizeof(s->moved_to));
 	set_state(s, "migrated");
 }
 
@@ -1679,6 +1694,10 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		char why[400];
 		/* A migrated copy stays off the network until the source is gone. */
 		r = net_create(cfg->name, net, !cfg->incoming, &s.net, why, sizeof(why));
+		/* Peers may remember the address elsewhere (it moved, or it
+		 * comes back): tell them where it is now. */
+		if (r == 0 && !cfg->incoming && net_announce(&s.net, why, sizeof(why)) < 0)
+			log_error("'%s': %s", cfg->name, why);
 		if (r < 0) {
 			log_error("cannot set up the network of '%s': %s", cfg->name, why);
 			if (cfg->incoming)

@@ -1,0 +1,306 @@
+#!/usr/bin/env bats
+# cryo migrate / cryo serve between two "hosts" that are network namespaces
+# made here (A at 10.77.0.1, B at 10.77.0.2, each with a bridge br0), and a
+# client namespace (10.77.0.3), all joined by a switch namespace's bridge.
+# Workloads get their own address (cryo run --net) on A's br0 and move to B.
+
+load helpers
+
+setup_file() {
+	export NS="cm$$"
+	ip netns add "${NS}sw"
+	ip -n "${NS}sw" link add sw0 type bridge
+	ip -n "${NS}sw" link set sw0 up
+	local h n=1
+	for h in a b c; do
+		ip netns add "${NS}$h"
+		ip link add "${NS}$h-up" type veth peer name "${NS}$h-sw"
+		ip link set "${NS}$h-up" netns "${NS}$h"
+		ip link set "${NS}$h-sw" netns "${NS}sw"
+		ip -n "${NS}sw" link set "${NS}$h-sw" master sw0 up
+		ip -n "${NS}$h" link set lo up
+	done
+	for h in a b; do
+		ip -n "${NS}$h" link add br0 type bridge
+		ip -n "${NS}$h" link set "${NS}$h-up" master br0 up
+		ip -n "${NS}$h" addr add "10.77.0.$n/24" dev br0
+		ip -n "${NS}$h" link set br0 up
+		n=$((n + 1))
+	done
+	ip -n "${NS}c" addr add 10.77.0.3/24 dev "${NS}c-up"
+	ip -n "${NS}c" link set "${NS}c-up" up
+}
+
+teardown_file() {
+	local h
+	for h in a b c sw; do
+		ip netns del "${NS}$h" 2>/dev/null || true
+	done
+}
+
+# nsenter execs the command (no fork for a network namespace), so $! of a
+# backgrounded "nsenter ... &" is the command's own PID.
+inA() { nsenter --net="/run/netns/${NS}a" "$@"; }
+inB() { nsenter --net="/run/netns/${NS}b" "$@"; }
+inC() { nsenter --net="/run/netns/${NS}c" "$@"; }
+
+setup() {
+	setup_state
+	A=$STATE/a
+	B=$STATE/b
+	mkdir -p "$A" "$B"
+	KEY=$STATE/key
+	head -c 32 /dev/urandom >"$KEY"
+	chmod 600 "$KEY"
+	HELPERS=()
+	start_serve "$B" 7070
+}
+
+# Ends what arrived on B (its supervisors are the serve's children), then
+# everything this test started.
+teardown() {
+	local d w
+	for d in "$A" "$B" "$STATE/small"; do
+		for w in "$d"/*/control.sock; do
+			[ -S "$w" ] || continue
+			timeout 20 "$CRYO" stop --state-dir "$d" "$(basename "$(dirname "$w")")" \
+				>/dev/null 2>&1 || true
+		done
+	done
+	for p in "${HELPERS[@]}"; do
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	# Sanitizer reports from the supervisors that arrived on B.
+	local bad=0
+	if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$B"/*/output.log 2>/dev/null; then
+		cat "$B"/*/output.log >&2
+		bad=1
+	fi
+	if mountpoint -q "$STATE/small" 2>/dev/null; then umount "$STATE/small"; fi
+	teardown_state
+	return "$bad"
+}
+
+# Makes teardown end PID (started by the test itself).
+track_helper() {
+	HELPERS+=("$1")
+}
+
+# start_serve STATE_DIR PORT [KEY]: a cryo serve on B.
+start_serve() {
+	local log=$STATE/serve-$2.err
+	nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "10.77.0.2:$2" \
+		--key-file "${3:-$KEY}" --state-dir "$1" >"$log" 2>&1 </dev/null 3>&- &
+	track_helper "$!"
+	wait_for 10 grep -q "serving migrations" "$log"
+}
+
+# start_in_a NAME ARGS...: cryo run on A.
+start_in_a() {
+	local name=$1
+	shift
+	nsenter --net="/run/netns/${NS}a" "$CRYO" run --state-dir "$A" --name "$name" "$@" \
+		>"$STATE/$name.out" 2>"$STATE/$name.err" </dev/null 3>&- &
+	track_supervisor "$!"
+}
+
+migrate() {
+	inA "$CRYO" migrate --state-dir "$A" "$1" --to "10.77.0.2:${2:-7070}" --key-file "${3:-$KEY}"
+}
+
+b_pid() { cat "$B/$1/pid" 2>/dev/null; }
+a_pid() { cat "$A/$1/pid" 2>/dev/null; }
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# A client in C that sends a request every 5 ms for SECONDS over one
+# connection to ADDR:PORT, checking every reply; its pid in $CLIENT.
+start_client() {
+	nsenter --net="/run/netns/${NS}c" timeout 60 python3 "$CRYO_TESTS/programs/client.py" \
+		"$2" 0.005 "$3" "$1" >"$STATE/client.out" 2>&1 3>&- &
+	CLIENT=$!
+	track_helper "$CLIENT"
+}
+
+# Migrates a server while the client talks to it, then checks everything the
+# issue asks of the move.
+migrate_server_under_load() {
+	local name=$1 port=$2
+	start_client 10.77.0.50 "$port" 5
+	sleep 1.5
+	run migrate "$name"
+	assert_success
+	assert_output --partial "'$name' moved to 10.77.0.2:7070: frozen"
+	# The client saw every reply, in order, none twice: the count runs on.
+	wait "$CLIENT"
+	run cat "$STATE/client.out"
+	assert_output --regexp '^ok [0-9]+ 1 [0-9]+$'
+	# Nothing runs on A any more, and A says where it went.
+	run "$CRYO" status --state-dir "$A" --json "$name"
+	assert_output --partial '"state":"migrated"'
+	assert_output --partial '"moved_to":"10.77.0.2:7070"'
+	run ip -n "${NS}a" -o link show
+	refute_output --partial cryo-
+	# B supervises it now.
+	run "$CRYO" status --state-dir "$B" --json "$name"
+	assert_output --partial '"state":"running"'
+	local pid
+	pid=$(b_pid "$name")
+	alive "$pid"
+	# A crash there is followed by a restore there.
+	kill -KILL "$pid"
+	wait_for 30 count_at_least 2 "restored '$name'" "$B/$name/output.log"
+	run inC timeout 20 python3 "$CRYO_TESTS/programs/client.py" "$port" 0.01 0.5 10.77.0.50
+	assert_success
+}
+
+@test "migrate: an epoll echo server moves with its address and a busy connection, then restores on B after kill -9" {
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+	migrate_server_under_load echo 8000
+}
+
+@test "migrate: a python3 asyncio server moves with a busy connection" {
+	start_in_a aserver --net 10.77.0.50/24 --bridge br0 -- \
+		python3 "$CRYO_TESTS/programs/asyncio-server.py" 8001 0.0.0.0
+	wait_for 20 grep -q listening "$STATE/aserver.out"
+	migrate_server_under_load aserver 8001
+}
+
+@test "migrate: redis with 100k keys; a connection opened before the move works after it" {
+	start_in_a redis --net 10.77.0.51/24 --bridge br0 -- redis-server --port 6379 \
+		--bind 0.0.0.0 --protected-mode no --save '' --appendonly no --daemonize no \
+		--loglevel warning
+	rc() { inC redis-cli -h 10.77.0.51 "$@"; }
+	up() { [ "$(rc ping)" = PONG ]; }
+	wait_for 30 up
+	seq 1 100000 | awk '{print "SET key:" $1 " value-" $1}' | rc --pipe >/dev/null
+	assert_equal "$(rc dbsize)" 100000
+	nsenter --net="/run/netns/${NS}c" timeout 90 python3 \
+		"$CRYO_TESTS/programs/held-conn.py" 10.77.0.51 6379 "$STATE/ready" "$STATE/go" \
+		"GET key:77" DBSIZE >"$STATE/held.out" 2>&1 3>&- &
+	local held=$!
+	track_helper "$held"
+	wait_for 10 test -e "$STATE/ready"
+	run migrate redis
+	assert_success
+	touch "$STATE/go"
+	wait "$held"
+	run cat "$STATE/held.out"
+	assert_output "$(printf '+PONG\nvalue-77\n:100000')"
+	assert_equal "$(rc dbsize)" 100000
+	assert_equal "$(rc get key:99999)" value-99999
+	alive "$(b_pid redis)"
+}
+
+@test "migrate: a wrong key is refused before anything is paused" {
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+	local pid
+	pid=$(a_pid echo)
+	head -c 32 /dev/urandom >"$STATE/other-key"
+	chmod 600 "$STATE/other-key"
+	run migrate echo 7070 "$STATE/other-key"
+	assert_failure
+	assert_output --partial "does not hold the same key"
+	assert_output --partial "was not paused"
+	assert_equal "$(a_pid echo)" "$pid"
+	run inC timeout 20 python3 "$CRYO_TESTS/programs/client.py" 8000 0.01 0.3 10.77.0.50
+	assert_success
+	[ ! -e "$B/echo/pid" ]
+}
+
+@test "migrate: a key file that others can read is refused" {
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+	chmod 644 "$KEY"
+	run migrate echo
+	assert_failure
+	assert_output --partial "chmod 600"
+}
+
+# A program with a sizeable image, for the failures mid-transfer.
+start_big() {
+	start_in_a big --net 10.77.0.52/24 --bridge br0 -- "$CRYO_TEST_PROGRAMS/bench-target" 48
+	wait_for 20 has_pid_a big
+}
+has_pid_a() { alive "$(a_pid "$1")"; }
+
+# start_mitm MODE N: a damaging proxy on B's 7071 in front of cryo serve.
+start_mitm() {
+	nsenter --net="/run/netns/${NS}b" timeout 150 python3 "$CRYO_TESTS/programs/mitm.py" \
+		10.77.0.2 7071 10.77.0.2 7070 "$1" "$2" >"$STATE/mitm.out" 2>&1 3>&- &
+	track_helper "$!"
+	wait_for 10 grep -q listening "$STATE/mitm.out"
+}
+
+# After a failed migration the program runs on A again, from its dump.
+assert_resumed_on_a() {
+	assert_output --partial "runs here again"
+	wait_for 20 has_pid_a big
+	[ ! -e "$B/big/pid" ]
+	run "$CRYO" status --state-dir "$A" --json big
+	assert_output --partial '"state":"running"'
+	# It carries on: a gap in its clock loop is reported after the resume.
+	wait_for 20 grep -q '^gap ' "$STATE/big.out"
+}
+
+@test "migrate: a tampered stream is refused before anything is restored; the program runs on A" {
+	start_big
+	start_mitm flip 2000000
+	run migrate big 7071
+	assert_failure
+	assert_output --partial "failed authentication"
+	assert_resumed_on_a
+	run ls "$B/big"
+	refute_output --partial ".cryo"
+}
+
+@test "migrate: a target that dies mid-transfer; the program runs on A" {
+	start_big
+	start_mitm cut 2000000
+	run migrate big 7071
+	assert_failure
+	assert_output --partial "closed the connection"
+	assert_resumed_on_a
+}
+
+@test "migrate: a target without room refuses before the program is paused" {
+	mkdir "$STATE/small"
+	mount -t tmpfs -o size=4m tmpfs "$STATE/small"
+	start_serve "$STATE/small" 7072
+	start_big
+	local pid
+	pid=$(a_pid big)
+	run migrate big 7072
+	assert_failure
+	assert_output --partial "not enough room"
+	assert_output --partial "was not paused"
+	assert_equal "$(a_pid big)" "$pid"
+}
+
+@test "migrate: bad requests get one clear line" {
+	run "$CRYO" migrate --state-dir "$A" web
+	assert_failure
+	assert_output --partial "needs --to HOST:PORT and --key-file"
+	run "$CRYO" migrate --state-dir "$A" nothing --to 10.77.0.2:7070 --key-file "$KEY"
+	assert_failure
+	assert_output --partial "'nothing' is not running"
+	run "$CRYO" serve --listen nowhere --key-file "$KEY" --state-dir "$B"
+	assert_failure
+	assert_output --partial "invalid --listen"
+	run "$CRYO" run --net 10.0.0.300/24 -- true
+	assert_failure
+	assert_output --partial "invalid --net"
+	run "$CRYO" run --bridge br0 -- true
+	assert_failure
+	assert_output --partial "need --net"
+	# Garbage on the serve port is dropped, and serve goes on.
+	inC timeout 5 bash -c 'exec 3<>/dev/tcp/10.77.0.2/7070; head -c 4000 /dev/urandom >&3' || true
+	wait_for 10 grep -q "refused a connection" "$STATE/serve-7070.err"
+	run grep "refused a connection" "$STATE/serve-7070.err"
+	assert_output --partial "does not speak cryo's migration protocol"
+}
