@@ -295,6 +295,11 @@ int util_map_file(int dfd, const char *name, void **data, size_t *len)
 	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
+	return util_map_fd(fd, data, len);
+}
+
+int util_map_fd(int fd, void **data, size_t *len)
+{
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;

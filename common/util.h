@@ -47,6 +47,9 @@ uint64_t util_mem_available(void);
  * size into *len; an empty file maps to NULL. munmap() it when done. */
 int util_map_file(int dfd, const char *name, void **data, size_t *len);
 
+/* The same for an open file. */
+int util_map_fd(int fd, void **data, size_t *len);
+
 /* The inode of an open fd (st_ino), or 0. */
 uint64_t util_fd_inode(int fd);
 

@@ -104,8 +104,10 @@ static int collect_tree(pid_t root, pid_t **ret, size_t *ret_n)
 	return 0;
 }
 
-/* The files a restore will open by path: everything mapped from a file. */
-static void collect_mapped(pid_t pid, struct strset *files)
+/* The files a restore will open by path: everything mapped from a file, as
+ * path and, to hash what is mapped rather than what the path names now, its
+ * /proc/PID/map_files entry (a string "PATH\tMAP_FILE"). */
+static void collect_mapped(pid_t pid, struct strset *files, struct strset *seen)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
@@ -114,23 +116,33 @@ static void collect_mapped(pid_t pid, struct strset *files)
 	while (f && fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
 		char *p = strchr(line, '/');
+		char range[64];
 		unsigned long long ino = 0;
-		if (!p || sscanf(line, "%*s %*s %*s %*s %llu", &ino) != 1 || !ino)
+		if (!p || sscanf(line, "%63s %*s %*s %*s %llu", range, &ino) != 2 || !ino)
 			continue;
 		size_t l = strlen(p);
+		/* Deleted files travel inside the image (CRIU's ghost files). */
 		if (l > 10 && !strcmp(p + l - 10, " (deleted)"))
 			continue;
 		if (!strncmp(p, "/dev/", 5) || !strncmp(p, "/memfd:", 7) || !strncmp(p, "/SYSV", 5))
 			continue;
-		strset_add(files, p);
+		if (!strset_add(seen, p))
+			continue;
+		char entry[PATH_MAX + 128];
+		snprintf(entry, sizeof(entry), "%s\t/proc/%d/map_files/%s", p, pid, range);
+		strset_add(files, entry);
 	}
 }
 
+/* Size and XXH3-128 of a file; path may be a /proc magic link. */
 static int hash_file(const char *path, uint64_t *size, char hex[33])
 {
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
 	void *data;
 	size_t len;
-	int r = util_map_file(AT_FDCWD, path, &data, &len);
+	int r = util_map_fd(fd, &data, &len);
 	if (r < 0)
 		return r;
 	XXH128_canonical_t c;
@@ -150,17 +162,20 @@ int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
 	int r = collect_tree(root, &pids, &n);
 	if (r < 0)
 		return fail(why, len, r, "cannot list the program's processes: %s", strerror(-r));
-	struct strset files = {0};
+	struct strset files = {0}, seen = {0};
 	for (size_t i = 0; i < n; i++)
-		collect_mapped(pids[i], &files);
+		collect_mapped(pids[i], &files, &seen);
 	for (size_t i = 0; i < files.n && r == 0; i++) {
 		uint64_t size;
 		char hex[33];
-		if (hash_file(files.v[i], &size, hex) < 0)
-			continue; /* replaced since: CRIU will say so */
+		char *tab = strchr(files.v[i], '\t');
+		*tab = '\0';
+		if (hash_file(tab + 1, &size, hex) < 0 && hash_file(files.v[i], &size, hex) < 0)
+			continue; /* gone since: CRIU will say so */
 		r = manifest_addf(offer, "mapped", "%s %" PRIu64 " %s", hex, size, files.v[i]);
 	}
 	strset_free(&files);
+	strset_free(&seen);
 	if (r == 0)
 		r = manifest_addf(offer, "raw_estimate", "%" PRIu64,
 		                  criu_glue_estimate_pages(root));

@@ -25,10 +25,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-/* Routed mode: the workload's default gateway, answered by the host end
- * through proxy ARP (the address is never assigned anywhere). */
-#define ROUTED_GATEWAY "169.254.1.1"
-
 int net_parse_cidr(const char *s, struct in_addr *addr, unsigned *prefix)
 {
 	char buf[64];
@@ -135,8 +131,7 @@ static int link_index(struct nl_sock *sk, const char *name, bool *is_bridge)
 	return idx;
 }
 
-static int add_route(struct nl_sock *sk, const char *dst, int ifindex, struct in_addr gw,
-                     bool onlink)
+static int add_route(struct nl_sock *sk, const char *dst, int ifindex, struct in_addr gw)
 {
 	struct nl_addr *d = NULL, *g = NULL;
 	struct rtnl_route *rt = rtnl_route_alloc();
@@ -155,8 +150,6 @@ static int add_route(struct nl_sock *sk, const char *dst, int ifindex, struct in
 	} else {
 		rtnl_route_set_scope(rt, RT_SCOPE_LINK);
 	}
-	if (onlink)
-		rtnl_route_nh_set_flags(nh, RTNH_F_ONLINK);
 	rtnl_route_add_nexthop(rt, nh);
 	nh = NULL; /* the route owns it now */
 	r = rtnl_route_add(sk, rt, NLM_F_CREATE | NLM_F_REPLACE) < 0 ? -EIO : 0;
@@ -204,13 +197,12 @@ static int setup_inside(void *arg)
 		rtnl_addr_put(a);
 	if (r < 0)
 		return fail(in->why, in->why_len, r, "cannot assign the workload's address");
-	struct in_addr gw = c->gateway;
-	bool onlink = false;
-	if (!c->bridge[0] && gw.s_addr == INADDR_ANY) {
-		inet_pton(AF_INET, ROUTED_GATEWAY, &gw);
-		onlink = true;
-	}
-	if (gw.s_addr != INADDR_ANY && add_route(sk, "0.0.0.0/0", idx, gw, onlink) < 0)
+	/* Routed without a gateway: every destination is asked for on eth0,
+	 * and the host end answers (its own addresses, and through proxy ARP
+	 * what it routes elsewhere). */
+	bool routed = !c->bridge[0] && c->gateway.s_addr == INADDR_ANY;
+	if ((routed || c->gateway.s_addr != INADDR_ANY) &&
+	    add_route(sk, "0.0.0.0/0", idx, c->gateway) < 0)
 		return fail(in->why, in->why_len, -EIO,
 		            "cannot add the workload's default route (is the gateway inside "
 		            "its subnet?)");
@@ -337,7 +329,7 @@ int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
 		inet_ntop(AF_INET, &n->cfg.addr, dst, sizeof(dst));
 		strcat(dst, "/32");
 		int idx = link_index(sk, n->host_if, NULL);
-		if (idx < 0 || add_route(sk, dst, idx, (struct in_addr){0}, false) < 0)
+		if (idx < 0 || add_route(sk, dst, idx, (struct in_addr){0}) < 0)
 			return fail(why, why_len, -EIO, "cannot route %s to '%s'", dst, n->host_if);
 	}
 	return 0;

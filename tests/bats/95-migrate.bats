@@ -105,8 +105,10 @@ start_in_a() {
 	track_supervisor "$!"
 }
 
+# migrate NAME [PORT [KEY [OPTIONS...]]]
 migrate() {
-	inA "$CRYO" migrate --state-dir "$A" "$1" --to "10.77.0.2:${2:-7070}" --key-file "${3:-$KEY}"
+	inA "$CRYO" migrate --state-dir "$A" "$1" --to "10.77.0.2:${2:-7070}" --key-file "${3:-$KEY}" \
+		"${@:4}"
 }
 
 b_pid() { cat "$B/$1/pid" 2>/dev/null; }
@@ -128,9 +130,19 @@ migrate_server_under_load() {
 	local name=$1 port=$2
 	start_client 10.77.0.50 "$port" 5
 	sleep 1.5
-	run migrate "$name"
-	assert_success
-	assert_output --partial "'$name' moved to 10.77.0.2:7070: frozen"
+	if [ "${3:-}" = json ]; then
+		run migrate "$name" 7070 "$KEY" --json
+		assert_success
+		# Each phase with its duration, then the result.
+		assert_line --regexp '^\{"event":"phase","phase":"preflight","ms":[0-9.]+\}$'
+		assert_line --regexp '^\{"ok":true,"to":"10.77.0.2:7070","frozen_ms":[0-9.]+,.*"phases":\{"connect":[0-9.]+,"preflight":[0-9.]+,"dump":[0-9.]+,"transfer":[0-9.]+,"restore":[0-9.]+\}\}$'
+	else
+		# On a terminal: a progress bar for the transfer.
+		run script -qec "nsenter --net=/run/netns/${NS}a $CRYO migrate --state-dir $A $name --to 10.77.0.2:7070 --key-file $KEY" /dev/null
+		assert_success
+		assert_output --partial "transfer   ["
+		assert_output --partial "'$name' moved to 10.77.0.2:7070: frozen"
+	fi
 	# The client saw every reply, in order, none twice: the count runs on.
 	wait "$CLIENT"
 	run cat "$STATE/client.out"
@@ -141,6 +153,7 @@ migrate_server_under_load() {
 	assert_output --partial '"moved_to":"10.77.0.2:7070"'
 	run ip -n "${NS}a" -o link show
 	refute_output --partial cryo-
+	assert_equal "$(grep -c "'$name' moved to 10.77.0.2:7070 (frozen" "$STATE/$name.err")" 1
 	# B supervises it now.
 	run "$CRYO" status --state-dir "$B" --json "$name"
 	assert_output --partial '"state":"running"'
@@ -158,7 +171,7 @@ migrate_server_under_load() {
 	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
 		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
 	wait_for 10 grep -q listening "$STATE/echo.out"
-	migrate_server_under_load echo 8000
+	migrate_server_under_load echo 8000 json
 }
 
 @test "migrate: a python3 asyncio server moves with a busy connection" {
@@ -210,6 +223,35 @@ migrate_server_under_load() {
 	run inC timeout 20 python3 "$CRYO_TESTS/programs/client.py" 8000 0.01 0.3 10.77.0.50
 	assert_success
 	[ ! -e "$B/echo/pid" ]
+}
+
+@test "migrate: a program whose file differs on the target is refused before it is paused" {
+	# The hosts share a file system: a bind mount over the program's path
+	# shows the target (and anyone who looks now) another version.
+	mkdir "$STATE/bin"
+	cp "$CRYO_TEST_PROGRAMS/echo-counter" "$STATE/bin/server"
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- "$STATE/bin/server" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+	cp "$STATE/bin/server" "$STATE/bin/new" && printf x >>"$STATE/bin/new"
+	mount --bind "$STATE/bin/new" "$STATE/bin/server"
+	run migrate echo
+	umount "$STATE/bin/server"
+	assert_failure
+	assert_output --partial "the target refused: '$STATE/bin/server' differs here from the source's copy"
+	assert_output --partial "was not paused"
+	alive "$(a_pid echo)"
+}
+
+@test "run --net without --bridge: a routed address, torn down with the workload" {
+	start_in_a routed --net 10.88.0.5/32 -- "$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8002
+	wait_for 10 grep -q listening "$STATE/routed.out"
+	# Host A reaches it through the host route and proxy ARP.
+	run inA ip route get 10.88.0.5
+	assert_output --partial "dev cryo-"
+	run inA timeout 20 python3 "$CRYO_TESTS/programs/client.py" 8002 0.01 0.3 10.88.0.5
+	assert_success
+	"$CRYO" stop --state-dir "$A" routed
+	wait_for 10 bash -c "! ip -n ${NS}a -o link show | grep -q cryo-"
 }
 
 @test "migrate: a key file that others can read is refused" {
