@@ -275,8 +275,18 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	struct nl_addr *mac = nl_addr_build(AF_LLC, n.mac, 6);
 	if (mac)
 		rtnl_link_set_addr(peer, mac);
+	/* The host end starts with 0xfe, above any real NIC's address: a
+	 * bridge takes the lowest address of its ports as its own, and must
+	 * not take this one (its address would change when the workload
+	 * leaves, and its peers would lose it). */
+	uint8_t host_mac[6] = {0xfe};
+	memcpy(host_mac + 1, n.mac + 1, 5);
+	struct nl_addr *hmac = nl_addr_build(AF_LLC, host_mac, 6);
+	if (hmac)
+		rtnl_link_set_addr(veth, hmac);
 	int r = rtnl_link_add(sk, veth, NLM_F_CREATE | NLM_F_EXCL);
 	nl_addr_put(mac);
+	nl_addr_put(hmac);
 	rtnl_link_put(peer);
 	rtnl_link_veth_release(veth);
 	if (r < 0) {
