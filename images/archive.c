@@ -592,6 +592,35 @@ out:
 
 /* ---- reading --------------------------------------------------------------- */
 
+static int check_header(const char header[HEADER_SIZE], struct image_error *err)
+{
+	if (memcmp(header, header_magic, 8) != 0)
+		return fail(err, -EBADMSG, "not a cryo image (bad magic)");
+	uint32_t ver;
+	memcpy(&ver, header + 8, 4);
+	if (le32toh(ver) != IMAGE_FORMAT_VERSION)
+		return fail(err, -EBADMSG,
+		            "image format version %u is not supported (this cryo reads %d)",
+		            le32toh(ver), IMAGE_FORMAT_VERSION);
+	return 0;
+}
+
+/* Checks a trailer read from the end of an archive of file_size bytes, and
+ * puts its numbers in host order. */
+static int check_trailer(struct trailer *t, uint64_t file_size, struct image_error *err)
+{
+	if (memcmp(t->magic, trailer_magic, 8) != 0)
+		return fail(err, -EBADMSG, "image is truncated (no trailer)");
+	if (le64toh(t->self_hash) != XXH64(t, offsetof(struct trailer, self_hash), 0))
+		return fail(err, -EBADMSG, "image trailer is damaged (checksum mismatch)");
+	t->manifest_offset = le64toh(t->manifest_offset);
+	t->manifest_length = le64toh(t->manifest_length);
+	if (t->manifest_offset < HEADER_SIZE || t->manifest_length > (1u << 26) ||
+	    t->manifest_offset + t->manifest_length + sizeof(*t) != file_size)
+		return fail(err, -EBADMSG, "image trailer is inconsistent with the file size");
+	return 0;
+}
+
 static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct image_error *err)
 {
 	struct stat st;
@@ -603,27 +632,40 @@ static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct i
 		            (long long)st.st_size);
 	if (pread(fd, header, sizeof(header), 0) != (ssize_t)sizeof(header))
 		return fail(err, -EIO, "cannot read the image header");
-	if (memcmp(header, header_magic, 8) != 0)
-		return fail(err, -EBADMSG, "not a cryo image (bad magic)");
-	uint32_t ver;
-	memcpy(&ver, header + 8, 4);
-	if (le32toh(ver) != IMAGE_FORMAT_VERSION)
-		return fail(err, -EBADMSG,
-		            "image format version %u is not supported (this cryo reads %d)",
-		            le32toh(ver), IMAGE_FORMAT_VERSION);
+	int r = check_header(header, err);
+	if (r < 0)
+		return r;
 	if (pread(fd, t, sizeof(*t), st.st_size - (off_t)sizeof(*t)) != (ssize_t)sizeof(*t))
 		return fail(err, -EIO, "cannot read the image trailer");
-	if (memcmp(t->magic, trailer_magic, 8) != 0)
-		return fail(err, -EBADMSG, "image is truncated (no trailer)");
-	if (le64toh(t->self_hash) != XXH64(t, offsetof(struct trailer, self_hash), 0))
-		return fail(err, -EBADMSG, "image trailer is damaged (checksum mismatch)");
-	t->manifest_offset = le64toh(t->manifest_offset);
-	t->manifest_length = le64toh(t->manifest_length);
-	if (t->manifest_offset < HEADER_SIZE || t->manifest_length > (1u << 26) ||
-	    t->manifest_offset + t->manifest_length + sizeof(*t) != (uint64_t)st.st_size)
-		return fail(err, -EBADMSG, "image trailer is inconsistent with the file size");
+	r = check_trailer(t, (uint64_t)st.st_size, err);
+	if (r < 0)
+		return r;
 	*file_size = (uint64_t)st.st_size;
 	return 0;
+}
+
+/* The manifest frame ctext, checked against the trailer and parsed. */
+static int decode_manifest(const char *ctext, const struct trailer *t, struct manifest **ret,
+                           struct image_error *err)
+{
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(ctext, t->manifest_length));
+	if (memcmp(c.digest, t->manifest_hash, 16) != 0)
+		return fail(err, -EBADMSG, "manifest is damaged (checksum mismatch)");
+	unsigned long long rsize = ZSTD_getFrameContentSize(ctext, t->manifest_length);
+	if (rsize == ZSTD_CONTENTSIZE_ERROR || rsize == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    rsize > (1u << 28))
+		return fail(err, -EBADMSG, "manifest frame is malformed");
+	_cleanup_free_ char *text = malloc(rsize + 1);
+	if (!text)
+		return -ENOMEM;
+	size_t n = ZSTD_decompress(text, rsize, ctext, t->manifest_length);
+	if (ZSTD_isError(n) || n != rsize)
+		return fail(err, -EBADMSG, "manifest does not decompress");
+	int r = manifest_from_text(text, n, ret);
+	if (r == -EBADMSG)
+		return fail(err, r, "manifest is malformed");
+	return r;
 }
 
 int image_archive_read_manifest(int fd, struct manifest **ret, struct image_error *err)
@@ -639,24 +681,7 @@ int image_archive_read_manifest(int fd, struct manifest **ret, struct image_erro
 	if (pread(fd, ctext, t.manifest_length, (off_t)t.manifest_offset) !=
 	    (ssize_t)t.manifest_length)
 		return fail(err, -EIO, "cannot read the manifest");
-	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits(ctext, t.manifest_length));
-	if (memcmp(c.digest, t.manifest_hash, 16) != 0)
-		return fail(err, -EBADMSG, "manifest is damaged (checksum mismatch)");
-	unsigned long long rsize = ZSTD_getFrameContentSize(ctext, t.manifest_length);
-	if (rsize == ZSTD_CONTENTSIZE_ERROR || rsize == ZSTD_CONTENTSIZE_UNKNOWN ||
-	    rsize > (1u << 28))
-		return fail(err, -EBADMSG, "manifest frame is malformed");
-	_cleanup_free_ char *text = malloc(rsize + 1);
-	if (!text)
-		return -ENOMEM;
-	size_t n = ZSTD_decompress(text, rsize, ctext, t.manifest_length);
-	if (ZSTD_isError(n) || n != rsize)
-		return fail(err, -EBADMSG, "manifest does not decompress");
-	r = manifest_from_text(text, n, ret);
-	if (r == -EBADMSG)
-		return fail(err, r, "manifest is malformed");
-	return r;
+	return decode_manifest(ctext, &t, ret, err);
 }
 
 /* Decompressed body bytes come out of here, in order, across frame chunks. */
@@ -671,6 +696,8 @@ struct source {
 	uint8_t *out;
 	size_t out_cap, out_pos, out_len;
 	bool frame_done;
+	bool stream;       /* fd is a pipe: read what comes, the body's end is the frame's */
+	uint64_t consumed; /* compressed body bytes decoded so far */
 };
 
 /* Fills the decompressed window; returns >0 bytes available, 0 at end, <0 error. */
@@ -680,20 +707,34 @@ static int source_fill(struct source *s)
 		if (s->frame_done)
 			return 0;
 		if (s->inb.pos == s->inb.size) {
-			if (s->left == 0)
-				return -EBADMSG; /* the frame ends early */
-			size_t want = s->left < s->in_cap ? (size_t)s->left : s->in_cap;
-			int r = util_read_exact(s->fd, s->in, want);
-			if (r < 0)
-				return r == -EIO ? -EBADMSG : r;
-			XXH3_128bits_update(s->hash, s->in, want);
-			s->left -= want;
+			size_t want;
+			if (s->stream) {
+				ssize_t n;
+				while ((n = read(s->fd, s->in, s->in_cap)) < 0 && errno == EINTR)
+					;
+				if (n <= 0)
+					return n == 0 ? -EBADMSG : -errno; /* ends early */
+				want = (size_t)n;
+			} else {
+				if (s->left == 0)
+					return -EBADMSG; /* the frame ends early */
+				want = s->left < s->in_cap ? (size_t)s->left : s->in_cap;
+				int r = util_read_exact(s->fd, s->in, want);
+				if (r < 0)
+					return r == -EIO ? -EBADMSG : r;
+				s->left -= want;
+			}
 			s->inb = (ZSTD_inBuffer){s->in, want, 0};
 		}
 		ZSTD_outBuffer out = {s->out, s->out_cap, 0};
+		size_t before = s->inb.pos;
 		size_t rem = ZSTD_decompressStream(s->dctx, &out, &s->inb);
 		if (ZSTD_isError(rem))
 			return -EBADMSG;
+		/* The body's hash covers what the frame consumed: in a stream,
+		 * the manifest may follow in the same read. */
+		XXH3_128bits_update(s->hash, s->in + before, s->inb.pos - before);
+		s->consumed += s->inb.pos - before;
 		if (rem == 0)
 			s->frame_done = true;
 		s->out_pos = 0;
@@ -729,8 +770,11 @@ static int source_read(struct source *s, void *buf, size_t len, int out_fd, XXH3
 	return 0;
 }
 
+/* Extracts the body into dfd (when >= 0 and want(name)), checking it
+ * against manifest m; without m (a stream, whose manifest comes last), the
+ * files found are recorded in got, to be checked afterwards. */
 static int read_body(struct source *s, int dfd, bool (*want)(const char *),
-                     const struct manifest *m, struct image_error *err)
+                     const struct manifest *m, struct manifest *got, struct image_error *err)
 {
 	for (size_t i = 0;; i++) {
 		uint16_t nl;
@@ -738,6 +782,8 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 		if (r < 0)
 			return fail(err, r, "image body is damaged or truncated");
 		nl = le16toh(nl);
+		if (nl == 0 && !m)
+			break;
 		if (nl == 0) {
 			if (i != m->n_files)
 				return fail(err, -EBADMSG,
@@ -745,9 +791,9 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 				            m->n_files);
 			break;
 		}
-		if (i >= m->n_files)
+		if (m && i >= m->n_files)
 			return fail(err, -EBADMSG, "image body holds more files than its manifest");
-		const struct manifest_file *f = &m->files[i];
+		const struct manifest_file *f = m ? &m->files[i] : NULL;
 		char name[UINT16_MAX + 1];
 		uint64_t size;
 		r = source_read(s, name, nl, -1, NULL);
@@ -757,9 +803,12 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 			return fail(err, r, "image body is damaged or truncated");
 		name[nl] = '\0';
 		size = le64toh(size);
-		if (strcmp(name, f->name) != 0 || size != f->size)
+		if (f && (strcmp(name, f->name) != 0 || size != f->size))
 			return fail(err, -EBADMSG, "image body does not match its manifest at '%s'",
 			            name);
+		if (!f &&
+		    (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")))
+			return fail(err, -EBADMSG, "image body names a file '%s'", name);
 
 		_cleanup_close_ int ofd = -1;
 		if (dfd >= 0 && (!want || want(name))) {
@@ -780,11 +829,16 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 			return fail(err, r, "image body is damaged or truncated in '%s'", name);
 		if (r < 0)
 			return fail(err, r, "cannot extract '%s': %s", name, strerror(-r));
-		if (memcmp(c.digest, f->hash, 16) != 0)
+		if (f && memcmp(c.digest, f->hash, 16) != 0)
 			return fail(err, -EBADMSG, "checksum mismatch in '%s'", name);
+		if (!f) {
+			r = add_file(got, name, size, c.digest);
+			if (r < 0)
+				return r;
+		}
 	}
 	/* Nothing may follow the end marker inside the body. */
-	if (source_fill(s) != 0 || s->left != 0)
+	if (source_fill(s) != 0 || (!s->stream && (s->left != 0 || s->inb.pos != s->inb.size)))
 		return fail(err, -EBADMSG, "image body has trailing data");
 	return 0;
 }
@@ -830,7 +884,7 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 		r = -ENOMEM;
 	else {
 		XXH3_128bits_reset(s.hash);
-		r = read_body(&s, dfd, want, m, err);
+		r = read_body(&s, dfd, want, m, NULL, err);
 	}
 	if (r == 0) {
 		XXH128_canonical_t c;
@@ -847,4 +901,114 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 	if (ret)
 		*ret = TAKE_PTR(m);
 	return 0;
+}
+
+int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
+                              struct image_error *err)
+{
+	char header[HEADER_SIZE];
+	int r = util_read_exact(fd, header, sizeof(header));
+	if (r < 0)
+		return fail(err, r == -EIO ? -EBADMSG : r, "image stream ends in its header");
+	r = check_header(header, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return fail(err, -errno, "cannot open '%s': %m", dir);
+	_cleanup_manifest_ struct manifest *got = manifest_new(), *m = NULL;
+	struct source s = {
+	    .fd = fd,
+	    .stream = true,
+	    .in_cap = ZSTD_DStreamInSize(),
+	    .out_cap = ZSTD_DStreamOutSize(),
+	};
+	s.dctx = ZSTD_createDCtx();
+	s.hash = XXH3_createState();
+	s.in = malloc(s.in_cap);
+	s.out = malloc(s.out_cap);
+	_cleanup_free_ char *tail = NULL;
+	size_t tail_len = 0, tail_cap = 0;
+	if (!got || !s.dctx || !s.hash || !s.in || !s.out) {
+		r = -ENOMEM;
+		goto out;
+	}
+	XXH3_128bits_reset(s.hash);
+	r = read_body(&s, dfd, NULL, NULL, got, err);
+	if (r < 0)
+		goto out;
+	/* What follows the body: the manifest frame and the trailer, starting
+	 * with what the last read brought beyond the body's frame. */
+	tail_cap = 65536 + s.inb.size - s.inb.pos;
+	tail = malloc(tail_cap);
+	if (!tail) {
+		r = -ENOMEM;
+		goto out;
+	}
+	tail_len = s.inb.size - s.inb.pos;
+	memcpy(tail, s.in + s.inb.pos, tail_len);
+	for (;;) {
+		if (tail_len == tail_cap) {
+			if (tail_cap > (1u << 27)) {
+				r = fail(err, -EBADMSG, "image stream has too much after its body");
+				goto out;
+			}
+			char *nt = realloc(tail, tail_cap *= 2);
+			if (!nt) {
+				r = -ENOMEM;
+				goto out;
+			}
+			tail = nt;
+		}
+		ssize_t n = read(fd, tail + tail_len, tail_cap - tail_len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = fail(err, -errno, "cannot read the image stream: %m");
+			goto out;
+		}
+		if (n == 0)
+			break;
+		tail_len += (size_t)n;
+	}
+	struct trailer t;
+	if (tail_len < sizeof(t)) {
+		r = fail(err, -EBADMSG, "image stream is truncated (no trailer)");
+		goto out;
+	}
+	memcpy(&t, tail + tail_len - sizeof(t), sizeof(t));
+	r = check_trailer(&t, HEADER_SIZE + s.consumed + tail_len, err);
+	if (r == 0 && t.manifest_offset != HEADER_SIZE + s.consumed)
+		r = fail(err, -EBADMSG, "image trailer is inconsistent with the body");
+	if (r == 0)
+		r = decode_manifest(tail + tail_len - sizeof(t) - t.manifest_length, &t, &m, err);
+	if (r < 0)
+		goto out;
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s.hash));
+	if (memcmp(c.digest, t.body_hash, 16) != 0) {
+		r = fail(err, -EBADMSG, "image body checksum mismatch");
+		goto out;
+	}
+	if (got->n_files != m->n_files) {
+		r = fail(err, -EBADMSG, "image body holds %zu files, manifest %zu", got->n_files,
+		         m->n_files);
+		goto out;
+	}
+	for (size_t i = 0; i < m->n_files; i++)
+		if (strcmp(got->files[i].name, m->files[i].name) != 0 ||
+		    got->files[i].size != m->files[i].size ||
+		    memcmp(got->files[i].hash, m->files[i].hash, 16) != 0) {
+			r = fail(err, -EBADMSG, "image body does not match its manifest at '%s'",
+			         got->files[i].name);
+			goto out;
+		}
+	if (ret)
+		*ret = TAKE_PTR(m);
+out:
+	ZSTD_freeDCtx(s.dctx);
+	XXH3_freeState(s.hash);
+	free(s.in);
+	free(s.out);
+	return r;
 }

@@ -72,6 +72,13 @@ int image_archive_read_manifest(int fd, struct manifest **ret, struct image_erro
  * unless this returns 0. */
 int image_archive_read(int fd, const char *dir, struct manifest **ret, struct image_error *err);
 
+/* The same for an archive arriving on a pipe or socket, read once from start
+ * to end: the files are extracted into dir as they come and everything is
+ * verified when the stream ends (the manifest is last). Nothing extracted
+ * may be trusted unless this returns 0. */
+int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
+                              struct image_error *err);
+
 /* The same, extracting only the files for which want(name) is true; the
  * others are verified all the same. */
 int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *name),

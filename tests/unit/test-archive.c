@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char root[] = "/tmp/cryo-test-archive-XXXXXX";
@@ -161,6 +162,87 @@ static void test_truncation(void)
 	free(buf);
 }
 
+/* An archive written into a pipe and read back as a stream. */
+static void test_stream_round_trip(void)
+{
+	char src[512], out[512];
+	snprintf(src, sizeof(src), "%s/src", root);
+	snprintf(out, sizeof(out), "%s/stream-out", root);
+	CHECK(util_mkdir_p(out) == 0);
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		struct manifest *m = manifest_new();
+		manifest_add(m, "name", "streamed");
+		_exit(image_archive_write(p[1], src, NULL, 0, m, 1, 2, NULL, NULL) == 0 ? 0 : 1);
+	}
+	close(p[1]);
+	struct manifest *m = NULL;
+	struct image_error err = {{0}};
+	CHECK(image_archive_read_stream(p[0], out, &m, &err) == 0);
+	close(p[0]);
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(m && !strcmp(manifest_get(m, "name"), "streamed") && m->n_files == 3);
+	manifest_free(m);
+	const char *names[] = {"pages-1.img", "core-1.img", "empty.img"};
+	for (int i = 0; i < 3; i++) {
+		char a[600], b[600];
+		snprintf(a, sizeof(a), "%s/%s", src, names[i]);
+		snprintf(b, sizeof(b), "%s/%s", out, names[i]);
+		CHECK(files_equal(a, b));
+	}
+}
+
+/* A stream with a byte flipped anywhere, cut anywhere, or with bytes after
+ * its trailer is refused. */
+static void test_stream_damage(void)
+{
+	char arc[512], bad[512], out[512];
+	snprintf(arc, sizeof(arc), "%s/a.cryo", root);
+	snprintf(bad, sizeof(bad), "%s/stream-bad.cryo", root);
+	snprintf(out, sizeof(out), "%s/stream-bad-out", root);
+	char *buf = NULL;
+	size_t len = 0;
+	CHECK(util_read_file(arc, &buf, &len) == 0);
+	int checked = 0, refused = 0;
+	for (int kind = 0; kind < 3; kind++) {
+		size_t step = kind == 0 ? len / 61 + 1 : len / 13 + 1;
+		for (size_t off = 0; off < len; off += step) {
+			size_t n = len;
+			if (kind == 0)
+				buf[off] ^= 0x01;
+			else if (kind == 1)
+				n = off;
+			CHECK(util_write_file_atomic(bad, buf, n) == 0);
+			if (kind == 2) {
+				int afd = open(bad, O_WRONLY | O_APPEND);
+				CHECK(afd >= 0 && write(afd, buf, off % 7 + 1) > 0);
+				close(afd);
+			}
+			if (kind == 0)
+				buf[off] ^= 0x01;
+			util_rm_rf(out);
+			CHECK(util_mkdir_p(out) == 0);
+			int fd = open(bad, O_RDONLY);
+			struct image_error err = {{0}};
+			int r = image_archive_read_stream(fd, out, NULL, &err);
+			close(fd);
+			checked++;
+			if (r == -EBADMSG && err.msg[0])
+				refused++;
+			else
+				fprintf(stderr,
+				        "stream damage %d at %zu of %zu not detected (r=%d)\n",
+				        kind, off, len, r);
+		}
+	}
+	CHECK(checked > 80 && refused == checked);
+	free(buf);
+}
+
 static void test_disk_full(void)
 {
 	char src[512];
@@ -303,5 +385,6 @@ static void teardown(void)
 	CHECK(util_rm_rf(root) == 0);
 }
 
-TEST_MAIN(setup, test_round_trip, test_damage_detected, test_truncation, test_disk_full,
-          test_manifest_text, test_store, test_memory_files, teardown)
+TEST_MAIN(setup, test_round_trip, test_damage_detected, test_truncation, test_stream_round_trip,
+          test_stream_damage, test_disk_full, test_manifest_text, test_store, test_memory_files,
+          teardown)
