@@ -205,6 +205,17 @@ static void last_line(const char *out, char *buf, size_t len)
 	snprintf(buf, len, "%.*s", (int)(strchrnul(best, '\n') - best), best);
 }
 
+int criu_glue_check(struct criu_glue_error *err)
+{
+	char out[8192], line[256];
+	int r = run_criu((const char *const[]){"check", NULL}, true, out, sizeof(out));
+	if (r == 0)
+		return 0;
+	last_line(out, line, sizeof(line));
+	snprintf(err->msg, sizeof(err->msg), "criu check fails here: %s", line);
+	return r < 0 ? r : -EIO;
+}
+
 int criu_glue_cpuinfo_dump(const char *dir, struct criu_glue_error *err)
 {
 	char out[4096], line[256];

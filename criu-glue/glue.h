@@ -67,6 +67,9 @@ int criu_glue_version(int *ret);
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct criu_glue_error *err);
 
+/* Runs `criu check`: whether CRIU can work on this kernel. */
+int criu_glue_check(struct criu_glue_error *err);
+
 /* Writes CRIU's description of this machine's CPU (cpuinfo.img) into dir. */
 int criu_glue_cpuinfo_dump(const char *dir, struct criu_glue_error *err);
 

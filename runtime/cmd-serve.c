@@ -179,12 +179,15 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 		return 1;
 	}
 	r = channel_send(&ch, MSG_ACCEPT, NULL, 0, why, sizeof(why));
-	uint64_t gen = 0, bytes = 0;
+	uint64_t gen = 0;
+	struct incoming in = {.archive_fd = -1};
 	if (r == 0)
 		r = image_store_next_generation(cfg.paths.dir, &gen);
 	if (r == 0)
-		r = migrate_receive_image(&ch, cfg.paths.dir, gen, &bytes, why, sizeof(why));
+		r = migrate_receive(&in, &ch, cfg.paths.dir, gen,
+		                    manifest_get_u64(offer, "raw_estimate", 0), why, sizeof(why));
 	if (r < 0) {
+		migrate_incoming_done(&in);
 		log_error("migration of '%s' from %s failed: %s; nothing was restored", name, peer,
 		          why);
 		answer_and_hang_up(&ch, MSG_FAILED, why);
@@ -212,9 +215,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 	cfg.every_ns = manifest_get_u64(offer, "set.every_ns", 0);
 	cfg.zstd_level = (int)manifest_get_u64(offer, "set.zstd_level", 3);
 	cfg.incremental = manifest_get_u64(offer, "set.incremental", 1) != 0;
-	cfg.resume = true;
-	cfg.resume_generation = gen;
-	cfg.incoming = &ch;
+	cfg.incoming = &in;
 	struct net_config net = {0};
 	const char *addr = manifest_get(offer, "net.addr");
 	if (addr && net_parse_cidr(addr, &net.addr, &net.prefix) == 0) {
@@ -235,7 +236,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 	char out[PATH_MAX + 16];
 	snprintf(out, sizeof(out), "%s/output.log", cfg.paths.dir);
 	log_info("'%s' from %s: %s received; its supervisor is PID %d, its output goes to '%s'",
-	         name, peer, util_format_bytes(bytes, why, sizeof(why)), getpid(), out);
+	         name, peer, util_format_bytes(in.bytes, why, sizeof(why)), getpid(), out);
 	int ofd = open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (ofd >= 0) {
@@ -248,6 +249,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 		close(null);
 	}
 	r = supervisor_run(&cfg, lock);
+	migrate_incoming_done(&in);
 	channel_close(&ch);
 	manifest_free(offer);
 	return r < 0 ? 1 : r;
@@ -322,7 +324,6 @@ int cmd_serve(int argc, char **argv)
 			/* The supervisor it may become waits for its own children. */
 			struct sigaction dfl = {.sa_handler = SIG_DFL};
 			sigaction(SIGCHLD, &dfl, NULL);
-			signal(SIGPIPE, SIG_DFL);
 			_exit(serve_one(fd, peer, key, &so, state_dir));
 		}
 		if (pid < 0)

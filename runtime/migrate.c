@@ -237,6 +237,9 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 		return fail(why, len, -ENOENT,
 		            "CRIU 4.2 or newer is not installed on the target (run scripts/setup "
 		            "there)");
+	struct criu_glue_error cerr = {{0}};
+	if (criu_glue_check(&cerr) < 0)
+		return fail(why, len, -ENOTSUP, "%s", cerr.msg);
 	int r = check_cpu(cpuinfo, cpuinfo_len, why, len);
 	if (r < 0)
 		return r;
@@ -373,17 +376,80 @@ int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
 	return r;
 }
 
-int migrate_receive_image(struct channel *c, const char *store_dir, uint64_t gen,
-                          uint64_t *received, char *why, size_t len)
-{
-	char final[PATH_MAX], tmp[PATH_MAX + 32];
-	image_store_path(store_dir, gen, final, sizeof(final));
-	snprintf(tmp, sizeof(tmp), "%s/.gen-%" PRIu64 ".incoming", store_dir, gen);
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return fail(why, len, -errno, "cannot create '%s' on the target: %m", tmp);
-	uint64_t total = 0;
+struct extractor {
+	int fd;
+	const char *dir;
+	struct manifest *m;
+	struct image_error err;
 	int r;
+};
+
+static void *extract(void *arg)
+{
+	struct extractor *x = arg;
+	x->r = image_archive_read_stream(x->fd, x->dir, &x->m, &x->err);
+	close(x->fd);
+	return NULL;
+}
+
+static void *make_durable(void *arg)
+{
+	struct incoming *in = arg;
+	int r = 0;
+	if (fsync(in->archive_fd) < 0 || rename(in->tmp, in->final) < 0)
+		r = -errno;
+	close(in->archive_fd);
+	in->archive_fd = -1;
+	if (r == 0)
+		r = util_fsync_dir(in->store_dir);
+	in->sync_result = r;
+	return NULL;
+}
+
+/* Where the images are extracted: memory when they fit comfortably. */
+static int make_images_dir(struct incoming *in, const char *store_dir, uint64_t raw)
+{
+	struct statvfs shm;
+	if (raw < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
+	    raw + raw / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
+		snprintf(in->images, sizeof(in->images), "/dev/shm/cryo-incoming-XXXXXX");
+		if (mkdtemp(in->images))
+			return 0;
+	}
+	snprintf(in->images, sizeof(in->images), "%s/.incoming-images", store_dir);
+	util_rm_rf(in->images);
+	return mkdir(in->images, 0700) < 0 ? -errno : 0;
+}
+
+int migrate_receive(struct incoming *in, struct channel *c, const char *store_dir, uint64_t gen,
+                    uint64_t raw_estimate, char *why, size_t len)
+{
+	*in = (struct incoming){.ch = c, .generation = gen, .archive_fd = -1};
+	snprintf(in->store_dir, sizeof(in->store_dir), "%s", store_dir);
+	image_store_path(store_dir, gen, in->final, sizeof(in->final));
+	snprintf(in->tmp, sizeof(in->tmp), "%s/.gen-%" PRIu64 ".incoming", store_dir, gen);
+	int r = make_images_dir(in, store_dir, raw_estimate);
+	if (r < 0) {
+		in->images[0] = '\0';
+		return fail(why, len, r, "cannot make a directory for the images on the target: %s",
+		            strerror(-r));
+	}
+	in->archive_fd = open(in->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (in->archive_fd < 0)
+		return fail(why, len, -errno, "cannot create '%s' on the target: %m", in->tmp);
+	/* The archive goes to the store and, through a pipe, to the extractor. */
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return fail(why, len, -errno, "cannot make a pipe: %m");
+	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+	struct extractor x = {.fd = p[0], .dir = in->images};
+	pthread_t t;
+	if (pthread_create(&t, NULL, extract, &x) != 0) {
+		close(p[0]);
+		close(p[1]);
+		return fail(why, len, -EAGAIN, "cannot start the extractor");
+	}
+	uint64_t total = 0;
 	for (;;) {
 		uint8_t type;
 		const uint8_t *data;
@@ -392,13 +458,15 @@ int migrate_receive_image(struct channel *c, const char *store_dir, uint64_t gen
 		if (r < 0)
 			break;
 		if (type == MSG_DATA) {
-			r = util_write_all(fd, data, n);
+			r = util_write_all(in->archive_fd, data, n);
 			if (r < 0) {
 				fail(why, len, r, "cannot write the image on the target: %s%s",
 				     strerror(-r),
 				     r == -ENOSPC ? " (the target's disk is full)" : "");
 				break;
 			}
+			/* An extractor that stopped has its reason; it comes below. */
+			(void)util_write_all(p[1], data, n);
 			total += n;
 			continue;
 		}
@@ -409,20 +477,58 @@ int migrate_receive_image(struct channel *c, const char *store_dir, uint64_t gen
 			break;
 		}
 		memcpy(&le, data, sizeof(le));
-		if (le64toh(le) != total) {
+		if (le64toh(le) != total)
 			r = fail(why, len, -EBADMSG,
 			         "the image is truncated (%" PRIu64 " of %" PRIu64 " bytes)", total,
 			         le64toh(le));
-			break;
-		}
-		if (fsync(fd) < 0 || rename(tmp, final) < 0) {
-			r = fail(why, len, -errno, "cannot store the image on the target: %m");
-			break;
-		}
-		util_fsync_dir(store_dir);
-		*received = total;
-		return 0;
+		break;
 	}
-	unlink(tmp);
-	return r;
+	close(p[1]);
+	pthread_join(t, NULL);
+	if (r == 0 && x.r < 0)
+		r = fail(why, len, x.r, "the image does not verify: %s",
+		         x.err.msg[0] ? x.err.msg : strerror(-x.r));
+	if (r < 0) {
+		manifest_free(x.m);
+		return r;
+	}
+	in->manifest = x.m;
+	in->bytes = total;
+	if (pthread_create(&in->sync, NULL, make_durable, in) != 0) {
+		make_durable(in);
+		return migrate_wait_durable(in, why, len);
+	}
+	in->syncing = true;
+	return 0;
+}
+
+int migrate_wait_durable(struct incoming *in, char *why, size_t len)
+{
+	if (in->syncing) {
+		pthread_join(in->sync, NULL);
+		in->syncing = false;
+	}
+	if (in->sync_result < 0)
+		return fail(why, len, in->sync_result,
+		            "cannot store the image durably on the target: %s",
+		            strerror(-in->sync_result));
+	in->durable = true;
+	return 0;
+}
+
+void migrate_incoming_done(struct incoming *in)
+{
+	char ignored[64];
+	if (in->syncing)
+		migrate_wait_durable(in, ignored, sizeof(ignored));
+	if (in->archive_fd >= 0)
+		close(in->archive_fd);
+	in->archive_fd = -1;
+	if (!in->durable)
+		unlink(in->tmp);
+	if (in->images[0])
+		util_rm_rf(in->images);
+	in->images[0] = '\0';
+	manifest_free(in->manifest);
+	in->manifest = NULL;
 }

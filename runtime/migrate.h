@@ -19,6 +19,8 @@
 #include "archive.h"
 #include "channel.h"
 
+#include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,7 +53,30 @@ int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
                        const struct migrate_progress *progress, uint64_t *sent, char *why,
                        size_t len);
 
-/* Receives an archive and commits it as generation gen of store_dir, durably.
+/* A workload arriving on the target. */
+struct incoming {
+	struct channel *ch;
+	uint64_t generation;
+	char images[PATH_MAX];     /* its images, extracted while they arrived */
+	struct manifest *manifest; /* the archive's */
+	uint64_t bytes;            /* the archive's size */
+	/* The archive becomes durable (fsync, rename, directory fsync) while
+	 * the restore runs. */
+	pthread_t sync;
+	bool syncing, durable;
+	int sync_result;
+	int archive_fd;
+	char tmp[PATH_MAX + 32], final[PATH_MAX], store_dir[PATH_MAX];
+};
+
+/* Receives an archive: stores it as generation gen of store_dir and
+ * extracts it on the way (into memory when raw_estimate bytes fit there).
  * A damaged, forged or truncated stream leaves nothing behind. */
-int migrate_receive_image(struct channel *c, const char *store_dir, uint64_t gen,
-                          uint64_t *received, char *why, size_t len);
+int migrate_receive(struct incoming *in, struct channel *c, const char *store_dir, uint64_t gen,
+                    uint64_t raw_estimate, char *why, size_t len);
+
+/* Waits until the received archive is durable in the store. */
+int migrate_wait_durable(struct incoming *in, char *why, size_t len);
+
+/* Removes the extracted images, and the archive unless it became durable. */
+void migrate_incoming_done(struct incoming *in);

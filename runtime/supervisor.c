@@ -783,7 +783,8 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	return 0;
 }
 
-static int restore_generation(struct supervisor *s, uint64_t gen, bool tcp_established)
+/* After a crash or for cryo restore: its TCP connections come back closed. */
+static int restore_generation(struct supervisor *s, uint64_t gen)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	char dir[PATH_MAX];
@@ -815,7 +816,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen, bool tcp_estab
 	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
 	manifest_free(m);
 	char why[600];
-	r = restore_dir(s, dir, ino, tcp_established, why, sizeof(why));
+	r = restore_dir(s, dir, ino, false, why, sizeof(why));
 	if (r == 0 && cfg->incremental) {
 		/* The rebuilt memory images are the base of the next incremental
 		 * checkpoint (the program runs already). */
@@ -840,7 +841,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen, bool tcp_estab
 
 /* Restores the newest intact generation (or cfg->resume_generation), falling
  * back to older ones. Returns -ENOENT when there is none. */
-static int restore_newest(struct supervisor *s, uint64_t only, bool tcp_established)
+static int restore_newest(struct supervisor *s, uint64_t only)
 {
 	_cleanup_free_ uint64_t *gens = NULL;
 	size_t n;
@@ -857,7 +858,7 @@ static int restore_newest(struct supervisor *s, uint64_t only, bool tcp_establis
 			continue;
 		tried = true;
 		uint64_t t0 = util_now_ns();
-		if (restore_generation(s, gens[i], tcp_established) == 0) {
+		if (restore_generation(s, gens[i]) == 0) {
 			log_info("restored '%s' from generation %" PRIu64
 			         " in %.1f ms (program PID %d)",
 			         s->cfg->name, gens[i], (double)(util_now_ns() - t0) / 1e6,
@@ -1386,14 +1387,47 @@ out:
 	set_state(s, "migrated");
 }
 
-/* A copy that arrived by migration: tells the source it runs and waits for
- * its go-ahead before joining the network. */
-static int confirm_arrival(struct supervisor *s)
+/* A copy that arrived by migration: restores it from the images extracted
+ * on arrival, tells the source it runs once its archive is durable here, and
+ * waits for the source's go-ahead before joining the network. */
+static int arrive(struct supervisor *s)
 {
-	struct channel *c = s->cfg->incoming;
-	char why[600];
+	const struct supervisor_config *cfg = s->cfg;
+	struct incoming *in = cfg->incoming;
+	struct channel *c = in->ch;
+	char why[700], msg[800];
+	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
+	uint64_t ino[4];
+	for (int i = 0; i < 4; i++)
+		ino[i] = manifest_get_u64(in->manifest, keys[i], 0);
+	set_state(s, "restoring");
+	uint64_t t0 = util_now_ns();
+	int r = restore_dir(s, in->images, ino, true, why, sizeof(why));
+	if (r == 0 && cfg->incremental) {
+		page_index_free(s->index);
+		s->index = NULL;
+		if (delta_index_dir(in->images, in->generation, &s->index) < 0)
+			s->index = NULL;
+		s->chain = 0;
+	}
+	util_rm_rf(in->images);
+	in->images[0] = '\0';
+	if (r < 0) {
+		int n = snprintf(msg, sizeof(msg), "cannot restore on the target: %s", why);
+		log_error("%s (see criu-restore.log in '%s')", msg, cfg->paths.dir);
+		channel_send(c, MSG_FAILED, msg, (size_t)n, why, sizeof(why));
+		set_state(s, "failed");
+		return r;
+	}
+	s->current_generation = in->generation;
+	log_info("restored '%s' from generation %" PRIu64 " in %.1f ms (program PID %d)", cfg->name,
+	         in->generation, (double)(util_now_ns() - t0) / 1e6, program_pid(s));
+	r = migrate_wait_durable(in, why, sizeof(why));
 	int32_t pid = (int32_t)program_pid(s);
-	int r = channel_send(c, MSG_RUNNING, &pid, sizeof(pid), why, sizeof(why));
+	if (r == 0)
+		r = channel_send(c, MSG_RUNNING, &pid, sizeof(pid), why, sizeof(why));
+	else
+		channel_send(c, MSG_FAILED, why, strlen(why), msg, sizeof(msg));
 	uint8_t type = 0;
 	const uint8_t *data;
 	size_t n;
@@ -1404,23 +1438,30 @@ static int confirm_arrival(struct supervisor *s)
 		r = -EPROTO;
 	}
 	if (r < 0) {
-		char path[PATH_MAX], aside[PATH_MAX + 16];
-		image_store_path(s->cfg->paths.dir, s->current_generation, path, sizeof(path));
-		snprintf(aside, sizeof(aside), "%s.unconfirmed", path);
-		rename(path, aside);
-		log_error("'%s' was restored here, but the source did not confirm the migration "
-		          "(%s): this copy is stopped, and its image kept as '%s'",
-		          s->cfg->name, why, aside);
+		char aside[PATH_MAX + 16] = "";
+		if (in->durable) {
+			snprintf(aside, sizeof(aside), "%s.unconfirmed", in->final);
+			rename(in->final, aside);
+		}
+		log_error("'%s' was restored here, but the migration was not completed (%s): this "
+		          "copy is stopped%s%s",
+		          cfg->name, why, aside[0] ? ", its image kept as " : "", aside);
 		s->stopping = true;
 		kill(s->init_pid, SIGKILL);
+		waitpid(s->init_pid, NULL, 0);
+		s->running = false;
+		set_state(s, "failed");
 		return r;
 	}
 	if (s->net.fd >= 0) {
 		if (net_set_up(&s->net, true, why, sizeof(why)) < 0 ||
 		    net_announce(&s->net, why, sizeof(why)) < 0)
-			log_error("'%s' arrived, but its network: %s", s->cfg->name, why);
+			log_error("'%s' arrived, but its network: %s", cfg->name, why);
 	}
-	log_info("'%s' arrived by migration and runs (program PID %d)", s->cfg->name, pid);
+	send_msg(s, CRYO_MSG_RESULT, 1, in->generation);
+	publish_pid(s);
+	set_state(s, "running");
+	log_info("'%s' arrived by migration and runs (program PID %d)", cfg->name, pid);
 	return 0;
 }
 
@@ -1534,7 +1575,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	s->restarts_in_a_row++;
 	s->restarts_total++;
 	log_info("'%s' %s; restoring the newest checkpoint", cfg->name, how);
-	int r = restore_newest(s, 0, false);
+	int r = restore_newest(s, 0);
 	if (r == 0)
 		return 1;
 	if (r == -ENOENT) {
@@ -1701,26 +1742,16 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		if (r < 0) {
 			log_error("cannot set up the network of '%s': %s", cfg->name, why);
 			if (cfg->incoming)
-				channel_send(cfg->incoming, MSG_FAILED, why, strlen(why), why,
+				channel_send(cfg->incoming->ch, MSG_FAILED, why, strlen(why), why,
 				             sizeof(why));
 			goto out;
 		}
 	}
-	if (cfg->resume) {
-		r = restore_newest(&s, cfg->resume_generation, cfg->incoming != NULL);
-		if (r < 0 && cfg->incoming) {
-			char msg[700];
-			int n = snprintf(msg, sizeof(msg), "cannot restore on the target: %s",
-			                 s.last_error[0] ? s.last_error : "no image");
-			channel_send(cfg->incoming, MSG_FAILED, msg, (size_t)n, msg, sizeof(msg));
+	if (cfg->incoming) {
+		if (arrive(&s) < 0)
 			goto out;
-		}
-		if (r == 0 && cfg->incoming && confirm_arrival(&s) < 0) {
-			waitpid(s.init_pid, NULL, 0);
-			s.running = false;
-			set_state(&s, "failed");
-			goto out;
-		}
+	} else if (cfg->resume) {
+		r = restore_newest(&s, cfg->resume_generation);
 		if (r == -ENOENT && !cfg->resume_generation) {
 			log_error("'%s' has no images in '%s' to restore", cfg->name,
 			          cfg->paths.dir);

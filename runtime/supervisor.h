@@ -8,7 +8,7 @@
 
 #include <stdbool.h>
 
-struct channel;
+struct incoming;
 #include <stdint.h>
 
 enum restart_policy {
@@ -41,7 +41,7 @@ struct supervisor_config {
 	const struct net_config *net; /* its own network namespace (--net), or NULL */
 	/* Set by cryo serve: the workload arrives by migration (see migrate.h);
 	 * the restored copy stays off the network until the source says DONE. */
-	struct channel *incoming;
+	struct incoming *incoming;
 };
 
 /* Runs the workload until it ends for good. Returns the exit status for
