@@ -700,6 +700,34 @@ struct source {
 	uint64_t consumed; /* compressed body bytes decoded so far */
 };
 
+/* A source reading fd: a file whose body is left bytes long, or a stream. */
+static int source_init(struct source *s, int fd, bool stream, uint64_t left)
+{
+	*s = (struct source){
+	    .fd = fd,
+	    .left = left,
+	    .stream = stream,
+	    .in_cap = ZSTD_DStreamInSize(),
+	    .out_cap = ZSTD_DStreamOutSize(),
+	};
+	s->dctx = ZSTD_createDCtx();
+	s->hash = XXH3_createState();
+	s->in = malloc(s->in_cap);
+	s->out = malloc(s->out_cap);
+	if (!s->dctx || !s->hash || !s->in || !s->out)
+		return -ENOMEM;
+	XXH3_128bits_reset(s->hash);
+	return 0;
+}
+
+static void source_fini(struct source *s)
+{
+	ZSTD_freeDCtx(s->dctx);
+	XXH3_freeState(s->hash);
+	free(s->in);
+	free(s->out);
+}
+
 /* Fills the decompressed window; returns >0 bytes available, 0 at end, <0 error. */
 static int source_fill(struct source *s)
 {
@@ -870,32 +898,17 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 	if (lseek(fd, HEADER_SIZE, SEEK_SET) < 0)
 		return fail(err, -errno, "cannot seek in the image: %m");
 
-	struct source s = {
-	    .fd = fd,
-	    .left = t.manifest_offset - HEADER_SIZE,
-	    .in_cap = ZSTD_DStreamInSize(),
-	    .out_cap = ZSTD_DStreamOutSize(),
-	};
-	s.dctx = ZSTD_createDCtx();
-	s.hash = XXH3_createState();
-	s.in = malloc(s.in_cap);
-	s.out = malloc(s.out_cap);
-	if (!s.dctx || !s.hash || !s.in || !s.out)
-		r = -ENOMEM;
-	else {
-		XXH3_128bits_reset(s.hash);
+	struct source s;
+	r = source_init(&s, fd, false, t.manifest_offset - HEADER_SIZE);
+	if (r == 0)
 		r = read_body(&s, dfd, want, m, NULL, err);
-	}
 	if (r == 0) {
 		XXH128_canonical_t c;
 		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s.hash));
 		if (memcmp(c.digest, t.body_hash, 16) != 0)
 			r = fail(err, -EBADMSG, "image body checksum mismatch");
 	}
-	ZSTD_freeDCtx(s.dctx);
-	XXH3_freeState(s.hash);
-	free(s.in);
-	free(s.out);
+	source_fini(&s);
 	if (r < 0)
 		return r;
 	if (ret)
@@ -917,23 +930,14 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 	if (dfd < 0)
 		return fail(err, -errno, "cannot open '%s': %m", dir);
 	_cleanup_manifest_ struct manifest *got = manifest_new(), *m = NULL;
-	struct source s = {
-	    .fd = fd,
-	    .stream = true,
-	    .in_cap = ZSTD_DStreamInSize(),
-	    .out_cap = ZSTD_DStreamOutSize(),
-	};
-	s.dctx = ZSTD_createDCtx();
-	s.hash = XXH3_createState();
-	s.in = malloc(s.in_cap);
-	s.out = malloc(s.out_cap);
+	struct source s;
 	_cleanup_free_ char *tail = NULL;
 	size_t tail_len = 0, tail_cap = 0;
-	if (!got || !s.dctx || !s.hash || !s.in || !s.out) {
+	r = source_init(&s, fd, true, 0);
+	if (r == 0 && !got)
 		r = -ENOMEM;
+	if (r < 0)
 		goto out;
-	}
-	XXH3_128bits_reset(s.hash);
 	r = read_body(&s, dfd, NULL, NULL, got, err);
 	if (r < 0)
 		goto out;
@@ -1006,9 +1010,6 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 	if (ret)
 		*ret = TAKE_PTR(m);
 out:
-	ZSTD_freeDCtx(s.dctx);
-	XXH3_freeState(s.hash);
-	free(s.in);
-	free(s.out);
+	source_fini(&s);
 	return r;
 }

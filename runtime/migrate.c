@@ -24,17 +24,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-static int fail(char *why, size_t len, int r, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *why, size_t len, int r, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 /* ---- the offer ---------------------------------------------------------------- */
 
 struct strset {
@@ -161,7 +150,8 @@ int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
 	size_t n;
 	int r = collect_tree(root, &pids, &n);
 	if (r < 0)
-		return fail(why, len, r, "cannot list the program's processes: %s", strerror(-r));
+		return util_fail(why, len, r, "cannot list the program's processes: %s",
+		                 strerror(-r));
 	struct strset files = {0}, seen = {0};
 	for (size_t i = 0; i < n; i++)
 		collect_mapped(pids[i], &files, &seen);
@@ -179,7 +169,7 @@ int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
 	if (r == 0)
 		r = manifest_addf(offer, "raw_estimate", "%" PRIu64,
 		                  criu_glue_estimate_pages(root));
-	return r < 0 ? fail(why, len, r, "out of memory") : 0;
+	return r < 0 ? util_fail(why, len, r, "out of memory") : 0;
 }
 
 /* ---- pre-flight ----------------------------------------------------------------- */
@@ -193,21 +183,22 @@ static int check_files(const struct manifest *offer, char *why, size_t len)
 		uint64_t size;
 		int off = 0;
 		if (sscanf(offer->values[i], "%32s %" SCNu64 " %n", hex, &size, &off) != 2 || !off)
-			return fail(why, len, -EPROTO, "the offer lists a file oddly: '%s'",
-			            offer->values[i]);
+			return util_fail(why, len, -EPROTO, "the offer lists a file oddly: '%s'",
+			                 offer->values[i]);
 		const char *path = offer->values[i] + off;
 		uint64_t here_size;
 		char here[33];
 		int r = hash_file(path, &here_size, here);
 		if (r < 0)
-			return fail(why, len, -ENOENT, "'%s', which the program maps, is %s here",
-			            path, r == -ENOENT ? "missing" : "unreadable");
+			return util_fail(why, len, -ENOENT,
+			                 "'%s', which the program maps, is %s here", path,
+			                 r == -ENOENT ? "missing" : "unreadable");
 		if (here_size != size || strcmp(here, hex) != 0)
-			return fail(why, len, -ESTALE,
-			            "'%s' differs here from the source's copy (%" PRIu64
-			            " bytes here, %" PRIu64
-			            " there): install the same version on both machines",
-			            path, here_size, size);
+			return util_fail(why, len, -ESTALE,
+			                 "'%s' differs here from the source's copy (%" PRIu64
+			                 " bytes here, %" PRIu64
+			                 " there): install the same version on both machines",
+			                 path, here_size, size);
 	}
 	return 0;
 }
@@ -216,7 +207,7 @@ static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, char *why, size
 {
 	char dir[] = "/tmp/cryo-cpuinfo-XXXXXX";
 	if (!mkdtemp(dir))
-		return fail(why, len, -errno, "cannot make a temporary directory: %m");
+		return util_fail(why, len, -errno, "cannot make a temporary directory: %m");
 	char path[64];
 	snprintf(path, sizeof(path), "%s/cpuinfo.img", dir);
 	int r = util_write_file_atomic(path, cpuinfo, cpuinfo_len);
@@ -226,7 +217,7 @@ static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, char *why, size
 	else
 		snprintf(err.msg, sizeof(err.msg), "cannot write '%s': %s", path, strerror(-r));
 	util_rm_rf(dir);
-	return r < 0 ? fail(why, len, r, "%s", err.msg) : 0;
+	return r < 0 ? util_fail(why, len, r, "%s", err.msg) : 0;
 }
 
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
@@ -234,12 +225,13 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 {
 	int version = 0;
 	if (criu_glue_version(&version) < 0 || version < CRIU_GLUE_MIN_VERSION)
-		return fail(why, len, -ENOENT,
-		            "CRIU 4.2 or newer is not installed on the target (run scripts/setup "
-		            "there)");
+		return util_fail(
+		    why, len, -ENOENT,
+		    "CRIU 4.2 or newer is not installed on the target (run scripts/setup "
+		    "there)");
 	struct criu_glue_error cerr = {{0}};
 	if (criu_glue_check(&cerr) < 0)
-		return fail(why, len, -ENOTSUP, "%s", cerr.msg);
+		return util_fail(why, len, -ENOTSUP, "%s", cerr.msg);
 	int r = check_cpu(cpuinfo, cpuinfo_len, why, len);
 	if (r < 0)
 		return r;
@@ -249,23 +241,26 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 	const char *cwd = manifest_get(offer, "cwd");
 	struct stat st;
 	if (cwd && cwd[0] && (stat(cwd, &st) < 0 || !S_ISDIR(st.st_mode)))
-		return fail(why, len, -ENOENT,
-		            "the program's working directory '%s' does not exist here", cwd);
+		return util_fail(why, len, -ENOENT,
+		                 "the program's working directory '%s' does not exist here", cwd);
 	const char *addr = manifest_get(offer, "net.addr");
 	if (addr) {
 		struct in_addr a;
 		unsigned prefix;
 		if (net_parse_cidr(addr, &a, &prefix) < 0)
-			return fail(why, len, -EPROTO, "the offer's address '%s' is invalid", addr);
+			return util_fail(why, len, -EPROTO, "the offer's address '%s' is invalid",
+			                 addr);
 		if (net_address_in_use(a))
-			return fail(why, len, -EADDRINUSE,
-			            "address %s is already assigned to an interface here", addr);
+			return util_fail(why, len, -EADDRINUSE,
+			                 "address %s is already assigned to an interface here",
+			                 addr);
 		const char *br = bridge ? bridge : manifest_get(offer, "net.bridge");
 		if (br && br[0] && !net_bridge_exists(br))
-			return fail(why, len, -ENODEV,
-			            "there is no bridge '%s' here (create it, or start cryo serve "
-			            "with --bridge)",
-			            br);
+			return util_fail(
+			    why, len, -ENODEV,
+			    "there is no bridge '%s' here (create it, or start cryo serve "
+			    "with --bridge)",
+			    br);
 	}
 	uint64_t need = manifest_get_u64(offer, "raw_estimate", 0);
 	struct statvfs sv;
@@ -273,11 +268,12 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 		uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
 		if (have < need) {
 			char a[32], b[32];
-			return fail(why, len, -ENOSPC,
-			            "not enough room in '%s' here: the image needs up to %s (the "
-			            "program's memory, uncompressed), %s are free",
-			            state_dir, util_format_bytes(need, a, sizeof(a)),
-			            util_format_bytes(have, b, sizeof(b)));
+			return util_fail(
+			    why, len, -ENOSPC,
+			    "not enough room in '%s' here: the image needs up to %s (the "
+			    "program's memory, uncompressed), %s are free",
+			    state_dir, util_format_bytes(need, a, sizeof(a)),
+			    util_format_bytes(have, b, sizeof(b)));
 		}
 	}
 	return 0;
@@ -321,19 +317,19 @@ int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
-		return fail(why, len, -errno, "cannot make a pipe: %m");
+		return util_fail(why, len, -errno, "cannot make a pipe: %m");
 	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
 	struct writer w = {.fd = p[1], .dir = dir, .m = m};
 	pthread_t t;
 	if (pthread_create(&t, NULL, write_archive, &w) != 0) {
 		close(p[0]);
 		close(p[1]);
-		return fail(why, len, -EAGAIN, "cannot start the compressor");
+		return util_fail(why, len, -EAGAIN, "cannot start the compressor");
 	}
 	uint64_t raw_total = dir_bytes(dir), total = 0, last = 0;
 	const size_t cap = CHANNEL_MAX_MSG;
 	uint8_t *buf = malloc(cap);
-	int r = buf ? 0 : fail(why, len, -ENOMEM, "out of memory");
+	int r = buf ? 0 : util_fail(why, len, -ENOMEM, "out of memory");
 	while (r == 0) {
 		/* Gather up to a whole message before sending it. */
 		size_t got = 0;
@@ -342,8 +338,8 @@ int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
 			if (n < 0) {
 				if (errno == EINTR)
 					continue;
-				r = fail(why, len, -errno,
-				         "cannot read the compressor's output: %m");
+				r = util_fail(why, len, -errno,
+				              "cannot read the compressor's output: %m");
 				break;
 			}
 			got += (size_t)n;
@@ -367,8 +363,8 @@ int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
 	if (r < 0)
 		return r;
 	if (w.r < 0)
-		return fail(why, len, w.r, "cannot archive the image: %s",
-		            w.err.msg[0] ? w.err.msg : strerror(-w.r));
+		return util_fail(why, len, w.r, "cannot archive the image: %s",
+		                 w.err.msg[0] ? w.err.msg : strerror(-w.r));
 	uint64_t le = htole64(total);
 	r = channel_send(c, MSG_END, &le, sizeof(le), why, len);
 	if (r == 0 && sent)
@@ -431,23 +427,24 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 	int r = make_images_dir(in, store_dir, raw_estimate);
 	if (r < 0) {
 		in->images[0] = '\0';
-		return fail(why, len, r, "cannot make a directory for the images on the target: %s",
-		            strerror(-r));
+		return util_fail(why, len, r,
+		                 "cannot make a directory for the images on the target: %s",
+		                 strerror(-r));
 	}
 	in->archive_fd = open(in->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (in->archive_fd < 0)
-		return fail(why, len, -errno, "cannot create '%s' on the target: %m", in->tmp);
+		return util_fail(why, len, -errno, "cannot create '%s' on the target: %m", in->tmp);
 	/* The archive goes to the store and, through a pipe, to the extractor. */
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
-		return fail(why, len, -errno, "cannot make a pipe: %m");
+		return util_fail(why, len, -errno, "cannot make a pipe: %m");
 	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
 	struct extractor x = {.fd = p[0], .dir = in->images};
 	pthread_t t;
 	if (pthread_create(&t, NULL, extract, &x) != 0) {
 		close(p[0]);
 		close(p[1]);
-		return fail(why, len, -EAGAIN, "cannot start the extractor");
+		return util_fail(why, len, -EAGAIN, "cannot start the extractor");
 	}
 	uint64_t total = 0;
 	for (;;) {
@@ -460,9 +457,9 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 		if (type == MSG_DATA) {
 			r = util_write_all(in->archive_fd, data, n);
 			if (r < 0) {
-				fail(why, len, r, "cannot write the image on the target: %s%s",
-				     strerror(-r),
-				     r == -ENOSPC ? " (the target's disk is full)" : "");
+				util_fail(why, len, r, "cannot write the image on the target: %s%s",
+				          strerror(-r),
+				          r == -ENOSPC ? " (the target's disk is full)" : "");
 				break;
 			}
 			/* An extractor that stopped has its reason; it comes below. */
@@ -472,22 +469,22 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 		}
 		uint64_t le;
 		if (type != MSG_END || n != sizeof(le)) {
-			r = fail(why, len, -EPROTO, "unexpected message %u in the image stream",
-			         type);
+			r = util_fail(why, len, -EPROTO,
+			              "unexpected message %u in the image stream", type);
 			break;
 		}
 		memcpy(&le, data, sizeof(le));
 		if (le64toh(le) != total)
-			r = fail(why, len, -EBADMSG,
-			         "the image is truncated (%" PRIu64 " of %" PRIu64 " bytes)", total,
-			         le64toh(le));
+			r = util_fail(why, len, -EBADMSG,
+			              "the image is truncated (%" PRIu64 " of %" PRIu64 " bytes)",
+			              total, le64toh(le));
 		break;
 	}
 	close(p[1]);
 	pthread_join(t, NULL);
 	if (r == 0 && x.r < 0)
-		r = fail(why, len, x.r, "the image does not verify: %s",
-		         x.err.msg[0] ? x.err.msg : strerror(-x.r));
+		r = util_fail(why, len, x.r, "the image does not verify: %s",
+		              x.err.msg[0] ? x.err.msg : strerror(-x.r));
 	if (r < 0) {
 		manifest_free(x.m);
 		return r;
@@ -509,9 +506,9 @@ int migrate_wait_durable(struct incoming *in, char *why, size_t len)
 		in->syncing = false;
 	}
 	if (in->sync_result < 0)
-		return fail(why, len, in->sync_result,
-		            "cannot store the image durably on the target: %s",
-		            strerror(-in->sync_result));
+		return util_fail(why, len, in->sync_result,
+		                 "cannot store the image durably on the target: %s",
+		                 strerror(-in->sync_result));
 	in->durable = true;
 	return 0;
 }

@@ -71,17 +71,6 @@ static struct nl_sock *route_socket(void)
 	return sk;
 }
 
-static int fail(char *why, size_t len, int r, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *why, size_t len, int r, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 /* Runs fn inside namespace fd and comes back. */
 static int in_netns(int fd, int (*fn)(void *), void *arg)
 {
@@ -176,13 +165,13 @@ static int setup_inside(void *arg)
 	const struct net_config *c = &in->n->cfg;
 	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
 	if (!sk)
-		return fail(in->why, in->why_len, -ENOMEM, "cannot open a netlink socket");
+		return util_fail(in->why, in->why_len, -ENOMEM, "cannot open a netlink socket");
 	if (link_set_up(sk, "lo", true) < 0 || link_set_up(sk, "eth0", true) < 0)
-		return fail(in->why, in->why_len, -EIO,
-		            "cannot bring up the workload's interfaces");
+		return util_fail(in->why, in->why_len, -EIO,
+		                 "cannot bring up the workload's interfaces");
 	int idx = link_index(sk, "eth0", NULL);
 	if (idx < 0)
-		return fail(in->why, in->why_len, idx, "the workload's eth0 is missing");
+		return util_fail(in->why, in->why_len, idx, "the workload's eth0 is missing");
 	struct rtnl_addr *a = rtnl_addr_alloc();
 	struct nl_addr *local = nl_addr_build(AF_INET, &c->addr, 4);
 	int r = -ENOMEM;
@@ -196,16 +185,16 @@ static int setup_inside(void *arg)
 	if (a)
 		rtnl_addr_put(a);
 	if (r < 0)
-		return fail(in->why, in->why_len, r, "cannot assign the workload's address");
+		return util_fail(in->why, in->why_len, r, "cannot assign the workload's address");
 	/* Routed without a gateway: every destination is asked for on eth0,
 	 * and the host end answers (its own addresses, and through proxy ARP
 	 * what it routes elsewhere). */
 	bool routed = !c->bridge[0] && c->gateway.s_addr == INADDR_ANY;
 	if ((routed || c->gateway.s_addr != INADDR_ANY) &&
 	    add_route(sk, "0.0.0.0/0", idx, c->gateway) < 0)
-		return fail(in->why, in->why_len, -EIO,
-		            "cannot add the workload's default route (is the gateway inside "
-		            "its subnet?)");
+		return util_fail(in->why, in->why_len, -EIO,
+		                 "cannot add the workload's default route (is the gateway inside "
+		                 "its subnet?)");
 	return 0;
 }
 
@@ -231,34 +220,34 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 
 	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
 	if (!sk)
-		return fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
+		return util_fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
 	int br = -1;
 	if (c->bridge[0]) {
 		bool is_bridge = false;
 		br = link_index(sk, c->bridge, &is_bridge);
 		if (br < 0 || !is_bridge)
-			return fail(why, why_len, -ENODEV,
-			            "there is no bridge '%s' here (create it, or leave out "
-			            "--bridge for a routed address)",
-			            c->bridge);
+			return util_fail(why, why_len, -ENODEV,
+			                 "there is no bridge '%s' here (create it, or leave out "
+			                 "--bridge for a routed address)",
+			                 c->bridge);
 	}
 	if (link_index(sk, n.host_if, NULL) >= 0)
-		return fail(why, why_len, -EEXIST,
-		            "interface '%s' exists already: another workload named '%s' has a "
-		            "network here",
-		            n.host_if, name);
+		return util_fail(why, why_len, -EEXIST,
+		                 "interface '%s' exists already: another workload named '%s' has a "
+		                 "network here",
+		                 n.host_if, name);
 
 	/* The namespace: made by unsharing, kept by its fd. */
 	_cleanup_close_ int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (self < 0 || unshare(CLONE_NEWNET) < 0)
-		return fail(why, why_len, -errno, "cannot create a network namespace: %m");
+		return util_fail(why, why_len, -errno, "cannot create a network namespace: %m");
 	n.fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	int saved = errno;
 	if (setns(self, CLONE_NEWNET) < 0)
 		abort();
 	if (n.fd < 0)
-		return fail(why, why_len, -saved, "cannot open the new network namespace: %s",
-		            strerror(saved));
+		return util_fail(why, why_len, -saved, "cannot open the new network namespace: %s",
+		                 strerror(saved));
 	struct stat st;
 	fstat(n.fd, &st);
 	n.ino = (uint64_t)st.st_ino;
@@ -266,7 +255,7 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	struct rtnl_link *veth = rtnl_link_veth_alloc();
 	if (!veth) {
 		close(n.fd);
-		return fail(why, why_len, -ENOMEM, "out of memory");
+		return util_fail(why, why_len, -ENOMEM, "out of memory");
 	}
 	struct rtnl_link *peer = rtnl_link_veth_get_peer(veth);
 	rtnl_link_set_name(veth, n.host_if);
@@ -291,15 +280,15 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	rtnl_link_veth_release(veth);
 	if (r < 0) {
 		close(n.fd);
-		return fail(why, why_len, -EIO, "cannot create the veth pair '%s': %s", n.host_if,
-		            nl_geterror(r));
+		return util_fail(why, why_len, -EIO, "cannot create the veth pair '%s': %s",
+		                 n.host_if, nl_geterror(r));
 	}
 	if (br >= 0) {
 		int idx = link_index(sk, n.host_if, NULL);
 		if (idx < 0 || rtnl_link_enslave_ifindex(sk, br, idx) < 0) {
 			net_destroy(&n);
-			return fail(why, why_len, -EIO, "cannot attach '%s' to bridge '%s'",
-			            n.host_if, c->bridge);
+			return util_fail(why, why_len, -EIO, "cannot attach '%s' to bridge '%s'",
+			                 n.host_if, c->bridge);
 		}
 	} else {
 		/* Routed: the host answers ARP for the workload's gateway and
@@ -309,8 +298,9 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 		if (write_sysctl(path, "1") < 0 ||
 		    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1") < 0) {
 			net_destroy(&n);
-			return fail(why, why_len, -EIO,
-			            "cannot enable proxy ARP and forwarding for '%s'", n.host_if);
+			return util_fail(why, why_len, -EIO,
+			                 "cannot enable proxy ARP and forwarding for '%s'",
+			                 n.host_if);
 		}
 	}
 	struct inside in = {&n, why, why_len};
@@ -329,10 +319,10 @@ int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
 {
 	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
 	if (!sk)
-		return fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
+		return util_fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
 	if (link_set_up(sk, n->host_if, up) < 0)
-		return fail(why, why_len, -EIO, "cannot bring '%s' %s", n->host_if,
-		            up ? "up" : "down");
+		return util_fail(why, why_len, -EIO, "cannot bring '%s' %s", n->host_if,
+		                 up ? "up" : "down");
 	if (up && !n->cfg.bridge[0]) {
 		/* The host route goes away whenever the link is down. */
 		char dst[32];
@@ -340,7 +330,8 @@ int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
 		strcat(dst, "/32");
 		int idx = link_index(sk, n->host_if, NULL);
 		if (idx < 0 || add_route(sk, dst, idx, (struct in_addr){0}) < 0)
-			return fail(why, why_len, -EIO, "cannot route %s to '%s'", dst, n->host_if);
+			return util_fail(why, why_len, -EIO, "cannot route %s to '%s'", dst,
+			                 n->host_if);
 	}
 	return 0;
 }
@@ -351,10 +342,10 @@ static int announce_inside(void *arg)
 	const struct net_ns *n = in->n;
 	unsigned idx = if_nametoindex("eth0");
 	if (!idx)
-		return fail(in->why, in->why_len, -ENODEV, "the workload's eth0 is missing");
+		return util_fail(in->why, in->why_len, -ENODEV, "the workload's eth0 is missing");
 	_cleanup_close_ int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP));
 	if (fd < 0)
-		return fail(in->why, in->why_len, -errno, "cannot open a packet socket: %m");
+		return util_fail(in->why, in->why_len, -errno, "cannot open a packet socket: %m");
 	struct __attribute__((packed)) {
 		uint16_t htype, ptype;
 		uint8_t hlen, plen;
@@ -394,8 +385,8 @@ static int announce_inside(void *arg)
 		if (i)
 			usleep(20000);
 		if (sendto(fd, &arp, sizeof(arp), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
-			return fail(in->why, in->why_len, -errno,
-			            "cannot send a gratuitous ARP: %m");
+			return util_fail(in->why, in->why_len, -errno,
+			                 "cannot send a gratuitous ARP: %m");
 	}
 	return 0;
 }

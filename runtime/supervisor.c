@@ -473,6 +473,29 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 	}
 }
 
+/* How the program is dumped into images: its control socket's and network
+ * namespace's other ends stay outside, its TCP connections are dumped. With
+ * its own namespace no CRIU network lock is needed: a checkpoint's copy
+ * restores its connections closed after a crash, and a migration takes the
+ * namespace off the network itself. */
+static struct criu_glue_dump_opts dump_opts(struct supervisor *s, const char *images,
+                                            bool leave_running)
+{
+	return (struct criu_glue_dump_opts){
+	    .pid = s->init_pid,
+	    .images_dir = images,
+	    .log_dir = s->cfg->paths.dir,
+	    .log_name = "criu-dump.log",
+	    .external_unix = &s->ino_control,
+	    .n_external_unix = 1,
+	    .external_net = s->net.fd >= 0 ? s->net.ino : 0,
+	    .external_net_key = NET_CRIU_KEY,
+	    .leave_running = leave_running,
+	    .tcp_established = true,
+	    .network_lock_skip = s->net.fd >= 0,
+	};
+}
+
 /* Incremental generations in a row before a full one: each restore rebuilds
  * the whole chain. */
 #define MAX_CHAIN 8
@@ -524,22 +547,8 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 			pages = NULL;
 		}
 	}
-	struct criu_glue_dump_opts o = {
-	    .pid = s->init_pid,
-	    .images_dir = images,
-	    .log_dir = cfg->paths.dir,
-	    .log_name = "criu-dump.log",
-	    .external_unix = &s->ino_control,
-	    .n_external_unix = 1,
-	    .external_net = s->net.fd >= 0 ? s->net.ino : 0,
-	    .external_net_key = NET_CRIU_KEY,
-	    .leave_running = true,
-	    .tcp_established = true,
-	    /* Its connections are restored closed after a crash: no need to
-	     * hold their traffic while the image is taken. */
-	    .network_lock_skip = s->net.fd >= 0,
-	    .page_server_port = pages ? criu_glue_pages_port(pages) : 0,
-	};
+	struct criu_glue_dump_opts o = dump_opts(s, images, true);
+	o.page_server_port = pages ? criu_glue_pages_port(pages) : 0;
 	struct criu_glue_dump_stats st = {0};
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r == 0 && pages)
@@ -1260,19 +1269,7 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 			goto out;
 	}
 	t_freeze = util_now_ns();
-	struct criu_glue_dump_opts o = {
-	    .pid = s->init_pid,
-	    .images_dir = dir,
-	    .log_dir = cfg->paths.dir,
-	    .log_name = "criu-dump.log",
-	    .external_unix = &s->ino_control,
-	    .n_external_unix = 1,
-	    .external_net = s->net.fd >= 0 ? s->net.ino : 0,
-	    .external_net_key = NET_CRIU_KEY,
-	    .leave_running = false,
-	    .tcp_established = true,
-	    .network_lock_skip = s->net.fd >= 0,
-	};
+	struct criu_glue_dump_opts o = dump_opts(s, dir, false);
 	struct criu_glue_error cerr = {{0}};
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r < 0) {
