@@ -28,7 +28,7 @@ struct criu_glue_dump_opts {
 	/* No CRIU network lock: the caller keeps the namespace's traffic away
 	 * (its link down) or does not care (copies that resume closed). */
 	bool network_lock_skip;
-	int page_server_port; /* > 0: send the pages to this loopback port (pages.h) */
+	int page_server_fd; /* >= 0: send the pages on this socket (pages.h); else -1 */
 };
 
 struct criu_glue_inherit {

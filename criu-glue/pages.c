@@ -68,7 +68,8 @@ struct image {
 };
 
 struct criu_glue_pages {
-	int listen_fd, port;
+	int sk;      /* our end of the page stream */
+	int criu_sk; /* CRIU's end, inherited by the criu process */
 	int stop[2]; /* a pipe that tells the thread to give up */
 	pthread_t thread;
 	bool thread_started;
@@ -262,11 +263,6 @@ static int serve(struct criu_glue_pages *p, int sk)
 	uint64_t cur_id = 0;
 	for (;;) {
 		struct ps_iov pi;
-		/* Acknowledge at once: CRIU's last command waits behind Nagle for
-		 * our ACK, which delayed ACKs would hold back for up to 200 ms.
-		 * TCP_QUICKACK does not stick, so it is set before every read. */
-		int one = 1;
-		setsockopt(sk, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 		ssize_t n = recv(sk, &pi, sizeof(pi), MSG_WAITALL);
 		if (n == 0)
 			return p->closed ? 0 : -EPIPE;
@@ -328,22 +324,7 @@ static int serve(struct criu_glue_pages *p, int sk)
 static void *receive(void *arg)
 {
 	struct criu_glue_pages *p = arg;
-	struct pollfd pf[2] = {{.fd = p->listen_fd, .events = POLLIN},
-	                       {.fd = p->stop[0], .events = POLLIN}};
-	if (poll(pf, 2, -1) < 0 || !(pf[0].revents & POLLIN)) {
-		p->error = -ECANCELED;
-		snprintf(p->why, sizeof(p->why), "CRIU never connected to cryo's page server");
-		return NULL;
-	}
-	_cleanup_close_ int sk = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (sk < 0) {
-		p->error = -errno;
-		snprintf(p->why, sizeof(p->why), "accept: %s", strerror(errno));
-		return NULL;
-	}
-	int one = 1;
-	setsockopt(sk, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	int r = serve(p, sk);
+	int r = serve(p, p->sk);
 	if (r < 0) {
 		p->error = r;
 		if (!p->why[0])
@@ -358,8 +339,7 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
 	struct criu_glue_pages *p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->listen_fd = -1;
-	p->stop[0] = p->stop[1] = -1;
+	p->sk = p->criu_sk = -1;
 	p->next_pages_id = FIRST_PAGES_ID;
 	int r = 0;
 	/* The pages' memory is faulted in now, while the program runs. */
@@ -367,18 +347,18 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
 		size_t size = (size_t)((expect_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));
 		r = add_chunk(p, size, true);
 	}
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
-	if (r == 0 && pipe2(p->stop, O_CLOEXEC) < 0)
-		r = -errno;
-	if (r == 0 && (p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		r = -errno;
-	if (r == 0 && (bind(p->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	               listen(p->listen_fd, 1) < 0 ||
-	               getsockname(p->listen_fd, (struct sockaddr *)&sa, &len) < 0))
+	/* A unix socket pair rather than TCP: CRIU corks a TCP page-server
+	 * socket and its last command would wait out the cork (200 ms). Its
+	 * end must survive the exec of criu. */
+	int sp[2];
+	if (r == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0)
 		r = -errno;
 	if (r == 0) {
-		p->port = ntohs(sa.sin_port);
+		p->sk = sp[0];
+		p->criu_sk = sp[1];
+		fcntl(p->sk, F_SETFD, FD_CLOEXEC);
+		int size = 4 << 20;
+		setsockopt(p->sk, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
 		r = -pthread_create(&p->thread, NULL, receive, p);
 		p->thread_started = r == 0;
 	}
@@ -392,16 +372,20 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
 	return 0;
 }
 
-int criu_glue_pages_port(const struct criu_glue_pages *p)
+int criu_glue_pages_fd(const struct criu_glue_pages *p)
 {
-	return p->port;
+	return p->criu_sk;
 }
 
+/* Once CRIU is gone, closing its end ends the stream for the thread. */
 static void stop_thread(struct criu_glue_pages *p)
 {
+	if (p->criu_sk >= 0) {
+		close(p->criu_sk);
+		p->criu_sk = -1;
+	}
 	if (!p->thread_started)
 		return;
-	(void)!write(p->stop[1], "x", 1);
 	pthread_join(p->thread, NULL);
 	p->thread_started = false;
 }
@@ -446,12 +430,8 @@ void criu_glue_pages_free(struct criu_glue_pages *p)
 		free(p->images[i].pagemap);
 		free(p->images[i].pages);
 	}
-	if (p->listen_fd >= 0)
-		close(p->listen_fd);
-	if (p->stop[0] >= 0) {
-		close(p->stop[0]);
-		close(p->stop[1]);
-	}
+	if (p->sk >= 0)
+		close(p->sk);
 	free(p->chunks);
 	free(p->images);
 	free(p->files);

@@ -1,5 +1,5 @@
 /* A page server inside cryo: CRIU's dump sends the program's memory pages
- * here over loopback TCP (CRIU's page-server protocol) instead of writing
+ * here over a unix socket pair (CRIU's page-server protocol) instead of writing
  * them into image files. They land in memory faulted in before the program
  * was frozen, so the freeze lasts as long as copying the pages once, and the
  * archive compresses them from there afterwards. */
@@ -17,13 +17,13 @@ struct criu_glue_pages;
  * anonymous memory; 0 if it cannot tell. */
 uint64_t criu_glue_estimate_pages(pid_t root);
 
-/* Listens on a loopback port and prepares expect_bytes of memory for the
- * pages (more is allocated if more arrive). */
+/* Makes the socket pair and prepares expect_bytes of memory for the pages
+ * (more is allocated if more arrive). */
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
                           struct criu_glue_error *err);
 
-/* The port CRIU is to send the pages to. */
-int criu_glue_pages_port(const struct criu_glue_pages *p);
+/* CRIU's end of the socket pair (criu_glue_dump_opts.page_server_fd). */
+int criu_glue_pages_fd(const struct criu_glue_pages *p);
 
 /* After the dump: waits for the page stream's end and checks it is complete. */
 int criu_glue_pages_finish(struct criu_glue_pages *p, struct criu_glue_error *err);

@@ -493,6 +493,7 @@ static struct criu_glue_dump_opts dump_opts(struct supervisor *s, const char *im
 	    .leave_running = leave_running,
 	    .tcp_established = true,
 	    .network_lock_skip = s->net.fd >= 0,
+	    .page_server_fd = -1,
 	};
 }
 
@@ -548,7 +549,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		}
 	}
 	struct criu_glue_dump_opts o = dump_opts(s, images, true);
-	o.page_server_port = pages ? criu_glue_pages_port(pages) : 0;
+	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
 	struct criu_glue_dump_stats st = {0};
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r == 0 && pages)
