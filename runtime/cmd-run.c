@@ -51,7 +51,7 @@ static void usage(FILE *f)
 	    "  --dump-via WAY       files (default): CRIU writes image files, which cryo then\n"
 	    "                       archives; memory: CRIU sends the pages to cryo's own page\n"
 	    "                       server, into memory readied before the freeze (no raw\n"
-	    "                       images on disk, but CRIU 4.2 adds ~200 ms to the freeze)\n"
+	    "                       images on disk; slower than files here, see the README)\n"
 	    "  --net ADDR/PREFIX    run PROG in its own network namespace with this IPv4\n"
 	    "                       address on eth0, joined to the host by a veth pair; the\n"
 	    "                       address moves with PROG when it is restored or migrated\n"
