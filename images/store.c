@@ -77,6 +77,26 @@ static int scan(const char *dir, bool any_suffix, uint64_t **ret, size_t *ret_n)
 	return 0;
 }
 
+int image_store_incoming_path(const char *dir, uint64_t gen, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/.gen-%012" PRIu64 IMAGE_STORE_SUFFIX ".incoming", dir, gen);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+void image_store_sweep(const char *dir)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		const char *n = de->d_name;
+		size_t l = strlen(n);
+		bool tmp = !strncmp(n, "gen-", 4) && l > 4 && !strcmp(n + l - 4, ".tmp");
+		bool incoming = !strncmp(n, ".gen-", 5) && l > 9 && !strcmp(n + l - 9, ".incoming");
+		if (tmp || incoming)
+			unlinkat(dirfd(d), n, 0);
+	}
+}
+
 int image_store_list(const char *dir, uint64_t **ret, size_t *ret_n)
 {
 	return scan(dir, false, ret, ret_n);

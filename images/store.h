@@ -14,6 +14,14 @@
 /* The archive path of a generation. */
 int image_store_path(const char *dir, uint64_t gen, char *buf, size_t len);
 
+/* Where an archive arriving from elsewhere (a migration) is written before it
+ * becomes generation gen. */
+int image_store_incoming_path(const char *dir, uint64_t gen, char *buf, size_t len);
+
+/* Removes what an interrupted commit or arrival left in dir (temporary
+ * archives). Call with the workload's lock held. */
+void image_store_sweep(const char *dir);
+
 /* The committed generations in dir, ascending. *ret is NULL when none. */
 int image_store_list(const char *dir, uint64_t **ret, size_t *ret_n);
 

@@ -173,6 +173,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 		refuse(&ch, peer, why);
 		return 1;
 	}
+	image_store_sweep(cfg.paths.dir);
 	r = migrate_check(offer, cpuinfo, cpuinfo_len, state_dir, so->bridge, why, sizeof(why));
 	if (r < 0) {
 		refuse(&ch, peer, why);

@@ -423,7 +423,7 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 	*in = (struct incoming){.ch = c, .generation = gen, .archive_fd = -1};
 	snprintf(in->store_dir, sizeof(in->store_dir), "%s", store_dir);
 	image_store_path(store_dir, gen, in->final, sizeof(in->final));
-	snprintf(in->tmp, sizeof(in->tmp), "%s/.gen-%" PRIu64 ".incoming", store_dir, gen);
+	image_store_incoming_path(store_dir, gen, in->tmp, sizeof(in->tmp));
 	int r = make_images_dir(in, store_dir, raw_estimate);
 	if (r < 0) {
 		in->images[0] = '\0';

@@ -1703,6 +1703,10 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	else if (fcntl(STDIN_FILENO, F_GETFD) < 0)
 		s.stdin_eof = true;
 
+	/* We hold the workload's lock: what an earlier supervisor left half
+	 * written is nobody's (cryo serve swept before an arrival). */
+	if (!cfg->incoming)
+		image_store_sweep(cfg->paths.dir);
 	r = listen_commands(&s);
 	if (r < 0) {
 		log_error("cannot listen on '%s': %s (is the state directory writable?)",

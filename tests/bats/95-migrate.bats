@@ -271,10 +271,10 @@ start_big() {
 }
 has_pid_a() { alive "$(a_pid "$1")"; }
 
-# start_mitm MODE N: a damaging proxy on B's 7071 in front of cryo serve.
+# start_mitm MODE N [PID]: a damaging proxy on B's 7071 in front of cryo serve.
 start_mitm() {
 	nsenter --net="/run/netns/${NS}b" timeout 150 python3 "$CRYO_TESTS/programs/mitm.py" \
-		10.77.0.2 7071 10.77.0.2 7070 "$1" "$2" >"$STATE/mitm.out" 2>&1 3>&- &
+		10.77.0.2 7071 10.77.0.2 7070 "$@" >"$STATE/mitm.out" 2>&1 3>&- &
 	track_helper "$!"
 	wait_for 10 grep -q listening "$STATE/mitm.out"
 }
@@ -308,6 +308,24 @@ assert_resumed_on_a() {
 	assert_failure
 	assert_output --partial "closed the connection"
 	assert_resumed_on_a
+}
+
+@test "migrate: a target whose cryo is killed mid-transfer; the program runs on A" {
+	start_big
+	start_mitm kill 2000000 "${HELPERS[0]}"
+	run migrate big 7071
+	assert_failure
+	assert_resumed_on_a
+	run cat "$STATE/mitm.out"
+	assert_output --partial "killed the target"
+	run ls -a "$B/big"
+	refute_output --regexp '^gen-'
+	# The next attempt goes through, and sweeps what the killed one left.
+	run migrate big
+	assert_success
+	run ls -a "$B/big"
+	refute_output --partial ".incoming"
+	assert_output --regexp 'gen-0+1\.cryo'
 }
 
 @test "migrate: a target without room refuses before the program is paused" {

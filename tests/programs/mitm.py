@@ -2,9 +2,13 @@
 """A man in the middle for one connection: listens on ADDR:PORT, forwards to
 TARGET_ADDR:TARGET_PORT both ways, and damages the client-to-server stream:
 "flip N" inverts its byte N, "cut N" drops both connections after N bytes
-(as a target that dies mid-transfer). Exits after that one connection or
-after 120 s. Usage: mitm.py ADDR PORT TARGET_ADDR TARGET_PORT flip|cut N"""
+(as a target that dies mid-transfer), "kill N PID" SIGKILLs the children of
+PID (cryo serve's, which serve the connection) after N bytes and forwards on.
+Exits after that one connection or after 120 s.
+Usage: mitm.py ADDR PORT TARGET_ADDR TARGET_PORT flip|cut|kill N [PID]"""
+import os
 import selectors
+import signal
 import socket
 import sys
 import time
@@ -45,6 +49,11 @@ while time.monotonic() < deadline and open_sides:
                 client.close()
                 server.close()
                 sys.exit(0)
+            if mode == "kill" and seen <= n < seen + len(data):
+                with open(f"/proc/{sys.argv[7]}/task/{sys.argv[7]}/children") as f:
+                    for child in f.read().split():
+                        os.kill(int(child), signal.SIGKILL)
+                print(f"killed the target after {n} bytes", flush=True)
             if mode == "flip" and seen <= n < seen + len(data):
                 b = bytearray(data)
                 b[n - seen] ^= 0xFF

@@ -329,6 +329,16 @@ static void test_store(void)
 	free(gens);
 	snprintf(path, sizeof(path), "%s/gen-000000000005.cryo.tmp", store);
 	CHECK(access(path, F_OK) < 0);
+
+	/* What an interrupted commit or arrival left is swept; generations stay. */
+	char inc[600];
+	CHECK(util_write_file_atomic(path, "x", 1) == 0);
+	CHECK(image_store_incoming_path(store, 6, inc, sizeof(inc)) == 0);
+	CHECK(util_write_file_atomic(inc, "x", 1) == 0);
+	image_store_sweep(store);
+	CHECK(access(path, F_OK) < 0 && access(inc, F_OK) < 0);
+	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 3);
+	free(gens);
 }
 
 /* Files held in memory, in several segments, merge with the directory's in
