@@ -172,6 +172,59 @@ int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
 	return r < 0 ? util_fail(why, len, r, "out of memory") : 0;
 }
 
+/* The socket inodes the tree's processes hold. */
+static void collect_sockets(pid_t pid, struct strset *inodes)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	_cleanup_closedir_ DIR *d = opendir(path);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char link[64];
+		ssize_t n = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
+		if (n <= 8)
+			continue;
+		link[n] = '\0';
+		unsigned long long ino;
+		if (sscanf(link, "socket:[%llu]", &ino) == 1) {
+			char num[32];
+			snprintf(num, sizeof(num), "%llu", ino);
+			strset_add(inodes, num);
+		}
+	}
+}
+
+int migrate_count_connections(pid_t root)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n;
+	if (collect_tree(root, &pids, &n) < 0)
+		return 0;
+	struct strset inodes = {0};
+	for (size_t i = 0; i < n; i++)
+		collect_sockets(pids[i], &inodes);
+	int count = 0;
+	static const char *const tables[] = {"tcp", "tcp6"};
+	for (size_t t = 0; t < 2; t++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/net/%s", root, tables[t]);
+		_cleanup_fclose_ FILE *f = fopen(path, "re");
+		char line[512];
+		while (f && fgets(line, sizeof(line), f)) {
+			unsigned st;
+			char inode[32];
+			/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+			if (sscanf(line, "%*s %*s %*s %x %*s %*s %*s %*s %*s %31s", &st, inode) !=
+			    2)
+				continue;
+			if (st == 1 /* ESTABLISHED */ && !strset_add(&inodes, inode))
+				count++;
+		}
+	}
+	strset_free(&inodes);
+	return count;
+}
+
 /* ---- pre-flight ----------------------------------------------------------------- */
 
 static int check_files(const struct manifest *offer, char *why, size_t len)

@@ -35,6 +35,9 @@
  * root (path, size, XXH3-128) and the expected size of its memory. */
 int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len);
 
+/* How many established TCP connections the tree of root holds. */
+int migrate_count_connections(pid_t root);
+
 /* The target's checks of an offer, short of the workload's name (the caller
  * holds its lock): CRIU, the CPU, the files, the working directory, the
  * address, the bridge and the room in state_dir. bridge overrides the

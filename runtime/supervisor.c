@@ -1240,6 +1240,17 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	r = channel_load_key(key_file, key, why, sizeof(why));
 	if (r < 0)
 		goto out;
+	/* Without its own namespace its address stays here: connections
+	 * could not live on there. */
+	int conns = s->net.fd < 0 ? migrate_count_connections(s->init_pid) : 0;
+	if (conns > 0) {
+		snprintf(why, sizeof(why),
+		         "it holds %d open TCP connection%s and its address cannot move with it "
+		         "(start it with cryo run --net ADDR/PREFIX to migrate connections)",
+		         conns, conns == 1 ? "" : "s");
+		r = -EADDRNOTAVAIL;
+		goto out;
+	}
 	int fd = connect_to(target, 5000, why, sizeof(why));
 	if (fd < 0) {
 		r = fd;

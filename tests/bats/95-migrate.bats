@@ -254,6 +254,36 @@ migrate_server_under_load() {
 	wait_for 10 bash -c "! ip -n ${NS}a -o link show | grep -q cryo-"
 }
 
+@test "migrate: TCP connections without --net are refused before the program is paused" {
+	start_in_a plain -- "$CRYO_TEST_PROGRAMS/echo-counter" 127.0.0.1 8003
+	wait_for 10 grep -q listening "$STATE/plain.out"
+	nsenter --net="/run/netns/${NS}a" timeout 60 python3 "$CRYO_TESTS/programs/client.py" \
+		8003 0.01 8 127.0.0.1 >"$STATE/client.out" 2>&1 3>&- &
+	local client=$!
+	track_helper "$client"
+	sleep 1
+	run migrate plain
+	assert_failure
+	assert_output --partial "holds 1 open TCP connection and its address cannot move with it"
+	assert_output --partial "was not paused"
+	wait "$client"
+	run cat "$STATE/client.out"
+	assert_output --regexp '^ok '
+}
+
+@test "migrate: a program without --net and without connections moves" {
+	start_in_a counter -- "$CRYO_EXAMPLES/counter" 100000 0 20
+	wait_for 10 grep -q '^step 5$' "$STATE/counter.out"
+	run migrate counter
+	assert_success
+	# It counts on there, from where it was.
+	wait_for 20 grep -q '^step' "$B/counter/output.log"
+	local last first
+	last=$(grep '^step' "$STATE/counter.out" | tail -1 | cut -d' ' -f2)
+	first=$(grep '^step' "$B/counter/output.log" | head -1 | cut -d' ' -f2)
+	assert_equal "$first" "$((last + 1))"
+}
+
 @test "migrate: a key file that others can read is refused" {
 	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
 		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
