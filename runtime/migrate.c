@@ -574,8 +574,14 @@ void migrate_incoming_done(struct incoming *in)
 	if (in->archive_fd >= 0)
 		close(in->archive_fd);
 	in->archive_fd = -1;
-	if (!in->durable)
+	if (!in->durable) {
 		unlink(in->tmp);
+	} else if (!in->confirmed) {
+		char aside[PATH_MAX + 16];
+		snprintf(aside, sizeof(aside), "%s.unconfirmed", in->final);
+		rename(in->final, aside);
+		util_fsync_dir(in->store_dir);
+	}
 	if (in->images[0])
 		util_rm_rf(in->images);
 	in->images[0] = '\0';

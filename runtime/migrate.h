@@ -67,6 +67,7 @@ struct incoming {
 	 * the restore runs. */
 	pthread_t sync;
 	bool syncing, durable;
+	bool confirmed; /* the source said DONE: the archive is a generation here */
 	int sync_result;
 	int archive_fd;
 	char tmp[PATH_MAX + 32], final[PATH_MAX], store_dir[PATH_MAX];
@@ -81,5 +82,7 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 /* Waits until the received archive is durable in the store. */
 int migrate_wait_durable(struct incoming *in, char *why, size_t len);
 
-/* Removes the extracted images, and the archive unless it became durable. */
+/* Removes the extracted images. An arrival the source did not confirm
+ * leaves no generation: its archive is set aside as gen-N.cryo.unconfirmed
+ * (never resumed by itself), or removed if it was not complete. */
 void migrate_incoming_done(struct incoming *in);

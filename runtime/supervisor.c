@@ -1411,7 +1411,12 @@ static int arrive(struct supervisor *s)
 		ino[i] = manifest_get_u64(in->manifest, keys[i], 0);
 	set_state(s, "restoring");
 	uint64_t t0 = util_now_ns();
-	int r = restore_dir(s, in->images, ino, true, why, sizeof(why));
+	/* Tests make a target's restore fail here (as a CRIU that cannot
+	 * restore would), to see the source take its program back. */
+	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
+	int r = inject && !strcmp(inject, "restore")
+	            ? util_fail(why, sizeof(why), -EIO, "CRIU restore failed (injected)")
+	            : restore_dir(s, in->images, ino, true, why, sizeof(why));
 	if (r == 0 && cfg->incremental) {
 		page_index_free(s->index);
 		s->index = NULL;
@@ -1447,14 +1452,10 @@ static int arrive(struct supervisor *s)
 		r = -EPROTO;
 	}
 	if (r < 0) {
-		char aside[PATH_MAX + 16] = "";
-		if (in->durable) {
-			snprintf(aside, sizeof(aside), "%s.unconfirmed", in->final);
-			rename(in->final, aside);
-		}
 		log_error("'%s' was restored here, but the migration was not completed (%s): this "
-		          "copy is stopped%s%s",
-		          cfg->name, why, aside[0] ? ", its image kept as " : "", aside);
+		          "copy is stopped%s",
+		          cfg->name, why,
+		          in->durable ? ", its image set aside (.unconfirmed)" : "");
 		s->stopping = true;
 		kill(s->init_pid, SIGKILL);
 		waitpid(s->init_pid, NULL, 0);
@@ -1462,6 +1463,7 @@ static int arrive(struct supervisor *s)
 		set_state(s, "failed");
 		return r;
 	}
+	in->confirmed = true;
 	if (s->net.fd >= 0) {
 		if (net_set_up(&s->net, true, why, sizeof(why)) < 0 ||
 		    net_announce(&s->net, why, sizeof(why)) < 0)

@@ -60,7 +60,7 @@ setup() {
 # everything this test started.
 teardown() {
 	local d w
-	for d in "$A" "$B" "$STATE/small"; do
+	for d in "$A" "$B" "$STATE/b2" "$STATE/small"; do
 		for w in "$d"/*/control.sock; do
 			[ -S "$w" ] || continue
 			timeout 20 "$CRYO" stop --state-dir "$d" "$(basename "$(dirname "$w")")" \
@@ -87,10 +87,11 @@ track_helper() {
 	HELPERS+=("$1")
 }
 
-# start_serve STATE_DIR PORT [KEY]: a cryo serve on B.
+# start_serve STATE_DIR PORT [KEY]: a cryo serve on B (environment: $SERVE_ENV).
 start_serve() {
 	local log=$STATE/serve-$2.err
-	nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "10.77.0.2:$2" \
+	# shellcheck disable=SC2086  # SERVE_ENV is a list of VAR=value words
+	env ${SERVE_ENV:-} nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "10.77.0.2:$2" \
 		--key-file "${3:-$KEY}" --state-dir "$1" >"$log" 2>&1 </dev/null 3>&- &
 	track_helper "$!"
 	wait_for 10 grep -q "serving migrations" "$log"
@@ -349,13 +350,35 @@ assert_resumed_on_a() {
 	run cat "$STATE/mitm.out"
 	assert_output --partial "killed the target"
 	run ls -a "$B/big"
-	refute_output --regexp '^gen-'
+	refute_line --regexp '^gen-'
 	# The next attempt goes through, and sweeps what the killed one left.
 	run migrate big
 	assert_success
 	run ls -a "$B/big"
 	refute_output --partial ".incoming"
-	assert_output --regexp 'gen-0+1\.cryo'
+	assert_line --regexp '^gen-[0-9]+\.cryo$'
+}
+
+@test "migrate: a target that cannot restore; the program runs on A with its connection" {
+	mkdir "$STATE/b2"
+	SERVE_ENV="CRYO_INJECT_MIGRATE_FAULT=restore" start_serve "$STATE/b2" 7073
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+	start_client 10.77.0.50 8000 4
+	sleep 1
+	run migrate echo 7073
+	assert_failure
+	assert_output --partial "cannot restore on the target: CRIU restore failed (injected)"
+	assert_output --partial "runs here again"
+	# The client's connection lives on with the program back on A.
+	wait "$CLIENT"
+	run cat "$STATE/client.out"
+	assert_output --regexp '^ok '
+	# B keeps no generation that could resume a second copy.
+	run ls -a "$STATE/b2/echo"
+	refute_line --regexp '^gen-[0-9]+\.cryo$'
+	assert_line --regexp '^gen-[0-9]+\.cryo\.unconfirmed$'
 }
 
 @test "migrate: a target without room refuses before the program is paused" {
