@@ -206,40 +206,37 @@ static void last_line(const char *out, char *buf, size_t len)
 	snprintf(buf, len, "%.*s", (int)(strchrnul(best, '\n') - best), best);
 }
 
-int criu_glue_check(struct criu_glue_error *err)
+/* Runs a criu command that succeeds or says why not: on failure err gets
+ * what, then CRIU's last line, and the result is fail_errno (or the
+ * negative errno of not being able to run it). */
+static int criu_command(const char *const *args, const char *what, int fail_errno,
+                        struct criu_glue_error *err)
 {
 	char out[8192], line[256];
-	int r = run_criu((const char *const[]){"check", NULL}, true, out, sizeof(out));
+	int r = run_criu(args, true, out, sizeof(out));
 	if (r == 0)
 		return 0;
 	last_line(out, line, sizeof(line));
-	snprintf(err->msg, sizeof(err->msg), "criu check fails here: %s", line);
-	return r < 0 ? r : -EIO;
+	snprintf(err->msg, sizeof(err->msg), "%s: %s", what, r < 0 ? strerror(-r) : line);
+	return r < 0 ? r : fail_errno;
+}
+
+int criu_glue_check(struct criu_glue_error *err)
+{
+	return criu_command((const char *const[]){"check", NULL}, "criu check fails here", -EIO,
+	                    err);
 }
 
 int criu_glue_cpuinfo_dump(const char *dir, struct criu_glue_error *err)
 {
-	char out[4096], line[256];
-	int r = run_criu((const char *const[]){"cpuinfo", "dump", "-D", dir, NULL}, true, out,
-	                 sizeof(out));
-	if (r == 0)
-		return 0;
-	last_line(out, line, sizeof(line));
-	snprintf(err->msg, sizeof(err->msg), "criu cpuinfo dump failed: %s", line);
-	return r < 0 ? r : -EIO;
+	return criu_command((const char *const[]){"cpuinfo", "dump", "-D", dir, NULL},
+	                    "criu cpuinfo dump failed", -EIO, err);
 }
 
 int criu_glue_cpuinfo_check(const char *dir, struct criu_glue_error *err)
 {
-	char out[4096], line[256];
-	int r = run_criu((const char *const[]){"cpuinfo", "check", "-D", dir, NULL}, true, out,
-	                 sizeof(out));
-	if (r == 0)
-		return 0;
-	last_line(out, line, sizeof(line));
-	snprintf(err->msg, sizeof(err->msg), "this CPU cannot run what the source's CPU ran (%s)",
-	         line);
-	return r < 0 ? r : -EXDEV;
+	return criu_command((const char *const[]){"cpuinfo", "check", "-D", dir, NULL},
+	                    "this CPU cannot run what the source's CPU ran", -EXDEV, err);
 }
 
 /* Resources CRIU cannot checkpoint, as /proc/PID/fd shows them. */
