@@ -115,3 +115,28 @@ teardown() { teardown_state; }
 	assert_output "hello
 world"
 }
+
+@test "every verb explains itself with --help" {
+	local verb
+	for verb in run checkpoint status images inspect stop restore migrate serve; do
+		run "$CRYO" "$verb" --help
+		assert_success
+		assert_line --index 0 --partial "usage: cryo $verb"
+	done
+}
+
+@test "cryo serve: a missing or readable key file is refused at start" {
+	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/none" --state-dir "$STATE"
+	assert_failure
+	assert_output --partial "cannot read the key file '$STATE/none'"
+	head -c 32 /dev/urandom >"$STATE/key"
+	chmod 644 "$STATE/key"
+	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key" --state-dir "$STATE"
+	assert_failure
+	assert_output --partial "readable by others (run: chmod 600"
+	printf short >"$STATE/key"
+	chmod 600 "$STATE/key"
+	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key" --state-dir "$STATE"
+	assert_failure
+	assert_output --partial "must hold 32 to 65536 bytes"
+}
