@@ -464,6 +464,22 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 	return 0;
 }
 
+int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir)
+{
+	for (size_t i = 0; i < d->n_maps; i++) {
+		const struct delta_mapping *dm = &d->maps[i];
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", images_dir, dm->name);
+		_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -errno;
+		int r = dm->len ? util_write_all(fd, dm->data, dm->len) : 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int delta_describe(const struct delta_dir *d, uint64_t base_generation, struct manifest *m)
 {
 	if (!d->incremental)

@@ -77,6 +77,10 @@ struct delta_dir {
 int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct page_index *base,
                       bool want_index, struct delta_dir *out);
 
+/* Writes the memory images delta_prepare_dir() took out of images_dir back
+ * into it (for a restore from the dump after all). */
+int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir);
+
 /* Adds what restoring an incremental generation needs to its manifest:
  * "base GEN" and one "delta NAME SIZE HASH" per file. */
 int delta_describe(const struct delta_dir *d, uint64_t base_generation, struct manifest *m);

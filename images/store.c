@@ -279,6 +279,36 @@ static int check_rebuilt(const char *path, uint64_t size, const char *hex)
 	return total == size && !strcmp(got, hex) ? 0 : -EBADMSG;
 }
 
+int image_store_apply_deltas(const struct manifest *m, const char *dest, const char *base_dir,
+                             struct image_error *err)
+{
+	uint64_t base = manifest_get_u64(m, "base", 0);
+	int r = 0;
+	for (size_t i = 0; i < m->n_entries && r == 0; i++) {
+		if (strcmp(m->keys[i], "delta") != 0)
+			continue;
+		char name[256], hex[64], path[PATH_MAX], tmp[PATH_MAX + 8];
+		unsigned long long size;
+		if (sscanf(m->values[i], "%255s %llu %63s", name, &size, hex) != 3 ||
+		    strchr(name, '/')) {
+			snprintf(err->msg, sizeof(err->msg),
+			         "malformed delta entry in the manifest");
+			return -EBADMSG;
+		}
+		snprintf(path, sizeof(path), "%s/%s", dest, name);
+		snprintf(tmp, sizeof(tmp), "%s.delta", path);
+		r = rename(path, tmp) < 0 ? -errno : delta_decode(tmp, base_dir, path);
+		unlink(tmp);
+		if (r == 0)
+			r = check_rebuilt(path, size, hex);
+		if (r < 0)
+			snprintf(err->msg, sizeof(err->msg),
+			         "'%s' cannot be rebuilt from generation %" PRIu64 ": %s", name,
+			         base, r == -EBADMSG ? "checksum mismatch" : strerror(-r));
+	}
+	return r;
+}
+
 int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
                         struct image_error *err)
 {
@@ -305,30 +335,8 @@ int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct 
 			         " is incremental and its base, generation %" PRIu64
 			         ", cannot be read: %s",
 			         gen, base, berr.msg[0] ? berr.msg : strerror(-r));
-		for (size_t i = 0; i < m->n_entries && r == 0; i++) {
-			if (strcmp(m->keys[i], "delta") != 0)
-				continue;
-			char name[256], hex[64], path[PATH_MAX], tmp[PATH_MAX + 8];
-			unsigned long long size;
-			if (sscanf(m->values[i], "%255s %llu %63s", name, &size, hex) != 3 ||
-			    strchr(name, '/')) {
-				r = -EBADMSG;
-				snprintf(err->msg, sizeof(err->msg),
-				         "malformed delta entry in the manifest");
-				break;
-			}
-			snprintf(path, sizeof(path), "%s/%s", dest, name);
-			snprintf(tmp, sizeof(tmp), "%s.delta", path);
-			r = rename(path, tmp) < 0 ? -errno : delta_decode(tmp, base_dir, path);
-			unlink(tmp);
-			if (r == 0)
-				r = check_rebuilt(path, size, hex);
-			if (r < 0)
-				snprintf(err->msg, sizeof(err->msg),
-				         "'%s' cannot be rebuilt from generation %" PRIu64 ": %s",
-				         name, base,
-				         r == -EBADMSG ? "checksum mismatch" : strerror(-r));
-		}
+		if (r == 0)
+			r = image_store_apply_deltas(m, dest, base_dir, err);
 		util_rm_rf(base_dir);
 		if (r < 0) {
 			manifest_free(m);

@@ -50,6 +50,11 @@ int image_store_set_aside(const char *dir, uint64_t gen);
 int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
                         struct image_error *err);
 
+/* Rebuilds, in dest, the files an incremental generation (manifest m) holds
+ * as deltas, from its base generation's files extracted in base_dir. */
+int image_store_apply_deltas(const struct manifest *m, const char *dest, const char *base_dir,
+                             struct image_error *err);
+
 /* Reads generation gen's manifest only. */
 int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
                               struct image_error *err);

@@ -15,7 +15,8 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: cryo migrate [--state-dir DIR] [--json] NAME --to HOST:PORT --key-file FILE\n"
+	fputs("usage: cryo migrate [--state-dir DIR] [--json] [--precopy] NAME --to HOST:PORT\n"
+	      "                    --key-file FILE\n"
 	      "\n"
 	      "Moves the running workload NAME to the machine where 'cryo serve' listens on\n"
 	      "HOST:PORT, with its memory, its address (cryo run --net) and its open TCP\n"
@@ -26,13 +27,19 @@ static void usage(FILE *f)
 	      "progress bar shows the transfer; --json prints the phases and their durations.\n"
 	      "\n"
 	      "  --to HOST:PORT     where cryo serve listens\n"
-	      "  --key-file FILE    the shared key (at least 32 bytes, mode 600)\n",
+	      "  --key-file FILE    the shared key (at least 32 bytes, mode 600)\n"
+	      "  --precopy          first send a whole image while the program runs on, then\n"
+	      "                     freeze it and send only the pages that changed since: a\n"
+	      "                     shorter freeze for a program with much memory that changes\n"
+	      "                     little, at the cost of one more short pause (a\n"
+	      "                     checkpoint's) before the move\n",
 	      f);
 }
 
 struct migrate_opts {
 	const char *to;
 	const char *key_file;
+	bool precopy;
 };
 
 static int on_option(int c, const char *arg, void *ctx)
@@ -42,6 +49,8 @@ static int on_option(int c, const char *arg, void *ctx)
 		o->to = arg;
 	else if (c == 'K')
 		o->key_file = arg;
+	else if (c == 'P')
+		o->precopy = true;
 	return 0;
 }
 
@@ -95,6 +104,7 @@ int cmd_migrate(int argc, char **argv)
 	static const struct option extra[] = {
 	    {"to", required_argument, NULL, 'T'},
 	    {"key-file", required_argument, NULL, 'K'},
+	    {"precopy", no_argument, NULL, 'P'},
 	    {0},
 	};
 	struct migrate_opts mo = {0};
@@ -128,7 +138,7 @@ int cmd_migrate(int argc, char **argv)
 	if (cli_workload(a.state_dir, name, &p) < 0)
 		return 1;
 	_cleanup_free_ char *request = NULL, *reply = NULL;
-	if (asprintf(&request, "migrate\t%s\t%s", mo.to, key) < 0)
+	if (asprintf(&request, "migrate\t%s\t%s\t%s", mo.to, key, mo.precopy ? "precopy" : "") < 0)
 		return 1;
 	struct view v = {.tty = isatty(STDERR_FILENO), .json = a.json};
 	int r = cli_request_events(&p, request, 3600 * 1000, on_event, &v, &reply);

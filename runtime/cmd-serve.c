@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -179,16 +180,36 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 		refuse(&ch, peer, why);
 		return 1;
 	}
-	r = channel_send(&ch, MSG_ACCEPT, NULL, 0, why, sizeof(why));
-	uint64_t gen = 0;
-	struct incoming in = {.archive_fd = -1};
+	/* The source numbers what it sends as the generations they become here. */
+	uint64_t gen = 0, le;
+	r = image_store_next_generation(cfg.paths.dir, &gen);
+	if (r < 0) {
+		snprintf(why, sizeof(why), "cannot read '%s' here: %s", cfg.paths.dir,
+		         strerror(-r));
+		refuse(&ch, peer, why);
+		return 1;
+	}
+	le = htole64(gen);
+	r = channel_send(&ch, MSG_ACCEPT, &le, sizeof(le), why, sizeof(why));
+	uint64_t raw = manifest_get_u64(offer, "raw_estimate", 0);
+	struct incoming in = {.archive_fd = -1}, base = {.archive_fd = -1};
+	bool with_precopy = manifest_get_u64(offer, "precopy", 0) == 1;
+	if (r == 0 && with_precopy) {
+		/* Pre-copy: a whole image while the program still runs there,
+		 * then the frozen one as a delta against it. */
+		r = migrate_receive(&base, &ch, cfg.paths.dir, gen++, raw, why, sizeof(why));
+		if (r == 0)
+			r = channel_send(&ch, MSG_ACCEPT, NULL, 0, why, sizeof(why));
+	}
 	if (r == 0)
-		r = image_store_next_generation(cfg.paths.dir, &gen);
-	if (r == 0)
-		r = migrate_receive(&in, &ch, cfg.paths.dir, gen,
-		                    manifest_get_u64(offer, "raw_estimate", 0), why, sizeof(why));
+		r = migrate_receive(&in, &ch, cfg.paths.dir, gen, raw, why, sizeof(why));
+	if (r == 0 && with_precopy)
+		r = migrate_rebuild(&in, &base, why, sizeof(why));
+	if (r == 0 && with_precopy)
+		r = migrate_wait_durable(&base, why, sizeof(why));
 	if (r < 0) {
 		migrate_incoming_done(&in);
+		migrate_incoming_done(&base);
 		log_error("migration of '%s' from %s failed: %s; nothing was restored", name, peer,
 		          why);
 		answer_and_hang_up(&ch, MSG_FAILED, why);
@@ -250,7 +271,10 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 		close(null);
 	}
 	r = supervisor_run(&cfg, lock);
+	/* The pre-copied base stands or falls with the generation built on it. */
+	base.confirmed = in.confirmed;
 	migrate_incoming_done(&in);
+	migrate_incoming_done(&base);
 	channel_close(&ch);
 	manifest_free(offer);
 	return r < 0 ? 1 : r;

@@ -337,6 +337,8 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 struct writer {
 	int fd;
 	const char *dir;
+	const struct mem_file *mem;
+	size_t n_mem;
 	struct manifest *m;
 	struct image_write_stats stats;
 	struct image_error err;
@@ -347,7 +349,7 @@ static void *write_archive(void *arg)
 {
 	struct writer *w = arg;
 	/* Level 1 on two threads: the program is frozen while this runs. */
-	w->r = image_archive_write(w->fd, w->dir, NULL, 0, w->m, 1, 2, &w->stats, &w->err);
+	w->r = image_archive_write(w->fd, w->dir, w->mem, w->n_mem, w->m, 1, 2, &w->stats, &w->err);
 	close(w->fd);
 	return NULL;
 }
@@ -364,15 +366,15 @@ static uint64_t dir_bytes(const char *dir)
 	return total;
 }
 
-int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
-                       const struct migrate_progress *progress, uint64_t *sent, char *why,
-                       size_t len)
+int migrate_send_image(struct channel *c, const char *dir, const struct mem_file *mem, size_t n_mem,
+                       struct manifest *m, const struct migrate_progress *progress, uint64_t *sent,
+                       char *why, size_t len)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return util_fail(why, len, -errno, "cannot make a pipe: %m");
 	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
-	struct writer w = {.fd = p[1], .dir = dir, .m = m};
+	struct writer w = {.fd = p[1], .dir = dir, .mem = mem, .n_mem = n_mem, .m = m};
 	pthread_t t;
 	if (pthread_create(&t, NULL, write_archive, &w) != 0) {
 		close(p[0]);
@@ -380,6 +382,8 @@ int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
 		return util_fail(why, len, -EAGAIN, "cannot start the compressor");
 	}
 	uint64_t raw_total = dir_bytes(dir), total = 0, last = 0;
+	for (size_t i = 0; i < n_mem; i++)
+		raw_total += mem[i].size;
 	const size_t cap = CHANNEL_MAX_MSG;
 	uint8_t *buf = malloc(cap);
 	int r = buf ? 0 : util_fail(why, len, -ENOMEM, "out of memory");
@@ -550,6 +554,20 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 	}
 	in->syncing = true;
 	return 0;
+}
+
+int migrate_rebuild(struct incoming *in, struct incoming *base, char *why, size_t len)
+{
+	if (manifest_get_u64(in->manifest, "base", 0) !=
+	    manifest_get_u64(base->manifest, "generation", 0))
+		return util_fail(why, len, -EPROTO,
+		                 "the image is not built on the one sent before the freeze");
+	struct image_error err = {{0}};
+	int r = image_store_apply_deltas(in->manifest, in->images, base->images, &err);
+	util_rm_rf(base->images);
+	base->images[0] = '\0';
+	return r < 0 ? util_fail(why, len, r, "cannot rebuild the image on the target: %s", err.msg)
+	             : 0;
 }
 
 int migrate_wait_durable(struct incoming *in, char *why, size_t len)

@@ -45,16 +45,24 @@ int migrate_count_connections(pid_t root);
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
                   const char *state_dir, const char *bridge, char *why, size_t len);
 
+struct incoming;
+
 struct migrate_progress {
 	void (*fn)(void *arg, uint64_t sent, uint64_t raw_done, uint64_t raw_total);
 	void *arg;
 };
 
-/* Sends the image files of dir and manifest m as an archive (compressed on
- * two threads while it goes), then END. *sent gets the archive's size. */
-int migrate_send_image(struct channel *c, const char *dir, struct manifest *m,
-                       const struct migrate_progress *progress, uint64_t *sent, char *why,
-                       size_t len);
+/* Sends the image files of dir, the n_mem files in memory and manifest m as
+ * an archive (compressed on two threads while it goes), then END. *sent
+ * gets the archive's size. */
+int migrate_send_image(struct channel *c, const char *dir, const struct mem_file *mem,
+                       size_t n_mem, struct manifest *m, const struct migrate_progress *progress,
+                       uint64_t *sent, char *why, size_t len);
+
+/* On the target, for a pre-copied migration: rebuilds the memory images of
+ * in (an incremental generation) from those of base, the generation sent
+ * before the freeze, whose extracted images are then removed. */
+int migrate_rebuild(struct incoming *in, struct incoming *base, char *why, size_t len);
 
 /* A workload arriving on the target. */
 struct incoming {

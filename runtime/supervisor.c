@@ -1140,8 +1140,10 @@ static int read_cpuinfo(char **ret, size_t *ret_len, char *why, size_t len)
 	return r;
 }
 
-/* Asks the target whether it can take the program. */
-static int offer(struct migration_out *mo, struct channel *c, char *why, size_t len)
+/* Asks the target whether it can take the program; *gen gets the generation
+ * number the target will store it as. */
+static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint64_t *gen,
+                 char *why, size_t len)
 {
 	struct supervisor *s = mo->s;
 	struct manifest *m = manifest_new();
@@ -1152,6 +1154,8 @@ static int offer(struct migration_out *mo, struct channel *c, char *why, size_t 
 	struct criu_glue_dump_stats none = {0};
 	fill_manifest(s, m, 0, TRIGGER_MIGRATE, &none);
 	add_settings(s->cfg, m);
+	if (precopy)
+		manifest_add(m, "precopy", "1");
 	_cleanup_free_ char *text = NULL, *cpu = NULL;
 	size_t text_len, cpu_len;
 	int r = migrate_describe(s->init_pid, m, why, len);
@@ -1176,11 +1180,68 @@ static int offer(struct migration_out *mo, struct channel *c, char *why, size_t 
 		snprintf(why, len, "the target refused: %.*s", (int)n, (const char *)data);
 		return -EPERM;
 	}
-	if (type != MSG_ACCEPT) {
+	uint64_t le;
+	if (type != MSG_ACCEPT || n != sizeof(le)) {
 		snprintf(why, len, "the target answered the offer with message %u", type);
 		return -EPROTO;
 	}
+	memcpy(&le, data, sizeof(le));
+	*gen = le64toh(le);
 	return 0;
+}
+
+/* Pre-copy: a dump taken while the program runs on (and stays on the
+ * network) is sent whole before the freeze; the image taken frozen then
+ * only carries the pages that changed since. *index gets the pages of the
+ * one sent. */
+static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
+                   struct page_index **index, char *why, size_t len)
+{
+	struct supervisor *s = mo->s;
+	char dir[PATH_MAX];
+	int r = make_migrate_dir(s, dir, sizeof(dir));
+	if (r < 0) {
+		snprintf(why, len, "cannot make a directory for the dump: %s", strerror(-r));
+		return r;
+	}
+	struct criu_glue_dump_opts o = dump_opts(s, dir, true);
+	struct criu_glue_dump_stats st = {0};
+	struct criu_glue_error cerr = {{0}};
+	struct delta_dir dd = {0};
+	struct manifest *m = NULL;
+	r = criu_glue_dump(&o, &st, &cerr);
+	if (r < 0) {
+		snprintf(why, len, "%s", cerr.msg);
+		goto out;
+	}
+	r = delta_prepare_dir(dir, gen, NULL, true, &dd);
+	if (r == 0 && !(m = manifest_new()))
+		r = -ENOMEM;
+	if (r < 0) {
+		snprintf(why, len, "cannot read the dumped memory: %s", strerror(-r));
+		goto out;
+	}
+	fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
+	add_settings(s->cfg, m);
+	struct migrate_progress progress = {report_progress, mo};
+	r = migrate_send_image(c, dir, dd.files, dd.n_files, m, &progress, NULL, why, len);
+	uint8_t type;
+	const uint8_t *data;
+	size_t n;
+	if (r == 0)
+		r = channel_recv(c, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, why, len);
+	if (r == 0 && type != MSG_ACCEPT) {
+		snprintf(why, len, "%.*s", (int)n,
+		         type == MSG_FAILED ? (const char *)data : "the target answered oddly");
+		r = -EIO;
+	}
+	if (r == 0)
+		*index = TAKE_PTR(dd.index);
+out:
+	manifest_free(m);
+	delta_dir_clear(&dd);
+	util_rm_rf(dir);
+	return r;
 }
 
 /* After a failed migration: the program runs here again, from its dump. */
@@ -1219,7 +1280,8 @@ static void forget_generations(struct supervisor *s)
 
 /* cryo migrate: moves the program to the cryo serve at target. On any
  * failure before the target runs it, the program runs here again. */
-static void migrate_out(struct supervisor *s, int client, const char *target, const char *key_file)
+static void migrate_out(struct supervisor *s, int client, const char *target, const char *key_file,
+                        bool with_precopy)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct migration_out mo = {.s = s, .client = client, .t0 = util_now_ns()};
@@ -1230,6 +1292,8 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	bool frozen = false;
 	uint64_t t_freeze = 0, frozen_ns = 0, sent = 0;
 	struct criu_glue_dump_stats st = {0};
+	struct page_index *base = NULL;
+	struct delta_dir dd = {0};
 	int r;
 
 	if (!s->running) {
@@ -1262,10 +1326,18 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 		goto out;
 	phase_done(&mo, "connect");
 	set_state(s, "migrating");
-	r = offer(&mo, &ch, why, sizeof(why));
+	uint64_t gen = 0;
+	r = offer(&mo, &ch, with_precopy, &gen, why, sizeof(why));
 	if (r < 0)
 		goto out;
 	phase_done(&mo, "preflight");
+	if (with_precopy) {
+		r = precopy(&mo, &ch, gen, &base, why, sizeof(why));
+		if (r < 0)
+			goto out;
+		phase_done(&mo, "precopy");
+		gen++;
+	}
 
 	/* Frozen from here: off the network, then dumped (and gone). */
 	r = make_migrate_dir(s, dir, sizeof(dir));
@@ -1304,9 +1376,19 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	close_fd(&s->control);
 	phase_done(&mo, "dump");
 
-	uint64_t gen;
-	if (image_store_next_generation(cfg->paths.dir, &gen) < 0 || gen <= s->last_attempted)
-		gen = s->last_attempted + 1;
+	/* With a pre-copy, only the pages that changed since go. */
+	const struct mem_file *mem = NULL;
+	size_t n_mem = 0;
+	if (base) {
+		r = delta_prepare_dir(dir, gen, base, false, &dd);
+		if (r < 0) {
+			snprintf(why, sizeof(why), "cannot read the dumped memory: %s",
+			         strerror(-r));
+			goto out;
+		}
+		mem = dd.files;
+		n_mem = dd.n_files;
+	}
 	struct manifest *m = manifest_new();
 	if (!m) {
 		r = -ENOMEM;
@@ -1315,8 +1397,12 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	}
 	fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
 	add_settings(cfg, m);
+	if (dd.incremental) {
+		delta_describe(&dd, page_index_generation(base), m);
+		manifest_add(m, "chain", "1");
+	}
 	struct migrate_progress progress = {report_progress, &mo};
-	r = migrate_send_image(&ch, dir, m, &progress, &sent, why, sizeof(why));
+	r = migrate_send_image(&ch, dir, mem, n_mem, m, &progress, &sent, why, sizeof(why));
 	manifest_free(m);
 	if (r < 0) {
 		/* The target may have said why it stopped listening. */
@@ -1353,8 +1439,14 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	phase_done(&mo, "restore");
 	r = 0;
 out:
+	page_index_free(base);
 	if (r < 0 && frozen) {
 		frozen_ns = util_now_ns() - t_freeze;
+		/* The memory images went into memory for the delta: back to the
+		 * directory CRIU restores from. */
+		if (dd.n_maps && delta_dir_restore_files(&dd, dir) < 0)
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			         "; its dump could not be put back together");
 		if (resume_here(s, dir, why, sizeof(why)) == 0)
 			snprintf(why + strlen(why), sizeof(why) - strlen(why),
 			         "; '%s' runs here again after %.1f ms frozen", cfg->name,
@@ -1366,6 +1458,7 @@ out:
 		snprintf(why + strlen(why), sizeof(why) - strlen(why), "; '%s' was not paused",
 		         cfg->name);
 	}
+	delta_dir_clear(&dd);
 	if (ch.buf)
 		channel_close(&ch);
 	if (ch.fd >= 0)
@@ -1422,7 +1515,7 @@ static int arrive(struct supervisor *s)
 		s->index = NULL;
 		if (delta_index_dir(in->images, in->generation, &s->index) < 0)
 			s->index = NULL;
-		s->chain = 0;
+		s->chain = (unsigned)manifest_get_u64(in->manifest, "chain", 0);
 	}
 	util_rm_rf(in->images);
 	in->images[0] = '\0';
@@ -1537,7 +1630,11 @@ static void handle_command(struct supervisor *s)
 			return;
 		}
 		*key++ = '\0';
-		migrate_out(s, fd, target, key);
+		/* and optionally TAB flags */
+		char *flags = strchr(key, '\t');
+		if (flags)
+			*flags++ = '\0';
+		migrate_out(s, fd, target, key, flags && !strcmp(flags, "precopy"));
 	} else if (!strcmp(buf, "kill")) {
 		request_stop(s, SIGKILL);
 		reply_line(fd, "{\"ok\":true}");

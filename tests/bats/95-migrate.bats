@@ -182,6 +182,32 @@ migrate_server_under_load() {
 	migrate_server_under_load aserver 8001
 }
 
+@test "migrate --precopy: a whole image first, then only what changed while frozen" {
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+	start_client 10.77.0.50 8000 5
+	sleep 1
+	run migrate echo 7070 "$KEY" --precopy --json
+	assert_success
+	assert_line --regexp '^\{"event":"phase","phase":"precopy","ms":[0-9.]+\}$'
+	assert_line --regexp '^\{"ok":true,.*"phases":\{"connect":[0-9.]+,"preflight":[0-9.]+,"precopy":[0-9.]+,"dump":[0-9.]+,"transfer":[0-9.]+,"restore":[0-9.]+\}\}$'
+	wait "$CLIENT"
+	run cat "$STATE/client.out"
+	assert_output --regexp '^ok [0-9]+ 1 [0-9]+$'
+	# B holds the whole image and the one built on it.
+	run "$CRYO" images --state-dir "$B" echo
+	assert_line --regexp '^1 .* migrate +yes$'
+	assert_line --regexp '^2 .* migrate +yes$'
+	run "$CRYO" inspect --state-dir "$B" --json echo@2
+	assert_output --partial '"base":"1"'
+	# A crash there restores the generation built on the pre-copied one.
+	kill -KILL "$(b_pid echo)"
+	wait_for 30 count_at_least 2 "restored 'echo' from generation 2" "$B/echo/output.log"
+	run inC timeout 20 python3 "$CRYO_TESTS/programs/client.py" 8000 0.01 0.5 10.77.0.50
+	assert_success
+}
+
 @test "migrate: redis with 100k keys; a connection opened before the move works after it" {
 	start_in_a redis --net 10.77.0.51/24 --bridge br0 -- redis-server --port 6379 \
 		--bind 0.0.0.0 --protected-mode no --save '' --appendonly no --daemonize no \
@@ -379,6 +405,18 @@ assert_resumed_on_a() {
 	run ls -a "$STATE/b2/echo"
 	refute_line --regexp '^gen-[0-9]+\.cryo$'
 	assert_line --regexp '^gen-[0-9]+\.cryo\.unconfirmed$'
+}
+
+@test "migrate --precopy: a target that cannot restore; the program runs on A from its dump" {
+	mkdir "$STATE/b2"
+	SERVE_ENV="CRYO_INJECT_MIGRATE_FAULT=restore" start_serve "$STATE/b2" 7073
+	start_big
+	run migrate big 7073 "$KEY" --precopy
+	assert_failure
+	assert_output --partial "cannot restore on the target: CRIU restore failed (injected)"
+	assert_resumed_on_a
+	run ls -a "$STATE/b2/big"
+	refute_line --regexp '^gen-[0-9]+\.cryo$'
 }
 
 @test "migrate: a target without room refuses before the program is paused" {
