@@ -55,9 +55,9 @@ struct migrate_progress {
 /* Sends the image files of dir, the n_mem files in memory and manifest m as
  * an archive (compressed on two threads while it goes), then END. *sent
  * gets the archive's size. */
-int migrate_send_image(struct channel *c, const char *dir, const struct mem_file *mem,
-                       size_t n_mem, struct manifest *m, const struct migrate_progress *progress,
-                       uint64_t *sent, char *why, size_t len);
+int migrate_send_image(struct channel *c, const char *dir, const struct mem_file *mem, size_t n_mem,
+                       struct manifest *m, const struct migrate_progress *progress, uint64_t *sent,
+                       char *why, size_t len);
 
 /* On the target, for a pre-copied migration: rebuilds the memory images of
  * in (an incremental generation) from those of base, the generation sent
