@@ -333,6 +333,26 @@ int delta_decode(const char *delta_path, const char *base_dir, const char *out_p
 			r = -EBADMSG;
 			break;
 		}
+		if (op == OP_COPY) {
+			/* A run of the base's pages: copied by the kernel, file to
+			 * file, when it can. */
+			loff_t from = (loff_t)(page * DELTA_PAGE_SIZE);
+			size_t left = (size_t)pages * DELTA_PAGE_SIZE;
+			while (left > 0) {
+				ssize_t n = copy_file_range(base[name_no], &from, out, NULL, left, 0);
+				if (n <= 0)
+					break;
+				left -= (size_t)n;
+				written += (uint64_t)n;
+			}
+			size_t done = (size_t)pages * DELTA_PAGE_SIZE - left;
+			if (done % DELTA_PAGE_SIZE) {
+				r = -EBADMSG; /* the base ends within a page */
+				break;
+			}
+			page += done / DELTA_PAGE_SIZE;
+			pages -= done / DELTA_PAGE_SIZE;
+		}
 		while (pages > 0 && r == 0) {
 			size_t chunk = pages < 64 ? (size_t)pages : 64;
 			size_t bytes = chunk * DELTA_PAGE_SIZE;

@@ -5,7 +5,8 @@ end), each with its own state directory and `cryo serve`.
 
 For bench-target programs of the given sizes (half random, half repetitive
 memory) and for redis-server holding KEYS keys, the workload moves A -> B ->
-A ... REPS times while it runs, and each move reports:
+A ... REPS times while it runs, plainly and with --precopy, and each move
+reports:
   - frozen: from the freeze until the target runs it (cryo's count, the
     program's address off the network all along);
   - for bench-target, the program's own view: the largest gap in its
@@ -100,7 +101,7 @@ def fmt(s):
     return f"{s['min']:.0f} / {s['median']:.0f}" if s else "-"
 
 
-def bench_one(label, argv, state, procs, ready, check=None):
+def bench_one(label, argv, state, procs, ready, check=None, extra=()):
     """Runs argv as workload 'w' on A, then migrates it REPS times."""
     name = "w"
     run_out = os.path.join(state, "run.out")
@@ -119,7 +120,7 @@ def bench_one(label, argv, state, procs, ready, check=None):
         res = subprocess.run(
             netns(here) + [CRYO, "migrate", "--state-dir", os.path.join(state, here), name,
                            "--to", f"{HOSTS[there]}:7070", "--key-file",
-                           os.path.join(state, "key"), "--json"],
+                           os.path.join(state, "key"), "--json", *extra],
             capture_output=True, text=True, timeout=300)
         final = json.loads(res.stdout.strip().splitlines()[-1])
         if not final.get("ok"):
@@ -133,10 +134,16 @@ def bench_one(label, argv, state, procs, ready, check=None):
         here, there = there, here
     subprocess.run([CRYO, "stop", "--state-dir", os.path.join(state, here), name],
                    capture_output=True, timeout=60)
+    sup.wait(timeout=60)
+    # The next program starts afresh on A: nothing of this one stays.
+    for h in HOSTS:
+        shutil.rmtree(os.path.join(state, h, name), ignore_errors=True)
     return {
         "program": label,
         "frozen_ms": summarize([r["frozen_ms"] for r in rows]),
         "gap_ms": summarize([r["gap_ms"] for r in rows if r["gap_ms"] is not None]),
+        "precopy_ms": summarize([r["phases"]["precopy"] for r in rows
+                                 if "precopy" in r["phases"]]),
         "dump_ms": summarize([r["phases"]["dump"] for r in rows]),
         "transfer_ms": summarize([r["phases"]["transfer"] for r in rows]),
         "restore_ms": summarize([r["phases"]["restore"] for r in rows]),
@@ -171,8 +178,10 @@ def main():
                 wait_until(lambda: os.path.exists(run_out) and
                            "ready" in open(run_out, errors="replace").read(), 120,
                            "bench-target")
-            results.append(bench_one(f"bench-target {size} MB", [TARGET, str(size)], state,
-                                     procs, ready))
+            for extra in ((), ("--precopy",)):
+                results.append(bench_one(f"bench-target {size} MB {' '.join(extra)}".strip(),
+                                         [TARGET, str(size)], state, procs, ready,
+                                         extra=extra))
         if REDIS_KEYS:
             def cli(*args, **kw):
                 return subprocess.run(netns("c") + ["redis-cli", "-h", WORKLOAD_ADDR, *args],
@@ -187,11 +196,12 @@ def main():
                 n = cli("dbsize").stdout.strip()
                 if n != str(REDIS_KEYS):
                     raise RuntimeError(f"redis holds {n} keys after the move")
-            results.append(bench_one(
-                f"redis-server, {REDIS_KEYS} keys",
-                ["redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode",
-                 "no", "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-                state, procs, ready, check))
+            for extra in ((), ("--precopy",)):
+                results.append(bench_one(
+                    f"redis-server, {REDIS_KEYS} keys {' '.join(extra)}".strip(),
+                    ["redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode",
+                     "no", "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+                    state, procs, ready, check, extra=extra))
     finally:
         for p in procs:
             p.terminate()
@@ -210,12 +220,13 @@ def main():
 
     print(f"cryo migrate between two network namespaces on this machine, {REPS} moves each "
           "(min / median, ms):\n")
-    print("| program | frozen | program's own gap | dump | transfer | restore | sent |")
-    print("|---|---|---|---|---|---|---|")
+    print("| program | frozen | program's own gap | pre-copy | dump | transfer | restore | "
+          "sent frozen |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['program']} | {fmt(r['frozen_ms'])} | {fmt(r['gap_ms'])} | "
-              f"{fmt(r['dump_ms'])} | {fmt(r['transfer_ms'])} | {fmt(r['restore_ms'])} | "
-              f"{r['bytes'] / 1048576:.1f} MiB |")
+              f"{fmt(r['precopy_ms'])} | {fmt(r['dump_ms'])} | {fmt(r['transfer_ms'])} | "
+              f"{fmt(r['restore_ms'])} | {r['bytes'] / 1048576:.1f} MiB |")
     with open(os.path.join(OUT, "migrate.json"), "w") as f:
         json.dump(results, f, indent=1)
 
