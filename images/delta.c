@@ -339,7 +339,8 @@ int delta_decode(const char *delta_path, const char *base_dir, const char *out_p
 			loff_t from = (loff_t)(page * DELTA_PAGE_SIZE);
 			size_t left = (size_t)pages * DELTA_PAGE_SIZE;
 			while (left > 0) {
-				ssize_t n = copy_file_range(base[name_no], &from, out, NULL, left, 0);
+				ssize_t n =
+				    copy_file_range(base[name_no], &from, out, NULL, left, 0);
 				if (n <= 0)
 					break;
 				left -= (size_t)n;
