@@ -97,6 +97,10 @@ def summarize(values):
     return {"min": min(values), "median": statistics.median(values)} if values else None
 
 
+def size(b):
+    return f"{b / 1048576:.1f} MiB" if b >= 1048576 else f"{b / 1024:.1f} KiB"
+
+
 def fmt(s):
     return f"{s['min']:.0f} / {s['median']:.0f}" if s else "-"
 
@@ -226,7 +230,7 @@ def main():
     for r in results:
         print(f"| {r['program']} | {fmt(r['frozen_ms'])} | {fmt(r['gap_ms'])} | "
               f"{fmt(r['precopy_ms'])} | {fmt(r['dump_ms'])} | {fmt(r['transfer_ms'])} | "
-              f"{fmt(r['restore_ms'])} | {r['bytes'] / 1048576:.1f} MiB |")
+              f"{fmt(r['restore_ms'])} | {size(r['bytes'])} |")
     with open(os.path.join(OUT, "migrate.json"), "w") as f:
         json.dump(results, f, indent=1)
 
