@@ -101,6 +101,7 @@ struct supervisor {
 	struct net_ns net;    /* with --net: the namespace the program lives in */
 	char last_error[600]; /* why the last restore failed */
 	char moved_to[128];   /* where cryo migrate sent the program */
+	char cwd[PATH_MAX];   /* the program's working directory, as last read */
 	const char *state;    /* "running", "checkpointing", "restoring", "stopped", "failed" */
 };
 
@@ -437,11 +438,16 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 	struct utsname u;
 	uname(&u);
 	uint64_t now = util_realtime_ns();
-	char cwd[PATH_MAX] = "";
+	/* The program's working directory; after a migration's dump the
+	 * program is gone, and the one read before it stands. */
+	char cwd[PATH_MAX];
 	char link[64];
 	snprintf(link, sizeof(link), "/proc/%d/cwd", program_pid(s));
 	ssize_t n = readlink(link, cwd, sizeof(cwd) - 1);
-	cwd[n > 0 ? n : 0] = '\0';
+	if (n > 0) {
+		cwd[n] = '\0';
+		snprintf(s->cwd, sizeof(s->cwd), "%s", cwd);
+	}
 
 	manifest_add(m, "name", s->cfg->name);
 	manifest_addf(m, "generation", "%" PRIu64, gen);
@@ -449,7 +455,7 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 	manifest_add(m, "trigger", checkpoint_trigger_name(trigger));
 	for (char **a = s->cfg->argv; *a; a++)
 		manifest_add(m, "arg", *a);
-	manifest_add(m, "cwd", cwd);
+	manifest_add(m, "cwd", s->cwd);
 	manifest_addf(m, "criu_version", "%d.%d.%d", s->criu_version / 10000,
 	              s->criu_version / 100 % 100, s->criu_version % 100);
 	manifest_add(m, "kernel", u.release);

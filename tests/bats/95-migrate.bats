@@ -201,6 +201,8 @@ migrate_server_under_load() {
 	assert_line --regexp '^2 .* migrate +yes$'
 	run "$CRYO" inspect --state-dir "$B" --json echo@2
 	assert_output --partial '"base":"1"'
+	# It says where the program worked, read before the dump ended it.
+	assert_output --regexp '"cwd":"/[^"]*"'
 	# A crash there restores the generation built on the pre-copied one.
 	kill -KILL "$(b_pid echo)"
 	wait_for 30 count_at_least 2 "restored 'echo' from generation 2" "$B/echo/output.log"
