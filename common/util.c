@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -298,6 +299,20 @@ uint64_t util_mem_available(void)
 		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
 			return (uint64_t)kb << 10;
 	return 0;
+}
+
+int util_scratch_dir(uint64_t bytes, const char *tag, const char *fallback, char *dir, size_t len)
+{
+	struct statvfs shm;
+	if (bytes < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
+	    bytes + bytes / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
+		snprintf(dir, len, "/dev/shm/cryo-%s-XXXXXX", tag);
+		if (mkdtemp(dir))
+			return 0;
+	}
+	snprintf(dir, len, "%s", fallback);
+	util_rm_rf(dir);
+	return mkdir(dir, 0700) < 0 ? -errno : 0;
 }
 
 int util_map_file(int dfd, const char *name, void **data, size_t *len)

@@ -48,6 +48,11 @@ uint64_t util_realtime_ns(void);
 /* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
 uint64_t util_mem_available(void);
 
+/* Makes a fresh directory for bytes of scratch data: in memory, as
+ * /dev/shm/cryo-TAG-XXXXXX, when they fit comfortably there and in RAM, else
+ * fallback (emptied and made anew). The path goes into dir. */
+int util_scratch_dir(uint64_t bytes, const char *tag, const char *fallback, char *dir, size_t len);
+
 /* Maps the regular file name (relative to dfd) read-only into *data, its
  * size into *len; an empty file maps to NULL. munmap() it when done. */
 int util_map_file(int dfd, const char *name, void **data, size_t *len);

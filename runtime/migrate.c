@@ -459,21 +459,6 @@ static void *make_durable(void *arg)
 	return NULL;
 }
 
-/* Where the images are extracted: memory when they fit comfortably. */
-static int make_images_dir(struct incoming *in, const char *store_dir, uint64_t raw)
-{
-	struct statvfs shm;
-	if (raw < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
-	    raw + raw / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
-		snprintf(in->images, sizeof(in->images), "/dev/shm/cryo-incoming-XXXXXX");
-		if (mkdtemp(in->images))
-			return 0;
-	}
-	snprintf(in->images, sizeof(in->images), "%s/.incoming-images", store_dir);
-	util_rm_rf(in->images);
-	return mkdir(in->images, 0700) < 0 ? -errno : 0;
-}
-
 int migrate_receive(struct incoming *in, struct channel *c, const char *store_dir, uint64_t gen,
                     uint64_t raw_estimate, char *why, size_t len)
 {
@@ -481,7 +466,10 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 	snprintf(in->store_dir, sizeof(in->store_dir), "%s", store_dir);
 	image_store_path(store_dir, gen, in->final, sizeof(in->final));
 	image_store_incoming_path(store_dir, gen, in->tmp, sizeof(in->tmp));
-	int r = make_images_dir(in, store_dir, raw_estimate);
+	char fallback[PATH_MAX];
+	snprintf(fallback, sizeof(fallback), "%s/.incoming-images", store_dir);
+	int r =
+	    util_scratch_dir(raw_estimate, "incoming", fallback, in->images, sizeof(in->images));
 	if (r < 0) {
 		in->images[0] = '\0';
 		return util_fail(why, len, r,

@@ -31,7 +31,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
@@ -717,22 +716,14 @@ static int make_restore_dir(struct supervisor *s, uint64_t gen, char *dir, size_
 			raw += m->files[i].size;
 		manifest_free(m);
 	}
-	struct statvfs shm;
-	if (raw < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
-	    raw + raw / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
-		snprintf(dir, len, "/dev/shm/cryo-restore-%s-XXXXXX", cfg->name);
-		if (mkdtemp(dir))
-			return 0;
-	}
-	snprintf(dir, len, "%s/.restore", cfg->paths.dir);
-	util_rm_rf(dir);
-	if (mkdir(dir, 0700) < 0) {
-		int r = -errno;
+	char tag[128], fallback[PATH_MAX];
+	snprintf(tag, sizeof(tag), "restore-%s", cfg->name);
+	snprintf(fallback, sizeof(fallback), "%s/.restore", cfg->paths.dir);
+	int r = util_scratch_dir(raw, tag, fallback, dir, len);
+	if (r < 0)
 		log_error("cannot restore '%s': cannot create '%s': %s", cfg->name, dir,
 		          strerror(-r));
-		return r;
-	}
-	return 0;
+	return r;
 }
 
 /* Restores the images in dir, whose stdio and control socket had the inodes
@@ -1096,20 +1087,13 @@ static void report_progress(void *arg, uint64_t sent, uint64_t raw_done, uint64_
 	           sent, raw_done, raw_total, (double)(util_now_ns() - mo->phase_t0) / 1e6);
 }
 
-/* Where the dump goes: memory when it fits comfortably. */
+/* Where a migration's dump goes: memory when it fits comfortably. */
 static int make_migrate_dir(struct supervisor *s, char *dir, size_t len)
 {
-	uint64_t expect = criu_glue_estimate_pages(s->init_pid);
-	struct statvfs shm;
-	if (expect < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
-	    expect + expect / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
-		snprintf(dir, len, "/dev/shm/cryo-migrate-%s-XXXXXX", s->cfg->name);
-		if (mkdtemp(dir))
-			return 0;
-	}
-	snprintf(dir, len, "%s/.migrate", s->cfg->paths.dir);
-	util_rm_rf(dir);
-	return mkdir(dir, 0700) < 0 ? -errno : 0;
+	char tag[128], fallback[PATH_MAX];
+	snprintf(tag, sizeof(tag), "migrate-%s", s->cfg->name);
+	snprintf(fallback, sizeof(fallback), "%s/.migrate", s->cfg->paths.dir);
+	return util_scratch_dir(criu_glue_estimate_pages(s->init_pid), tag, fallback, dir, len);
 }
 
 /* The settings that travel with the workload. */
