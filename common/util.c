@@ -301,6 +301,47 @@ uint64_t util_mem_available(void)
 	return 0;
 }
 
+int util_proc_tree(pid_t root, pid_t **ret, size_t *ret_n)
+{
+	pid_t *v = malloc(sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	size_t n = 1;
+	v[0] = root;
+	for (size_t i = 0; i < n && n < 4096; i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/task", v[i]);
+		_cleanup_closedir_ DIR *d = opendir(path);
+		struct dirent *de;
+		while (d && (de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			char cpath[128];
+			snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", v[i],
+			         de->d_name);
+			_cleanup_free_ char *buf = NULL;
+			size_t len;
+			if (util_read_file(cpath, &buf, &len) < 0)
+				continue;
+			for (char *p = buf, *end; *p && n < 4096; p = end) {
+				long c = strtol(p, &end, 10);
+				if (end == p)
+					break;
+				pid_t *nv = realloc(v, (n + 1) * sizeof(*nv));
+				if (!nv) {
+					free(v);
+					return -ENOMEM;
+				}
+				v = nv;
+				v[n++] = (pid_t)c;
+			}
+		}
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
 int util_scratch_dir(uint64_t bytes, const char *tag, const char *fallback, char *dir, size_t len)
 {
 	struct statvfs shm;

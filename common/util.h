@@ -48,6 +48,10 @@ uint64_t util_realtime_ns(void);
 /* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
 uint64_t util_mem_available(void);
 
+/* The PIDs of root and its descendants (children of any of their threads),
+ * root first, parents before children; at most 4096. free() *ret. */
+int util_proc_tree(pid_t root, pid_t **ret, size_t *ret_n);
+
 /* Makes a fresh directory for bytes of scratch data: in memory, as
  * /dev/shm/cryo-TAG-XXXXXX, when they fit comfortably there and in RAM, else
  * fallback (emptied and made anew). The path goes into dir. */

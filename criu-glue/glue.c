@@ -252,9 +252,9 @@ static const struct {
     {"/dev/nvidia", "an NVIDIA device"},
 };
 
-/* Looks through the fds of pid and its descendants for a resource CRIU
- * cannot dump; describes the first one found. */
-static bool find_unsupported(pid_t pid, int depth, char *buf, size_t len)
+/* Looks through the fds of pid for a resource CRIU cannot dump; describes
+ * the first one found. */
+static bool find_unsupported_in(pid_t pid, char *buf, size_t len)
 {
 	char path[64], link[PATH_MAX];
 	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
@@ -279,13 +279,18 @@ static bool find_unsupported(pid_t pid, int depth, char *buf, size_t len)
 			return true;
 		}
 	}
-	if (depth > 32)
+	return false;
+}
+
+/* The same for pid and its descendants. */
+static bool find_unsupported(pid_t pid, char *buf, size_t len)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n = 0;
+	if (util_proc_tree(pid, &pids, &n) < 0)
 		return false;
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	int child;
-	while (f && fscanf(f, "%d", &child) == 1)
-		if (find_unsupported(child, depth + 1, buf, len))
+	for (size_t i = 0; i < n; i++)
+		if (find_unsupported_in(pids[i], buf, len))
 			return true;
 	return false;
 }
@@ -315,7 +320,7 @@ static int criu_failed(struct criu_glue_error *err, pid_t pid, const char *what,
 	}
 	if (pid > 0) {
 		char found[300];
-		if (find_unsupported(pid, 0, found, sizeof(found)))
+		if (find_unsupported(pid, found, sizeof(found)))
 			snprintf(cause, sizeof(cause), "%s", found);
 	}
 	struct statvfs vfs;

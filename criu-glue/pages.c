@@ -87,7 +87,7 @@ struct criu_glue_pages {
 
 /* ---- estimating ------------------------------------------------------------ */
 
-static uint64_t anon_bytes(pid_t pid, int depth)
+static uint64_t anon_bytes(pid_t pid)
 {
 	char path[64], line[256];
 	uint64_t total = 0;
@@ -98,19 +98,19 @@ static uint64_t anon_bytes(pid_t pid, int depth)
 		if (sscanf(line, "Anonymous: %llu kB", &kb) == 1)
 			total += (uint64_t)kb << 10;
 	}
-	if (depth > 32)
-		return total;
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
-	_cleanup_fclose_ FILE *c = fopen(path, "re");
-	int child;
-	while (c && fscanf(c, "%d", &child) == 1)
-		total += anon_bytes(child, depth + 1);
 	return total;
 }
 
 uint64_t criu_glue_estimate_pages(pid_t root)
 {
-	return anon_bytes(root, 0);
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n = 0;
+	if (util_proc_tree(root, &pids, &n) < 0)
+		return 0;
+	uint64_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += anon_bytes(pids[i]);
+	return total;
 }
 
 /* ---- memory for the pages ----------------------------------------------------- */

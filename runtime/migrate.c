@@ -51,48 +51,6 @@ static void strset_free(struct strset *s)
 	free(s->v);
 }
 
-/* The PIDs of the tree under root, root first. */
-static int collect_tree(pid_t root, pid_t **ret, size_t *ret_n)
-{
-	pid_t *v = malloc(sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	size_t n = 1;
-	v[0] = root;
-	for (size_t i = 0; i < n && n < 4096; i++) {
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/%d/task", v[i]);
-		_cleanup_closedir_ DIR *d = opendir(path);
-		struct dirent *de;
-		while (d && (de = readdir(d))) {
-			if (de->d_name[0] == '.')
-				continue;
-			char cpath[128];
-			snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", v[i],
-			         de->d_name);
-			_cleanup_free_ char *buf = NULL;
-			size_t len;
-			if (util_read_file(cpath, &buf, &len) < 0)
-				continue;
-			for (char *p = buf, *end; *p; p = end) {
-				long c = strtol(p, &end, 10);
-				if (end == p)
-					break;
-				pid_t *nv = realloc(v, (n + 1) * sizeof(*nv));
-				if (!nv) {
-					free(v);
-					return -ENOMEM;
-				}
-				v = nv;
-				v[n++] = (pid_t)c;
-			}
-		}
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
-}
-
 /* The files a restore will open by path: everything mapped from a file, as
  * path and, to hash what is mapped rather than what the path names now, its
  * /proc/PID/map_files entry (a string "PATH\tMAP_FILE"). */
@@ -148,7 +106,7 @@ int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n;
-	int r = collect_tree(root, &pids, &n);
+	int r = util_proc_tree(root, &pids, &n);
 	if (r < 0)
 		return util_fail(why, len, r, "cannot list the program's processes: %s",
 		                 strerror(-r));
@@ -198,7 +156,7 @@ int migrate_count_connections(pid_t root)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n;
-	if (collect_tree(root, &pids, &n) < 0)
+	if (util_proc_tree(root, &pids, &n) < 0)
 		return 0;
 	struct strset inodes = {0};
 	for (size_t i = 0; i < n; i++)
