@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "log.h"
 #include "migrate.h"
+#include "net.h"
 #include "store.h"
 #include "util.h"
 
@@ -64,20 +65,15 @@ static int on_option(int c, const char *arg, void *ctx)
 
 static int listen_on(const char *spec)
 {
-	char host[256];
-	const char *colon = strrchr(spec, ':');
-	if (!colon || !colon[1] || (size_t)(colon - spec) >= sizeof(host)) {
+	struct addrinfo *ai = NULL;
+	char cause[200];
+	int g = net_resolve(spec, true, &ai, cause, sizeof(cause));
+	if (g == -EINVAL)
 		log_error("invalid --listen '%s': give ADDR:PORT, e.g. 0.0.0.0:7070", spec);
+	else if (g < 0)
+		log_error("invalid --listen '%s': %s", spec, cause);
+	if (g < 0)
 		return -EINVAL;
-	}
-	memcpy(host, spec, (size_t)(colon - spec));
-	host[colon - spec] = '\0';
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
-	int g = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
-	if (g != 0) {
-		log_error("invalid --listen '%s': %s", spec, gai_strerror(g));
-		return -EINVAL;
-	}
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 	if (fd >= 0)

@@ -425,6 +425,22 @@ int net_socketpair(const struct net_ns *n, int sp[2])
 	return in_netns(n->fd, make_pair, sp);
 }
 
+int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why, size_t len)
+{
+	char host[256];
+	const char *colon = strrchr(spec, ':');
+	if (!colon || (!passive && colon == spec) || !colon[1] ||
+	    (size_t)(colon - spec) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, spec, (size_t)(colon - spec));
+	host[colon - spec] = '\0';
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
+	int g = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, ret);
+	if (g != 0)
+		return util_fail(why, len, -EHOSTUNREACH, "%s", gai_strerror(g));
+	return 0;
+}
+
 bool net_address_in_use(struct in_addr addr)
 {
 	struct ifaddrs *ifs;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,6 +59,11 @@ void net_destroy(struct net_ns *n);
 /* socketpair(AF_UNIX, SOCK_STREAM) made inside n when it has a namespace
  * (CRIU finds a task's unix sockets only in the task's namespace). */
 int net_socketpair(const struct net_ns *n, int sp[2]);
+
+/* Resolves "HOST:PORT" for a TCP socket; with passive, HOST may be empty (to
+ * listen on every address). -EINVAL when spec is not of that form,
+ * -EHOSTUNREACH with the resolver's reason in why. */
+int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why, size_t len);
 
 /* Whether addr is assigned to an interface of the caller's namespace. */
 bool net_address_in_use(struct in_addr addr);
