@@ -2,14 +2,10 @@
 #include "cleanup.h"
 #include "util.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -70,7 +66,6 @@ struct image {
 struct criu_glue_pages {
 	int sk;      /* our end of the page stream */
 	int criu_sk; /* CRIU's end, inherited by the criu process */
-	int stop[2]; /* a pipe that tells the thread to give up */
 	pthread_t thread;
 	bool thread_started;
 	struct chunk *chunks;

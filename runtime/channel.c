@@ -221,7 +221,6 @@ int channel_send(struct channel *c, uint8_t type, const void *data, size_t len, 
 	if (r < 0)
 		return util_fail(why, why_len, r, "the peer %s",
 		                 r == -ECONNRESET ? "closed the connection" : strerror(-r));
-	c->bytes_sent += 4 + clen;
 	return 0;
 }
 

@@ -33,7 +33,6 @@ struct channel {
 	crypto_secretstream_xchacha20poly1305_state tx, rx;
 	uint8_t *buf;   /* one ciphertext */
 	uint8_t *plain; /* its plaintext */
-	uint64_t bytes_sent;
 };
 
 /* Reads a key file: at least 32 bytes, readable by root only. The key is a

@@ -97,11 +97,10 @@ struct supervisor {
 	struct last_checkpoint last;
 	bool have_last;
 	int criu_version;
-	struct net_ns net;    /* with --net: the namespace the program lives in */
-	char last_error[600]; /* why the last restore failed */
-	char moved_to[128];   /* where cryo migrate sent the program */
-	char cwd[PATH_MAX];   /* the program's working directory, as last read */
-	const char *state;    /* "running", "checkpointing", "restoring", "stopped", "failed" */
+	struct net_ns net;  /* with --net: the namespace the program lives in */
+	char moved_to[128]; /* where cryo migrate sent the program */
+	char cwd[PATH_MAX]; /* the program's working directory, as last read */
+	const char *state;  /* "running", "checkpointing", "restoring", "stopped", "failed" */
 };
 
 const char *checkpoint_trigger_name(enum checkpoint_trigger t)
@@ -726,6 +725,15 @@ static int make_restore_dir(struct supervisor *s, uint64_t gen, char *dir, size_
 	return r;
 }
 
+/* The inodes of the program's stdin, stdout, stderr and control socket when
+ * the image was taken (fill_manifest()). */
+static void manifest_inodes(const struct manifest *m, uint64_t ino[4])
+{
+	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
+	for (int i = 0; i < 4; i++)
+		ino[i] = manifest_get_u64(m, keys[i], 0);
+}
+
 /* Restores the images in dir, whose stdio and control socket had the inodes
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
@@ -812,14 +820,10 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 			          ierr.msg[0] ? ierr.msg : strerror(-r));
 		if (r == -EBADMSG)
 			image_store_set_aside(cfg->paths.dir, gen);
-		snprintf(s->last_error, sizeof(s->last_error), "cannot read the image: %s",
-		         ierr.msg[0] ? ierr.msg : strerror(-r));
 		return r;
 	}
-	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
 	uint64_t ino[4];
-	for (int i = 0; i < 4; i++)
-		ino[i] = manifest_get_u64(m, keys[i], 0);
+	manifest_inodes(m, ino);
 	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
 	manifest_free(m);
 	char why[600];
@@ -836,7 +840,6 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	util_rm_rf(dir);
 	if (r < 0) {
 		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name, why);
-		snprintf(s->last_error, sizeof(s->last_error), "%s", why);
 		return r;
 	}
 	s->current_generation = gen;
@@ -1013,19 +1016,16 @@ static void request_stop(struct supervisor *s, int sig)
 /* Connects to host:port within timeout_ms. */
 static int connect_to(const char *target, int timeout_ms, char *why, size_t len)
 {
-	char host[256];
-	const char *colon = strrchr(target, ':');
-	if (!colon || colon == target || !colon[1] || (size_t)(colon - target) >= sizeof(host)) {
+	struct addrinfo *ai = NULL;
+	char cause[200];
+	int g = net_resolve(target, false, &ai, cause, sizeof(cause));
+	if (g == -EINVAL) {
 		snprintf(why, len, "'%s' is not HOST:PORT", target);
-		return -EINVAL;
+		return g;
 	}
-	memcpy(host, target, (size_t)(colon - target));
-	host[colon - target] = '\0';
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-	int g = getaddrinfo(host, colon + 1, &hints, &ai);
-	if (g != 0) {
-		snprintf(why, len, "cannot resolve '%s': %s", target, gai_strerror(g));
-		return -EHOSTUNREACH;
+	if (g < 0) {
+		snprintf(why, len, "cannot resolve '%s': %s", target, cause);
+		return g;
 	}
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	int r = fd < 0 ? -errno : 0;
@@ -1180,6 +1180,23 @@ static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint
 	return 0;
 }
 
+/* Waits for the target's answer to an image: want, or FAILED and its reason
+ * (the restore may take a while). */
+static int await_answer(struct channel *c, uint8_t want, char *why, size_t len)
+{
+	uint8_t type;
+	const uint8_t *data;
+	size_t n;
+	int r = channel_recv(c, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, why, len);
+	if (r < 0 || type == want)
+		return r;
+	if (type == MSG_FAILED)
+		snprintf(why, len, "%.*s", (int)n, (const char *)data);
+	else
+		snprintf(why, len, "the target answered with message %u", type);
+	return -EIO;
+}
+
 /* Pre-copy: a dump taken while the program runs on (and stays on the
  * network) is sent whole before the freeze; the image taken frozen then
  * only carries the pages that changed since. *index gets the pages of the
@@ -1215,16 +1232,8 @@ static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
 	add_settings(s->cfg, m);
 	struct migrate_progress progress = {report_progress, mo};
 	r = migrate_send_image(c, dir, dd.files, dd.n_files, m, &progress, NULL, why, len);
-	uint8_t type;
-	const uint8_t *data;
-	size_t n;
 	if (r == 0)
-		r = channel_recv(c, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, why, len);
-	if (r == 0 && type != MSG_ACCEPT) {
-		snprintf(why, len, "%.*s", (int)n,
-		         type == MSG_FAILED ? (const char *)data : "the target answered oddly");
-		r = -EIO;
-	}
+		r = await_answer(c, MSG_ACCEPT, why, len);
 	if (r == 0)
 		*index = TAKE_PTR(dd.index);
 out:
@@ -1407,18 +1416,9 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 		goto out;
 	}
 	phase_done(&mo, "transfer");
-	uint8_t type;
-	const uint8_t *data;
-	size_t n;
-	r = channel_recv(&ch, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, why, sizeof(why));
+	r = await_answer(&ch, MSG_RUNNING, why, sizeof(why));
 	if (r < 0)
 		goto out;
-	if (type != MSG_RUNNING) {
-		snprintf(why, sizeof(why), "%.*s", (int)n,
-		         type == MSG_FAILED ? (const char *)data : "the target answered oddly");
-		r = -EIO;
-		goto out;
-	}
 	frozen_ns = util_now_ns() - t_freeze;
 	/* From here the target's copy is the program. */
 	r = channel_send(&ch, MSG_DONE, NULL, 0, why, sizeof(why));
@@ -1488,10 +1488,8 @@ static int arrive(struct supervisor *s)
 	struct incoming *in = cfg->incoming;
 	struct channel *c = in->ch;
 	char why[700], msg[800];
-	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
 	uint64_t ino[4];
-	for (int i = 0; i < 4; i++)
-		ino[i] = manifest_get_u64(in->manifest, keys[i], 0);
+	manifest_inodes(in->manifest, ino);
 	set_state(s, "restoring");
 	uint64_t t0 = util_now_ns();
 	/* Tests make a target's restore fail here (as a CRIU that cannot
