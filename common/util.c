@@ -2,10 +2,12 @@
 #include "cleanup.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,13 +349,39 @@ int util_scratch_dir(uint64_t bytes, const char *tag, const char *fallback, char
 	struct statvfs shm;
 	if (bytes < util_mem_available() / 2 && statvfs("/dev/shm", &shm) == 0 &&
 	    bytes + bytes / 8 < (uint64_t)shm.f_bavail * shm.f_frsize) {
-		snprintf(dir, len, "/dev/shm/cryo-%s-XXXXXX", tag);
+		snprintf(dir, len, "/dev/shm/cryo-%s-%d-XXXXXX", tag, (int)getpid());
 		if (mkdtemp(dir))
 			return 0;
 	}
 	snprintf(dir, len, "%s", fallback);
 	util_rm_rf(dir);
 	return mkdir(dir, 0700) < 0 ? -errno : 0;
+}
+
+void util_scratch_sweep(void)
+{
+	_cleanup_closedir_ DIR *d = opendir("/dev/shm");
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		/* cryo-TAG-PID-XXXXXX */
+		const char *name = de->d_name;
+		size_t n = strlen(name);
+		if (strncmp(name, "cryo-", 5) != 0 || n < 5 + 2 + 2 + 6 || name[n - 7] != '-')
+			continue;
+		const char *end = name + n - 7, *p = end;
+		while (p > name + 5 && isdigit((unsigned char)p[-1]))
+			p--;
+		if (p == end || p[-1] != '-' || end - p > 9)
+			continue;
+		pid_t pid = (pid_t)strtol(p, NULL, 10);
+		if (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "/dev/shm/%s", name);
+		util_rm_rf(path);
+	}
 }
 
 int util_map_file(int dfd, const char *name, void **data, size_t *len)

@@ -53,9 +53,13 @@ uint64_t util_mem_available(void);
 int util_proc_tree(pid_t root, pid_t **ret, size_t *ret_n);
 
 /* Makes a fresh directory for bytes of scratch data: in memory, as
- * /dev/shm/cryo-TAG-XXXXXX, when they fit comfortably there and in RAM, else
- * fallback (emptied and made anew). The path goes into dir. */
+ * /dev/shm/cryo-TAG-PID-XXXXXX, when they fit comfortably there and in RAM,
+ * else fallback (emptied and made anew). The path goes into dir. */
 int util_scratch_dir(uint64_t bytes, const char *tag, const char *fallback, char *dir, size_t len);
+
+/* Removes the scratch directories in /dev/shm of processes that are gone (a
+ * supervisor killed in the middle of a dump, a restore or an arrival). */
+void util_scratch_sweep(void);
 
 /* Maps the regular file name (relative to dfd) read-only into *data, its
  * size into *len; an empty file maps to NULL. munmap() it when done. */

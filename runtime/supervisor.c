@@ -1805,6 +1805,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	 * written is nobody's (cryo serve swept before an arrival). */
 	if (!cfg->incoming)
 		image_store_sweep(cfg->paths.dir);
+	util_scratch_sweep();
 	r = listen_commands(&s);
 	if (r < 0) {
 		log_error("cannot listen on '%s': %s (is the state directory writable?)",

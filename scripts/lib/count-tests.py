@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Counts the results in meson testlog.json files: a TAP test (a bats file)
 counts each of its test points; any other test counts once.
-Prints "PASSED FAILED SKIPPED"."""
+Prints "PASSED FAILED SKIPPED" on stdout, and on stderr what each failed test
+point printed (its "not ok" line and the diagnostics after it), so that a red
+run says why."""
 import json
 import re
 import sys
@@ -21,6 +23,9 @@ for path in sys.argv[1:]:
                         passed += 1
                     else:
                         failed += 1
+                        # The point's diagnostics: its "# " lines that follow.
+                        block = re.match(r"[^\n]*\n(?:#[^\n]*\n?)*", out[p.start():])
+                        sys.stderr.write(f"{t['name']}: {block.group(0)}")
                 planned = int(re.search(r"^1\.\.(\d+)", out, re.M).group(1))
                 # A suite that died before finishing its plan counts the rest as failed.
                 failed += max(0, planned - len(points))

@@ -71,6 +71,12 @@ teardown() {
 		kill -KILL "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
 	done
+	# A failed test shows what the supervisors and the serves logged.
+	if [ -z "${BATS_TEST_COMPLETED:-}" ]; then
+		for f in "$STATE"/*.err "$STATE"/*.out "$A"/*/output.log "$B"/*/output.log; do
+			[ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }
+		done >&2
+	fi
 	# Sanitizer reports from the supervisors that arrived on B.
 	local bad=0
 	if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$B"/*/output.log 2>/dev/null; then

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void test_durations(void)
@@ -66,4 +67,35 @@ static void test_files(void)
 	CHECK(util_read_file("/nonexistent/x", &buf, &len) == -ENOENT);
 }
 
-TEST_MAIN(test_durations, test_uint, test_names, test_files)
+/* A scratch directory outlives a killed process; the next sweep removes it,
+ * and only it. */
+static void test_scratch_sweep(void)
+{
+	char mine[256], theirs[256] = "";
+	CHECK(util_scratch_dir(4096, "unit-test", "/tmp/cryo-unit-fallback", mine, sizeof(mine)) ==
+	      0);
+	CHECK(!strncmp(mine, "/dev/shm/cryo-unit-test-", 24));
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t child = fork();
+	if (child == 0) {
+		char dir[256];
+		close(p[0]);
+		int ok = util_scratch_dir(4096, "unit-test", "/tmp/cryo-unit-fallback", dir,
+		                          sizeof(dir)) == 0;
+		(void)!write(p[1], dir, ok ? strlen(dir) + 1 : 1);
+		_exit(0);
+	}
+	close(p[1]);
+	CHECK(read(p[0], theirs, sizeof(theirs)) > 1);
+	close(p[0]);
+	waitpid(child, NULL, 0);
+	struct stat st;
+	CHECK(stat(theirs, &st) == 0);
+	util_scratch_sweep();
+	CHECK(stat(theirs, &st) < 0 && errno == ENOENT);
+	CHECK(stat(mine, &st) == 0);
+	CHECK(util_rm_rf(mine) == 0);
+}
+
+TEST_MAIN(test_durations, test_uint, test_names, test_files, test_scratch_sweep)
