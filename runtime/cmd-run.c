@@ -52,12 +52,13 @@ static void usage(FILE *f)
 	    "                       archives; memory: CRIU sends the pages to cryo's own page\n"
 	    "                       server, into memory readied before the freeze (no raw\n"
 	    "                       images on disk; slower than files here, see the README)\n"
-	    "  --net ADDR/PREFIX    run PROG in its own network namespace with this IPv4\n"
-	    "                       address on eth0, joined to the host by a veth pair; the\n"
-	    "                       address moves with PROG when it is restored or migrated\n"
+	    "  --net ADDR/PREFIX    run PROG in its own network namespace with this IPv4 or\n"
+	    "                       IPv6 address on eth0, joined to the host by a veth pair;\n"
+	    "                       the address moves with PROG when it is restored or migrated\n"
 	    "  --bridge BRIDGE      attach the host end to this bridge (PROG is then on the\n"
-	    "                       bridge's segment); without it the address is routed\n"
-	    "                       through the host (proxy ARP, forwarding turned on)\n"
+	    "                       bridge's segment); without it an IPv4 address is routed\n"
+	    "                       through the host (proxy ARP, forwarding turned on); IPv6\n"
+	    "                       needs a bridge\n"
 	    "  --gateway ADDR       PROG's default route (bridge mode; routed mode uses the host)\n"
 	    "  --verbose            also report periodic checkpoints\n",
 	    f);
@@ -242,10 +243,9 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			break;
 		case OPT_NET:
 			if (net_parse_cidr(optarg, &o->net.addr, &o->net.prefix) < 0) {
-				log_error(
-				    "invalid --net '%s': give an IPv4 address and prefix, e.g. "
-				    "10.0.0.5/24",
-				    optarg);
+				log_error("invalid --net '%s': give an address and prefix, e.g. "
+				          "10.0.0.5/24 or fd00::5/64",
+				          optarg);
 				return 2;
 			}
 			o->cfg.net = &o->net;
@@ -260,8 +260,9 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			strcpy(o->net.bridge, optarg);
 			break;
 		case OPT_GATEWAY:
-			if (inet_pton(AF_INET, optarg, &o->net.gateway) != 1) {
-				log_error("invalid --gateway '%s': give an IPv4 address", optarg);
+			if (net_parse_ip(optarg, &o->net.gateway) < 0) {
+				log_error("invalid --gateway '%s': give an IPv4 or IPv6 address",
+				          optarg);
 				return 2;
 			}
 			break;
@@ -277,8 +278,18 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			return 2;
 		}
 	}
-	if (!o->cfg.net && (o->net.bridge[0] || o->net.gateway.s_addr)) {
+	if (!o->cfg.net && (o->net.bridge[0] || o->net.gateway.family)) {
 		log_error("--bridge and --gateway need --net ADDR/PREFIX");
+		return 2;
+	}
+	if (o->cfg.net && o->net.gateway.family && o->net.gateway.family != o->net.addr.family) {
+		log_error(
+		    "--gateway must be an address of the same family as --net (IPv4 or IPv6)");
+		return 2;
+	}
+	if (o->cfg.net && o->net.addr.family == AF_INET6 && !o->net.bridge[0]) {
+		log_error("--net with an IPv6 address needs --bridge BRIDGE (routed IPv6 is not "
+		          "supported yet)");
 		return 2;
 	}
 	return 0;

@@ -240,7 +240,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 		const char *gw = manifest_get(offer, "net.gateway");
 		const char *br = so->bridge ? so->bridge : manifest_get(offer, "net.bridge");
 		if (gw)
-			inet_pton(AF_INET, gw, &net.gateway);
+			net_parse_ip(gw, &net.gateway);
 		if (br)
 			snprintf(net.bridge, sizeof(net.bridge), "%s", br);
 		cfg.net = &net;

@@ -256,12 +256,12 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 		                 "the program's working directory '%s' does not exist here", cwd);
 	const char *addr = manifest_get(offer, "net.addr");
 	if (addr) {
-		struct in_addr a;
+		struct net_ip a;
 		unsigned prefix;
 		if (net_parse_cidr(addr, &a, &prefix) < 0)
 			return util_fail(why, len, -EPROTO, "the offer's address '%s' is invalid",
 			                 addr);
-		if (net_address_in_use(a))
+		if (net_address_in_use(&a))
 			return util_fail(why, len, -EADDRINUSE,
 			                 "address %s is already assigned to an interface here",
 			                 addr);

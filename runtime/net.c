@@ -8,6 +8,7 @@
 #include <ifaddrs.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <netinet/icmp6.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
@@ -25,33 +26,60 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-int net_parse_cidr(const char *s, struct in_addr *addr, unsigned *prefix)
+int net_parse_ip(const char *s, struct net_ip *ip)
+{
+	struct net_ip r = {0};
+	if (inet_pton(AF_INET, s, &r.v4) == 1)
+		r.family = AF_INET;
+	else if (inet_pton(AF_INET6, s, &r.v6) == 1)
+		r.family = AF_INET6;
+	else
+		return -EINVAL;
+	*ip = r;
+	return 0;
+}
+
+int net_parse_cidr(const char *s, struct net_ip *addr, unsigned *prefix)
 {
 	char buf[64];
 	if (strlen(s) >= sizeof(buf))
 		return -EINVAL;
 	strcpy(buf, s);
 	char *slash = strchr(buf, '/');
-	unsigned p = 32;
-	if (slash) {
+	if (slash)
 		*slash = '\0';
+	struct net_ip ip;
+	if (net_parse_ip(buf, &ip) < 0)
+		return -EINVAL;
+	unsigned max = ip.family == AF_INET6 ? 128 : 32, p = max;
+	if (slash) {
 		char *end;
 		unsigned long v = strtoul(slash + 1, &end, 10);
-		if (!slash[1] || *end || v < 1 || v > 32)
+		if (!slash[1] || *end || v < 1 || v > max)
 			return -EINVAL;
 		p = (unsigned)v;
 	}
-	if (inet_pton(AF_INET, buf, addr) != 1)
-		return -EINVAL;
+	*addr = ip;
 	*prefix = p;
 	return 0;
 }
 
+static size_t ip_len(const struct net_ip *ip)
+{
+	return ip->family == AF_INET6 ? sizeof(ip->v6) : sizeof(ip->v4);
+}
+
+const char *net_format_ip(const struct net_ip *ip, char *buf, size_t len)
+{
+	if (!inet_ntop(ip->family, &ip->v6, buf, (socklen_t)len))
+		snprintf(buf, len, "?");
+	return buf;
+}
+
 void net_format_cidr(const struct net_config *c, char *buf, size_t len)
 {
-	char a[INET_ADDRSTRLEN];
-	inet_ntop(AF_INET, &c->addr, a, sizeof(a));
-	snprintf(buf, len, "%s/%u", a, c->prefix);
+	char a[INET6_ADDRSTRLEN];
+	snprintf(buf, len, "%s/%u", net_format_ip(&c->addr, a, sizeof(a)), c->prefix);
 }
 
 static void nl_sock_freep(struct nl_sock **s)
@@ -120,19 +148,20 @@ static int link_index(struct nl_sock *sk, const char *name, bool *is_bridge)
 	return idx;
 }
 
-static int add_route(struct nl_sock *sk, const char *dst, int ifindex, struct in_addr gw)
+static int add_route(struct nl_sock *sk, int family, const char *dst, int ifindex,
+                     const struct net_ip *gw)
 {
 	struct nl_addr *d = NULL, *g = NULL;
 	struct rtnl_route *rt = rtnl_route_alloc();
 	struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
 	int r = -ENOMEM;
-	if (!rt || !nh || nl_addr_parse(dst, AF_INET, &d) < 0)
+	if (!rt || !nh || nl_addr_parse(dst, family, &d) < 0)
 		goto out;
-	rtnl_route_set_family(rt, AF_INET);
+	rtnl_route_set_family(rt, (uint8_t)family);
 	rtnl_route_set_dst(rt, d);
 	rtnl_route_nh_set_ifindex(nh, ifindex);
-	if (gw.s_addr != INADDR_ANY) {
-		g = nl_addr_build(AF_INET, &gw, 4);
+	if (gw && gw->family) {
+		g = nl_addr_build(gw->family, &gw->v6, ip_len(gw));
 		if (!g)
 			goto out;
 		rtnl_route_nh_set_gateway(nh, g);
@@ -152,6 +181,14 @@ out:
 	return r;
 }
 
+static int write_sysctl(const char *path, const char *value)
+{
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return util_write_all(fd, value, strlen(value));
+}
+
 struct inside {
 	const struct net_ns *n;
 	char *why;
@@ -166,6 +203,13 @@ static int setup_inside(void *arg)
 	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
 	if (!sk)
 		return util_fail(in->why, in->why_len, -ENOMEM, "cannot open a netlink socket");
+	/* IPv6: no duplicate address detection, which would keep the
+	 * addresses unusable for a second after every start and arrival
+	 * (the address moves with the workload; there is no duplicate). */
+	if (c->addr.family == AF_INET6 &&
+	    write_sysctl("/proc/sys/net/ipv6/conf/eth0/accept_dad", "0") < 0)
+		return util_fail(in->why, in->why_len, -EIO,
+		                 "cannot turn off duplicate address detection on eth0");
 	if (link_set_up(sk, "lo", true) < 0 || link_set_up(sk, "eth0", true) < 0)
 		return util_fail(in->why, in->why_len, -EIO,
 		                 "cannot bring up the workload's interfaces");
@@ -173,12 +217,14 @@ static int setup_inside(void *arg)
 	if (idx < 0)
 		return util_fail(in->why, in->why_len, idx, "the workload's eth0 is missing");
 	struct rtnl_addr *a = rtnl_addr_alloc();
-	struct nl_addr *local = nl_addr_build(AF_INET, &c->addr, 4);
+	struct nl_addr *local = nl_addr_build(c->addr.family, &c->addr.v6, ip_len(&c->addr));
 	int r = -ENOMEM;
 	if (a && local) {
 		nl_addr_set_prefixlen(local, (int)c->prefix);
 		rtnl_addr_set_ifindex(a, idx);
 		rtnl_addr_set_local(a, local);
+		if (c->addr.family == AF_INET6)
+			rtnl_addr_set_flags(a, IFA_F_NODAD);
 		r = rtnl_addr_add(sk, a, 0) < 0 ? -EIO : 0;
 	}
 	nl_addr_put(local);
@@ -189,21 +235,14 @@ static int setup_inside(void *arg)
 	/* Routed without a gateway: every destination is asked for on eth0,
 	 * and the host end answers (its own addresses, and through proxy ARP
 	 * what it routes elsewhere). */
-	bool routed = !c->bridge[0] && c->gateway.s_addr == INADDR_ANY;
-	if ((routed || c->gateway.s_addr != INADDR_ANY) &&
-	    add_route(sk, "0.0.0.0/0", idx, c->gateway) < 0)
+	bool routed = !c->bridge[0] && !c->gateway.family;
+	if ((routed || c->gateway.family) &&
+	    add_route(sk, c->addr.family, c->addr.family == AF_INET6 ? "::/0" : "0.0.0.0/0", idx,
+	              &c->gateway) < 0)
 		return util_fail(in->why, in->why_len, -EIO,
 		                 "cannot add the workload's default route (is the gateway inside "
 		                 "its subnet?)");
 	return 0;
-}
-
-static int write_sysctl(const char *path, const char *value)
-{
-	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	return util_write_all(fd, value, strlen(value));
 }
 
 int net_create(const char *name, const struct net_config *c, bool up, struct net_ns *ret, char *why,
@@ -214,7 +253,7 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	snprintf(n.host_if, sizeof(n.host_if), "cryo-%08x", (unsigned)(h >> 32));
 	/* Locally administered, from the name and address: the same on every
 	 * host, so a moved workload keeps its MAC as well as its address. */
-	uint64_t mh = XXH3_64bits_withSeed(&c->addr, sizeof(c->addr), h);
+	uint64_t mh = XXH3_64bits_withSeed(&c->addr.v6, ip_len(&c->addr), h);
 	n.mac[0] = 0x02;
 	memcpy(n.mac + 1, &mh, 5);
 
@@ -222,6 +261,10 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	if (!sk)
 		return util_fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
 	int br = -1;
+	if (!c->bridge[0] && c->addr.family == AF_INET6)
+		return util_fail(
+		    why, why_len, -EINVAL,
+		    "an IPv6 address needs --bridge (routed IPv6 is not supported yet)");
 	if (c->bridge[0]) {
 		bool is_bridge = false;
 		br = link_index(sk, c->bridge, &is_bridge);
@@ -325,27 +368,48 @@ int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
 		                 up ? "up" : "down");
 	if (up && !n->cfg.bridge[0]) {
 		/* The host route goes away whenever the link is down. */
-		char dst[32];
-		inet_ntop(AF_INET, &n->cfg.addr, dst, sizeof(dst));
+		char dst[INET6_ADDRSTRLEN + 8];
+		net_format_ip(&n->cfg.addr, dst, sizeof(dst));
 		strcat(dst, "/32");
 		int idx = link_index(sk, n->host_if, NULL);
-		if (idx < 0 || add_route(sk, dst, idx, (struct in_addr){0}) < 0)
+		if (idx < 0 || add_route(sk, AF_INET, dst, idx, NULL) < 0)
 			return util_fail(why, why_len, -EIO, "cannot route %s to '%s'", dst,
 			                 n->host_if);
 	}
 	return 0;
 }
 
-static int announce_inside(void *arg)
+/* The carrier of a veth whose peer just came up follows a little later (the
+ * kernel's link watch); waits for it, up to 2 s. */
+static void wait_running(int fd)
 {
-	struct inside *in = arg;
-	const struct net_ns *n = in->n;
-	unsigned idx = if_nametoindex("eth0");
-	if (!idx)
-		return util_fail(in->why, in->why_len, -ENODEV, "the workload's eth0 is missing");
+	struct ifreq ifr = {0};
+	strcpy(ifr.ifr_name, "eth0");
+	for (int i = 0; i < 200; i++) {
+		if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_RUNNING))
+			break;
+		usleep(10000);
+	}
+}
+
+/* Sends msg twice, in case the first one meets a port still coming up. */
+static int send_twice(int fd, const void *msg, size_t len, const void *to, socklen_t to_len)
+{
+	for (int i = 0; i < 2; i++) {
+		if (i)
+			usleep(20000);
+		if (sendto(fd, msg, len, 0, to, to_len) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* A gratuitous ARP: a request for our own address, which every host updates. */
+static int announce_v4(const struct net_ns *n, unsigned idx)
+{
 	_cleanup_close_ int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP));
 	if (fd < 0)
-		return util_fail(in->why, in->why_len, -errno, "cannot open a packet socket: %m");
+		return -errno;
 	struct __attribute__((packed)) {
 		uint16_t htype, ptype;
 		uint8_t hlen, plen;
@@ -359,9 +423,9 @@ static int announce_inside(void *arg)
 	    .ptype = htons(ETH_P_IP),
 	    .hlen = 6,
 	    .plen = 4,
-	    .op = htons(1), /* a request for our own address: every host updates */
-	    .spa = n->cfg.addr.s_addr,
-	    .tpa = n->cfg.addr.s_addr,
+	    .op = htons(1),
+	    .spa = n->cfg.addr.v4.s_addr,
+	    .tpa = n->cfg.addr.v4.s_addr,
 	};
 	memcpy(arp.sha, n->mac, 6);
 	struct sockaddr_ll to = {
@@ -371,23 +435,54 @@ static int announce_inside(void *arg)
 	    .sll_halen = 6,
 	};
 	memset(to.sll_addr, 0xff, 6);
-	/* The carrier of a veth whose peer just came up follows a little
-	 * later (the kernel's link watch); wait for it, up to 2 s. */
-	struct ifreq ifr = {0};
-	strcpy(ifr.ifr_name, "eth0");
-	for (int i = 0; i < 200; i++) {
-		if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_RUNNING))
-			break;
-		usleep(10000);
-	}
-	/* Twice, in case the first one meets a port still coming up. */
-	for (int i = 0; i < 2; i++) {
-		if (i)
-			usleep(20000);
-		if (sendto(fd, &arp, sizeof(arp), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
-			return util_fail(in->why, in->why_len, -errno,
-			                 "cannot send a gratuitous ARP: %m");
-	}
+	wait_running(fd);
+	return send_twice(fd, &arp, sizeof(arp), &to, sizeof(to));
+}
+
+/* An unsolicited neighbour advertisement (RFC 4861 7.2.6) to all nodes,
+ * with the override flag and our link-layer address; the kernel fills in
+ * the ICMPv6 checksum. */
+static int announce_v6(const struct net_ns *n, unsigned idx)
+{
+	_cleanup_close_ int fd = socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMPV6);
+	if (fd < 0)
+		return -errno;
+	int hops = 255;
+	struct sockaddr_in6 src = {.sin6_family = AF_INET6, .sin6_addr = n->cfg.addr.v6};
+	if (setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) < 0 ||
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &idx, sizeof(idx)) < 0 ||
+	    bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0)
+		return -errno;
+	struct __attribute__((packed)) {
+		struct nd_neighbor_advert na;
+		uint8_t opt_type, opt_len, mac[6];
+	} m = {
+	    .na.nd_na_type = ND_NEIGHBOR_ADVERT,
+	    .na.nd_na_flags_reserved = ND_NA_FLAG_OVERRIDE,
+	    .na.nd_na_target = n->cfg.addr.v6,
+	    .opt_type = ND_OPT_TARGET_LINKADDR,
+	    .opt_len = 1,
+	};
+	memcpy(m.mac, n->mac, 6);
+	struct sockaddr_in6 to = {.sin6_family = AF_INET6, .sin6_scope_id = idx};
+	inet_pton(AF_INET6, "ff02::1", &to.sin6_addr);
+	wait_running(fd);
+	return send_twice(fd, &m, sizeof(m), &to, sizeof(to));
+}
+
+static int announce_inside(void *arg)
+{
+	struct inside *in = arg;
+	const struct net_ns *n = in->n;
+	unsigned idx = if_nametoindex("eth0");
+	if (!idx)
+		return util_fail(in->why, in->why_len, -ENODEV, "the workload's eth0 is missing");
+	bool v6 = n->cfg.addr.family == AF_INET6;
+	int r = v6 ? announce_v6(n, idx) : announce_v4(n, idx);
+	if (r < 0)
+		return util_fail(in->why, in->why_len, r, "cannot send %s: %s",
+		                 v6 ? "a neighbour advertisement" : "a gratuitous ARP",
+		                 strerror(-r));
 	return 0;
 }
 
@@ -434,6 +529,12 @@ int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why
 		return -EINVAL;
 	memcpy(host, spec, (size_t)(colon - spec));
 	host[colon - spec] = '\0';
+	/* "[IPv6]:PORT" */
+	size_t hl = strlen(host);
+	if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
+		memmove(host, host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	}
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
 	int g = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, ret);
 	if (g != 0)
@@ -441,15 +542,20 @@ int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why
 	return 0;
 }
 
-bool net_address_in_use(struct in_addr addr)
+bool net_address_in_use(const struct net_ip *addr)
 {
 	struct ifaddrs *ifs;
 	if (getifaddrs(&ifs) < 0)
 		return false;
 	bool found = false;
-	for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next)
-		found = i->ifa_addr && i->ifa_addr->sa_family == AF_INET &&
-		        ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr == addr.s_addr;
+	for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+		if (!i->ifa_addr || i->ifa_addr->sa_family != addr->family)
+			continue;
+		const void *a = addr->family == AF_INET6
+		                    ? (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr
+		                    : (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+		found = memcmp(a, &addr->v6, ip_len(addr)) == 0;
+	}
 	freeifaddrs(ifs);
 	return found;
 }

@@ -1,6 +1,7 @@
 /* A workload's own network identity: a network namespace holding one
- * interface, eth0, with the workload's IPv4 address, joined to the host by a
- * veth pair whose host end is attached to a bridge or routed. Set up through
+ * interface, eth0, with the workload's IPv4 or IPv6 address, joined to the
+ * host by a veth pair whose host end is attached to a bridge or (IPv4 only)
+ * routed. Set up through
  * libnl-route. Functions return 0 or a negative errno with a one-line reason
  * in why. */
 #pragma once
@@ -12,11 +13,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* An IPv4 or IPv6 address. */
+struct net_ip {
+	int family; /* AF_INET, AF_INET6, or 0: none */
+	union {
+		struct in_addr v4;
+		struct in6_addr v6;
+	};
+};
+
 struct net_config {
-	struct in_addr addr;
+	struct net_ip addr;
 	unsigned prefix;
-	struct in_addr gateway; /* INADDR_ANY: none (routed mode uses the host end) */
-	char bridge[IFNAMSIZ];  /* empty: routed */
+	struct net_ip gateway; /* family 0: none (routed mode uses the host end) */
+	char bridge[IFNAMSIZ]; /* empty: routed */
 };
 
 struct net_ns {
@@ -35,10 +45,16 @@ struct net_ns {
 /* CRIU's key for the namespace, at dump (external) and restore (inherit). */
 #define NET_CRIU_KEY "cryo-net"
 
-/* Parses "A.B.C.D/N" (N defaults to 32). */
-int net_parse_cidr(const char *s, struct in_addr *addr, unsigned *prefix);
+/* Parses an IPv4 or IPv6 address. */
+int net_parse_ip(const char *s, struct net_ip *ip);
 
-/* Writes "A.B.C.D/N". */
+/* Parses "ADDRESS/N" (N defaults to 32 for IPv4, 128 for IPv6). */
+int net_parse_cidr(const char *s, struct net_ip *addr, unsigned *prefix);
+
+/* The address as text, in buf (INET6_ADDRSTRLEN bytes suffice). */
+const char *net_format_ip(const struct net_ip *ip, char *buf, size_t len);
+
+/* Writes "ADDRESS/N". */
 void net_format_cidr(const struct net_config *c, char *buf, size_t len);
 
 /* Creates the namespace and its interfaces for workload name. The host end
@@ -49,8 +65,9 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 /* Brings the host end up or down: the workload's traffic flows or stops. */
 int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len);
 
-/* Announces the address from inside the namespace (gratuitous ARP), so that
- * peers on the segment learn where it went. */
+/* Announces the address from inside the namespace (a gratuitous ARP, or an
+ * unsolicited neighbour advertisement for IPv6), so that peers and switches
+ * on the segment learn where it went. */
 int net_announce(struct net_ns *n, char *why, size_t why_len);
 
 /* Deletes the interfaces and lets the namespace go. */
@@ -60,13 +77,13 @@ void net_destroy(struct net_ns *n);
  * (CRIU finds a task's unix sockets only in the task's namespace). */
 int net_socketpair(const struct net_ns *n, int sp[2]);
 
-/* Resolves "HOST:PORT" for a TCP socket; with passive, HOST may be empty (to
- * listen on every address). -EINVAL when spec is not of that form,
- * -EHOSTUNREACH with the resolver's reason in why. */
+/* Resolves "HOST:PORT" (an IPv6 HOST in brackets) for a TCP socket; with passive, HOST may be empty
+ * (to listen on every address). -EINVAL when spec is not of that form, -EHOSTUNREACH with the
+ * resolver's reason in why. */
 int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why, size_t len);
 
 /* Whether addr is assigned to an interface of the caller's namespace. */
-bool net_address_in_use(struct in_addr addr);
+bool net_address_in_use(const struct net_ip *addr);
 
 /* Whether a bridge of that name exists in the caller's namespace. */
 bool net_bridge_exists(const char *name);

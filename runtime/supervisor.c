@@ -466,12 +466,11 @@ static void fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen
 	manifest_addf(m, "ino.control", "%" PRIu64, s->ino_control);
 	if (s->net.fd >= 0) {
 		const struct net_config *nc = &s->net.cfg;
-		char cidr[64], gw[INET_ADDRSTRLEN] = "";
+		char cidr[64], gw[INET6_ADDRSTRLEN] = "";
 		net_format_cidr(nc, cidr, sizeof(cidr));
 		manifest_add(m, "net.addr", cidr);
-		if (nc->gateway.s_addr != INADDR_ANY)
-			manifest_add(m, "net.gateway",
-			             inet_ntop(AF_INET, &nc->gateway, gw, sizeof(gw)));
+		if (nc->gateway.family)
+			manifest_add(m, "net.gateway", net_format_ip(&nc->gateway, gw, sizeof(gw)));
 		if (nc->bridge[0])
 			manifest_add(m, "net.bridge", nc->bridge);
 	}
@@ -1731,7 +1730,7 @@ static bool image_net_config(struct supervisor *s, struct net_config *ret)
 	           *br = manifest_get(m, "net.bridge");
 	bool ok = addr && net_parse_cidr(addr, &ret->addr, &ret->prefix) == 0;
 	if (ok && gw)
-		inet_pton(AF_INET, gw, &ret->gateway);
+		net_parse_ip(gw, &ret->gateway);
 	if (ok && br)
 		snprintf(ret->bridge, sizeof(ret->bridge), "%s", br);
 	manifest_free(m);

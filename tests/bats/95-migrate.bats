@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # cryo migrate / cryo serve between two "hosts" that are network namespaces
-# made here (A at 10.77.0.1, B at 10.77.0.2, each with a bridge br0), and a
-# client namespace (10.77.0.3), all joined by a switch namespace's bridge.
+# made here (A at 10.77.0.1 and fd77::1, B at 10.77.0.2 and fd77::2, each with
+# a bridge br0), and a client namespace (10.77.0.3, fd77::3), all joined by a
+# switch namespace's bridge.
 # Workloads get their own address (cryo run --net) on A's br0 and move to B.
 
 load helpers
@@ -24,10 +25,12 @@ setup_file() {
 		ip -n "${NS}$h" link add br0 type bridge
 		ip -n "${NS}$h" link set "${NS}$h-up" master br0 up
 		ip -n "${NS}$h" addr add "10.77.0.$n/24" dev br0
+		ip -n "${NS}$h" addr add "fd77::$n/64" dev br0 nodad
 		ip -n "${NS}$h" link set br0 up
 		n=$((n + 1))
 	done
 	ip -n "${NS}c" addr add 10.77.0.3/24 dev "${NS}c-up"
+	ip -n "${NS}c" addr add fd77::3/64 dev "${NS}c-up" nodad
 	ip -n "${NS}c" link set "${NS}c-up" up
 }
 
@@ -213,6 +216,32 @@ migrate_server_under_load() {
 	kill -KILL "$(b_pid echo)"
 	wait_for 30 count_at_least 2 "restored 'echo' from generation 2" "$B/echo/output.log"
 	run inC timeout 20 python3 "$CRYO_TESTS/programs/client.py" 8000 0.01 0.5 10.77.0.50
+	assert_success
+}
+
+@test "migrate: an IPv6 address moves with a busy connection, then restores on B after kill -9" {
+	start_in_a echo6 --net fd77::50/64 --bridge br0 -- "$CRYO_TEST_PROGRAMS/echo-counter" :: 8000
+	wait_for 10 grep -q listening "$STATE/echo6.out"
+	# The migration itself goes over IPv6 too, to a second serve on B.
+	nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "[fd77::2]:7076" \
+		--key-file "$KEY" --state-dir "$B" >"$STATE/serve6.err" 2>&1 </dev/null 3>&- &
+	track_helper "$!"
+	wait_for 10 grep -q "serving migrations" "$STATE/serve6.err"
+	start_client fd77::50 8000 5
+	sleep 1.5
+	run inA "$CRYO" migrate --state-dir "$A" echo6 --to "[fd77::2]:7076" --key-file "$KEY"
+	assert_success
+	wait "$CLIENT"
+	run cat "$STATE/client.out"
+	assert_output --regexp '^ok [0-9]+ 1 [0-9]+$'
+	run "$CRYO" inspect --state-dir "$B" --json echo6
+	assert_output --partial 'fd77::50/64'
+	# Its neighbour advertisements went out, on A at the start and on B.
+	run cat "$STATE/echo6.err" "$B/echo6/output.log"
+	refute_output --partial "neighbour advertisement"
+	kill -KILL "$(b_pid echo6)"
+	wait_for 30 count_at_least 2 "restored 'echo6'" "$B/echo6/output.log"
+	run inC timeout 20 python3 "$CRYO_TESTS/programs/client.py" 8000 0.01 0.5 fd77::50
 	assert_success
 }
 
@@ -457,6 +486,15 @@ assert_resumed_on_a() {
 	run "$CRYO" run --bridge br0 -- true
 	assert_failure
 	assert_output --partial "need --net"
+	run "$CRYO" run --net fd77::9/64 -- true
+	assert_failure
+	assert_output --partial "IPv6 address needs --bridge"
+	run "$CRYO" run --net fd77::9/64 --bridge br0 --gateway 10.77.0.1 -- true
+	assert_failure
+	assert_output --partial "same family"
+	run "$CRYO" run --net fd77::9/129 --bridge br0 -- true
+	assert_failure
+	assert_output --partial "invalid --net"
 	# Garbage on the serve port is dropped, and serve goes on.
 	inC timeout 5 bash -c 'exec 3<>/dev/tcp/10.77.0.2/7070; head -c 4000 /dev/urandom >&3' || true
 	wait_for 10 grep -q "refused a connection" "$STATE/serve-7070.err"

@@ -1,10 +1,12 @@
 /* A single-threaded epoll TCP server written for the migration tests: for
  * each line a client sends it answers "count N LINE", where N counts every
  * request since it started (kept in memory, so a restored copy continues it).
- * Usage: echo-counter ADDR PORT */
+ * Usage: echo-counter ADDR PORT (ADDR: IPv4 or IPv6) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,12 +57,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: echo-counter ADDR PORT\n");
 		return 2;
 	}
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
-	if (inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1)
+	uint16_t port = htons((uint16_t)atoi(argv[2]));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = port};
+	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6, .sin6_port = port};
+	bool v6 = inet_pton(AF_INET6, argv[1], &sa6.sin6_addr) == 1;
+	if (!v6 && inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1)
 		return 2;
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
+	int l = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
 	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(l, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(l, 16) < 0) {
+	if (bind(l, v6 ? (struct sockaddr *)&sa6 : (struct sockaddr *)&sa,
+	         v6 ? sizeof(sa6) : sizeof(sa)) < 0 ||
+	    listen(l, 16) < 0) {
 		perror("echo-counter: listen");
 		return 1;
 	}
