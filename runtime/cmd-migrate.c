@@ -26,7 +26,7 @@ static void usage(FILE *f)
 	      "anything fails before the target runs it, it runs here again. On a terminal a\n"
 	      "progress bar shows the transfer; --json prints the phases and their durations.\n"
 	      "\n"
-	      "  --to HOST:PORT     where cryo serve listens\n"
+	      "  --to HOST:PORT     where cryo serve listens ([IPv6]:PORT for an IPv6 address)\n"
 	      "  --key-file FILE    the shared key (at least 32 bytes, mode 600)\n"
 	      "  --precopy          first send a whole image while the program runs on, then\n"
 	      "                     freeze it and send only the pages that changed since: a\n"

@@ -35,7 +35,7 @@ static void usage(FILE *f)
 	      "status, checkpoint and stop work on it. Runs in the foreground; stop it with\n"
 	      "Ctrl-C or SIGTERM (workloads that arrived keep running).\n"
 	      "\n"
-	      "  --listen ADDR:PORT   where to listen, e.g. 0.0.0.0:7070\n"
+	      "  --listen ADDR:PORT   where to listen, e.g. 0.0.0.0:7070 or [::]:7070\n"
 	      "  --key-file FILE      the shared key (at least 32 bytes, mode 600; make one with\n"
 	      "                       head -c 32 /dev/urandom > FILE)\n"
 	      "  --state-dir DIR      state directory (default: $CRYO_STATE_DIR, else "
@@ -69,7 +69,8 @@ static int listen_on(const char *spec)
 	char cause[200];
 	int g = net_resolve(spec, true, &ai, cause, sizeof(cause));
 	if (g == -EINVAL)
-		log_error("invalid --listen '%s': give ADDR:PORT, e.g. 0.0.0.0:7070", spec);
+		log_error("invalid --listen '%s': give ADDR:PORT, e.g. 0.0.0.0:7070 or [::]:7070",
+		          spec);
 	else if (g < 0)
 		log_error("invalid --listen '%s': %s", spec, cause);
 	if (g < 0)
