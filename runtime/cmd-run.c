@@ -56,9 +56,10 @@ static void usage(FILE *f)
 	    "                       IPv6 address on eth0, joined to the host by a veth pair;\n"
 	    "                       the address moves with PROG when it is restored or migrated\n"
 	    "  --bridge BRIDGE      attach the host end to this bridge (PROG is then on the\n"
-	    "                       bridge's segment); without it an IPv4 address is routed\n"
-	    "                       through the host (proxy ARP, forwarding turned on); IPv6\n"
-	    "                       needs a bridge\n"
+	    "                       bridge's segment); without it the address is routed\n"
+	    "                       through the host (IPv4: proxy ARP, forwarding turned on;\n"
+	    "                       IPv6: through fe80::1 on the host end, forwarding as the\n"
+	    "                       host has it)\n"
 	    "  --gateway ADDR       PROG's default route (bridge mode; routed mode uses the host)\n"
 	    "  --verbose            also report periodic checkpoints\n",
 	    f);
@@ -285,11 +286,6 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	if (o->cfg.net && o->net.gateway.family && o->net.gateway.family != o->net.addr.family) {
 		log_error(
 		    "--gateway must be an address of the same family as --net (IPv4 or IPv6)");
-		return 2;
-	}
-	if (o->cfg.net && o->net.addr.family == AF_INET6 && !o->net.bridge[0]) {
-		log_error("--net with an IPv6 address needs --bridge BRIDGE (routed IPv6 is not "
-		          "supported yet)");
 		return 2;
 	}
 	return 0;

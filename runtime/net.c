@@ -189,6 +189,34 @@ static int write_sysctl(const char *path, const char *value)
 	return util_write_all(fd, value, strlen(value));
 }
 
+/* The gateway of a routed IPv6 workload: fe80::1 on the host end. */
+#define ROUTED_GATEWAY_V6 ((struct in6_addr){.s6_addr = {0xfe, 0x80, [15] = 1}})
+
+/* Gives interface name the address ip/prefix (IPv6: without duplicate
+ * address detection). */
+static int add_address(struct nl_sock *sk, const char *name, const struct net_ip *ip,
+                       unsigned prefix)
+{
+	int idx = link_index(sk, name, NULL);
+	if (idx < 0)
+		return idx;
+	struct rtnl_addr *a = rtnl_addr_alloc();
+	struct nl_addr *local = nl_addr_build(ip->family, &ip->v6, ip_len(ip));
+	int r = -ENOMEM;
+	if (a && local) {
+		nl_addr_set_prefixlen(local, (int)prefix);
+		rtnl_addr_set_ifindex(a, idx);
+		rtnl_addr_set_local(a, local);
+		if (ip->family == AF_INET6)
+			rtnl_addr_set_flags(a, IFA_F_NODAD);
+		r = rtnl_addr_add(sk, a, 0) < 0 ? -EIO : 0;
+	}
+	nl_addr_put(local);
+	if (a)
+		rtnl_addr_put(a);
+	return r;
+}
+
 struct inside {
 	const struct net_ns *n;
 	char *why;
@@ -216,29 +244,20 @@ static int setup_inside(void *arg)
 	int idx = link_index(sk, "eth0", NULL);
 	if (idx < 0)
 		return util_fail(in->why, in->why_len, idx, "the workload's eth0 is missing");
-	struct rtnl_addr *a = rtnl_addr_alloc();
-	struct nl_addr *local = nl_addr_build(c->addr.family, &c->addr.v6, ip_len(&c->addr));
-	int r = -ENOMEM;
-	if (a && local) {
-		nl_addr_set_prefixlen(local, (int)c->prefix);
-		rtnl_addr_set_ifindex(a, idx);
-		rtnl_addr_set_local(a, local);
-		if (c->addr.family == AF_INET6)
-			rtnl_addr_set_flags(a, IFA_F_NODAD);
-		r = rtnl_addr_add(sk, a, 0) < 0 ? -EIO : 0;
-	}
-	nl_addr_put(local);
-	if (a)
-		rtnl_addr_put(a);
+	int r = add_address(sk, "eth0", &c->addr, c->prefix);
 	if (r < 0)
 		return util_fail(in->why, in->why_len, r, "cannot assign the workload's address");
 	/* Routed without a gateway: every destination is asked for on eth0,
 	 * and the host end answers (its own addresses, and through proxy ARP
 	 * what it routes elsewhere). */
 	bool routed = !c->bridge[0] && !c->gateway.family;
+	bool v6 = c->addr.family == AF_INET6;
+	/* Routed IPv6: through the host end's fe80::1. */
+	struct net_ip via = routed && v6
+	                        ? (struct net_ip){.family = AF_INET6, .v6 = ROUTED_GATEWAY_V6}
+	                        : c->gateway;
 	if ((routed || c->gateway.family) &&
-	    add_route(sk, c->addr.family, c->addr.family == AF_INET6 ? "::/0" : "0.0.0.0/0", idx,
-	              &c->gateway) < 0)
+	    add_route(sk, c->addr.family, v6 ? "::/0" : "0.0.0.0/0", idx, &via) < 0)
 		return util_fail(in->why, in->why_len, -EIO,
 		                 "cannot add the workload's default route (is the gateway inside "
 		                 "its subnet?)");
@@ -261,10 +280,6 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	if (!sk)
 		return util_fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
 	int br = -1;
-	if (!c->bridge[0] && c->addr.family == AF_INET6)
-		return util_fail(
-		    why, why_len, -EINVAL,
-		    "an IPv6 address needs --bridge (routed IPv6 is not supported yet)");
 	if (c->bridge[0]) {
 		bool is_bridge = false;
 		br = link_index(sk, c->bridge, &is_bridge);
@@ -333,6 +348,26 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 			return util_fail(why, why_len, -EIO, "cannot attach '%s' to bridge '%s'",
 			                 n.host_if, c->bridge);
 		}
+	} else if (c->addr.family == AF_INET6) {
+		/* Routed IPv6: the host end holds fe80::1, the workload's
+		 * gateway, usable at once (no duplicate address detection). */
+		char path[128];
+		snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/accept_dad", n.host_if);
+		r = write_sysctl(path, "0");
+		/* It keeps it while the link is down (a migration's freeze). */
+		snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/keep_addr_on_down",
+		         n.host_if);
+		if (r == 0)
+			r = write_sysctl(path, "1");
+		if (r == 0)
+			r = add_address(
+			    sk, n.host_if,
+			    &(struct net_ip){.family = AF_INET6, .v6 = ROUTED_GATEWAY_V6}, 64);
+		if (r < 0) {
+			net_destroy(&n);
+			return util_fail(why, why_len, r, "cannot give '%s' the address fe80::1",
+			                 n.host_if);
+		}
 	} else {
 		/* Routed: the host answers ARP for the workload's gateway and
 		 * forwards its packets. */
@@ -369,10 +404,11 @@ int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
 	if (up && !n->cfg.bridge[0]) {
 		/* The host route goes away whenever the link is down. */
 		char dst[INET6_ADDRSTRLEN + 8];
+		bool v6 = n->cfg.addr.family == AF_INET6;
 		net_format_ip(&n->cfg.addr, dst, sizeof(dst));
-		strcat(dst, "/32");
+		strcat(dst, v6 ? "/128" : "/32");
 		int idx = link_index(sk, n->host_if, NULL);
-		if (idx < 0 || add_route(sk, AF_INET, dst, idx, NULL) < 0)
+		if (idx < 0 || add_route(sk, n->cfg.addr.family, dst, idx, NULL) < 0)
 			return util_fail(why, why_len, -EIO, "cannot route %s to '%s'", dst,
 			                 n->host_if);
 	}

@@ -1,7 +1,6 @@
 /* A workload's own network identity: a network namespace holding one
  * interface, eth0, with the workload's IPv4 or IPv6 address, joined to the
- * host by a veth pair whose host end is attached to a bridge or (IPv4 only)
- * routed. Set up through
+ * host by a veth pair whose host end is attached to a bridge or routed. Set up through
  * libnl-route. Functions return 0 or a negative errno with a one-line reason
  * in why. */
 #pragma once
