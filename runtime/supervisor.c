@@ -1419,12 +1419,19 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	if (r < 0)
 		goto out;
 	frozen_ns = util_now_ns() - t_freeze;
-	/* From here the target's copy is the program. */
+	/* From here the target's copy is the program, once it hears so. A
+	 * DONE that could not be sent never reached it (a part of a message
+	 * does not authenticate), and a target that does not hear DONE stops
+	 * its copy: the program runs here again. */
 	r = channel_send(&ch, MSG_DONE, NULL, 0, why, sizeof(why));
-	if (r < 0)
-		log_error("'%s' runs on %s, but telling it so failed (%s): it stops itself "
-		          "unless it heard; check there with cryo status",
-		          cfg->name, target, why);
+	if (r < 0) {
+		char cause[sizeof(why)];
+		snprintf(cause, sizeof(cause), "%s", why);
+		snprintf(why, sizeof(why),
+		         "the target gave up before it heard that the program may run there (%s)",
+		         cause);
+		goto out;
+	}
 	phase_done(&mo, "restore");
 	r = 0;
 out:
