@@ -175,7 +175,7 @@ def main():
                             "--state-dir", os.path.join(state, h)],
                 stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
             wait_until(lambda log=log: "serving" in open(log).read(), 10, "cryo serve")
-        for size in SIZES:
+        for mb in SIZES:
             run_out = os.path.join(state, "run.out")
 
             def ready():
@@ -183,8 +183,8 @@ def main():
                            "ready" in open(run_out, errors="replace").read(), 120,
                            "bench-target")
             for extra in ((), ("--precopy",)):
-                results.append(bench_one(f"bench-target {size} MB {' '.join(extra)}".strip(),
-                                         [TARGET, str(size)], state, procs, ready,
+                results.append(bench_one(f"bench-target {mb} MB {' '.join(extra)}".strip(),
+                                         [TARGET, str(mb)], state, procs, ready,
                                          extra=extra))
         if REDIS_KEYS:
             def cli(*args, **kw):
