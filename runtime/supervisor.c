@@ -1423,6 +1423,11 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	 * DONE that could not be sent never reached it (a part of a message
 	 * does not authenticate), and a target that does not hear DONE stops
 	 * its copy: the program runs here again. */
+	/* Tests hold DONE back, so that a target that gave up meanwhile has
+	 * closed the connection before it is sent. */
+	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
+	if (inject && !strcmp(inject, "late-done"))
+		usleep(300000);
 	r = channel_send(&ch, MSG_DONE, NULL, 0, why, sizeof(why));
 	if (r < 0) {
 		char cause[sizeof(why)];
@@ -1532,6 +1537,15 @@ static int arrive(struct supervisor *s)
 	uint8_t type = 0;
 	const uint8_t *data;
 	size_t n;
+	/* Tests make a target give up right after RUNNING (as one whose
+	 * wait for DONE ran out would), resetting the connection. */
+	if (r == 0 && inject && !strcmp(inject, "give-up")) {
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(c->fd);
+		c->fd = -1;
+		r = util_fail(why, sizeof(why), -ETIMEDOUT, "gave up waiting (injected)");
+	}
 	if (r == 0)
 		r = channel_recv(c, &type, &data, &n, MIGRATE_DONE_MS, why, sizeof(why));
 	if (r == 0 && type != MSG_DONE) {

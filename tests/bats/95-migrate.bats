@@ -447,26 +447,39 @@ assert_resumed_on_a() {
 	assert_line --regexp '^gen-[0-9]+\.cryo$'
 }
 
-@test "migrate: a target that cannot restore; the program runs on A with its connection" {
+# fail_on_b FAULT WHAT [SOURCE_FAULT]: B's serve has FAULT injected; the move
+# of a server with a busy connection fails saying WHAT, and the program runs on
+# A again with its connection, while B keeps only an image set aside.
+fail_on_b() {
 	mkdir "$STATE/b2"
-	SERVE_ENV="CRYO_INJECT_MIGRATE_FAULT=restore" start_serve "$STATE/b2" 7073
-	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+	SERVE_ENV="CRYO_INJECT_MIGRATE_FAULT=$1" start_serve "$STATE/b2" 7073
+	CRYO_INJECT_MIGRATE_FAULT=${3:-} start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
 		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
 	wait_for 10 grep -q listening "$STATE/echo.out"
 	start_client 10.77.0.50 8000 4
 	sleep 1
 	run migrate echo 7073
 	assert_failure
-	assert_output --partial "cannot restore on the target: CRIU restore failed (injected)"
+	assert_output --partial "$2"
 	assert_output --partial "runs here again"
 	# The client's connection lives on with the program back on A.
 	wait "$CLIENT"
 	run cat "$STATE/client.out"
 	assert_output --regexp '^ok '
-	# B keeps no generation that could resume a second copy.
+	# B keeps no generation that could resume a second copy, and runs none.
 	run ls -a "$STATE/b2/echo"
 	refute_line --regexp '^gen-[0-9]+\.cryo$'
 	assert_line --regexp '^gen-[0-9]+\.cryo\.unconfirmed$'
+	[ ! -e "$STATE/b2/echo/pid" ]
+}
+
+@test "migrate: a target that cannot restore; the program runs on A with its connection" {
+	fail_on_b restore "cannot restore on the target: CRIU restore failed (injected)"
+}
+
+# The source holds DONE back (late-done) until the target has given up.
+@test "migrate: a target that gives up before DONE reaches it; the program runs on A again" {
+	fail_on_b give-up "the target gave up before it heard that the program may run there" late-done
 }
 
 @test "migrate --precopy: a target that cannot restore; the program runs on A from its dump" {
