@@ -181,23 +181,23 @@ out:
 	return r;
 }
 
-/* A bridge whose address nobody set takes the lowest address of its ports.
- * If port_mac would be that (the bridge's other ports have locally
- * administered addresses from 0xfe on, as veths may), the bridge's address
- * would change now and again when the workload leaves, and peers that knew it
- * would lose the host for a while (their neighbour entries go on pointing to
- * an address nobody has; a migration's answers to its source got lost that
- * way for 30 s and more). The bridge keeps its current address instead: set
+/* A bridge whose address nobody set takes the lowest address of its ports,
+ * and takes another one whenever a port with a lower address comes or goes.
+ * A workload's host end could be that port (its address starts with 0xfe,
+ * above real NICs, but veths and an empty bridge have random ones), and the
+ * bridge's address would then change when the workload leaves: peers that
+ * knew the old one lose the host for a while (their neighbour entries point
+ * to an address nobody has; a migration's answers to its source got lost
+ * that way for 30 s and more). So the bridge keeps its current address: set
  * explicitly, it no longer follows its ports. */
-static int keep_bridge_address(struct nl_sock *sk, int br, const uint8_t port_mac[6])
+static int keep_bridge_address(struct nl_sock *sk, int br)
 {
 	struct rtnl_link *link = NULL;
 	if (rtnl_link_get_kernel(sk, br, NULL, &link) < 0)
 		return -ENODEV;
 	struct nl_addr *cur = rtnl_link_get_addr(link);
 	int r = 0;
-	if (cur && nl_addr_get_len(cur) == 6 &&
-	    memcmp(port_mac, nl_addr_get_binary_addr(cur), 6) < 0) {
+	if (cur && nl_addr_get_len(cur) == 6) {
 		struct rtnl_link *chg = rtnl_link_alloc();
 		r = -ENOMEM;
 		if (chg) {
@@ -372,7 +372,7 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	}
 	if (br >= 0) {
 		int idx = link_index(sk, n.host_if, NULL);
-		if (idx < 0 || keep_bridge_address(sk, br, host_mac) < 0 ||
+		if (idx < 0 || keep_bridge_address(sk, br) < 0 ||
 		    rtnl_link_enslave_ifindex(sk, br, idx) < 0) {
 			net_destroy(&n);
 			return util_fail(why, why_len, -EIO, "cannot attach '%s' to bridge '%s'",

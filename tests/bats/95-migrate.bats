@@ -182,7 +182,8 @@ migrate_server_under_load() {
 	assert_success
 }
 
-br0_mac() { ip -n "${NS}$1" -o link show br0 | grep -o 'link/ether [0-9a-f:]*'; }
+# br0_mac HOST [BRIDGE]: the bridge's MAC address.
+br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a-f:]*'; }
 
 @test "migrate: an epoll echo server moves with its address and a busy connection, then restores on B after kill -9" {
 	local mac_a mac_b
@@ -329,6 +330,20 @@ br0_mac() { ip -n "${NS}$1" -o link show br0 | grep -o 'link/ether [0-9a-f:]*'; 
 	assert_success
 	"$CRYO" stop --state-dir "$A" routed
 	wait_for 10 bash -c "! ip -n ${NS}a -o link show | grep -q cryo-"
+}
+
+@test "run --net --bridge: a bridge with no other port keeps its address as workloads come and go" {
+	ip -n "${NS}a" link add br9 type bridge
+	ip -n "${NS}a" link set br9 up
+	local mac
+	mac=$(br0_mac a br9)
+	start_in_a lone --net 10.99.0.5/24 --bridge br9 -- "$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8004
+	wait_for 10 grep -q listening "$STATE/lone.out"
+	assert_equal "$(br0_mac a br9)" "$mac"
+	"$CRYO" stop --state-dir "$A" lone
+	wait_for 10 bash -c "! ip -n ${NS}a -o link show | grep -q cryo-"
+	assert_equal "$(br0_mac a br9)" "$mac"
+	ip -n "${NS}a" link del br9
 }
 
 @test "run --net without --bridge: a routed IPv6 address, torn down with the workload" {
