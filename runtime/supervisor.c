@@ -1242,6 +1242,14 @@ out:
 	return r;
 }
 
+/* Whether the tests injected this fault into migrations
+ * (CRYO_INJECT_MIGRATE_FAULT). */
+static bool migrate_fault(const char *fault)
+{
+	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
+	return inject && !strcmp(inject, fault);
+}
+
 /* After a failed migration: the program runs here again, from its dump. */
 static int resume_here(struct supervisor *s, const char *dir, char *why, size_t len)
 {
@@ -1425,8 +1433,7 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	 * its copy: the program runs here again. */
 	/* Tests hold DONE back, so that a target that gave up meanwhile has
 	 * closed the connection before it is sent. */
-	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
-	if (inject && !strcmp(inject, "late-done"))
+	if (migrate_fault("late-done"))
 		usleep(300000);
 	r = channel_send(&ch, MSG_DONE, NULL, 0, why, sizeof(why));
 	if (r < 0) {
@@ -1505,8 +1512,7 @@ static int arrive(struct supervisor *s)
 	uint64_t t0 = util_now_ns();
 	/* Tests make a target's restore fail here (as a CRIU that cannot
 	 * restore would), to see the source take its program back. */
-	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
-	int r = inject && !strcmp(inject, "restore")
+	int r = migrate_fault("restore")
 	            ? util_fail(why, sizeof(why), -EIO, "CRIU restore failed (injected)")
 	            : restore_dir(s, in->images, ino, true, why, sizeof(why));
 	if (r == 0 && cfg->incremental) {
@@ -1539,7 +1545,7 @@ static int arrive(struct supervisor *s)
 	size_t n;
 	/* Tests make a target give up right after RUNNING (as one whose
 	 * wait for DONE ran out would), resetting the connection. */
-	if (r == 0 && inject && !strcmp(inject, "give-up")) {
+	if (r == 0 && migrate_fault("give-up")) {
 		struct linger lg = {.l_onoff = 1, .l_linger = 0};
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		close(c->fd);
