@@ -1,4 +1,5 @@
 #include "glue.h"
+#include "internal.h"
 #include "pb.h"
 #include "cleanup.h"
 #include "util.h"
@@ -298,8 +299,8 @@ static bool find_unsupported(pid_t pid, char *buf, size_t len)
 /* Explains a CRIU failure in one line: a resource CRIU cannot handle if the
  * tree holds one, else the first error in CRIU's log (kept at its path).
  * Returns -ENOSPC for a full disk, else -EIO. */
-static int criu_failed(struct criu_glue_error *err, pid_t pid, const char *what,
-                       const char *log_dir, const char *log_name)
+int criu_glue_failed(struct criu_glue_error *err, pid_t pid, const char *what, const char *log_dir,
+                     const char *log_name)
 {
 	char cause[300] = "";
 	char path[PATH_MAX];
@@ -409,7 +410,7 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	_cleanup_close_ int lock = dump_lock();
 	r = criu_local_dump(c);
 	if (r < 0)
-		return criu_failed(err, o->pid, "dump", o->log_dir, o->log_name);
+		return criu_glue_failed(err, o->pid, "dump", o->log_dir, o->log_name);
 	if (stats && read_dump_stats(o->log_dir, stats) < 0)
 		memset(stats, 0, sizeof(*stats));
 	unlinkat(log_fd, "stats-dump", 0);
@@ -434,13 +435,25 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	criu_local_set_tcp_established(c, o->tcp_established);
 	criu_local_set_tcp_close(c, o->tcp_close);
 	criu_local_set_file_locks(c, true);
+	/* libcriu has no setter for RPC's lazy_pages; a configuration file,
+	 * which CRIU reads on top of the RPC settings, says it instead. */
+	char conf[PATH_MAX];
+	snprintf(conf, sizeof(conf), "%s/cryo-lazy.conf", o->images_dir);
+	if (o->lazy_pages) {
+		r = util_write_file_atomic(conf, "lazy-pages\n", 11);
+		if (r < 0)
+			return util_fail(err->msg, sizeof(err->msg), r, "cannot write '%s': %s",
+			                 conf, strerror(-r));
+		if (criu_local_set_config_file(c, conf) < 0)
+			return -ENOMEM;
+	}
 	for (size_t i = 0; i < o->n_inherit; i++)
 		if (criu_local_add_inherit_fd(c, o->inherit[i].fd, o->inherit[i].key) < 0)
 			return -ENOMEM;
 	r = criu_local_restore_child(c);
 	unlinkat(log_fd, "stats-restore", 0);
 	if (r <= 0)
-		return criu_failed(err, 0, "restore", o->log_dir, o->log_name);
+		return criu_glue_failed(err, 0, "restore", o->log_dir, o->log_name);
 	*ret_pid = r;
 	return 0;
 }

@@ -1,4 +1,5 @@
 #include "pages.h"
+#include "internal.h"
 #include "cleanup.h"
 #include "util.h"
 
@@ -15,19 +16,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* CRIU's page-server protocol (criu/page-xfer.c), dump direction. */
-#define PS_IOV_ADD         1
-#define PS_IOV_HOLE        2
-#define PS_IOV_OPEN        3
-#define PS_IOV_OPEN2       4
-#define PS_IOV_PARENT      5
-#define PS_IOV_ADD_F       6
-#define PS_IOV_CLOSE       0x1023
-#define PS_IOV_FORCE_CLOSE 0x1024
-#define PS_TYPE_PID        1
-#define PS_TYPE_SHMEM      2
-#define PE_PARENT          (1u << 0)
-#define PE_PRESENT         (1u << 2)
 /* The image magics CRIU writes at the head of a pagemap image. */
 #define IMG_COMMON_MAGIC 0x54564319u
 #define PAGEMAP_MAGIC    0x56084025u
@@ -35,17 +23,7 @@
  * never collide with ones the dumping CRIU writes itself. */
 #define FIRST_PAGES_ID 0x10001u
 
-#define PAGE_SIZE  4096u
 #define CHUNK_SIZE (64u << 20)
-
-struct ps_iov {
-	uint32_t cmd;
-	uint32_t pad;
-	uint64_t nr_pages;
-	uint64_t vaddr;
-	uint64_t dst_id;
-};
-_Static_assert(sizeof(struct ps_iov) == 32, "CRIU's struct page_server_iov");
 
 struct chunk {
 	uint8_t *base;

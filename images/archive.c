@@ -1,4 +1,5 @@
 #include "archive.h"
+#include "delta.h"
 #include "cleanup.h"
 #include "util.h"
 
@@ -8,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,6 +43,14 @@ struct trailer {
 _Static_assert(sizeof(struct trailer) == 64, "trailer layout");
 
 #define IO_CHUNK (1u << 20)
+
+/* The manifest's own version (its first line). */
+#define MANIFEST_VERSION 1
+
+/* Format 2 stores each memory image (pages-*.img) as frames of its own,
+ * one per MEMORY_CHUNK bytes, which a lazy restore decompresses in any
+ * order; format 1 had the whole body in one frame. */
+#define MEMORY_CHUNK (2u << 20)
 
 static int fail(struct image_error *err, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -213,7 +223,7 @@ int manifest_to_text(const struct manifest *m, char **ret, size_t *ret_len)
 	FILE *f = open_memstream(&buf, &len);
 	if (!f)
 		return -ENOMEM;
-	fprintf(f, "cryo-manifest %d\n", IMAGE_FORMAT_VERSION);
+	fprintf(f, "cryo-manifest %d\n", MANIFEST_VERSION);
 	for (size_t i = 0; i < m->n_entries; i++) {
 		fprintf(f, "%s ", m->keys[i]);
 		put_escaped(f, m->values[i]);
@@ -280,8 +290,7 @@ int manifest_from_text(const char *text, size_t len, struct manifest **ret)
 		size_t ll = (size_t)(nl - p);
 		if (first) {
 			char want[32];
-			int n =
-			    snprintf(want, sizeof(want), "cryo-manifest %d", IMAGE_FORMAT_VERSION);
+			int n = snprintf(want, sizeof(want), "cryo-manifest %d", MANIFEST_VERSION);
 			if (ll != (size_t)n || memcmp(p, want, ll) != 0)
 				return -EBADMSG;
 			first = false;
@@ -356,9 +365,25 @@ static int sink_compress(struct sink *s, const void *buf, size_t len, ZSTD_EndDi
 	}
 }
 
+/* CRIU's memory images: stored after every other file, so that a reader
+ * has all the small images in hand while the memory still streams in (a
+ * lazy restore starts the program then). */
+static bool is_memory_image(const char *name)
+{
+	return strncmp(name, "pages-", 6) == 0;
+}
+
+/* The order of the files in the body: the memory images last, each group
+ * by name. */
+static int entry_order(const char *a, const char *b)
+{
+	bool ma = is_memory_image(a), mb = is_memory_image(b);
+	return ma != mb ? (ma ? 1 : -1) : strcmp(a, b);
+}
+
 static int compare_names(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return entry_order(*(char *const *)a, *(char *const *)b);
 }
 
 static int list_files(const char *dir, char ***ret, size_t *ret_n)
@@ -415,9 +440,210 @@ static int write_header(struct sink *s, const char *name, uint64_t size)
 	return r;
 }
 
+/* ---- memory images: chunks compressed by a pool of threads ------------------ */
+
+#define POOL_RING 8
+
+struct pool_job {
+	const uint8_t *src; /* the chunk, or copy when it spans segments */
+	uint8_t *copy;
+	size_t len;
+	uint8_t *dst;
+	size_t dst_len;
+	int state; /* 0 free, 1 ready, 2 taken, 3 done, <0 failed */
+};
+
+struct pool {
+	pthread_t threads[4];
+	int n_threads;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct pool_job jobs[POOL_RING];
+	uint64_t filled, taken, written; /* counts of jobs */
+	bool stop;
+	int level;
+	size_t dst_cap;
+	ZSTD_CCtx *own; /* without threads */
+};
+
+static int compress_chunk(ZSTD_CCtx *c, struct pool_job *j, size_t cap)
+{
+	size_t n = ZSTD_compress2(c, j->dst, cap, j->src, j->len);
+	if (ZSTD_isError(n))
+		return -EIO;
+	j->dst_len = n;
+	return 0;
+}
+
+static ZSTD_CCtx *chunk_cctx(int level)
+{
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+	if (c) {
+		ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
+		ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+		ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
+	}
+	return c;
+}
+
+static void *pool_main(void *arg)
+{
+	struct pool *p = arg;
+	ZSTD_CCtx *c = chunk_cctx(p->level);
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (!p->stop && p->taken == p->filled)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop)
+			break;
+		struct pool_job *j = &p->jobs[p->taken++ % POOL_RING];
+		j->state = 2;
+		pthread_mutex_unlock(&p->lock);
+		int r = c ? compress_chunk(c, j, p->dst_cap) : -ENOMEM;
+		pthread_mutex_lock(&p->lock);
+		j->state = r < 0 ? r : 3;
+		pthread_cond_broadcast(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+	ZSTD_freeCCtx(c);
+	return NULL;
+}
+
+static int pool_start(struct pool *p, int threads, int level)
+{
+	*p = (struct pool){.level = level, .dst_cap = ZSTD_compressBound(MEMORY_CHUNK)};
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	for (int i = 0; i < POOL_RING; i++) {
+		p->jobs[i].dst = malloc(p->dst_cap);
+		if (!p->jobs[i].dst)
+			return -ENOMEM;
+	}
+	if (threads > (int)ARRAY_SIZE(p->threads))
+		threads = (int)ARRAY_SIZE(p->threads);
+	for (int i = 0; i < threads; i++) {
+		int r = -pthread_create(&p->threads[i], NULL, pool_main, p);
+		if (r < 0)
+			return r;
+		p->n_threads++;
+	}
+	return 0;
+}
+
+static void pool_stop(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < p->n_threads; i++)
+		pthread_join(p->threads[i], NULL);
+	for (int i = 0; i < POOL_RING; i++) {
+		free(p->jobs[i].dst);
+		free(p->jobs[i].copy);
+	}
+	ZSTD_freeCCtx(p->own);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+}
+
+/* Writes the finished jobs, in order; with all, waits for every one. */
+static int pool_drain(struct pool *p, struct sink *s, bool all)
+{
+	int r = 0;
+	pthread_mutex_lock(&p->lock);
+	while (r == 0 && p->written < p->filled) {
+		struct pool_job *j = &p->jobs[p->written % POOL_RING];
+		if (j->state == 1 && p->n_threads == 0) {
+			/* No threads: compressed here. */
+			if (!p->own)
+				p->own = chunk_cctx(p->level);
+			p->taken++;
+			r = p->own ? compress_chunk(p->own, j, p->dst_cap) : -ENOMEM;
+			j->state = r < 0 ? r : 3;
+		}
+		if (j->state < 0) {
+			r = j->state;
+			break;
+		}
+		if (j->state != 3) {
+			if (!all && p->filled - p->written < POOL_RING)
+				break;
+			pthread_cond_wait(&p->cond, &p->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&p->lock);
+		r = sink_emit(s, j->dst, j->dst_len);
+		pthread_mutex_lock(&p->lock);
+		j->state = 0;
+		p->written++;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+/* A memory image: the frame so far ends after its entry header, then one
+ * frame per chunk, compressed by the pool. */
+static int write_memory_image(struct sink *s, struct pool *p, const struct mem_file *f,
+                              XXH3_state_t *h)
+{
+	int r = sink_compress(s, NULL, 0, ZSTD_e_end);
+	size_t seg = 0, seg_off = 0;
+	for (uint64_t done = 0; r == 0 && done < f->size;) {
+		size_t len =
+		    f->size - done < MEMORY_CHUNK ? (size_t)(f->size - done) : MEMORY_CHUNK;
+		r = pool_drain(p, s, false);
+		if (r < 0)
+			break;
+		struct pool_job *j = &p->jobs[p->filled % POOL_RING];
+		/* The chunk: straight from its segment, or gathered. */
+		while (seg < f->n_iov && seg_off == f->iov[seg].iov_len) {
+			seg++;
+			seg_off = 0;
+		}
+		if (seg < f->n_iov && f->iov[seg].iov_len - seg_off >= len) {
+			j->src = (const uint8_t *)f->iov[seg].iov_base + seg_off;
+			seg_off += len;
+		} else {
+			if (!j->copy && !(j->copy = malloc(MEMORY_CHUNK)))
+				return -ENOMEM;
+			size_t got = 0;
+			while (got < len && seg < f->n_iov) {
+				size_t n = f->iov[seg].iov_len - seg_off;
+				if (n > len - got)
+					n = len - got;
+				memcpy(j->copy + got,
+				       (const uint8_t *)f->iov[seg].iov_base + seg_off, n);
+				got += n;
+				seg_off += n;
+				if (seg_off == f->iov[seg].iov_len) {
+					seg++;
+					seg_off = 0;
+				}
+			}
+			if (got < len)
+				return -EINVAL;
+			j->src = j->copy;
+		}
+		j->len = len;
+		XXH3_128bits_update(h, j->src, len);
+		pthread_mutex_lock(&p->lock);
+		j->state = 1;
+		p->filled++;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		done += len;
+		if (s->raw_progress)
+			__atomic_fetch_add(s->raw_progress, len, __ATOMIC_RELAXED);
+	}
+	if (r == 0)
+		r = pool_drain(p, s, true);
+	return r;
+}
+
 /* A file held in memory: compressed and hashed straight from its segments. */
-static int write_one_mem(struct sink *s, const struct mem_file *f, struct manifest *m,
-                         uint64_t *raw)
+static int write_one_mem(struct sink *s, struct pool *pl, const struct mem_file *f,
+                         struct manifest *m, uint64_t *raw)
 {
 	int r = write_header(s, f->name, f->size);
 	if (r < 0)
@@ -426,7 +652,9 @@ static int write_one_mem(struct sink *s, const struct mem_file *f, struct manife
 	if (!h)
 		return -ENOMEM;
 	XXH3_128bits_reset(h);
-	for (size_t i = 0; i < f->n_iov && r == 0; i++) {
+	if (is_memory_image(f->name))
+		r = write_memory_image(s, pl, f, h);
+	for (size_t i = 0; i < f->n_iov && r == 0 && !is_memory_image(f->name); i++) {
 		const uint8_t *p = f->iov[i].iov_base;
 		size_t left = f->iov[i].iov_len;
 		/* In pieces, so the hash reads what the compressor just read. */
@@ -450,8 +678,8 @@ static int write_one_mem(struct sink *s, const struct mem_file *f, struct manife
 }
 
 /* A file of the directory: mapped, and written as a file in memory is. */
-static int write_one_file(struct sink *s, int dfd, const char *name, struct manifest *m,
-                          uint64_t *raw)
+static int write_one_file(struct sink *s, struct pool *p, int dfd, const char *name,
+                          struct manifest *m, uint64_t *raw)
 {
 	struct iovec iov;
 	int r = util_map_file(dfd, name, &iov.iov_base, &iov.iov_len);
@@ -460,7 +688,7 @@ static int write_one_file(struct sink *s, int dfd, const char *name, struct mani
 	if (iov.iov_base)
 		madvise(iov.iov_base, iov.iov_len, MADV_SEQUENTIAL);
 	struct mem_file f = {name, &iov, 1, iov.iov_len};
-	r = write_one_mem(s, &f, m, raw);
+	r = write_one_mem(s, p, &f, m, raw);
 	if (iov.iov_base)
 		munmap(iov.iov_base, iov.iov_len);
 	return r;
@@ -468,7 +696,7 @@ static int write_one_file(struct sink *s, int dfd, const char *name, struct mani
 
 static int compare_mem_files(const void *a, const void *b)
 {
-	return strcmp(((const struct mem_file *)a)->name, ((const struct mem_file *)b)->name);
+	return entry_order(((const struct mem_file *)a)->name, ((const struct mem_file *)b)->name);
 }
 
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
@@ -490,6 +718,8 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	s.cctx = ZSTD_createCCtx();
 	s.hash = XXH3_createState();
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct pool pool;
+	bool pool_started = false;
 	uint64_t raw = 0;
 	_cleanup_free_ char *text = NULL, *ctext = NULL;
 	size_t text_len, bound, clen;
@@ -506,9 +736,11 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	XXH3_128bits_reset(s.hash);
 	ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_compressionLevel, level);
 	ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_checksumFlag, 1);
-	if (workers > 0)
-		/* Fails harmlessly on a libzstd built without threads. */
-		ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_nbWorkers, workers);
+	/* The small files in one frame, the memory images' chunks by the pool. */
+	r = pool_start(&pool, workers, level);
+	pool_started = true;
+	if (r < 0)
+		goto out;
 
 	char header[HEADER_SIZE] = {0};
 	memcpy(header, header_magic, 8);
@@ -518,7 +750,7 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	if (r < 0)
 		goto out;
 
-	/* Disk and memory files, merged in name order. */
+	/* Disk and memory files, merged in entry_order(). */
 	struct mem_file *sorted = NULL;
 	if (n_mem) {
 		sorted = malloc(n_mem * sizeof(*sorted));
@@ -530,10 +762,10 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		qsort(sorted, n_mem, sizeof(*sorted), compare_mem_files);
 	}
 	for (size_t i = 0, k = 0; (i < n || k < n_mem) && r == 0;) {
-		if (k < n_mem && (i == n || strcmp(sorted[k].name, names[i]) < 0))
-			r = write_one_mem(&s, &sorted[k++], m, &raw);
+		if (k < n_mem && (i == n || entry_order(sorted[k].name, names[i]) < 0))
+			r = write_one_mem(&s, &pool, &sorted[k++], m, &raw);
 		else
-			r = write_one_file(&s, dfd, names[i++], m, &raw);
+			r = write_one_file(&s, &pool, dfd, names[i++], m, &raw);
 	}
 	free(sorted);
 	uint16_t zero = 0;
@@ -579,6 +811,8 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		stats->archive_bytes = HEADER_SIZE + s.written + clen + sizeof(t);
 	}
 out:
+	if (pool_started)
+		pool_stop(&pool);
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
@@ -598,11 +832,13 @@ static int check_header(const char header[HEADER_SIZE], struct image_error *err)
 		return fail(err, -EBADMSG, "not a cryo image (bad magic)");
 	uint32_t ver;
 	memcpy(&ver, header + 8, 4);
-	if (le32toh(ver) != IMAGE_FORMAT_VERSION)
+	ver = le32toh(ver);
+	if (ver < 1 || ver > IMAGE_FORMAT_VERSION)
 		return fail(err, -EBADMSG,
-		            "image format version %u is not supported (this cryo reads %d)",
-		            le32toh(ver), IMAGE_FORMAT_VERSION);
-	return 0;
+		            "image format version %u is not supported (this cryo reads 1 to %d; "
+		            "a newer cryo wrote it)",
+		            ver, IMAGE_FORMAT_VERSION);
+	return (int)ver;
 }
 
 /* Checks a trailer read from the end of an archive of file_size bytes, and
@@ -632,16 +868,16 @@ static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct i
 		            (long long)st.st_size);
 	if (pread(fd, header, sizeof(header), 0) != (ssize_t)sizeof(header))
 		return fail(err, -EIO, "cannot read the image header");
-	int r = check_header(header, err);
-	if (r < 0)
-		return r;
+	int ver = check_header(header, err);
+	if (ver < 0)
+		return ver;
 	if (pread(fd, t, sizeof(*t), st.st_size - (off_t)sizeof(*t)) != (ssize_t)sizeof(*t))
 		return fail(err, -EIO, "cannot read the image trailer");
-	r = check_trailer(t, (uint64_t)st.st_size, err);
+	int r = check_trailer(t, (uint64_t)st.st_size, err);
 	if (r < 0)
 		return r;
 	*file_size = (uint64_t)st.st_size;
-	return 0;
+	return ver;
 }
 
 /* The manifest frame ctext, checked against the trailer and parsed. */
@@ -696,16 +932,18 @@ struct source {
 	uint8_t *out;
 	size_t out_cap, out_pos, out_len;
 	bool frame_done;
+	bool multi;        /* format 2: the body is several frames */
 	bool stream;       /* fd is a pipe: read what comes, the body's end is the frame's */
 	uint64_t consumed; /* compressed body bytes decoded so far */
 };
 
 /* A source reading fd: a file whose body is left bytes long, or a stream. */
-static int source_init(struct source *s, int fd, bool stream, uint64_t left)
+static int source_init(struct source *s, int fd, bool stream, uint64_t left, int version)
 {
 	*s = (struct source){
 	    .fd = fd,
 	    .left = left,
+	    .multi = version >= 2,
 	    .stream = stream,
 	    .in_cap = ZSTD_DStreamInSize(),
 	    .out_cap = ZSTD_DStreamOutSize(),
@@ -732,8 +970,13 @@ static void source_fini(struct source *s)
 static int source_fill(struct source *s)
 {
 	while (s->out_pos == s->out_len) {
-		if (s->frame_done)
-			return 0;
+		if (s->frame_done) {
+			/* Format 2: another frame follows, unless the body is over
+			 * (a stream's end is the end marker, found by the caller). */
+			if (!s->multi || (!s->stream && s->left == 0 && s->inb.pos == s->inb.size))
+				return 0;
+			s->frame_done = false;
+		}
 		if (s->inb.pos == s->inb.size) {
 			size_t want;
 			if (s->stream) {
@@ -769,6 +1012,29 @@ static int source_fill(struct source *s)
 		s->out_len = out.pos;
 	}
 	return 1;
+}
+
+/* Decodes to the end of the current frame, which must hold no more data. */
+static int source_end_frame(struct source *s)
+{
+	bool multi = s->multi;
+	s->multi = false;
+	int r = source_fill(s);
+	s->multi = multi;
+	return r == 0 && s->frame_done ? 0 : -EBADMSG;
+}
+
+/* After the end marker: the frame it is in must end there, and (in a file)
+ * the body with it. */
+static int source_end(struct source *s)
+{
+	bool multi = s->multi;
+	s->multi = false;
+	int r = source_fill(s);
+	s->multi = multi;
+	if (r != 0 || (!s->stream && (s->left != 0 || s->inb.pos != s->inb.size)))
+		return -EBADMSG;
+	return 0;
 }
 
 static int source_read(struct source *s, void *buf, size_t len, int out_fd, XXH3_state_t *h)
@@ -866,7 +1132,7 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 		}
 	}
 	/* Nothing may follow the end marker inside the body. */
-	if (source_fill(s) != 0 || (!s->stream && (s->left != 0 || s->inb.pos != s->inb.size)))
+	if (source_end(s) < 0)
 		return fail(err, -EBADMSG, "image body has trailing data");
 	return 0;
 }
@@ -881,11 +1147,11 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 {
 	struct trailer t;
 	uint64_t size;
-	int r = read_trailer(fd, &t, &size, err);
-	if (r < 0)
-		return r;
+	int ver = read_trailer(fd, &t, &size, err);
+	if (ver < 0)
+		return ver;
 	_cleanup_manifest_ struct manifest *m = NULL;
-	r = image_archive_read_manifest(fd, &m, err);
+	int r = image_archive_read_manifest(fd, &m, err);
 	if (r < 0)
 		return r;
 
@@ -899,7 +1165,7 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 		return fail(err, -errno, "cannot seek in the image: %m");
 
 	struct source s;
-	r = source_init(&s, fd, false, t.manifest_offset - HEADER_SIZE);
+	r = source_init(&s, fd, false, t.manifest_offset - HEADER_SIZE, ver);
 	if (r == 0)
 		r = read_body(&s, dfd, want, m, NULL, err);
 	if (r == 0) {
@@ -923,9 +1189,9 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 	int r = util_read_exact(fd, header, sizeof(header));
 	if (r < 0)
 		return fail(err, r == -EIO ? -EBADMSG : r, "image stream ends in its header");
-	r = check_header(header, err);
-	if (r < 0)
-		return r;
+	int ver = check_header(header, err);
+	if (ver < 0)
+		return ver;
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return fail(err, -errno, "cannot open '%s': %m", dir);
@@ -933,7 +1199,7 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 	struct source s;
 	_cleanup_free_ char *tail = NULL;
 	size_t tail_len = 0, tail_cap = 0;
-	r = source_init(&s, fd, true, 0);
+	r = source_init(&s, fd, true, 0, ver);
 	if (r == 0 && !got)
 		r = -ENOMEM;
 	if (r < 0)
@@ -1012,4 +1278,469 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 out:
 	source_fini(&s);
 	return r;
+}
+
+/* ---- lazy restore ---------------------------------------------------------- */
+
+enum { CHUNK_NONE, CHUNK_BUSY, CHUNK_DONE };
+
+struct lazy_memory {
+	const char *name; /* the manifest's */
+	const uint8_t *hash;
+	uint8_t *data; /* anonymous memory of size bytes */
+	uint64_t size;
+	size_t n_chunks;
+	uint8_t *state;  /* per chunk, under lock */
+	uint64_t *frame; /* per chunk: its frame's offset in the archive */
+	uint64_t *frame_len;
+	bool located; /* frame[] is known (under lock) */
+};
+
+struct image_lazy {
+	int fd, dfd;
+	const uint8_t *map; /* the archive, mapped */
+	size_t map_len;
+	struct trailer t;
+	struct manifest *m;
+	bool want_index;
+	uint64_t gen;
+	struct page_index *index;
+	struct lazy_memory *mem;
+	size_t n_mem;
+	size_t n_dir; /* files bound for dir */
+
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t dir_done; /* files extracted into dir so far */
+	int result;      /* 0 while running, 1 done and verified, <0 failed */
+	struct image_error err;
+	bool cancel;
+};
+
+static struct lazy_memory *lazy_find(struct image_lazy *l, const char *name)
+{
+	for (size_t i = 0; i < l->n_mem; i++)
+		if (strcmp(l->mem[i].name, name) == 0)
+			return &l->mem[i];
+	return NULL;
+}
+
+static bool lazy_cancelled(struct image_lazy *l)
+{
+	return __atomic_load_n(&l->cancel, __ATOMIC_RELAXED);
+}
+
+/* Records the thread's failure (the first one) and wakes every waiter. */
+static int lazy_failed(struct image_lazy *l, int r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int lazy_failed(struct image_lazy *l, int r, const char *fmt, ...)
+{
+	pthread_mutex_lock(&l->lock);
+	if (l->result == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(l->err.msg, sizeof(l->err.msg), fmt, ap);
+		va_end(ap);
+		l->result = r;
+	}
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+static uint64_t chunk_len(const struct lazy_memory *f, size_t k)
+{
+	uint64_t off = (uint64_t)k * MEMORY_CHUNK;
+	return f->size - off < MEMORY_CHUNK ? f->size - off : MEMORY_CHUNK;
+}
+
+/* Decompresses chunk k of f, which the caller claimed (CHUNK_BUSY). */
+static int lazy_inflate(struct image_lazy *l, ZSTD_DCtx *d, struct lazy_memory *f, size_t k)
+{
+	uint64_t len = chunk_len(f, k);
+	size_t n = ZSTD_decompressDCtx(d, f->data + (uint64_t)k * MEMORY_CHUNK, len,
+	                               l->map + f->frame[k], f->frame_len[k]);
+	int r = 0;
+	if (ZSTD_isError(n) || n != len)
+		r = lazy_failed(l, -EBADMSG, "image body is damaged in '%s' (chunk %zu: %s)",
+		                f->name, k, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short");
+	pthread_mutex_lock(&l->lock);
+	f->state[k] = r < 0 ? CHUNK_NONE : CHUNK_DONE;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+/* The frames of memory image f, which start at offset off of the archive:
+ * one per chunk, each of its chunk's size. Returns the offset after them. */
+static int lazy_locate(struct image_lazy *l, struct lazy_memory *f, uint64_t off, uint64_t *end)
+{
+	for (size_t k = 0; k < f->n_chunks; k++) {
+		if (off >= l->t.manifest_offset)
+			return -EBADMSG;
+		size_t n = ZSTD_findFrameCompressedSize(l->map + off, l->t.manifest_offset - off);
+		if (ZSTD_isError(n) || ZSTD_getFrameContentSize(l->map + off, n) != chunk_len(f, k))
+			return -EBADMSG;
+		f->frame[k] = off;
+		f->frame_len[k] = n;
+		off += n;
+	}
+	pthread_mutex_lock(&l->lock);
+	f->located = true;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	*end = off;
+	return 0;
+}
+
+/* Decompresses what nobody asked for yet, in order. */
+static int lazy_fill(struct image_lazy *l, ZSTD_DCtx *d, struct lazy_memory *f)
+{
+	for (size_t k = 0; k < f->n_chunks; k++) {
+		if (lazy_cancelled(l))
+			return -ECANCELED;
+		pthread_mutex_lock(&l->lock);
+		bool mine = f->state[k] == CHUNK_NONE && l->result == 0;
+		if (mine)
+			f->state[k] = CHUNK_BUSY;
+		pthread_mutex_unlock(&l->lock);
+		if (mine) {
+			int r = lazy_inflate(l, d, f, k);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/* Once every chunk is in: the file's checksum. */
+static int lazy_verify(struct image_lazy *l, struct lazy_memory *f)
+{
+	pthread_mutex_lock(&l->lock);
+	for (size_t k = 0; k < f->n_chunks && l->result == 0; k++)
+		while (f->state[k] != CHUNK_DONE && l->result == 0)
+			pthread_cond_wait(&l->cond, &l->lock);
+	int r = l->result < 0 ? l->result : 0;
+	pthread_mutex_unlock(&l->lock);
+	if (r < 0)
+		return r;
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(f->data, f->size));
+	if (memcmp(c.digest, f->hash, 16) != 0)
+		return lazy_failed(l, -EBADMSG, "checksum mismatch in '%s'", f->name);
+	return 0;
+}
+
+static int lazy_check_body(struct image_lazy *l)
+{
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(
+	    &c, XXH3_128bits(l->map + HEADER_SIZE, l->t.manifest_offset - HEADER_SIZE));
+	return memcmp(c.digest, l->t.body_hash, 16) == 0 ? 0 : -EBADMSG;
+}
+
+static int lazy_extract(struct image_lazy *l, ZSTD_DCtx *d)
+{
+	struct source s;
+	uint64_t pos = HEADER_SIZE; /* where the source started */
+	int r = source_init(&s, l->fd, false, l->t.manifest_offset - HEADER_SIZE, 2);
+	if (r == 0 && lseek(l->fd, HEADER_SIZE, SEEK_SET) < 0)
+		r = -errno;
+	for (size_t i = 0; r == 0 && i <= l->m->n_files; i++) {
+		uint16_t nl;
+		r = source_read(&s, &nl, sizeof(nl), -1, NULL);
+		if (r < 0)
+			break;
+		nl = le16toh(nl);
+		if (i == l->m->n_files || nl == 0) {
+			if (i != l->m->n_files || nl != 0)
+				r = lazy_failed(l, -EBADMSG, "image body and manifest disagree");
+			break;
+		}
+		const struct manifest_file *mf = &l->m->files[i];
+		char name[UINT16_MAX + 1];
+		uint64_t size;
+		r = source_read(&s, name, nl, -1, NULL);
+		if (r == 0)
+			r = source_read(&s, &size, sizeof(size), -1, NULL);
+		if (r < 0)
+			break;
+		name[nl] = '\0';
+		if (strcmp(name, mf->name) != 0 || le64toh(size) != mf->size) {
+			r = lazy_failed(l, -EBADMSG,
+			                "image body does not match its manifest at '%s'", name);
+			break;
+		}
+		struct lazy_memory *f = lazy_find(l, name);
+		if (f) {
+			/* The frame ends after the header; the chunks' frames follow,
+			 * then the body goes on in a frame of its own. */
+			uint64_t end;
+			r = source_end_frame(&s);
+			if (r == 0)
+				r = lazy_locate(l, f, pos + s.consumed, &end);
+			if (r == 0)
+				r = lazy_fill(l, d, f);
+			if (r == 0) {
+				source_fini(&s);
+				pos = end;
+				r = source_init(&s, l->fd, false, l->t.manifest_offset - end, 2);
+				if (r == 0 && lseek(l->fd, (off_t)end, SEEK_SET) < 0)
+					r = -errno;
+			}
+			continue;
+		}
+		XXH3_state_t *h = XXH3_createState();
+		if (!h) {
+			r = -ENOMEM;
+			break;
+		}
+		XXH3_128bits_reset(h);
+		_cleanup_close_ int ofd = openat(
+		    l->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		r = ofd < 0 ? -errno : source_read(&s, NULL, size, ofd, h);
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
+		XXH3_freeState(h);
+		if (ofd < 0)
+			r = lazy_failed(l, r, "cannot create '%s': %s", name, strerror(-r));
+		else if (r == 0 && memcmp(c.digest, mf->hash, 16) != 0)
+			r = lazy_failed(l, -EBADMSG, "checksum mismatch in '%s'", name);
+		if (r == 0) {
+			pthread_mutex_lock(&l->lock);
+			l->dir_done++;
+			pthread_cond_broadcast(&l->cond);
+			pthread_mutex_unlock(&l->lock);
+		}
+	}
+	if (r == 0 && source_end(&s) < 0)
+		r = lazy_failed(l, -EBADMSG, "image body has trailing data");
+	source_fini(&s);
+	for (size_t i = 0; r == 0 && i < l->n_mem; i++)
+		r = l->mem[i].located
+		        ? lazy_verify(l, &l->mem[i])
+		        : lazy_failed(l, -EBADMSG, "image body lacks '%s'", l->mem[i].name);
+	if (r == 0 && lazy_check_body(l) < 0)
+		r = lazy_failed(l, -EBADMSG, "image body checksum mismatch");
+	if (r == 0 && l->want_index) {
+		l->index = page_index_new(l->gen);
+		for (size_t i = 0; r == 0 && i < l->n_mem; i++)
+			r = l->index ? page_index_add(l->index, l->mem[i].name, l->mem[i].data,
+			                              l->mem[i].size)
+			             : -ENOMEM;
+	}
+	if (r == -EBADMSG)
+		lazy_failed(l, r, "image body is damaged or truncated");
+	else if (r < 0)
+		lazy_failed(l, r, "cannot extract the image: %s", strerror(-r));
+	return r;
+}
+
+static void *lazy_main(void *arg)
+{
+	struct image_lazy *l = arg;
+	ZSTD_DCtx *d = ZSTD_createDCtx();
+	int r = d ? lazy_extract(l, d) : lazy_failed(l, -ENOMEM, "out of memory");
+	ZSTD_freeDCtx(d);
+	pthread_mutex_lock(&l->lock);
+	if (l->result == 0)
+		l->result = r < 0 ? r : 1;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, struct image_lazy **ret,
+                    struct image_error *err)
+{
+	struct image_lazy *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->fd = fd;
+	l->dfd = -1;
+	l->want_index = want_index;
+	l->gen = gen;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	uint64_t size;
+	int r = read_trailer(fd, &l->t, &size, err);
+	if (r == 1)
+		r = fail(err, -EPROTONOSUPPORT, "image format 1 has no chunks to restore lazily");
+	if (r >= 0)
+		r = image_archive_read_manifest(fd, &l->m, err);
+	if (r < 0)
+		goto fail;
+	void *map;
+	r = util_map_fd(fd, &map, &l->map_len);
+	if (r < 0 || !map) {
+		r = fail(err, r < 0 ? r : -EBADMSG, "cannot map the image");
+		goto fail;
+	}
+	l->map = map;
+	l->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (l->dfd < 0) {
+		r = fail(err, -errno, "cannot open '%s': %m", dir);
+		goto fail;
+	}
+	l->mem = calloc(l->m->n_files ? l->m->n_files : 1, sizeof(*l->mem));
+	if (!l->mem) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < l->m->n_files; i++) {
+		const struct manifest_file *mf = &l->m->files[i];
+		if (!is_memory_image(mf->name)) {
+			l->n_dir++;
+			continue;
+		}
+		struct lazy_memory *f = &l->mem[l->n_mem++];
+		f->name = mf->name;
+		f->hash = mf->hash;
+		f->size = mf->size;
+		f->n_chunks = (size_t)((mf->size + MEMORY_CHUNK - 1) / MEMORY_CHUNK);
+		f->state = calloc(f->n_chunks + 1, 1);
+		f->frame = calloc(f->n_chunks + 1, sizeof(*f->frame));
+		f->frame_len = calloc(f->n_chunks + 1, sizeof(*f->frame_len));
+		f->data = mmap(NULL, mf->size ? mf->size : 1, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (f->data == MAP_FAILED)
+			f->data = NULL;
+		if (!f->state || !f->frame || !f->frame_len || !f->data) {
+			r = fail(err, -ENOMEM, "cannot map %s of memory for '%s'",
+			         util_format_bytes(mf->size, (char[32]){0}, 32), mf->name);
+			goto fail;
+		}
+	}
+	r = -pthread_create(&l->thread, NULL, lazy_main, l);
+	if (r < 0) {
+		fail(err, r, "cannot start a thread: %s", strerror(-r));
+		goto fail;
+	}
+	l->started = true;
+	*ret = l;
+	return 0;
+fail:
+	image_lazy_free(l);
+	return r;
+}
+
+int image_lazy_wait_files(struct image_lazy *l, struct image_error *err)
+{
+	pthread_mutex_lock(&l->lock);
+	while (l->result == 0 && l->dir_done < l->n_dir)
+		pthread_cond_wait(&l->cond, &l->lock);
+	int r = l->result < 0 ? l->result : 0;
+	if (r < 0 && err)
+		*err = l->err;
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+const uint8_t *image_lazy_memory(struct image_lazy *l, const char *name, uint64_t *size)
+{
+	struct lazy_memory *f = lazy_find(l, name);
+	if (!f)
+		return NULL;
+	*size = f->size;
+	return f->data;
+}
+
+int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint64_t len)
+{
+	struct lazy_memory *f = NULL;
+	for (size_t i = 0; i < l->n_mem; i++)
+		if (l->mem[i].data == data)
+			f = &l->mem[i];
+	if (!f || off > f->size || len > f->size - off)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	size_t first = (size_t)(off / MEMORY_CHUNK),
+	       last = (size_t)((off + len - 1) / MEMORY_CHUNK);
+	ZSTD_DCtx *d = NULL;
+	int r = 0;
+	pthread_mutex_lock(&l->lock);
+	while (l->result <= 0 && !f->located) {
+		if (l->result < 0)
+			break;
+		pthread_cond_wait(&l->cond, &l->lock);
+	}
+	for (size_t k = first; k <= last && r == 0;) {
+		if (l->result < 0) {
+			r = l->result;
+			break;
+		}
+		if (f->state[k] == CHUNK_DONE) {
+			k++;
+			continue;
+		}
+		if (f->state[k] == CHUNK_BUSY) {
+			pthread_cond_wait(&l->cond, &l->lock);
+			continue;
+		}
+		/* Nobody has it yet: decompressed here, now. */
+		f->state[k] = CHUNK_BUSY;
+		pthread_mutex_unlock(&l->lock);
+		if (!d)
+			d = ZSTD_createDCtx();
+		r = d ? lazy_inflate(l, d, f, k) : -ENOMEM;
+		pthread_mutex_lock(&l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+	ZSTD_freeDCtx(d);
+	return r;
+}
+
+int image_lazy_finish(struct image_lazy *l, struct manifest **m, struct page_index **index,
+                      struct image_error *err)
+{
+	if (l->started) {
+		pthread_join(l->thread, NULL);
+		l->started = false;
+	}
+	if (l->result < 0) {
+		if (err)
+			*err = l->err;
+		return l->result;
+	}
+	if (m)
+		*m = TAKE_PTR(l->m);
+	if (index)
+		*index = TAKE_PTR(l->index);
+	return 0;
+}
+
+void image_lazy_cancel(struct image_lazy *l)
+{
+	__atomic_store_n(&l->cancel, true, __ATOMIC_RELAXED);
+	lazy_failed(l, -ECANCELED, "cancelled");
+}
+
+void image_lazy_free(struct image_lazy *l)
+{
+	if (!l)
+		return;
+	if (l->started) {
+		image_lazy_cancel(l);
+		pthread_join(l->thread, NULL);
+	}
+	for (size_t i = 0; i < l->n_mem; i++) {
+		if (l->mem[i].data)
+			munmap(l->mem[i].data, l->mem[i].size ? l->mem[i].size : 1);
+		free(l->mem[i].state);
+		free(l->mem[i].frame);
+		free(l->mem[i].frame_len);
+	}
+	free(l->mem);
+	if (l->map)
+		munmap((void *)l->map, l->map_len);
+	if (l->dfd >= 0)
+		close(l->dfd);
+	page_index_free(l->index);
+	manifest_free(l->m);
+	pthread_cond_destroy(&l->cond);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
 }

@@ -11,7 +11,7 @@
 
 #include "memfile.h"
 
-#define IMAGE_FORMAT_VERSION 1
+#define IMAGE_FORMAT_VERSION 2 /* reads 1 too */
 
 struct image_error {
 	char msg[256];
@@ -83,3 +83,46 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
  * others are verified all the same. */
 int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *name),
                             struct manifest **ret, struct image_error *err);
+
+/* ---- a restore that starts before the memory is in (lazy restore) ---------- */
+
+struct image_lazy;
+struct page_index;
+
+/* Starts extracting archive fd in a thread of its own and returns at once:
+ * CRIU's memory images (pages-*.img) go into memory, every other file into
+ * dir (an existing, empty directory). Each chunk of memory is checked by
+ * its frame's checksum as it is decompressed; the files' and the body's
+ * checksums when all is in. A format 1 image cannot be read this way
+ * (-EPROTONOSUPPORT). With want_index, the thread also
+ * builds the page index of the memory images (for the next incremental
+ * checkpoint, as generation gen). fd stays the caller's, open until
+ * image_lazy_free(). */
+int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, struct image_lazy **ret,
+                    struct image_error *err);
+
+/* Waits until every file bound for dir is there and verified: 0, or the
+ * error that stopped the thread (-EBADMSG: the archive is damaged). */
+int image_lazy_wait_files(struct image_lazy *l, struct image_error *err);
+
+/* Memory image name: its address (filled in as the thread goes) and size in
+ * *size; NULL when the archive has no such memory image. */
+const uint8_t *image_lazy_memory(struct image_lazy *l, const char *name, uint64_t *size);
+
+/* Makes sure bytes [off, off + len) of the memory image at data are in:
+ * decompresses the chunks that hold them here and now unless the thread has
+ * them already. 0, or the error that stopped everything (a chunk that is
+ * damaged: -EBADMSG). Only the thread checks whole files and the body. */
+int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint64_t len);
+
+/* Waits for the thread's end: 0 once everything is in and verified, with
+ * the manifest in *m and the page index (if wanted) in *index; else the
+ * error, with its reason in err. */
+int image_lazy_finish(struct image_lazy *l, struct manifest **m, struct page_index **index,
+                      struct image_error *err);
+
+/* Asks the thread to stop soon: waiters then get -ECANCELED. */
+void image_lazy_cancel(struct image_lazy *l);
+
+/* Stops the thread if it still runs and frees everything, memory included. */
+void image_lazy_free(struct image_lazy *l);

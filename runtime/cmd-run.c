@@ -22,7 +22,8 @@ static void usage(FILE *f)
 	fputs(
 	    "usage: cryo run [--name NAME] [--state-dir DIR] [--restart on-failure|always|no]\n"
 	    "                [--max-restarts N] [--keep N] [--every DURATION] [--fresh]\n"
-	    "                [--zstd-level N] [--no-delta] [--dump-via memory|files] [--verbose]\n"
+	    "                [--zstd-level N] [--no-delta] [--dump-via memory|files]\n"
+	    "                [--no-lazy-restore] [--verbose]\n"
 	    "                [--net ADDR/PREFIX [--bridge BRIDGE] [--gateway ADDR]]\n"
 	    "                -- PROG [ARGS...]\n"
 	    "\n"
@@ -52,6 +53,10 @@ static void usage(FILE *f)
 	    "                       archives; memory: CRIU sends the pages to cryo's own page\n"
 	    "                       server, into memory readied before the freeze (no raw\n"
 	    "                       images on disk; slower than files here, see the README)\n"
+	    "  --no-lazy-restore    restore all memory before PROG runs again (by default a\n"
+	    "                       whole generation is restored lazily: PROG runs as soon as\n"
+	    "                       its stacks are back, and the rest of its memory follows\n"
+	    "                       as it is decompressed, on demand and in the background)\n"
 	    "  --net ADDR/PREFIX    run PROG in its own network namespace with this IPv4 or\n"
 	    "                       IPv6 address on eth0, joined to the host by a veth pair;\n"
 	    "                       the address moves with PROG when it is restored or migrated\n"
@@ -134,6 +139,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 		OPT_GENERATION,
 		OPT_DUMP_VIA,
 		OPT_NO_DELTA,
+		OPT_NO_LAZY,
 		OPT_NET,
 		OPT_BRIDGE,
 		OPT_GATEWAY,
@@ -149,6 +155,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	    {"zstd-level", required_argument, NULL, OPT_LEVEL},
 	    {"dump-via", required_argument, NULL, OPT_DUMP_VIA},
 	    {"no-delta", no_argument, NULL, OPT_NO_DELTA},
+	    {"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY},
 	    {"net", required_argument, NULL, OPT_NET},
 	    {"bridge", required_argument, NULL, OPT_BRIDGE},
 	    {"gateway", required_argument, NULL, OPT_GATEWAY},
@@ -168,7 +175,8 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	            .max_restarts = 5,
 	            .keep = 3,
 	            .zstd_level = 3,
-	            .incremental = true},
+	            .incremental = true,
+	            .lazy_restore = true},
 	};
 	optind = 1;
 	opterr = 0;
@@ -225,6 +233,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			o->cfg.zstd_level = (int)v;
 			break;
 		case OPT_NO_DELTA: o->cfg.incremental = false; break;
+		case OPT_NO_LAZY: o->cfg.lazy_restore = false; break;
 		case OPT_DUMP_VIA:
 			if (strcmp(optarg, "memory") != 0 && strcmp(optarg, "files") != 0) {
 				log_error("invalid --dump-via '%s': use memory or files", optarg);

@@ -2,6 +2,7 @@
 #include "cleanup.h"
 #include "delta.h"
 #include "glue.h"
+#include "lazy.h"
 #include "pages.h"
 #include "channel.h"
 #include "migrate.h"
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -53,6 +55,7 @@ enum {
 	EV_STDIN_PIPE,
 	EV_TIMER,
 	EV_COMMANDS,
+	EV_LAZY,
 };
 
 struct last_checkpoint {
@@ -101,7 +104,23 @@ struct supervisor {
 	char moved_to[128]; /* where cryo migrate sent the program */
 	char cwd[PATH_MAX]; /* the program's working directory, as last read */
 	const char *state;  /* "running", "checkpointing", "restoring", "stopped", "failed" */
+	struct lazy_restore *lazy; /* the memory of a lazy restore, still coming */
 };
+
+/* A lazy restore whose memory is still on its way: the archive being
+ * decompressed (images), CRIU's lazy-pages daemon fed from it (glue). */
+struct lazy_restore {
+	struct image_lazy *images;
+	struct criu_glue_lazy *glue;
+	int fd;  /* the archive */
+	int efd; /* eventfd: the daemon is done */
+	char dir[PATH_MAX];
+	uint64_t gen, t0;
+	unsigned chain;
+};
+
+static int lazy_end(struct supervisor *s, bool abort);
+static int lazy_settle(struct supervisor *s, char *why, size_t why_len);
 
 const char *checkpoint_trigger_name(enum checkpoint_trigger t)
 {
@@ -517,9 +536,12 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		snprintf(why, why_len, "the program is not running");
 		return -ESRCH;
 	}
+	int r = lazy_settle(s, why, why_len);
+	if (r < 0)
+		return r;
 	uint64_t t0 = util_now_ns();
 	uint64_t gen;
-	int r = image_store_next_generation(cfg->paths.dir, &gen);
+	r = image_store_next_generation(cfg->paths.dir, &gen);
 	if (r < 0) {
 		snprintf(why, why_len, "cannot read '%s': %s", cfg->paths.dir, strerror(-r));
 		return r;
@@ -563,6 +585,15 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	}
 	const struct mem_file *mem = NULL;
 	size_t n_mem = 0;
+	if (pages)
+		criu_glue_pages_files(pages, &mem, &n_mem);
+	/* What a lazy restore needs at once, set apart while the files are
+	 * whole. */
+	r = criu_glue_eager_write(images, mem, n_mem, &cerr);
+	if (r < 0) {
+		snprintf(why, why_len, "%s", cerr.msg);
+		goto out;
+	}
 	const struct page_index *base =
 	    cfg->incremental && s->index && s->chain < MAX_CHAIN ? s->index : NULL;
 	if (pages) {
@@ -738,7 +769,7 @@ static void manifest_inodes(const struct manifest *m, uint64_t ino[4])
  * tcp_established its connections come back open (a migration), else closed
  * (after a crash, the peers have moved on). why gets CRIU's reason. */
 static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4],
-                       bool tcp_established, char *why, size_t why_len)
+                       bool tcp_established, bool lazy, char *why, size_t why_len)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct program_ends e;
@@ -776,6 +807,7 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	    .n_inherit = n,
 	    .tcp_established = tcp_established,
 	    .tcp_close = !tcp_established,
+	    .lazy_pages = lazy,
 	};
 	struct criu_glue_error cerr = {{0}};
 	pid_t pid;
@@ -797,12 +829,202 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	return 0;
 }
 
+/* ---- lazy restore ------------------------------------------------------------ */
+
+/* Where the page server finds a memory image's bytes: in the archive's
+ * decompression, once it got that far. */
+static const void *lazy_get(void *ctx, const char *name, uint64_t off, uint64_t len)
+{
+	struct lazy_restore *lz = ctx;
+	uint64_t size;
+	const uint8_t *p = image_lazy_memory(lz->images, name, &size);
+	if (!p || image_lazy_get(lz->images, p, off, len) < 0)
+		return NULL;
+	return p + off;
+}
+
+static void lazy_free(struct lazy_restore *lz)
+{
+	if (!lz)
+		return;
+	if (lz->images)
+		image_lazy_cancel(lz->images);
+	criu_glue_lazy_free(lz->glue);
+	image_lazy_free(lz->images);
+	if (lz->fd >= 0)
+		close(lz->fd);
+	if (lz->efd >= 0)
+		close(lz->efd);
+	if (lz->dir[0])
+		util_rm_rf(lz->dir);
+	free(lz);
+}
+
+/* Ends the lazy restore in progress, if any. Without abort, once the daemon
+ * is done: checks that all the memory came and was intact; if not, the
+ * program cannot run on (what never came reads as zeros) and is killed, to
+ * be restored again. With abort: the program is gone already. */
+static int lazy_end(struct supervisor *s, bool abort)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct lazy_restore *lz = TAKE_PTR(s->lazy);
+	if (!lz)
+		return 0;
+	ep_del(s, lz->efd);
+	int r = 0;
+	if (!abort) {
+		struct criu_glue_error cerr = {{0}};
+		struct image_error ierr = {{0}};
+		struct page_index *idx = NULL;
+		r = criu_glue_lazy_finish(lz->glue, &cerr);
+		if (r < 0)
+			image_lazy_cancel(lz->images);
+		int ri = image_lazy_finish(lz->images, NULL, &idx, &ierr);
+		if (ri < 0 && ri != -ECANCELED) {
+			log_error("generation %" PRIu64
+			          " of '%s' turned out damaged while its memory "
+			          "was coming back (%s); set aside as gen-%012" PRIu64
+			          ".cryo.damaged, restoring again",
+			          lz->gen, cfg->name, ierr.msg, lz->gen);
+			if (ri == -EBADMSG)
+				image_store_set_aside(cfg->paths.dir, lz->gen);
+			r = ri;
+		} else if (r < 0) {
+			log_error(
+			    "the memory of '%s' could not be restored lazily: %s; restoring again",
+			    cfg->name, cerr.msg);
+		}
+		if (r < 0) {
+			page_index_free(idx);
+			if (s->running)
+				kill(s->init_pid, SIGKILL);
+		} else {
+			log_debug("all the memory of '%s' is back, %.1f ms after its restore began",
+			          cfg->name, (double)(util_now_ns() - lz->t0) / 1e6);
+			page_index_free(s->index);
+			s->index = idx;
+			s->chain = lz->chain;
+		}
+	}
+	lazy_free(lz);
+	return r;
+}
+
+/* Before anything dumps the program: its memory must be all there. */
+static int lazy_settle(struct supervisor *s, char *why, size_t why_len)
+{
+	if (!s->lazy)
+		return 0;
+	struct pollfd p = {s->lazy->efd, POLLIN, 0};
+	int n;
+	while ((n = poll(&p, 1, 120000)) < 0 && errno == EINTR)
+		;
+	if (n == 0)
+		return util_fail(why, why_len, -EBUSY,
+		                 "its memory is still being restored (see criu-lazy-pages.log in "
+		                 "'%s')",
+		                 s->cfg->paths.dir);
+	int r = lazy_end(s, false);
+	return r < 0 ? util_fail(why, why_len, r,
+	                         "its memory could not be restored in full; it is being "
+	                         "restored again")
+	             : 0;
+}
+
+/* Restores whole generation gen with its memory to follow. Returns 0, or
+ * -EBADMSG for a damaged image, or -EAGAIN when it is not to be restored
+ * this way (an incremental generation, an image without its eager pages, a
+ * lazy-pages daemon that does not start): the caller restores it in full. */
+static int restore_lazily(struct supervisor *s, uint64_t gen)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct manifest *m = NULL;
+	struct image_error ierr = {{0}};
+	if (image_store_read_manifest(cfg->paths.dir, gen, &m, &ierr) < 0)
+		return -EAGAIN; /* the full restore says what is wrong */
+	bool whole = !manifest_get(m, "base");
+	uint64_t ino[4];
+	manifest_inodes(m, ino);
+	manifest_free(m);
+	if (!whole)
+		return -EAGAIN;
+	struct lazy_restore *lz = calloc(1, sizeof(*lz));
+	if (!lz)
+		return -EAGAIN;
+	*lz = (struct lazy_restore){.fd = -1, .efd = -1, .gen = gen, .t0 = util_now_ns()};
+	char path[PATH_MAX], why[600] = "";
+	struct criu_glue_error cerr = {{0}};
+	int r = make_restore_dir(s, gen, lz->dir, sizeof(lz->dir));
+	if (r < 0) {
+		lz->dir[0] = '\0';
+		goto full;
+	}
+	image_store_path(cfg->paths.dir, gen, path, sizeof(path));
+	lz->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (lz->fd < 0)
+		goto full;
+	r = image_lazy_open(lz->fd, lz->dir, cfg->incremental, gen, &lz->images, &ierr);
+	if (r == 0)
+		r = image_lazy_wait_files(lz->images, &ierr);
+	if (r == -EBADMSG) {
+		log_error("generation %" PRIu64 " of '%s' is damaged (%s); set aside as "
+		          "gen-%012" PRIu64 ".cryo.damaged",
+		          gen, cfg->name, ierr.msg, gen);
+		lazy_free(lz);
+		image_store_set_aside(cfg->paths.dir, gen);
+		return r;
+	}
+	if (r < 0) {
+		snprintf(why, sizeof(why), "%s", ierr.msg);
+		goto full;
+	}
+	r = criu_glue_eager_apply(lz->dir, &cerr);
+	if (r == 0) {
+		lz->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		struct criu_glue_lazy_opts o = {
+		    .images_dir = lz->dir,
+		    .log_dir = cfg->paths.dir,
+		    .log_name = "criu-lazy-pages.log",
+		    .source = {lazy_get, lz},
+		    .notify_fd = lz->efd,
+		};
+		r = lz->efd < 0 ? -errno : criu_glue_lazy_start(&o, &lz->glue, &cerr);
+	}
+	if (r < 0) {
+		snprintf(why, sizeof(why), "%s", cerr.msg[0] ? cerr.msg : strerror(-r));
+		goto full;
+	}
+	r = restore_dir(s, lz->dir, ino, false, true, why, sizeof(why));
+	if (r < 0)
+		goto full;
+	ep_add(s, lz->efd, EPOLLIN, EV_LAZY);
+	s->lazy = lz;
+	/* The page index comes when all the memory is in (lazy_end()). */
+	page_index_free(s->index);
+	s->index = NULL;
+	return 0;
+full:
+	if (why[0])
+		log_info("cannot restore generation %" PRIu64 " of '%s' lazily (%s); restoring "
+		         "it in full",
+		         gen, cfg->name, why);
+	lazy_free(lz);
+	return -EAGAIN;
+}
+
 /* After a crash or for cryo restore: its TCP connections come back closed. */
 static int restore_generation(struct supervisor *s, uint64_t gen)
 {
 	const struct supervisor_config *cfg = s->cfg;
+	/* A program that died while its memory was still coming. */
+	lazy_end(s, true);
+	int r = cfg->lazy_restore ? restore_lazily(s, gen) : -EAGAIN;
+	if (r == 0)
+		goto restored;
+	if (r != -EAGAIN)
+		return r;
 	char dir[PATH_MAX];
-	int r = make_restore_dir(s, gen, dir, sizeof(dir));
+	r = make_restore_dir(s, gen, dir, sizeof(dir));
 	if (r < 0)
 		return r;
 	struct manifest *m = NULL;
@@ -826,7 +1048,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
 	manifest_free(m);
 	char why[600];
-	r = restore_dir(s, dir, ino, false, why, sizeof(why));
+	r = restore_dir(s, dir, ino, false, false, why, sizeof(why));
 	if (r == 0 && cfg->incremental) {
 		/* The rebuilt memory images are the base of the next incremental
 		 * checkpoint (the program runs already). */
@@ -841,6 +1063,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name, why);
 		return r;
 	}
+restored:
 	s->current_generation = gen;
 	send_msg(s, CRYO_MSG_RESULT, 1, gen);
 	publish_pid(s);
@@ -869,9 +1092,9 @@ static int restore_newest(struct supervisor *s, uint64_t only)
 		uint64_t t0 = util_now_ns();
 		if (restore_generation(s, gens[i]) == 0) {
 			log_info("restored '%s' from generation %" PRIu64
-			         " in %.1f ms (program PID %d)",
+			         " in %.1f ms (program PID %d%s)",
 			         s->cfg->name, gens[i], (double)(util_now_ns() - t0) / 1e6,
-			         program_pid(s));
+			         program_pid(s), s->lazy ? "; its memory follows lazily" : "");
 			return 0;
 		}
 		if (only)
@@ -1104,6 +1327,7 @@ static void add_settings(const struct supervisor_config *cfg, struct manifest *m
 	manifest_addf(m, "set.every_ns", "%" PRIu64, cfg->every_ns);
 	manifest_addf(m, "set.zstd_level", "%d", cfg->zstd_level);
 	manifest_addf(m, "set.incremental", "%d", cfg->incremental);
+	manifest_addf(m, "set.lazy_restore", "%d", cfg->lazy_restore);
 }
 
 static int read_cpuinfo(char **ret, size_t *ret_len, char *why, size_t len)
@@ -1255,7 +1479,7 @@ static int resume_here(struct supervisor *s, const char *dir, char *why, size_t 
 {
 	uint64_t ino[4] = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control};
 	char cause[600];
-	int r = restore_dir(s, dir, ino, true, cause, sizeof(cause));
+	int r = restore_dir(s, dir, ino, true, false, cause, sizeof(cause));
 	if (r < 0) {
 		size_t used = strlen(why);
 		snprintf(why + used, len - used, "; resuming it here failed too: %s", cause);
@@ -1307,6 +1531,9 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 		r = -ESRCH;
 		goto out;
 	}
+	r = lazy_settle(s, why, sizeof(why));
+	if (r < 0)
+		goto out;
 	r = channel_load_key(key_file, key, why, sizeof(why));
 	if (r < 0)
 		goto out;
@@ -1514,7 +1741,7 @@ static int arrive(struct supervisor *s)
 	 * restore would), to see the source take its program back. */
 	int r = migrate_fault("restore")
 	            ? util_fail(why, sizeof(why), -EIO, "CRIU restore failed (injected)")
-	            : restore_dir(s, in->images, ino, true, why, sizeof(why));
+	            : restore_dir(s, in->images, ino, true, false, why, sizeof(why));
 	if (r == 0 && cfg->incremental) {
 		page_index_free(s->index);
 		s->index = NULL;
@@ -1666,6 +1893,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	const struct supervisor_config *cfg = s->cfg;
 	s->running = false;
 	s->init_pid = 0;
+	lazy_end(s, true);
 	unlink(cfg->paths.pid_file);
 	drain_channels(s);
 
@@ -1946,6 +2174,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				break;
 			}
 			case EV_COMMANDS: handle_command(&s); break;
+			case EV_LAZY: lazy_end(&s, false); break;
 			}
 		}
 		if (s.leave) {
@@ -1960,6 +2189,7 @@ out:
 		waitpid(s.init_pid, NULL, 0);
 		unlink(cfg->paths.pid_file);
 	}
+	lazy_end(&s, true);
 	drain_channels(&s);
 	if (s.commands_fd >= 0) {
 		unlink(cfg->paths.socket);

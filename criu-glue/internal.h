@@ -1,0 +1,49 @@
+/* What the files of criu-glue share among themselves. */
+#pragma once
+
+#include "glue.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* CRIU's page-server protocol (criu/page-xfer.c). Dump direction: CRIU
+ * sends PS_IOV_OPEN2 per pagemap, then PS_IOV_ADD_F (flags in the command's
+ * high bits) followed by the pages, and PS_IOV_CLOSE or FORCE_CLOSE, which
+ * wants an int32 0 back. Lazy-pages direction: the daemon asks PS_IOV_GET
+ * { nr_pages, vaddr, dst_id = the task's bare pid }, and each answer, in
+ * the order asked, is PS_IOV_ADD_F with PE_PRESENT and the same fields
+ * (nr_pages may be fewer), then the pages; it ends with FORCE_CLOSE. */
+#define PS_IOV_ADD         1
+#define PS_IOV_HOLE        2
+#define PS_IOV_OPEN        3
+#define PS_IOV_OPEN2       4
+#define PS_IOV_PARENT      5
+#define PS_IOV_ADD_F       6
+#define PS_IOV_GET         7
+#define PS_IOV_CLOSE       0x1023
+#define PS_IOV_FORCE_CLOSE 0x1024
+#define PS_CMD_BITS        16
+#define PS_TYPE_PID        1
+#define PS_TYPE_SHMEM      2
+/* pagemap_entry flags */
+#define PE_PARENT  (1u << 0)
+#define PE_LAZY    (1u << 1)
+#define PE_PRESENT (1u << 2)
+
+#define PAGE_SIZE 4096u
+
+struct ps_iov {
+	uint32_t cmd;
+	uint32_t pad;
+	uint64_t nr_pages;
+	uint64_t vaddr;
+	uint64_t dst_id;
+};
+_Static_assert(sizeof(struct ps_iov) == 32, "CRIU's struct page_server_iov");
+
+/* Fills err after CRIU failed at what ("dump", "restore", ...): the first
+ * error line of its log log_dir/log_name, or what else is known (pid: the
+ * dumped tree, to name what CRIU cannot dump; 0 if none). Returns -ENOSPC
+ * when the disk is full, else -EIO. */
+int criu_glue_failed(struct criu_glue_error *err, pid_t pid, const char *what, const char *log_dir,
+                     const char *log_name);

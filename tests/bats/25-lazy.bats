@@ -1,0 +1,75 @@
+#!/usr/bin/env bats
+# Lazy restore: the program runs again before its memory is all back; what
+# it reads is what it had, a checkpoint taken meanwhile is whole, a damaged
+# piece of memory is caught, and --no-lazy-restore restores in full.
+
+load helpers
+
+setup() { setup_state; }
+teardown() { teardown_state; }
+
+LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
+
+@test "a whole generation is restored lazily; every page reads as it was, in a scattered order" {
+	start_cryo lc --no-delta -- "$LAZY_CHECK" 96
+	wait_for 60 grep -q '^filled 24576 pages$' "$STATE/lc.out"
+	kill -KILL "$(prog_pid lc)"
+	# The copy checkpoints at once (while its memory is still coming), then
+	# reads every page.
+	wait_for 60 grep -q '^checked 24576 pages after checkpoint 0: ok$' "$STATE/lc.out"
+	run grep -c "restored 'lc' from generation 1 in .* its memory follows lazily)" "$STATE/lc.err"
+	assert_output 1
+	# The checkpoint it took then holds all of its memory: restored (lazily
+	# again) from it, it reads the same.
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 24576 pages after checkpoint 1: ok$' "$STATE/lc.out"
+	run grep -c "restored 'lc' from generation 2 in .* its memory follows lazily)" "$STATE/lc.err"
+	assert_output 1
+	run grep -c "differs" "$STATE/lc.out"
+	assert_output 0
+	# Once all is in, the daemon's socket and the scratch directory go.
+	wait_for 30 bash -c "! ls /dev/shm | grep -q '^cryo-restore-lc-$LAST_SUPERVISOR-'"
+	wait_for 30 test ! -e "$STATE/lc/lazy-pages.socket"
+}
+
+@test "an incremental generation is restored in full, and reads as it was" {
+	start_cryo lc -- "$LAZY_CHECK" 64
+	wait_for 60 grep -q '^filled 16384 pages$' "$STATE/lc.out"
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 16384 pages after checkpoint 0: ok$' "$STATE/lc.out"
+	# Generation 2 shares its pages with 1: stored as a delta.
+	run "$CRYO" inspect lc@2
+	assert_output --partial "incremental on generation 1"
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 16384 pages after checkpoint 1: ok$' "$STATE/lc.out"
+	run grep -c "restored 'lc' from generation 2 in [0-9.]* ms (program PID [0-9]*)$" "$STATE/lc.err"
+	assert_output 1
+}
+
+@test "--no-lazy-restore restores all the memory before the program runs" {
+	start_cryo lc --no-lazy-restore --no-delta -- "$LAZY_CHECK" 32
+	wait_for 60 grep -q '^filled 8192 pages$' "$STATE/lc.out"
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 8192 pages after checkpoint 0: ok$' "$STATE/lc.out"
+	run grep -c "memory follows lazily" "$STATE/lc.err"
+	assert_output 0
+}
+
+@test "a damaged piece of memory: the copy is stopped, the generation set aside, the one before restored" {
+	start_cryo lc --no-delta -- "$LAZY_CHECK" 64
+	wait_for 60 grep -q '^filled 16384 pages$' "$STATE/lc.out"
+	run "$CRYO" checkpoint lc
+	assert_success
+	# A byte late in generation 2's memory (random bytes, stored as they are).
+	flip_byte "$(gen_file lc 2)" "$(($(stat -c %s "$(gen_file lc 2)") - 300000))"
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q "restored 'lc' from generation 1" "$STATE/lc.err"
+	wait_for 30 has_pid lc
+	run cat "$STATE/lc.err"
+	assert_output --partial "generation 2 of 'lc'"
+	assert_output --partial "set aside as gen-000000000002.cryo.damaged"
+	[ -e "$(gen_file lc 2).damaged" ]
+	wait_for 60 grep -q '^checked 16384 pages after checkpoint 0: ok$' "$STATE/lc.out"
+	run grep -c "differs" "$STATE/lc.out"
+	assert_output 0
+}
