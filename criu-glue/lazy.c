@@ -370,6 +370,7 @@ struct criu_glue_lazy {
 	int sk; /* our end of the page-server socket pair */
 	pthread_t thread;
 	bool started;
+	bool running; /* the program runs (criu_glue_lazy_running()) */
 	/* set by the thread, read after notify_fd fired (or the join) */
 	int result;
 	int daemon_status;
@@ -518,26 +519,47 @@ static int serve(struct criu_glue_lazy *l)
 	}
 }
 
+static void notify(struct criu_glue_lazy *l)
+{
+	uint64_t one = 1;
+	if (write(l->o.notify_fd, &one, sizeof(one)) < 0) {
+		/* The caller's eventfd: nothing to be done about it here. */
+	}
+}
+
 static void *serve_main(void *arg)
 {
 	struct criu_glue_lazy *l = arg;
-	l->result = serve(l);
-	if (l->result < 0 && getenv("CRYO_DEBUG_LAZY"))
-		fprintf(stderr, "lazy: %s\n", l->why);
-	/* The daemon ends after its close; a failed server ends it. */
-	if (l->result < 0)
-		kill(l->daemon, SIGKILL);
-	shutdown(l->sk, SHUT_RDWR);
+	int r = serve(l);
+	__atomic_store_n(&l->result, r, __ATOMIC_RELEASE);
+	if (r < 0) {
+		/* Pages that never come: once the daemon is gone, the program's
+		 * faults would be filled with zeros. While CRIU restores, that
+		 * fails the restore (it needs the daemon to the end), so the
+		 * daemon goes at once; once the program runs, the daemon (and the
+		 * program's faults) wait until the caller has ended the program
+		 * and calls criu_glue_lazy_free(). */
+		for (int i = 0; i < 100 && !__atomic_load_n(&l->running, __ATOMIC_ACQUIRE); i++)
+			usleep(10000);
+		if (__atomic_load_n(&l->running, __ATOMIC_ACQUIRE))
+			notify(l);
+		else
+			kill(l->daemon, SIGKILL);
+	}
+	/* The daemon ends after its close. */
 	int ws;
 	while (waitpid(l->daemon, &ws, 0) < 0 && errno == EINTR)
 		;
 	l->daemon_status = ws;
 	__atomic_store_n(&l->daemon, 0, __ATOMIC_RELEASE);
-	uint64_t one = 1;
-	if (write(l->o.notify_fd, &one, sizeof(one)) < 0) {
-		/* The caller's eventfd: nothing to be done about it here. */
-	}
+	if (r == 0 || !__atomic_load_n(&l->running, __ATOMIC_ACQUIRE))
+		notify(l);
 	return NULL;
+}
+
+void criu_glue_lazy_running(struct criu_glue_lazy *l)
+{
+	__atomic_store_n(&l->running, true, __ATOMIC_RELEASE);
 }
 
 int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_lazy **ret,
@@ -630,13 +652,14 @@ fail:
 
 int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct criu_glue_error *err)
 {
+	int r = __atomic_load_n(&l->result, __ATOMIC_ACQUIRE);
+	if (r < 0)
+		return util_fail(err->msg, sizeof(err->msg), r, "%s (see %s in '%s')", l->why,
+		                 l->log_name, l->log_dir);
 	if (l->started) {
 		pthread_join(l->thread, NULL);
 		l->started = false;
 	}
-	if (l->result < 0)
-		return util_fail(err->msg, sizeof(err->msg), l->result, "%s (see %s in '%s')",
-		                 l->why, l->log_name, l->log_dir);
 	if (!WIFEXITED(l->daemon_status) || WEXITSTATUS(l->daemon_status) != 0)
 		return criu_glue_failed(err, 0, "lazy-pages", l->log_dir, l->log_name);
 	return 0;

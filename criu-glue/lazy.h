@@ -51,8 +51,15 @@ struct criu_glue_lazy;
 int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_lazy **ret,
                          struct criu_glue_error *err);
 
+/* Once CRIU's restore returned: the program runs. From then on, pages that
+ * cannot be had leave the program waiting for them, and the daemon alive,
+ * until the caller has ended the program and calls criu_glue_lazy_free()
+ * (before, the daemon is ended at once, which fails the restore). */
+void criu_glue_lazy_running(struct criu_glue_lazy *l);
+
 /* After notify_fd fired: 0 if the daemon delivered every page and ended
- * well, else why not. */
+ * well, else why not (then the program must be ended before
+ * criu_glue_lazy_free()). */
 int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct criu_glue_error *err);
 
 /* Ends the daemon if it still runs (its program must be gone first: pages

@@ -896,8 +896,17 @@ static int lazy_end(struct supervisor *s, bool abort)
 		}
 		if (r < 0) {
 			page_index_free(idx);
-			if (s->running)
+			/* Gone before the daemon goes (lazy_free()): its faults would
+			 * read zeros then. The namespace's init exits after every
+			 * process in it; its status stays for handle_exit(). */
+			if (s->running) {
 				kill(s->init_pid, SIGKILL);
+				siginfo_t si;
+				while (waitid(P_PID, (id_t)s->init_pid, &si, WEXITED | WNOWAIT) <
+				           0 &&
+				       errno == EINTR)
+					;
+			}
 		} else {
 			log_debug("all the memory of '%s' is back, %.1f ms after its restore began",
 			          cfg->name, (double)(util_now_ns() - lz->t0) / 1e6);
@@ -997,6 +1006,7 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 	r = restore_dir(s, lz->dir, ino, false, true, why, sizeof(why));
 	if (r < 0)
 		goto full;
+	criu_glue_lazy_running(lz->glue);
 	ep_add(s, lz->efd, EPOLLIN, EV_LAZY);
 	s->lazy = lz;
 	/* The page index comes when all the memory is in (lazy_end()). */
