@@ -609,7 +609,7 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		execl(bin, bin, "lazy-pages", "-D", l->images_dir, "-W", l->log_dir, "-o",
-		      l->log_name, "-v4", "--page-server", "--ps-socket", ps_fd, "--status-fd",
+		      l->log_name, "-v3", "--page-server", "--ps-socket", ps_fd, "--status-fd",
 		      status_fd, (char *)NULL);
 		_exit(127);
 	}

@@ -334,11 +334,80 @@ struct sink {
 	size_t out_cap;
 	uint64_t written;
 	uint64_t *raw_progress; /* stats->raw_bytes, advanced as input is read */
+	/* fd opened with O_DIRECT: output gathers here and goes to the disk
+	 * in aligned pieces, past the page cache (see image_archive_write()). */
+	uint8_t *stage;
+	size_t staged;
 };
+
+#define DIRECT_STAGE (4u << 20)
+#define DIRECT_ALIGN 4096u
+
+/* Writes the staged bytes: the aligned part, or with all every one (the
+ * unaligned end without O_DIRECT). A file system that refuses direct
+ * writes gets the rest through the page cache, and staging ends. */
+static int sink_flush(struct sink *s, bool all)
+{
+	size_t aligned = s->staged & ~(size_t)(DIRECT_ALIGN - 1);
+	size_t done = 0;
+	bool refused = false;
+	while (done < aligned) {
+		ssize_t w = write(s->fd, s->stage + done, aligned - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EINVAL) {
+			refused = true;
+			break;
+		}
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		done += (size_t)w;
+	}
+	if (refused || (all && done < s->staged)) {
+		int fl = fcntl(s->fd, F_GETFL);
+		if (fl < 0 || fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) < 0)
+			return -errno;
+		int r = util_write_all(s->fd, s->stage + done, s->staged - done);
+		if (r < 0)
+			return r;
+		free(s->stage);
+		s->stage = NULL;
+		s->staged = 0;
+		return 0;
+	}
+	memmove(s->stage, s->stage + done, s->staged - done);
+	s->staged -= done;
+	return 0;
+}
+
+/* Bytes of the archive, in order. */
+static int sink_out(struct sink *s, const void *buf, size_t len)
+{
+	if (!s->stage)
+		return util_write_all(s->fd, buf, len);
+	const uint8_t *p = buf;
+	while (len > 0) {
+		size_t n = DIRECT_STAGE - s->staged < len ? DIRECT_STAGE - s->staged : len;
+		memcpy(s->stage + s->staged, p, n);
+		s->staged += n;
+		p += n;
+		len -= n;
+		if (s->staged == DIRECT_STAGE) {
+			int r = sink_flush(s, false);
+			if (r < 0)
+				return r;
+			if (!s->stage)
+				return util_write_all(s->fd, p, len);
+		}
+	}
+	return 0;
+}
 
 static int sink_emit(struct sink *s, const void *buf, size_t len)
 {
-	int r = util_write_all(s->fd, buf, len);
+	int r = sink_out(s, buf, len);
 	if (r < 0)
 		return r;
 	if (s->hash)
@@ -715,6 +784,10 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		s.raw_progress = &stats->raw_bytes;
 	}
 	s.out = malloc(s.out_cap);
+	int fl = fcntl(fd, F_GETFL);
+	bool direct = fl >= 0 && (fl & O_DIRECT);
+	if (direct && posix_memalign((void **)&s.stage, DIRECT_ALIGN, DIRECT_STAGE) != 0)
+		s.stage = NULL;
 	s.cctx = ZSTD_createCCtx();
 	s.hash = XXH3_createState();
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -725,7 +798,7 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	size_t text_len, bound, clen;
 	struct trailer t = {0};
 	XXH128_canonical_t c;
-	if (!s.out || !s.cctx || !s.hash) {
+	if (!s.out || !s.cctx || !s.hash || (direct && !s.stage)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -746,7 +819,7 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	memcpy(header, header_magic, 8);
 	uint32_t ver = htole32(IMAGE_FORMAT_VERSION);
 	memcpy(header + 8, &ver, 4);
-	r = util_write_all(fd, header, sizeof(header));
+	r = sink_out(&s, header, sizeof(header));
 	if (r < 0)
 		goto out;
 
@@ -794,7 +867,7 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		r = -EIO;
 		goto out;
 	}
-	r = util_write_all(fd, ctext, clen);
+	r = sink_out(&s, ctext, clen);
 	if (r < 0)
 		goto out;
 	t.manifest_length = clen;
@@ -803,7 +876,9 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	t.manifest_offset = htole64(t.manifest_offset);
 	t.manifest_length = htole64(t.manifest_length);
 	t.self_hash = htole64(XXH64(&t, offsetof(struct trailer, self_hash), 0));
-	r = util_write_all(fd, &t, sizeof(t));
+	r = sink_out(&s, &t, sizeof(t));
+	if (r == 0 && s.stage)
+		r = sink_flush(&s, true);
 	if (r < 0)
 		goto out;
 	if (stats) {
@@ -817,6 +892,7 @@ out:
 		free(names[i]);
 	free(names);
 	free(s.out);
+	free(s.stage);
 	ZSTD_freeCCtx(s.cctx);
 	XXH3_freeState(s.hash);
 	if (r < 0 && err && !err->msg[0])

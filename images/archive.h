@@ -52,12 +52,15 @@ struct image_write_stats {
 	 * bytes read so far (read it with __atomic_load_n from another thread). */
 	uint64_t raw_bytes;
 	uint64_t archive_bytes; /* size of the archive written */
+	uint64_t sync_ns;       /* image_store_commit(): time spent in fsync */
 };
 
 /* Writes every regular file of dir (no sub-directories), the n_mem files held
  * in memory, and the manifest m into an archive on fd, an empty file at offset
- * 0 or a pipe (written in one pass). Adds the file list with sizes and checksums to m. level is a
- * zstd level; workers the number of zstd threads (0 = none). Does not fsync. */
+ * 0 or a pipe (written in one pass; an fd opened with O_DIRECT is written in
+ * aligned pieces past the page cache, its unaligned end without O_DIRECT). Adds the file list with
+ * sizes and checksums to m. level is a zstd level; workers the number of zstd threads (0 = none).
+ * Does not fsync. */
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
                         struct manifest *m, int level, int workers, struct image_write_stats *stats,
                         struct image_error *err);

@@ -576,7 +576,11 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	struct criu_glue_dump_opts o = dump_opts(s, images, true);
 	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
 	struct criu_glue_dump_stats st = {0};
+	/* Where the time went, for --verbose: start, dump, eager pages, memory
+	 * images read, stored (compressed, written, fsynced), files removed. */
+	uint64_t tp[6] = {t0};
 	r = criu_glue_dump(&o, &st, &cerr);
+	tp[1] = util_now_ns();
 	if (r == 0 && pages)
 		r = criu_glue_pages_finish(pages, &cerr);
 	if (r < 0) {
@@ -594,6 +598,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		snprintf(why, why_len, "%s", cerr.msg);
 		goto out;
 	}
+	tp[2] = util_now_ns();
 	const struct page_index *base =
 	    cfg->incremental && s->index && s->chain < MAX_CHAIN ? s->index : NULL;
 	if (pages) {
@@ -608,6 +613,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		mem = dd.files;
 		n_mem = dd.n_files;
 	}
+	tp[3] = util_now_ns();
 	/* cryo_checkpoint_async(): the program may run on now; it learns about
 	 * durability from the DURABLE message that follows. */
 	if (early_reply) {
@@ -630,6 +636,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	struct image_write_stats ws = {0};
 	r = image_store_commit(cfg->paths.dir, gen, images, mem, n_mem, m, cfg->zstd_level, 2, &ws,
 	                       &ierr);
+	tp[4] = util_now_ns();
 	manifest_free(m);
 	if (r < 0) {
 		snprintf(why, why_len, "cannot store the image: %s",
@@ -664,6 +671,17 @@ out:
 	delta_dir_clear(&dd);
 	criu_glue_pages_free(pages);
 	util_rm_rf(images);
+	if (r == 0) {
+		tp[5] = util_now_ns();
+		double ms[5];
+		for (int i = 0; i < 5; i++)
+			ms[i] = (double)(tp[i + 1] - tp[i]) / 1e6;
+		log_debug("checkpoint %" PRIu64 " of '%s': CRIU %.1f ms (frozen %.1f), eager pages "
+		          "%.1f, memory images read %.1f, compressed and written %.1f, fsync %.1f, "
+		          "dump files removed %.1f",
+		          gen, cfg->name, ms[0], (double)st.frozen_us / 1e3, ms[1], ms[2],
+		          ms[3] - (double)ws.sync_ns / 1e6, (double)ws.sync_ns / 1e6, ms[4]);
+	}
 	if (s->running)
 		set_state(s, "running");
 	return r < 0 ? r : (int64_t)gen;

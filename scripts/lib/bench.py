@@ -12,7 +12,8 @@ half repetitive memory) it measures, REPS times each:
   - image size: cryo's, raw CRIU's, and zstd -3 of raw CRIU's;
   - restore: from kill -9 until the program runs again (the end of its gap)
     and until it has read all its memory, against raw `criu restore` from
-    uncompressed tmpfs images;
+    uncompressed tmpfs images; cryo's lazy restore (the default) and its
+    full one (--no-lazy-restore);
   - the memcpy time of the same size, the physical floor.
 Prints a markdown table, writes JSON and a PNG chart (gnuplot).
 Usage: bench.py BUILD_DIR OUT_DIR SIZES_MB REPS
@@ -142,6 +143,25 @@ def bench_delta(size, state):
         stop(sup)
 
 
+def bench_full_restore(size, state):
+    """A restore that brings all the memory back before the program runs
+    (--no-lazy-restore), after kill -9."""
+    name = f"full{size}"
+    sup, o = start_cryo(size, state, name, ["--no-delta", "--no-lazy-restore"])
+    try:
+        o.wait_for("ready")
+        run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
+        o.lines()
+        pid = int(open(os.path.join(state, name, "pid")).read())
+        killed = time.time_ns()
+        os.kill(pid, signal.SIGKILL)
+        running, touched = o.wait_for_gap_after(killed)
+        return {"full_restore_running_ms": (running - killed) / 1e6,
+                "full_restore_all_ms": (touched - killed) / 1e6}
+    finally:
+        stop(sup)
+
+
 def bench_cryo(size, state):
     """One round of cryo, every generation whole: external checkpoint,
     program checkpoints, restore; then the incremental round."""
@@ -189,6 +209,7 @@ def bench_cryo(size, state):
     finally:
         stop(sup)
     r.update(bench_delta(size, state))
+    r.update(bench_full_restore(size, state))
     return r
 
 
@@ -349,6 +370,10 @@ def main():
         row("its time to durable vs `criu dump` + `zstd -T0`", c["delta_durable_ms"], w["durable_ms"])
         row("restore: running again", c["restore_running_ms"], w["restore_running_ms"])
         row("restore: all memory back", c["restore_all_ms"], w["restore_all_ms"])
+        row("restore with `--no-lazy-restore`: running again", c["full_restore_running_ms"],
+            w["restore_running_ms"])
+        row("restore with `--no-lazy-restore`: all memory back", c["full_restore_all_ms"],
+            w["restore_all_ms"])
         mc = {"min": runs["memcpy_ms"], "median": runs["memcpy_ms"]}
         row("memcpy of the same size (floor)", mc, None)
 

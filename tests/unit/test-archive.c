@@ -404,11 +404,17 @@ static void test_lazy(void)
 	}
 	struct iovec seg = {b, n};
 	struct mem_file mem = {"pages-2.img", &seg, 1, n};
-	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	/* Written past the page cache, as the store does: more than one
+	 * staged piece, and an unaligned end. */
+	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+	CHECK(fd >= 0);
 	struct manifest *m = manifest_new();
 	struct image_error err = {{0}};
 	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, &err) == 0);
 	manifest_free(m);
+	close(fd);
+	fd = open(arc, O_RDWR);
+	CHECK(fd >= 0);
 
 	for (int damaged = 0; damaged < 2; damaged++) {
 		if (damaged) {
