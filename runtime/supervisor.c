@@ -20,8 +20,10 @@
 #include <limits.h>
 #include <linux/sched.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,6 +73,10 @@ struct last_checkpoint {
 struct supervisor {
 	const struct supervisor_config *cfg;
 	int epfd, sigfd, timerfd, commands_fd;
+
+	/* The last stored checkpoint's dump files, being removed. */
+	pthread_t remover;
+	bool removing;
 
 	/* The running tree: the namespace's init (our child) and the program. */
 	pid_t init_pid;
@@ -528,6 +534,35 @@ static struct criu_glue_dump_opts dump_opts(struct supervisor *s, const char *im
  * negative errno with the reason in why. */
 /* With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
  * soon as it has been dumped, and *replied says whether that happened. */
+static void *remove_main(void *arg)
+{
+	util_rm_rf(arg);
+	free(arg);
+	return NULL;
+}
+
+static void remove_wait(struct supervisor *s)
+{
+	if (s->removing)
+		pthread_join(s->remover, NULL);
+	s->removing = false;
+}
+
+/* A stored checkpoint's dump files go in a thread of their own: freeing a
+ * large file takes the file system tens of milliseconds the reply need not
+ * wait for. */
+static void remove_later(struct supervisor *s, const char *dir)
+{
+	remove_wait(s);
+	char *d = strdup(dir);
+	if (d && pthread_create(&s->remover, NULL, remove_main, d) == 0) {
+		s->removing = true;
+		return;
+	}
+	free(d);
+	util_rm_rf(dir);
+}
+
 static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
                           bool *replied, char *why, size_t why_len)
 {
@@ -577,8 +612,8 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
-	 * images read, stored (compressed, written, fsynced), files removed. */
-	uint64_t tp[6] = {t0};
+	 * images read, stored (compressed, written, fsynced). */
+	uint64_t tp[5] = {t0};
 	r = criu_glue_dump(&o, &st, &cerr);
 	tp[1] = util_now_ns();
 	if (r == 0 && pages)
@@ -670,17 +705,17 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 out:
 	delta_dir_clear(&dd);
 	criu_glue_pages_free(pages);
-	util_rm_rf(images);
 	if (r == 0) {
-		tp[5] = util_now_ns();
-		double ms[5];
-		for (int i = 0; i < 5; i++)
+		remove_later(s, images);
+		double ms[4];
+		for (int i = 0; i < 4; i++)
 			ms[i] = (double)(tp[i + 1] - tp[i]) / 1e6;
 		log_debug("checkpoint %" PRIu64 " of '%s': CRIU %.1f ms (frozen %.1f), eager pages "
-		          "%.1f, memory images read %.1f, compressed and written %.1f, fsync %.1f, "
-		          "dump files removed %.1f",
+		          "%.1f, memory images read %.1f, compressed and written %.1f, fsync %.1f",
 		          gen, cfg->name, ms[0], (double)st.frozen_us / 1e3, ms[1], ms[2],
-		          ms[3] - (double)ws.sync_ns / 1e6, (double)ws.sync_ns / 1e6, ms[4]);
+		          ms[3] - (double)ws.sync_ns / 1e6, (double)ws.sync_ns / 1e6);
+	} else {
+		util_rm_rf(images);
 	}
 	if (s->running)
 		set_state(s, "running");
@@ -2022,6 +2057,24 @@ static bool image_net_config(struct supervisor *s, struct net_config *ret)
 
 /* ---- the loop ----------------------------------------------------------------- */
 
+/* Dump directories a supervisor that ended abruptly left behind (we hold
+ * the workload's lock: no other supervisor writes them). */
+static void remove_stale_dumps(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, ".dump-", 6) != 0)
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		util_rm_rf(path);
+	}
+	closedir(d);
+}
+
 int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 {
 	(void)lock_fd;
@@ -2058,6 +2111,8 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			          s.criu_version % 100);
 		return -ENOENT;
 	}
+
+	remove_stale_dumps(cfg->paths.dir);
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -2218,6 +2273,7 @@ out:
 		unlink(cfg->paths.pid_file);
 	}
 	lazy_end(&s, true);
+	remove_wait(&s);
 	drain_channels(&s);
 	if (s.commands_fd >= 0) {
 		unlink(cfg->paths.socket);

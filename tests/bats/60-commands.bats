@@ -105,12 +105,20 @@ resumes_after() { # FIRST LAST
 	"$CRYO" stop --checkpoint t >/dev/null
 	wait_supervisor "$LAST_SUPERVISOR" 30
 	at=$(last_tick t)
+	# The last checkpoint's dump files went with the supervisor; those a
+	# killed supervisor would leave go when the next one starts.
+	dir=$(dirname "$(gen_file t 1)")
+	run ls -a "$dir"
+	refute_output --partial ".dump-"
+	mkdir "$dir/.dump-99"
+	echo left >"$dir/.dump-99/pages-1.img"
 
 	"$CRYO" run --name t -- "$TICKER" >"$STATE/again.out" 2>"$STATE/again.err" </dev/null &
 	track_supervisor "$!"
 	sup=$!
 	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/again.out"
 	grep -q "resuming the newest (use --fresh to start afresh)" "$STATE/again.err"
+	[ ! -e "$dir/.dump-99" ]
 	resumes_after "$(head -n 1 "$STATE/again.out")" "$at"
 	"$CRYO" stop t >/dev/null
 	wait_supervisor "$sup" 30
