@@ -8,6 +8,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -533,6 +534,9 @@ struct pool {
 	int level;
 	size_t dst_cap;
 	ZSTD_CCtx *own; /* without threads */
+	/* The current memory image's frames, in order: their lengths. */
+	uint64_t *lens;
+	size_t n_lens, lens_cap;
 };
 
 static int compress_chunk(ZSTD_CCtx *c, struct pool_job *j, size_t cap)
@@ -612,6 +616,7 @@ static void pool_stop(struct pool *p)
 		free(p->jobs[i].copy);
 	}
 	ZSTD_freeCCtx(p->own);
+	free(p->lens);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
 }
@@ -642,7 +647,19 @@ static int pool_drain(struct pool *p, struct sink *s, bool all)
 			continue;
 		}
 		pthread_mutex_unlock(&p->lock);
-		r = sink_emit(s, j->dst, j->dst_len);
+		if (p->n_lens == p->lens_cap) {
+			size_t cap = p->lens_cap ? 2 * p->lens_cap : 64;
+			uint64_t *n = realloc(p->lens, cap * sizeof(*n));
+			r = n ? 0 : -ENOMEM;
+			if (n) {
+				p->lens = n;
+				p->lens_cap = cap;
+			}
+		}
+		if (r == 0) {
+			p->lens[p->n_lens++] = j->dst_len;
+			r = sink_emit(s, j->dst, j->dst_len);
+		}
 		pthread_mutex_lock(&p->lock);
 		j->state = 0;
 		p->written++;
@@ -651,12 +668,30 @@ static int pool_drain(struct pool *p, struct sink *s, bool all)
 	return r;
 }
 
+/* The frame table of the memory image just written: "frames OFFSET
+ * LEN,LEN,... NAME", OFFSET the first frame's in the archive. A lazy restore
+ * finds any piece with it, without reading the frames before. */
+static int add_frames(struct manifest *m, const char *name, uint64_t first, const struct pool *p)
+{
+	size_t cap = 48 + strlen(name) + p->n_lens * 21;
+	_cleanup_free_ char *v = malloc(cap);
+	if (!v)
+		return -ENOMEM;
+	size_t n = (size_t)snprintf(v, cap, "%" PRIu64 " ", first);
+	for (size_t i = 0; i < p->n_lens; i++)
+		n += (size_t)snprintf(v + n, cap - n, "%s%" PRIu64, i ? "," : "", p->lens[i]);
+	snprintf(v + n, cap - n, " %s", name);
+	return manifest_add(m, "frames", v);
+}
+
 /* A memory image: the frame so far ends after its entry header, then one
  * frame per chunk, compressed by the pool. */
 static int write_memory_image(struct sink *s, struct pool *p, const struct mem_file *f,
-                              XXH3_state_t *h)
+                              XXH3_state_t *h, struct manifest *m)
 {
 	int r = sink_compress(s, NULL, 0, ZSTD_e_end);
+	uint64_t first = HEADER_SIZE + s->written;
+	p->n_lens = 0;
 	size_t seg = 0, seg_off = 0;
 	for (uint64_t done = 0; r == 0 && done < f->size;) {
 		size_t len =
@@ -707,6 +742,8 @@ static int write_memory_image(struct sink *s, struct pool *p, const struct mem_f
 	}
 	if (r == 0)
 		r = pool_drain(p, s, true);
+	if (r == 0)
+		r = add_frames(m, f->name, first, p);
 	return r;
 }
 
@@ -722,7 +759,7 @@ static int write_one_mem(struct sink *s, struct pool *pl, const struct mem_file 
 		return -ENOMEM;
 	XXH3_128bits_reset(h);
 	if (is_memory_image(f->name))
-		r = write_memory_image(s, pl, f, h);
+		r = write_memory_image(s, pl, f, h, m);
 	for (size_t i = 0; i < f->n_iov && r == 0 && !is_memory_image(f->name); i++) {
 		const uint8_t *p = f->iov[i].iov_base;
 		size_t left = f->iov[i].iov_len;
@@ -1369,7 +1406,7 @@ struct lazy_memory {
 	uint8_t *state;  /* per chunk, under lock */
 	uint64_t *frame; /* per chunk: its frame's offset in the archive */
 	uint64_t *frame_len;
-	bool located; /* frame[] is known (under lock) */
+	bool seen; /* met in the body (by the thread) */
 };
 
 struct image_lazy {
@@ -1449,25 +1486,34 @@ static int lazy_inflate(struct image_lazy *l, ZSTD_DCtx *d, struct lazy_memory *
 	return r;
 }
 
-/* The frames of memory image f, which start at offset off of the archive:
- * one per chunk, each of its chunk's size. Returns the offset after them. */
-static int lazy_locate(struct image_lazy *l, struct lazy_memory *f, uint64_t off, uint64_t *end)
+/* Memory image f's frames, from the manifest's frame table (add_frames()):
+ * one per chunk, all inside the body. */
+static int lazy_frames(struct image_lazy *l, struct lazy_memory *f)
 {
+	const struct manifest *m = l->m;
+	const char *v = NULL;
+	for (size_t i = 0; i < m->n_entries && !v; i++) {
+		const char *sp;
+		if (strcmp(m->keys[i], "frames") == 0 && (sp = strrchr(m->values[i], ' ')) &&
+		    strcmp(sp + 1, f->name) == 0)
+			v = m->values[i];
+	}
+	if (!v)
+		return -ENOENT;
+	char *e;
+	errno = 0;
+	uint64_t off = strtoull(v, &e, 10);
+	if (errno || *e != ' ')
+		return -EBADMSG;
 	for (size_t k = 0; k < f->n_chunks; k++) {
-		if (off >= l->t.manifest_offset)
-			return -EBADMSG;
-		size_t n = ZSTD_findFrameCompressedSize(l->map + off, l->t.manifest_offset - off);
-		if (ZSTD_isError(n) || ZSTD_getFrameContentSize(l->map + off, n) != chunk_len(f, k))
+		uint64_t n = strtoull(e + 1, &e, 10);
+		if (errno || n == 0 || *e != (k + 1 < f->n_chunks ? ',' : ' ') ||
+		    off < HEADER_SIZE || n > l->t.manifest_offset - off)
 			return -EBADMSG;
 		f->frame[k] = off;
 		f->frame_len[k] = n;
 		off += n;
 	}
-	pthread_mutex_lock(&l->lock);
-	f->located = true;
-	pthread_cond_broadcast(&l->cond);
-	pthread_mutex_unlock(&l->lock);
-	*end = off;
 	return 0;
 }
 
@@ -1553,10 +1599,17 @@ static int lazy_extract(struct image_lazy *l, ZSTD_DCtx *d)
 		if (f) {
 			/* The frame ends after the header; the chunks' frames follow,
 			 * then the body goes on in a frame of its own. */
-			uint64_t end;
+			uint64_t end = 0;
 			r = source_end_frame(&s);
-			if (r == 0)
-				r = lazy_locate(l, f, pos + s.consumed, &end);
+			if (r == 0) {
+				uint64_t at = pos + s.consumed;
+				end = f->n_chunks ? f->frame[f->n_chunks - 1] +
+				                        f->frame_len[f->n_chunks - 1]
+				                  : at;
+				if (f->seen || (f->n_chunks && f->frame[0] != at))
+					r = -EBADMSG; /* the frame table says otherwise */
+				f->seen = true;
+			}
 			if (r == 0)
 				r = lazy_fill(l, d, f);
 			if (r == 0) {
@@ -1595,7 +1648,7 @@ static int lazy_extract(struct image_lazy *l, ZSTD_DCtx *d)
 		r = lazy_failed(l, -EBADMSG, "image body has trailing data");
 	source_fini(&s);
 	for (size_t i = 0; r == 0 && i < l->n_mem; i++)
-		r = l->mem[i].located
+		r = l->mem[i].seen
 		        ? lazy_verify(l, &l->mem[i])
 		        : lazy_failed(l, -EBADMSG, "image body lacks '%s'", l->mem[i].name);
 	if (r == 0 && lazy_check_body(l) < 0)
@@ -1688,6 +1741,14 @@ int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, stru
 			         util_format_bytes(mf->size, (char[32]){0}, 32), mf->name);
 			goto fail;
 		}
+		r = lazy_frames(l, f);
+		if (r == -ENOENT)
+			r = fail(err, -EPROTONOSUPPORT, "image has no frame table for '%s'",
+			         f->name);
+		else if (r < 0)
+			r = fail(err, r, "image's frame table for '%s' is damaged", f->name);
+		if (r < 0)
+			goto fail;
 	}
 	r = -pthread_create(&l->thread, NULL, lazy_main, l);
 	if (r < 0) {
@@ -1738,11 +1799,6 @@ int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint
 	ZSTD_DCtx *d = NULL;
 	int r = 0;
 	pthread_mutex_lock(&l->lock);
-	while (l->result <= 0 && !f->located) {
-		if (l->result < 0)
-			break;
-		pthread_cond_wait(&l->cond, &l->lock);
-	}
 	for (size_t k = first; k <= last && r == 0;) {
 		if (l->result < 0) {
 			r = l->result;

@@ -142,7 +142,8 @@ int cmd_inspect(int argc, char **argv)
 		       (long long)st.st_size, raw, memory);
 		bool first = true;
 		for (size_t i = 0; i < m->n_entries; i++) {
-			if (!strcmp(m->keys[i], "arg"))
+			/* The command line comes as argv; frame tables are for readers. */
+			if (!strcmp(m->keys[i], "arg") || !strcmp(m->keys[i], "frames"))
 				continue;
 			printf("%s", first ? "" : ",");
 			json_str(m->keys[i]);
