@@ -574,6 +574,8 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	int r = lazy_settle(s, why, why_len);
 	if (r < 0)
 		return r;
+	/* The last dump's files are gone before this dump needs memory. */
+	remove_wait(s);
 	uint64_t t0 = util_now_ns();
 	uint64_t gen;
 	r = image_store_next_generation(cfg->paths.dir, &gen);
