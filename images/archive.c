@@ -621,6 +621,25 @@ static void pool_stop(struct pool *p)
 	pthread_mutex_destroy(&p->lock);
 }
 
+/* After a failure: no job is left in a thread's hands (its source may be
+ * unmapped once the caller returns), and none is pending. */
+static void pool_quiesce(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->taken = p->filled; /* what no thread took yet, none will */
+	for (bool busy = true; busy;) {
+		busy = false;
+		for (int i = 0; i < POOL_RING; i++)
+			busy |= p->jobs[i].state == 2;
+		if (busy)
+			pthread_cond_wait(&p->cond, &p->lock);
+	}
+	for (int i = 0; i < POOL_RING; i++)
+		p->jobs[i].state = 0;
+	p->written = p->filled;
+	pthread_mutex_unlock(&p->lock);
+}
+
 /* Writes the finished jobs, in order; with all, waits for every one. */
 static int pool_drain(struct pool *p, struct sink *s, bool all)
 {
@@ -709,8 +728,10 @@ static int write_memory_image(struct sink *s, struct pool *p, const struct mem_f
 			j->src = (const uint8_t *)f->iov[seg].iov_base + seg_off;
 			seg_off += len;
 		} else {
-			if (!j->copy && !(j->copy = malloc(MEMORY_CHUNK)))
-				return -ENOMEM;
+			if (!j->copy && !(j->copy = malloc(MEMORY_CHUNK))) {
+				r = -ENOMEM;
+				break;
+			}
 			size_t got = 0;
 			while (got < len && seg < f->n_iov) {
 				size_t n = f->iov[seg].iov_len - seg_off;
@@ -725,8 +746,10 @@ static int write_memory_image(struct sink *s, struct pool *p, const struct mem_f
 					seg_off = 0;
 				}
 			}
-			if (got < len)
-				return -EINVAL;
+			if (got < len) {
+				r = -EINVAL;
+				break;
+			}
 			j->src = j->copy;
 		}
 		j->len = len;
@@ -742,6 +765,8 @@ static int write_memory_image(struct sink *s, struct pool *p, const struct mem_f
 	}
 	if (r == 0)
 		r = pool_drain(p, s, true);
+	if (r < 0)
+		pool_quiesce(p); /* f's memory may go once we return */
 	if (r == 0)
 		r = add_frames(m, f->name, first, p);
 	return r;

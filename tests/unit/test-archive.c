@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -256,6 +258,53 @@ static void test_disk_full(void)
 	CHECK(err.msg[0] != '\0');
 	manifest_free(m);
 	close(fd);
+}
+
+static void *read_then_close(void *arg)
+{
+	int *fd = arg;
+	static char buf[1 << 16];
+	for (size_t got = 0; got < (3u << 20);) {
+		ssize_t n = read(*fd, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(*fd);
+	return NULL;
+}
+
+/* A reader that goes away while memory is being compressed: the write fails,
+ * and no compressing thread is left reading a mapping the writer has
+ * unmapped on its way out. */
+static void test_reader_gone(void)
+{
+	char src[512], path[600];
+	snprintf(src, sizeof(src), "%s/cut", root);
+	CHECK(util_mkdir_p(src) == 0);
+	size_t n = 64u << 20;
+	char *buf = malloc(n);
+	uint64_t x = 0x9E3779B97F4A7C15ULL;
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		memcpy(buf + i, &x, 8);
+	}
+	snprintf(path, sizeof(path), "%s/pages-1.img", src);
+	CHECK(util_write_file_atomic(path, buf, n) == 0);
+	free(buf);
+	signal(SIGPIPE, SIG_IGN);
+	for (int round = 0; round < 5; round++) {
+		int p[2];
+		CHECK(pipe(p) == 0);
+		pthread_t t;
+		CHECK(pthread_create(&t, NULL, read_then_close, &p[0]) == 0);
+		struct manifest *m = manifest_new();
+		struct image_error err = {{0}};
+		CHECK(image_archive_write(p[1], src, NULL, 0, m, 3, 2, NULL, &err) == -EPIPE);
+		manifest_free(m);
+		pthread_join(t, NULL);
+		close(p[1]);
+	}
 }
 
 static void test_manifest_text(void)
@@ -520,5 +569,5 @@ static void teardown(void)
 }
 
 TEST_MAIN(setup, test_round_trip, test_damage_detected, test_truncation, test_stream_round_trip,
-          test_stream_damage, test_disk_full, test_manifest_text, test_store, test_memory_files,
-          test_lazy, test_lazy_frame_table, teardown)
+          test_stream_damage, test_disk_full, test_reader_gone, test_manifest_text, test_store,
+          test_memory_files, test_lazy, test_lazy_frame_table, teardown)
