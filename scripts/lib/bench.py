@@ -86,14 +86,18 @@ class Output:
                 return end, int(touched.split()[1])
         raise TimeoutError(f"no gap after {t_ns} in {self.path}")
 
-    def gaps_since(self, settle=0.3):
-        """Gap lines that arrived up to now (waiting settle seconds first)."""
+    def gaps_since(self, settle=0.3, timeout=10):
+        """Gap lines that arrived up to now (waiting settle seconds first,
+        and up to timeout seconds for the first: a dump always makes one)."""
         time.sleep(settle)
-        return [
-            (int(p[1]), int(p[2]))
-            for p in (line.split() for line in self.lines())
-            if p[0] == "gap"
-        ]
+        gaps = []
+        deadline = time.monotonic() + timeout
+        while True:
+            gaps += [(int(p[1]), int(p[2])) for p in (line.split() for line in self.lines())
+                     if p and p[0] == "gap"]
+            if gaps or time.monotonic() > deadline:
+                return gaps
+            time.sleep(0.01)
 
 
 def max_gap_ms(gaps):
