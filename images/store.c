@@ -83,6 +83,12 @@ int image_store_incoming_path(const char *dir, uint64_t gen, char *buf, size_t l
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+int image_store_dump_path(const char *dir, uint64_t gen, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/.dump-%" PRIu64, dir, gen);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 void image_store_sweep(const char *dir)
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
@@ -92,8 +98,13 @@ void image_store_sweep(const char *dir)
 		size_t l = strlen(n);
 		bool tmp = !strncmp(n, "gen-", 4) && l > 4 && !strcmp(n + l - 4, ".tmp");
 		bool incoming = !strncmp(n, ".gen-", 5) && l > 9 && !strcmp(n + l - 9, ".incoming");
-		if (tmp || incoming)
+		if (tmp || incoming) {
 			unlinkat(dirfd(d), n, 0);
+		} else if (!strncmp(n, ".dump-", 6)) {
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s/%s", dir, n);
+			util_rm_rf(path);
+		}
 	}
 }
 

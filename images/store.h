@@ -18,8 +18,11 @@ int image_store_path(const char *dir, uint64_t gen, char *buf, size_t len);
  * becomes generation gen. */
 int image_store_incoming_path(const char *dir, uint64_t gen, char *buf, size_t len);
 
-/* Removes what an interrupted commit or arrival left in dir (temporary
- * archives). Call with the workload's lock held. */
+/* The directory CRIU dumps generation gen into before it is stored. */
+int image_store_dump_path(const char *dir, uint64_t gen, char *buf, size_t len);
+
+/* Removes what an interrupted dump, commit or arrival left in dir (dump
+ * directories, temporary archives). Call with the workload's lock held. */
 void image_store_sweep(const char *dir);
 
 /* The committed generations in dir, ascending. *ret is NULL when none. */

@@ -23,7 +23,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -589,7 +588,11 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		gen = s->last_attempted + 1;
 	s->last_attempted = gen;
 	char images[PATH_MAX];
-	snprintf(images, sizeof(images), "%s/.dump-%" PRIu64, cfg->paths.dir, gen);
+	r = image_store_dump_path(cfg->paths.dir, gen, images, sizeof(images));
+	if (r < 0) {
+		snprintf(why, why_len, "state directory path too long: %s", cfg->paths.dir);
+		return r;
+	}
 	util_rm_rf(images);
 	if (mkdir(images, 0700) < 0) {
 		r = -errno;
@@ -2059,24 +2062,6 @@ static bool image_net_config(struct supervisor *s, struct net_config *ret)
 
 /* ---- the loop ----------------------------------------------------------------- */
 
-/* Dump directories a supervisor that ended abruptly left behind (we hold
- * the workload's lock: no other supervisor writes them). */
-static void remove_stale_dumps(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strncmp(e->d_name, ".dump-", 6) != 0)
-			continue;
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		util_rm_rf(path);
-	}
-	closedir(d);
-}
-
 int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 {
 	(void)lock_fd;
@@ -2113,8 +2098,6 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			          s.criu_version % 100);
 		return -ENOENT;
 	}
-
-	remove_stale_dumps(cfg->paths.dir);
 
 	sigset_t mask;
 	sigemptyset(&mask);

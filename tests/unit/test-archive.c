@@ -379,13 +379,17 @@ static void test_store(void)
 	snprintf(path, sizeof(path), "%s/gen-000000000005.cryo.tmp", store);
 	CHECK(access(path, F_OK) < 0);
 
-	/* What an interrupted commit or arrival left is swept; generations stay. */
-	char inc[600];
+	/* What an interrupted dump, commit or arrival left is swept;
+	 * generations stay. */
+	char inc[600], dump[600], dumped[700];
 	CHECK(util_write_file_atomic(path, "x", 1) == 0);
 	CHECK(image_store_incoming_path(store, 6, inc, sizeof(inc)) == 0);
 	CHECK(util_write_file_atomic(inc, "x", 1) == 0);
+	CHECK(image_store_dump_path(store, 7, dump, sizeof(dump)) == 0);
+	snprintf(dumped, sizeof(dumped), "%s/pages-1.img", dump);
+	CHECK(util_mkdir_p(dump) == 0 && util_write_file_atomic(dumped, "x", 1) == 0);
 	image_store_sweep(store);
-	CHECK(access(path, F_OK) < 0 && access(inc, F_OK) < 0);
+	CHECK(access(path, F_OK) < 0 && access(inc, F_OK) < 0 && access(dump, F_OK) < 0);
 	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 3);
 	free(gens);
 }
