@@ -1652,13 +1652,16 @@ static int lazy_extract(struct image_lazy *l, ZSTD_DCtx *d)
 			break;
 		}
 		XXH3_128bits_reset(h);
-		_cleanup_close_ int ofd = openat(
-		    l->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		r = ofd < 0 ? -errno : source_read(&s, NULL, size, ofd, h);
+		/* Without a directory (a base generation's), checked only. */
+		_cleanup_close_ int ofd =
+		    l->dfd < 0 ? -1
+		               : openat(l->dfd, name,
+		                        O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		r = ofd < 0 && l->dfd >= 0 ? -errno : source_read(&s, NULL, size, ofd, h);
 		XXH128_canonical_t c;
 		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
 		XXH3_freeState(h);
-		if (ofd < 0)
+		if (ofd < 0 && l->dfd >= 0)
 			r = lazy_failed(l, r, "cannot create '%s': %s", name, strerror(-r));
 		else if (r == 0 && memcmp(c.digest, mf->hash, 16) != 0)
 			r = lazy_failed(l, -EBADMSG, "checksum mismatch in '%s'", name);
@@ -1733,8 +1736,8 @@ int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, stru
 		goto fail;
 	}
 	l->map = map;
-	l->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (l->dfd < 0) {
+	l->dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (dir && l->dfd < 0) {
 		r = fail(err, -errno, "cannot open '%s': %m", dir);
 		goto fail;
 	}

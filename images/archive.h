@@ -94,7 +94,8 @@ struct page_index;
 
 /* Starts extracting archive fd in a thread of its own and returns at once:
  * CRIU's memory images (pages-*.img) go into memory, every other file into
- * dir (an existing, empty directory). Each chunk of memory is checked by
+ * dir (an existing, empty directory; with NULL they are only checked). Each
+ * chunk of memory is checked by
  * its frame's checksum as it is decompressed; the files' and the body's
  * checksums when all is in. A format 1 image cannot be read this way
  * (-EPROTONOSUPPORT). With want_index, the thread also

@@ -381,6 +381,113 @@ int delta_decode(const char *delta_path, const char *base_dir, const char *out_p
 	return r;
 }
 
+void delta_map_clear(struct delta_map *m)
+{
+	for (size_t i = 0; i < m->n_names; i++)
+		free(m->names[i]);
+	free(m->names);
+	free(m->runs);
+	memset(m, 0, sizeof(*m));
+}
+
+int delta_map_parse(const uint8_t *data, size_t len, struct delta_map *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (len < 20 || memcmp(data, magic, 8) != 0)
+		return -EBADMSG;
+	uint32_t n_names;
+	memcpy(&out->size, data + 8, 8);
+	memcpy(&n_names, data + 16, 4);
+	out->size = le64toh(out->size);
+	n_names = le32toh(n_names);
+	if (n_names > 65536 || out->size % DELTA_PAGE_SIZE)
+		return -EBADMSG;
+	out->names = calloc(n_names ? n_names : 1, sizeof(char *));
+	if (!out->names)
+		return -ENOMEM;
+	size_t at = 20;
+	int r = 0;
+	for (uint32_t i = 0; i < n_names && r == 0; i++) {
+		uint16_t l;
+		if (len - at < 2) {
+			r = -EBADMSG;
+			break;
+		}
+		memcpy(&l, data + at, 2);
+		l = le16toh(l);
+		at += 2;
+		if (l == 0 || l > NAME_MAX || len - at < l || memchr(data + at, '/', l)) {
+			r = -EBADMSG;
+			break;
+		}
+		out->names[i] = strndup((const char *)data + at, l);
+		r = out->names[i] ? 0 : -ENOMEM;
+		out->n_names++;
+		at += l;
+	}
+	size_t cap = 0;
+	uint64_t page = 0, pages_total = out->size / DELTA_PAGE_SIZE;
+	while (r == 0) {
+		struct record rec;
+		if (len - at < sizeof(rec)) {
+			r = -EBADMSG;
+			break;
+		}
+		memcpy(&rec, data + at, sizeof(rec));
+		at += sizeof(rec);
+		uint32_t op = le32toh(rec.op);
+		uint64_t pages = le32toh(rec.pages), arg = le64toh(rec.arg);
+		if (op == OP_END)
+			break;
+		if ((op != OP_LITERAL && op != OP_COPY) || pages > pages_total - page ||
+		    (op == OP_COPY && (arg >> PAGE_BITS) >= out->n_names) ||
+		    (op == OP_LITERAL && pages * DELTA_PAGE_SIZE > len - at)) {
+			r = -EBADMSG;
+			break;
+		}
+		if (out->n_runs == cap) {
+			cap = cap ? 2 * cap : 64;
+			struct delta_run *n = realloc(out->runs, cap * sizeof(*n));
+			if (!n) {
+				r = -ENOMEM;
+				break;
+			}
+			out->runs = n;
+		}
+		struct delta_run *run = &out->runs[out->n_runs++];
+		*run = (struct delta_run){.first = page, .pages = pages};
+		if (op == OP_LITERAL) {
+			run->base = DELTA_STORED;
+			run->offset = at;
+			at += pages * DELTA_PAGE_SIZE;
+		} else {
+			run->base = (uint32_t)(arg >> PAGE_BITS);
+			run->offset = arg & ((1ULL << PAGE_BITS) - 1);
+		}
+		page += pages;
+	}
+	if (r == 0 && page != pages_total)
+		r = -EBADMSG;
+	if (r < 0)
+		delta_map_clear(out);
+	return r;
+}
+
+const struct delta_run *delta_map_find(const struct delta_map *m, uint64_t p)
+{
+	size_t lo = 0, hi = m->n_runs;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (m->runs[mid].first + m->runs[mid].pages <= p)
+			lo = mid + 1;
+		else if (m->runs[mid].first > p)
+			hi = mid;
+		else
+			return &m->runs[mid];
+	}
+	return NULL;
+}
+
 static void hash_hex(const void *data, size_t len, char out[33])
 {
 	XXH128_canonical_t c;

@@ -48,6 +48,29 @@ void delta_file_clear(struct delta_file *d);
  * -EBADMSG if the stream is malformed or refers to what the base lacks. */
 int delta_decode(const char *delta_path, const char *base_dir, const char *out_path);
 
+/* A delta stream read in memory: where each page of the rebuilt file is. */
+struct delta_run {
+	uint64_t first;  /* its first page in the rebuilt file */
+	uint64_t pages;  /* how many */
+	uint32_t base;   /* DELTA_STORED, or the index of a base file name */
+	uint64_t offset; /* stored: byte offset in the stream; else the base file's page */
+};
+#define DELTA_STORED UINT32_MAX
+
+struct delta_map {
+	uint64_t size; /* of the rebuilt file */
+	char **names;  /* the base files it takes pages from */
+	size_t n_names;
+	struct delta_run *runs; /* in order, covering the whole file */
+	size_t n_runs;
+};
+
+/* Parses the delta stream at data (len bytes). -EBADMSG if malformed. */
+int delta_map_parse(const uint8_t *data, size_t len, struct delta_map *out);
+void delta_map_clear(struct delta_map *m);
+/* The run holding page p of the rebuilt file, or NULL past its end. */
+const struct delta_run *delta_map_find(const struct delta_map *m, uint64_t p);
+
 /* Whether a CRIU image file is a memory image worth delta-encoding. */
 bool delta_applies_to(const char *name);
 

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "store.h"
+#include "chain.h"
 #include "util.h"
 
 #include <errno.h>
@@ -115,13 +116,11 @@ struct supervisor {
 /* A lazy restore whose memory is still on its way: the archive being
  * decompressed (images), CRIU's lazy-pages daemon fed from it (glue). */
 struct lazy_restore {
-	struct image_lazy *images;
+	struct image_chain *images;
 	struct criu_glue_lazy *glue;
-	int fd;  /* the archive */
 	int efd; /* eventfd: the daemon is done */
 	char dir[PATH_MAX];
 	uint64_t gen, t0;
-	unsigned chain;
 };
 
 static int lazy_end(struct supervisor *s, bool abort);
@@ -895,8 +894,8 @@ static const void *lazy_get(void *ctx, const char *name, uint64_t off, uint64_t 
 {
 	struct lazy_restore *lz = ctx;
 	uint64_t size;
-	const uint8_t *p = image_lazy_memory(lz->images, name, &size);
-	if (!p || image_lazy_get(lz->images, p, off, len) < 0)
+	const uint8_t *p = image_chain_memory(lz->images, name, &size);
+	if (!p || image_chain_get(lz->images, p, off, len) < 0)
 		return NULL;
 	return p + off;
 }
@@ -906,11 +905,9 @@ static void lazy_free(struct lazy_restore *lz)
 	if (!lz)
 		return;
 	if (lz->images)
-		image_lazy_cancel(lz->images);
+		image_chain_cancel(lz->images);
 	criu_glue_lazy_free(lz->glue);
-	image_lazy_free(lz->images);
-	if (lz->fd >= 0)
-		close(lz->fd);
+	image_chain_free(lz->images);
 	if (lz->efd >= 0)
 		close(lz->efd);
 	if (lz->dir[0])
@@ -936,16 +933,18 @@ static int lazy_end(struct supervisor *s, bool abort)
 		struct page_index *idx = NULL;
 		r = criu_glue_lazy_finish(lz->glue, &cerr);
 		if (r < 0)
-			image_lazy_cancel(lz->images);
-		int ri = image_lazy_finish(lz->images, NULL, &idx, &ierr);
+			image_chain_cancel(lz->images);
+		uint64_t bad = lz->gen;
+		unsigned chain = 0;
+		int ri = image_chain_finish(lz->images, &idx, &chain, &bad, &ierr);
 		if (ri < 0 && ri != -ECANCELED) {
 			log_error("generation %" PRIu64
 			          " of '%s' turned out damaged while its memory "
 			          "was coming back (%s); set aside as gen-%012" PRIu64
 			          ".cryo.damaged, restoring again",
-			          lz->gen, cfg->name, ierr.msg, lz->gen);
+			          bad, cfg->name, ierr.msg, bad);
 			if (ri == -EBADMSG)
-				image_store_set_aside(cfg->paths.dir, lz->gen);
+				image_store_set_aside(cfg->paths.dir, bad);
 			r = ri;
 		} else if (r < 0) {
 			log_error(
@@ -970,7 +969,7 @@ static int lazy_end(struct supervisor *s, bool abort)
 			          cfg->name, (double)(util_now_ns() - lz->t0) / 1e6);
 			page_index_free(s->index);
 			s->index = idx;
-			s->chain = lz->chain;
+			s->chain = chain;
 		}
 	}
 	lazy_free(lz);
@@ -998,10 +997,11 @@ static int lazy_settle(struct supervisor *s, char *why, size_t why_len)
 	             : 0;
 }
 
-/* Restores whole generation gen with its memory to follow. Returns 0, or
- * -EBADMSG for a damaged image, or -EAGAIN when it is not to be restored
- * this way (an incremental generation, an image without its eager pages, a
- * lazy-pages daemon that does not start): the caller restores it in full. */
+/* Restores generation gen with its memory to follow (from the generations
+ * it is built on too, if it is incremental). Returns 0, or -EBADMSG for a
+ * damaged image, or -EAGAIN when it is not to be restored this way (an
+ * image of format 1 or without its eager pages, a lazy-pages daemon that
+ * does not start): the caller restores it in full. */
 static int restore_lazily(struct supervisor *s, uint64_t gen)
 {
 	const struct supervisor_config *cfg = s->cfg;
@@ -1009,40 +1009,37 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 	struct image_error ierr = {{0}};
 	if (image_store_read_manifest(cfg->paths.dir, gen, &m, &ierr) < 0)
 		return -EAGAIN; /* the full restore says what is wrong */
-	bool whole = !manifest_get(m, "base");
 	uint64_t ino[4];
 	manifest_inodes(m, ino);
 	manifest_free(m);
-	if (!whole)
-		return -EAGAIN;
 	struct lazy_restore *lz = calloc(1, sizeof(*lz));
 	if (!lz)
 		return -EAGAIN;
-	*lz = (struct lazy_restore){.fd = -1, .efd = -1, .gen = gen, .t0 = util_now_ns()};
-	char path[PATH_MAX], why[600] = "";
+	*lz = (struct lazy_restore){.efd = -1, .gen = gen, .t0 = util_now_ns()};
+	char why[600] = "";
 	struct criu_glue_error cerr = {{0}};
 	int r = make_restore_dir(s, gen, lz->dir, sizeof(lz->dir));
 	if (r < 0) {
 		lz->dir[0] = '\0';
 		goto full;
 	}
-	image_store_path(cfg->paths.dir, gen, path, sizeof(path));
-	lz->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (lz->fd < 0)
-		goto full;
-	r = image_lazy_open(lz->fd, lz->dir, cfg->incremental, gen, &lz->images, &ierr);
-	if (r == 0)
-		r = image_lazy_wait_files(lz->images, &ierr);
+	uint64_t bad = gen;
+	r = image_chain_open(cfg->paths.dir, gen, lz->dir, cfg->incremental, &lz->images, &bad,
+	                     &ierr);
+	if (r == 0) {
+		bad = gen;
+		r = image_chain_wait_files(lz->images, &ierr);
+	}
 	if (r == -EBADMSG) {
 		log_error("generation %" PRIu64 " of '%s' is damaged (%s); set aside as "
 		          "gen-%012" PRIu64 ".cryo.damaged",
-		          gen, cfg->name, ierr.msg, gen);
+		          bad, cfg->name, ierr.msg, bad);
 		lazy_free(lz);
-		image_store_set_aside(cfg->paths.dir, gen);
+		image_store_set_aside(cfg->paths.dir, bad);
 		return r;
 	}
 	if (r < 0) {
-		snprintf(why, sizeof(why), "%s", ierr.msg);
+		snprintf(why, sizeof(why), "%s", ierr.msg[0] ? ierr.msg : strerror(-r));
 		goto full;
 	}
 	r = criu_glue_eager_apply(lz->dir, &cerr);

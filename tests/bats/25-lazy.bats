@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # Lazy restore: the program runs again before its memory is all back; what
-# it reads is what it had, a checkpoint taken meanwhile is whole, a damaged
-# piece of memory is caught, and --no-lazy-restore restores in full.
+# it reads is what it had (also through incremental generations), a
+# checkpoint taken meanwhile is whole, a damaged piece of memory is caught,
+# and --no-lazy-restore restores in full.
 
 load helpers
 
@@ -32,18 +33,33 @@ LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 	wait_for 30 test ! -e "$STATE/lc/lazy-pages.socket"
 }
 
-@test "an incremental generation is restored in full, and reads as it was" {
+@test "an incremental generation is restored lazily through those it is built on, and reads as it was" {
 	start_cryo lc -- "$LAZY_CHECK" 64
 	wait_for 60 grep -q '^filled 16384 pages$' "$STATE/lc.out"
 	kill -KILL "$(prog_pid lc)"
 	wait_for 60 grep -q '^checked 16384 pages after checkpoint 0: ok$' "$STATE/lc.out"
-	# Generation 2 shares its pages with 1: stored as a delta.
+	# Generation 2, the copy's checkpoint then, is a delta on 1.
 	run "$CRYO" inspect lc@2
 	assert_output --partial "incremental on generation 1"
 	kill -KILL "$(prog_pid lc)"
 	wait_for 60 grep -q '^checked 16384 pages after checkpoint 1: ok$' "$STATE/lc.out"
-	run grep -c "restored 'lc' from generation 2 in [0-9.]* ms (program PID [0-9]*)$" "$STATE/lc.err"
+	run grep -c "restored 'lc' from generation 2 in .* its memory follows lazily)" "$STATE/lc.err"
 	assert_output 1
+	# Once its memory is all in, the next checkpoint is a delta on it.
+	run "$CRYO" checkpoint lc
+	assert_success
+	run "$CRYO" inspect lc@3
+	assert_output --partial "incremental on generation 2"
+	# Restored through 3, 2 and 1.
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q "restored 'lc' from generation 3 in .* its memory follows lazily)" "$STATE/lc.err"
+	wait_for 30 has_pid lc
+	kill -USR1 "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 16384 pages on request: ok$' "$STATE/lc.out"
+	run grep -c "differs" "$STATE/lc.out"
+	assert_output 0
+	run grep -c "damaged\|in full" "$STATE/lc.err"
+	assert_output 0
 }
 
 @test "--no-lazy-restore restores all the memory before the program runs" {

@@ -71,9 +71,27 @@ static void test_round_trip(void)
 	      memcmp(got, next, len) == 0);
 	free(got);
 
-	/* A stream cut short, or naming a base file that is not there. */
+	/* Read in memory, page by page as a lazy restore does, through its map. */
 	char *buf = NULL;
 	CHECK(util_read_file(stream, &buf, &len) == 0);
+	struct delta_map map;
+	CHECK(delta_map_parse((const uint8_t *)buf, len, &map) == 0);
+	CHECK(map.size == sizeof(next) && map.n_names == 1 && !strcmp(map.names[0], "pages-1.img"));
+	for (uint64_t p = 0; p < PAGES + 8; p++) {
+		const struct delta_run *run = delta_map_find(&map, p);
+		CHECK(run && run->first <= p && p < run->first + run->pages);
+		const uint8_t *src =
+		    run->base == DELTA_STORED
+		        ? (const uint8_t *)buf + run->offset + (p - run->first) * DELTA_PAGE_SIZE
+		        : base + (run->offset + p - run->first) * DELTA_PAGE_SIZE;
+		CHECK(memcmp(src, next + p * DELTA_PAGE_SIZE, DELTA_PAGE_SIZE) == 0);
+	}
+	CHECK(delta_map_find(&map, PAGES + 8) == NULL);
+	delta_map_clear(&map);
+	CHECK(delta_map_parse((const uint8_t *)buf, len - 20, &map) == -EBADMSG);
+	CHECK(delta_map_parse((const uint8_t *)"garbage garbage garbage", 23, &map) == -EBADMSG);
+
+	/* A stream cut short, or naming a base file that is not there. */
 	CHECK(util_write_file_atomic(stream, buf, len - 20) == 0);
 	CHECK(delta_decode(stream, base_dir, out) == -EBADMSG);
 	CHECK(util_write_file_atomic(stream, buf, len) == 0);

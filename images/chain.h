@@ -1,0 +1,45 @@
+/* A generation restored lazily together with the generations it is built on.
+ * Its memory images come out as the program had them: a whole generation's
+ * straight from its archive (image_lazy), an incremental one's rebuilt page
+ * run by page run, on demand, from its deltas and from its bases' memory,
+ * each of those read lazily in turn. See images/FORMAT.md. */
+#pragma once
+
+#include "archive.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct image_chain;
+
+/* Starts reading generation gen of the store in dir_store and every
+ * generation it is built on: gen's small files go into dir (an existing,
+ * empty directory), the memory stays in memory. With want_index, finishing
+ * builds gen's page index. -EBADMSG names a damaged generation in
+ * *bad_gen; -EPROTONOSUPPORT for images that cannot be read lazily. */
+int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool want_index,
+                     struct image_chain **ret, uint64_t *bad_gen, struct image_error *err);
+
+/* Waits until gen's small files are in dir. */
+int image_chain_wait_files(struct image_chain *c, struct image_error *err);
+
+/* Memory image name as the program had it (*size bytes), to be read only
+ * where image_chain_get() said so; NULL if gen has no such image. */
+const uint8_t *image_chain_memory(struct image_chain *c, const char *name, uint64_t *size);
+
+/* Makes [off, off + len) of data (from image_chain_memory()) readable,
+ * both a multiple of 4096 for an incremental generation. Called by one
+ * thread at a time. -EBADMSG if a piece of it turned out damaged. */
+int image_chain_get(struct image_chain *c, const uint8_t *data, uint64_t off, uint64_t len);
+
+/* Once the program has everything it asked for: waits until every
+ * generation's memory is in, verifies it all (an incremental generation's
+ * rebuilt images against their checksums), and hands over gen's page index
+ * (with want_index) and how many incremental generations lead to it. On
+ * -EBADMSG, *bad_gen is the damaged generation. */
+int image_chain_finish(struct image_chain *c, struct page_index **index, unsigned *chain,
+                       uint64_t *bad_gen, struct image_error *err);
+
+/* Stops the reading threads (the program is gone). */
+void image_chain_cancel(struct image_chain *c);
+void image_chain_free(struct image_chain *c);
