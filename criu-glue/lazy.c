@@ -363,6 +363,9 @@ int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err)
 
 /* ---- the daemon and its page server ---------------------------------------------- */
 
+/* Pieces of pages per sendmsg (the header makes one more: IOV_MAX). */
+#define PS_MAX_IOV 1023
+
 struct criu_glue_lazy {
 	struct criu_glue_lazy_opts o;
 	char *images_dir, *log_dir, *log_name;
@@ -465,21 +468,29 @@ static int answer_get(struct criu_glue_lazy *l, struct ps_iov *pi)
 	}
 	if (n > pi->nr_pages)
 		n = pi->nr_pages;
-	const void *data = l->o.source.get(l->o.source.ctx, pm->pages_name, off, n * PAGE_SIZE);
-	if (!data)
-		return util_fail(l->why, sizeof(l->why), -EIO,
-		                 "the memory image %s is not to be had", pm->pages_name);
 	struct ps_iov reply = {
 	    .cmd = (PE_PRESENT << PS_CMD_BITS) | PS_IOV_ADD_F,
 	    .nr_pages = n,
 	    .vaddr = pi->vaddr,
 	    .dst_id = pi->dst_id,
 	};
-	struct iovec iov[2] = {{&reply, sizeof(reply)}, {(void *)data, n * PAGE_SIZE}};
-	int r = send_all(l->sk, iov, 2);
-	if (r < 0)
-		return util_fail(l->why, sizeof(l->why), r, "cannot send pages to CRIU: %s",
-		                 strerror(-r));
+	/* The header, then the pages in as many pieces as the source has them. */
+	struct iovec iov[PS_MAX_IOV + 1] = {{&reply, sizeof(reply)}};
+	int k = 1;
+	for (uint64_t done = 0, len = n * PAGE_SIZE; done < len;) {
+		int got = 0;
+		int64_t c = l->o.source.get(l->o.source.ctx, pm->pages_name, off + done, len - done,
+		                            iov + k, PS_MAX_IOV, &got);
+		if (c <= 0)
+			return util_fail(l->why, sizeof(l->why), c < 0 ? (int)c : -EIO,
+			                 "the memory image %s is not to be had", pm->pages_name);
+		int r = send_all(l->sk, iov, k + got);
+		if (r < 0)
+			return util_fail(l->why, sizeof(l->why), r, "cannot send pages to CRIU: %s",
+			                 strerror(-r));
+		done += (uint64_t)c;
+		k = 0;
+	}
 	l->pages_sent += n;
 	return 0;
 }

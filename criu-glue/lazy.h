@@ -15,6 +15,7 @@
 #include "memfile.h"
 
 #include <stdint.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 
 /* Writes, into dir, the eager-*.img of every pagemap-*.img of the dump in dir
@@ -30,8 +31,13 @@ int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err);
 /* Where the page server finds the memory images. get returns the address
  * of bytes [off, off + len) of memory image name once they are in (it may
  * wait), or NULL if they never will be. */
+/* Where the page server finds the pages of a pages image: get() fills at
+ * most max_iov pieces with the bytes from off on (in order, each a whole
+ * number of pages), as many as fit up to len, and returns how many bytes
+ * they cover (> 0), or a negative errno. */
 struct criu_glue_lazy_source {
-	const void *(*get)(void *ctx, const char *name, uint64_t off, uint64_t len);
+	int64_t (*get)(void *ctx, const char *name, uint64_t off, uint64_t len, struct iovec *iov,
+	               int max_iov, int *n_iov);
 	void *ctx;
 };
 

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -21,7 +20,9 @@
 #define MAX_LEVELS 16
 
 /* A memory image of an incremental generation: its delta stream, parsed
- * once it is all in; at the top, the image rebuilt as far as asked. */
+ * once it is all in. Its pages are never copied into a file of their own:
+ * they are handed out where they are (the stream's stored pages, the
+ * base's memory). */
 struct chain_file {
 	char *name;
 	uint64_t size;    /* rebuilt */
@@ -29,7 +30,6 @@ struct chain_file {
 	bool parsed;
 	struct delta_map map;
 	const uint8_t *delta; /* the stream, in the level's lazy memory */
-	uint8_t *data;        /* top level only: anonymous, size bytes */
 };
 
 struct level {
@@ -60,7 +60,7 @@ static int parse_hash(const char *hex, uint8_t out[16])
 }
 
 /* The delta'd images an incremental generation's manifest lists. */
-static int level_files(struct level *v, const struct manifest *m, bool top)
+static int level_files(struct level *v, const struct manifest *m)
 {
 	for (size_t i = 0; i < m->n_entries; i++) {
 		if (strcmp(m->keys[i], "delta") != 0)
@@ -80,14 +80,6 @@ static int level_files(struct level *v, const struct manifest *m, bool top)
 			return -ENOMEM;
 		if (parse_hash(hex, f->hash) < 0)
 			return -EBADMSG;
-		if (top && size) {
-			f->data = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-			if (f->data == MAP_FAILED) {
-				f->data = NULL;
-				return -ENOMEM;
-			}
-		}
 	}
 	return 0;
 }
@@ -114,7 +106,7 @@ static int level_open(struct image_chain *c, const char *store_dir, uint64_t gen
 	v->base = manifest_get_u64(m, "base", 0);
 	if (c->n == 1)
 		c->chain = (unsigned)manifest_get_u64(m, "chain", 0);
-	r = v->incremental ? level_files(v, m, c->n == 1) : 0;
+	r = v->incremental ? level_files(v, m) : 0;
 	manifest_free(m);
 	if (r < 0)
 		return r == -EBADMSG ? util_fail(err->msg, sizeof(err->msg), r,
@@ -168,18 +160,6 @@ int image_chain_wait_files(struct image_chain *c, struct image_error *err)
 	return image_lazy_wait_files(c->lv[0].l, err);
 }
 
-const uint8_t *image_chain_memory(struct image_chain *c, const char *name, uint64_t *size)
-{
-	struct level *v = &c->lv[0];
-	if (!v->incremental)
-		return image_lazy_memory(v->l, name, size);
-	struct chain_file *f = level_file(v, name);
-	if (!f)
-		return NULL;
-	*size = f->size;
-	return f->data;
-}
-
 /* Level i's delta stream for f, whole and parsed. */
 static int file_parse(struct level *v, struct chain_file *f)
 {
@@ -201,10 +181,33 @@ static int file_parse(struct level *v, struct chain_file *f)
 	return 0;
 }
 
-/* Copies pages [page, page + n) of memory image name, as level i rebuilds
- * it, to dst. On -EBADMSG, *bad is the generation at fault. */
+/* Pieces of memory, in order, as many as fit. */
+struct gather {
+	struct iovec *iov;
+	int max, n;
+	uint64_t pages; /* covered so far */
+	bool full;
+};
+
+static void gather_add(struct gather *g, const uint8_t *p, uint64_t pages)
+{
+	struct iovec *last = g->n ? &g->iov[g->n - 1] : NULL;
+	if (last && (const uint8_t *)last->iov_base + last->iov_len == p) {
+		last->iov_len += pages * DELTA_PAGE_SIZE;
+	} else if (g->n == g->max) {
+		g->full = true;
+		return;
+	} else {
+		g->iov[g->n++] = (struct iovec){(void *)p, pages * DELTA_PAGE_SIZE};
+	}
+	g->pages += pages;
+}
+
+/* Gathers pages [page, page + n) of memory image name as level i rebuilds
+ * it, waiting for whatever is not in yet, until g is full. On -EBADMSG,
+ * *bad is the generation at fault. */
 static int resolve(struct image_chain *c, size_t i, const char *name, uint64_t page, uint64_t n,
-                   uint8_t *dst, uint64_t *bad)
+                   struct gather *g, uint64_t *bad)
 {
 	struct level *v = &c->lv[i];
 	*bad = v->gen;
@@ -216,14 +219,14 @@ static int resolve(struct image_chain *c, size_t i, const char *name, uint64_t p
 			return -EBADMSG; /* a delta refers to what its base lacks */
 		int r = image_lazy_get(v->l, p, off, len);
 		if (r == 0)
-			memcpy(dst, p + off, len);
+			gather_add(g, p + off, n);
 		return r;
 	}
 	struct chain_file *f = level_file(v, name);
 	if (!f)
 		return -EBADMSG;
 	int r = file_parse(v, f);
-	while (r == 0 && n > 0) {
+	while (r == 0 && n > 0 && !g->full) {
 		*bad = v->gen;
 		const struct delta_run *run = delta_map_find(&f->map, page);
 		if (!run)
@@ -231,37 +234,81 @@ static int resolve(struct image_chain *c, size_t i, const char *name, uint64_t p
 		uint64_t skip = page - run->first, k = run->pages - skip;
 		if (k > n)
 			k = n;
-		if (run->base == DELTA_STORED) {
-			memcpy(dst, f->delta + run->offset + skip * DELTA_PAGE_SIZE,
-			       k * DELTA_PAGE_SIZE);
-		} else if (i + 1 < c->n) {
-			r = resolve(c, i + 1, f->map.names[run->base], run->offset + skip, k, dst,
+		if (run->base == DELTA_STORED)
+			gather_add(g, f->delta + run->offset + skip * DELTA_PAGE_SIZE, k);
+		else if (i + 1 < c->n)
+			r = resolve(c, i + 1, f->map.names[run->base], run->offset + skip, k, g,
 			            bad);
-		} else {
+		else
 			r = -EBADMSG;
-		}
 		page += k;
 		n -= k;
-		dst += k * DELTA_PAGE_SIZE;
 	}
 	return r;
 }
 
-int image_chain_get(struct image_chain *c, const uint8_t *data, uint64_t off, uint64_t len)
+int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, uint64_t len,
+                        struct iovec *iov, int max_iov, int *n_iov)
 {
 	struct level *v = &c->lv[0];
-	if (!v->incremental)
-		return image_lazy_get(v->l, data, off, len);
-	struct chain_file *f = NULL;
-	for (size_t i = 0; i < v->n_files && !f; i++)
-		if (v->files[i].data == data)
-			f = &v->files[i];
+	*n_iov = 0;
+	if (max_iov < 1 || len == 0)
+		return -EINVAL;
+	if (!v->incremental) {
+		uint64_t size = 0;
+		const uint8_t *p = image_lazy_memory(v->l, name, &size);
+		if (!p || off > size || len > size - off)
+			return -EINVAL;
+		int r = image_lazy_get(v->l, p, off, len);
+		if (r < 0)
+			return r;
+		iov[0] = (struct iovec){(void *)(p + off), len};
+		*n_iov = 1;
+		return (int64_t)len;
+	}
+	struct chain_file *f = level_file(v, name);
 	if (!f || off % DELTA_PAGE_SIZE || len % DELTA_PAGE_SIZE || off > f->size ||
 	    len > f->size - off)
 		return -EINVAL;
+	struct gather g = {iov, max_iov, 0, 0, false};
 	uint64_t bad;
-	return resolve(c, 0, f->name, off / DELTA_PAGE_SIZE, len / DELTA_PAGE_SIZE, f->data + off,
-	               &bad);
+	int r = resolve(c, 0, f->name, off / DELTA_PAGE_SIZE, len / DELTA_PAGE_SIZE, &g, &bad);
+	if (r < 0)
+		return r;
+	*n_iov = g.n;
+	return (int64_t)(g.pages * DELTA_PAGE_SIZE);
+}
+
+/* Checks incremental image f as rebuilt against its checksum and, with
+ * hashes, gives the XXH3-128 of each of its pages. */
+static int file_check(struct image_chain *c, struct chain_file *f, struct page_hash *hashes,
+                      uint64_t *bad)
+{
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_128bits_reset(st);
+	struct iovec iov[256];
+	int r = 0;
+	uint64_t pages = f->size / DELTA_PAGE_SIZE;
+	for (uint64_t p = 0; p < pages && r == 0;) {
+		struct gather g = {iov, 256, 0, 0, false};
+		r = resolve(c, 0, f->name, p, pages - p, &g, bad);
+		for (int k = 0; k < g.n && r == 0; k++) {
+			XXH3_128bits_update(st, iov[k].iov_base, iov[k].iov_len);
+			for (size_t o = 0; hashes && o < iov[k].iov_len; o += DELTA_PAGE_SIZE)
+				*hashes++ = page_hash_of((const uint8_t *)iov[k].iov_base + o);
+		}
+		p += g.pages;
+	}
+	XXH128_canonical_t h;
+	XXH128_canonicalFromHash(&h, XXH3_128bits_digest(st));
+	XXH3_freeState(st);
+	if (r == 0 && memcmp(h.digest, f->hash, 16) != 0) {
+		*bad = c->lv[0].gen;
+		r = -EBADMSG;
+	}
+	return r;
 }
 
 int image_chain_finish(struct image_chain *c, struct page_index **index, unsigned *chain,
@@ -275,31 +322,33 @@ int image_chain_finish(struct image_chain *c, struct page_index **index, unsigne
 		r = image_lazy_finish(c->lv[i].l, NULL, i == 0 && !top->incremental ? index : NULL,
 		                      err);
 	}
-	/* The rebuilt images, whole and as they were dumped. */
+	/* The rebuilt images, as they were dumped; their pages give the index
+	 * for the next delta. */
+	struct page_index *idx =
+	    r == 0 && top->incremental && c->want_index ? page_index_new(top->gen) : NULL;
+	if (r == 0 && top->incremental && c->want_index && !idx)
+		r = -ENOMEM;
 	for (size_t i = 0; top->incremental && i < top->n_files && r == 0; i++) {
 		struct chain_file *f = &top->files[i];
-		r = resolve(c, 0, f->name, 0, f->size / DELTA_PAGE_SIZE, f->data, bad_gen);
-		XXH128_canonical_t h;
-		XXH128_canonicalFromHash(&h, XXH3_128bits(f->data, f->size));
-		if (r == 0 && memcmp(h.digest, f->hash, 16) != 0) {
-			*bad_gen = top->gen;
-			r = -EBADMSG;
+		uint64_t pages = f->size / DELTA_PAGE_SIZE;
+		struct page_hash *hashes =
+		    idx ? malloc((pages ? pages : 1) * sizeof(*hashes)) : NULL;
+		if (idx && !hashes) {
+			r = -ENOMEM;
+			break;
 		}
+		r = file_check(c, f, hashes, bad_gen);
 		if (r < 0)
 			snprintf(err->msg, sizeof(err->msg),
 			         "'%s' does not rebuild as it was dumped", f->name);
+		else if (idx)
+			r = page_index_add_hashes(idx, f->name, hashes, pages);
+		free(hashes);
 	}
-	if (r == 0 && top->incremental && c->want_index) {
-		struct page_index *idx = page_index_new(top->gen);
-		for (size_t i = 0; i < top->n_files && r == 0; i++)
-			r = idx ? page_index_add(idx, top->files[i].name, top->files[i].data,
-			                         top->files[i].size)
-			        : -ENOMEM;
-		if (r == 0)
-			*index = idx;
-		else
-			page_index_free(idx);
-	}
+	if (r == 0 && idx)
+		*index = idx;
+	else
+		page_index_free(idx);
 	*chain = c->chain;
 	return r;
 }
@@ -323,8 +372,6 @@ void image_chain_free(struct image_chain *c)
 		for (size_t k = 0; k < v->n_files; k++) {
 			free(v->files[k].name);
 			delta_map_clear(&v->files[k].map);
-			if (v->files[k].data)
-				munmap(v->files[k].data, v->files[k].size);
 		}
 		free(v->files);
 	}

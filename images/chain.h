@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct image_chain;
 
@@ -23,14 +24,14 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 /* Waits until gen's small files are in dir. */
 int image_chain_wait_files(struct image_chain *c, struct image_error *err);
 
-/* Memory image name as the program had it (*size bytes), to be read only
- * where image_chain_get() said so; NULL if gen has no such image. */
-const uint8_t *image_chain_memory(struct image_chain *c, const char *name, uint64_t *size);
-
-/* Makes [off, off + len) of data (from image_chain_memory()) readable,
- * both a multiple of 4096 for an incremental generation. Called by one
- * thread at a time. -EBADMSG if a piece of it turned out damaged. */
-int image_chain_get(struct image_chain *c, const uint8_t *data, uint64_t off, uint64_t len);
+/* Pages of memory image name as the program had it, from byte off on (both
+ * off and len multiples of 4096 for an incremental generation): fills at
+ * most max_iov pieces, in order, waiting for what is not in yet, and
+ * returns how many bytes they cover (up to len), or -EBADMSG if a piece
+ * turned out damaged, -EINVAL for a range the image lacks. The pieces stay
+ * valid until image_chain_free(). Called by one thread at a time. */
+int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, uint64_t len,
+                        struct iovec *iov, int max_iov, int *n_iov);
 
 /* Once the program has everything it asked for: waits until every
  * generation's memory is in, verifies it all (an incremental generation's

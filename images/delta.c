@@ -4,6 +4,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -117,6 +118,12 @@ static XXH128_hash_t *hash_pages(const uint8_t *data, size_t len)
 	return h;
 }
 
+struct page_hash page_hash_of(const void *page)
+{
+	XXH128_hash_t h = XXH3_128bits(page, DELTA_PAGE_SIZE);
+	return (struct page_hash){h.low64, h.high64};
+}
+
 static int index_add_hashed(struct page_index *idx, const char *name, const XXH128_hash_t *hashes,
                             size_t pages)
 {
@@ -148,6 +155,17 @@ static int index_add_hashed(struct page_index *idx, const char *name, const XXH1
 		idx->used++;
 	}
 	return 0;
+}
+
+_Static_assert(sizeof(struct page_hash) == sizeof(XXH128_hash_t) &&
+                   offsetof(XXH128_hash_t, low64) == offsetof(struct page_hash, low) &&
+                   offsetof(XXH128_hash_t, high64) == offsetof(struct page_hash, high),
+               "page_hash is XXH128_hash_t");
+
+int page_index_add_hashes(struct page_index *idx, const char *name, const struct page_hash *hashes,
+                          size_t pages)
+{
+	return index_add_hashed(idx, name, (const XXH128_hash_t *)hashes, pages);
 }
 
 int page_index_add(struct page_index *idx, const char *name, const uint8_t *data, size_t len)

@@ -26,6 +26,15 @@ uint64_t page_index_generation(const struct page_index *idx);
 /* Adds the pages of file name (len bytes at data, a multiple of the page
  * size) to the index. */
 int page_index_add(struct page_index *idx, const char *name, const uint8_t *data, size_t len);
+/* A page's XXH3-128. */
+struct page_hash {
+	uint64_t low, high;
+};
+struct page_hash page_hash_of(const void *page);
+
+/* The same as page_index_add(), from the hash of each page, in order. */
+int page_index_add_hashes(struct page_index *idx, const char *name, const struct page_hash *hashes,
+                          size_t pages);
 
 /* A delta-encoded file: a mem_file whose segments point into a header
  * buffer it owns and into the caller's data (which must outlive it). */

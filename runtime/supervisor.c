@@ -890,14 +890,11 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 
 /* Where the page server finds a memory image's bytes: in the archive's
  * decompression, once it got that far. */
-static const void *lazy_get(void *ctx, const char *name, uint64_t off, uint64_t len)
+static int64_t lazy_get(void *ctx, const char *name, uint64_t off, uint64_t len, struct iovec *iov,
+                        int max_iov, int *n_iov)
 {
 	struct lazy_restore *lz = ctx;
-	uint64_t size;
-	const uint8_t *p = image_chain_memory(lz->images, name, &size);
-	if (!p || image_chain_get(lz->images, p, off, len) < 0)
-		return NULL;
-	return p + off;
+	return image_chain_get(lz->images, name, off, len, iov, max_iov, n_iov);
 }
 
 static void lazy_free(struct lazy_restore *lz)

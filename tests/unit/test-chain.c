@@ -1,0 +1,154 @@
+/* A lazy restore through an incremental generation: its pages come out as
+ * they were dumped, in pieces however few the caller takes at a time, and
+ * damage in the base is blamed on the base. */
+#include "chain.h"
+#include "delta.h"
+#include "store.h"
+#include "test.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+static char root[] = "/tmp/cryo-test-chain-XXXXXX";
+
+#define PAGES 768u /* 3 MiB: two pieces of 2 MiB in the archive */
+#define SIZE  ((size_t)PAGES * DELTA_PAGE_SIZE)
+
+static void fill(uint8_t *p, size_t pages, uint64_t seed)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+	for (size_t i = 0; i < pages * DELTA_PAGE_SIZE; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		p[i] = (uint8_t)x;
+	}
+}
+
+static void commit(const char *store, uint64_t gen, const char *src, const struct mem_file *mem,
+                   struct manifest *m)
+{
+	struct image_error err = {{0}};
+	CHECK(image_store_commit(store, gen, src, mem, mem ? 1 : 0, m, 1, 2, NULL, &err) == 0);
+	manifest_free(m);
+}
+
+/* Reads all of pages-1.img through c, max_iov pieces at a time. */
+static int read_all(struct image_chain *c, uint8_t *out, int max_iov)
+{
+	struct iovec iov[16];
+	for (uint64_t off = 0; off < SIZE;) {
+		int n = 0;
+		int64_t got = image_chain_get(c, "pages-1.img", off, SIZE - off, iov, max_iov, &n);
+		if (got < 0)
+			return (int)got;
+		CHECK(got > 0 && n >= 1 && n <= max_iov);
+		for (int k = 0; k < n; k++) {
+			memcpy(out + off, iov[k].iov_base, iov[k].iov_len);
+			off += iov[k].iov_len;
+		}
+	}
+	return 0;
+}
+
+static void test_chain(void)
+{
+	char store[512], src[512], path[700], out[512];
+	snprintf(store, sizeof(store), "%s/store", root);
+	snprintf(src, sizeof(src), "%s/src", root);
+	snprintf(out, sizeof(out), "%s/out", root);
+	CHECK(util_mkdir_p(store) == 0 && util_mkdir_p(src) == 0);
+	snprintf(path, sizeof(path), "%s/core-1.img", src);
+	CHECK(util_write_file_atomic(path, "core", 4) == 0);
+
+	/* Generation 1, whole. */
+	static uint8_t base[SIZE], next[SIZE], got[SIZE];
+	fill(base, PAGES, 1);
+	struct iovec seg = {base, SIZE};
+	struct mem_file whole = {"pages-1.img", &seg, 1, SIZE};
+	commit(store, 1, src, &whole, manifest_new());
+
+	/* Generation 2: every third page new, the rest the base's (some moved). */
+	memcpy(next, base, SIZE);
+	for (size_t p = 0; p < PAGES; p += 3)
+		fill(next + p * DELTA_PAGE_SIZE, 1, 1000 + p);
+	memcpy(next + 10 * DELTA_PAGE_SIZE, base + 500 * DELTA_PAGE_SIZE, DELTA_PAGE_SIZE);
+	struct page_index *idx = page_index_new(1);
+	CHECK(page_index_add(idx, "pages-1.img", base, SIZE) == 0);
+	struct delta_file d;
+	CHECK(delta_encode(idx, "pages-1.img", next, SIZE, &d) == 0);
+	page_index_free(idx);
+	XXH128_canonical_t h;
+	XXH128_canonicalFromHash(&h, XXH3_128bits(next, SIZE));
+	char hex[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", h.digest[i]);
+	struct manifest *m = manifest_new();
+	manifest_add(m, "base", "1");
+	manifest_add(m, "chain", "1");
+	manifest_addf(m, "delta", "pages-1.img %zu %s", SIZE, hex);
+	commit(store, 2, src, &d.mem, m);
+	delta_file_clear(&d);
+
+	for (int max_iov = 1; max_iov <= 16; max_iov += 15) {
+		util_rm_rf(out);
+		CHECK(util_mkdir_p(out) == 0);
+		struct image_chain *c = NULL;
+		struct image_error err = {{0}};
+		uint64_t bad = 0;
+		CHECK(image_chain_open(store, 2, out, true, &c, &bad, &err) == 0);
+		CHECK(image_chain_wait_files(c, &err) == 0);
+		snprintf(path, sizeof(path), "%s/core-1.img", out);
+		CHECK(access(path, F_OK) == 0);
+		memset(got, 0, SIZE);
+		CHECK(read_all(c, got, max_iov) == 0);
+		CHECK(memcmp(got, next, SIZE) == 0);
+		struct page_index *index = NULL;
+		unsigned chain = 0;
+		CHECK(image_chain_finish(c, &index, &chain, &bad, &err) == 0);
+		CHECK(index && page_index_generation(index) == 2 && chain == 1);
+		page_index_free(index);
+		image_chain_free(c);
+	}
+
+	/* A byte of the base's memory flipped: the base is to blame. */
+	image_store_path(store, 1, path, sizeof(path));
+	int fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	off_t at = lseek(fd, 0, SEEK_END) / 2;
+	uint8_t b;
+	CHECK(pread(fd, &b, 1, at) == 1);
+	b ^= 0x40;
+	CHECK(pwrite(fd, &b, 1, at) == 1);
+	close(fd);
+	util_rm_rf(out);
+	CHECK(util_mkdir_p(out) == 0);
+	struct image_chain *c = NULL;
+	struct image_error err = {{0}};
+	uint64_t bad = 0;
+	CHECK(image_chain_open(store, 2, out, false, &c, &bad, &err) == 0);
+	int r = read_all(c, got, 16);
+	unsigned chain = 0;
+	if (r == 0)
+		r = image_chain_finish(c, NULL, &chain, &bad, &err);
+	CHECK(r == -EBADMSG && bad == 1);
+	image_chain_free(c);
+}
+
+static void setup(void)
+{
+	CHECK(mkdtemp(root) != NULL);
+}
+
+static void teardown(void)
+{
+	CHECK(util_rm_rf(root) == 0);
+}
+
+TEST_MAIN(setup, test_chain, teardown)
