@@ -57,7 +57,8 @@ enum {
 	EV_STDIN_PIPE,
 	EV_TIMER,
 	EV_COMMANDS,
-	EV_LAZY,
+	EV_LAZY,         /* the daemon is done */
+	EV_LAZY_CHECKED, /* the memory is checked */
 };
 
 struct last_checkpoint {
@@ -118,9 +119,21 @@ struct supervisor {
 struct lazy_restore {
 	struct image_chain *images;
 	struct criu_glue_lazy *glue;
-	int efd; /* eventfd: the daemon is done */
+	int efd; /* eventfd: the daemon is done, then: the check is */
 	char dir[PATH_MAX];
 	uint64_t gen, t0;
+	/* Once the daemon is done, a thread checks the memory (all of it
+	 * verified, an incremental generation's rebuilt images too, the page
+	 * index built), away from the supervisor's loop. */
+	pthread_t checker;
+	bool checked;  /* the check began */
+	bool checking; /* in checker, to be joined */
+	int daemon_r, check_r;
+	struct criu_glue_error cerr;
+	struct image_error ierr;
+	struct page_index *idx;
+	unsigned chain;
+	uint64_t bad;
 };
 
 static int lazy_end(struct supervisor *s, bool abort);
@@ -912,44 +925,80 @@ static void lazy_free(struct lazy_restore *lz)
 	free(lz);
 }
 
+static void *lazy_check_main(void *arg)
+{
+	struct lazy_restore *lz = arg;
+	lz->check_r = image_chain_finish(lz->images, &lz->idx, &lz->chain, &lz->bad, &lz->ierr);
+	uint64_t one = 1;
+	if (write(lz->efd, &one, sizeof(one)) < 0) {
+		/* An eventfd of ours: it does not fail. */
+	}
+	return NULL;
+}
+
+/* The daemon is done: what it says, then the memory's check in a thread
+ * (its end comes as EV_LAZY_CHECKED). */
+static void lazy_check_start(struct supervisor *s)
+{
+	struct lazy_restore *lz = s->lazy;
+	if (!lz || lz->checked)
+		return;
+	lz->checked = true;
+	uint64_t v;
+	if (read(lz->efd, &v, sizeof(v)) < 0) {
+		/* Not fired yet (lazy_settle() timed out): checked as it stands. */
+	}
+	lz->daemon_r = criu_glue_lazy_finish(lz->glue, &lz->cerr);
+	if (lz->daemon_r < 0)
+		image_chain_cancel(lz->images);
+	lz->bad = lz->gen;
+	ep_mod(s, lz->efd, EPOLLIN, EV_LAZY_CHECKED);
+	if (pthread_create(&lz->checker, NULL, lazy_check_main, lz) == 0) {
+		lz->checking = true;
+		return;
+	}
+	lazy_check_main(lz); /* no thread to be had: here, then */
+}
+
 /* Ends the lazy restore in progress, if any. Without abort, once the daemon
- * is done: checks that all the memory came and was intact; if not, the
- * program cannot run on (what never came reads as zeros) and is killed, to
- * be restored again. With abort: the program is gone already. */
+ * is done: waits for the memory's check; if not all the memory came, or
+ * intact, the program cannot run on (what never came reads as zeros) and is
+ * killed, to be restored again. With abort: the program is gone already. */
 static int lazy_end(struct supervisor *s, bool abort)
 {
 	const struct supervisor_config *cfg = s->cfg;
+	if (!abort)
+		lazy_check_start(s);
 	struct lazy_restore *lz = TAKE_PTR(s->lazy);
 	if (!lz)
 		return 0;
 	ep_del(s, lz->efd);
+	if (abort && lz->images)
+		image_chain_cancel(lz->images);
+	if (lz->checking)
+		pthread_join(lz->checker, NULL);
+	lz->checking = false;
 	int r = 0;
 	if (!abort) {
-		struct criu_glue_error cerr = {{0}};
-		struct image_error ierr = {{0}};
-		struct page_index *idx = NULL;
-		r = criu_glue_lazy_finish(lz->glue, &cerr);
-		if (r < 0)
-			image_chain_cancel(lz->images);
-		uint64_t bad = lz->gen;
-		unsigned chain = 0;
-		int ri = image_chain_finish(lz->images, &idx, &chain, &bad, &ierr);
+		r = lz->daemon_r;
+		int ri = lz->check_r;
 		if (ri < 0 && ri != -ECANCELED) {
 			log_error("generation %" PRIu64
 			          " of '%s' turned out damaged while its memory "
 			          "was coming back (%s); set aside as gen-%012" PRIu64
 			          ".cryo.damaged, restoring again",
-			          bad, cfg->name, ierr.msg, bad);
+			          lz->bad, cfg->name, lz->ierr.msg, lz->bad);
 			if (ri == -EBADMSG)
-				image_store_set_aside(cfg->paths.dir, bad);
+				image_store_set_aside(cfg->paths.dir, lz->bad);
 			r = ri;
 		} else if (r < 0) {
 			log_error(
 			    "the memory of '%s' could not be restored lazily: %s; restoring again",
-			    cfg->name, cerr.msg);
+			    cfg->name, lz->cerr.msg);
+		} else if (ri < 0) {
+			r = ri;
 		}
 		if (r < 0) {
-			page_index_free(idx);
 			/* Gone before the daemon goes (lazy_free()): its faults would
 			 * read zeros then. The namespace's init exits after every
 			 * process in it; its status stays for handle_exit(). */
@@ -965,10 +1014,11 @@ static int lazy_end(struct supervisor *s, bool abort)
 			log_debug("all the memory of '%s' is back, %.1f ms after its restore began",
 			          cfg->name, (double)(util_now_ns() - lz->t0) / 1e6);
 			page_index_free(s->index);
-			s->index = idx;
-			s->chain = chain;
+			s->index = TAKE_PTR(lz->idx);
+			s->chain = lz->chain;
 		}
 	}
+	page_index_free(lz->idx);
 	lazy_free(lz);
 	return r;
 }
@@ -2236,7 +2286,8 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				break;
 			}
 			case EV_COMMANDS: handle_command(&s); break;
-			case EV_LAZY: lazy_end(&s, false); break;
+			case EV_LAZY: lazy_check_start(&s); break;
+			case EV_LAZY_CHECKED: lazy_end(&s, false); break;
 			}
 		}
 		if (s.leave) {
