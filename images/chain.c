@@ -247,32 +247,29 @@ static int resolve(struct image_chain *c, size_t i, const char *name, uint64_t p
 	return r;
 }
 
+/* The size of memory image name as level v has it rebuilt; false if v
+ * has no such image. */
+static bool memory_size(struct level *v, const char *name, uint64_t *size)
+{
+	if (!v->incremental)
+		return image_lazy_memory(v->l, name, size) != NULL;
+	const struct chain_file *f = level_file(v, name);
+	if (f)
+		*size = f->size;
+	return f != NULL;
+}
+
 int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, uint64_t len,
                         struct iovec *iov, int max_iov, int *n_iov)
 {
-	struct level *v = &c->lv[0];
 	*n_iov = 0;
-	if (max_iov < 1 || len == 0)
-		return -EINVAL;
-	if (!v->incremental) {
-		uint64_t size = 0;
-		const uint8_t *p = image_lazy_memory(v->l, name, &size);
-		if (!p || off > size || len > size - off)
-			return -EINVAL;
-		int r = image_lazy_get(v->l, p, off, len);
-		if (r < 0)
-			return r;
-		iov[0] = (struct iovec){(void *)(p + off), len};
-		*n_iov = 1;
-		return (int64_t)len;
-	}
-	struct chain_file *f = level_file(v, name);
-	if (!f || off % DELTA_PAGE_SIZE || len % DELTA_PAGE_SIZE || off > f->size ||
-	    len > f->size - off)
+	uint64_t size = 0;
+	if (!memory_size(&c->lv[0], name, &size) || max_iov < 1 || len == 0 ||
+	    off % DELTA_PAGE_SIZE || len % DELTA_PAGE_SIZE || off > size || len > size - off)
 		return -EINVAL;
 	struct gather g = {iov, max_iov, 0, 0, false};
 	uint64_t bad;
-	int r = resolve(c, 0, f->name, off / DELTA_PAGE_SIZE, len / DELTA_PAGE_SIZE, &g, &bad);
+	int r = resolve(c, 0, name, off / DELTA_PAGE_SIZE, len / DELTA_PAGE_SIZE, &g, &bad);
 	if (r < 0)
 		return r;
 	*n_iov = g.n;

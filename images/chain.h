@@ -24,8 +24,8 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 /* Waits until gen's small files are in dir. */
 int image_chain_wait_files(struct image_chain *c, struct image_error *err);
 
-/* Pages of memory image name as the program had it, from byte off on (both
- * off and len multiples of 4096 for an incremental generation): fills at
+/* Pages of memory image name as the program had it, from byte off on (off
+ * and len multiples of 4096): fills at
  * most max_iov pieces, in order, waiting for what is not in yet, and
  * returns how many bytes they cover (up to len), or -EBADMSG if a piece
  * turned out damaged, -EINVAL for a range the image lacks. The pieces stay
