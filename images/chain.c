@@ -48,38 +48,24 @@ struct image_chain {
 	unsigned chain;
 };
 
-static int parse_hash(const char *hex, uint8_t out[16])
-{
-	for (int i = 0; i < 16; i++) {
-		unsigned v;
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return -EBADMSG;
-		out[i] = (uint8_t)v;
-	}
-	return hex[32] == '\0' ? 0 : -EBADMSG;
-}
-
 /* The delta'd images an incremental generation's manifest lists. */
 static int level_files(struct level *v, const struct manifest *m)
 {
 	for (size_t i = 0; i < m->n_entries; i++) {
 		if (strcmp(m->keys[i], "delta") != 0)
 			continue;
-		char name[256], hex[64];
-		unsigned long long size;
-		if (sscanf(m->values[i], "%255s %llu %63s", name, &size, hex) != 3 ||
-		    size % DELTA_PAGE_SIZE)
+		struct delta_line d;
+		if (delta_line_parse(m->values[i], &d) < 0)
 			return -EBADMSG;
 		struct chain_file *n = realloc(v->files, (v->n_files + 1) * sizeof(*n));
 		if (!n)
 			return -ENOMEM;
 		v->files = n;
 		struct chain_file *f = &v->files[v->n_files++];
-		*f = (struct chain_file){.name = strdup(name), .size = size};
+		*f = (struct chain_file){.name = strdup(d.name), .size = d.size};
 		if (!f->name)
 			return -ENOMEM;
-		if (parse_hash(hex, f->hash) < 0)
-			return -EBADMSG;
+		memcpy(f->hash, d.hash, sizeof(f->hash));
 	}
 	return 0;
 }

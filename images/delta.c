@@ -626,6 +626,23 @@ int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir)
 	return 0;
 }
 
+int delta_line_parse(const char *value, struct delta_line *out)
+{
+	char hex[64];
+	unsigned long long size;
+	if (sscanf(value, "%255s %llu %63s", out->name, &size, hex) != 3 ||
+	    strchr(out->name, '/') || size % DELTA_PAGE_SIZE || strlen(hex) != 32)
+		return -EBADMSG;
+	out->size = size;
+	for (int i = 0; i < 16; i++) {
+		unsigned v;
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return -EBADMSG;
+		out->hash[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
 int delta_describe(const struct delta_dir *d, uint64_t base_generation, struct manifest *m)
 {
 	if (!d->incremental)

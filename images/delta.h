@@ -117,6 +117,15 @@ int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir);
  * "base GEN" and one "delta NAME SIZE HASH" per file. */
 int delta_describe(const struct delta_dir *d, uint64_t base_generation, struct manifest *m);
 
+/* One "delta" value of such a manifest: the file's name, and its size and
+ * XXH3-128 once rebuilt. -EBADMSG if malformed. */
+struct delta_line {
+	char name[256];
+	uint64_t size;
+	uint8_t hash[16];
+};
+int delta_line_parse(const char *value, struct delta_line *out);
+
 /* Builds the page index of a directory of rebuilt images (after a restore). */
 int delta_index_dir(const char *images_dir, uint64_t generation, struct page_index **ret);
 

@@ -269,7 +269,7 @@ static int open_gen(const char *dir, uint64_t gen, struct image_error *err)
 }
 
 /* Checks a rebuilt file against the size and XXH3-128 its delta line gives. */
-static int check_rebuilt(const char *path, uint64_t size, const char *hex)
+static int check_rebuilt(const char *path, uint64_t size, const uint8_t hash[16])
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -292,10 +292,7 @@ static int check_rebuilt(const char *path, uint64_t size, const char *hex)
 	XXH3_freeState(h);
 	if (n < 0)
 		return -errno;
-	char got[33];
-	for (int i = 0; i < 16; i++)
-		snprintf(got + 2 * i, 3, "%02x", c.digest[i]);
-	return total == size && !strcmp(got, hex) ? 0 : -EBADMSG;
+	return total == size && !memcmp(c.digest, hash, 16) ? 0 : -EBADMSG;
 }
 
 int image_store_apply_deltas(const struct manifest *m, const char *dest, const char *base_dir,
@@ -306,23 +303,22 @@ int image_store_apply_deltas(const struct manifest *m, const char *dest, const c
 	for (size_t i = 0; i < m->n_entries && r == 0; i++) {
 		if (strcmp(m->keys[i], "delta") != 0)
 			continue;
-		char name[256], hex[64], path[PATH_MAX], tmp[PATH_MAX + 8];
-		unsigned long long size;
-		if (sscanf(m->values[i], "%255s %llu %63s", name, &size, hex) != 3 ||
-		    strchr(name, '/')) {
+		char path[PATH_MAX], tmp[PATH_MAX + 8];
+		struct delta_line d;
+		if (delta_line_parse(m->values[i], &d) < 0) {
 			snprintf(err->msg, sizeof(err->msg),
 			         "malformed delta entry in the manifest");
 			return -EBADMSG;
 		}
-		snprintf(path, sizeof(path), "%s/%s", dest, name);
+		snprintf(path, sizeof(path), "%s/%s", dest, d.name);
 		snprintf(tmp, sizeof(tmp), "%s.delta", path);
 		r = rename(path, tmp) < 0 ? -errno : delta_decode(tmp, base_dir, path);
 		unlink(tmp);
 		if (r == 0)
-			r = check_rebuilt(path, size, hex);
+			r = check_rebuilt(path, d.size, d.hash);
 		if (r < 0)
 			snprintf(err->msg, sizeof(err->msg),
-			         "'%s' cannot be rebuilt from generation %" PRIu64 ": %s", name,
+			         "'%s' cannot be rebuilt from generation %" PRIu64 ": %s", d.name,
 			         base, r == -EBADMSG ? "checksum mismatch" : strerror(-r));
 	}
 	return r;

@@ -63,10 +63,17 @@ LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 }
 
 @test "--no-lazy-restore restores all the memory before the program runs" {
-	start_cryo lc --no-lazy-restore --no-delta -- "$LAZY_CHECK" 32
+	start_cryo lc --no-lazy-restore -- "$LAZY_CHECK" 32
 	wait_for 60 grep -q '^filled 8192 pages$' "$STATE/lc.out"
 	kill -KILL "$(prog_pid lc)"
 	wait_for 60 grep -q '^checked 8192 pages after checkpoint 0: ok$' "$STATE/lc.out"
+	# Generation 2 is a delta on 1: rebuilt in full too.
+	run "$CRYO" inspect lc@2
+	assert_output --partial "incremental on generation 1"
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 8192 pages after checkpoint 1: ok$' "$STATE/lc.out"
+	run grep -c "restored 'lc' from generation 2 in [0-9.]* ms (program PID [0-9]*)$" "$STATE/lc.err"
+	assert_output 1
 	run grep -c "memory follows lazily" "$STATE/lc.err"
 	assert_output 0
 }
