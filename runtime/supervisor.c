@@ -540,11 +540,6 @@ static struct criu_glue_dump_opts dump_opts(struct supervisor *s, const char *im
  * the whole chain. */
 #define MAX_CHAIN 8
 
-/* Checkpoints the running program. On any failure the program runs on and
- * the stored generations are as they were. Returns the new generation, or a
- * negative errno with the reason in why. */
-/* With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
- * soon as it has been dumped, and *replied says whether that happened. */
 static void *remove_main(void *arg)
 {
 	util_rm_rf(arg);
@@ -574,6 +569,11 @@ static void remove_later(struct supervisor *s, const char *dir)
 	util_rm_rf(dir);
 }
 
+/* Checkpoints the running program. On any failure the program runs on and
+ * the stored generations are as they were. Returns the new generation, or a
+ * negative errno with the reason in why. */
+/* With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
+ * soon as it has been dumped, and *replied says whether that happened. */
 static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
                           bool *replied, char *why, size_t why_len)
 {
@@ -977,25 +977,25 @@ static int lazy_end(struct supervisor *s, bool abort)
 		image_chain_cancel(lz->images);
 	if (lz->checking)
 		pthread_join(lz->checker, NULL);
-	lz->checking = false;
 	int r = 0;
 	if (!abort) {
 		r = lz->daemon_r;
 		int ri = lz->check_r;
-		if (ri < 0 && ri != -ECANCELED) {
+		if (ri == -EBADMSG) {
 			log_error("generation %" PRIu64
 			          " of '%s' turned out damaged while its memory "
 			          "was coming back (%s); set aside as gen-%012" PRIu64
 			          ".cryo.damaged, restoring again",
 			          lz->bad, cfg->name, lz->ierr.msg, lz->bad);
-			if (ri == -EBADMSG)
-				image_store_set_aside(cfg->paths.dir, lz->bad);
+			image_store_set_aside(cfg->paths.dir, lz->bad);
 			r = ri;
 		} else if (r < 0) {
 			log_error(
 			    "the memory of '%s' could not be restored lazily: %s; restoring again",
 			    cfg->name, lz->cerr.msg);
 		} else if (ri < 0) {
+			log_error("the memory of '%s' could not be checked (%s); restoring again",
+			          cfg->name, lz->ierr.msg[0] ? lz->ierr.msg : strerror(-ri));
 			r = ri;
 		}
 		if (r < 0) {
