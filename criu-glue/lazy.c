@@ -17,8 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -361,288 +366,817 @@ int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err)
 	return 0;
 }
 
-/* ---- the daemon and its page server ---------------------------------------------- */
+/* ---- the program's memory, through its userfaultfds --------------------------------- */
 
-/* Pieces of pages per sendmsg (the header makes one more: IOV_MAX). */
-#define PS_MAX_IOV 1023
+/* What CRIU's restore does with lazy-pages (criu/uffd.c, pie/restorer.c):
+ * it connects to "lazy-pages.socket" in its work directory and sends, for
+ * each task it restores, the task's pid in the image (an int, negative for
+ * a zombie, which has no memory) and then a userfaultfd (SCM_RIGHTS, with
+ * one byte), on which the restorer registers the task's private anonymous
+ * VMAs in missing mode. Once every task is restored it sends
+ * LAZY_PAGES_RESTORE_FINISHED. The pages marked PE_LAZY are then for us to
+ * put in place (UFFDIO_COPY); other pages of those VMAs read as zeros
+ * (UFFDIO_ZEROPAGE). The fds come with the events CRIU asks for: fork,
+ * mremap, munmap, madvise(DONTNEED). */
+#define LAZY_SOCK_NAME        "lazy-pages.socket"
+#define LAZY_RESTORE_FINISHED 0x52535446u
+/* What a fault or a background step copies at most: a piece of the memory
+ * image, as the archive compresses them. */
+#define LAZY_WINDOW  (2u << 20)
+#define LAZY_MAX_IOV (LAZY_WINDOW / PAGE_SIZE)
+
+enum { TAG_LISTEN, TAG_CLIENT, TAG_STOP, TAG_TASK };
+
+/* Lazy pages not yet in place: [start, end) in the task now, which held
+ * [img, img + end - start) at dump time (mremap moves them). */
+struct range {
+	uint64_t start, end, img;
+};
+
+struct task {
+	int pid;  /* in the image */
+	int uffd; /* -1 once the task is gone */
+	const struct pagemap *pm;
+	struct range *r; /* sorted, disjoint */
+	size_t n, cap;
+};
+
+/* A fault that could not be served yet (an mm change pending). */
+struct retry {
+	size_t task;
+	uint64_t addr;
+};
 
 struct criu_glue_lazy {
 	struct criu_glue_lazy_opts o;
-	char *images_dir, *log_dir, *log_name;
-	pid_t daemon;
-	int sk; /* our end of the page-server socket pair */
+	char *images_dir, *sock_path;
+	int listen_fd, client, ep, stop;
 	pthread_t thread;
 	bool started;
-	bool running; /* the program runs (criu_glue_lazy_running()) */
-	/* set by the thread, read after notify_fd fired (or the join) */
-	int result;
-	int daemon_status;
+	bool finished; /* CRIU's restore said so */
+	bool done;     /* the thread has nothing more to do */
+	int result;    /* published with notify_fd */
 	char why[256];
-	uint64_t pages_sent;
-	/* the pagemaps asked about, by pid */
-	struct pm_cache {
-		uint64_t pid;
-		struct pagemap pm;
-	} * pms;
+	struct task **t;
+	size_t nt;
+	struct pagemap **pms;
 	size_t n_pms;
+	struct retry *retry;
+	size_t n_retry, cap_retry;
+	size_t next; /* the task the background copy serves next */
+	struct criu_glue_lazy_stats st;
+	uint64_t t_finished;
+	struct iovec iov[LAZY_MAX_IOV];
 };
 
-static const struct pagemap *find_pagemap(struct criu_glue_lazy *l, uint64_t pid)
+/* ---- ranges ---- */
+
+static int ranges_reserve(struct task *t, size_t more)
 {
-	for (size_t i = 0; i < l->n_pms; i++)
-		if (l->pms[i].pid == pid)
-			return &l->pms[i].pm;
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/pagemap-%" PRIu64 ".img", l->images_dir, pid);
-	_cleanup_free_ char *buf = NULL;
-	size_t len;
-	struct pagemap pm;
-	if (util_read_file(path, &buf, &len) < 0 || pagemap_parse((uint8_t *)buf, len, &pm) < 0)
-		return NULL;
-	struct pm_cache *n = realloc(l->pms, (l->n_pms + 1) * sizeof(*n));
-	if (!n) {
-		pagemap_clear(&pm);
-		return NULL;
-	}
-	l->pms = n;
-	l->pms[l->n_pms] = (struct pm_cache){pid, pm};
-	return &l->pms[l->n_pms++].pm;
+	if (t->n + more <= t->cap)
+		return 0;
+	size_t cap = t->cap ? t->cap * 2 : 64;
+	while (cap < t->n + more)
+		cap *= 2;
+	struct range *r = realloc(t->r, cap * sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	t->r = r;
+	t->cap = cap;
+	return 0;
 }
 
-static int send_all(int sk, struct iovec *iov, int n)
+/* The first range that ends after addr. */
+static size_t ranges_after(const struct task *t, uint64_t addr)
 {
-	while (n > 0) {
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-		ssize_t w = sendmsg(sk, &mh, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
+	size_t lo = 0, hi = t->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (t->r[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static struct range *ranges_find(struct task *t, uint64_t addr)
+{
+	size_t i = ranges_after(t, addr);
+	return i < t->n && t->r[i].start <= addr ? &t->r[i] : NULL;
+}
+
+/* Takes [from, to) out of the ranges. */
+static int ranges_cut(struct task *t, uint64_t from, uint64_t to)
+{
+	for (size_t i = ranges_after(t, from); i < t->n && t->r[i].start < to;) {
+		struct range *x = &t->r[i];
+		if (x->start < from && x->end > to) {
+			if (ranges_reserve(t, 1) < 0)
+				return -ENOMEM;
+			x = &t->r[i];
+			memmove(x + 2, x + 1, (t->n - i - 1) * sizeof(*x));
+			x[1] = (struct range){to, x->end, x->img + (to - x->start)};
+			x->end = from;
+			t->n++;
+			return 0;
 		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
+		if (x->start < from) {
+			x->end = from;
+			i++;
+		} else if (x->end > to) {
+			x->img += to - x->start;
+			x->start = to;
+			i++;
+		} else {
+			memmove(x, x + 1, (t->n - i - 1) * sizeof(*x));
+			t->n--;
 		}
 	}
 	return 0;
 }
 
-/* Answers one PS_IOV_GET: the present pages from vaddr on, as many as asked
- * and contiguous in the pages image. */
-static int answer_get(struct criu_glue_lazy *l, struct ps_iov *pi)
+static int ranges_insert(struct task *t, struct range x)
 {
-	/* Unlike the dump direction's, dst_id is the bare pid here. */
-	uint64_t pid = pi->dst_id;
-	const struct pagemap *pm = find_pagemap(l, pid);
-	if (!pm)
-		return util_fail(l->why, sizeof(l->why), -EBADMSG,
-		                 "cannot read pagemap-%" PRIu64 ".img", pid);
-	/* The last entry starting at or below vaddr. */
+	if (ranges_reserve(t, 1) < 0)
+		return -ENOMEM;
+	size_t i = ranges_after(t, x.start);
+	memmove(&t->r[i + 1], &t->r[i], (t->n - i) * sizeof(x));
+	t->r[i] = x;
+	t->n++;
+	return 0;
+}
+
+/* mremap moved [from, from + len) to [to, to + len). */
+static int ranges_move(struct task *t, uint64_t from, uint64_t to, uint64_t len)
+{
+	size_t i = ranges_after(t, from), j = i;
+	while (j < t->n && t->r[j].start < from + len)
+		j++;
+	if (j == i)
+		return 0;
+	_cleanup_free_ struct range *m = malloc((j - i) * sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	size_t k = 0;
+	for (; i < j; i++) {
+		struct range x = t->r[i];
+		if (x.start < from) {
+			x.img += from - x.start;
+			x.start = from;
+		}
+		if (x.end > from + len)
+			x.end = from + len;
+		x.start = x.start - from + to;
+		x.end = x.end - from + to;
+		m[k++] = x;
+	}
+	int r = ranges_cut(t, from, from + len);
+	if (r == 0)
+		r = ranges_cut(t, to, to + len);
+	for (size_t q = 0; q < k && r == 0; q++)
+		r = ranges_insert(t, m[q]);
+	return r;
+}
+
+/* ---- tasks ---- */
+
+struct vma {
+	uint64_t start, end;
+};
+
+static int vma_cmp(const void *a, const void *b)
+{
+	const struct vma *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* The VMAs of an mm image: mm_entry { vmas = 14 }, vma_entry { start = 1,
+ * end = 2 }. */
+static int mm_vmas(const uint8_t *buf, size_t len, struct vma **ret, size_t *n_ret)
+{
+	size_t off = pb_entries_start(buf, len), msg_len, n = 0, cap = 0;
+	const uint8_t *msg;
+	if (pb_next_entry(buf, len, &off, &msg, &msg_len) != 1)
+		return -EBADMSG;
+	_cleanup_free_ struct vma *v = NULL;
+	struct pb_field f, g;
+	int r, q = 0;
+	for (const uint8_t *p = msg; (r = pb_next(&p, msg + msg_len, &f)) == 1;) {
+		if (f.number != 14 || f.wire_type != 2)
+			continue;
+		struct vma x = {0, 0};
+		for (const uint8_t *s = f.data; (q = pb_next(&s, f.data + f.len, &g)) == 1;) {
+			if (g.wire_type == 0 && g.number == 1)
+				x.start = g.varint;
+			else if (g.wire_type == 0 && g.number == 2)
+				x.end = g.varint;
+		}
+		if (q < 0 || x.end <= x.start)
+			return -EBADMSG;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			struct vma *nv = realloc(v, cap * sizeof(*nv));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+		}
+		v[n++] = x;
+	}
+	if (r < 0)
+		return -EBADMSG;
+	qsort(v, n, sizeof(*v), vma_cmp);
+	*ret = TAKE_PTR(v);
+	*n_ret = n;
+	return 0;
+}
+
+static const struct pagemap *load_pagemap(struct criu_glue_lazy *l, int pid)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/pagemap-%d.img", l->images_dir, pid);
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	struct pagemap *pm = calloc(1, sizeof(*pm));
+	struct pagemap **n = realloc(l->pms, (l->n_pms + 1) * sizeof(*n));
+	if (n)
+		l->pms = n;
+	if (!pm || !n || util_read_file(path, &buf, &len) < 0 ||
+	    pagemap_parse((uint8_t *)buf, len, pm) < 0) {
+		free(pm);
+		return NULL;
+	}
+	l->pms[l->n_pms++] = pm;
+	return pm;
+}
+
+static void task_free(struct task *t)
+{
+	if (!t)
+		return;
+	if (t->uffd >= 0)
+		close(t->uffd);
+	free(t->r);
+	free(t);
+}
+
+static int task_add(struct criu_glue_lazy *l, struct task *t)
+{
+	struct task **n = realloc(l->t, (l->nt + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	l->t = n;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_TASK + l->nt};
+	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, t->uffd, &ev) < 0)
+		return -errno;
+	l->t[l->nt++] = t;
+	return 0;
+}
+
+/* A task CRIU restores: its lazy pages, split where its VMAs end (one
+ * UFFDIO_COPY stays within one VMA). */
+static int task_new(struct criu_glue_lazy *l, int pid, int uffd)
+{
+	struct task *t = calloc(1, sizeof(*t));
+	if (!t) {
+		close(uffd);
+		return -ENOMEM;
+	}
+	t->pid = pid;
+	t->uffd = uffd;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/mm-%d.img", l->images_dir, pid);
+	_cleanup_free_ char *buf = NULL;
+	_cleanup_free_ struct vma *v = NULL;
+	size_t len, nv = 0;
+	int r = util_read_file(path, &buf, &len);
+	if (r == 0)
+		r = mm_vmas((uint8_t *)buf, len, &v, &nv);
+	if (r == 0 && !(t->pm = load_pagemap(l, pid)))
+		r = -EBADMSG;
+	if (r < 0) {
+		task_free(t);
+		return util_fail(l->why, sizeof(l->why), r,
+		                 "cannot read the memory map of task %d: %s", pid, strerror(-r));
+	}
+	size_t j = 0;
+	for (size_t i = 0; i < t->pm->n && r == 0; i++) {
+		const struct pm_entry *e = &t->pm->e[i];
+		if ((e->flags & (PE_LAZY | PE_PRESENT)) != (PE_LAZY | PE_PRESENT))
+			continue;
+		uint64_t s = e->vaddr, end = s + e->nr_pages * PAGE_SIZE;
+		while (j < nv && v[j].end <= s)
+			j++;
+		for (size_t k = j; k < nv && v[k].start < end && r == 0; k++) {
+			uint64_t a = s > v[k].start ? s : v[k].start,
+			         b = end < v[k].end ? end : v[k].end;
+			r = ranges_reserve(t, 1);
+			if (r == 0) {
+				t->r[t->n++] = (struct range){a, b, a};
+				l->st.lazy_pages += (b - a) / PAGE_SIZE;
+			}
+		}
+	}
+	if (r == 0)
+		r = task_add(l, t);
+	if (r < 0) {
+		task_free(t);
+		return util_fail(l->why, sizeof(l->why), r, "cannot follow task %d: %s", pid,
+		                 strerror(-r));
+	}
+	return 0;
+}
+
+/* ---- copying ---- */
+
+static void task_gone(struct criu_glue_lazy *l, struct task *t)
+{
+	if (t->uffd >= 0) {
+		/* CRIU may hold the same file still: out of the set first */
+		epoll_ctl(l->ep, EPOLL_CTL_DEL, t->uffd, NULL);
+		close(t->uffd);
+	}
+	t->uffd = -1;
+	t->n = 0;
+}
+
+/* Where the page at addr of range x is in the pages image (*off), and how
+ * far the image holds it contiguously before and after addr (bytes, within
+ * x too). */
+static int locate(const struct task *t, const struct range *x, uint64_t addr, uint64_t *off,
+                  uint64_t *before, uint64_t *after)
+{
+	const struct pagemap *pm = t->pm;
+	uint64_t img = x->img + (addr - x->start);
 	size_t lo = 0, hi = pm->n;
 	while (hi - lo > 1) {
 		size_t mid = (lo + hi) / 2;
-		if (pm->e[mid].vaddr <= pi->vaddr)
+		if (pm->e[mid].vaddr <= img)
 			lo = mid;
 		else
 			hi = mid;
 	}
 	const struct pm_entry *e = pm->n ? &pm->e[lo] : NULL;
-	if (!e || pi->nr_pages == 0 || !(e->flags & PE_PRESENT) || e->vaddr > pi->vaddr ||
-	    pi->vaddr >= e->vaddr + e->nr_pages * PAGE_SIZE)
-		return util_fail(l->why, sizeof(l->why), -EBADMSG,
-		                 "asked for pages at 0x%" PRIx64 " of %" PRIu64 " the image lacks",
-		                 pi->vaddr, pid);
-	uint64_t skip = (pi->vaddr - e->vaddr) / PAGE_SIZE;
-	uint64_t off = e->off + skip * PAGE_SIZE, n = e->nr_pages - skip;
-	/* Entries that follow without a gap, in memory and in the file. */
-	for (size_t i = lo + 1; n < pi->nr_pages && i < pm->n; i++) {
-		const struct pm_entry *x = &pm->e[i], *prev = &pm->e[i - 1];
-		if (!(x->flags & PE_PRESENT) ||
-		    x->vaddr != prev->vaddr + prev->nr_pages * PAGE_SIZE)
-			break;
-		n += x->nr_pages;
-	}
-	if (n > pi->nr_pages)
-		n = pi->nr_pages;
-	struct ps_iov reply = {
-	    .cmd = (PE_PRESENT << PS_CMD_BITS) | PS_IOV_ADD_F,
-	    .nr_pages = n,
-	    .vaddr = pi->vaddr,
-	    .dst_id = pi->dst_id,
-	};
-	/* The header, then the pages in as many pieces as the source has them. */
-	struct iovec iov[PS_MAX_IOV + 1] = {{&reply, sizeof(reply)}};
-	int k = 1;
-	for (uint64_t done = 0, len = n * PAGE_SIZE; done < len;) {
-		int got = 0;
-		int64_t c = l->o.source.get(l->o.source.ctx, pm->pages_name, off + done, len - done,
-		                            iov + k, PS_MAX_IOV, &got);
-		if (c <= 0)
-			return util_fail(l->why, sizeof(l->why), c < 0 ? (int)c : -EIO,
-			                 "the memory image %s is not to be had", pm->pages_name);
-		int r = send_all(l->sk, iov, k + got);
-		if (r < 0)
-			return util_fail(l->why, sizeof(l->why), r, "cannot send pages to CRIU: %s",
-			                 strerror(-r));
-		done += (uint64_t)c;
-		k = 0;
-	}
-	l->pages_sent += n;
+	if (!e || !(e->flags & PE_PRESENT) || e->vaddr > img ||
+	    img >= e->vaddr + e->nr_pages * PAGE_SIZE)
+		return -EBADMSG;
+	*off = e->off + (img - e->vaddr);
+	uint64_t b = img - e->vaddr, a = e->vaddr + e->nr_pages * PAGE_SIZE - img;
+	*before = b < addr - x->start ? b : addr - x->start;
+	*after = a < x->end - addr ? a : x->end - addr;
 	return 0;
 }
 
-static int serve(struct criu_glue_lazy *l)
+enum copy_end { COPY_DONE, COPY_AGAIN, COPY_GONE };
+
+/* UFFDIO_COPY of [src, src + len) to dst. *handled: how much is in place
+ * (a page found there already counts: a fault put it there). */
+static int copy_pages(struct criu_glue_lazy *l, struct task *t, uint64_t dst, const uint8_t *src,
+                      uint64_t len, uint64_t *handled, uint64_t *copied)
 {
-	for (;;) {
-		struct ps_iov pi;
-		ssize_t n = recv(l->sk, &pi, sizeof(pi), MSG_WAITALL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0)
-			return util_fail(l->why, sizeof(l->why), -EPIPE,
-			                 "CRIU's lazy-pages daemon went away before the end");
-		if (n != (ssize_t)sizeof(pi))
-			return util_fail(l->why, sizeof(l->why), n < 0 ? -errno : -EPROTO,
-			                 "cannot read the lazy-pages daemon's request");
-		switch (pi.cmd & ((1u << PS_CMD_BITS) - 1)) {
-		case PS_IOV_GET: {
-			int r = answer_get(l, &pi);
-			if (r < 0)
-				return r;
+	uint64_t pos = 0;
+	int end = COPY_DONE;
+	while (pos < len) {
+		struct uffdio_copy uc = {
+		    .dst = dst + pos, .src = (uintptr_t)(src + pos), .len = len - pos};
+		if (ioctl(t->uffd, UFFDIO_COPY, &uc) == 0) {
+			*copied += len - pos;
+			pos = len;
 			break;
 		}
-		case PS_IOV_CLOSE:
-		case PS_IOV_FORCE_CLOSE: {
-			int32_t status = 0;
-			if (send(l->sk, &status, sizeof(status), MSG_NOSIGNAL) != sizeof(status))
-				return util_fail(l->why, sizeof(l->why), -errno,
-				                 "cannot answer the daemon's close");
+		int e = errno;
+		if (uc.copy > 0) { /* part of it; the rest says why not */
+			*copied += (uint64_t)uc.copy;
+			pos += (uint64_t)uc.copy;
+			continue;
+		}
+		if (uc.copy < 0)
+			e = (int)-uc.copy;
+		if (e == EEXIST) {
+			struct uffdio_range w = {dst + pos, PAGE_SIZE};
+			ioctl(t->uffd, UFFDIO_WAKE, &w);
+			pos += PAGE_SIZE;
+		} else if (e == EAGAIN) { /* an mm change to read first */
+			end = COPY_AGAIN;
+			break;
+		} else if (e == ENOENT) { /* no VMA there any more */
+			pos = len;
+		} else if (e == ESRCH || e == ENOSPC) { /* the task is gone */
+			end = COPY_GONE;
+			break;
+		} else {
+			return util_fail(l->why, sizeof(l->why), -e,
+			                 "cannot put pages in place at 0x%" PRIx64
+			                 " of task %d: %s",
+			                 dst + pos, t->pid, strerror(e));
+		}
+	}
+	*handled = pos;
+	return end;
+}
+
+/* Puts [from, to) of range x (contiguous in the pages image from off on) in
+ * place, and takes what is in place out of the ranges. Returns a copy_end,
+ * or a negative errno. */
+static int copy_window(struct criu_glue_lazy *l, struct task *t, uint64_t from, uint64_t to,
+                       uint64_t off, uint64_t *copied)
+{
+	uint64_t done = 0, len = to - from;
+	int end = COPY_DONE;
+	while (done < len && end == COPY_DONE) {
+		int n = 0;
+		uint64_t tg = util_now_ns();
+		int64_t c = l->o.source.get(l->o.source.ctx, t->pm->pages_name, off + done,
+		                            len - done, l->iov, (int)LAZY_MAX_IOV, &n);
+		if (c <= 0)
+			return util_fail(l->why, sizeof(l->why), c < 0 ? (int)c : -EIO,
+			                 "the memory image %s is not to be had", t->pm->pages_name);
+		uint64_t tc = util_now_ns();
+		l->st.get_ns += tc - tg;
+		for (int k = 0; k < n && end == COPY_DONE; k++) {
+			uint64_t h = 0;
+			end = copy_pages(l, t, from + done, l->iov[k].iov_base, l->iov[k].iov_len,
+			                 &h, copied);
+			if (end < 0)
+				return end;
+			done += h;
+		}
+		l->st.copy_ns += util_now_ns() - tc;
+	}
+	if (end == COPY_GONE) {
+		task_gone(l, t);
+		return end;
+	}
+	int r = ranges_cut(t, from, from + done);
+	return r < 0 ? r : end;
+}
+
+/* The window of the fault at addr in range x: the piece of the image the
+ * page is in. */
+static int serve_fault(struct criu_glue_lazy *l, size_t ti, uint64_t addr)
+{
+	struct task *t = l->t[ti];
+	if (t->uffd < 0)
+		return 0;
+	addr &= ~(uint64_t)(PAGE_SIZE - 1);
+	struct range *x = ranges_find(t, addr);
+	int end = COPY_DONE;
+	if (!x) {
+		/* Nothing the dump had (or in place already): zeros. */
+		struct uffdio_zeropage z = {.range = {addr, PAGE_SIZE}};
+		if (ioctl(t->uffd, UFFDIO_ZEROPAGE, &z) == 0) {
+			l->st.zero_pages++;
+		} else {
+			int e = z.zeropage < 0 ? (int)-z.zeropage : errno;
+			if (e == EEXIST) {
+				struct uffdio_range w = {addr, PAGE_SIZE};
+				ioctl(t->uffd, UFFDIO_WAKE, &w);
+			} else if (e == EAGAIN) {
+				end = COPY_AGAIN;
+			} else if (e == ESRCH || e == ENOSPC) {
+				task_gone(l, t);
+			} else if (e != ENOENT) {
+				return util_fail(l->why, sizeof(l->why), -e,
+				                 "cannot give task %d a zero page at 0x%" PRIx64
+				                 ": %s",
+				                 t->pid, addr, strerror(e));
+			}
+		}
+	} else {
+		uint64_t off, before, after;
+		if (locate(t, x, addr, &off, &before, &after) < 0)
+			return util_fail(l->why, sizeof(l->why), -EBADMSG,
+			                 "task %d faulted at 0x%" PRIx64
+			                 ", which its pagemap lacks",
+			                 t->pid, addr);
+		uint64_t in = off % LAZY_WINDOW;
+		uint64_t b = before < in ? before : in;
+		uint64_t a = after < LAZY_WINDOW - in ? after : LAZY_WINDOW - in;
+		l->st.faults++;
+		end = copy_window(l, t, addr - b, addr + a, off - b, &l->st.fault_bytes);
+		if (end < 0)
+			return end;
+		if (end == COPY_AGAIN && ranges_find(t, addr) == NULL)
+			end = COPY_DONE; /* the faulting page made it */
+	}
+	if (end == COPY_AGAIN) {
+		if (l->n_retry == l->cap_retry) {
+			size_t cap = l->cap_retry ? l->cap_retry * 2 : 16;
+			struct retry *n = realloc(l->retry, cap * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			l->retry = n;
+			l->cap_retry = cap;
+		}
+		l->retry[l->n_retry++] = (struct retry){ti, addr};
+	}
+	return 0;
+}
+
+/* One window of the background copy: the lowest lazy page of the next task
+ * on, and what follows it in the same piece of the image. */
+static int background_step(struct criu_glue_lazy *l)
+{
+	for (size_t k = 0; k < l->nt; k++) {
+		size_t ti = (l->next + k) % l->nt;
+		struct task *t = l->t[ti];
+		if (t->uffd < 0 || t->n == 0)
+			continue;
+		l->next = ti;
+		struct range *x = &t->r[0];
+		uint64_t off, before, after;
+		if (locate(t, x, x->start, &off, &before, &after) < 0)
+			return util_fail(l->why, sizeof(l->why), -EBADMSG,
+			                 "the pagemap of task %d does not cover its lazy pages",
+			                 t->pid);
+		uint64_t in = off % LAZY_WINDOW;
+		uint64_t a = after < LAZY_WINDOW - in ? after : LAZY_WINDOW - in;
+		int r = copy_window(l, t, x->start, x->start + a, off, &l->st.background_bytes);
+		return r < 0 ? r : 0;
+	}
+	return 0;
+}
+
+static bool work_left(const struct criu_glue_lazy *l)
+{
+	for (size_t i = 0; i < l->nt; i++)
+		if (l->t[i]->uffd >= 0 && l->t[i]->n > 0)
+			return true;
+	return false;
+}
+
+/* ---- events ---- */
+
+static int on_fork(struct criu_glue_lazy *l, struct task *parent, int uffd)
+{
+	struct task *t = calloc(1, sizeof(*t));
+	if (!t) {
+		close(uffd);
+		return -ENOMEM;
+	}
+	*t = (struct task){.pid = parent->pid, .uffd = uffd, .pm = parent->pm};
+	int r = ranges_reserve(t, parent->n);
+	if (r == 0) {
+		memcpy(t->r, parent->r, parent->n * sizeof(*t->r));
+		t->n = parent->n;
+		r = task_add(l, t);
+	}
+	if (r < 0) {
+		task_free(t);
+		return util_fail(l->why, sizeof(l->why), r, "cannot follow a fork of task %d: %s",
+		                 parent->pid, strerror(-r));
+	}
+	return 0;
+}
+
+/* Reads what the kernel has for task ti. */
+static int on_uffd(struct criu_glue_lazy *l, size_t ti)
+{
+	for (;;) {
+		struct task *t = l->t[ti];
+		if (t->uffd < 0)
+			return 0;
+		struct uffd_msg m[16];
+		ssize_t n = read(t->uffd, m, sizeof(m));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		if (n <= 0) {
+			task_gone(l, t);
 			return 0;
 		}
-		default:
-			return util_fail(l->why, sizeof(l->why), -EPROTO,
-			                 "unknown page-server command 0x%x", pi.cmd);
+		for (size_t i = 0; i < (size_t)n / sizeof(m[0]); i++) {
+			const struct uffd_msg *e = &m[i];
+			int r = 0;
+			if (e->event != UFFD_EVENT_PAGEFAULT)
+				l->st.events++;
+			switch (e->event) {
+			case UFFD_EVENT_PAGEFAULT:
+				r = serve_fault(l, ti, e->arg.pagefault.address);
+				break;
+			case UFFD_EVENT_FORK: r = on_fork(l, l->t[ti], (int)e->arg.fork.ufd); break;
+			case UFFD_EVENT_REMAP:
+				r = ranges_move(l->t[ti], e->arg.remap.from, e->arg.remap.to,
+				                e->arg.remap.len);
+				break;
+			case UFFD_EVENT_REMOVE: {
+				/* madvise(DONTNEED): those pages read as zeros from now on */
+				struct uffdio_range u = {e->arg.remove.start,
+				                         e->arg.remove.end - e->arg.remove.start};
+				if (ioctl(l->t[ti]->uffd, UFFDIO_UNREGISTER, &u) < 0 &&
+				    errno == ENOMEM) {
+					task_gone(l, l->t[ti]);
+					break;
+				}
+				r = ranges_cut(l->t[ti], e->arg.remove.start, e->arg.remove.end);
+				break;
+			}
+			case UFFD_EVENT_UNMAP:
+				r = ranges_cut(l->t[ti], e->arg.remove.start, e->arg.remove.end);
+				break;
+			default:
+				r = util_fail(l->why, sizeof(l->why), -EPROTO,
+				              "unknown userfaultfd event %u from task %d", e->event,
+				              l->t[ti]->pid);
+			}
+			if (r < 0)
+				return r == -ENOMEM
+				           ? util_fail(l->why, sizeof(l->why), r, "out of memory")
+				           : r;
 		}
 	}
 }
 
-static void notify(struct criu_glue_lazy *l)
+/* CRIU's restore: a pid and its userfaultfd, or the end of the restore. */
+static int on_client(struct criu_glue_lazy *l)
 {
+	int32_t pid;
+	ssize_t n = recv(l->client, &pid, sizeof(pid), MSG_WAITALL);
+	if (n == 0 && l->finished) {
+		epoll_ctl(l->ep, EPOLL_CTL_DEL, l->client, NULL);
+		close(l->client);
+		l->client = -1;
+		return 0;
+	}
+	if (n != (ssize_t)sizeof(pid))
+		return util_fail(l->why, sizeof(l->why), n < 0 ? -errno : -EPIPE,
+		                 "CRIU's restore went away before it finished");
+	if ((uint32_t)pid == LAZY_RESTORE_FINISHED) {
+		l->finished = true;
+		l->t_finished = util_now_ns();
+		return 0;
+	}
+	if (pid < 0) /* a zombie: no memory */
+		return 0;
+	char byte;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec v = {&byte, 1};
+	struct msghdr mh = {.msg_iov = &v,
+	                    .msg_iovlen = 1,
+	                    .msg_control = cm.buf,
+	                    .msg_controllen = sizeof(cm.buf)};
+	while ((n = recvmsg(l->client, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL)) < 0 && errno == EINTR)
+		;
+	struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&mh) : NULL;
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return util_fail(l->why, sizeof(l->why), -EPROTO,
+		                 "CRIU's restore sent no userfaultfd for task %d", pid);
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+	return task_new(l, pid, fd);
+}
+
+static void notify(struct criu_glue_lazy *l, int result)
+{
+	__atomic_store_n(&l->result, result, __ATOMIC_RELEASE);
 	uint64_t one = 1;
 	if (write(l->o.notify_fd, &one, sizeof(one)) < 0) {
 		/* The caller's eventfd: nothing to be done about it here. */
 	}
 }
 
-static void *serve_main(void *arg)
+static int run(struct criu_glue_lazy *l)
 {
-	struct criu_glue_lazy *l = arg;
-	int r = serve(l);
-	__atomic_store_n(&l->result, r, __ATOMIC_RELEASE);
-	if (r < 0) {
-		/* Pages that never come: once the daemon is gone, the program's
-		 * faults would be filled with zeros. While CRIU restores, that
-		 * fails the restore (it needs the daemon to the end), so the
-		 * daemon goes at once; once the program runs, the daemon (and the
-		 * program's faults) wait until the caller has ended the program
-		 * and calls criu_glue_lazy_free(). */
-		for (int i = 0; i < 100 && !__atomic_load_n(&l->running, __ATOMIC_ACQUIRE); i++)
-			usleep(10000);
-		if (__atomic_load_n(&l->running, __ATOMIC_ACQUIRE))
-			notify(l);
-		else
-			kill(l->daemon, SIGKILL);
+	struct epoll_event ev[16];
+	for (;;) {
+		bool work = l->finished && (work_left(l) || l->n_retry);
+		int n = epoll_wait(l->ep, ev, 16, work ? 0 : -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return util_fail(l->why, sizeof(l->why), -errno, "epoll_wait: %m");
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = ev[i].data.u64;
+			int r = 0;
+			if (tag == TAG_STOP)
+				return 1;
+			if (tag == TAG_LISTEN) {
+				l->client = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+				if (l->client < 0)
+					return util_fail(l->why, sizeof(l->why), -errno,
+					                 "cannot accept CRIU's restore: %m");
+				struct epoll_event ce = {.events = EPOLLIN, .data.u64 = TAG_CLIENT};
+				epoll_ctl(l->ep, EPOLL_CTL_DEL, l->listen_fd, NULL);
+				if (epoll_ctl(l->ep, EPOLL_CTL_ADD, l->client, &ce) < 0)
+					return util_fail(l->why, sizeof(l->why), -errno,
+					                 "epoll_ctl: %m");
+			} else if (tag == TAG_CLIENT) {
+				r = on_client(l);
+			} else if (tag >= TAG_TASK && tag - TAG_TASK < l->nt) {
+				r = on_uffd(l, (size_t)(tag - TAG_TASK));
+			}
+			if (r < 0)
+				return r;
+		}
+		/* Faults that had to wait for an mm change, then a window more. */
+		struct retry *rt = l->retry;
+		size_t nr = l->n_retry;
+		l->retry = NULL;
+		l->n_retry = l->cap_retry = 0;
+		int r = 0;
+		for (size_t i = 0; i < nr && r == 0; i++)
+			r = serve_fault(l, rt[i].task, rt[i].addr);
+		free(rt);
+		if (r == 0 && l->finished && !l->n_retry)
+			r = background_step(l);
+		if (r < 0)
+			return r;
+		if (l->finished && !work_left(l) && !l->n_retry) {
+			/* All in place: the program runs on its own. */
+			for (size_t i = 0; i < l->nt; i++)
+				task_gone(l, l->t[i]);
+			l->st.ns = util_now_ns() - l->t_finished;
+			return 0;
+		}
 	}
-	/* The daemon ends after its close. */
-	int ws;
-	while (waitpid(l->daemon, &ws, 0) < 0 && errno == EINTR)
-		;
-	l->daemon_status = ws;
-	__atomic_store_n(&l->daemon, 0, __ATOMIC_RELEASE);
-	if (r == 0 || !__atomic_load_n(&l->running, __ATOMIC_ACQUIRE))
-		notify(l);
-	return NULL;
 }
 
-void criu_glue_lazy_running(struct criu_glue_lazy *l)
+static void *run_main(void *arg)
 {
-	__atomic_store_n(&l->running, true, __ATOMIC_RELEASE);
+	struct criu_glue_lazy *l = arg;
+	int r = run(l);
+	if (r == 1)
+		return NULL; /* stopped */
+	l->done = true;
+	if (r < 0) {
+		/* Pages that never come: the program's faults wait (closing the
+		 * userfaultfds would give it zeros) until the caller ended it and
+		 * calls criu_glue_lazy_free(). */
+		for (size_t i = 0; i < l->nt; i++)
+			if (l->t[i]->uffd >= 0)
+				epoll_ctl(l->ep, EPOLL_CTL_DEL, l->t[i]->uffd, NULL);
+	}
+	/* CRIU's restore, if it still goes on, fails: without us its program
+	 * would have no memory. */
+	if (l->client >= 0) {
+		epoll_ctl(l->ep, EPOLL_CTL_DEL, l->client, NULL);
+		if (r < 0 && !l->finished)
+			shutdown(l->client, SHUT_RDWR);
+	}
+	epoll_ctl(l->ep, EPOLL_CTL_DEL, l->listen_fd, NULL);
+	if (r < 0 && !l->finished)
+		shutdown(l->listen_fd, SHUT_RDWR);
+	notify(l, r < 0 ? r : 0);
+	/* Until criu_glue_lazy_free(). */
+	struct epoll_event ev;
+	while (epoll_wait(l->ep, &ev, 1, -1) < 0 || ev.data.u64 != TAG_STOP)
+		;
+	return NULL;
 }
 
 int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_lazy **ret,
                          struct criu_glue_error *err)
 {
-	const char *bin = criu_glue_binary();
-	if (!bin)
-		return util_fail(err->msg, sizeof(err->msg), -ENOENT,
-		                 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
 	struct criu_glue_lazy *l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
+	_cleanup_close_ int dfd = -1;
 	l->o = *o;
-	l->sk = -1;
+	l->listen_fd = l->client = l->ep = l->stop = -1;
 	l->images_dir = strdup(o->images_dir);
-	l->log_dir = strdup(o->log_dir);
-	l->log_name = strdup(o->log_name);
-	int sp[2] = {-1, -1}, st[2] = {-1, -1}, r;
-	if (!l->images_dir || !l->log_dir || !l->log_name) {
-		r = -ENOMEM;
+	int r = -ENOMEM;
+	if (!l->images_dir || asprintf(&l->sock_path, "%s/" LAZY_SOCK_NAME, o->work_dir) < 0) {
+		l->sock_path = NULL;
 		goto fail;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 ||
-	    pipe2(st, O_CLOEXEC) < 0) {
-		r = util_fail(err->msg, sizeof(err->msg), -errno, "cannot make a socket pair: %m");
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char via[64];
+	const char *path = l->sock_path;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		/* too long for a socket address: through an fd of the directory */
+		dfd = open(o->work_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0) {
+			r = util_fail(err->msg, sizeof(err->msg), -errno, "cannot open '%s': %m",
+			              o->work_dir);
+			goto fail;
+		}
+		snprintf(via, sizeof(via), "/proc/self/fd/%d/" LAZY_SOCK_NAME, dfd);
+		path = via;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	unlink(l->sock_path);
+	l->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (l->listen_fd < 0 || bind(l->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(l->listen_fd, 1) < 0) {
+		r = util_fail(err->msg, sizeof(err->msg), -errno,
+		              "cannot listen on '%s' for CRIU's restore: %m", l->sock_path);
 		goto fail;
 	}
-	l->sk = sp[0];
-	char ps_fd[16], status_fd[16];
-	snprintf(ps_fd, sizeof(ps_fd), "%d", 3);
-	snprintf(status_fd, sizeof(status_fd), "%d", 4);
-	pid_t pid = fork();
-	if (pid < 0) {
-		r = util_fail(err->msg, sizeof(err->msg), -errno, "cannot fork: %m");
+	l->ep = epoll_create1(EPOLL_CLOEXEC);
+	l->stop = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct epoll_event a = {.events = EPOLLIN, .data.u64 = TAG_LISTEN},
+	                   b = {.events = EPOLLIN, .data.u64 = TAG_STOP};
+	if (l->ep < 0 || l->stop < 0 || epoll_ctl(l->ep, EPOLL_CTL_ADD, l->listen_fd, &a) < 0 ||
+	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->stop, &b) < 0) {
+		r = util_fail(err->msg, sizeof(err->msg), -errno, "cannot set up epoll: %m");
 		goto fail;
 	}
-	if (pid == 0) {
-		/* fds 3 and 4 for the daemon, nothing else beyond stdio. */
-		int nul = open("/dev/null", O_RDWR);
-		if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(nul, 2) < 0)
-			_exit(127);
-		int a = fcntl(sp[1], F_DUPFD, 10), b = fcntl(st[1], F_DUPFD, 10);
-		if (a < 0 || b < 0 || dup2(a, 3) < 0 || dup2(b, 4) < 0)
-			_exit(127);
-		close_range(5, ~0U, 0);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execl(bin, bin, "lazy-pages", "-D", l->images_dir, "-W", l->log_dir, "-o",
-		      l->log_name, "-v3", "--page-server", "--ps-socket", ps_fd, "--status-fd",
-		      status_fd, (char *)NULL);
-		_exit(127);
-	}
-	l->daemon = pid;
-	close(sp[1]);
-	sp[1] = -1;
-	close(st[1]);
-	st[1] = -1;
-	/* Ready once it listens for the restore; gone if it failed. */
-	struct pollfd p = {st[0], POLLIN, 0};
-	char c;
-	int pr = poll(&p, 1, 30000);
-	if (pr <= 0 || read(st[0], &c, 1) != 1) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		l->daemon = 0;
-		r = criu_glue_failed(err, 0, "lazy-pages", l->log_dir, l->log_name);
-		goto fail;
-	}
-	close(st[0]);
-	st[0] = -1;
-	r = -pthread_create(&l->thread, NULL, serve_main, l);
+	r = -pthread_create(&l->thread, NULL, run_main, l);
 	if (r < 0) {
 		util_fail(err->msg, sizeof(err->msg), r, "cannot start a thread: %s", strerror(-r));
 		goto fail;
@@ -651,12 +1185,6 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 	*ret = l;
 	return 0;
 fail:
-	for (int i = 0; i < 2; i++) {
-		if (st[i] >= 0)
-			close(st[i]);
-	}
-	if (sp[1] >= 0)
-		close(sp[1]);
 	criu_glue_lazy_free(l);
 	return r;
 }
@@ -665,45 +1193,49 @@ int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct criu_glue_error *err)
 {
 	int r = __atomic_load_n(&l->result, __ATOMIC_ACQUIRE);
 	if (r < 0)
-		return util_fail(err->msg, sizeof(err->msg), r, "%s (see %s in '%s')", l->why,
-		                 l->log_name, l->log_dir);
-	if (l->started) {
-		pthread_join(l->thread, NULL);
-		l->started = false;
-	}
-	if (!WIFEXITED(l->daemon_status) || WEXITSTATUS(l->daemon_status) != 0)
-		return criu_glue_failed(err, 0, "lazy-pages", l->log_dir, l->log_name);
+		return util_fail(err->msg, sizeof(err->msg), r, "%s", l->why);
+	if (!__atomic_load_n(&l->done, __ATOMIC_ACQUIRE))
+		return util_fail(err->msg, sizeof(err->msg), -EBUSY, "pages are still coming");
 	return 0;
+}
+
+void criu_glue_lazy_stats(struct criu_glue_lazy *l, struct criu_glue_lazy_stats *st)
+{
+	*st =
+	    __atomic_load_n(&l->done, __ATOMIC_ACQUIRE) ? l->st : (struct criu_glue_lazy_stats){0};
 }
 
 void criu_glue_lazy_free(struct criu_glue_lazy *l)
 {
 	if (!l)
 		return;
-	/* The thread reaps the daemon; until then its PID is its own. */
-	pid_t daemon = __atomic_load_n(&l->daemon, __ATOMIC_ACQUIRE);
-	if (daemon > 0)
-		kill(daemon, SIGKILL);
 	if (l->started) {
-		if (l->sk >= 0)
-			shutdown(l->sk, SHUT_RDWR);
+		uint64_t one = 1;
+		if (write(l->stop, &one, sizeof(one)) < 0) {
+			/* an eventfd of ours: it does not fail */
+		}
 		pthread_join(l->thread, NULL);
-	} else if (l->daemon > 0) {
-		waitpid(l->daemon, NULL, 0);
 	}
-	if (l->sk >= 0)
-		close(l->sk);
-	/* The daemon's socket, in CRIU's work directory: nobody's now. */
-	if (l->log_dir) {
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/lazy-pages.socket", l->log_dir);
-		unlink(path);
+	for (size_t i = 0; i < l->nt; i++)
+		task_free(l->t[i]);
+	free(l->t);
+	for (size_t i = 0; i < l->n_pms; i++) {
+		pagemap_clear(l->pms[i]);
+		free(l->pms[i]);
 	}
-	for (size_t i = 0; i < l->n_pms; i++)
-		pagemap_clear(&l->pms[i].pm);
 	free(l->pms);
+	free(l->retry);
+	if (l->client >= 0)
+		close(l->client);
+	if (l->listen_fd >= 0)
+		close(l->listen_fd);
+	if (l->ep >= 0)
+		close(l->ep);
+	if (l->stop >= 0)
+		close(l->stop);
+	if (l->sock_path)
+		unlink(l->sock_path);
+	free(l->sock_path);
 	free(l->images_dir);
-	free(l->log_dir);
-	free(l->log_name);
 	free(l);
 }

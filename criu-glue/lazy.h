@@ -1,9 +1,8 @@
 /* A lazy restore: CRIU restores the program with only the pages it cannot
- * take lazily (stacks, file-backed private memory, shared memory), and
- * CRIU's lazy-pages daemon fills in the rest through userfaultfd, on demand
- * and in the background. The daemon gets those pages from a page server
- * inside cryo (CRIU's page-server protocol, PS_IOV_GET, over a unix socket
- * pair), which hands out the memory images as cryo decompresses them.
+ * take lazily (stacks, file-backed private memory, shared memory) and hands
+ * cryo a userfaultfd per task; cryo fills in the rest through it, on demand
+ * and in the background, straight from the memory images as it
+ * decompresses them (no CRIU lazy-pages daemon, no page server).
  *
  * The pages a restore needs at once are kept apart at checkpoint time: for
  * each pagemap-*.img an eager-*.img holds the extents of its pages image
@@ -28,13 +27,10 @@ int criu_glue_eager_write(const char *dir, const struct mem_file *mem, size_t n_
  * pagemap has no eager-*.img (an image from before cryo kept them). */
 int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err);
 
-/* Where the page server finds the memory images. get returns the address
- * of bytes [off, off + len) of memory image name once they are in (it may
- * wait), or NULL if they never will be. */
-/* Where the page server finds the pages of a pages image: get() fills at
- * most max_iov pieces with the bytes from off on (in order, each a whole
- * number of pages), as many as fit up to len, and returns how many bytes
- * they cover (> 0), or a negative errno. */
+/* Where the pages of a pages image are: get() fills at most max_iov pieces
+ * with the bytes from off on (in order, each a whole number of pages), as
+ * many as fit up to len, and returns how many bytes they cover (> 0), or a
+ * negative errno. It may wait for them. */
 struct criu_glue_lazy_source {
 	int64_t (*get)(void *ctx, const char *name, uint64_t off, uint64_t len, struct iovec *iov,
 	               int max_iov, int *n_iov);
@@ -43,31 +39,42 @@ struct criu_glue_lazy_source {
 
 struct criu_glue_lazy_opts {
 	const char *images_dir; /* as criu_glue_eager_apply() left it */
-	const char *log_dir;    /* CRIU's work directory, as for the restore */
-	const char *log_name;   /* e.g. "criu-lazy-pages.log" */
+	const char *work_dir;   /* CRIU's work directory, as for the restore */
 	struct criu_glue_lazy_source source;
-	int notify_fd; /* written to (8 bytes, an eventfd) when the transfer ends */
+	int notify_fd; /* written to (8 bytes, an eventfd) when all is in place, or cannot be */
+};
+
+struct criu_glue_lazy_stats {
+	uint64_t lazy_pages;       /* the pages to put in place */
+	uint64_t faults;           /* faults on them served */
+	uint64_t fault_bytes;      /* put in place for faults (a piece of the image each) */
+	uint64_t background_bytes; /* put in place in the background */
+	uint64_t zero_pages;       /* faults on pages the dump did not have */
+	uint64_t events;           /* fork, mremap, munmap, madvise(DONTNEED) seen */
+	uint64_t get_ns;           /* in source.get(): decompressing, or waiting */
+	uint64_t copy_ns;          /* in UFFDIO_COPY */
+	uint64_t ns;               /* from the end of CRIU's restore until all was in place */
 };
 
 struct criu_glue_lazy;
 
-/* Starts CRIU's lazy-pages daemon and the page server that feeds it;
- * returns once the daemon waits for the restore (criu_glue_restore() with
- * lazy_pages). */
+/* Listens, in work_dir, for a restore with lazy_pages (criu_glue_restore()),
+ * and from then on puts its tasks' memory in place through their
+ * userfaultfds: at once where they fault, and in the background, a piece of
+ * the image at a time, until all is in place (then the userfaultfds are
+ * closed and the program runs on its own). This replaces CRIU's lazy-pages
+ * daemon: one copy of each page, from where source has it. */
 int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_lazy **ret,
                          struct criu_glue_error *err);
 
-/* Once CRIU's restore returned: the program runs. From then on, pages that
- * cannot be had leave the program waiting for them, and the daemon alive,
- * until the caller has ended the program and calls criu_glue_lazy_free()
- * (before, the daemon is ended at once, which fails the restore). */
-void criu_glue_lazy_running(struct criu_glue_lazy *l);
-
-/* After notify_fd fired: 0 if the daemon delivered every page and ended
- * well, else why not (then the program must be ended before
+/* After notify_fd fired: 0 if every page was put in place, else why not
+ * (then the program, whose faults wait, must be ended before
  * criu_glue_lazy_free()). */
 int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct criu_glue_error *err);
 
-/* Ends the daemon if it still runs (its program must be gone first: pages
- * not delivered would read as zeros) and frees l. */
+/* After notify_fd fired: what it took (zeros if it did not end well). */
+void criu_glue_lazy_stats(struct criu_glue_lazy *l, struct criu_glue_lazy_stats *st);
+
+/* Stops and frees l. Its program must be gone first if the pages did not
+ * all come (its faults would read zeros). */
 void criu_glue_lazy_free(struct criu_glue_lazy *l);

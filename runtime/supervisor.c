@@ -1011,8 +1011,18 @@ static int lazy_end(struct supervisor *s, bool abort)
 					;
 			}
 		} else {
-			log_debug("all the memory of '%s' is back, %.1f ms after its restore began",
-			          cfg->name, (double)(util_now_ns() - lz->t0) / 1e6);
+			struct criu_glue_lazy_stats st;
+			criu_glue_lazy_stats(lz->glue, &st);
+			log_debug("all the memory of '%s' is back, %.1f ms after its restore began "
+			          "(%" PRIu64 " lazy pages; %" PRIu64
+			          " faults brought %.1f MB, the "
+			          "background %.1f MB, in %.1f ms: %.1f ms getting pages, %.1f ms "
+			          "copying; %" PRIu64 " zero pages, %" PRIu64 " map changes)",
+			          cfg->name, (double)(util_now_ns() - lz->t0) / 1e6, st.lazy_pages,
+			          st.faults, (double)st.fault_bytes / 1e6,
+			          (double)st.background_bytes / 1e6, (double)st.ns / 1e6,
+			          (double)st.get_ns / 1e6, (double)st.copy_ns / 1e6, st.zero_pages,
+			          st.events);
 			page_index_free(s->index);
 			s->index = TAKE_PTR(lz->idx);
 			s->chain = lz->chain;
@@ -1034,9 +1044,7 @@ static int lazy_settle(struct supervisor *s, char *why, size_t why_len)
 		;
 	if (n == 0)
 		return util_fail(why, why_len, -EBUSY,
-		                 "its memory is still being restored (see criu-lazy-pages.log in "
-		                 "'%s')",
-		                 s->cfg->paths.dir);
+		                 "its memory is still being restored after 120 s");
 	int r = lazy_end(s, false);
 	return r < 0 ? util_fail(why, why_len, r,
 	                         "its memory could not be restored in full; it is being "
@@ -1094,8 +1102,7 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 		lz->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		struct criu_glue_lazy_opts o = {
 		    .images_dir = lz->dir,
-		    .log_dir = cfg->paths.dir,
-		    .log_name = "criu-lazy-pages.log",
+		    .work_dir = cfg->paths.dir,
 		    .source = {lazy_get, lz},
 		    .notify_fd = lz->efd,
 		};
@@ -1108,7 +1115,6 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 	r = restore_dir(s, lz->dir, ino, false, true, why, sizeof(why));
 	if (r < 0)
 		goto full;
-	criu_glue_lazy_running(lz->glue);
 	ep_add(s, lz->efd, EPOLLIN, EV_LAZY);
 	s->lazy = lz;
 	/* The page index comes when all the memory is in (lazy_end()). */

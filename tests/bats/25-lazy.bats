@@ -33,6 +33,24 @@ LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 	wait_for 30 test ! -e "$STATE/lc/lazy-pages.socket"
 }
 
+@test "a program that forks, moves, unmaps and drops memory while it is still coming back reads what it should" {
+	start_cryo lc --no-delta -- "$LAZY_CHECK" 128 mm
+	wait_for 60 grep -q '^filled 32768 pages$' "$STATE/lc.out"
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q '^mm changes: ' "$STATE/lc.out"
+	run grep '^mm changes: ' "$STATE/lc.out"
+	assert_output "mm changes: ok"
+	wait_for 60 grep -q '^checked 32768 pages after checkpoint 0: ok$' "$STATE/lc.out"
+	run grep -c "restored 'lc' from generation 1 in .* its memory follows lazily)" "$STATE/lc.err"
+	assert_output 1
+	# The checkpoint taken then holds the new map: restored from it, the
+	# program reads the same.
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 32768 pages after checkpoint 1: ok$' "$STATE/lc.out"
+	run grep -c "differs\|wrong\|failed" "$STATE/lc.out"
+	assert_output 0
+}
+
 @test "an incremental generation is restored lazily through those it is built on, and reads as it was" {
 	start_cryo lc -- "$LAZY_CHECK" 64
 	wait_for 60 grep -q '^filled 16384 pages$' "$STATE/lc.out"
