@@ -2,6 +2,7 @@
 #include "cleanup.h"
 #include "internal.h"
 #include "pb.h"
+#include "ranges.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -387,18 +388,11 @@ int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err)
 
 enum { TAG_LISTEN, TAG_CLIENT, TAG_STOP, TAG_TASK };
 
-/* Lazy pages not yet in place: [start, end) in the task now, which held
- * [img, img + end - start) at dump time (mremap moves them). */
-struct range {
-	uint64_t start, end, img;
-};
-
 struct task {
 	int pid;  /* in the image */
 	int uffd; /* -1 once the task is gone */
 	const struct pagemap *pm;
-	struct range *r; /* sorted, disjoint */
-	size_t n, cap;
+	struct ranges lazy; /* its pages still to put in place */
 };
 
 /* A fault that could not be served yet (an mm change pending). */
@@ -428,116 +422,6 @@ struct criu_glue_lazy {
 	uint64_t t_finished;
 	struct iovec iov[LAZY_MAX_IOV];
 };
-
-/* ---- ranges ---- */
-
-static int ranges_reserve(struct task *t, size_t more)
-{
-	if (t->n + more <= t->cap)
-		return 0;
-	size_t cap = t->cap ? t->cap * 2 : 64;
-	while (cap < t->n + more)
-		cap *= 2;
-	struct range *r = realloc(t->r, cap * sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	t->r = r;
-	t->cap = cap;
-	return 0;
-}
-
-/* The first range that ends after addr. */
-static size_t ranges_after(const struct task *t, uint64_t addr)
-{
-	size_t lo = 0, hi = t->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (t->r[mid].end <= addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-static struct range *ranges_find(struct task *t, uint64_t addr)
-{
-	size_t i = ranges_after(t, addr);
-	return i < t->n && t->r[i].start <= addr ? &t->r[i] : NULL;
-}
-
-/* Takes [from, to) out of the ranges. */
-static int ranges_cut(struct task *t, uint64_t from, uint64_t to)
-{
-	for (size_t i = ranges_after(t, from); i < t->n && t->r[i].start < to;) {
-		struct range *x = &t->r[i];
-		if (x->start < from && x->end > to) {
-			if (ranges_reserve(t, 1) < 0)
-				return -ENOMEM;
-			x = &t->r[i];
-			memmove(x + 2, x + 1, (t->n - i - 1) * sizeof(*x));
-			x[1] = (struct range){to, x->end, x->img + (to - x->start)};
-			x->end = from;
-			t->n++;
-			return 0;
-		}
-		if (x->start < from) {
-			x->end = from;
-			i++;
-		} else if (x->end > to) {
-			x->img += to - x->start;
-			x->start = to;
-			i++;
-		} else {
-			memmove(x, x + 1, (t->n - i - 1) * sizeof(*x));
-			t->n--;
-		}
-	}
-	return 0;
-}
-
-static int ranges_insert(struct task *t, struct range x)
-{
-	if (ranges_reserve(t, 1) < 0)
-		return -ENOMEM;
-	size_t i = ranges_after(t, x.start);
-	memmove(&t->r[i + 1], &t->r[i], (t->n - i) * sizeof(x));
-	t->r[i] = x;
-	t->n++;
-	return 0;
-}
-
-/* mremap moved [from, from + len) to [to, to + len). */
-static int ranges_move(struct task *t, uint64_t from, uint64_t to, uint64_t len)
-{
-	size_t i = ranges_after(t, from), j = i;
-	while (j < t->n && t->r[j].start < from + len)
-		j++;
-	if (j == i)
-		return 0;
-	_cleanup_free_ struct range *m = malloc((j - i) * sizeof(*m));
-	if (!m)
-		return -ENOMEM;
-	size_t k = 0;
-	for (; i < j; i++) {
-		struct range x = t->r[i];
-		if (x.start < from) {
-			x.img += from - x.start;
-			x.start = from;
-		}
-		if (x.end > from + len)
-			x.end = from + len;
-		x.start = x.start - from + to;
-		x.end = x.end - from + to;
-		m[k++] = x;
-	}
-	int r = ranges_cut(t, from, from + len);
-	if (r == 0)
-		r = ranges_cut(t, to, to + len);
-	for (size_t q = 0; q < k && r == 0; q++)
-		r = ranges_insert(t, m[q]);
-	return r;
-}
 
 /* ---- tasks ---- */
 
@@ -616,7 +500,7 @@ static void task_free(struct task *t)
 		return;
 	if (t->uffd >= 0)
 		close(t->uffd);
-	free(t->r);
+	ranges_free(&t->lazy);
 	free(t);
 }
 
@@ -670,11 +554,8 @@ static int task_new(struct criu_glue_lazy *l, int pid, int uffd)
 		for (size_t k = j; k < nv && v[k].start < end && r == 0; k++) {
 			uint64_t a = s > v[k].start ? s : v[k].start,
 			         b = end < v[k].end ? end : v[k].end;
-			r = ranges_reserve(t, 1);
-			if (r == 0) {
-				t->r[t->n++] = (struct range){a, b, a};
-				l->st.lazy_pages += (b - a) / PAGE_SIZE;
-			}
+			r = ranges_append(&t->lazy, (struct range){a, b, a});
+			l->st.lazy_pages += (b - a) / PAGE_SIZE;
 		}
 	}
 	if (r == 0)
@@ -697,7 +578,7 @@ static void task_gone(struct criu_glue_lazy *l, struct task *t)
 		close(t->uffd);
 	}
 	t->uffd = -1;
-	t->n = 0;
+	ranges_free(&t->lazy);
 }
 
 /* Where the page at addr of range x is in the pages image (*off), and how
@@ -807,7 +688,7 @@ static int copy_window(struct criu_glue_lazy *l, struct task *t, uint64_t from, 
 		task_gone(l, t);
 		return end;
 	}
-	int r = ranges_cut(t, from, from + done);
+	int r = ranges_cut(&t->lazy, from, from + done);
 	return r < 0 ? r : end;
 }
 
@@ -819,7 +700,7 @@ static int serve_fault(struct criu_glue_lazy *l, size_t ti, uint64_t addr)
 	if (t->uffd < 0)
 		return 0;
 	addr &= ~(uint64_t)(PAGE_SIZE - 1);
-	struct range *x = ranges_find(t, addr);
+	struct range *x = ranges_find(&t->lazy, addr);
 	int end = COPY_DONE;
 	if (!x) {
 		/* Nothing the dump had (or in place already): zeros. */
@@ -856,7 +737,7 @@ static int serve_fault(struct criu_glue_lazy *l, size_t ti, uint64_t addr)
 		end = copy_window(l, t, addr - b, addr + a, off - b, &l->st.fault_bytes);
 		if (end < 0)
 			return end;
-		if (end == COPY_AGAIN && ranges_find(t, addr) == NULL)
+		if (end == COPY_AGAIN && ranges_find(&t->lazy, addr) == NULL)
 			end = COPY_DONE; /* the faulting page made it */
 	}
 	if (end == COPY_AGAIN) {
@@ -880,10 +761,10 @@ static int background_step(struct criu_glue_lazy *l)
 	for (size_t k = 0; k < l->nt; k++) {
 		size_t ti = (l->next + k) % l->nt;
 		struct task *t = l->t[ti];
-		if (t->uffd < 0 || t->n == 0)
+		if (t->uffd < 0 || t->lazy.n == 0)
 			continue;
 		l->next = ti;
-		struct range *x = &t->r[0];
+		struct range *x = &t->lazy.r[0];
 		uint64_t off, before, after;
 		if (locate(t, x, x->start, &off, &before, &after) < 0)
 			return util_fail(l->why, sizeof(l->why), -EBADMSG,
@@ -900,7 +781,7 @@ static int background_step(struct criu_glue_lazy *l)
 static bool work_left(const struct criu_glue_lazy *l)
 {
 	for (size_t i = 0; i < l->nt; i++)
-		if (l->t[i]->uffd >= 0 && l->t[i]->n > 0)
+		if (l->t[i]->uffd >= 0 && l->t[i]->lazy.n > 0)
 			return true;
 	return false;
 }
@@ -915,12 +796,9 @@ static int on_fork(struct criu_glue_lazy *l, struct task *parent, int uffd)
 		return -ENOMEM;
 	}
 	*t = (struct task){.pid = parent->pid, .uffd = uffd, .pm = parent->pm};
-	int r = ranges_reserve(t, parent->n);
-	if (r == 0) {
-		memcpy(t->r, parent->r, parent->n * sizeof(*t->r));
-		t->n = parent->n;
+	int r = ranges_copy(&t->lazy, &parent->lazy);
+	if (r == 0)
 		r = task_add(l, t);
-	}
 	if (r < 0) {
 		task_free(t);
 		return util_fail(l->why, sizeof(l->why), r, "cannot follow a fork of task %d: %s",
@@ -957,7 +835,7 @@ static int on_uffd(struct criu_glue_lazy *l, size_t ti)
 				break;
 			case UFFD_EVENT_FORK: r = on_fork(l, l->t[ti], (int)e->arg.fork.ufd); break;
 			case UFFD_EVENT_REMAP:
-				r = ranges_move(l->t[ti], e->arg.remap.from, e->arg.remap.to,
+				r = ranges_move(&l->t[ti]->lazy, e->arg.remap.from, e->arg.remap.to,
 				                e->arg.remap.len);
 				break;
 			case UFFD_EVENT_REMOVE: {
@@ -969,11 +847,13 @@ static int on_uffd(struct criu_glue_lazy *l, size_t ti)
 					task_gone(l, l->t[ti]);
 					break;
 				}
-				r = ranges_cut(l->t[ti], e->arg.remove.start, e->arg.remove.end);
+				r = ranges_cut(&l->t[ti]->lazy, e->arg.remove.start,
+				               e->arg.remove.end);
 				break;
 			}
 			case UFFD_EVENT_UNMAP:
-				r = ranges_cut(l->t[ti], e->arg.remove.start, e->arg.remove.end);
+				r = ranges_cut(&l->t[ti]->lazy, e->arg.remove.start,
+				               e->arg.remove.end);
 				break;
 			default:
 				r = util_fail(l->why, sizeof(l->why), -EPROTO,
