@@ -684,6 +684,8 @@ static int copy_window(struct criu_glue_lazy *l, struct task *t, uint64_t from, 
 		}
 		l->st.copy_ns += util_now_ns() - tc;
 	}
+	if (done && l->o.source.put)
+		l->o.source.put(l->o.source.ctx, t->pm->pages_name, off, done);
 	if (end == COPY_GONE) {
 		task_gone(l, t);
 		return end;

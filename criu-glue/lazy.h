@@ -34,6 +34,9 @@ int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err);
 struct criu_glue_lazy_source {
 	int64_t (*get)(void *ctx, const char *name, uint64_t off, uint64_t len, struct iovec *iov,
 	               int max_iov, int *n_iov);
+	/* Bytes [off, off + len) are in place (or no longer wanted): what get()
+	 * gave for them is not read again unless asked for again. May be NULL. */
+	void (*put)(void *ctx, const char *name, uint64_t off, uint64_t len);
 	void *ctx;
 };
 

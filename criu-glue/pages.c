@@ -98,6 +98,9 @@ static int add_chunk(struct criu_glue_pages *p, size_t size, bool populate)
 	                  MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
 	if (base == MAP_FAILED)
 		return -ENOMEM;
+	/* Not in the children cryo forks (CRIU's among them): forking would
+	 * make every page copy-on-write, and the first write to each fault. */
+	madvise(base, size, MADV_DONTFORK);
 	p->chunks[p->n_chunks++] = (struct chunk){.base = base, .size = size};
 	return 0;
 }
@@ -332,6 +335,8 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
 		fcntl(p->sk, F_SETFD, FD_CLOEXEC);
 		int size = 4 << 20;
 		setsockopt(p->sk, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+		int big = 64 << 20;
+		setsockopt(sp[1], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
 		r = -pthread_create(&p->thread, NULL, receive, p);
 		p->thread_started = r == 0;
 	}

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -1432,6 +1433,15 @@ struct lazy_memory {
 	uint64_t *frame; /* per chunk: its frame's offset in the archive */
 	uint64_t *frame_len;
 	bool seen; /* met in the body (by the thread) */
+	/* The thread hashes the chunks in order as they come in (the file's
+	 * checksum, and each page's hash for the page index); a chunk both
+	 * hashed and handed over in full (image_lazy_release()) goes back to
+	 * the kernel, to be decompressed again should it be asked for. Under
+	 * lock. */
+	uint8_t *hashed;               /* per chunk */
+	uint64_t *given;               /* bitmap: the pages handed over */
+	XXH3_state_t *st;              /* the thread's */
+	struct page_hash *page_hashes; /* with want_index */
 };
 
 struct image_lazy {
@@ -1455,6 +1465,11 @@ struct image_lazy {
 	int result;      /* 0 while running, 1 done and verified, <0 failed */
 	struct image_error err;
 	bool cancel;
+	/* With a consumer that releases what it is done with: how many chunks
+	 * the thread keeps decompressed ahead of it at most (0: no limit), and
+	 * how many are in and not released. Under lock. */
+	unsigned bound;
+	size_t resident;
 };
 
 static struct lazy_memory *lazy_find(struct image_lazy *l, const char *name)
@@ -1510,6 +1525,8 @@ static int lazy_inflate(struct image_lazy *l, ZSTD_DCtx *d, struct lazy_memory *
 		                f->name, k, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short");
 	pthread_mutex_lock(&l->lock);
 	f->state[k] = r < 0 ? CHUNK_NONE : CHUNK_DONE;
+	if (r == 0)
+		l->resident++;
 	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
 	return r;
@@ -1546,39 +1563,90 @@ static int lazy_frames(struct image_lazy *l, struct lazy_memory *f)
 	return 0;
 }
 
-/* Decompresses what nobody asked for yet, in order. */
+/* Whether every page of chunk k was handed over. Under lock. */
+static bool chunk_given(const struct lazy_memory *f, size_t k)
+{
+	uint64_t first = (uint64_t)k * (MEMORY_CHUNK / DELTA_PAGE_SIZE);
+	uint64_t n = chunk_len(f, k) / DELTA_PAGE_SIZE;
+	for (uint64_t p = first; p < first + n; p++)
+		if (!(f->given[p / 64] & (1ULL << (p % 64))))
+			return false;
+	return true;
+}
+
+/* Chunk k, hashed and handed over, goes back to the kernel. Under lock. */
+static void chunk_release(struct image_lazy *l, struct lazy_memory *f, size_t k)
+{
+	if (f->state[k] != CHUNK_DONE || !f->hashed[k] || !chunk_given(f, k))
+		return;
+	madvise(f->data + (uint64_t)k * MEMORY_CHUNK, chunk_len(f, k), MADV_DONTNEED);
+	f->state[k] = CHUNK_NONE;
+	l->resident--;
+	pthread_cond_broadcast(&l->cond);
+	uint64_t first = (uint64_t)k * (MEMORY_CHUNK / DELTA_PAGE_SIZE);
+	for (uint64_t p = first; p < first + chunk_len(f, k) / DELTA_PAGE_SIZE; p++)
+		f->given[p / 64] &= ~(1ULL << (p % 64));
+}
+
+/* Decompresses what nobody asked for yet, and hashes every chunk, in
+ * order. */
 static int lazy_fill(struct image_lazy *l, ZSTD_DCtx *d, struct lazy_memory *f)
 {
 	for (size_t k = 0; k < f->n_chunks; k++) {
 		if (lazy_cancelled(l))
 			return -ECANCELED;
 		pthread_mutex_lock(&l->lock);
-		bool mine = f->state[k] == CHUNK_NONE && l->result == 0;
+		/* Not too far ahead of a consumer that releases: the memory it
+		 * releases is reused, still warm, rather than fresh memory taken.
+		 * Should it stall, the thread goes on after a while. Someone
+		 * else's decompression of this chunk is waited for, always. */
+		for (int waits = 0; l->result == 0;) {
+			if (f->state[k] == CHUNK_BUSY) {
+				pthread_cond_wait(&l->cond, &l->lock);
+				continue;
+			}
+			if (f->state[k] != CHUNK_NONE || !l->bound || l->resident < l->bound ||
+			    waits++ == 10)
+				break;
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 5 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+		}
+		int r = l->result < 0 ? l->result : 0;
+		bool mine = r == 0 && f->state[k] == CHUNK_NONE;
 		if (mine)
 			f->state[k] = CHUNK_BUSY;
 		pthread_mutex_unlock(&l->lock);
-		if (mine) {
-			int r = lazy_inflate(l, d, f, k);
-			if (r < 0)
-				return r;
-		}
+		if (r == 0 && mine)
+			r = lazy_inflate(l, d, f, k);
+		if (r < 0)
+			return r;
+		/* In, and not to be released before it is hashed. */
+		const uint8_t *c = f->data + (uint64_t)k * MEMORY_CHUNK;
+		uint64_t len = chunk_len(f, k);
+		XXH3_128bits_update(f->st, c, len);
+		if (f->page_hashes)
+			for (uint64_t o = 0; o < len; o += DELTA_PAGE_SIZE)
+				f->page_hashes[(k * MEMORY_CHUNK + o) / DELTA_PAGE_SIZE] =
+				    page_hash_of(c + o);
+		pthread_mutex_lock(&l->lock);
+		f->hashed[k] = 1;
+		chunk_release(l, f, k);
+		pthread_mutex_unlock(&l->lock);
 	}
 	return 0;
 }
 
-/* Once every chunk is in: the file's checksum. */
+/* Once every chunk is hashed: the file's checksum. */
 static int lazy_verify(struct image_lazy *l, struct lazy_memory *f)
 {
-	pthread_mutex_lock(&l->lock);
-	for (size_t k = 0; k < f->n_chunks && l->result == 0; k++)
-		while (f->state[k] != CHUNK_DONE && l->result == 0)
-			pthread_cond_wait(&l->cond, &l->lock);
-	int r = l->result < 0 ? l->result : 0;
-	pthread_mutex_unlock(&l->lock);
-	if (r < 0)
-		return r;
 	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits(f->data, f->size));
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->st));
 	if (memcmp(c.digest, f->hash, 16) != 0)
 		return lazy_failed(l, -EBADMSG, "checksum mismatch in '%s'", f->name);
 	return 0;
@@ -1688,8 +1756,9 @@ static int lazy_extract(struct image_lazy *l, ZSTD_DCtx *d)
 	if (r == 0 && l->want_index) {
 		l->index = page_index_new(l->gen);
 		for (size_t i = 0; r == 0 && i < l->n_mem; i++)
-			r = l->index ? page_index_add(l->index, l->mem[i].name, l->mem[i].data,
-			                              l->mem[i].size)
+			r = l->index ? page_index_add_hashes(l->index, l->mem[i].name,
+			                                     l->mem[i].page_hashes,
+			                                     l->mem[i].size / DELTA_PAGE_SIZE)
 			             : -ENOMEM;
 	}
 	if (r == -EBADMSG)
@@ -1764,11 +1833,20 @@ int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, stru
 		f->state = calloc(f->n_chunks + 1, 1);
 		f->frame = calloc(f->n_chunks + 1, sizeof(*f->frame));
 		f->frame_len = calloc(f->n_chunks + 1, sizeof(*f->frame_len));
+		f->hashed = calloc(f->n_chunks + 1, 1);
+		f->given = calloc(mf->size / DELTA_PAGE_SIZE / 64 + 1, sizeof(*f->given));
+		f->st = XXH3_createState();
+		if (f->st)
+			XXH3_128bits_reset(f->st);
+		f->page_hashes =
+		    want_index ? malloc((mf->size / DELTA_PAGE_SIZE + 1) * sizeof(struct page_hash))
+		               : NULL;
 		f->data = mmap(NULL, mf->size ? mf->size : 1, PROT_READ | PROT_WRITE,
 		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (f->data == MAP_FAILED)
 			f->data = NULL;
-		if (!f->state || !f->frame || !f->frame_len || !f->data) {
+		if (!f->state || !f->frame || !f->frame_len || !f->data || !f->hashed ||
+		    !f->given || !f->st || (want_index && !f->page_hashes)) {
 			r = fail(err, -ENOMEM, "cannot map %s of memory for '%s'",
 			         util_format_bytes(mf->size, (char[32]){0}, 32), mf->name);
 			goto fail;
@@ -1857,9 +1935,27 @@ int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint
 	return r;
 }
 
+void image_lazy_release(struct image_lazy *l, const uint8_t *data, uint64_t off, uint64_t len)
+{
+	struct lazy_memory *f = NULL;
+	for (size_t i = 0; i < l->n_mem; i++)
+		if (l->mem[i].data == data)
+			f = &l->mem[i];
+	if (!f || off % DELTA_PAGE_SIZE || len % DELTA_PAGE_SIZE || off > f->size ||
+	    len > f->size - off || !len)
+		return;
+	pthread_mutex_lock(&l->lock);
+	for (uint64_t p = off / DELTA_PAGE_SIZE; p < (off + len) / DELTA_PAGE_SIZE; p++)
+		f->given[p / 64] |= 1ULL << (p % 64);
+	for (size_t k = (size_t)(off / MEMORY_CHUNK); k <= (off + len - 1) / MEMORY_CHUNK; k++)
+		chunk_release(l, f, k);
+	pthread_mutex_unlock(&l->lock);
+}
+
 int image_lazy_finish(struct image_lazy *l, struct manifest **m, struct page_index **index,
                       struct image_error *err)
 {
+	image_lazy_bound(l, 0); /* nothing more is released */
 	if (l->started) {
 		pthread_join(l->thread, NULL);
 		l->started = false;
@@ -1874,6 +1970,14 @@ int image_lazy_finish(struct image_lazy *l, struct manifest **m, struct page_ind
 	if (index)
 		*index = TAKE_PTR(l->index);
 	return 0;
+}
+
+void image_lazy_bound(struct image_lazy *l, unsigned chunks)
+{
+	pthread_mutex_lock(&l->lock);
+	l->bound = chunks;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
 }
 
 void image_lazy_cancel(struct image_lazy *l)
@@ -1896,6 +2000,10 @@ void image_lazy_free(struct image_lazy *l)
 		free(l->mem[i].state);
 		free(l->mem[i].frame);
 		free(l->mem[i].frame_len);
+		free(l->mem[i].hashed);
+		free(l->mem[i].given);
+		XXH3_freeState(l->mem[i].st);
+		free(l->mem[i].page_hashes);
 	}
 	free(l->mem);
 	if (l->map)

@@ -119,6 +119,17 @@ const uint8_t *image_lazy_memory(struct image_lazy *l, const char *name, uint64_
  * damaged: -EBADMSG). Only the thread checks whole files and the body. */
 int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint64_t len);
 
+/* The caller is done with bytes [off, off + len) (whole pages) of the
+ * memory image at data: each chunk all of whose pages are done with, and
+ * that the thread has hashed, goes back to the kernel (image_lazy_get()
+ * decompresses it again should it be asked for). */
+void image_lazy_release(struct image_lazy *l, const uint8_t *data, uint64_t off, uint64_t len);
+
+/* For a caller that releases what it is done with: the thread decompresses
+ * at most chunks chunks (2 MiB each) ahead of it (0: no limit, as at first;
+ * image_lazy_finish() lifts it). */
+void image_lazy_bound(struct image_lazy *l, unsigned chunks);
+
 /* Waits for the thread's end: 0 once everything is in and verified, with
  * the manifest in *m and the page index (if wanted) in *index; else the
  * error, with its reason in err. */

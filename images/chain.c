@@ -137,6 +137,11 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 		image_chain_free(c);
 		return r;
 	}
+	/* A whole generation's memory goes as it is put in place
+	 * (image_chain_release()): decompressed not far ahead of that, it
+	 * takes little memory, and memory just released. */
+	if (c->n == 1 && !c->lv[0].incremental)
+		image_lazy_bound(c->lv[0].l, 16);
 	*ret = c;
 	return 0;
 }
@@ -260,6 +265,18 @@ int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, u
 		return r;
 	*n_iov = g.n;
 	return (int64_t)(g.pages * DELTA_PAGE_SIZE);
+}
+
+void image_chain_release(struct image_chain *c, const char *name, uint64_t off, uint64_t len)
+{
+	/* An incremental generation's images are read again at the end (their
+	 * rebuild check), its bases' too: only a whole generation's go. */
+	struct level *v = &c->lv[0];
+	uint64_t size;
+	const uint8_t *p =
+	    c->n == 1 && !v->incremental ? image_lazy_memory(v->l, name, &size) : NULL;
+	if (p)
+		image_lazy_release(v->l, p, off, len);
 }
 
 /* Checks incremental image f as rebuilt against its checksum and, with

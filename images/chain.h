@@ -33,6 +33,11 @@ int image_chain_wait_files(struct image_chain *c, struct image_error *err);
 int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, uint64_t len,
                         struct iovec *iov, int max_iov, int *n_iov);
 
+/* The caller is done with bytes [off, off + len) of memory image name (it
+ * asked for them with image_chain_get() and put them in place): the memory
+ * they took may go (image_lazy_release()). */
+void image_chain_release(struct image_chain *c, const char *name, uint64_t off, uint64_t len);
+
 /* Once the program has everything it asked for: waits until every
  * generation's memory is in, verifies it all (an incremental generation's
  * rebuilt images against their checksums), and hands over gen's page index

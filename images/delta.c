@@ -517,8 +517,10 @@ static void hash_hex(const void *data, size_t len, char out[33])
 void delta_dir_clear(struct delta_dir *d)
 {
 	for (size_t i = 0; i < d->n_maps; i++) {
-		if (d->maps[i].data)
+		if (d->maps[i].mapped)
 			munmap(d->maps[i].data, d->maps[i].len);
+		else if (d->maps[i].owned)
+			free(d->maps[i].data);
 		delta_file_clear(&d->maps[i].delta);
 		free(d->maps[i].name);
 	}
@@ -526,6 +528,51 @@ void delta_dir_clear(struct delta_dir *d)
 	free(d->files);
 	page_index_free(d->index);
 	memset(d, 0, sizeof(*d));
+}
+
+static struct delta_mapping *add_mapping(struct delta_dir *out, const char *name)
+{
+	struct delta_mapping *n = realloc(out->maps, (out->n_maps + 1) * sizeof(*n));
+	if (!n)
+		return NULL;
+	out->maps = n;
+	struct delta_mapping *dm = &out->maps[out->n_maps];
+	memset(dm, 0, sizeof(*dm));
+	if (!(dm->name = strdup(name)))
+		return NULL;
+	out->n_maps++;
+	return dm;
+}
+
+/* Hashes dm's pages once, for this dump's index and for the delta. */
+static int prepare_one(struct delta_dir *out, struct delta_mapping *dm,
+                       const struct page_index *base, bool want_index)
+{
+	if (dm->len % DELTA_PAGE_SIZE)
+		return -EINVAL;
+	size_t pages = dm->len / DELTA_PAGE_SIZE;
+	out->pages += pages;
+	if (!want_index && !base)
+		return 0;
+	_cleanup_free_ XXH128_hash_t *hashes = hash_pages(dm->data, dm->len);
+	if (!hashes)
+		return -ENOMEM;
+	int r = want_index ? index_add_hashed(out->index, dm->name, hashes, pages) : 0;
+	if (r == 0 && base) {
+		r = encode_hashed(base, dm->name, dm->data, dm->len, hashes, &dm->delta);
+		out->copied_pages += dm->delta.copied_pages;
+		hash_hex(dm->data, dm->len, dm->hash);
+	}
+	return r;
+}
+
+/* Incremental only when it pays: half the pages or more are the base's. */
+static struct mem_file mapping_file(struct delta_dir *out, struct delta_mapping *dm)
+{
+	if (out->incremental)
+		return dm->delta.mem;
+	dm->iov = (struct iovec){dm->data, dm->len};
+	return (struct mem_file){dm->name, &dm->iov, 1, dm->len};
 }
 
 int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct page_index *base,
@@ -543,48 +590,20 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 	while ((de = readdir(dir)) && r == 0) {
 		if (!delta_applies_to(de->d_name))
 			continue;
-		struct delta_mapping *n = realloc(out->maps, (out->n_maps + 1) * sizeof(*n));
-		if (!n) {
-			r = -ENOMEM;
-			break;
-		}
-		out->maps = n;
-		struct delta_mapping *dm = &out->maps[out->n_maps++];
-		memset(dm, 0, sizeof(*dm));
-		if (!(dm->name = strdup(de->d_name))) {
+		struct delta_mapping *dm = add_mapping(out, de->d_name);
+		if (!dm) {
 			r = -ENOMEM;
 			break;
 		}
 		r = util_map_file(dirfd(dir), de->d_name, &dm->data, &dm->len);
-		if (r < 0)
-			break;
-		if (dm->len % DELTA_PAGE_SIZE) {
-			r = -EINVAL;
-			break;
-		}
-		size_t pages = dm->len / DELTA_PAGE_SIZE;
-		out->pages += pages;
-		if (!want_index && !base)
-			continue;
-		/* Each page is hashed once, for this dump's index and for the delta. */
-		_cleanup_free_ XXH128_hash_t *hashes = hash_pages(dm->data, dm->len);
-		if (!hashes) {
-			r = -ENOMEM;
-			break;
-		}
-		if (want_index)
-			r = index_add_hashed(out->index, dm->name, hashes, pages);
-		if (r == 0 && base) {
-			r = encode_hashed(base, dm->name, dm->data, dm->len, hashes, &dm->delta);
-			out->copied_pages += dm->delta.copied_pages;
-			hash_hex(dm->data, dm->len, dm->hash);
-		}
+		dm->mapped = r == 0 && dm->data;
+		if (r == 0)
+			r = prepare_one(out, dm, base, want_index);
 	}
 	if (r < 0) {
 		delta_dir_clear(out);
 		return r;
 	}
-	/* Incremental only when it pays: half the pages or more are the base's. */
 	out->incremental = base && out->copied_pages * 2 >= out->pages && out->pages > 0;
 	out->files = calloc(out->n_maps ? out->n_maps : 1, sizeof(struct mem_file));
 	if (!out->files) {
@@ -593,12 +612,7 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 	}
 	for (size_t i = 0; i < out->n_maps; i++) {
 		struct delta_mapping *dm = &out->maps[i];
-		if (out->incremental) {
-			out->files[i] = dm->delta.mem;
-		} else {
-			dm->iov = (struct iovec){dm->data, dm->len};
-			out->files[i] = (struct mem_file){dm->name, &dm->iov, 1, dm->len};
-		}
+		out->files[i] = mapping_file(out, dm);
 		/* The archive takes it from memory now, not from the directory. */
 		if (unlinkat(dirfd(dir), dm->name, 0) < 0) {
 			r = -errno;
@@ -608,6 +622,57 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 	}
 	out->n_files = out->n_maps;
 	return 0;
+}
+
+int delta_prepare_mem(const struct mem_file *files, size_t n, uint64_t generation,
+                      const struct page_index *base, bool want_index, struct delta_dir *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->index = page_index_new(generation);
+	out->files = calloc(n ? n : 1, sizeof(struct mem_file));
+	size_t *which = calloc(n ? n : 1, sizeof(*which)); /* files[i]'s mapping + 1, or 0 */
+	int r = out->index && out->files && which ? 0 : -ENOMEM;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const struct mem_file *f = &files[i];
+		out->files[i] = *f;
+		if (!delta_applies_to(f->name))
+			continue;
+		struct delta_mapping *dm = add_mapping(out, f->name);
+		if (!dm) {
+			r = -ENOMEM;
+			break;
+		}
+		dm->len = f->size;
+		if (f->n_iov == 1) {
+			dm->data = f->iov[0].iov_base;
+		} else if (f->size) {
+			/* in pieces (the memory it came into grew): made whole */
+			uint8_t *p = malloc(f->size);
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			dm->data = p;
+			dm->owned = true;
+			for (size_t k = 0; k < f->n_iov; k++) {
+				memcpy(p, f->iov[k].iov_base, f->iov[k].iov_len);
+				p += f->iov[k].iov_len;
+			}
+		}
+		which[i] = out->n_maps;
+		r = prepare_one(out, dm, base, want_index);
+	}
+	if (r == 0) {
+		out->incremental = base && out->copied_pages * 2 >= out->pages && out->pages > 0;
+		for (size_t i = 0; i < n; i++)
+			if (which[i])
+				out->files[i] = mapping_file(out, &out->maps[which[i] - 1]);
+		out->n_files = n;
+	}
+	free(which);
+	if (r < 0)
+		delta_dir_clear(out);
+	return r;
 }
 
 int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir)

@@ -99,6 +99,7 @@ struct delta_dir {
 		char *name;
 		void *data;
 		size_t len;
+		bool mapped, owned; /* data: a file mapped, or a copy of ours */
 		struct iovec iov;
 		struct delta_file delta;
 		char hash[33];
@@ -108,6 +109,12 @@ struct delta_dir {
 
 int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct page_index *base,
                       bool want_index, struct delta_dir *out);
+
+/* The same for a dump held in memory (n files, memory images and others):
+ * out->files holds all n, the memory images made ready as above, the others
+ * as they are. The files' segments must outlive out. */
+int delta_prepare_mem(const struct mem_file *files, size_t n, uint64_t generation,
+                      const struct page_index *base, bool want_index, struct delta_dir *out);
 
 /* Writes the memory images delta_prepare_dir() took out of images_dir back
  * into it (for a restore from the dump after all). */

@@ -49,10 +49,10 @@ static void usage(FILE *f)
 	    "  --no-delta           store every generation whole (by default a generation that\n"
 	    "                       shares half its memory pages or more with the one before\n"
 	    "                       stores only the pages that changed, up to 8 in a row)\n"
-	    "  --dump-via WAY       files (default): CRIU writes image files, which cryo then\n"
-	    "                       archives; memory: CRIU sends the pages to cryo's own page\n"
-	    "                       server, into memory readied before the freeze (no raw\n"
-	    "                       images on disk; slower than files here, see the README)\n"
+	    "  --dump-via WAY       memory (default): CRIU sends the pages to cryo's own page\n"
+	    "                       server, into memory readied before the freeze (the\n"
+	    "                       shortest freeze; files when that memory is not to be\n"
+	    "                       had); files: CRIU writes image files that cryo archives\n"
 	    "  --no-lazy-restore    restore all memory before PROG runs again (by default a\n"
 	    "                       whole generation is restored lazily: PROG runs as soon as\n"
 	    "                       its stacks are back, and the rest of its memory follows\n"
@@ -176,7 +176,8 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	            .keep = 3,
 	            .zstd_level = 3,
 	            .incremental = true,
-	            .lazy_restore = true},
+	            .lazy_restore = true,
+	            .dump_via_memory = true},
 	};
 	optind = 1;
 	opterr = 0;

@@ -235,6 +235,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 	cfg.zstd_level = (int)manifest_get_u64(offer, "set.zstd_level", 3);
 	cfg.incremental = manifest_get_u64(offer, "set.incremental", 1) != 0;
 	cfg.lazy_restore = manifest_get_u64(offer, "set.lazy_restore", 1) != 0;
+	cfg.dump_via_memory = manifest_get_u64(offer, "set.dump_via_memory", 1) != 0;
 	cfg.incoming = &in;
 	struct net_config net = {0};
 	const char *addr = manifest_get(offer, "net.addr");

@@ -655,6 +655,13 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	    cfg->incremental && s->index && s->chain < MAX_CHAIN ? s->index : NULL;
 	if (pages) {
 		criu_glue_pages_files(pages, &mem, &n_mem);
+		r = delta_prepare_mem(mem, n_mem, gen, base, cfg->incremental, &dd);
+		if (r < 0) {
+			snprintf(why, why_len, "cannot read the memory images: %s", strerror(-r));
+			goto out;
+		}
+		mem = dd.files;
+		n_mem = dd.n_files;
 	} else {
 		r = delta_prepare_dir(images, gen, base, cfg->incremental, &dd);
 		if (r < 0) {
@@ -702,7 +709,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		          "be pruned: %s",
 		          gen, cfg->name, strerror(-r));
 	r = 0;
-	if (!pages && cfg->incremental) {
+	if (cfg->incremental) {
 		s->chain = dd.incremental ? s->chain + 1 : 0;
 		page_index_free(s->index);
 		s->index = TAKE_PTR(dd.index);
@@ -910,6 +917,12 @@ static int64_t lazy_get(void *ctx, const char *name, uint64_t off, uint64_t len,
 	return image_chain_get(lz->images, name, off, len, iov, max_iov, n_iov);
 }
 
+static void lazy_put(void *ctx, const char *name, uint64_t off, uint64_t len)
+{
+	struct lazy_restore *lz = ctx;
+	image_chain_release(lz->images, name, off, len);
+}
+
 static void lazy_free(struct lazy_restore *lz)
 {
 	if (!lz)
@@ -1103,7 +1116,7 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 		struct criu_glue_lazy_opts o = {
 		    .images_dir = lz->dir,
 		    .work_dir = cfg->paths.dir,
-		    .source = {lazy_get, lz},
+		    .source = {lazy_get, lazy_put, lz},
 		    .notify_fd = lz->efd,
 		};
 		r = lz->efd < 0 ? -errno : criu_glue_lazy_start(&o, &lz->glue, &cerr);
@@ -1446,6 +1459,7 @@ static void add_settings(const struct supervisor_config *cfg, struct manifest *m
 	manifest_addf(m, "set.zstd_level", "%d", cfg->zstd_level);
 	manifest_addf(m, "set.incremental", "%d", cfg->incremental);
 	manifest_addf(m, "set.lazy_restore", "%d", cfg->lazy_restore);
+	manifest_addf(m, "set.dump_via_memory", "%d", cfg->dump_via_memory);
 }
 
 static int read_cpuinfo(char **ret, size_t *ret_len, char *why, size_t len)

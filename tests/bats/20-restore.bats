@@ -113,9 +113,9 @@ expected_result() {
 	assert_equal "$status" 143
 }
 
-@test "--dump-via memory (cryo's page server): the same restore, the same result" {
+@test "--dump-via files (CRIU's image files, not cryo's page server): the same restore, the same result" {
 	want=$(expected_result 40 5 0)
-	start_cryo c --dump-via memory -- "$CRYO_EXAMPLES/counter" 40 5 25
+	start_cryo c --dump-via files -- "$CRYO_EXAMPLES/counter" 40 5 25
 	wait_for 30 count_at_least 1 '^step 22$' "$STATE/c.out"
 	kill -KILL "$(prog_pid c)"
 	wait_supervisor "$LAST_SUPERVISOR" 60

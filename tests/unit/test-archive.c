@@ -1,6 +1,7 @@
 /* The image format: round trip, damage anywhere is detected, truncation,
  * a full disk, and the store's commit/prune/set-aside rules. */
 #include "archive.h"
+#include "delta.h"
 #include "store.h"
 #include "test.h"
 #include "util.h"
@@ -11,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -521,6 +523,82 @@ static void test_lazy(void)
 	free(b);
 }
 
+/* A consumer that releases what it put in place, in a scattered order and
+ * concurrently with the thread that hashes in order: released chunks leave
+ * memory, come back (decompressed again) when asked for again, and the
+ * whole file still checks out, page index included. */
+static void test_lazy_release(void)
+{
+	char src[512], arc[512], out[512];
+	snprintf(src, sizeof(src), "%s/src", root);
+	snprintf(arc, sizeof(arc), "%s/release.cryo", root);
+	snprintf(out, sizeof(out), "%s/release-out", root);
+	make_images(src);
+	size_t n = (40u << 20) + 3 * 4096; /* 21 chunks, the last one short */
+	uint8_t *b = malloc(n);
+	uint64_t x = 0x2545F4914F6CDD1DULL;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		b[i] = i % 3 ? (uint8_t)x : 'a'; /* compressible, but not much */
+	}
+	struct iovec seg = {b, n};
+	struct mem_file mem = {"pages-2.img", &seg, 1, n};
+	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	struct manifest *m = manifest_new();
+	struct image_error err = {{0}};
+	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, &err) == 0);
+	manifest_free(m);
+	for (int round = 0; round < 3; round++) {
+		util_rm_rf(out);
+		CHECK(util_mkdir_p(out) == 0);
+		struct image_lazy *l = NULL;
+		CHECK(image_lazy_open(fd, out, true, 7, &l, &err) == 0);
+		image_lazy_bound(l, 2);
+		uint64_t size = 0;
+		const uint8_t *p = image_lazy_memory(l, "pages-2.img", &size);
+		CHECK(p && size == n);
+		size_t chunks = (n + (2u << 20) - 1) / (2u << 20);
+		for (size_t i = 0, k = round; i < chunks; i++, k = (k + 8) % chunks) {
+			uint64_t off = (uint64_t)k << 21,
+			         len = n - off < (2u << 20) ? n - off : 2u << 20;
+			CHECK(image_lazy_get(l, p, off, len) == 0);
+			CHECK(memcmp(p + off, b + off, len) == 0);
+			/* in two halves, the second one first */
+			image_lazy_release(l, p, off + len / 2 / 4096 * 4096,
+			                   len - len / 2 / 4096 * 4096);
+			image_lazy_release(l, p, off, len / 2 / 4096 * 4096);
+		}
+		/* Asked for again after its release. */
+		CHECK(image_lazy_get(l, p, 4096, 8192) == 0);
+		CHECK(memcmp(p + 4096, b + 4096, 8192) == 0);
+		struct page_index *idx = NULL;
+		m = NULL;
+		CHECK(image_lazy_finish(l, &m, &idx, &err) == 0);
+		CHECK(idx != NULL);
+		/* Its index encodes the same memory as wholly the base's. */
+		struct delta_file d;
+		if (idx && delta_encode(idx, "pages-2.img", b, n, &d) == 0) {
+			CHECK(d.copied_pages == n / 4096);
+			delta_file_clear(&d);
+		} else {
+			CHECK(!"delta_encode");
+		}
+		/* What was released and not asked for again is out of memory. */
+		unsigned char vec[512];
+		CHECK(mincore((void *)(p + (6u << 20)), 2u << 20, vec) == 0);
+		size_t in = 0;
+		for (size_t i = 0; i < 512; i++)
+			in += vec[i] & 1;
+		CHECK(in == 0);
+		page_index_free(idx);
+		manifest_free(m);
+		image_lazy_free(l);
+	}
+	close(fd);
+	free(b);
+}
+
 /* A frame table that cannot be read refuses the lazy restore at once; one
  * that points elsewhere than the frames are is found while restoring. */
 static void test_lazy_frame_table(void)
@@ -572,6 +650,7 @@ static void teardown(void)
 	CHECK(util_rm_rf(root) == 0);
 }
 
-TEST_MAIN(setup, test_round_trip, test_damage_detected, test_truncation, test_stream_round_trip,
-          test_stream_damage, test_disk_full, test_reader_gone, test_manifest_text, test_store,
-          test_memory_files, test_lazy, test_lazy_frame_table, teardown)
+TEST_MAIN(setup, test_lazy_release, test_round_trip, test_damage_detected, test_truncation,
+          test_stream_round_trip, test_stream_damage, test_disk_full, test_reader_gone,
+          test_manifest_text, test_store, test_memory_files, test_lazy, test_lazy_frame_table,
+          teardown)
