@@ -47,6 +47,10 @@
 #define CRYO_LIBEXECDIR "/usr/local/libexec"
 #endif
 
+/* The least memory a program dumps through cryo's page server (--dump-via
+ * memory); smaller ones go through files. */
+#define PAGE_SERVER_MIN (64ULL << 20)
+
 /* epoll tags */
 enum {
 	EV_SIGNAL = 1,
@@ -618,8 +622,10 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	struct criu_glue_pages *pages = NULL;
 	struct delta_dir dd = {0};
 	if (cfg->dump_via_memory) {
+		/* Below PAGE_SERVER_MIN, files are as quick to freeze and the
+		 * server's fixed costs (its memory, its thread) are not worth it. */
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
-		if (expect < util_mem_available() / 2 &&
+		if (expect >= PAGE_SERVER_MIN && expect < util_mem_available() / 2 &&
 		    criu_glue_pages_start(expect + (expect >> 5), &pages, &cerr) < 0) {
 			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
 			pages = NULL;
@@ -728,15 +734,19 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	};
 out:
 	delta_dir_clear(&dd);
+	bool via_server = pages != NULL;
 	criu_glue_pages_free(pages);
 	if (r == 0) {
 		remove_later(s, images);
 		double ms[4];
 		for (int i = 0; i < 4; i++)
 			ms[i] = (double)(tp[i + 1] - tp[i]) / 1e6;
-		log_debug("checkpoint %" PRIu64 " of '%s': CRIU %.1f ms (frozen %.1f), eager pages "
-		          "%.1f, memory images read %.1f, compressed and written %.1f, fsync %.1f",
-		          gen, cfg->name, ms[0], (double)st.frozen_us / 1e3, ms[1], ms[2],
+		log_debug("checkpoint %" PRIu64 " of '%s' (%s): CRIU %.1f ms (frozen %.1f), eager "
+		          "pages %.1f, memory images read %.1f, compressed and written %.1f, fsync "
+		          "%.1f",
+		          gen, cfg->name,
+		          via_server ? "through cryo's page server" : "through files", ms[0],
+		          (double)st.frozen_us / 1e3, ms[1], ms[2],
 		          ms[3] - (double)ws.sync_ns / 1e6, (double)ws.sync_ns / 1e6);
 	} else {
 		util_rm_rf(images);
