@@ -1771,6 +1771,9 @@ static int lazy_extract(struct image_lazy *l, ZSTD_DCtx *d)
 static void *lazy_main(void *arg)
 {
 	struct image_lazy *l = arg;
+	/* The archive was written past the page cache: read it all ahead,
+	 * in the background, rather than a fault's readahead at a time. */
+	posix_fadvise(l->fd, 0, 0, POSIX_FADV_WILLNEED);
 	ZSTD_DCtx *d = ZSTD_createDCtx();
 	int r = d ? lazy_extract(l, d) : lazy_failed(l, -ENOMEM, "out of memory");
 	ZSTD_freeDCtx(d);
