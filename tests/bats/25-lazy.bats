@@ -12,8 +12,11 @@ teardown() { teardown_state; }
 LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 
 @test "a whole generation is restored lazily; every page reads as it was, in a scattered order" {
-	start_cryo lc --no-delta -- "$LAZY_CHECK" 96
+	start_cryo lc --no-delta --verbose -- "$LAZY_CHECK" 96
 	wait_for 60 grep -q '^filled 24576 pages$' "$STATE/lc.out"
+	# 96 MiB and more than 64: through cryo's page server, by default.
+	run grep -c "checkpoint 1 of 'lc' (through cryo's page server)" "$STATE/lc.err"
+	assert_output 1
 	kill -KILL "$(prog_pid lc)"
 	# The copy checkpoints at once (while its memory is still coming), then
 	# reads every page.
@@ -28,7 +31,10 @@ LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 	assert_output 1
 	run grep -c "differs" "$STATE/lc.out"
 	assert_output 0
-	# Once all is in, the daemon's socket and the scratch directory go.
+	# cryo put the pages in place itself, on faults and in the background.
+	run grep -c "all the memory of 'lc' is back, .* (24[0-9]* lazy pages; [0-9]* faults brought" "$STATE/lc.err"
+	assert_output 2
+	# Once all is in, the lazy-pages socket and the scratch directory go.
 	wait_for 30 bash -c "! ls /dev/shm | grep -q '^cryo-restore-lc-$LAST_SUPERVISOR-'"
 	wait_for 30 test ! -e "$STATE/lc/lazy-pages.socket"
 }
