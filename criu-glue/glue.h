@@ -44,7 +44,7 @@ struct criu_glue_restore_opts {
 	size_t n_inherit;
 	bool tcp_established; /* restore established TCP connections open */
 	bool tcp_close;       /* restore them closed (after a crash) */
-	bool lazy_pages;      /* lazy pages come from a daemon (lazy.h) */
+	bool lazy_pages;      /* cryo puts the lazy pages in place (lazy.h) */
 };
 
 struct criu_glue_dump_stats {

@@ -9,17 +9,13 @@
 /* CRIU's page-server protocol (criu/page-xfer.c). Dump direction: CRIU
  * sends PS_IOV_OPEN2 per pagemap, then PS_IOV_ADD_F (flags in the command's
  * high bits) followed by the pages, and PS_IOV_CLOSE or FORCE_CLOSE, which
- * wants an int32 0 back. Lazy-pages direction: the daemon asks PS_IOV_GET
- * { nr_pages, vaddr, dst_id = the task's bare pid }, and each answer, in
- * the order asked, is PS_IOV_ADD_F with PE_PRESENT and the same fields
- * (nr_pages may be fewer), then the pages; it ends with FORCE_CLOSE. */
+ * wants an int32 0 back (pages.c). */
 #define PS_IOV_ADD         1
 #define PS_IOV_HOLE        2
 #define PS_IOV_OPEN        3
 #define PS_IOV_OPEN2       4
 #define PS_IOV_PARENT      5
 #define PS_IOV_ADD_F       6
-#define PS_IOV_GET         7
 #define PS_IOV_CLOSE       0x1023
 #define PS_IOV_FORCE_CLOSE 0x1024
 #define PS_CMD_BITS        16

@@ -61,7 +61,7 @@ enum {
 	EV_STDIN_PIPE,
 	EV_TIMER,
 	EV_COMMANDS,
-	EV_LAZY,         /* the daemon is done */
+	EV_LAZY,         /* the lazy pages are all in place, or cannot be */
 	EV_LAZY_CHECKED, /* the memory is checked */
 };
 
@@ -119,20 +119,20 @@ struct supervisor {
 };
 
 /* A lazy restore whose memory is still on its way: the archive being
- * decompressed (images), CRIU's lazy-pages daemon fed from it (glue). */
+ * decompressed (images), its pages put in place from it (glue). */
 struct lazy_restore {
 	struct image_chain *images;
 	struct criu_glue_lazy *glue;
-	int efd; /* eventfd: the daemon is done, then: the check is */
+	int efd; /* eventfd: the pages are in place, then: the check is done */
 	char dir[PATH_MAX];
 	uint64_t gen, t0;
-	/* Once the daemon is done, a thread checks the memory (all of it
+	/* Once the pages are in place, a thread checks the memory (all of it
 	 * verified, an incremental generation's rebuilt images too, the page
 	 * index built), away from the supervisor's loop. */
 	pthread_t checker;
 	bool checked;  /* the check began */
 	bool checking; /* in checker, to be joined */
-	int daemon_r, check_r;
+	int glue_r, check_r;
 	struct criu_glue_error cerr;
 	struct image_error ierr;
 	struct page_index *idx;
@@ -959,8 +959,8 @@ static void *lazy_check_main(void *arg)
 	return NULL;
 }
 
-/* The daemon is done: what it says, then the memory's check in a thread
- * (its end comes as EV_LAZY_CHECKED). */
+/* The pages are in place (or cannot be): what the glue says, then the
+ * memory's check in a thread (its end comes as EV_LAZY_CHECKED). */
 static void lazy_check_start(struct supervisor *s)
 {
 	struct lazy_restore *lz = s->lazy;
@@ -971,8 +971,8 @@ static void lazy_check_start(struct supervisor *s)
 	if (read(lz->efd, &v, sizeof(v)) < 0) {
 		/* Not fired yet (lazy_settle() timed out): checked as it stands. */
 	}
-	lz->daemon_r = criu_glue_lazy_finish(lz->glue, &lz->cerr);
-	if (lz->daemon_r < 0)
+	lz->glue_r = criu_glue_lazy_finish(lz->glue, &lz->cerr);
+	if (lz->glue_r < 0)
 		image_chain_cancel(lz->images);
 	lz->bad = lz->gen;
 	ep_mod(s, lz->efd, EPOLLIN, EV_LAZY_CHECKED);
@@ -983,8 +983,8 @@ static void lazy_check_start(struct supervisor *s)
 	lazy_check_main(lz); /* no thread to be had: here, then */
 }
 
-/* Ends the lazy restore in progress, if any. Without abort, once the daemon
- * is done: waits for the memory's check; if not all the memory came, or
+/* Ends the lazy restore in progress, if any. Without abort, once the pages
+ * are in place: waits for the memory's check; if not all the memory came, or
  * intact, the program cannot run on (what never came reads as zeros) and is
  * killed, to be restored again. With abort: the program is gone already. */
 static int lazy_end(struct supervisor *s, bool abort)
@@ -1002,7 +1002,7 @@ static int lazy_end(struct supervisor *s, bool abort)
 		pthread_join(lz->checker, NULL);
 	int r = 0;
 	if (!abort) {
-		r = lz->daemon_r;
+		r = lz->glue_r;
 		int ri = lz->check_r;
 		if (ri == -EBADMSG) {
 			log_error("generation %" PRIu64
@@ -1022,8 +1022,8 @@ static int lazy_end(struct supervisor *s, bool abort)
 			r = ri;
 		}
 		if (r < 0) {
-			/* Gone before the daemon goes (lazy_free()): its faults would
-			 * read zeros then. The namespace's init exits after every
+			/* Gone before its userfaultfds close (lazy_free()): its faults
+			 * would read zeros then. The namespace's init exits after every
 			 * process in it; its status stays for handle_exit(). */
 			if (s->running) {
 				kill(s->init_pid, SIGKILL);
@@ -1078,8 +1078,8 @@ static int lazy_settle(struct supervisor *s, char *why, size_t why_len)
 /* Restores generation gen with its memory to follow (from the generations
  * it is built on too, if it is incremental). Returns 0, or -EBADMSG for a
  * damaged image, or -EAGAIN when it is not to be restored this way (an
- * image of format 1 or without its eager pages, a lazy-pages daemon that
- * does not start): the caller restores it in full. */
+ * image of format 1 or without its eager pages, a lazy-pages socket that
+ * cannot be set up): the caller restores it in full. */
 static int restore_lazily(struct supervisor *s, uint64_t gen)
 {
 	const struct supervisor_config *cfg = s->cfg;
