@@ -984,7 +984,7 @@ static void *run_main(void *arg)
 	int r = run(l);
 	if (r == 1)
 		return NULL; /* stopped */
-	l->done = true;
+	__atomic_store_n(&l->done, true, __ATOMIC_RELEASE);
 	if (r < 0) {
 		/* Pages that never come: the program's faults wait (closing the
 		 * userfaultfds would give it zeros) until the caller ended it and
