@@ -101,11 +101,13 @@ teardown_state() {
 	rm -rf "$STATE"
 }
 
-# A TCP port on loopback that nothing listens on now.
+# A TCP port on loopback that nothing listens on now, below the ephemeral
+# range (32768 and up here), where a connection of some other process may
+# hold it as its own end and make a server's bind fail.
 free_port() {
 	local p
 	for _ in $(seq 50); do
-		p=$((20000 + RANDOM % 30000))
+		p=$((20000 + RANDOM % 12000))
 		if ! (exec {fd}<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return 0
