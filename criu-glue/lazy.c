@@ -610,6 +610,14 @@ static int locate(const struct task *t, const struct range *x, uint64_t addr, ui
 
 enum copy_end { COPY_DONE, COPY_AGAIN, COPY_GONE };
 
+/* A page already there (a fault or a copy put it there first): whoever
+ * waits for it goes on. */
+static void wake(const struct task *t, uint64_t addr)
+{
+	struct uffdio_range w = {addr, PAGE_SIZE};
+	ioctl(t->uffd, UFFDIO_WAKE, &w);
+}
+
 /* UFFDIO_COPY of [src, src + len) to dst. *handled: how much is in place
  * (a page found there already counts: a fault put it there). */
 static int copy_pages(struct criu_glue_lazy *l, struct task *t, uint64_t dst, const uint8_t *src,
@@ -634,8 +642,7 @@ static int copy_pages(struct criu_glue_lazy *l, struct task *t, uint64_t dst, co
 		if (uc.copy < 0)
 			e = (int)-uc.copy;
 		if (e == EEXIST) {
-			struct uffdio_range w = {dst + pos, PAGE_SIZE};
-			ioctl(t->uffd, UFFDIO_WAKE, &w);
+			wake(t, dst + pos);
 			pos += PAGE_SIZE;
 		} else if (e == EAGAIN) { /* an mm change to read first */
 			end = COPY_AGAIN;
@@ -694,8 +701,24 @@ static int copy_window(struct criu_glue_lazy *l, struct task *t, uint64_t from, 
 	return r < 0 ? r : end;
 }
 
-/* The window of the fault at addr in range x: the piece of the image the
- * page is in. */
+/* Puts in place what of range x lies in the same piece of the image as the
+ * page at addr (contiguous there): for a fault, around it; for the
+ * background copy, from the range's start on. */
+static int copy_piece(struct criu_glue_lazy *l, struct task *t, const struct range *x,
+                      uint64_t addr, uint64_t *bytes)
+{
+	uint64_t off, before, after;
+	if (locate(t, x, addr, &off, &before, &after) < 0)
+		return util_fail(l->why, sizeof(l->why), -EBADMSG,
+		                 "the pagemap of task %d lacks its lazy page at 0x%" PRIx64, t->pid,
+		                 addr);
+	uint64_t in = off % LAZY_WINDOW;
+	uint64_t b = before < in ? before : in;
+	uint64_t a = after < LAZY_WINDOW - in ? after : LAZY_WINDOW - in;
+	return copy_window(l, t, addr - b, addr + a, off - b, bytes);
+}
+
+/* A fault at addr: the piece of the image its page is in, or a zero page. */
 static int serve_fault(struct criu_glue_lazy *l, size_t ti, uint64_t addr)
 {
 	struct task *t = l->t[ti];
@@ -712,8 +735,7 @@ static int serve_fault(struct criu_glue_lazy *l, size_t ti, uint64_t addr)
 		} else {
 			int e = z.zeropage < 0 ? (int)-z.zeropage : errno;
 			if (e == EEXIST) {
-				struct uffdio_range w = {addr, PAGE_SIZE};
-				ioctl(t->uffd, UFFDIO_WAKE, &w);
+				wake(t, addr);
 			} else if (e == EAGAIN) {
 				end = COPY_AGAIN;
 			} else if (e == ESRCH || e == ENOSPC) {
@@ -726,17 +748,8 @@ static int serve_fault(struct criu_glue_lazy *l, size_t ti, uint64_t addr)
 			}
 		}
 	} else {
-		uint64_t off, before, after;
-		if (locate(t, x, addr, &off, &before, &after) < 0)
-			return util_fail(l->why, sizeof(l->why), -EBADMSG,
-			                 "task %d faulted at 0x%" PRIx64
-			                 ", which its pagemap lacks",
-			                 t->pid, addr);
-		uint64_t in = off % LAZY_WINDOW;
-		uint64_t b = before < in ? before : in;
-		uint64_t a = after < LAZY_WINDOW - in ? after : LAZY_WINDOW - in;
 		l->st.faults++;
-		end = copy_window(l, t, addr - b, addr + a, off - b, &l->st.fault_bytes);
+		end = copy_piece(l, t, x, addr, &l->st.fault_bytes);
 		if (end < 0)
 			return end;
 		if (end == COPY_AGAIN && ranges_find(&t->lazy, addr) == NULL)
@@ -767,14 +780,7 @@ static int background_step(struct criu_glue_lazy *l)
 			continue;
 		l->next = ti;
 		struct range *x = &t->lazy.r[0];
-		uint64_t off, before, after;
-		if (locate(t, x, x->start, &off, &before, &after) < 0)
-			return util_fail(l->why, sizeof(l->why), -EBADMSG,
-			                 "the pagemap of task %d does not cover its lazy pages",
-			                 t->pid);
-		uint64_t in = off % LAZY_WINDOW;
-		uint64_t a = after < LAZY_WINDOW - in ? after : LAZY_WINDOW - in;
-		int r = copy_window(l, t, x->start, x->start + a, off, &l->st.background_bytes);
+		int r = copy_piece(l, t, x, x->start, &l->st.background_bytes);
 		return r < 0 ? r : 0;
 	}
 	return 0;

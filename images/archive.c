@@ -1480,6 +1480,15 @@ static struct lazy_memory *lazy_find(struct image_lazy *l, const char *name)
 	return NULL;
 }
 
+/* The memory image whose memory is at data. */
+static struct lazy_memory *lazy_by_data(struct image_lazy *l, const uint8_t *data)
+{
+	for (size_t i = 0; i < l->n_mem; i++)
+		if (l->mem[i].data == data)
+			return &l->mem[i];
+	return NULL;
+}
+
 static bool lazy_cancelled(struct image_lazy *l)
 {
 	return __atomic_load_n(&l->cancel, __ATOMIC_RELAXED);
@@ -1899,10 +1908,7 @@ const uint8_t *image_lazy_memory(struct image_lazy *l, const char *name, uint64_
 
 int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint64_t len)
 {
-	struct lazy_memory *f = NULL;
-	for (size_t i = 0; i < l->n_mem; i++)
-		if (l->mem[i].data == data)
-			f = &l->mem[i];
+	struct lazy_memory *f = lazy_by_data(l, data);
 	if (!f || off > f->size || len > f->size - off)
 		return -EINVAL;
 	if (len == 0)
@@ -1940,10 +1946,7 @@ int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint
 
 void image_lazy_release(struct image_lazy *l, const uint8_t *data, uint64_t off, uint64_t len)
 {
-	struct lazy_memory *f = NULL;
-	for (size_t i = 0; i < l->n_mem; i++)
-		if (l->mem[i].data == data)
-			f = &l->mem[i];
+	struct lazy_memory *f = lazy_by_data(l, data);
 	if (!f || off % DELTA_PAGE_SIZE || len % DELTA_PAGE_SIZE || off > f->size ||
 	    len > f->size - off || !len)
 		return;
