@@ -8,6 +8,7 @@
 #include "glue.h"
 #include "memfile.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -17,10 +18,26 @@ struct criu_glue_pages;
  * anonymous memory; 0 if it cannot tell. */
 uint64_t criu_glue_estimate_pages(pid_t root);
 
+/* Memory one dump leaves to the next. It is madvise(MADV_FREE)d: the kernel
+ * takes its pages back whenever it needs memory, and the pages it has not
+ * taken are still there for the next dump, which then does not fault in
+ * fresh memory (costly, above all in a VM: scripts/bench). */
+struct criu_glue_spare {
+	void *base;
+	size_t size;
+};
+
+/* Gives the spare's memory back to the kernel at once. */
+void criu_glue_spare_drop(struct criu_glue_spare *spare);
+
 /* Makes the socket pair and prepares expect_bytes of memory for the pages
- * (more is allocated if more arrive). */
-int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_pages **ret,
-                          struct criu_glue_error *err);
+ * (more is allocated if more arrive): spare's memory if it is enough and
+ * not much more, else a new mapping. spare may be NULL. */
+int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
+                          struct criu_glue_pages **ret, struct criu_glue_error *err);
+
+/* Whether the pages' memory is the spare's. */
+bool criu_glue_pages_reused(const struct criu_glue_pages *p);
 
 /* CRIU's end of the socket pair (criu_glue_dump_opts.page_server_fd). */
 int criu_glue_pages_fd(const struct criu_glue_pages *p);
@@ -33,4 +50,5 @@ int criu_glue_pages_finish(struct criu_glue_pages *p, struct criu_glue_error *er
 void criu_glue_pages_files(const struct criu_glue_pages *p, const struct mem_file **files,
                            size_t *n);
 
-void criu_glue_pages_free(struct criu_glue_pages *p);
+/* Frees p; its prepared memory becomes *spare (NULL: unmapped too). */
+void criu_glue_pages_free(struct criu_glue_pages *p, struct criu_glue_spare *spare);

@@ -47,10 +47,6 @@
 #define CRYO_LIBEXECDIR "/usr/local/libexec"
 #endif
 
-/* The least memory a program dumps through cryo's page server (--dump-via
- * memory); smaller ones go through files. */
-#define PAGE_SERVER_MIN (64ULL << 20)
-
 /* epoll tags */
 enum {
 	EV_SIGNAL = 1,
@@ -108,6 +104,9 @@ struct supervisor {
 	 * incremental one, and how many incremental ones lead to it. */
 	struct page_index *index;
 	unsigned chain;
+	/* The page server's memory, kept from one checkpoint to the next
+	 * while the program runs (see criu-glue/pages.h). */
+	struct criu_glue_spare spare;
 	struct last_checkpoint last;
 	bool have_last;
 	int criu_version;
@@ -622,14 +621,16 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	struct criu_glue_pages *pages = NULL;
 	struct delta_dir dd = {0};
 	if (cfg->dump_via_memory) {
-		/* Below PAGE_SERVER_MIN, files are as quick to freeze and the
-		 * server's fixed costs (its memory, its thread) are not worth it. */
+		/* Not when the estimate failed, nor when the pages would take
+		 * half of the memory left. */
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
-		if (expect >= PAGE_SERVER_MIN && expect < util_mem_available() / 2 &&
-		    criu_glue_pages_start(expect + (expect >> 5), &pages, &cerr) < 0) {
+		if (expect > 0 && expect < util_mem_available() / 2 &&
+		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, &pages, &cerr) < 0) {
 			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
 			pages = NULL;
 		}
+		if (!pages)
+			criu_glue_spare_drop(&s->spare);
 	}
 	struct criu_glue_dump_opts o = dump_opts(s, images, true);
 	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
@@ -734,8 +735,11 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	};
 out:
 	delta_dir_clear(&dd);
-	bool via_server = pages != NULL;
-	criu_glue_pages_free(pages);
+	const char *via = !pages ? "through files"
+	                  : criu_glue_pages_reused(pages)
+	                      ? "through cryo's page server, into the last checkpoint's memory"
+	                      : "through cryo's page server";
+	criu_glue_pages_free(pages, &s->spare);
 	if (r == 0) {
 		remove_later(s, images);
 		double ms[4];
@@ -744,9 +748,7 @@ out:
 		log_debug("checkpoint %" PRIu64 " of '%s' (%s): CRIU %.1f ms (frozen %.1f), eager "
 		          "pages %.1f, memory images read %.1f, compressed and written %.1f, fsync "
 		          "%.1f",
-		          gen, cfg->name,
-		          via_server ? "through cryo's page server" : "through files", ms[0],
-		          (double)st.frozen_us / 1e3, ms[1], ms[2],
+		          gen, cfg->name, via, ms[0], (double)st.frozen_us / 1e3, ms[1], ms[2],
 		          ms[3] - (double)ws.sync_ns / 1e6, (double)ws.sync_ns / 1e6);
 	} else {
 		util_rm_rf(images);
@@ -2036,6 +2038,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	s->running = false;
 	s->init_pid = 0;
 	lazy_end(s, true);
+	criu_glue_spare_drop(&s->spare);
 	unlink(cfg->paths.pid_file);
 	drain_channels(s);
 
@@ -2343,6 +2346,7 @@ out:
 	    strcmp(s.state, "migrated") != 0)
 		set_state(&s, "stopped");
 	net_destroy(&s.net);
+	criu_glue_spare_drop(&s.spare);
 	page_index_free(s.index);
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);

@@ -39,6 +39,24 @@ LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 	wait_for 30 test ! -e "$STATE/lc/lazy-pages.socket"
 }
 
+@test "the next checkpoint takes the pages into the memory the last one left; restored from it, every page reads as it was" {
+	start_cryo lc --no-delta --verbose -- "$LAZY_CHECK" 64
+	wait_for 60 grep -q '^filled 16384 pages$' "$STATE/lc.out"
+	run "$CRYO" checkpoint lc
+	assert_success
+	run "$CRYO" checkpoint lc
+	assert_success
+	run grep -c "checkpoint [23] of 'lc' (through cryo's page server, into the last checkpoint's memory)" "$STATE/lc.err"
+	assert_output 2
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q "restored 'lc' from generation 3 in .* its memory follows lazily)" "$STATE/lc.err"
+	wait_for 30 has_pid lc
+	kill -USR1 "$(prog_pid lc)"
+	wait_for 60 grep -q '^checked 16384 pages on request: ok$' "$STATE/lc.out"
+	run grep -c "differs" "$STATE/lc.out"
+	assert_output 0
+}
+
 @test "a program that forks, moves, unmaps and drops memory while it is still coming back reads what it should" {
 	start_cryo lc --no-delta -- "$LAZY_CHECK" 128 mm
 	wait_for 60 grep -q '^filled 32768 pages$' "$STATE/lc.out"
