@@ -1444,6 +1444,8 @@ struct lazy_memory {
 	struct page_hash *page_hashes; /* with want_index */
 };
 
+#define LAZY_STASH 16
+
 struct image_lazy {
 	int fd, dfd;
 	const uint8_t *map; /* the archive, mapped */
@@ -1470,6 +1472,10 @@ struct image_lazy {
 	 * how many are in and not released. Under lock. */
 	unsigned bound;
 	size_t resident;
+	/* Released chunks whose pages stay, for chunks decompressed later to
+	 * take (lazy_ready()). Under lock. */
+	uint8_t *stash[LAZY_STASH];
+	size_t n_stash;
 };
 
 static struct lazy_memory *lazy_find(struct image_lazy *l, const char *name)
@@ -1518,14 +1524,40 @@ static uint64_t chunk_len(const struct lazy_memory *f, size_t k)
 	return f->size - off < MEMORY_CHUNK ? f->size - off : MEMORY_CHUNK;
 }
 
+/* Memory for a whole chunk at at, from the stash: its own pages if they are
+ * there still, else a released chunk's pages, moved (MREMAP_DONTUNMAP
+ * leaves where they were mapped, empty). false if none is to be had. */
+static bool lazy_ready(struct image_lazy *l, uint8_t *at)
+{
+	pthread_mutex_lock(&l->lock);
+	bool ok = false;
+	for (size_t i = 0; i < l->n_stash && !ok; i++) {
+		if (l->stash[i] == at) {
+			l->stash[i] = l->stash[--l->n_stash];
+			ok = true;
+		}
+	}
+	if (!ok && l->n_stash > 0) {
+		uint8_t *from = l->stash[--l->n_stash];
+		ok = mremap(from, MEMORY_CHUNK, MEMORY_CHUNK,
+		            MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, at) != MAP_FAILED;
+		if (!ok) /* before Linux 5.13, or too many mappings */
+			madvise(from, MEMORY_CHUNK, MADV_DONTNEED);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return ok;
+}
+
 /* Decompresses chunk k of f, which the caller claimed (CHUNK_BUSY). */
 static int lazy_inflate(struct image_lazy *l, ZSTD_DCtx *d, struct lazy_memory *f, size_t k)
 {
 	uint64_t len = chunk_len(f, k);
-	/* Fresh memory, faulted in at once rather than a page at a time as
+	/* Memory a released chunk had, its pages in place already; else
+	 * fresh memory, faulted in at once rather than a page at a time as
 	 * zstd writes it: half the time on these VMs. Without it (before
 	 * Linux 5.14), the faults come as they come. */
-	madvise(f->data + (uint64_t)k * MEMORY_CHUNK, len, MADV_POPULATE_WRITE);
+	if (len != MEMORY_CHUNK || !lazy_ready(l, f->data + (uint64_t)k * MEMORY_CHUNK))
+		madvise(f->data + (uint64_t)k * MEMORY_CHUNK, len, MADV_POPULATE_WRITE);
 	size_t n = ZSTD_decompressDCtx(d, f->data + (uint64_t)k * MEMORY_CHUNK, len,
 	                               l->map + f->frame[k], f->frame_len[k]);
 	int r = 0;
@@ -1583,12 +1615,18 @@ static bool chunk_given(const struct lazy_memory *f, size_t k)
 	return true;
 }
 
-/* Chunk k, hashed and handed over, goes back to the kernel. Under lock. */
+/* Chunk k, hashed and handed over, goes to the stash, for a chunk
+ * decompressed later to reuse its pages (fresh memory costs more here than
+ * the moving: scripts/bench), or back to the kernel. Under lock. */
 static void chunk_release(struct image_lazy *l, struct lazy_memory *f, size_t k)
 {
 	if (f->state[k] != CHUNK_DONE || !f->hashed[k] || !chunk_given(f, k))
 		return;
-	madvise(f->data + (uint64_t)k * MEMORY_CHUNK, chunk_len(f, k), MADV_DONTNEED);
+	uint8_t *at = f->data + (uint64_t)k * MEMORY_CHUNK;
+	if (chunk_len(f, k) == MEMORY_CHUNK && l->n_stash < LAZY_STASH)
+		l->stash[l->n_stash++] = at;
+	else
+		madvise(at, chunk_len(f, k), MADV_DONTNEED);
 	f->state[k] = CHUNK_NONE;
 	l->resident--;
 	pthread_cond_broadcast(&l->cond);

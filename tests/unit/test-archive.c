@@ -534,7 +534,7 @@ static void test_lazy_release(void)
 	snprintf(arc, sizeof(arc), "%s/release.cryo", root);
 	snprintf(out, sizeof(out), "%s/release-out", root);
 	make_images(src);
-	size_t n = (40u << 20) + 3 * 4096; /* 21 chunks, the last one short */
+	size_t n = (80u << 20) + 3 * 4096; /* 41 chunks, the last one short */
 	uint8_t *b = malloc(n);
 	uint64_t x = 0x2545F4914F6CDD1DULL;
 	for (size_t i = 0; i < n; i++) {
@@ -584,13 +584,16 @@ static void test_lazy_release(void)
 		} else {
 			CHECK(!"delta_encode");
 		}
-		/* What was released and not asked for again is out of memory. */
-		unsigned char vec[512];
-		CHECK(mincore((void *)(p + (6u << 20)), 2u << 20, vec) == 0);
-		size_t in = 0;
-		for (size_t i = 0; i < 512; i++)
+		/* What was released and not asked for again is out of memory, but
+		 * for the pages kept for chunks to come (16 chunks at most) and
+		 * the chunk asked for again. */
+		size_t pages = (n + 4095) / 4096, in = 0;
+		unsigned char *vec = malloc(pages);
+		CHECK(vec && mincore((void *)p, n, vec) == 0);
+		for (size_t i = 0; vec && i < pages; i++)
 			in += vec[i] & 1;
-		CHECK(in == 0);
+		free(vec);
+		CHECK(in <= 17 * 512);
 		page_index_free(idx);
 		manifest_free(m);
 		image_lazy_free(l);
