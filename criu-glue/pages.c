@@ -97,6 +97,42 @@ void criu_glue_spare_drop(struct criu_glue_spare *spare)
 	*spare = (struct criu_glue_spare){0};
 }
 
+/* In pieces, with MADV_DONTNEED, which holds the mmap lock for reading
+ * only: munmap() would hold it for writing throughout, and every fault
+ * and mapping of cryo's other threads would wait. */
+static void *drop_main(void *arg)
+{
+	struct criu_glue_spare *spare = arg;
+	for (size_t off = 0; off < spare->size; off += CHUNK_SIZE)
+		madvise((uint8_t *)spare->base + off,
+		        spare->size - off < CHUNK_SIZE ? spare->size - off : CHUNK_SIZE,
+		        MADV_DONTNEED);
+	criu_glue_spare_drop(spare);
+	free(spare);
+	return NULL;
+}
+
+void criu_glue_spare_drop_later(struct criu_glue_spare *spare)
+{
+	if (!spare->base)
+		return;
+	struct criu_glue_spare *copy = malloc(sizeof(*copy));
+	pthread_attr_t a;
+	pthread_t t;
+	if (copy && pthread_attr_init(&a) == 0) {
+		*copy = *spare;
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		bool started = pthread_create(&t, &a, drop_main, copy) == 0;
+		pthread_attr_destroy(&a);
+		if (started) {
+			*spare = (struct criu_glue_spare){0};
+			return;
+		}
+	}
+	free(copy);
+	criu_glue_spare_drop(spare);
+}
+
 /* A chunk of about size bytes: the spare when it has between size (less a
  * sixteenth: a program grows a little between checkpoints, and what does
  * not fit goes to a chunk of its own) and twice as much, else new. With

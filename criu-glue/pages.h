@@ -27,8 +27,10 @@ struct criu_glue_spare {
 	size_t size;
 };
 
-/* Gives the spare's memory back to the kernel at once. */
+/* Gives the spare's memory back to the kernel at once; _later in a thread
+ * of its own, not waiting for it. */
 void criu_glue_spare_drop(struct criu_glue_spare *spare);
+void criu_glue_spare_drop_later(struct criu_glue_spare *spare);
 
 /* Makes the socket pair and prepares expect_bytes of memory for the pages
  * (more is allocated if more arrive): spare's memory if it is enough and
