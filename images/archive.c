@@ -1476,6 +1476,11 @@ struct image_lazy {
 	 * take (lazy_ready()). Under lock. */
 	uint8_t *stash[LAZY_STASH];
 	size_t n_stash;
+	/* The chunks of the last image_lazy_get(), which its caller may still
+	 * be reading: not released until its image_lazy_release(). Under
+	 * lock. */
+	struct lazy_memory *pin;
+	size_t pin_first, pin_last;
 };
 
 static struct lazy_memory *lazy_find(struct image_lazy *l, const char *name)
@@ -1620,7 +1625,8 @@ static bool chunk_given(const struct lazy_memory *f, size_t k)
  * the moving: scripts/bench), or back to the kernel. Under lock. */
 static void chunk_release(struct image_lazy *l, struct lazy_memory *f, size_t k)
 {
-	if (f->state[k] != CHUNK_DONE || !f->hashed[k] || !chunk_given(f, k))
+	if (f->state[k] != CHUNK_DONE || !f->hashed[k] || !chunk_given(f, k) ||
+	    (f == l->pin && k >= l->pin_first && k <= l->pin_last))
 		return;
 	uint8_t *at = f->data + (uint64_t)k * MEMORY_CHUNK;
 	if (chunk_len(f, k) == MEMORY_CHUNK && l->n_stash < LAZY_STASH)
@@ -1633,6 +1639,16 @@ static void chunk_release(struct image_lazy *l, struct lazy_memory *f, size_t k)
 	uint64_t first = (uint64_t)k * (MEMORY_CHUNK / DELTA_PAGE_SIZE);
 	for (uint64_t p = first; p < first + chunk_len(f, k) / DELTA_PAGE_SIZE; p++)
 		f->given[p / 64] &= ~(1ULL << (p % 64));
+}
+
+/* The consumer is done with what it got last: those chunks may go, as far
+ * as it is concerned. Under lock. */
+static void unpin(struct image_lazy *l)
+{
+	struct lazy_memory *f = l->pin;
+	l->pin = NULL;
+	for (size_t k = l->pin_first; f && k <= l->pin_last; k++)
+		chunk_release(l, f, k);
 }
 
 /* Decompresses what nobody asked for yet, and hashes every chunk, in
@@ -1956,6 +1972,13 @@ int image_lazy_get(struct image_lazy *l, const uint8_t *data, uint64_t off, uint
 	ZSTD_DCtx *d = NULL;
 	int r = 0;
 	pthread_mutex_lock(&l->lock);
+	/* Pages the consumer gave the program may be asked for again (a
+	 * forked child wants them too): what it gets now stays until it is
+	 * done with it, whatever the hashing thread releases meanwhile. */
+	unpin(l);
+	l->pin = f;
+	l->pin_first = first;
+	l->pin_last = last;
 	for (size_t k = first; k <= last && r == 0;) {
 		if (l->result < 0) {
 			r = l->result;
@@ -1989,6 +2012,7 @@ void image_lazy_release(struct image_lazy *l, const uint8_t *data, uint64_t off,
 	    len > f->size - off || !len)
 		return;
 	pthread_mutex_lock(&l->lock);
+	unpin(l);
 	for (uint64_t p = off / DELTA_PAGE_SIZE; p < (off + len) / DELTA_PAGE_SIZE; p++)
 		f->given[p / 64] |= 1ULL << (p % 64);
 	for (size_t k = (size_t)(off / MEMORY_CHUNK); k <= (off + len - 1) / MEMORY_CHUNK; k++)
