@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +28,27 @@ struct chain_file {
 	char *name;
 	uint64_t size;    /* rebuilt */
 	uint8_t hash[16]; /* of the rebuilt file (its delta line) */
-	bool parsed;
+	bool parsed;      /* set once, under parse_lock */
 	struct delta_map map;
 	const uint8_t *delta; /* the stream, in the level's lazy memory */
+	/* The generation restored's images only: the rebuild check as the
+	 * checker thread goes (pages hashed so far, each page's hash with an
+	 * index wanted), the pages the program has (image_chain_release()),
+	 * and per piece whether the memory below it was let go. Under lock. */
+	uint64_t checked;
+	struct page_hash *hashes;
+	uint64_t *given;
+	bool *done;
+};
+
+/* A memory image of the bottom generation (the whole one): how many pages
+ * of the restored generation's images take each of its pages. A page
+ * none takes any more goes (image_lazy_release()). Under lock. */
+struct bottom_use {
+	const char *name;
+	const uint8_t *data;
+	uint32_t *refs;
+	uint64_t pages;
 };
 
 struct level {
@@ -46,7 +65,27 @@ struct image_chain {
 	size_t n; /* lv[0] is the generation restored, lv[i + 1] its base */
 	bool want_index;
 	unsigned chain;
+	/* An incremental generation's rebuilt images are checked as their
+	 * pages come, in a thread (check_main()), so that the bottom
+	 * generation's memory can go as the program takes its pages. */
+	pthread_mutex_t lock, parse_lock;
+	pthread_t checker;
+	bool checking;
+	int check_r;
+	uint64_t check_bad;
+	const char *check_name; /* the image that failed */
+	struct bottom_use *uses;
+	size_t n_uses;
+	bool counted; /* uses are complete */
+	/* What the last image_chain_get() handed out, which its caller may
+	 * still be copying from: pages [flight_first, flight_end) of
+	 * flight. Under lock. */
+	struct chain_file *flight;
+	uint64_t flight_first, flight_end;
 };
+
+/* How many pages a piece of memory is, as image_lazy releases it. */
+#define PIECE_PAGES ((2u << 20) / DELTA_PAGE_SIZE)
 
 /* The delta'd images an incremental generation's manifest lists. */
 static int level_files(struct level *v, const struct manifest *m)
@@ -109,6 +148,8 @@ static int level_open(struct image_chain *c, const char *store_dir, uint64_t gen
 	                       &v->l, err);
 }
 
+static void *check_main(void *arg);
+
 int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool want_index,
                      struct image_chain **ret, uint64_t *bad_gen, struct image_error *err)
 {
@@ -116,6 +157,8 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 	if (!c)
 		return -ENOMEM;
 	c->want_index = want_index;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->parse_lock, NULL);
 	int r = 0;
 	for (uint64_t g = gen; r == 0;) {
 		if (c->n == MAX_LEVELS) {
@@ -137,11 +180,28 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 		image_chain_free(c);
 		return r;
 	}
-	/* A whole generation's memory goes as it is put in place
-	 * (image_chain_release()): decompressed not far ahead of that, it
-	 * takes little memory, and memory just released. */
-	if (c->n == 1 && !c->lv[0].incremental)
-		image_lazy_bound(c->lv[0].l, 16);
+	/* The whole generation's memory goes as it is put in place
+	 * (image_chain_release(); through incremental ones, once checked and
+	 * taken by no page still to come): decompressed not far ahead of
+	 * that, it takes little memory, and memory just released. */
+	image_lazy_bound(c->lv[c->n - 1].l, 16);
+	struct level *top = &c->lv[0];
+	for (size_t i = 0; top->incremental && i < top->n_files && r == 0; i++) {
+		struct chain_file *f = &top->files[i];
+		uint64_t pages = f->size / DELTA_PAGE_SIZE;
+		f->given = calloc(pages / 64 + 1, sizeof(uint64_t));
+		f->done = calloc(pages / PIECE_PAGES + 1, sizeof(bool));
+		f->hashes =
+		    want_index ? malloc((pages ? pages : 1) * sizeof(struct page_hash)) : NULL;
+		if (!f->given || !f->done || (want_index && !f->hashes))
+			r = -ENOMEM;
+	}
+	if (r == 0 && top->incremental)
+		c->checking = pthread_create(&c->checker, NULL, check_main, c) == 0;
+	if (r < 0) {
+		image_chain_free(c);
+		return r;
+	}
 	*ret = c;
 	return 0;
 }
@@ -151,25 +211,29 @@ int image_chain_wait_files(struct image_chain *c, struct image_error *err)
 	return image_lazy_wait_files(c->lv[0].l, err);
 }
 
-/* Level i's delta stream for f, whole and parsed. */
-static int file_parse(struct level *v, struct chain_file *f)
+/* Level i's delta stream for f, whole and parsed (once, by whichever
+ * thread comes first). */
+static int file_parse(struct image_chain *c, struct level *v, struct chain_file *f)
 {
-	if (f->parsed)
+	if (__atomic_load_n(&f->parsed, __ATOMIC_ACQUIRE))
 		return 0;
-	uint64_t len = 0;
-	const uint8_t *p = image_lazy_memory(v->l, f->name, &len);
-	if (!p)
-		return -EBADMSG;
-	int r = image_lazy_get(v->l, p, 0, len);
-	if (r == 0)
-		r = delta_map_parse(p, len, &f->map);
-	if (r == 0 && f->map.size != f->size)
-		r = -EBADMSG;
-	if (r < 0)
-		return r;
-	f->delta = p;
-	f->parsed = true;
-	return 0;
+	pthread_mutex_lock(&c->parse_lock);
+	int r = 0;
+	if (!f->parsed) {
+		uint64_t len = 0;
+		const uint8_t *p = image_lazy_memory(v->l, f->name, &len);
+		r = p ? image_lazy_get(v->l, p, 0, len) : -EBADMSG;
+		if (r == 0)
+			r = delta_map_parse(p, len, &f->map);
+		if (r == 0 && f->map.size != f->size)
+			r = -EBADMSG;
+		if (r == 0) {
+			f->delta = p;
+			__atomic_store_n(&f->parsed, true, __ATOMIC_RELEASE);
+		}
+	}
+	pthread_mutex_unlock(&c->parse_lock);
+	return r;
 }
 
 /* Pieces of memory, in order, as many as fit. */
@@ -216,7 +280,7 @@ static int resolve(struct image_chain *c, size_t i, const char *name, uint64_t p
 	struct chain_file *f = level_file(v, name);
 	if (!f)
 		return -EBADMSG;
-	int r = file_parse(v, f);
+	int r = file_parse(c, v, f);
 	while (r == 0 && n > 0 && !g->full) {
 		*bad = v->gen;
 		const struct delta_run *run = delta_map_find(&f->map, page);
@@ -260,6 +324,15 @@ int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, u
 		return -EINVAL;
 	struct gather g = {iov, max_iov, 0, 0, false};
 	uint64_t bad;
+	struct chain_file *f = c->lv[0].incremental ? level_file(&c->lv[0], name) : NULL;
+	if (f) {
+		/* Held until the caller is done: see piece_done(). */
+		pthread_mutex_lock(&c->lock);
+		c->flight = f;
+		c->flight_first = off / DELTA_PAGE_SIZE;
+		c->flight_end = (off + len) / DELTA_PAGE_SIZE;
+		pthread_mutex_unlock(&c->lock);
+	}
 	int r = resolve(c, 0, name, off / DELTA_PAGE_SIZE, len / DELTA_PAGE_SIZE, &g, &bad);
 	if (r < 0)
 		return r;
@@ -267,22 +340,162 @@ int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, u
 	return (int64_t)(g.pages * DELTA_PAGE_SIZE);
 }
 
-void image_chain_release(struct image_chain *c, const char *name, uint64_t off, uint64_t len)
+/* Calls fn for every run of pages of the bottom generation (the whole
+ * one) that pages [page, page + n) of image name, as level i rebuilds it,
+ * take. Every delta stream on the way is parsed already. */
+typedef void (*bottom_fn)(struct image_chain *c, const char *name, uint64_t page, uint64_t n,
+                          void *ctx);
+
+static void walk_below(struct image_chain *c, size_t i, const char *name, uint64_t page, uint64_t n,
+                       bottom_fn fn, void *ctx)
 {
-	/* An incremental generation's images are read again at the end (their
-	 * rebuild check), its bases' too: only a whole generation's go. */
-	struct level *v = &c->lv[0];
-	uint64_t size;
-	const uint8_t *p =
-	    c->n == 1 && !v->incremental ? image_lazy_memory(v->l, name, &size) : NULL;
-	if (p)
-		image_lazy_release(v->l, p, off, len);
+	struct level *v = &c->lv[i];
+	if (!v->incremental) {
+		fn(c, name, page, n, ctx);
+		return;
+	}
+	struct chain_file *f = level_file(v, name);
+	if (!f || !__atomic_load_n(&f->parsed, __ATOMIC_ACQUIRE))
+		return;
+	while (n > 0) {
+		const struct delta_run *run = delta_map_find(&f->map, page);
+		if (!run)
+			return;
+		uint64_t skip = page - run->first, k = run->pages - skip;
+		if (k > n)
+			k = n;
+		if (run->base != DELTA_STORED && i + 1 < c->n)
+			walk_below(c, i + 1, f->map.names[run->base], run->offset + skip, k, fn,
+			           ctx);
+		page += k;
+		n -= k;
+	}
 }
 
-/* Checks incremental image f as rebuilt against its checksum and, with
- * hashes, gives the XXH3-128 of each of its pages. */
-static int file_check(struct image_chain *c, struct chain_file *f, struct page_hash *hashes,
-                      uint64_t *bad)
+static struct bottom_use *bottom_use(struct image_chain *c, const char *name)
+{
+	for (size_t i = 0; i < c->n_uses; i++)
+		if (strcmp(c->uses[i].name, name) == 0)
+			return &c->uses[i];
+	return NULL;
+}
+
+/* Gives up pages [first, end) of u's image: to the bottom generation, its
+ * pages that none takes. */
+static void release_unused(struct image_chain *c, struct bottom_use *u, uint64_t first,
+                           uint64_t end)
+{
+	struct image_lazy *l = c->lv[c->n - 1].l;
+	for (uint64_t p = first; p < end;) {
+		while (p < end && u->refs[p])
+			p++;
+		uint64_t q = p;
+		while (q < end && !u->refs[q])
+			q++;
+		if (q > p)
+			image_lazy_release(l, u->data, p * DELTA_PAGE_SIZE,
+			                   (q - p) * DELTA_PAGE_SIZE);
+		p = q;
+	}
+}
+
+static void count_bottom(struct image_chain *c, const char *name, uint64_t page, uint64_t n,
+                         void *ctx)
+{
+	int *r = ctx;
+	struct bottom_use *u = bottom_use(c, name);
+	if (!u) {
+		uint64_t size = 0;
+		const uint8_t *data = image_lazy_memory(c->lv[c->n - 1].l, name, &size);
+		struct bottom_use *nu =
+		    data ? realloc(c->uses, (c->n_uses + 1) * sizeof(*nu)) : NULL;
+		if (!nu) {
+			*r = data ? -ENOMEM : *r;
+			return;
+		}
+		c->uses = nu;
+		u = &c->uses[c->n_uses];
+		*u = (struct bottom_use){name, data, calloc(size / DELTA_PAGE_SIZE + 1, 4),
+		                         size / DELTA_PAGE_SIZE};
+		if (!u->refs) {
+			*r = -ENOMEM;
+			return;
+		}
+		c->n_uses++;
+	}
+	for (uint64_t p = page; p < page + n && p < u->pages; p++)
+		if (u->refs[p] < UINT32_MAX)
+			u->refs[p]++;
+}
+
+static void uncount_bottom(struct image_chain *c, const char *name, uint64_t page, uint64_t n,
+                           void *ctx)
+{
+	(void)ctx;
+	struct bottom_use *u = bottom_use(c, name);
+	if (!u)
+		return;
+	uint64_t end = page + n < u->pages ? page + n : u->pages;
+	for (uint64_t p = page; p < end; p++)
+		if (u->refs[p] > 0 && u->refs[p] < UINT32_MAX)
+			u->refs[p]--;
+	release_unused(c, u, page, end);
+}
+
+/* Piece k of the restored generation's image f, once the program has all
+ * its pages, the check went past it and the consumer no longer reads it
+ * (a forked child may ask for pages its parent was given): the pages of
+ * the bottom generation it takes are taken once fewer. Under lock. */
+static void piece_done(struct image_chain *c, struct chain_file *f, uint64_t k)
+{
+	uint64_t pages = f->size / DELTA_PAGE_SIZE, first = k * PIECE_PAGES;
+	uint64_t end = first + PIECE_PAGES < pages ? first + PIECE_PAGES : pages;
+	if (!c->counted || f->done[k] || end > f->checked ||
+	    (c->flight == f && first < c->flight_end && c->flight_first < end))
+		return;
+	for (uint64_t p = first; p < end; p++)
+		if (!(f->given[p / 64] & (1ULL << (p % 64))))
+			return;
+	f->done[k] = true;
+	walk_below(c, 0, f->name, first, end - first, uncount_bottom, NULL);
+}
+
+static void pieces_done(struct image_chain *c, struct chain_file *f, uint64_t first, uint64_t end)
+{
+	for (uint64_t k = first / PIECE_PAGES; first < end && k <= (end - 1) / PIECE_PAGES; k++)
+		piece_done(c, f, k);
+}
+
+void image_chain_release(struct image_chain *c, const char *name, uint64_t off, uint64_t len)
+{
+	struct level *v = &c->lv[0];
+	uint64_t size;
+	if (!v->incremental) {
+		const uint8_t *p = image_lazy_memory(v->l, name, &size);
+		if (p)
+			image_lazy_release(v->l, p, off, len);
+		return;
+	}
+	struct chain_file *f = level_file(v, name);
+	if (!f || !f->given || off % DELTA_PAGE_SIZE || len % DELTA_PAGE_SIZE || off > f->size ||
+	    len > f->size - off)
+		return;
+	uint64_t first = off / DELTA_PAGE_SIZE, end = (off + len) / DELTA_PAGE_SIZE;
+	pthread_mutex_lock(&c->lock);
+	struct chain_file *was = c->flight;
+	uint64_t was_first = c->flight_first, was_end = c->flight_end;
+	c->flight = NULL;
+	for (uint64_t p = first; p < end; p++)
+		f->given[p / 64] |= 1ULL << (p % 64);
+	pieces_done(c, f, first, end);
+	if (was)
+		pieces_done(c, was, was_first, was_end);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Checks the restored generation's image f as rebuilt, in order, as its
+ * pages come: its checksum and, with hashes, each page's XXH3-128. */
+static int file_check(struct image_chain *c, struct chain_file *f, uint64_t *bad)
 {
 	XXH3_state_t *st = XXH3_createState();
 	if (!st)
@@ -291,6 +504,7 @@ static int file_check(struct image_chain *c, struct chain_file *f, struct page_h
 	struct iovec iov[256];
 	int r = 0;
 	uint64_t pages = f->size / DELTA_PAGE_SIZE;
+	struct page_hash *hashes = f->hashes;
 	for (uint64_t p = 0; p < pages && r == 0;) {
 		struct gather g = {iov, 256, 0, 0, false};
 		r = resolve(c, 0, f->name, p, pages - p, &g, bad);
@@ -299,6 +513,12 @@ static int file_check(struct image_chain *c, struct chain_file *f, struct page_h
 			for (size_t o = 0; hashes && o < iov[k].iov_len; o += DELTA_PAGE_SIZE)
 				*hashes++ = page_hash_of((const uint8_t *)iov[k].iov_base + o);
 		}
+		if (r < 0)
+			break;
+		pthread_mutex_lock(&c->lock);
+		f->checked = p + g.pages;
+		pieces_done(c, f, p, f->checked);
+		pthread_mutex_unlock(&c->lock);
 		p += g.pages;
 	}
 	XXH128_canonical_t h;
@@ -309,6 +529,43 @@ static int file_check(struct image_chain *c, struct chain_file *f, struct page_h
 		r = -EBADMSG;
 	}
 	return r;
+}
+
+/* The checker: every delta stream of the chain parsed; how many pages of
+ * the restored generation take each page of the bottom one counted (those
+ * none takes, the ones changed since, go at once); then the restored
+ * generation's images rebuilt and checked in order as the memory below
+ * comes in, each piece's memory below let go once the program has it. */
+static void *check_main(void *arg)
+{
+	struct image_chain *c = arg;
+	uint64_t bad = c->lv[0].gen;
+	int r = 0;
+	for (size_t i = 0; i + 1 < c->n && r == 0; i++) {
+		struct level *v = &c->lv[i];
+		for (size_t k = 0; k < v->n_files && r == 0; k++) {
+			bad = v->gen;
+			c->check_name = v->files[k].name;
+			r = file_parse(c, v, &v->files[k]);
+		}
+	}
+	if (r == 0) {
+		pthread_mutex_lock(&c->lock);
+		for (size_t k = 0; k < c->lv[0].n_files && r == 0; k++)
+			walk_below(c, 0, c->lv[0].files[k].name, 0,
+			           c->lv[0].files[k].size / DELTA_PAGE_SIZE, count_bottom, &r);
+		for (size_t i = 0; i < c->n_uses && r == 0; i++)
+			release_unused(c, &c->uses[i], 0, c->uses[i].pages);
+		c->counted = r == 0;
+		pthread_mutex_unlock(&c->lock);
+	}
+	for (size_t k = 0; k < c->lv[0].n_files && r == 0; k++) {
+		c->check_name = c->lv[0].files[k].name;
+		r = file_check(c, &c->lv[0].files[k], &bad);
+	}
+	c->check_r = r;
+	c->check_bad = bad;
+	return NULL;
 }
 
 int image_chain_finish(struct image_chain *c, struct page_index **index, unsigned *chain,
@@ -322,34 +579,36 @@ int image_chain_finish(struct image_chain *c, struct page_index **index, unsigne
 		r = image_lazy_finish(c->lv[i].l, NULL, i == 0 && !top->incremental ? index : NULL,
 		                      err);
 	}
-	/* The rebuilt images, as they were dumped; their pages give the index
-	 * for the next delta. */
-	struct page_index *idx =
-	    r == 0 && top->incremental && c->want_index ? page_index_new(top->gen) : NULL;
-	if (r == 0 && top->incremental && c->want_index && !idx)
-		r = -ENOMEM;
-	for (size_t i = 0; top->incremental && i < top->n_files && r == 0; i++) {
-		struct chain_file *f = &top->files[i];
-		uint64_t pages = f->size / DELTA_PAGE_SIZE;
-		struct page_hash *hashes =
-		    idx ? malloc((pages ? pages : 1) * sizeof(*hashes)) : NULL;
-		if (idx && !hashes) {
-			r = -ENOMEM;
-			break;
-		}
-		r = file_check(c, f, hashes, bad_gen);
+	*chain = c->chain;
+	if (!top->incremental)
+		return r;
+	/* The rebuilt images, as they were dumped (checked by then, or here,
+	 * without a thread); their pages give the index for the next delta. */
+	if (c->checking) {
 		if (r < 0)
-			snprintf(err->msg, sizeof(err->msg),
-			         "'%s' does not rebuild as it was dumped", f->name);
-		else if (idx)
-			r = page_index_add_hashes(idx, f->name, hashes, pages);
-		free(hashes);
+			image_chain_cancel(c);
+		pthread_join(c->checker, NULL);
+		c->checking = false;
+	} else if (r == 0) {
+		check_main(c);
+	}
+	if (r == 0 && c->check_r < 0) {
+		r = c->check_r;
+		*bad_gen = c->check_bad;
+		snprintf(err->msg, sizeof(err->msg), "'%s' does not rebuild as it was dumped",
+		         c->check_name ? c->check_name : "an image");
+	}
+	struct page_index *idx = r == 0 && c->want_index ? page_index_new(top->gen) : NULL;
+	if (r == 0 && c->want_index && !idx)
+		r = -ENOMEM;
+	for (size_t i = 0; idx && i < top->n_files && r == 0; i++) {
+		struct chain_file *f = &top->files[i];
+		r = page_index_add_hashes(idx, f->name, f->hashes, f->size / DELTA_PAGE_SIZE);
 	}
 	if (r == 0 && idx)
 		*index = idx;
 	else
 		page_index_free(idx);
-	*chain = c->chain;
 	return r;
 }
 
@@ -364,6 +623,13 @@ void image_chain_free(struct image_chain *c)
 {
 	if (!c)
 		return;
+	if (c->checking) {
+		image_chain_cancel(c);
+		pthread_join(c->checker, NULL);
+	}
+	for (size_t i = 0; i < c->n_uses; i++)
+		free(c->uses[i].refs);
+	free(c->uses);
 	for (size_t i = 0; i < c->n; i++) {
 		struct level *v = &c->lv[i];
 		image_lazy_free(v->l);
@@ -372,8 +638,13 @@ void image_chain_free(struct image_chain *c)
 		for (size_t k = 0; k < v->n_files; k++) {
 			free(v->files[k].name);
 			delta_map_clear(&v->files[k].map);
+			free(v->files[k].hashes);
+			free(v->files[k].given);
+			free(v->files[k].done);
 		}
 		free(v->files);
 	}
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->parse_lock);
 	free(c);
 }
