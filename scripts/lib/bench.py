@@ -14,6 +14,8 @@ half repetitive memory) it measures, REPS times each:
     and until it has read all its memory, against raw `criu restore` from
     uncompressed tmpfs images; cryo's lazy restore (the default) and its
     full one (--no-lazy-restore);
+  - cryo's own memory during a lazy restore (its anonymous resident
+    memory at its peak while the program's memory comes back);
   - the memcpy time of the same size, the physical floor.
 Prints a markdown table, writes JSON and a PNG chart (gnuplot).
 Usage: bench.py BUILD_DIR OUT_DIR SIZES_MB REPS
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BUILD, OUT = sys.argv[1], sys.argv[2]
@@ -100,6 +103,33 @@ class Output:
             time.sleep(0.01)
 
 
+class AnonPeak(threading.Thread):
+    """Samples a process's anonymous resident memory (RssAnon) every 5 ms."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples = []
+        self.done = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    kb = next(int(x.split()[1]) for x in f if x.startswith("RssAnon:"))
+            except (OSError, StopIteration):
+                return
+            self.samples.append((time.time_ns(), kb * 1024))
+            time.sleep(0.005)
+
+    def peak(self, t0, t1):
+        """Stops; the largest sample taken between t0 and t1 (CLOCK_REALTIME ns)."""
+        self.done.set()
+        self.join()
+        return max((b for t, b in self.samples if t0 <= t <= t1), default=0)
+
+
 def max_gap_ms(gaps):
     return max(((e - s) / 1e6 for s, e in gaps), default=0.0)
 
@@ -145,11 +175,13 @@ def bench_delta(size, state):
         r = {"delta_bytes": res["size"], "delta_durable_ms": res["duration_us"] / 1e3}
         # Its restore after kill -9: lazily, through the generation it is built on.
         o.lines()
+        mem = AnonPeak(sup.pid)
         killed = time.time_ns()
         os.kill(pid, signal.SIGKILL)
         running, touched = o.wait_for_gap_after(killed)
         r["delta_restore_running_ms"] = (running - killed) / 1e6
         r["delta_restore_all_ms"] = (touched - killed) / 1e6
+        r["delta_restore_mem_bytes"] = mem.peak(running, touched)
         return r
     finally:
         stop(sup)
@@ -213,11 +245,13 @@ def bench_cryo(size, state):
              "raw_bytes": res["raw_size"], "criu_frozen_ms": res["frozen_us"] / 1e3,
              "call_ms": call_ms, "async_ms": async_ms, "async_durable_ms": async_durable_ms}
         # restore after kill -9
+        mem = AnonPeak(sup.pid)
         killed = time.time_ns()
         os.kill(pid, signal.SIGKILL)
         running, touched = o.wait_for_gap_after(killed)
         r["restore_running_ms"] = (running - killed) / 1e6
         r["restore_all_ms"] = (touched - killed) / 1e6
+        r["restore_mem_bytes"] = mem.peak(running, touched)
     finally:
         stop(sup)
     r.update(bench_delta(size, state))
@@ -386,6 +420,10 @@ def main():
             c["delta_restore_running_ms"], w["restore_running_ms"])
         row("restore of the incremental generation: all memory back", c["delta_restore_all_ms"],
             w["restore_all_ms"])
+        row("restore: cryo's own memory while the program's comes back (peak)",
+            c["restore_mem_bytes"], None, "bytes")
+        row("restore of the incremental generation: cryo's own memory meanwhile (peak)",
+            c["delta_restore_mem_bytes"], None, "bytes")
         row("restore with `--no-lazy-restore`: running again", c["full_restore_running_ms"],
             w["restore_running_ms"])
         row("restore with `--no-lazy-restore`: all memory back", c["full_restore_all_ms"],
