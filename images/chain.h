@@ -29,18 +29,23 @@ int image_chain_wait_files(struct image_chain *c, struct image_error *err);
  * most max_iov pieces, in order, waiting for what is not in yet, and
  * returns how many bytes they cover (up to len), or -EBADMSG if a piece
  * turned out damaged, -EINVAL for a range the image lacks. The pieces stay
- * valid until image_chain_free(). Called by one thread at a time. */
+ * valid until the caller's next image_chain_get() or image_chain_release().
+ * Called by one thread at a time. */
 int64_t image_chain_get(struct image_chain *c, const char *name, uint64_t off, uint64_t len,
                         struct iovec *iov, int max_iov, int *n_iov);
 
 /* The caller is done with bytes [off, off + len) of memory image name (it
  * asked for them with image_chain_get() and put them in place): the memory
- * they took may go (image_lazy_release()). */
+ * they took may go (image_lazy_release(); through an incremental
+ * generation, a page of the whole one below goes once every page that
+ * takes it was released and checked). Until then, or the next
+ * image_chain_get(), what the last image_chain_get() gave stays valid. */
 void image_chain_release(struct image_chain *c, const char *name, uint64_t off, uint64_t len);
 
 /* Once the program has everything it asked for: waits until every
  * generation's memory is in, verifies it all (an incremental generation's
- * rebuilt images against their checksums), and hands over gen's page index
+ * rebuilt images against their checksums: a thread checks them from
+ * image_chain_open() on, as the memory comes), and hands over gen's page index
  * (with want_index) and how many incremental generations lead to it. On
  * -EBADMSG, *bad_gen is the damaged generation. */
 int image_chain_finish(struct image_chain *c, struct page_index **index, unsigned *chain,
