@@ -1,5 +1,6 @@
 #include "pages.h"
 #include "internal.h"
+#include "pb.h"
 #include "cleanup.h"
 #include "util.h"
 
@@ -210,16 +211,6 @@ static int buf_put(struct image *im, const void *data, size_t len)
 	return 0;
 }
 
-static size_t put_varint(uint8_t *out, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		out[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-		v >>= 7;
-	} while (v);
-	return n;
-}
-
 /* One protobuf entry of a CRIU image: u32 size, then the message, whose
  * fields are all varints here (number, value pairs). */
 static int put_entry(struct image *im, const uint64_t *fields, size_t n)
@@ -227,8 +218,8 @@ static int put_entry(struct image *im, const uint64_t *fields, size_t n)
 	uint8_t msg[128];
 	size_t len = 0;
 	for (size_t i = 0; i < n; i++) {
-		len += put_varint(msg + len, fields[2 * i] << 3);
-		len += put_varint(msg + len, fields[2 * i + 1]);
+		len += pb_put_varint(msg + len, fields[2 * i] << 3);
+		len += pb_put_varint(msg + len, fields[2 * i + 1]);
 	}
 	uint32_t size = (uint32_t)len;
 	int r = buf_put(im, &size, sizeof(size));

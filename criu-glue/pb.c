@@ -84,3 +84,13 @@ int pb_next_entry(const uint8_t *buf, size_t len, size_t *off, const uint8_t **m
 	*off += n;
 	return 1;
 }
+
+size_t pb_put_varint(uint8_t *out, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		out[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	return n;
+}

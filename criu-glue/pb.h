@@ -1,7 +1,7 @@
 /* Just enough protobuf to read CRIU's image files without their generated
  * code: a field iterator over one message, and an iterator over the
- * entries of an image file ([magics][u32 size][message]...). Internal to
- * criu-glue. */
+ * entries of an image file ([magics][u32 size][message]...); and varints,
+ * to write the few entries cryo writes. Internal to criu-glue. */
 #pragma once
 
 #include <stdbool.h>
@@ -28,3 +28,6 @@ int pb_next_entry(const uint8_t *buf, size_t len, size_t *off, const uint8_t **m
 /* Where the entries of an image file start: after IMG_COMMON/SERVICE magic and
  * the image's own magic. */
 size_t pb_entries_start(const uint8_t *buf, size_t len);
+
+/* Writes v as a varint at out (at most 10 bytes); returns its length. */
+size_t pb_put_varint(uint8_t *out, uint64_t v);

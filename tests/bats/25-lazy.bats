@@ -11,6 +11,19 @@ teardown() { teardown_state; }
 
 LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 
+# Kills the copy of lc that runs; the next is restored (lazily) from
+# generation GEN and, asked to, reads all its PAGES pages as they were.
+kill_and_check_restored() {
+	local gen=$1 pages=$2
+	kill -KILL "$(prog_pid lc)"
+	wait_for 60 grep -q "restored 'lc' from generation $gen in .* its memory follows lazily)" "$STATE/lc.err"
+	wait_for 30 has_pid lc
+	kill -USR1 "$(prog_pid lc)"
+	wait_for 60 grep -q "^checked $pages pages on request: ok\$" "$STATE/lc.out"
+	run grep -c "differs" "$STATE/lc.out"
+	assert_output 0
+}
+
 @test "a whole generation is restored lazily; every page reads as it was, in a scattered order" {
 	start_cryo lc --no-delta --verbose -- "$LAZY_CHECK" 96
 	wait_for 60 grep -q '^filled 24576 pages$' "$STATE/lc.out"
@@ -48,13 +61,7 @@ LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 	assert_success
 	run grep -c "checkpoint [23] of 'lc' (through cryo's page server, into the last checkpoint's memory)" "$STATE/lc.err"
 	assert_output 2
-	kill -KILL "$(prog_pid lc)"
-	wait_for 60 grep -q "restored 'lc' from generation 3 in .* its memory follows lazily)" "$STATE/lc.err"
-	wait_for 30 has_pid lc
-	kill -USR1 "$(prog_pid lc)"
-	wait_for 60 grep -q '^checked 16384 pages on request: ok$' "$STATE/lc.out"
-	run grep -c "differs" "$STATE/lc.out"
-	assert_output 0
+	kill_and_check_restored 3 16384
 }
 
 @test "a program that forks, moves, unmaps and drops memory while it is still coming back reads what it should" {
@@ -93,13 +100,7 @@ LAZY_CHECK="$CRYO_TEST_PROGRAMS/lazy-check"
 	run "$CRYO" inspect lc@3
 	assert_output --partial "incremental on generation 2"
 	# Restored through 3, 2 and 1.
-	kill -KILL "$(prog_pid lc)"
-	wait_for 60 grep -q "restored 'lc' from generation 3 in .* its memory follows lazily)" "$STATE/lc.err"
-	wait_for 30 has_pid lc
-	kill -USR1 "$(prog_pid lc)"
-	wait_for 60 grep -q '^checked 16384 pages on request: ok$' "$STATE/lc.out"
-	run grep -c "differs" "$STATE/lc.out"
-	assert_output 0
+	kill_and_check_restored 3 16384
 	run grep -c "damaged\|in full" "$STATE/lc.err"
 	assert_output 0
 }

@@ -39,6 +39,29 @@ static void commit(const char *store, uint64_t gen, const char *src, const struc
 	manifest_free(m);
 }
 
+/* Generation 2: next (size bytes of pages-1.img) as a delta on generation
+ * 1, which holds base. */
+static void commit_delta(const char *store, const char *src, const uint8_t *base,
+                         const uint8_t *next, size_t size)
+{
+	struct page_index *idx = page_index_new(1);
+	CHECK(page_index_add(idx, "pages-1.img", base, size) == 0);
+	struct delta_file d;
+	CHECK(delta_encode(idx, "pages-1.img", next, size, &d) == 0);
+	page_index_free(idx);
+	XXH128_canonical_t h;
+	XXH128_canonicalFromHash(&h, XXH3_128bits(next, size));
+	char hex[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", h.digest[i]);
+	struct manifest *m = manifest_new();
+	manifest_add(m, "base", "1");
+	manifest_add(m, "chain", "1");
+	manifest_addf(m, "delta", "pages-1.img %zu %s", size, hex);
+	commit(store, 2, src, &d.mem, m);
+	delta_file_clear(&d);
+}
+
 /* Reads all of pages-1.img through c, max_iov pieces at a time. */
 static int read_all(struct image_chain *c, uint8_t *out, int max_iov)
 {
@@ -79,22 +102,7 @@ static void test_chain(void)
 	for (size_t p = 0; p < PAGES; p += 3)
 		fill(next + p * DELTA_PAGE_SIZE, 1, 1000 + p);
 	memcpy(next + 10 * DELTA_PAGE_SIZE, base + 500 * DELTA_PAGE_SIZE, DELTA_PAGE_SIZE);
-	struct page_index *idx = page_index_new(1);
-	CHECK(page_index_add(idx, "pages-1.img", base, SIZE) == 0);
-	struct delta_file d;
-	CHECK(delta_encode(idx, "pages-1.img", next, SIZE, &d) == 0);
-	page_index_free(idx);
-	XXH128_canonical_t h;
-	XXH128_canonicalFromHash(&h, XXH3_128bits(next, SIZE));
-	char hex[33];
-	for (int i = 0; i < 16; i++)
-		snprintf(hex + 2 * i, 3, "%02x", h.digest[i]);
-	struct manifest *m = manifest_new();
-	manifest_add(m, "base", "1");
-	manifest_add(m, "chain", "1");
-	manifest_addf(m, "delta", "pages-1.img %zu %s", SIZE, hex);
-	commit(store, 2, src, &d.mem, m);
-	delta_file_clear(&d);
+	commit_delta(store, src, base, next, SIZE);
 
 	for (int max_iov = 1; max_iov <= 16; max_iov += 15) {
 		util_rm_rf(out);
@@ -169,22 +177,7 @@ static void test_chain_release(void)
 		else if (p % 97 == 0)
 			fill(next + p * DELTA_PAGE_SIZE, 1, 5000 + p);
 	}
-	struct page_index *idx = page_index_new(1);
-	CHECK(page_index_add(idx, "pages-1.img", base, size) == 0);
-	struct delta_file d;
-	CHECK(delta_encode(idx, "pages-1.img", next, size, &d) == 0);
-	page_index_free(idx);
-	XXH128_canonical_t h;
-	XXH128_canonicalFromHash(&h, XXH3_128bits(next, size));
-	char hex[33];
-	for (int i = 0; i < 16; i++)
-		snprintf(hex + 2 * i, 3, "%02x", h.digest[i]);
-	struct manifest *m = manifest_new();
-	manifest_add(m, "base", "1");
-	manifest_add(m, "chain", "1");
-	manifest_addf(m, "delta", "pages-1.img %zu %s", size, hex);
-	commit(store, 2, src, &d.mem, m);
-	delta_file_clear(&d);
+	commit_delta(store, src, base, next, size);
 
 	CHECK(util_mkdir_p(out) == 0);
 	struct image_chain *c = NULL;
@@ -218,6 +211,7 @@ static void test_chain_release(void)
 	CHECK(image_chain_finish(c, &index, &chain, &bad, &err) == 0);
 	CHECK(index != NULL);
 	/* The index is the rebuilt memory's: it encodes it as all-base. */
+	struct delta_file d;
 	if (index && delta_encode(index, "pages-1.img", next, size, &d) == 0) {
 		CHECK(d.copied_pages == BIG);
 		delta_file_clear(&d);

@@ -5,6 +5,7 @@
  * from the test's pages image. And the ways CRIU's side can go wrong: no
  * fd, a restore that goes away, an image that is missing or not to be had. */
 #include "lazy.h"
+#include "pb.h"
 #include "test.h"
 
 #include <errno.h>
@@ -40,23 +41,13 @@
 
 /* ---- images, written as CRIU writes them (protobuf entries) ---- */
 
-static size_t varint(uint8_t *out, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		out[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-		v >>= 7;
-	} while (v);
-	return n;
-}
-
 /* A message of varint fields (number, value pairs). */
 static size_t message(uint8_t *out, const uint64_t *fields, size_t n)
 {
 	size_t len = 0;
 	for (size_t i = 0; i < n; i++) {
-		len += varint(out + len, fields[2 * i] << 3);
-		len += varint(out + len, fields[2 * i + 1]);
+		len += pb_put_varint(out + len, fields[2 * i] << 3);
+		len += pb_put_varint(out + len, fields[2 * i + 1]);
 	}
 	return len;
 }
@@ -88,8 +79,8 @@ static void write_mm(const char *dir, int pid, uint64_t start, uint64_t end)
 	uint8_t vma[64], msg[80];
 	uint64_t vf[] = {1, start, 2, end};
 	size_t vlen = message(vma, vf, 2), len = 0;
-	len += varint(msg + len, (14u << 3) | 2);
-	len += varint(msg + len, vlen);
+	len += pb_put_varint(msg + len, (14u << 3) | 2);
+	len += pb_put_varint(msg + len, vlen);
 	memcpy(msg + len, vma, vlen);
 	put_entry(f, msg, len + vlen);
 	fclose(f);
@@ -250,6 +241,22 @@ static int uffd_over(void *mem, size_t len)
 	return fd;
 }
 
+/* New memory of len bytes, its images written and its userfaultfd handed
+ * over as this process's, as CRIU's restore does for a task. */
+static uint8_t *hand_over(struct setup *s, size_t len)
+{
+	uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(mem != MAP_FAILED);
+	int pid = getpid();
+	write_mm(s->dir, pid, (uintptr_t)mem, (uintptr_t)mem + len);
+	write_pagemap(s->dir, pid, (uintptr_t)mem);
+	int fd = uffd_over(mem, len);
+	CHECK(fd >= 0);
+	CHECK(send_task(s->sk, pid, fd));
+	close(fd);
+	return mem;
+}
+
 /* Reads a byte of a page in a thread of its own: a fault the handler
  * must serve. */
 struct reader {
@@ -289,15 +296,7 @@ static void test_pages_come(void)
 	struct setup s;
 	CHECK(start(&s, 0));
 	size_t len = PAGES * PAGE;
-	uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(mem != MAP_FAILED);
-	int pid = getpid();
-	write_mm(s.dir, pid, (uintptr_t)mem, (uintptr_t)mem + len);
-	write_pagemap(s.dir, pid, (uintptr_t)mem);
-	int fd = uffd_over(mem, len);
-	CHECK(fd >= 0);
-	CHECK(send_task(s.sk, pid, fd));
-	close(fd);
+	uint8_t *mem = hand_over(&s, len);
 	/* A fault before the restore finished is served at once; one on a
 	 * page the dump did not have reads zeros. */
 	uint8_t b = 0;
@@ -371,14 +370,7 @@ static void test_image_not_to_be_had(void)
 	struct setup s;
 	CHECK(start(&s, -EIO));
 	size_t len = PAGES * PAGE;
-	uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	int pid = getpid();
-	write_mm(s.dir, pid, (uintptr_t)mem, (uintptr_t)mem + len);
-	write_pagemap(s.dir, pid, (uintptr_t)mem);
-	int fd = uffd_over(mem, len);
-	CHECK(fd >= 0);
-	CHECK(send_task(s.sk, pid, fd));
-	close(fd);
+	uint8_t *mem = hand_over(&s, len);
 	CHECK(send_finished(s.sk));
 	char why[256];
 	CHECK(verdict(&s, why, sizeof(why)) == -EIO);
