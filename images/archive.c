@@ -374,8 +374,7 @@ static int sink_flush(struct sink *s, bool all)
 		int r = util_write_all(s->fd, s->stage + done, s->staged - done);
 		if (r < 0)
 			return r;
-		free(s->stage);
-		s->stage = NULL;
+		s->stage = NULL; /* the writer's */
 		s->staged = 0;
 		return 0;
 	}
@@ -513,7 +512,8 @@ static int write_header(struct sink *s, const char *name, uint64_t size)
 
 /* ---- memory images: chunks compressed by a pool of threads ------------------ */
 
-#define POOL_RING 8
+#define POOL_RING    8
+#define POOL_THREADS 4
 
 struct pool_job {
 	const uint8_t *src; /* the chunk, or copy when it spans segments */
@@ -525,20 +525,92 @@ struct pool_job {
 };
 
 struct pool {
-	pthread_t threads[4];
+	pthread_t threads[POOL_THREADS];
 	int n_threads;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct pool_job jobs[POOL_RING];
 	uint64_t filled, taken, written; /* counts of jobs */
 	bool stop;
-	int level;
+	struct image_writer *w; /* its contexts: chunk[i] thread i's, chunk[0] without threads */
+	int started;            /* threads that took their context */
 	size_t dst_cap;
-	ZSTD_CCtx *own; /* without threads */
 	/* The current memory image's frames, in order: their lengths. */
 	uint64_t *lens;
 	size_t n_lens, lens_cap;
 };
+
+/* ---- what a writer keeps between archives ---------------------------------- */
+
+struct image_writer {
+	ZSTD_CCtx *chunk[POOL_THREADS]; /* one per pool thread (chunk[0] without) */
+	ZSTD_CCtx *stream;              /* the small files' */
+	int level;
+	/* One mapping: POOL_RING compressed chunks of dst_cap bytes, then the
+	 * O_DIRECT stage. madvise(MADV_FREE)d between archives. */
+	uint8_t *mem;
+	size_t mem_len, dst_cap;
+};
+
+struct image_writer *image_writer_new(void)
+{
+	return calloc(1, sizeof(struct image_writer));
+}
+
+static void writer_clear(struct image_writer *w)
+{
+	for (int i = 0; i < POOL_THREADS; i++)
+		ZSTD_freeCCtx(w->chunk[i]);
+	ZSTD_freeCCtx(w->stream);
+	if (w->mem)
+		munmap(w->mem, w->mem_len);
+	*w = (struct image_writer){0};
+}
+
+void image_writer_free(struct image_writer *w)
+{
+	if (!w)
+		return;
+	writer_clear(w);
+	free(w);
+}
+
+/* The writer's contexts and memory, made ready for an archive at level. */
+static int writer_ready(struct image_writer *w, int level)
+{
+	if (w->level != level) {
+		for (int i = 0; i < POOL_THREADS; i++) {
+			ZSTD_freeCCtx(w->chunk[i]);
+			w->chunk[i] = NULL;
+		}
+		w->level = level;
+	}
+	for (int i = 0; i < POOL_THREADS; i++) {
+		if (!w->chunk[i] && !(w->chunk[i] = ZSTD_createCCtx()))
+			return -ENOMEM;
+		ZSTD_CCtx_reset(w->chunk[i], ZSTD_reset_session_and_parameters);
+		ZSTD_CCtx_setParameter(w->chunk[i], ZSTD_c_compressionLevel, level);
+		ZSTD_CCtx_setParameter(w->chunk[i], ZSTD_c_checksumFlag, 1);
+		ZSTD_CCtx_setParameter(w->chunk[i], ZSTD_c_contentSizeFlag, 1);
+	}
+	if (!w->stream && !(w->stream = ZSTD_createCCtx()))
+		return -ENOMEM;
+	ZSTD_CCtx_reset(w->stream, ZSTD_reset_session_and_parameters);
+	ZSTD_CCtx_setParameter(w->stream, ZSTD_c_compressionLevel, level);
+	ZSTD_CCtx_setParameter(w->stream, ZSTD_c_checksumFlag, 1);
+	if (!w->mem) {
+		w->dst_cap = (ZSTD_compressBound(MEMORY_CHUNK) + DIRECT_ALIGN - 1) &
+		             ~(size_t)(DIRECT_ALIGN - 1);
+		w->mem_len = POOL_RING * w->dst_cap + DIRECT_STAGE;
+		w->mem = mmap(NULL, w->mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		              -1, 0);
+		if (w->mem == MAP_FAILED) {
+			w->mem = NULL;
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
 
 static int compress_chunk(ZSTD_CCtx *c, struct pool_job *j, size_t cap)
 {
@@ -549,22 +621,11 @@ static int compress_chunk(ZSTD_CCtx *c, struct pool_job *j, size_t cap)
 	return 0;
 }
 
-static ZSTD_CCtx *chunk_cctx(int level)
-{
-	ZSTD_CCtx *c = ZSTD_createCCtx();
-	if (c) {
-		ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
-		ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-		ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
-	}
-	return c;
-}
-
 static void *pool_main(void *arg)
 {
 	struct pool *p = arg;
-	ZSTD_CCtx *c = chunk_cctx(p->level);
 	pthread_mutex_lock(&p->lock);
+	ZSTD_CCtx *c = p->w->chunk[p->started++];
 	for (;;) {
 		while (!p->stop && p->taken == p->filled)
 			pthread_cond_wait(&p->cond, &p->lock);
@@ -579,22 +640,18 @@ static void *pool_main(void *arg)
 		pthread_cond_broadcast(&p->cond);
 	}
 	pthread_mutex_unlock(&p->lock);
-	ZSTD_freeCCtx(c);
 	return NULL;
 }
 
-static int pool_start(struct pool *p, int threads, int level)
+static int pool_start(struct pool *p, int threads, struct image_writer *w)
 {
-	*p = (struct pool){.level = level, .dst_cap = ZSTD_compressBound(MEMORY_CHUNK)};
+	*p = (struct pool){.w = w, .dst_cap = ZSTD_compressBound(MEMORY_CHUNK)};
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
-	for (int i = 0; i < POOL_RING; i++) {
-		p->jobs[i].dst = malloc(p->dst_cap);
-		if (!p->jobs[i].dst)
-			return -ENOMEM;
-	}
-	if (threads > (int)ARRAY_SIZE(p->threads))
-		threads = (int)ARRAY_SIZE(p->threads);
+	for (int i = 0; i < POOL_RING; i++)
+		p->jobs[i].dst = w->mem + (size_t)i * w->dst_cap;
+	if (threads > POOL_THREADS)
+		threads = POOL_THREADS;
 	for (int i = 0; i < threads; i++) {
 		int r = -pthread_create(&p->threads[i], NULL, pool_main, p);
 		if (r < 0)
@@ -612,11 +669,8 @@ static void pool_stop(struct pool *p)
 	pthread_mutex_unlock(&p->lock);
 	for (int i = 0; i < p->n_threads; i++)
 		pthread_join(p->threads[i], NULL);
-	for (int i = 0; i < POOL_RING; i++) {
-		free(p->jobs[i].dst);
+	for (int i = 0; i < POOL_RING; i++)
 		free(p->jobs[i].copy);
-	}
-	ZSTD_freeCCtx(p->own);
 	free(p->lens);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
@@ -650,10 +704,8 @@ static int pool_drain(struct pool *p, struct sink *s, bool all)
 		struct pool_job *j = &p->jobs[p->written % POOL_RING];
 		if (j->state == 1 && p->n_threads == 0) {
 			/* No threads: compressed here. */
-			if (!p->own)
-				p->own = chunk_cctx(p->level);
 			p->taken++;
-			r = p->own ? compress_chunk(p->own, j, p->dst_cap) : -ENOMEM;
+			r = compress_chunk(p->w->chunk[0], j, p->dst_cap);
 			j->state = r < 0 ? r : 3;
 		}
 		if (j->state < 0) {
@@ -832,14 +884,18 @@ static int compare_mem_files(const void *a, const void *b)
 }
 
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
-                        struct manifest *m, int level, int workers, struct image_write_stats *stats,
-                        struct image_error *err)
+                        struct manifest *m, int level, int workers, struct image_writer *w,
+                        struct image_write_stats *stats, struct image_error *err)
 {
 	char **names = NULL;
 	size_t n = 0;
 	int r = list_files(dir, &names, &n);
 	if (r < 0)
 		return fail(err, r, "cannot list the image files in '%s': %s", dir, strerror(-r));
+	struct image_writer own = {0};
+	if (!w)
+		w = &own;
+	int wr = writer_ready(w, level);
 
 	struct sink s = {.fd = fd, .out_cap = ZSTD_CStreamOutSize()};
 	if (stats) {
@@ -849,9 +905,9 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	s.out = malloc(s.out_cap);
 	int fl = fcntl(fd, F_GETFL);
 	bool direct = fl >= 0 && (fl & O_DIRECT);
-	if (direct && posix_memalign((void **)&s.stage, DIRECT_ALIGN, DIRECT_STAGE) != 0)
-		s.stage = NULL;
-	s.cctx = ZSTD_createCCtx();
+	if (direct && wr == 0)
+		s.stage = w->mem + POOL_RING * w->dst_cap;
+	s.cctx = wr == 0 ? w->stream : NULL;
 	s.hash = XXH3_createState();
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct pool pool;
@@ -861,7 +917,7 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	size_t text_len, bound, clen;
 	struct trailer t = {0};
 	XXH128_canonical_t c;
-	if (!s.out || !s.cctx || !s.hash || (direct && !s.stage)) {
+	if (!s.out || wr < 0 || !s.hash) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -870,10 +926,8 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		goto out;
 	}
 	XXH3_128bits_reset(s.hash);
-	ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_compressionLevel, level);
-	ZSTD_CCtx_setParameter(s.cctx, ZSTD_c_checksumFlag, 1);
 	/* The small files in one frame, the memory images' chunks by the pool. */
-	r = pool_start(&pool, workers, level);
+	r = pool_start(&pool, workers, w);
 	pool_started = true;
 	if (r < 0)
 		goto out;
@@ -955,9 +1009,13 @@ out:
 		free(names[i]);
 	free(names);
 	free(s.out);
-	free(s.stage);
-	ZSTD_freeCCtx(s.cctx);
 	XXH3_freeState(s.hash);
+	/* The writer's memory: the kernel's if it needs it, else the next
+	 * archive's. */
+	if (w == &own)
+		writer_clear(&own);
+	else if (w->mem)
+		madvise(w->mem, w->mem_len, MADV_FREE);
 	if (r < 0 && err && !err->msg[0])
 		fail(err, r, "cannot write the image archive: %s", strerror(-r));
 	return r;

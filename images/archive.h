@@ -55,15 +55,24 @@ struct image_write_stats {
 	uint64_t sync_ns;       /* image_store_commit(): time spent in fsync */
 };
 
+/* What image_archive_write() keeps from one archive to the next when it is
+ * given one: its compression contexts, and the memory the compressed bytes
+ * go through, madvise(MADV_FREE)d in between (the kernel takes it back if it
+ * needs it; else the next archive finds it there, where fresh memory costs
+ * more, on a VM above all). Used by one archive at a time. */
+struct image_writer;
+struct image_writer *image_writer_new(void);
+void image_writer_free(struct image_writer *w);
+
 /* Writes every regular file of dir (no sub-directories), the n_mem files held
  * in memory, and the manifest m into an archive on fd, an empty file at offset
  * 0 or a pipe (written in one pass; an fd opened with O_DIRECT is written in
  * aligned pieces past the page cache, its unaligned end without O_DIRECT). Adds the file list with
- * sizes and checksums to m. level is a zstd level; workers the number of zstd threads (0 = none).
- * Does not fsync. */
+ * sizes and checksums to m. level is a zstd level; workers the number of zstd threads (0 = none,
+ * at most 4); w may be NULL. Does not fsync. */
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
-                        struct manifest *m, int level, int workers, struct image_write_stats *stats,
-                        struct image_error *err);
+                        struct manifest *m, int level, int workers, struct image_writer *w,
+                        struct image_write_stats *stats, struct image_error *err);
 
 /* Reads the manifest only (trailer, then the manifest frame): cheap. Checks
  * the trailer's and the manifest's checksums, not the body. */

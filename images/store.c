@@ -139,7 +139,8 @@ static int injected_fault(void)
 
 int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
                        const struct mem_file *mem, size_t n_mem, struct manifest *m, int level,
-                       int workers, struct image_write_stats *stats, struct image_error *err)
+                       int workers, struct image_writer *w, struct image_write_stats *stats,
+                       struct image_error *err)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
 	int r = image_store_path(dir, gen, path, sizeof(path));
@@ -158,7 +159,7 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
 		snprintf(err->msg, sizeof(err->msg), "cannot create '%s': %s", tmp, strerror(-r));
 		return r;
 	}
-	r = image_archive_write(fd, images_dir, mem, n_mem, m, level, workers, stats, err);
+	r = image_archive_write(fd, images_dir, mem, n_mem, m, level, workers, w, stats, err);
 	if (r == 0 && (r = injected_fault()) < 0)
 		snprintf(err->msg, sizeof(err->msg), "cannot write '%s': %s (injected)", tmp,
 		         strerror(-r));

@@ -38,7 +38,8 @@ int image_store_next_generation(const char *dir, uint64_t *ret);
  * untouched. */
 int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
                        const struct mem_file *mem, size_t n_mem, struct manifest *m, int level,
-                       int workers, struct image_write_stats *stats, struct image_error *err);
+                       int workers, struct image_writer *w, struct image_write_stats *stats,
+                       struct image_error *err);
 
 /* Deletes the oldest generations so that at most keep remain (keep >= 1).
  * Only called after a new generation is durable, so the newest good one is

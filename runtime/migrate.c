@@ -307,7 +307,8 @@ static void *write_archive(void *arg)
 {
 	struct writer *w = arg;
 	/* Level 1 on two threads: the program is frozen while this runs. */
-	w->r = image_archive_write(w->fd, w->dir, w->mem, w->n_mem, w->m, 1, 2, &w->stats, &w->err);
+	w->r = image_archive_write(w->fd, w->dir, w->mem, w->n_mem, w->m, 1, 2, NULL, &w->stats,
+	                           &w->err);
 	close(w->fd);
 	return NULL;
 }

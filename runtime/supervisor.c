@@ -107,6 +107,8 @@ struct supervisor {
 	/* The page server's memory, kept from one checkpoint to the next
 	 * while the program runs (see criu-glue/pages.h). */
 	struct criu_glue_spare spare;
+	/* The archive writer's contexts and memory, likewise. */
+	struct image_writer *writer;
 	struct last_checkpoint last;
 	bool have_last;
 	int criu_version;
@@ -700,8 +702,10 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	}
 	struct image_error ierr = {{0}};
 	struct image_write_stats ws = {0};
-	r = image_store_commit(cfg->paths.dir, gen, images, mem, n_mem, m, cfg->zstd_level, 2, &ws,
-	                       &ierr);
+	if (!s->writer)
+		s->writer = image_writer_new(); /* without it, the archive's own */
+	r = image_store_commit(cfg->paths.dir, gen, images, mem, n_mem, m, cfg->zstd_level, 2,
+	                       s->writer, &ws, &ierr);
 	tp[4] = util_now_ns();
 	manifest_free(m);
 	if (r < 0) {
@@ -2046,6 +2050,8 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	 * free and warm, where fresh memory costs much more on a VM (restores
 	 * in scripts/bench were slower with it held until after them). */
 	criu_glue_spare_drop_later(&s->spare);
+	image_writer_free(s->writer);
+	s->writer = NULL;
 	int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
 	bool failed = code != 0;
 	*status = code;
@@ -2351,6 +2357,7 @@ out:
 		set_state(&s, "stopped");
 	net_destroy(&s.net);
 	criu_glue_spare_drop(&s.spare);
+	image_writer_free(s.writer);
 	page_index_free(s.index);
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);

@@ -51,7 +51,7 @@ static int write_archive(const char *src, const char *path)
 	manifest_add(m, "arg", "");
 	struct image_error err = {{0}};
 	struct image_write_stats st;
-	int r = image_archive_write(fd, src, NULL, 0, m, 3, 2, &st, &err);
+	int r = image_archive_write(fd, src, NULL, 0, m, 3, 2, NULL, &st, &err);
 	CHECK(r == 0);
 	CHECK(st.raw_bytes == (3 << 20) + 100000);
 	CHECK(st.archive_bytes > 0 && st.archive_bytes < st.raw_bytes);
@@ -180,7 +180,8 @@ static void test_stream_round_trip(void)
 		close(p[0]);
 		struct manifest *m = manifest_new();
 		manifest_add(m, "name", "streamed");
-		_exit(image_archive_write(p[1], src, NULL, 0, m, 1, 2, NULL, NULL) == 0 ? 0 : 1);
+		_exit(image_archive_write(p[1], src, NULL, 0, m, 1, 2, NULL, NULL, NULL) == 0 ? 0
+		                                                                              : 1);
 	}
 	close(p[1]);
 	struct manifest *m = NULL;
@@ -256,7 +257,7 @@ static void test_disk_full(void)
 		return;
 	struct manifest *m = manifest_new();
 	struct image_error err = {{0}};
-	CHECK(image_archive_write(fd, src, NULL, 0, m, 1, 0, NULL, &err) == -ENOSPC);
+	CHECK(image_archive_write(fd, src, NULL, 0, m, 1, 0, NULL, NULL, &err) == -ENOSPC);
 	CHECK(err.msg[0] != '\0');
 	manifest_free(m);
 	close(fd);
@@ -302,7 +303,7 @@ static void test_reader_gone(void)
 		CHECK(pthread_create(&t, NULL, read_then_close, &p[0]) == 0);
 		struct manifest *m = manifest_new();
 		struct image_error err = {{0}};
-		CHECK(image_archive_write(p[1], src, NULL, 0, m, 3, 2, NULL, &err) == -EPIPE);
+		CHECK(image_archive_write(p[1], src, NULL, 0, m, 3, 2, NULL, NULL, &err) == -EPIPE);
 		manifest_free(m);
 		pthread_join(t, NULL);
 		close(p[1]);
@@ -345,7 +346,7 @@ static void test_store(void)
 	for (uint64_t g = 1; g <= 4; g++) {
 		struct manifest *m = manifest_new();
 		struct image_error err = {{0}};
-		CHECK(image_store_commit(store, g, src, NULL, 0, m, 1, 0, NULL, &err) == 0);
+		CHECK(image_store_commit(store, g, src, NULL, 0, m, 1, 0, NULL, NULL, &err) == 0);
 		manifest_free(m);
 		CHECK(image_store_prune(store, 2) == 0);
 	}
@@ -374,7 +375,7 @@ static void test_store(void)
 	char missing[600];
 	snprintf(missing, sizeof(missing), "%s/nope", root);
 	struct manifest *m = manifest_new();
-	CHECK(image_store_commit(store, 5, missing, NULL, 0, m, 1, 0, NULL, &err) < 0);
+	CHECK(image_store_commit(store, 5, missing, NULL, 0, m, 1, 0, NULL, NULL, &err) < 0);
 	manifest_free(m);
 	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 3);
 	free(gens);
@@ -397,7 +398,8 @@ static void test_store(void)
 }
 
 /* Files held in memory, in several segments, merge with the directory's in
- * name order and come back byte for byte. */
+ * name order and come back byte for byte; also through one writer kept
+ * from one archive to the next (other contents, another level, O_DIRECT). */
 static void test_memory_files(void)
 {
 	char src[512], arc[512], out[512];
@@ -405,39 +407,53 @@ static void test_memory_files(void)
 	snprintf(arc, sizeof(arc), "%s/mem.cryo", root);
 	snprintf(out, sizeof(out), "%s/mem-out", root);
 	static char a[10000], b[3 << 20];
-	for (size_t i = 0; i < sizeof(a); i++)
-		a[i] = (char)(i * 7);
-	for (size_t i = 0; i < sizeof(b); i++)
-		b[i] = (char)(i % 251);
-	struct iovec pages[3] = {
-	    {b, 4096}, {b + 4096, sizeof(b) - 8192}, {b + sizeof(b) - 4096, 4096}};
-	struct iovec small = {a, sizeof(a)};
-	struct mem_file mem[2] = {
-	    {"pages-65537.img", pages, 3, sizeof(b)},
-	    {"aaa-first.img", &small, 1, sizeof(a)},
-	};
-	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	struct manifest *m = manifest_new();
-	struct image_error err = {{0}};
-	CHECK(image_archive_write(fd, src, mem, 2, m, 1, 2, NULL, &err) == 0);
-	manifest_free(m);
-	CHECK(util_mkdir_p(out) == 0);
-	m = NULL;
-	CHECK(image_archive_read(fd, out, &m, &err) == 0);
-	close(fd);
-	CHECK(m && m->n_files == 5);
-	CHECK(m && !strcmp(m->files[0].name, "aaa-first.img"));
-	CHECK(m && !strcmp(m->files[3].name, "pages-1.img"));
-	CHECK(m && !strcmp(m->files[4].name, "pages-65537.img") && m->files[4].size == sizeof(b));
-	manifest_free(m);
-	char path[600], *buf = NULL;
-	size_t len = 0;
-	snprintf(path, sizeof(path), "%s/pages-65537.img", out);
-	CHECK(util_read_file(path, &buf, &len) == 0 && len == sizeof(b) && !memcmp(buf, b, len));
-	free(buf);
-	snprintf(path, sizeof(path), "%s/aaa-first.img", out);
-	CHECK(util_read_file(path, &buf, &len) == 0 && len == sizeof(a) && !memcmp(buf, a, len));
-	free(buf);
+	struct image_writer *w = image_writer_new();
+	CHECK(w != NULL);
+	for (int round = 0; round < 3; round++) {
+		for (size_t i = 0; i < sizeof(a); i++)
+			a[i] = (char)(i * 7 + round);
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (char)(i % 251 + round * (i % 3));
+		struct iovec pages[3] = {
+		    {b, 4096}, {b + 4096, sizeof(b) - 8192}, {b + sizeof(b) - 4096, 4096}};
+		struct iovec small = {a, sizeof(a)};
+		struct mem_file mem[2] = {
+		    {"pages-65537.img", pages, 3, sizeof(b)},
+		    {"aaa-first.img", &small, 1, sizeof(a)},
+		};
+		int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC | (round ? O_DIRECT : 0), 0600);
+		if (fd < 0 && errno == EINVAL)
+			fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		struct manifest *m = manifest_new();
+		struct image_error err = {{0}};
+		CHECK(image_archive_write(fd, src, mem, 2, m, round == 1 ? 3 : 1, 2,
+		                          round ? w : NULL, NULL, &err) == 0);
+		manifest_free(m);
+		close(fd);
+		fd = open(arc, O_RDONLY);
+		util_rm_rf(out);
+		CHECK(util_mkdir_p(out) == 0);
+		m = NULL;
+		CHECK(image_archive_read(fd, out, &m, &err) == 0);
+		close(fd);
+		CHECK(m && m->n_files == 5);
+		CHECK(m && !strcmp(m->files[0].name, "aaa-first.img"));
+		CHECK(m && !strcmp(m->files[3].name, "pages-1.img"));
+		CHECK(m && !strcmp(m->files[4].name, "pages-65537.img") &&
+		      m->files[4].size == sizeof(b));
+		manifest_free(m);
+		char path[600], *buf = NULL;
+		size_t len = 0;
+		snprintf(path, sizeof(path), "%s/pages-65537.img", out);
+		CHECK(util_read_file(path, &buf, &len) == 0 && len == sizeof(b) &&
+		      !memcmp(buf, b, len));
+		free(buf);
+		snprintf(path, sizeof(path), "%s/aaa-first.img", out);
+		CHECK(util_read_file(path, &buf, &len) == 0 && len == sizeof(a) &&
+		      !memcmp(buf, a, len));
+		free(buf);
+	}
+	image_writer_free(w);
 }
 
 /* A lazy restore's reading: small files into the directory, memory images
@@ -465,7 +481,7 @@ static void test_lazy(void)
 	CHECK(fd >= 0);
 	struct manifest *m = manifest_new();
 	struct image_error err = {{0}};
-	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, &err) == 0);
+	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, NULL, &err) == 0);
 	manifest_free(m);
 	close(fd);
 	fd = open(arc, O_RDWR);
@@ -547,7 +563,7 @@ static void test_lazy_release(void)
 	CHECK(fd >= 0);
 	struct manifest *m = manifest_new();
 	struct image_error err = {{0}};
-	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, &err) == 0);
+	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, NULL, &err) == 0);
 	manifest_free(m);
 	for (int round = 0; round < 3; round++) {
 		util_rm_rf(out);
@@ -622,7 +638,7 @@ static void test_lazy_frame_table(void)
 		/* Before the writer's own: the first is the one read. */
 		manifest_add(m, "frames", bad[i]);
 		struct image_error err = {{0}};
-		CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, &err) == 0);
+		CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, NULL, &err) == 0);
 		manifest_free(m);
 		util_rm_rf(out);
 		CHECK(util_mkdir_p(out) == 0);

@@ -35,7 +35,8 @@ static void commit(const char *store, uint64_t gen, const char *src, const struc
                    struct manifest *m)
 {
 	struct image_error err = {{0}};
-	CHECK(image_store_commit(store, gen, src, mem, mem ? 1 : 0, m, 1, 2, NULL, &err) == 0);
+	CHECK(image_store_commit(store, gen, src, mem, mem ? 1 : 0, m, 1, 2, NULL, NULL, &err) ==
+	      0);
 	manifest_free(m);
 }
 
