@@ -63,15 +63,17 @@ struct criu_glue_pages {
 
 /* ---- estimating ------------------------------------------------------------ */
 
+/* RssAnon of /proc/PID/status: a counter the kernel keeps, where
+ * smaps_rollup's Anonymous walks every page table (~9 ms per GB mapped). */
 static uint64_t anon_bytes(pid_t pid)
 {
 	char path[64], line[256];
 	uint64_t total = 0;
-	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
 	_cleanup_fclose_ FILE *f = fopen(path, "re");
 	while (f && fgets(line, sizeof(line), f)) {
 		unsigned long long kb;
-		if (sscanf(line, "Anonymous: %llu kB", &kb) == 1)
+		if (sscanf(line, "RssAnon: %llu kB", &kb) == 1)
 			total += (uint64_t)kb << 10;
 	}
 	return total;
