@@ -545,7 +545,6 @@ struct pool {
 struct image_writer {
 	ZSTD_CCtx *chunk[POOL_THREADS]; /* one per pool thread (chunk[0] without) */
 	ZSTD_CCtx *stream;              /* the small files' */
-	int level;
 	/* One mapping: POOL_RING compressed chunks of dst_cap bytes, then the
 	 * O_DIRECT stage. madvise(MADV_FREE)d between archives. */
 	uint8_t *mem;
@@ -575,17 +574,12 @@ void image_writer_free(struct image_writer *w)
 	free(w);
 }
 
-/* The writer's contexts and memory, made ready for an archive at level. */
-static int writer_ready(struct image_writer *w, int level)
+/* The writer's memory, and its first contexts (one per pool thread, at
+ * least one), made ready for an archive at level. */
+static int writer_ready(struct image_writer *w, int level, int contexts)
 {
-	if (w->level != level) {
-		for (int i = 0; i < POOL_THREADS; i++) {
-			ZSTD_freeCCtx(w->chunk[i]);
-			w->chunk[i] = NULL;
-		}
-		w->level = level;
-	}
-	for (int i = 0; i < POOL_THREADS; i++) {
+	/* A reset context takes any level; its workspace stays. */
+	for (int i = 0; i < contexts; i++) {
 		if (!w->chunk[i] && !(w->chunk[i] = ZSTD_createCCtx()))
 			return -ENOMEM;
 		ZSTD_CCtx_reset(w->chunk[i], ZSTD_reset_session_and_parameters);
@@ -895,7 +889,8 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	struct image_writer own = {0};
 	if (!w)
 		w = &own;
-	int wr = writer_ready(w, level);
+	int threads = workers < 1 ? 1 : workers > POOL_THREADS ? POOL_THREADS : workers;
+	int wr = writer_ready(w, level, threads);
 
 	struct sink s = {.fd = fd, .out_cap = ZSTD_CStreamOutSize()};
 	if (stats) {

@@ -258,6 +258,19 @@ static void gather_add(struct gather *g, const uint8_t *p, uint64_t pages)
 	g->pages += pages;
 }
 
+/* The run of f's delta map holding page: *skip pages into it, and how many
+ * of the n pages from page on it covers (*k). NULL past f's end. */
+static const struct delta_run *run_at(const struct chain_file *f, uint64_t page, uint64_t n,
+                                      uint64_t *skip, uint64_t *k)
+{
+	const struct delta_run *run = delta_map_find(&f->map, page);
+	if (run) {
+		*skip = page - run->first;
+		*k = run->pages - *skip < n ? run->pages - *skip : n;
+	}
+	return run;
+}
+
 /* Gathers pages [page, page + n) of memory image name as level i rebuilds
  * it, waiting for whatever is not in yet, until g is full. On -EBADMSG,
  * *bad is the generation at fault. */
@@ -283,12 +296,10 @@ static int resolve(struct image_chain *c, size_t i, const char *name, uint64_t p
 	int r = file_parse(c, v, f);
 	while (r == 0 && n > 0 && !g->full) {
 		*bad = v->gen;
-		const struct delta_run *run = delta_map_find(&f->map, page);
+		uint64_t skip, k;
+		const struct delta_run *run = run_at(f, page, n, &skip, &k);
 		if (!run)
 			return -EBADMSG;
-		uint64_t skip = page - run->first, k = run->pages - skip;
-		if (k > n)
-			k = n;
 		if (run->base == DELTA_STORED)
 			gather_add(g, f->delta + run->offset + skip * DELTA_PAGE_SIZE, k);
 		else if (i + 1 < c->n)
@@ -358,12 +369,10 @@ static void walk_below(struct image_chain *c, size_t i, const char *name, uint64
 	if (!f || !__atomic_load_n(&f->parsed, __ATOMIC_ACQUIRE))
 		return;
 	while (n > 0) {
-		const struct delta_run *run = delta_map_find(&f->map, page);
+		uint64_t skip, k;
+		const struct delta_run *run = run_at(f, page, n, &skip, &k);
 		if (!run)
 			return;
-		uint64_t skip = page - run->first, k = run->pages - skip;
-		if (k > n)
-			k = n;
 		if (run->base != DELTA_STORED && i + 1 < c->n)
 			walk_below(c, i + 1, f->map.names[run->base], run->offset + skip, k, fn,
 			           ctx);
@@ -595,8 +604,13 @@ int image_chain_finish(struct image_chain *c, struct page_index **index, unsigne
 	if (r == 0 && c->check_r < 0) {
 		r = c->check_r;
 		*bad_gen = c->check_bad;
-		snprintf(err->msg, sizeof(err->msg), "'%s' does not rebuild as it was dumped",
-		         c->check_name ? c->check_name : "an image");
+		const char *name = c->check_name ? c->check_name : "an image";
+		if (r == -EBADMSG)
+			snprintf(err->msg, sizeof(err->msg),
+			         "'%s' does not rebuild as it was dumped", name);
+		else
+			snprintf(err->msg, sizeof(err->msg), "cannot check '%s' as rebuilt: %s",
+			         name, strerror(-r));
 	}
 	struct page_index *idx = r == 0 && c->want_index ? page_index_new(top->gen) : NULL;
 	if (r == 0 && c->want_index && !idx)
