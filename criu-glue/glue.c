@@ -10,12 +10,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -423,38 +426,226 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	return 0;
 }
 
+/* ---- restores, through CRIU's RPC ------------------------------------------------------------ */
+
+struct criu_glue_restorer {
+	pid_t pid;
+	int sk; /* our end of its SOCK_SEQPACKET socket */
+	size_t n_fds;
+	int fds[8];
+};
+
+int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
+                             struct criu_glue_error *err)
+{
+	const char *bin = criu_glue_binary();
+	if (!bin)
+		return util_fail(err->msg, sizeof(err->msg), -ENOENT,
+		                 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
+	struct criu_glue_restorer *r = calloc(1, sizeof(*r));
+	if (!r || n_fds > ARRAY_SIZE(r->fds)) {
+		free(r);
+		return util_fail(err->msg, sizeof(err->msg), -ENOMEM, "cannot start CRIU: %s",
+		                 strerror(ENOMEM));
+	}
+	r->n_fds = n_fds;
+	memcpy(r->fds, fds, n_fds * sizeof(*fds));
+	int sk[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sk) < 0) {
+		int e = -errno;
+		free(r);
+		return util_fail(err->msg, sizeof(err->msg), e, "cannot start CRIU: %s",
+		                 strerror(-e));
+	}
+	/* posix_spawn, not fork: the caller may hold gigabytes of memory whose
+	 * page tables a fork would copy. dup2 of an fd onto itself clears its
+	 * O_CLOEXEC in the child only. */
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_adddup2(&fa, sk[1], sk[1]);
+	for (size_t i = 0; i < n_fds; i++)
+		posix_spawn_file_actions_adddup2(&fa, fds[i], fds[i]);
+	/* CRIU needs SIGCHLD; the caller may block signals for a signalfd. */
+	sigset_t none, def;
+	sigemptyset(&none);
+	sigemptyset(&def);
+	sigaddset(&def, SIGCHLD);
+	sigaddset(&def, SIGPIPE);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &def);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	char skarg[16];
+	snprintf(skarg, sizeof(skarg), "%d", sk[1]);
+	char *const argv[] = {(char *)bin, (char *)"swrk", skarg, NULL};
+	int e = posix_spawn(&r->pid, bin, &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(sk[1]);
+	if (e != 0) {
+		close(sk[0]);
+		free(r);
+		return util_fail(err->msg, sizeof(err->msg), -e, "cannot start '%s': %s", bin,
+		                 strerror(e));
+	}
+	r->sk = sk[0];
+	*ret = r;
+	return 0;
+}
+
+/* Reaps it: after its one restore it exits; else closing its socket ends
+ * it (it waits for a request), and a kill makes sure. */
+static void restorer_end(struct criu_glue_restorer *r, bool served)
+{
+	close(r->sk);
+	if (!served)
+		kill(r->pid, SIGKILL);
+	while (waitpid(r->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	free(r);
+}
+
+void criu_glue_restorer_free(struct criu_glue_restorer *r)
+{
+	if (r)
+		restorer_end(r, false);
+}
+
+/* Whether r is alive and holds every fd o passes. */
+static bool restorer_fits(struct criu_glue_restorer *r, const struct criu_glue_restore_opts *o)
+{
+	if (waitpid(r->pid, NULL, WNOHANG) != 0)
+		return false; /* gone (and reaped now), or not ours */
+	for (size_t i = 0; i < o->n_inherit; i++) {
+		size_t j = 0;
+		while (j < r->n_fds && r->fds[j] != o->inherit[i].fd)
+			j++;
+		if (j == r->n_fds)
+			return false;
+	}
+	return true;
+}
+
+static int send_req(int sk, const CriuReq *req)
+{
+	size_t len = criu_req__get_packed_size(req);
+	_cleanup_free_ uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	criu_req__pack(req, buf);
+	ssize_t n;
+	while ((n = send(sk, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EPIPE;
+}
+
+/* CRIU's answer to req, skipping (and acknowledging) notifications. */
+static int recv_resp(int sk, CriuResp **ret)
+{
+	for (;;) {
+		ssize_t len;
+		while ((len = recv(sk, NULL, 0, MSG_PEEK | MSG_TRUNC)) < 0 && errno == EINTR)
+			;
+		if (len <= 0)
+			return len < 0 ? -errno : -EPIPE; /* CRIU died */
+		_cleanup_free_ uint8_t *buf = malloc((size_t)len);
+		if (!buf)
+			return -ENOMEM;
+		ssize_t n;
+		while ((n = recv(sk, buf, (size_t)len, 0)) < 0 && errno == EINTR)
+			;
+		if (n != len)
+			return n < 0 ? -errno : -EPIPE;
+		CriuResp *resp = criu_resp__unpack(NULL, (size_t)n, buf);
+		if (!resp)
+			return -EBADMSG;
+		if (resp->type != CRIU_REQ_TYPE__NOTIFY) {
+			*ret = resp;
+			return 0;
+		}
+		criu_resp__free_unpacked(resp, NULL);
+		CriuReq ack = CRIU_REQ__INIT;
+		ack.type = CRIU_REQ_TYPE__NOTIFY;
+		ack.has_notify_success = true;
+		ack.notify_success = true;
+		int r = send_req(sk, &ack);
+		if (r < 0)
+			return r;
+	}
+}
+
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
                       struct criu_glue_error *err)
 {
-	_cleanup_criu_opts_ criu_opts *c = NULL;
-	_cleanup_close_ int log_fd = -1, images_fd = -1;
-	int r = prepare_with_images(&c, o->images_dir, &images_fd, o->log_dir, o->log_name, &log_fd,
-	                            err);
-	if (r < 0)
-		return r;
-	criu_local_set_tcp_established(c, o->tcp_established);
-	criu_local_set_tcp_close(c, o->tcp_close);
-	criu_local_set_file_locks(c, true);
-	/* libcriu has no setter for RPC's lazy_pages; a configuration file,
-	 * which CRIU reads on top of the RPC settings, says it instead. */
-	char conf[PATH_MAX];
-	snprintf(conf, sizeof(conf), "%s/cryo-lazy.conf", o->images_dir);
-	if (o->lazy_pages) {
-		r = util_write_file_atomic(conf, "lazy-pages\n", 11);
-		if (r < 0)
-			return util_fail(err->msg, sizeof(err->msg), r, "cannot write '%s': %s",
-			                 conf, strerror(-r));
-		if (criu_local_set_config_file(c, conf) < 0)
-			return -ENOMEM;
+	struct criu_glue_restorer *rs = o->restorer;
+	if (rs && !restorer_fits(rs, o)) {
+		criu_glue_restorer_free(rs);
+		rs = NULL;
 	}
-	for (size_t i = 0; i < o->n_inherit; i++)
-		if (criu_local_add_inherit_fd(c, o->inherit[i].fd, o->inherit[i].key) < 0)
-			return -ENOMEM;
-	r = criu_local_restore_child(c);
+	if (!rs) {
+		int fds[ARRAY_SIZE(rs->fds)];
+		size_t n = 0;
+		for (size_t i = 0; i < o->n_inherit && n < ARRAY_SIZE(fds); i++)
+			fds[n++] = o->inherit[i].fd;
+		int r = criu_glue_restorer_start(fds, n, &rs, err);
+		if (r < 0)
+			return r;
+	}
+	/* CRIU finds both directories as /proc/OUR_PID/fd/N (SO_PEERCRED). */
+	_cleanup_close_ int log_fd = open(o->log_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int images_fd = open(o->images_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (log_fd < 0 || images_fd < 0) {
+		int r = -errno;
+		restorer_end(rs, false);
+		return util_fail(err->msg, sizeof(err->msg), r, "cannot open '%s': %s",
+		                 log_fd < 0 ? o->log_dir : o->images_dir, strerror(-r));
+	}
+	InheritFd inherit[ARRAY_SIZE(rs->fds)], *inherit_p[ARRAY_SIZE(rs->fds)];
+	size_t n = o->n_inherit < ARRAY_SIZE(inherit) ? o->n_inherit : ARRAY_SIZE(inherit);
+	for (size_t i = 0; i < n; i++) {
+		inherit_fd__init(&inherit[i]);
+		inherit[i].key = (char *)o->inherit[i].key;
+		inherit[i].fd = o->inherit[i].fd;
+		inherit_p[i] = &inherit[i];
+	}
+	CriuOpts opts = CRIU_OPTS__INIT;
+	opts.images_dir_fd = images_fd;
+	opts.has_work_dir_fd = true;
+	opts.work_dir_fd = log_fd;
+	opts.log_file = (char *)o->log_name;
+	opts.has_log_level = true;
+	opts.log_level = 4;
+	opts.has_tcp_established = true;
+	opts.tcp_established = o->tcp_established;
+	opts.has_tcp_close = true;
+	opts.tcp_close = o->tcp_close;
+	opts.has_file_locks = true;
+	opts.file_locks = true;
+	opts.has_lazy_pages = true;
+	opts.lazy_pages = o->lazy_pages;
+	/* The restored tree becomes the sibling of CRIU: our child. */
+	opts.has_rst_sibling = true;
+	opts.rst_sibling = true;
+	opts.n_inherit_fd = n;
+	opts.inherit_fd = inherit_p;
+	CriuReq req = CRIU_REQ__INIT;
+	req.type = CRIU_REQ_TYPE__RESTORE;
+	req.opts = &opts;
+	CriuResp *resp = NULL;
+	int r = send_req(rs->sk, &req);
+	if (r == 0)
+		r = recv_resp(rs->sk, &resp);
+	restorer_end(rs, r == 0);
 	unlinkat(log_fd, "stats-restore", 0);
-	if (r <= 0)
+	pid_t pid = 0;
+	if (resp && resp->type == CRIU_REQ_TYPE__RESTORE && resp->success && resp->restore)
+		pid = resp->restore->pid;
+	if (resp)
+		criu_resp__free_unpacked(resp, NULL);
+	if (pid <= 0)
 		return criu_glue_failed(err, 0, "restore", o->log_dir, o->log_name);
-	*ret_pid = r;
+	*ret_pid = pid;
 	return 0;
 }
 

@@ -1,6 +1,8 @@
-/* Everything cryo asks of CRIU, through libcriu's per-call (criu_local_*)
- * options. Functions return 0 or a negative errno; when CRIU itself fails
- * they fill err with a one-line cause that names CRIU's log, which is kept. */
+/* Everything cryo asks of CRIU: dumps through libcriu's per-call
+ * (criu_local_*) options, restores through CRIU's RPC to a `criu swrk` that
+ * cryo starts itself (possibly ahead of time). Functions return 0 or a
+ * negative errno; when CRIU itself fails they fill err with a one-line cause
+ * that names CRIU's log, which is kept. */
 #pragma once
 
 #include <stdbool.h>
@@ -32,9 +34,22 @@ struct criu_glue_dump_opts {
 };
 
 struct criu_glue_inherit {
-	int fd;       /* an fd of the caller, not O_CLOEXEC */
+	int fd;       /* an fd of the caller (O_CLOEXEC or not: CRIU gets it either way) */
 	char key[64]; /* e.g. "pipe:[1234]" or "socket:[5678]" */
 };
+
+/* A CRIU service process (`criu swrk`), started ahead of a restore so that
+ * starting CRIU (exec, its libraries: about 5 ms here) is done before the
+ * program dies. It holds its own copies of the fds the restore will pass to
+ * the restored program, given when it starts; the restore names them by the
+ * same numbers. Serves one restore. */
+struct criu_glue_restorer;
+
+/* Starts one holding fds (the caller keeps its own). */
+int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
+                             struct criu_glue_error *err);
+/* Ends one that served no restore (NULL: nothing). */
+void criu_glue_restorer_free(struct criu_glue_restorer *r);
 
 struct criu_glue_restore_opts {
 	const char *images_dir;
@@ -45,6 +60,9 @@ struct criu_glue_restore_opts {
 	bool tcp_established; /* restore established TCP connections open */
 	bool tcp_close;       /* restore them closed (after a crash) */
 	bool lazy_pages;      /* cryo puts the lazy pages in place (lazy.h) */
+	/* Started ahead and holding every inherit fd; consumed (freed) by the
+	 * restore. NULL: the restore starts its own. */
+	struct criu_glue_restorer *restorer;
 };
 
 struct criu_glue_dump_stats {

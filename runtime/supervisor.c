@@ -117,6 +117,7 @@ struct supervisor {
 	char cwd[PATH_MAX]; /* the program's working directory, as last read */
 	const char *state;  /* "running", "checkpointing", "restoring", "stopped", "failed" */
 	struct lazy_restore *lazy; /* the memory of a lazy restore, still coming */
+	struct standby *standby;   /* the next restore, made ready */
 };
 
 /* A lazy restore whose memory is still on its way: the archive being
@@ -143,6 +144,7 @@ struct lazy_restore {
 
 static int lazy_end(struct supervisor *s, bool abort);
 static int lazy_settle(struct supervisor *s, char *why, size_t why_len);
+static void standby_prepare(struct supervisor *s);
 
 const char *checkpoint_trigger_name(enum checkpoint_trigger t)
 {
@@ -219,7 +221,10 @@ static void program_ends_close(struct program_ends *e)
 		close_fd(&e->fds[i]);
 }
 
-static int make_channels(struct supervisor *s, struct program_ends *e)
+/* A new set of stdio pipes and control socket: ours (stdin's write end,
+ * stdout's and stderr's read ends, control: O_CLOEXEC, non-blocking) and
+ * the program's. */
+static int new_channels(struct supervisor *s, int ours[4], struct program_ends *e)
 {
 	int in[2], out[2], err[2], sp[2];
 	if (pipe2(in, 0) < 0)
@@ -238,26 +243,42 @@ static int make_channels(struct supervisor *s, struct program_ends *e)
 		close(out[1]);
 		return r;
 	}
-	/* Our ends: close-on-exec and non-blocking. */
-	int ours[4] = {in[1], out[0], err[0], sp[0]};
+	ours[0] = in[1];
+	ours[1] = out[0];
+	ours[2] = err[0];
+	ours[3] = sp[0];
 	for (int i = 0; i < 4; i++) {
 		fcntl(ours[i], F_SETFD, FD_CLOEXEC);
 		fcntl(ours[i], F_SETFL, fcntl(ours[i], F_GETFL) | O_NONBLOCK);
 	}
-	s->stdin_w = in[1];
-	s->stdout_r = out[0];
-	s->stderr_r = err[0];
-	s->control = sp[0];
-	s->control_len = 0;
 	e->fds[0] = in[0];
 	e->fds[1] = out[1];
 	e->fds[2] = err[1];
 	e->fds[3] = sp[1];
-	s->ino_stdin = util_fd_inode(in[0]);
-	s->ino_stdout = util_fd_inode(out[1]);
-	s->ino_stderr = util_fd_inode(err[1]);
-	s->ino_control = util_fd_inode(sp[1]);
 	return 0;
+}
+
+/* Makes ours the channels to the program whose ends are e. */
+static void use_channels(struct supervisor *s, const int ours[4], const struct program_ends *e)
+{
+	s->stdin_w = ours[0];
+	s->stdout_r = ours[1];
+	s->stderr_r = ours[2];
+	s->control = ours[3];
+	s->control_len = 0;
+	s->ino_stdin = util_fd_inode(e->fds[0]);
+	s->ino_stdout = util_fd_inode(e->fds[1]);
+	s->ino_stderr = util_fd_inode(e->fds[2]);
+	s->ino_control = util_fd_inode(e->fds[3]);
+}
+
+static int make_channels(struct supervisor *s, struct program_ends *e)
+{
+	int ours[4];
+	int r = new_channels(s, ours, e);
+	if (r == 0)
+		use_channels(s, ours, e);
+	return r;
 }
 
 static void update_stdin_events(struct supervisor *s);
@@ -759,6 +780,8 @@ out:
 	}
 	if (s->running)
 		set_state(s, "running");
+	if (r == 0 && trigger != TRIGGER_STOP && trigger != TRIGGER_MIGRATE)
+		standby_prepare(s);
 	return r < 0 ? r : (int64_t)gen;
 }
 
@@ -857,6 +880,68 @@ static void manifest_inodes(const struct manifest *m, uint64_t ino[4])
 		ino[i] = manifest_get_u64(m, keys[i], 0);
 }
 
+/* ---- the next restore, made ready -------------------------------------------- */
+
+/* The channels of the next restore and a CRIU service process holding the
+ * program's ends, made while the program runs (after a checkpoint, and once
+ * a restore's memory is all back): after a crash CRIU's work starts at once,
+ * without CRIU's start (exec, its libraries) on the way. */
+struct standby {
+	struct criu_glue_restorer *criu;
+	int ours[4];
+	struct program_ends e;
+	int netfd; /* our network namespace, for CRIU; or -1 */
+};
+
+static void standby_free(struct standby *sb)
+{
+	if (!sb)
+		return;
+	criu_glue_restorer_free(sb->criu);
+	for (int i = 0; i < 4; i++)
+		close_fd(&sb->ours[i]);
+	program_ends_close(&sb->e);
+	close_fd(&sb->netfd);
+	free(sb);
+}
+
+/* Makes the next restore ready, unless it is or no restore is to come. */
+static void standby_prepare(struct supervisor *s)
+{
+	if (s->standby || !s->running || s->stopping || s->cfg->policy == RESTART_NO)
+		return;
+	struct standby *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return;
+	sb->netfd = -1;
+	int r = new_channels(s, sb->ours, &sb->e);
+	if (r < 0) {
+		free(sb);
+		return;
+	}
+	int fds[5];
+	size_t n = 0;
+	for (int i = 0; i < 4; i++) {
+		fcntl(sb->e.fds[i], F_SETFD, FD_CLOEXEC); /* CRIU gets them, nothing else */
+		fds[n++] = sb->e.fds[i];
+	}
+	if (s->net.fd >= 0) {
+		sb->netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3);
+		if (sb->netfd >= 0)
+			fds[n++] = sb->netfd;
+	}
+	struct criu_glue_error cerr = {{0}};
+	if ((s->net.fd >= 0 && sb->netfd < 0) ||
+	    criu_glue_restorer_start(fds, n, &sb->criu, &cerr) < 0) {
+		/* The restore starts CRIU itself then. */
+		log_debug("the next restore of '%s' is not made ready: %s", s->cfg->name,
+		          cerr.msg[0] ? cerr.msg : strerror(errno));
+		standby_free(sb);
+		return;
+	}
+	s->standby = sb;
+}
+
 /* Restores the images in dir, whose stdio and control socket had the inodes
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
@@ -866,10 +951,29 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct program_ends e;
-	int r = make_channels(s, &e);
-	if (r < 0) {
-		snprintf(why, why_len, "cannot create its pipes: %s", strerror(-r));
-		return r;
+	int netfd = -1;
+	struct criu_glue_restorer *criu = NULL;
+	struct standby *sb = TAKE_PTR(s->standby);
+	if (sb) {
+		use_channels(s, sb->ours, &sb->e);
+		e = sb->e;
+		netfd = sb->netfd;
+		criu = sb->criu;
+		free(sb);
+	} else {
+		int r = make_channels(s, &e);
+		if (r < 0) {
+			snprintf(why, why_len, "cannot create its pipes: %s", strerror(-r));
+			return r;
+		}
+		/* The network namespace: ours, for CRIU. */
+		if (s->net.fd >= 0 && (netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+			int r2 = -errno;
+			program_ends_close(&e);
+			snprintf(why, why_len, "cannot pass the network namespace: %s",
+			         strerror(-r2));
+			return r2;
+		}
 	}
 	static const char *const kinds[4] = {"pipe", "pipe", "pipe", "socket"};
 	struct criu_glue_inherit inherit[5];
@@ -879,15 +983,7 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
 		         ino[i]);
 	}
-	/* The network namespace: ours, given to CRIU without O_CLOEXEC. */
-	int netfd = -1;
-	if (s->net.fd >= 0) {
-		netfd = fcntl(s->net.fd, F_DUPFD, 3);
-		if (netfd < 0) {
-			program_ends_close(&e);
-			snprintf(why, why_len, "cannot pass the network namespace: %m");
-			return -errno;
-		}
+	if (netfd >= 0) {
 		inherit[n].fd = netfd;
 		snprintf(inherit[n].key, sizeof(inherit[n].key), "%s", NET_CRIU_KEY);
 		n++;
@@ -901,10 +997,11 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	    .tcp_established = tcp_established,
 	    .tcp_close = !tcp_established,
 	    .lazy_pages = lazy,
+	    .restorer = criu,
 	};
 	struct criu_glue_error cerr = {{0}};
 	pid_t pid;
-	r = criu_glue_restore(&o, &pid, &cerr);
+	int r = criu_glue_restore(&o, &pid, &cerr);
 	program_ends_close(&e);
 	if (netfd >= 0)
 		close(netfd);
@@ -1059,6 +1156,8 @@ static int lazy_end(struct supervisor *s, bool abort)
 	}
 	page_index_free(lz->idx);
 	lazy_free(lz);
+	if (r == 0 && !abort)
+		standby_prepare(s);
 	return r;
 }
 
@@ -1210,6 +1309,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name, why);
 		return r;
 	}
+	standby_prepare(s);
 restored:
 	s->current_generation = gen;
 	send_msg(s, CRYO_MSG_RESULT, 1, gen);
@@ -2355,6 +2455,7 @@ out:
 	if (strcmp(s.state, "failed") != 0 && strcmp(s.state, "starting") != 0 &&
 	    strcmp(s.state, "migrated") != 0)
 		set_state(&s, "stopped");
+	standby_free(s.standby);
 	net_destroy(&s.net);
 	criu_glue_spare_drop(&s.spare);
 	image_writer_free(s.writer);

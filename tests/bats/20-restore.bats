@@ -125,3 +125,42 @@ expected_result() {
 	run grep -c '^restored at step 20 from generation 4$' "$STATE/c.out"
 	assert_output 1
 }
+
+# The CRIU process cryo starts ahead of a restore, as the supervisor's child.
+standby_criu() {
+	ps -o pid=,args= --ppid "$1" | awk '$2 ~ /criu$/ && $3 == "swrk" {print $1}'
+}
+
+has_standby() {
+	[ -n "$(standby_criu "$1")" ]
+}
+
+gone() {
+	! kill -0 "$1" 2>/dev/null
+}
+
+@test "a checkpoint makes the next restore ready; the restore works without it too, and none is left behind" {
+	start_cryo c -- "$CRYO_EXAMPLES/counter" 60 10 40
+	sup=$LAST_SUPERVISOR
+	wait_for 30 count_at_least 1 '^step 12$' "$STATE/c.out"
+	wait_for 10 has_standby "$sup"
+	# Used by the first restore, made again once the restored program runs.
+	first=$(standby_criu "$sup")
+	kill -KILL "$(prog_pid c)"
+	wait_for 30 count_at_least 1 "restored 'c' from generation" "$STATE/c.err"
+	gone "$first"
+	wait_for 10 has_standby "$sup"
+	# Gone before the next crash: that restore starts CRIU itself.
+	second=$(standby_criu "$sup")
+	[ "$second" != "$first" ]
+	kill -KILL "$second"
+	kill -KILL "$(prog_pid c)"
+	wait_for 30 count_at_least 2 "restored 'c' from generation" "$STATE/c.err"
+	wait_for 10 has_standby "$sup"
+	third=$(standby_criu "$sup")
+	wait_supervisor "$sup" 60
+	assert_equal "$status" 0
+	run grep '^result' "$STATE/c.out"
+	assert_output "$(expected_result 60 10 0)"
+	gone "$third"
+}
