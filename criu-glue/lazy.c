@@ -386,7 +386,7 @@ int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err)
 #define LAZY_WINDOW  (2u << 20)
 #define LAZY_MAX_IOV (LAZY_WINDOW / PAGE_SIZE)
 
-enum { TAG_LISTEN, TAG_CLIENT, TAG_STOP, TAG_TASK };
+enum { TAG_LISTEN, TAG_CLIENT, TAG_STOP, TAG_GO, TAG_TASK };
 
 struct task {
 	int pid;  /* in the image */
@@ -404,10 +404,11 @@ struct retry {
 struct criu_glue_lazy {
 	struct criu_glue_lazy_opts o;
 	char *images_dir, *sock_path;
-	int listen_fd, client, ep, stop;
+	int listen_fd, client, ep, stop, go_fd;
 	pthread_t thread;
 	bool started;
 	bool finished; /* CRIU's restore said so */
+	bool go;       /* the background copy may begin (criu_glue_lazy_go()) */
 	bool done;     /* the thread has nothing more to do */
 	int result;    /* published with notify_fd */
 	char why[256];
@@ -932,7 +933,7 @@ static int run(struct criu_glue_lazy *l)
 {
 	struct epoll_event ev[16];
 	for (;;) {
-		bool work = l->finished && (work_left(l) || l->n_retry);
+		bool work = l->finished && ((l->go && work_left(l)) || l->n_retry);
 		int n = epoll_wait(l->ep, ev, 16, work ? 0 : -1);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -943,6 +944,14 @@ static int run(struct criu_glue_lazy *l)
 			int r = 0;
 			if (tag == TAG_STOP)
 				return 1;
+			if (tag == TAG_GO) {
+				uint64_t v;
+				if (read(l->go_fd, &v, sizeof(v)) < 0) {
+					/* read already: go is go */
+				}
+				l->go = true;
+				continue;
+			}
 			if (tag == TAG_LISTEN) {
 				l->client = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 				if (l->client < 0)
@@ -970,7 +979,7 @@ static int run(struct criu_glue_lazy *l)
 		for (size_t i = 0; i < nr && r == 0; i++)
 			r = serve_fault(l, rt[i].task, rt[i].addr);
 		free(rt);
-		if (r == 0 && l->finished && !l->n_retry)
+		if (r == 0 && l->finished && l->go && !l->n_retry)
 			r = background_step(l);
 		if (r < 0)
 			return r;
@@ -1025,7 +1034,7 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 		return -ENOMEM;
 	_cleanup_close_ int dfd = -1;
 	l->o = *o;
-	l->listen_fd = l->client = l->ep = l->stop = -1;
+	l->listen_fd = l->client = l->ep = l->stop = l->go_fd = -1;
 	l->images_dir = strdup(o->images_dir);
 	int r = -ENOMEM;
 	if (!l->images_dir || asprintf(&l->sock_path, "%s/" LAZY_SOCK_NAME, o->work_dir) < 0) {
@@ -1057,10 +1066,14 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 	}
 	l->ep = epoll_create1(EPOLL_CLOEXEC);
 	l->stop = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	l->go_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	struct epoll_event a = {.events = EPOLLIN, .data.u64 = TAG_LISTEN},
-	                   b = {.events = EPOLLIN, .data.u64 = TAG_STOP};
-	if (l->ep < 0 || l->stop < 0 || epoll_ctl(l->ep, EPOLL_CTL_ADD, l->listen_fd, &a) < 0 ||
-	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->stop, &b) < 0) {
+	                   b = {.events = EPOLLIN, .data.u64 = TAG_STOP},
+	                   g = {.events = EPOLLIN, .data.u64 = TAG_GO};
+	if (l->ep < 0 || l->stop < 0 || l->go_fd < 0 ||
+	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->listen_fd, &a) < 0 ||
+	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->stop, &b) < 0 ||
+	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->go_fd, &g) < 0) {
 		r = util_fail(err->msg, sizeof(err->msg), -errno, "cannot set up epoll: %m");
 		goto fail;
 	}
@@ -1075,6 +1088,14 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 fail:
 	criu_glue_lazy_free(l);
 	return r;
+}
+
+void criu_glue_lazy_go(struct criu_glue_lazy *l)
+{
+	uint64_t one = 1;
+	if (write(l->go_fd, &one, sizeof(one)) < 0) {
+		/* An eventfd of ours: it does not fail. */
+	}
 }
 
 int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct criu_glue_error *err)
@@ -1121,6 +1142,8 @@ void criu_glue_lazy_free(struct criu_glue_lazy *l)
 		close(l->ep);
 	if (l->stop >= 0)
 		close(l->stop);
+	if (l->go_fd >= 0)
+		close(l->go_fd);
 	if (l->sock_path)
 		unlink(l->sock_path);
 	free(l->sock_path);

@@ -70,6 +70,11 @@ struct criu_glue_lazy;
 int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_lazy **ret,
                          struct criu_glue_error *err);
 
+/* The restore is done (criu_glue_restore() returned): the pages no fault
+ * asked for may come now. Until then only faults are served, so that the
+ * background copy does not take the CPU from CRIU's restore. */
+void criu_glue_lazy_go(struct criu_glue_lazy *l);
+
 /* After notify_fd fired: 0 if every page was put in place, else why not
  * (then the program, whose faults wait, must be ended before
  * criu_glue_lazy_free()). */

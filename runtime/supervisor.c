@@ -1243,6 +1243,7 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 	r = restore_dir(s, lz->dir, ino, false, true, why, sizeof(why));
 	if (r < 0)
 		goto full;
+	criu_glue_lazy_go(lz->glue);
 	ep_add(s, lz->efd, EPOLLIN, EV_LAZY);
 	s->lazy = lz;
 	/* The page index comes when all the memory is in (lazy_end()). */

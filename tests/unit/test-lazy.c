@@ -206,10 +206,13 @@ static bool send_task(int sk, int32_t pid, int fd)
 	return sendmsg(sk, &mh, MSG_NOSIGNAL) == 1;
 }
 
-static bool send_finished(int sk)
+/* CRIU's last word, then the restore's end (the background copy may go). */
+static bool send_finished(struct setup *s)
 {
 	uint32_t v = FINISHED;
-	return send(sk, &v, sizeof(v), MSG_NOSIGNAL) == sizeof(v);
+	bool ok = send(s->sk, &v, sizeof(v), MSG_NOSIGNAL) == sizeof(v);
+	criu_glue_lazy_go(s->l);
+	return ok;
 }
 
 /* The handler's verdict, once notify_fd fires (or -ETIMEDOUT). */
@@ -302,7 +305,7 @@ static void test_pages_come(void)
 	uint8_t b = 0;
 	CHECK(read_in_thread(mem + 30 * PAGE + 5, &b) && b == page_byte(30, 5));
 	CHECK(read_in_thread(mem + 60 * PAGE, &b) && b == 0);
-	CHECK(send_finished(s.sk));
+	CHECK(send_finished(&s));
 	char why[256];
 	CHECK(verdict(&s, why, sizeof(why)) == 0);
 	size_t wrong = 0;
@@ -371,7 +374,7 @@ static void test_image_not_to_be_had(void)
 	CHECK(start(&s, -EIO));
 	size_t len = PAGES * PAGE;
 	uint8_t *mem = hand_over(&s, len);
-	CHECK(send_finished(s.sk));
+	CHECK(send_finished(&s));
 	char why[256];
 	CHECK(verdict(&s, why, sizeof(why)) == -EIO);
 	CHECK(strstr(why, "the memory image pages-1.img is not to be had") != NULL);
