@@ -221,6 +221,20 @@ static void program_ends_close(struct program_ends *e)
 		close_fd(&e->fds[i]);
 }
 
+/* A CRIU service process started ahead, made while the program runs (after
+ * a checkpoint, and once a restore's memory is all back), for the next dump
+ * or restore: CRIU's work starts at once, without CRIU's start (exec, its
+ * libraries) on the way. It holds the fds either will pass: the channels of
+ * the next restore (the program's ends) and the next dump's page-server
+ * socket. */
+struct standby {
+	struct criu_glue_service *criu; /* NULL: used by a dump; made again after it */
+	int ours[4];
+	struct program_ends e;
+	int netfd; /* our network namespace, for CRIU; or -1 */
+	int ps[2]; /* the page server's socket pair: ours, CRIU's; or -1 */
+};
+
 /* A new set of stdio pipes and control socket: ours (stdin's write end,
  * stdout's and stderr's read ends, control: O_CLOEXEC, non-blocking) and
  * the program's. */
@@ -647,8 +661,16 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		/* Not when the estimate failed, nor when the pages would take
 		 * half of the memory left. */
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
+		/* The socket pair the CRIU started ahead holds, if any. */
+		int pair[2] = {-1, -1};
+		if (expect > 0 && expect < util_mem_available() / 2 && s->standby &&
+		    s->standby->ps[0] >= 0) {
+			memcpy(pair, s->standby->ps, sizeof(pair));
+			s->standby->ps[0] = s->standby->ps[1] = -1;
+		}
 		if (expect > 0 && expect < util_mem_available() / 2 &&
-		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, &pages, &cerr) < 0) {
+		    criu_glue_pages_start(expect + (expect >> 5), &s->spare,
+		                          pair[0] >= 0 ? pair : NULL, &pages, &cerr) < 0) {
 			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
 			pages = NULL;
 		}
@@ -657,6 +679,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	}
 	struct criu_glue_dump_opts o = dump_opts(s, images, true);
 	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
+	o.service = s->standby ? TAKE_PTR(s->standby->criu) : NULL;
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
 	 * images read, stored (compressed, written, fsynced). */
@@ -882,64 +905,61 @@ static void manifest_inodes(const struct manifest *m, uint64_t ino[4])
 
 /* ---- the next restore, made ready -------------------------------------------- */
 
-/* The channels of the next restore and a CRIU service process holding the
- * program's ends, made while the program runs (after a checkpoint, and once
- * a restore's memory is all back): after a crash CRIU's work starts at once,
- * without CRIU's start (exec, its libraries) on the way. */
-struct standby {
-	struct criu_glue_restorer *criu;
-	int ours[4];
-	struct program_ends e;
-	int netfd; /* our network namespace, for CRIU; or -1 */
-};
-
 static void standby_free(struct standby *sb)
 {
 	if (!sb)
 		return;
-	criu_glue_restorer_free(sb->criu);
+	criu_glue_service_free(sb->criu);
 	for (int i = 0; i < 4; i++)
 		close_fd(&sb->ours[i]);
 	program_ends_close(&sb->e);
 	close_fd(&sb->netfd);
+	close_fd(&sb->ps[0]);
+	close_fd(&sb->ps[1]);
 	free(sb);
 }
 
-/* Makes the next restore ready, unless it is or no restore is to come. */
+/* Makes the next dump or restore ready, unless it is or none is to come. */
 static void standby_prepare(struct supervisor *s)
 {
-	if (s->standby || !s->running || s->stopping || s->cfg->policy == RESTART_NO)
+	if (!s->running || s->stopping || s->cfg->policy == RESTART_NO)
 		return;
-	struct standby *sb = calloc(1, sizeof(*sb));
-	if (!sb)
+	struct standby *sb = s->standby;
+	if (sb && sb->criu)
 		return;
-	sb->netfd = -1;
-	int r = new_channels(s, sb->ours, &sb->e);
-	if (r < 0) {
-		free(sb);
-		return;
+	if (!sb) {
+		sb = calloc(1, sizeof(*sb));
+		if (!sb)
+			return;
+		sb->netfd = sb->ps[0] = sb->ps[1] = -1;
+		if (new_channels(s, sb->ours, &sb->e) < 0) {
+			free(sb);
+			return;
+		}
+		for (int i = 0; i < 4; i++) /* CRIU gets them, nothing else */
+			fcntl(sb->e.fds[i], F_SETFD, FD_CLOEXEC);
+		if (s->net.fd >= 0)
+			sb->netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3);
+		s->standby = sb;
 	}
-	int fds[5];
+	if (sb->ps[0] < 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sb->ps) < 0)
+		sb->ps[0] = sb->ps[1] = -1;
+	int fds[6];
 	size_t n = 0;
-	for (int i = 0; i < 4; i++) {
-		fcntl(sb->e.fds[i], F_SETFD, FD_CLOEXEC); /* CRIU gets them, nothing else */
+	for (int i = 0; i < 4; i++)
 		fds[n++] = sb->e.fds[i];
-	}
-	if (s->net.fd >= 0) {
-		sb->netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3);
-		if (sb->netfd >= 0)
-			fds[n++] = sb->netfd;
-	}
+	if (sb->netfd >= 0)
+		fds[n++] = sb->netfd;
+	if (sb->ps[1] >= 0)
+		fds[n++] = sb->ps[1];
 	struct criu_glue_error cerr = {{0}};
 	if ((s->net.fd >= 0 && sb->netfd < 0) ||
-	    criu_glue_restorer_start(fds, n, &sb->criu, &cerr) < 0) {
-		/* The restore starts CRIU itself then. */
-		log_debug("the next restore of '%s' is not made ready: %s", s->cfg->name,
+	    criu_glue_service_start(fds, n, &sb->criu, &cerr) < 0) {
+		/* The next dump or restore starts CRIU itself then. */
+		log_debug("CRIU is not started ahead for '%s': %s", s->cfg->name,
 		          cerr.msg[0] ? cerr.msg : strerror(errno));
-		standby_free(sb);
-		return;
+		standby_free(TAKE_PTR(s->standby));
 	}
-	s->standby = sb;
 }
 
 /* Restores the images in dir, whose stdio and control socket had the inodes
@@ -952,13 +972,15 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	const struct supervisor_config *cfg = s->cfg;
 	struct program_ends e;
 	int netfd = -1;
-	struct criu_glue_restorer *criu = NULL;
+	struct criu_glue_service *criu = NULL;
 	struct standby *sb = TAKE_PTR(s->standby);
 	if (sb) {
 		use_channels(s, sb->ours, &sb->e);
 		e = sb->e;
 		netfd = sb->netfd;
 		criu = sb->criu;
+		close_fd(&sb->ps[0]);
+		close_fd(&sb->ps[1]);
 		free(sb);
 	} else {
 		int r = make_channels(s, &e);
@@ -997,7 +1019,7 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	    .tcp_established = tcp_established,
 	    .tcp_close = !tcp_established,
 	    .lazy_pages = lazy,
-	    .restorer = criu,
+	    .service = criu,
 	};
 	struct criu_glue_error cerr = {{0}};
 	pid_t pid;
