@@ -59,10 +59,13 @@ int cmd_images(int argc, char **argv)
 	else
 		printf("%-6s %-20s %-10s %-10s %-8s %s\n", "GEN", "TIME", "SIZE", "RAW", "TRIGGER",
 		       "VERIFIES");
+	size_t shown = 0;
 	for (size_t i = 0; i < n; i++) {
 		char path[4200], when[32] = "?", size[32], raw[32], esc[300];
 		image_store_path(p.dir, gens[i], path, sizeof(path));
 		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT)
+			continue; /* pruned since the listing: a running workload's retention */
 		struct stat st = {0};
 		struct manifest *m = NULL;
 		struct image_error err = {{0}};
@@ -99,8 +102,8 @@ int cmd_images(int argc, char **argv)
 			    "%s{\"generation\":%" PRIu64
 			    ",\"time\":%lld,\"size\":%lld,\"raw_size\":%" PRIu64
 			    ",\"trigger\":\"%s\",\"verified\":%s,\"error\":\"%s\",\"path\":\"%s\"}",
-			    i ? "," : "", gens[i], (long long)t, (long long)st.st_size, raw_bytes,
-			    trigger,
+			    shown ? "," : "", gens[i], (long long)t, (long long)st.st_size,
+			    raw_bytes, trigger,
 			    !verify  ? "null"
 			    : r == 0 ? "true"
 			             : "false",
@@ -112,10 +115,11 @@ int cmd_images(int argc, char **argv)
 			       verdict, r < 0 ? ": " : "", r < 0 ? err.msg : "");
 		}
 		manifest_free(m);
+		shown++;
 	}
 	if (json)
 		printf("]\n");
-	else if (n == 0)
+	else if (shown == 0)
 		printf("(no images of '%s' in '%s')\n", name, p.dir);
 	return 0;
 }
