@@ -919,10 +919,11 @@ static void standby_free(struct standby *sb)
 	free(sb);
 }
 
-/* Makes the next dump or restore ready, unless it is or none is to come. */
+/* Makes the next dump or restore ready, unless it is already or the
+ * program is on its way out. */
 static void standby_prepare(struct supervisor *s)
 {
-	if (!s->running || s->stopping || s->cfg->policy == RESTART_NO)
+	if (!s->running || s->stopping)
 		return;
 	struct standby *sb = s->standby;
 	if (sb && sb->criu)
