@@ -6,6 +6,8 @@
  * (CLOCK_REALTIME, unlike CLOCK_MONOTONIC, is not shifted by a restore).
  * After a gap it reads one byte of every page and prints
  *   touched END_NS
+ * (and before it, as a gap line, the largest stop while it read, if over
+ * 2 ms: a freeze then is seen too)
  * which tells when all its memory is back after a (lazy) restore.
  * On SIGHUP it changes one byte in 1% of its pages and prints "changed".
  * On SIGUSR1 it calls cryo_checkpoint() and prints
@@ -79,9 +81,22 @@ int main(int argc, char **argv)
 		uint64_t t = now_ns();
 		if (t - last > 2000000) {
 			printf("gap %llu %llu\n", (unsigned long long)last, (unsigned long long)t);
-			for (size_t i = 0; i < size; i += 4096)
+			/* A stop while it reads (a checkpoint's freeze) is a gap too:
+			 * the largest one inside, after it. */
+			uint64_t was = t, in_s = 0, in_e = 0;
+			for (size_t i = 0; i < size; i += 4096) {
 				sink ^= mem[i];
+				if ((i >> 12) % 256 == 255) {
+					uint64_t now = now_ns();
+					if (now - was > in_e - in_s)
+						in_s = was, in_e = now;
+					was = now;
+				}
+			}
 			t = now_ns();
+			if (in_e - in_s > 2000000)
+				printf("gap %llu %llu\n", (unsigned long long)in_s,
+				       (unsigned long long)in_e);
 			printf("touched %llu\n", (unsigned long long)t);
 		}
 		if (want_change) {
