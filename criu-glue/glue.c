@@ -300,8 +300,8 @@ static int dump_lock(void)
 /* ---- CRIU's service, through its RPC ------------------------------------------------------- */
 
 struct criu_glue_service {
-	pid_t pid;
-	int sk; /* our end of its SOCK_SEQPACKET socket */
+	pid_t pid; /* 0 once reaped */
+	int sk;    /* our end of its SOCK_SEQPACKET socket */
 	size_t n_fds;
 	int fds[8];
 };
@@ -370,9 +370,9 @@ int criu_glue_service_start(const int *fds, size_t n_fds, struct criu_glue_servi
 static void service_end(struct criu_glue_service *c, bool served)
 {
 	close(c->sk);
-	if (!served)
+	if (c->pid > 0 && !served)
 		kill(c->pid, SIGKILL);
-	while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+	while (c->pid > 0 && waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	free(c);
 }
@@ -387,7 +387,10 @@ void criu_glue_service_free(struct criu_glue_service *c)
 static int service_get(struct criu_glue_service *ahead, const int *fds, size_t n_fds,
                        struct criu_glue_service **ret, struct criu_glue_error *err)
 {
-	bool fits = ahead && waitpid(ahead->pid, NULL, WNOHANG) == 0;
+	pid_t w = ahead ? waitpid(ahead->pid, NULL, WNOHANG) : -1;
+	if (ahead && w != 0)
+		ahead->pid = 0; /* died (reaped now), or not ours to kill */
+	bool fits = w == 0;
 	for (size_t i = 0; fits && i < n_fds; i++) {
 		size_t j = 0;
 		while (j < ahead->n_fds && ahead->fds[j] != fds[i])

@@ -117,7 +117,7 @@ struct supervisor {
 	char cwd[PATH_MAX]; /* the program's working directory, as last read */
 	const char *state;  /* "running", "checkpointing", "restoring", "stopped", "failed" */
 	struct lazy_restore *lazy; /* the memory of a lazy restore, still coming */
-	struct standby *standby;   /* the next restore, made ready */
+	struct standby *standby;   /* CRIU started ahead, for the next dump or restore */
 };
 
 /* A lazy restore whose memory is still on its way: the archive being
@@ -661,14 +661,14 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		/* Not when the estimate failed, nor when the pages would take
 		 * half of the memory left. */
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
+		bool via_pages = expect > 0 && expect < util_mem_available() / 2;
 		/* The socket pair the CRIU started ahead holds, if any. */
 		int pair[2] = {-1, -1};
-		if (expect > 0 && expect < util_mem_available() / 2 && s->standby &&
-		    s->standby->ps[0] >= 0) {
+		if (via_pages && s->standby && s->standby->ps[0] >= 0) {
 			memcpy(pair, s->standby->ps, sizeof(pair));
 			s->standby->ps[0] = s->standby->ps[1] = -1;
 		}
-		if (expect > 0 && expect < util_mem_available() / 2 &&
+		if (via_pages &&
 		    criu_glue_pages_start(expect + (expect >> 5), &s->spare,
 		                          pair[0] >= 0 ? pair : NULL, &pages, &cerr) < 0) {
 			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
@@ -903,7 +903,7 @@ static void manifest_inodes(const struct manifest *m, uint64_t ino[4])
 		ino[i] = manifest_get_u64(m, keys[i], 0);
 }
 
-/* ---- the next restore, made ready -------------------------------------------- */
+/* ---- CRIU started ahead -------------------------------------------------------- */
 
 static void standby_free(struct standby *sb)
 {
