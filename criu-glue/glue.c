@@ -23,6 +23,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static void criu_optsp(criu_opts **o)
+{
+	if (*o)
+		criu_local_free_opts(*o);
+}
+#define _cleanup_criu_opts_ _cleanup_(criu_optsp)
+
 static bool is_executable(const char *path)
 {
 	struct stat st;
@@ -53,6 +60,63 @@ const char *criu_glue_binary(void)
 			return strcpy(found, fallback[i]);
 	found[0] = '\0';
 	return NULL;
+}
+
+/* Options common to every call: the binary, the log in log_dir. */
+static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, int *log_dir_fd,
+                   struct criu_glue_error *err)
+{
+	const char *bin = criu_glue_binary();
+	if (!bin) {
+		snprintf(err->msg, sizeof(err->msg),
+		         "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
+		return -ENOENT;
+	}
+	_cleanup_criu_opts_ criu_opts *o = NULL;
+	if (criu_local_init_opts(&o) < 0)
+		return -ENOMEM;
+	if (criu_local_set_service_binary(o, bin) < 0)
+		return -ENOMEM;
+	if (log_dir) {
+		*log_dir_fd = open(log_dir, O_RDONLY | O_DIRECTORY); /* inherited by criu */
+		if (*log_dir_fd < 0) {
+			int r = -errno;
+			snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", log_dir,
+			         strerror(-r));
+			return r;
+		}
+		criu_local_set_work_dir_fd(o, *log_dir_fd);
+		if (criu_local_set_log_file(o, log_name) < 0)
+			return -ENOMEM;
+		criu_local_set_log_level(o, 4);
+	}
+	*ret = TAKE_PTR(o);
+	return 0;
+}
+
+/* Asks `criu --version` rather than libcriu's RPC, so that a binary too old
+ * to speak it, or not CRIU at all, is reported plainly. */
+/* The images directory, opened for CRIU (the fd is inherited by it). */
+static int set_images_dir(criu_opts *c, const char *dir, int *fd, struct criu_glue_error *err)
+{
+	*fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (*fd < 0) {
+		int r = -errno;
+		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", dir, strerror(-r));
+		return r;
+	}
+	criu_local_set_images_dir_fd(c, *fd);
+	return 0;
+}
+
+static int prepare_with_images(criu_opts **ret, const char *images_dir, int *images_fd,
+                               const char *log_dir, const char *log_name, int *log_dir_fd,
+                               struct criu_glue_error *err)
+{
+	int r = prepare(ret, log_dir, log_name, log_dir_fd, err);
+	if (r == 0)
+		r = set_images_dir(*ret, images_dir, images_fd, err);
+	return r;
 }
 
 /* Runs the criu binary with args (NULL-terminated, after "criu") and gathers
@@ -297,34 +361,99 @@ static int dump_lock(void)
 	return -1;
 }
 
-/* ---- CRIU's service, through its RPC ------------------------------------------------------- */
+/* libcriu has no call for the RPC's page-server fd (CRIU's --ps-socket), so
+ * it is set in the request libcriu builds, the first member of its options
+ * (lib/c/criu.c, CRIU 4.2). libcriu's own address setter allocates the
+ * page-server part (and returns -ENOMEM even when it succeeds). */
+static int set_page_server_fd(criu_opts *c, int fd)
+{
+	(void)criu_local_set_page_server_address_port(c, "", 0);
+	CriuOpts *rpc = *(CriuOpts **)c;
+	if (!rpc || !rpc->ps)
+		return -ENOMEM;
+	rpc->ps->has_fd = true;
+	rpc->ps->fd = fd;
+	return 0;
+}
 
-struct criu_glue_service {
+int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
+                   struct criu_glue_error *err)
+{
+	_cleanup_criu_opts_ criu_opts *c = NULL;
+	_cleanup_close_ int log_fd = -1, images_fd = -1;
+	int r = prepare_with_images(&c, o->images_dir, &images_fd, o->log_dir, o->log_name, &log_fd,
+	                            err);
+	if (r < 0)
+		return r;
+	criu_local_set_pid(c, o->pid);
+	criu_local_set_leave_running(c, o->leave_running);
+	criu_local_set_tcp_established(c, o->tcp_established);
+	criu_local_set_file_locks(c, true);
+	if (o->page_server_fd >= 0 && set_page_server_fd(c, o->page_server_fd) < 0)
+		return -ENOMEM;
+	if (o->network_lock_skip)
+		criu_local_set_network_lock(c, CRIU_NETWORK_LOCK_SKIP);
+	if (o->external_net) {
+		char key[96];
+		snprintf(key, sizeof(key), "net[%llu]:%s", (unsigned long long)o->external_net,
+		         o->external_net_key);
+		if (criu_local_add_external(c, key) < 0)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < o->n_external_unix; i++) {
+		char key[64];
+		snprintf(key, sizeof(key), "unix[%llu]", (unsigned long long)o->external_unix[i]);
+		if (criu_local_add_external(c, key) < 0)
+			return -ENOMEM;
+	}
+	/* CRIU's parasite makes a directory "proc.crtools" in the dumped task's
+	 * working directory (to mount a /proc of its PID namespace), so two
+	 * dumps of programs that share a working directory collide (EEXIST).
+	 * Dumps by cryo take turns, machine-wide. */
+	_cleanup_close_ int lock = dump_lock();
+	r = criu_local_dump(c);
+	if (r < 0)
+		return criu_glue_failed(err, o->pid, "dump", o->log_dir, o->log_name);
+	if (stats && read_dump_stats(o->log_dir, stats) < 0)
+		memset(stats, 0, sizeof(*stats));
+	unlinkat(log_fd, "stats-dump", 0);
+	r = fix_timerfds(o->images_dir);
+	if (r < 0) {
+		snprintf(err->msg, sizeof(err->msg), "cannot read the dumped files.img: %s",
+		         strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* ---- restores, through CRIU's RPC ------------------------------------------------------------ */
+
+struct criu_glue_restorer {
 	pid_t pid; /* 0 once reaped */
 	int sk;    /* our end of its SOCK_SEQPACKET socket */
 	size_t n_fds;
 	int fds[8];
 };
 
-int criu_glue_service_start(const int *fds, size_t n_fds, struct criu_glue_service **ret,
-                            struct criu_glue_error *err)
+int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
+                             struct criu_glue_error *err)
 {
 	const char *bin = criu_glue_binary();
 	if (!bin)
 		return util_fail(err->msg, sizeof(err->msg), -ENOENT,
 		                 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
-	struct criu_glue_service *c = calloc(1, sizeof(*c));
-	if (!c || n_fds > ARRAY_SIZE(c->fds)) {
-		free(c);
+	struct criu_glue_restorer *r = calloc(1, sizeof(*r));
+	if (!r || n_fds > ARRAY_SIZE(r->fds)) {
+		free(r);
 		return util_fail(err->msg, sizeof(err->msg), -ENOMEM, "cannot start CRIU: %s",
 		                 strerror(ENOMEM));
 	}
-	c->n_fds = n_fds;
-	memcpy(c->fds, fds, n_fds * sizeof(*fds));
+	r->n_fds = n_fds;
+	memcpy(r->fds, fds, n_fds * sizeof(*fds));
 	int sk[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sk) < 0) {
 		int e = -errno;
-		free(c);
+		free(r);
 		return util_fail(err->msg, sizeof(err->msg), e, "cannot start CRIU: %s",
 		                 strerror(-e));
 	}
@@ -350,59 +479,54 @@ int criu_glue_service_start(const int *fds, size_t n_fds, struct criu_glue_servi
 	char skarg[16];
 	snprintf(skarg, sizeof(skarg), "%d", sk[1]);
 	char *const argv[] = {(char *)bin, (char *)"swrk", skarg, NULL};
-	int e = posix_spawn(&c->pid, bin, &fa, &attr, argv, environ);
+	int e = posix_spawn(&r->pid, bin, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	close(sk[1]);
 	if (e != 0) {
 		close(sk[0]);
-		free(c);
+		free(r);
 		return util_fail(err->msg, sizeof(err->msg), -e, "cannot start '%s': %s", bin,
 		                 strerror(e));
 	}
-	c->sk = sk[0];
-	*ret = c;
+	r->sk = sk[0];
+	*ret = r;
 	return 0;
 }
 
-/* Reaps it: after its one request it exits; else closing its socket ends
+/* Reaps it: after its one restore it exits; else closing its socket ends
  * it (it waits for a request), and a kill makes sure. */
-static void service_end(struct criu_glue_service *c, bool served)
+static void restorer_end(struct criu_glue_restorer *r, bool served)
 {
-	close(c->sk);
-	if (c->pid > 0 && !served)
-		kill(c->pid, SIGKILL);
-	while (c->pid > 0 && waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+	close(r->sk);
+	if (r->pid > 0 && !served)
+		kill(r->pid, SIGKILL);
+	while (r->pid > 0 && waitpid(r->pid, NULL, 0) < 0 && errno == EINTR)
 		;
-	free(c);
+	free(r);
 }
 
-void criu_glue_service_free(struct criu_glue_service *c)
+void criu_glue_restorer_free(struct criu_glue_restorer *r)
 {
-	if (c)
-		service_end(c, false);
+	if (r)
+		restorer_end(r, false);
 }
 
-/* ahead if it is alive and holds every one of fds, else one started now. */
-static int service_get(struct criu_glue_service *ahead, const int *fds, size_t n_fds,
-                       struct criu_glue_service **ret, struct criu_glue_error *err)
+/* Whether r is alive and holds every fd o passes. */
+static bool restorer_fits(struct criu_glue_restorer *r, const struct criu_glue_restore_opts *o)
 {
-	pid_t w = ahead ? waitpid(ahead->pid, NULL, WNOHANG) : -1;
-	if (ahead && w != 0)
-		ahead->pid = 0; /* died (reaped now), or not ours to kill */
-	bool fits = w == 0;
-	for (size_t i = 0; fits && i < n_fds; i++) {
+	if (waitpid(r->pid, NULL, WNOHANG) != 0) {
+		r->pid = 0; /* gone (and reaped now), or not ours: not to be killed */
+		return false;
+	}
+	for (size_t i = 0; i < o->n_inherit; i++) {
 		size_t j = 0;
-		while (j < ahead->n_fds && ahead->fds[j] != fds[i])
+		while (j < r->n_fds && r->fds[j] != o->inherit[i].fd)
 			j++;
-		fits = j < ahead->n_fds;
+		if (j == r->n_fds)
+			return false;
 	}
-	if (fits) {
-		*ret = ahead;
-		return 0;
-	}
-	criu_glue_service_free(ahead);
-	return criu_glue_service_start(fds, n_fds, ret, err);
+	return true;
 }
 
 static int send_req(int sk, const CriuReq *req)
@@ -418,7 +542,7 @@ static int send_req(int sk, const CriuReq *req)
 	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EPIPE;
 }
 
-/* CRIU's answer, skipping (and acknowledging) notifications. */
+/* CRIU's answer to req, skipping (and acknowledging) notifications. */
 static int recv_resp(int sk, CriuResp **ret)
 {
 	for (;;) {
@@ -453,135 +577,53 @@ static int recv_resp(int sk, CriuResp **ret)
 	}
 }
 
-/* One request of type to service c (consumed), with opts. Returns 0, or
- * -ECOMM when CRIU failed or died (its log says why), or another negative
- * errno with err filled. c finds both directories, opened here, as
- * /proc/OUR_PID/fd/N (SO_PEERCRED), and writes its log into log_dir. */
-static int service_call(struct criu_glue_service *c, CriuReqType type, CriuOpts *opts,
-                        const char *images_dir, const char *log_dir, const char *log_name,
-                        CriuResp **ret_resp, struct criu_glue_error *err)
-{
-	_cleanup_close_ int log_fd = open(log_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	_cleanup_close_ int images_fd = open(images_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (log_fd < 0 || images_fd < 0) {
-		int r = -errno;
-		service_end(c, false);
-		return util_fail(err->msg, sizeof(err->msg), r, "cannot open '%s': %s",
-		                 log_fd < 0 ? log_dir : images_dir, strerror(-r));
-	}
-	opts->images_dir_fd = images_fd;
-	opts->has_work_dir_fd = true;
-	opts->work_dir_fd = log_fd;
-	opts->log_file = (char *)log_name;
-	opts->has_log_level = true;
-	opts->log_level = 4;
-	opts->has_file_locks = true;
-	opts->file_locks = true;
-	CriuReq req = CRIU_REQ__INIT;
-	req.type = type;
-	req.opts = opts;
-	CriuResp *resp = NULL;
-	int r = send_req(c->sk, &req);
-	if (r == 0)
-		r = recv_resp(c->sk, &resp);
-	service_end(c, r == 0);
-	if (type == CRIU_REQ_TYPE__RESTORE)
-		unlinkat(log_fd, "stats-restore", 0);
-	bool ok = resp && resp->type == type && resp->success;
-	if (ok && ret_resp)
-		*ret_resp = TAKE_PTR(resp);
-	if (resp)
-		criu_resp__free_unpacked(resp, NULL);
-	return ok ? 0 : -ECOMM;
-}
-
-int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
-                   struct criu_glue_error *err)
-{
-	struct criu_glue_service *c;
-	int r =
-	    service_get(o->service, &o->page_server_fd, o->page_server_fd >= 0 ? 1 : 0, &c, err);
-	if (r < 0)
-		return r;
-	CriuOpts opts = CRIU_OPTS__INIT;
-	opts.has_pid = true;
-	opts.pid = o->pid;
-	opts.has_leave_running = true;
-	opts.leave_running = o->leave_running;
-	opts.has_tcp_established = true;
-	opts.tcp_established = o->tcp_established;
-	/* The pages go to cryo's page server on this socket (CRIU's
-	 * --ps-socket), which CRIU holds. */
-	CriuPageServerInfo ps = CRIU_PAGE_SERVER_INFO__INIT;
-	if (o->page_server_fd >= 0) {
-		ps.address = (char *)"";
-		ps.has_port = true;
-		ps.has_fd = true;
-		ps.fd = o->page_server_fd;
-		opts.ps = &ps;
-	}
-	if (o->network_lock_skip) {
-		opts.has_network_lock = true;
-		opts.network_lock = CRIU_NETWORK_LOCK_METHOD__SKIP;
-	}
-	char keys[1 + 8][96], *ext[1 + 8];
-	size_t n = 0;
-	if (o->external_net)
-		snprintf(keys[n++], sizeof(keys[0]), "net[%llu]:%s",
-		         (unsigned long long)o->external_net, o->external_net_key);
-	for (size_t i = 0; i < o->n_external_unix && n < ARRAY_SIZE(keys); i++)
-		snprintf(keys[n++], sizeof(keys[0]), "unix[%llu]",
-		         (unsigned long long)o->external_unix[i]);
-	for (size_t i = 0; i < n; i++)
-		ext[i] = keys[i];
-	opts.n_external = n;
-	opts.external = ext;
-	/* CRIU's parasite makes a directory "proc.crtools" in the dumped task's
-	 * working directory (to mount a /proc of its PID namespace), so two
-	 * dumps of programs that share a working directory collide (EEXIST).
-	 * Dumps by cryo take turns, machine-wide. */
-	_cleanup_close_ int lock = dump_lock();
-	r = service_call(c, CRIU_REQ_TYPE__DUMP, &opts, o->images_dir, o->log_dir, o->log_name,
-	                 NULL, err);
-	if (r == -ECOMM)
-		return criu_glue_failed(err, o->pid, "dump", o->log_dir, o->log_name);
-	if (r < 0)
-		return r;
-	if (stats && read_dump_stats(o->log_dir, stats) < 0)
-		memset(stats, 0, sizeof(*stats));
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/stats-dump", o->log_dir);
-	unlink(path);
-	r = fix_timerfds(o->images_dir);
-	if (r < 0) {
-		snprintf(err->msg, sizeof(err->msg), "cannot read the dumped files.img: %s",
-		         strerror(-r));
-		return r;
-	}
-	return 0;
-}
-
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
                       struct criu_glue_error *err)
 {
-	InheritFd inherit[8], *inherit_p[8];
-	int fds[8];
+	struct criu_glue_restorer *rs = o->restorer;
+	if (rs && !restorer_fits(rs, o)) {
+		criu_glue_restorer_free(rs);
+		rs = NULL;
+	}
+	if (!rs) {
+		int fds[ARRAY_SIZE(rs->fds)];
+		size_t n = 0;
+		for (size_t i = 0; i < o->n_inherit && n < ARRAY_SIZE(fds); i++)
+			fds[n++] = o->inherit[i].fd;
+		int r = criu_glue_restorer_start(fds, n, &rs, err);
+		if (r < 0)
+			return r;
+	}
+	/* CRIU finds both directories as /proc/OUR_PID/fd/N (SO_PEERCRED). */
+	_cleanup_close_ int log_fd = open(o->log_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int images_fd = open(o->images_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (log_fd < 0 || images_fd < 0) {
+		int r = -errno;
+		restorer_end(rs, false);
+		return util_fail(err->msg, sizeof(err->msg), r, "cannot open '%s': %s",
+		                 log_fd < 0 ? o->log_dir : o->images_dir, strerror(-r));
+	}
+	InheritFd inherit[ARRAY_SIZE(rs->fds)], *inherit_p[ARRAY_SIZE(rs->fds)];
 	size_t n = o->n_inherit < ARRAY_SIZE(inherit) ? o->n_inherit : ARRAY_SIZE(inherit);
 	for (size_t i = 0; i < n; i++) {
 		inherit_fd__init(&inherit[i]);
 		inherit[i].key = (char *)o->inherit[i].key;
-		inherit[i].fd = fds[i] = o->inherit[i].fd;
+		inherit[i].fd = o->inherit[i].fd;
 		inherit_p[i] = &inherit[i];
 	}
-	struct criu_glue_service *c;
-	int r = service_get(o->service, fds, n, &c, err);
-	if (r < 0)
-		return r;
 	CriuOpts opts = CRIU_OPTS__INIT;
+	opts.images_dir_fd = images_fd;
+	opts.has_work_dir_fd = true;
+	opts.work_dir_fd = log_fd;
+	opts.log_file = (char *)o->log_name;
+	opts.has_log_level = true;
+	opts.log_level = 4;
 	opts.has_tcp_established = true;
 	opts.tcp_established = o->tcp_established;
 	opts.has_tcp_close = true;
 	opts.tcp_close = o->tcp_close;
+	opts.has_file_locks = true;
+	opts.file_locks = true;
 	opts.has_lazy_pages = true;
 	opts.lazy_pages = o->lazy_pages;
 	/* The restored tree becomes the sibling of CRIU: our child. */
@@ -589,15 +631,20 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	opts.rst_sibling = true;
 	opts.n_inherit_fd = n;
 	opts.inherit_fd = inherit_p;
+	CriuReq req = CRIU_REQ__INIT;
+	req.type = CRIU_REQ_TYPE__RESTORE;
+	req.opts = &opts;
 	CriuResp *resp = NULL;
-	r = service_call(c, CRIU_REQ_TYPE__RESTORE, &opts, o->images_dir, o->log_dir, o->log_name,
-	                 &resp, err);
-	if (r == -ECOMM)
-		return criu_glue_failed(err, 0, "restore", o->log_dir, o->log_name);
-	if (r < 0)
-		return r;
-	pid_t pid = resp->restore ? resp->restore->pid : 0;
-	criu_resp__free_unpacked(resp, NULL);
+	int r = send_req(rs->sk, &req);
+	if (r == 0)
+		r = recv_resp(rs->sk, &resp);
+	restorer_end(rs, r == 0);
+	unlinkat(log_fd, "stats-restore", 0);
+	pid_t pid = 0;
+	if (resp && resp->type == CRIU_REQ_TYPE__RESTORE && resp->success && resp->restore)
+		pid = resp->restore->pid;
+	if (resp)
+		criu_resp__free_unpacked(resp, NULL);
 	if (pid <= 0)
 		return criu_glue_failed(err, 0, "restore", o->log_dir, o->log_name);
 	*ret_pid = pid;

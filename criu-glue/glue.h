@@ -1,6 +1,6 @@
-/* Everything cryo asks of CRIU: dumps and restores through CRIU's RPC
- * (libcriu's protobuf definitions) to a `criu swrk` that cryo starts itself,
- * possibly ahead of time. Functions return 0 or a
+/* Everything cryo asks of CRIU: dumps through libcriu's per-call
+ * (criu_local_*) options, restores through CRIU's RPC to a `criu swrk` that
+ * cryo starts itself (possibly ahead of time). Functions return 0 or a
  * negative errno; when CRIU itself fails they fill err with a one-line cause
  * that names CRIU's log, which is kept. */
 #pragma once
@@ -31,9 +31,6 @@ struct criu_glue_dump_opts {
 	 * (its link down) or does not care (copies that resume closed). */
 	bool network_lock_skip;
 	int page_server_fd; /* >= 0: send the pages on this socket (pages.h); else -1 */
-	/* Started ahead and holding page_server_fd; consumed (freed) by the
-	 * dump. NULL (or one that died): the dump starts its own. */
-	struct criu_glue_service *service;
 };
 
 struct criu_glue_inherit {
@@ -41,18 +38,18 @@ struct criu_glue_inherit {
 	char key[64]; /* e.g. "pipe:[1234]" or "socket:[5678]" */
 };
 
-/* A CRIU service process (`criu swrk`), started ahead of a dump or a
- * restore so that starting CRIU (exec, its libraries: about 5 ms here) is
- * done before it is needed. It holds its own copies of fds the request will
- * name (the restored program's stdio, the page server's socket), given when
- * it starts; the request names them by the same numbers. Serves one request. */
-struct criu_glue_service;
+/* A CRIU service process (`criu swrk`), started ahead of a restore so that
+ * starting CRIU (exec, its libraries: about 5 ms here) is done before the
+ * program dies. It holds its own copies of the fds the restore will pass to
+ * the restored program, given when it starts; the restore names them by the
+ * same numbers. Serves one restore. */
+struct criu_glue_restorer;
 
 /* Starts one holding fds (the caller keeps its own). */
-int criu_glue_service_start(const int *fds, size_t n_fds, struct criu_glue_service **ret,
-                            struct criu_glue_error *err);
-/* Ends one that served no request (NULL: nothing). */
-void criu_glue_service_free(struct criu_glue_service *c);
+int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
+                             struct criu_glue_error *err);
+/* Ends one that served no restore (NULL: nothing). */
+void criu_glue_restorer_free(struct criu_glue_restorer *r);
 
 struct criu_glue_restore_opts {
 	const char *images_dir;
@@ -64,8 +61,8 @@ struct criu_glue_restore_opts {
 	bool tcp_close;       /* restore them closed (after a crash) */
 	bool lazy_pages;      /* cryo puts the lazy pages in place (lazy.h) */
 	/* Started ahead and holding every inherit fd; consumed (freed) by the
-	 * restore. NULL (or one that died): the restore starts its own. */
-	struct criu_glue_service *service;
+	 * restore. NULL: the restore starts its own. */
+	struct criu_glue_restorer *restorer;
 };
 
 struct criu_glue_dump_stats {

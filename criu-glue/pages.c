@@ -371,19 +371,13 @@ static void *receive(void *arg)
 	return NULL;
 }
 
-int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare, const int *pair,
+int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
                           struct criu_glue_pages **ret, struct criu_glue_error *err)
 {
 	struct criu_glue_pages *p = calloc(1, sizeof(*p));
-	if (!p) {
-		if (pair) {
-			close(pair[0]);
-			close(pair[1]);
-		}
+	if (!p)
 		return -ENOMEM;
-	}
-	p->sk = pair ? pair[0] : -1;
-	p->criu_sk = pair ? pair[1] : -1;
+	p->sk = p->criu_sk = -1;
 	p->next_pages_id = FIRST_PAGES_ID;
 	int r = 0;
 	/* The pages' memory is faulted in now, while the program runs. */
@@ -393,20 +387,19 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare, 
 		p->prepared = r == 0;
 	}
 	/* A unix socket pair rather than TCP: CRIU corks a TCP page-server
-	 * socket and its last command would wait out the cork (200 ms). CRIU
-	 * gets its end through criu_glue_dump(). */
+	 * socket and its last command would wait out the cork (200 ms). Its
+	 * end must survive the exec of criu. */
 	int sp[2];
-	if (r == 0 && p->sk < 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0) {
-		p->sk = sp[0];
-		p->criu_sk = sp[1];
-	}
-	if (r == 0 && p->sk < 0)
+	if (r == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0)
 		r = -errno;
 	if (r == 0) {
+		p->sk = sp[0];
+		p->criu_sk = sp[1];
+		fcntl(p->sk, F_SETFD, FD_CLOEXEC);
 		int size = 4 << 20;
 		setsockopt(p->sk, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
 		int big = 64 << 20;
-		setsockopt(p->criu_sk, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+		setsockopt(sp[1], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
 		r = -pthread_create(&p->thread, NULL, receive, p);
 		p->thread_started = r == 0;
 	}

@@ -32,12 +32,10 @@ struct criu_glue_spare {
 void criu_glue_spare_drop(struct criu_glue_spare *spare);
 void criu_glue_spare_drop_later(struct criu_glue_spare *spare);
 
-/* Makes the socket pair, or takes pair (ours, CRIU's: a stream socket pair
- * made earlier, which a CRIU started ahead holds; closed by the pages in any
- * case), and prepares expect_bytes of memory for the pages (more is
- * allocated if more arrive): spare's memory if it is enough and not much
- * more, else a new mapping. spare and pair may be NULL. */
-int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare, const int *pair,
+/* Makes the socket pair and prepares expect_bytes of memory for the pages
+ * (more is allocated if more arrive): spare's memory if it is enough and
+ * not much more, else a new mapping. spare may be NULL. */
+int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
                           struct criu_glue_pages **ret, struct criu_glue_error *err);
 
 /* Whether the pages' memory is the spare's. */

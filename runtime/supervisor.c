@@ -117,7 +117,7 @@ struct supervisor {
 	char cwd[PATH_MAX]; /* the program's working directory, as last read */
 	const char *state;  /* "running", "checkpointing", "restoring", "stopped", "failed" */
 	struct lazy_restore *lazy; /* the memory of a lazy restore, still coming */
-	struct standby *standby;   /* CRIU started ahead, for the next dump or restore */
+	struct standby *standby;   /* the next restore, made ready */
 };
 
 /* A lazy restore whose memory is still on its way: the archive being
@@ -220,20 +220,6 @@ static void program_ends_close(struct program_ends *e)
 	for (int i = 0; i < 4; i++)
 		close_fd(&e->fds[i]);
 }
-
-/* A CRIU service process started ahead, made while the program runs (after
- * a checkpoint, and once a restore's memory is all back), for the next dump
- * or restore: CRIU's work starts at once, without CRIU's start (exec, its
- * libraries) on the way. It holds the fds either will pass: the channels of
- * the next restore (the program's ends) and the next dump's page-server
- * socket. */
-struct standby {
-	struct criu_glue_service *criu; /* NULL: used by a dump; made again after it */
-	int ours[4];
-	struct program_ends e;
-	int netfd; /* our network namespace, for CRIU; or -1 */
-	int ps[2]; /* the page server's socket pair: ours, CRIU's; or -1 */
-};
 
 /* A new set of stdio pipes and control socket: ours (stdin's write end,
  * stdout's and stderr's read ends, control: O_CLOEXEC, non-blocking) and
@@ -661,16 +647,8 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		/* Not when the estimate failed, nor when the pages would take
 		 * half of the memory left. */
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
-		bool via_pages = expect > 0 && expect < util_mem_available() / 2;
-		/* The socket pair the CRIU started ahead holds, if any. */
-		int pair[2] = {-1, -1};
-		if (via_pages && s->standby && s->standby->ps[0] >= 0) {
-			memcpy(pair, s->standby->ps, sizeof(pair));
-			s->standby->ps[0] = s->standby->ps[1] = -1;
-		}
-		if (via_pages &&
-		    criu_glue_pages_start(expect + (expect >> 5), &s->spare,
-		                          pair[0] >= 0 ? pair : NULL, &pages, &cerr) < 0) {
+		if (expect > 0 && expect < util_mem_available() / 2 &&
+		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, &pages, &cerr) < 0) {
 			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
 			pages = NULL;
 		}
@@ -679,7 +657,6 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 	}
 	struct criu_glue_dump_opts o = dump_opts(s, images, true);
 	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
-	o.service = s->standby ? TAKE_PTR(s->standby->criu) : NULL;
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
 	 * images read, stored (compressed, written, fsynced). */
@@ -903,64 +880,66 @@ static void manifest_inodes(const struct manifest *m, uint64_t ino[4])
 		ino[i] = manifest_get_u64(m, keys[i], 0);
 }
 
-/* ---- CRIU started ahead -------------------------------------------------------- */
+/* ---- the next restore, made ready -------------------------------------------- */
+
+/* The channels of the next restore and a CRIU service process holding the
+ * program's ends, made while the program runs (after a checkpoint, and once
+ * a restore's memory is all back): after a crash CRIU's work starts at once,
+ * without CRIU's start (exec, its libraries) on the way. */
+struct standby {
+	struct criu_glue_restorer *criu;
+	int ours[4];
+	struct program_ends e;
+	int netfd; /* our network namespace, for CRIU; or -1 */
+};
 
 static void standby_free(struct standby *sb)
 {
 	if (!sb)
 		return;
-	criu_glue_service_free(sb->criu);
+	criu_glue_restorer_free(sb->criu);
 	for (int i = 0; i < 4; i++)
 		close_fd(&sb->ours[i]);
 	program_ends_close(&sb->e);
 	close_fd(&sb->netfd);
-	close_fd(&sb->ps[0]);
-	close_fd(&sb->ps[1]);
 	free(sb);
 }
 
-/* Makes the next dump or restore ready, unless it is already or the
- * program is on its way out. */
+/* Makes the next restore ready, unless it is or no restore is to come. */
 static void standby_prepare(struct supervisor *s)
 {
-	if (!s->running || s->stopping)
+	if (s->standby || !s->running || s->stopping || s->cfg->policy == RESTART_NO)
 		return;
-	struct standby *sb = s->standby;
-	if (sb && sb->criu)
+	struct standby *sb = calloc(1, sizeof(*sb));
+	if (!sb)
 		return;
-	if (!sb) {
-		sb = calloc(1, sizeof(*sb));
-		if (!sb)
-			return;
-		sb->netfd = sb->ps[0] = sb->ps[1] = -1;
-		if (new_channels(s, sb->ours, &sb->e) < 0) {
-			free(sb);
-			return;
-		}
-		for (int i = 0; i < 4; i++) /* CRIU gets them, nothing else */
-			fcntl(sb->e.fds[i], F_SETFD, FD_CLOEXEC);
-		if (s->net.fd >= 0)
-			sb->netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3);
-		s->standby = sb;
+	sb->netfd = -1;
+	int r = new_channels(s, sb->ours, &sb->e);
+	if (r < 0) {
+		free(sb);
+		return;
 	}
-	if (sb->ps[0] < 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sb->ps) < 0)
-		sb->ps[0] = sb->ps[1] = -1;
-	int fds[6];
+	int fds[5];
 	size_t n = 0;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 4; i++) {
+		fcntl(sb->e.fds[i], F_SETFD, FD_CLOEXEC); /* CRIU gets them, nothing else */
 		fds[n++] = sb->e.fds[i];
-	if (sb->netfd >= 0)
-		fds[n++] = sb->netfd;
-	if (sb->ps[1] >= 0)
-		fds[n++] = sb->ps[1];
+	}
+	if (s->net.fd >= 0) {
+		sb->netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3);
+		if (sb->netfd >= 0)
+			fds[n++] = sb->netfd;
+	}
 	struct criu_glue_error cerr = {{0}};
 	if ((s->net.fd >= 0 && sb->netfd < 0) ||
-	    criu_glue_service_start(fds, n, &sb->criu, &cerr) < 0) {
-		/* The next dump or restore starts CRIU itself then. */
-		log_debug("CRIU is not started ahead for '%s': %s", s->cfg->name,
+	    criu_glue_restorer_start(fds, n, &sb->criu, &cerr) < 0) {
+		/* The restore starts CRIU itself then. */
+		log_debug("the next restore of '%s' is not made ready: %s", s->cfg->name,
 		          cerr.msg[0] ? cerr.msg : strerror(errno));
-		standby_free(TAKE_PTR(s->standby));
+		standby_free(sb);
+		return;
 	}
+	s->standby = sb;
 }
 
 /* Restores the images in dir, whose stdio and control socket had the inodes
@@ -973,15 +952,13 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	const struct supervisor_config *cfg = s->cfg;
 	struct program_ends e;
 	int netfd = -1;
-	struct criu_glue_service *criu = NULL;
+	struct criu_glue_restorer *criu = NULL;
 	struct standby *sb = TAKE_PTR(s->standby);
 	if (sb) {
 		use_channels(s, sb->ours, &sb->e);
 		e = sb->e;
 		netfd = sb->netfd;
 		criu = sb->criu;
-		close_fd(&sb->ps[0]);
-		close_fd(&sb->ps[1]);
 		free(sb);
 	} else {
 		int r = make_channels(s, &e);
@@ -1020,7 +997,7 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	    .tcp_established = tcp_established,
 	    .tcp_close = !tcp_established,
 	    .lazy_pages = lazy,
-	    .service = criu,
+	    .restorer = criu,
 	};
 	struct criu_glue_error cerr = {{0}};
 	pid_t pid;
