@@ -209,8 +209,10 @@ static int find_init(char *buf, size_t len)
 
 /* ---- the program's pipes and socket --------------------------------------- */
 
-/* The program's ends of a new set of stdio pipes and control socket. They are
- * not O_CLOEXEC: they go to the program (fork) or to CRIU (inherit-fd). */
+/* The program's ends of a new set of stdio pipes and control socket. They go
+ * to the program (fork, dup2) or to CRIU (inherit-fd: posix_spawn's dup2
+ * passes them whether O_CLOEXEC or not; a standby's are, so that nothing
+ * else inherits them). */
 struct program_ends {
 	int fds[4]; /* stdin (read end), stdout, stderr (write ends), control */
 };
