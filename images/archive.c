@@ -336,72 +336,33 @@ struct sink {
 	size_t out_cap;
 	uint64_t written;
 	uint64_t *raw_progress; /* stats->raw_bytes, advanced as input is read */
-	/* fd opened with O_DIRECT: output gathers here and goes to the disk
-	 * in aligned pieces, past the page cache (see image_archive_write()). */
-	uint8_t *stage;
-	size_t staged;
+	/* A regular file: where the bytes written so far end, and up to where
+	 * their writeback has been started. */
+	bool file;
+	uint64_t pos, started;
 };
 
-#define DIRECT_STAGE (4u << 20)
-#define DIRECT_ALIGN 4096u
+/* Writeback of a file's new bytes starts every this many bytes. */
+#define WRITEBACK_STEP (8u << 20)
 
-/* Writes the staged bytes: the aligned part, or with all every one (the
- * unaligned end without O_DIRECT). A file system that refuses direct
- * writes gets the rest through the page cache, and staging ends. */
-static int sink_flush(struct sink *s, bool all)
-{
-	size_t aligned = s->staged & ~(size_t)(DIRECT_ALIGN - 1);
-	size_t done = 0;
-	bool refused = false;
-	while (done < aligned) {
-		ssize_t w = write(s->fd, s->stage + done, aligned - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EINVAL) {
-			refused = true;
-			break;
-		}
-		if (w < 0)
-			return -errno;
-		if (w == 0)
-			return -EIO;
-		done += (size_t)w;
-	}
-	if (refused || (all && done < s->staged)) {
-		int fl = fcntl(s->fd, F_GETFL);
-		if (fl < 0 || fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) < 0)
-			return -errno;
-		int r = util_write_all(s->fd, s->stage + done, s->staged - done);
-		if (r < 0)
-			return r;
-		s->stage = NULL; /* the writer's */
-		s->staged = 0;
-		return 0;
-	}
-	memmove(s->stage, s->stage + done, s->staged - done);
-	s->staged -= done;
-	return 0;
-}
-
-/* Bytes of the archive, in order. */
+/* Bytes of the archive, in order. The page cache takes them, and their
+ * writeback starts as soon as WRITEBACK_STEP of them are there, while the
+ * compression goes on, so that the disk works all along. Checkpoints of a
+ * 256 MB and a 1 GB program were durable 10-20% sooner so than with writes
+ * past the page cache (O_DIRECT, one at a time, each waiting for the disk),
+ * and plain writes that leave the writeback to the fsync were slower still
+ * (scripts/bench). */
 static int sink_out(struct sink *s, const void *buf, size_t len)
 {
-	if (!s->stage)
-		return util_write_all(s->fd, buf, len);
-	const uint8_t *p = buf;
-	while (len > 0) {
-		size_t n = DIRECT_STAGE - s->staged < len ? DIRECT_STAGE - s->staged : len;
-		memcpy(s->stage + s->staged, p, n);
-		s->staged += n;
-		p += n;
-		len -= n;
-		if (s->staged == DIRECT_STAGE) {
-			int r = sink_flush(s, false);
-			if (r < 0)
-				return r;
-			if (!s->stage)
-				return util_write_all(s->fd, p, len);
-		}
+	int r = util_write_all(s->fd, buf, len);
+	if (r < 0)
+		return r;
+	s->pos += len;
+	if (s->file && s->pos - s->started >= WRITEBACK_STEP) {
+		/* Only a hint: the fsync that follows makes the bytes durable. */
+		(void)sync_file_range(s->fd, (off_t)s->started, (off_t)(s->pos - s->started),
+		                      SYNC_FILE_RANGE_WRITE);
+		s->started = s->pos;
 	}
 	return 0;
 }
@@ -545,8 +506,8 @@ struct pool {
 struct image_writer {
 	ZSTD_CCtx *chunk[POOL_THREADS]; /* one per pool thread (chunk[0] without) */
 	ZSTD_CCtx *stream;              /* the small files' */
-	/* One mapping: POOL_RING compressed chunks of dst_cap bytes, then the
-	 * O_DIRECT stage. madvise(MADV_FREE)d between archives. */
+	/* One mapping: POOL_RING compressed chunks of dst_cap bytes.
+	 * madvise(MADV_FREE)d between archives. */
 	uint8_t *mem;
 	size_t mem_len, dst_cap;
 };
@@ -593,9 +554,8 @@ static int writer_ready(struct image_writer *w, int level, int contexts)
 	ZSTD_CCtx_setParameter(w->stream, ZSTD_c_compressionLevel, level);
 	ZSTD_CCtx_setParameter(w->stream, ZSTD_c_checksumFlag, 1);
 	if (!w->mem) {
-		w->dst_cap = (ZSTD_compressBound(MEMORY_CHUNK) + DIRECT_ALIGN - 1) &
-		             ~(size_t)(DIRECT_ALIGN - 1);
-		w->mem_len = POOL_RING * w->dst_cap + DIRECT_STAGE;
+		w->dst_cap = ZSTD_compressBound(MEMORY_CHUNK);
+		w->mem_len = POOL_RING * w->dst_cap;
 		w->mem = mmap(NULL, w->mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		              -1, 0);
 		if (w->mem == MAP_FAILED) {
@@ -898,10 +858,8 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 		s.raw_progress = &stats->raw_bytes;
 	}
 	s.out = malloc(s.out_cap);
-	int fl = fcntl(fd, F_GETFL);
-	bool direct = fl >= 0 && (fl & O_DIRECT);
-	if (direct && wr == 0)
-		s.stage = w->mem + POOL_RING * w->dst_cap;
+	struct stat st;
+	s.file = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 	s.cctx = wr == 0 ? w->stream : NULL;
 	s.hash = XXH3_createState();
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -989,8 +947,6 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	t.manifest_length = htole64(t.manifest_length);
 	t.self_hash = htole64(XXH64(&t, offsetof(struct trailer, self_hash), 0));
 	r = sink_out(&s, &t, sizeof(t));
-	if (r == 0 && s.stage)
-		r = sink_flush(&s, true);
 	if (r < 0)
 		goto out;
 	if (stats) {

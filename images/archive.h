@@ -66,8 +66,8 @@ void image_writer_free(struct image_writer *w);
 
 /* Writes every regular file of dir (no sub-directories), the n_mem files held
  * in memory, and the manifest m into an archive on fd, an empty file at offset
- * 0 or a pipe (written in one pass; an fd opened with O_DIRECT is written in
- * aligned pieces past the page cache, its unaligned end without O_DIRECT). Adds the file list with
+ * 0 or a pipe (written in one pass; a file's writeback starts as it grows,
+ * so that the caller's fsync finds little left to do). Adds the file list with
  * sizes and checksums to m. level is a zstd level; workers the number of zstd threads (0 = none,
  * at most 4); w may be NULL. Does not fsync. */
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,

@@ -41,6 +41,10 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
                        int workers, struct image_writer *w, struct image_write_stats *stats,
                        struct image_error *err);
 
+/* Takes generation gen's archive out of the page cache: commit leaves it
+ * there, clean, and it is read again only by a restore. Best effort. */
+void image_store_uncache(const char *dir, uint64_t gen);
+
 /* Deletes the oldest generations so that at most keep remain (keep >= 1).
  * Only called after a new generation is durable, so the newest good one is
  * always kept. */

@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
+#include <stdbool.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -399,7 +402,7 @@ static void test_store(void)
 
 /* Files held in memory, in several segments, merge with the directory's in
  * name order and come back byte for byte; also through one writer kept
- * from one archive to the next (other contents, another level, O_DIRECT). */
+ * from one archive to the next (other contents, another level). */
 static void test_memory_files(void)
 {
 	char src[512], arc[512], out[512];
@@ -421,9 +424,7 @@ static void test_memory_files(void)
 		    {"pages-65537.img", pages, 3, sizeof(b)},
 		    {"aaa-first.img", &small, 1, sizeof(a)},
 		};
-		int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC | (round ? O_DIRECT : 0), 0600);
-		if (fd < 0 && errno == EINVAL)
-			fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
 		struct manifest *m = manifest_new();
 		struct image_error err = {{0}};
 		CHECK(image_archive_write(fd, src, mem, 2, m, round == 1 ? 3 : 1, 2,
@@ -475,9 +476,7 @@ static void test_lazy(void)
 	}
 	struct iovec seg = {b, n};
 	struct mem_file mem = {"pages-2.img", &seg, 1, n};
-	/* Written past the page cache, as the store does: more than one
-	 * staged piece, and an unaligned end. */
-	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	CHECK(fd >= 0);
 	struct manifest *m = manifest_new();
 	struct image_error err = {{0}};
@@ -559,11 +558,9 @@ static void test_lazy_release(void)
 	}
 	struct iovec seg = {b, n};
 	struct mem_file mem = {"pages-2.img", &seg, 1, n};
-	/* Written as the store writes (O_DIRECT, many stages), read back
-	 * through another fd. */
-	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
-	if (fd < 0 && errno == EINVAL)
-		fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	/* Longer than several writeback steps, as the store writes it; read
+	 * back through another fd. */
+	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	CHECK(fd >= 0);
 	struct manifest *m = manifest_new();
 	struct image_error err = {{0}};
@@ -665,6 +662,64 @@ static void test_lazy_frame_table(void)
 	free(b);
 }
 
+/* Pages of the file at path in the page cache. */
+static size_t cached_pages(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	CHECK(fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0);
+	size_t n = ((size_t)st.st_size + 4095) / 4096, cached = 0;
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	unsigned char *vec = malloc(n);
+	CHECK(p != MAP_FAILED && vec && mincore(p, (size_t)st.st_size, vec) == 0);
+	for (size_t i = 0; i < n; i++)
+		cached += vec[i] & 1;
+	free(vec);
+	munmap(p, (size_t)st.st_size);
+	close(fd);
+	return cached;
+}
+
+/* A committed generation is in the page cache (written through it, its
+ * writeback started as it grew) and leaves it when told to. */
+static void test_store_uncache(void)
+{
+	char src[512], store[512], path[600];
+	snprintf(src, sizeof(src), "%s/src", root);
+	snprintf(store, sizeof(store), "%s/uncache", root);
+	make_images(src);
+	CHECK(util_mkdir_p(store) == 0);
+	size_t n = 20u << 20; /* random: 20 MiB of archive, several writeback steps */
+	uint8_t *b = malloc(n);
+	CHECK(b != NULL);
+	uint64_t x = 0x9E3779B97F4A7C15ULL;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		b[i] = (uint8_t)x;
+	}
+	struct iovec seg = {b, n};
+	struct mem_file mem = {"pages-2.img", &seg, 1, n};
+	struct manifest *m = manifest_new();
+	struct image_error err = {{0}};
+	CHECK(image_store_commit(store, 1, src, &mem, 1, m, 1, 2, NULL, NULL, &err) == 0);
+	manifest_free(m);
+	CHECK(image_store_path(store, 1, path, sizeof(path)) == 0);
+	/* (tmpfs has no page cache to leave) */
+	struct statfs sf;
+	bool tmpfs = statfs(store, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
+	CHECK(cached_pages(path) > 0);
+	image_store_uncache(store, 1);
+	CHECK(tmpfs || cached_pages(path) == 0);
+	/* Still whole. */
+	int fd = open(path, O_RDONLY);
+	m = NULL;
+	CHECK(fd >= 0 && image_archive_read_manifest(fd, &m, &err) == 0);
+	manifest_free(m);
+	close(fd);
+	image_store_uncache(store, 99); /* no such generation: nothing happens */
+	free(b);
+}
+
 static void setup(void)
 {
 	CHECK(mkdtemp(root) != NULL);
@@ -677,5 +732,5 @@ static void teardown(void)
 
 TEST_MAIN(setup, test_lazy_release, test_round_trip, test_damage_detected, test_truncation,
           test_stream_round_trip, test_stream_damage, test_disk_full, test_reader_gone,
-          test_manifest_text, test_store, test_memory_files, test_lazy, test_lazy_frame_table,
-          teardown)
+          test_manifest_text, test_store, test_store_uncache, test_memory_files, test_lazy,
+          test_lazy_frame_table, teardown)
