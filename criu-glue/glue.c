@@ -432,7 +432,7 @@ struct criu_glue_restorer {
 	pid_t pid; /* 0 once reaped */
 	int sk;    /* our end of its SOCK_SEQPACKET socket */
 	size_t n_fds;
-	int fds[8];
+	int fds[CRIU_GLUE_MAX_INHERIT];
 };
 
 int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
@@ -442,12 +442,14 @@ int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_rest
 	if (!bin)
 		return util_fail(err->msg, sizeof(err->msg), -ENOENT,
 		                 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
+	if (n_fds > CRIU_GLUE_MAX_INHERIT)
+		return util_fail(err->msg, sizeof(err->msg), -E2BIG,
+		                 "cannot start CRIU: %zu fds to pass, at most %d", n_fds,
+		                 CRIU_GLUE_MAX_INHERIT);
 	struct criu_glue_restorer *r = calloc(1, sizeof(*r));
-	if (!r || n_fds > ARRAY_SIZE(r->fds)) {
-		free(r);
+	if (!r)
 		return util_fail(err->msg, sizeof(err->msg), -ENOMEM, "cannot start CRIU: %s",
 		                 strerror(ENOMEM));
-	}
 	r->n_fds = n_fds;
 	memcpy(r->fds, fds, n_fds * sizeof(*fds));
 	int sk[2];
@@ -581,14 +583,20 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
                       struct criu_glue_error *err)
 {
 	struct criu_glue_restorer *rs = o->restorer;
+	if (o->n_inherit > CRIU_GLUE_MAX_INHERIT) {
+		criu_glue_restorer_free(rs);
+		return util_fail(err->msg, sizeof(err->msg), -E2BIG,
+		                 "cannot restore: %zu fds to pass to CRIU, at most %d",
+		                 o->n_inherit, CRIU_GLUE_MAX_INHERIT);
+	}
 	if (rs && !restorer_fits(rs, o)) {
 		criu_glue_restorer_free(rs);
 		rs = NULL;
 	}
 	if (!rs) {
-		int fds[ARRAY_SIZE(rs->fds)];
+		int fds[CRIU_GLUE_MAX_INHERIT];
 		size_t n = 0;
-		for (size_t i = 0; i < o->n_inherit && n < ARRAY_SIZE(fds); i++)
+		for (size_t i = 0; i < o->n_inherit; i++)
 			fds[n++] = o->inherit[i].fd;
 		int r = criu_glue_restorer_start(fds, n, &rs, err);
 		if (r < 0)
@@ -603,8 +611,8 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 		return util_fail(err->msg, sizeof(err->msg), r, "cannot open '%s': %s",
 		                 log_fd < 0 ? o->log_dir : o->images_dir, strerror(-r));
 	}
-	InheritFd inherit[ARRAY_SIZE(rs->fds)], *inherit_p[ARRAY_SIZE(rs->fds)];
-	size_t n = o->n_inherit < ARRAY_SIZE(inherit) ? o->n_inherit : ARRAY_SIZE(inherit);
+	InheritFd inherit[CRIU_GLUE_MAX_INHERIT], *inherit_p[CRIU_GLUE_MAX_INHERIT];
+	size_t n = o->n_inherit;
 	for (size_t i = 0; i < n; i++) {
 		inherit_fd__init(&inherit[i]);
 		inherit[i].key = (char *)o->inherit[i].key;

@@ -45,7 +45,11 @@ struct criu_glue_inherit {
  * same numbers. Serves one restore. */
 struct criu_glue_restorer;
 
-/* Starts one holding fds (the caller keeps its own). */
+/* The most fds a restore passes to the restored program (inherit). */
+#define CRIU_GLUE_MAX_INHERIT 8
+
+/* Starts one holding fds (the caller keeps its own; at most
+ * CRIU_GLUE_MAX_INHERIT, else -E2BIG). */
 int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
                              struct criu_glue_error *err);
 /* Ends one that served no restore (NULL: nothing). */
