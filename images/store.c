@@ -246,8 +246,6 @@ int image_store_prune(const char *dir, unsigned keep)
 			unlink(path);
 		}
 	}
-	if (r == 0)
-		r = util_fsync_dir(dir);
 	return r;
 }
 

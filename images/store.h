@@ -47,7 +47,9 @@ void image_store_uncache(const char *dir, uint64_t gen);
 
 /* Deletes the oldest generations so that at most keep remain (keep >= 1).
  * Only called after a new generation is durable, so the newest good one is
- * always kept. */
+ * always kept. The deletions are not fsynced (that took a checkpoint of
+ * 16 MB 5% longer): after a crash of the machine a pruned generation may
+ * come back, and the next prune deletes it again. */
 int image_store_prune(const char *dir, unsigned keep);
 
 /* Renames a damaged generation out of the way (gen-N.cryo.damaged), keeping
