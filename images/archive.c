@@ -343,7 +343,7 @@ struct sink {
 };
 
 /* Writeback of a file's new bytes starts every this many bytes. */
-#define WRITEBACK_STEP (8u << 20)
+#define WRITEBACK_STEP (2u << 20)
 
 /* Bytes of the archive, in order. The page cache takes them, and their
  * writeback starts as soon as WRITEBACK_STEP of them are there, while the
