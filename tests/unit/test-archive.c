@@ -63,6 +63,19 @@ static int write_archive(const char *src, const char *path)
 	return r;
 }
 
+/* n bytes that do not compress (xorshift64). */
+static uint8_t *random_bytes(size_t n)
+{
+	uint8_t *b = malloc(n);
+	CHECK(b != NULL);
+	uint64_t x = 0x9E3779B97F4A7C15ULL;
+	for (size_t i = 0; b && i < n; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		b[i] = (uint8_t)x;
+	}
+	return b;
+}
+
 static bool files_equal(const char *a, const char *b)
 {
 	char *x = NULL, *y = NULL;
@@ -468,12 +481,7 @@ static void test_lazy(void)
 	snprintf(out, sizeof(out), "%s/lazy-out", root);
 	make_images(src);
 	size_t n = 5u << 20;
-	uint8_t *b = malloc(n);
-	uint64_t x = 0x9E3779B97F4A7C15ULL;
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-		b[i] = (uint8_t)x;
-	}
+	uint8_t *b = random_bytes(n);
 	struct iovec seg = {b, n};
 	struct mem_file mem = {"pages-2.img", &seg, 1, n};
 	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -690,13 +698,7 @@ static void test_store_uncache(void)
 	make_images(src);
 	CHECK(util_mkdir_p(store) == 0);
 	size_t n = 20u << 20; /* random: 20 MiB of archive, several writeback steps */
-	uint8_t *b = malloc(n);
-	CHECK(b != NULL);
-	uint64_t x = 0x9E3779B97F4A7C15ULL;
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-		b[i] = (uint8_t)x;
-	}
+	uint8_t *b = random_bytes(n);
 	struct iovec seg = {b, n};
 	struct mem_file mem = {"pages-2.img", &seg, 1, n};
 	struct manifest *m = manifest_new();
