@@ -342,16 +342,17 @@ struct sink {
 	uint64_t pos, started;
 };
 
-/* Writeback of a file's new bytes starts every this many bytes. */
+/* Writeback of a file's new bytes starts every this many bytes (a frame;
+ * 8 MiB made a 256 MB checkpoint durable ~5% later). */
 #define WRITEBACK_STEP (2u << 20)
 
 /* Bytes of the archive, in order. The page cache takes them, and their
  * writeback starts as soon as WRITEBACK_STEP of them are there, while the
  * compression goes on, so that the disk works all along. Checkpoints of a
  * 256 MB and a 1 GB program were durable 10-20% sooner so than with writes
- * past the page cache (O_DIRECT, one at a time, each waiting for the disk),
- * and plain writes that leave the writeback to the fsync were slower still
- * (scripts/bench). */
+ * past the page cache (O_DIRECT, one at a time, each waiting for the disk;
+ * medians of 8 `cryo checkpoint`s, the two builds taking turns), and plain
+ * writes that leave the writeback to the fsync were slower still. */
 static int sink_out(struct sink *s, const void *buf, size_t len)
 {
 	int r = util_write_all(s->fd, buf, len);

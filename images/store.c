@@ -149,9 +149,8 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 
 	/* Through the page cache, whose writeback the archive starts as it
-	 * grows (see image_archive_write()): on these machines that was
-	 * durable sooner than writes past the cache (O_DIRECT), which wait
-	 * for the disk one at a time (scripts/bench). */
+	 * grows: durable sooner than writes past the cache (O_DIRECT), which
+	 * wait for the disk one at a time (see sink_out() in archive.c). */
 	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
