@@ -603,11 +603,11 @@ static void remove_later(struct supervisor *s, const char *dir, uint64_t gen)
 	if (rm && (rm->images = strdup(dir))) {
 		rm->store = s->cfg->paths.dir;
 		rm->gen = gen;
-		if (pthread_create(&s->remover, NULL, remove_main, rm) == 0) {
+		if (pthread_create(&s->remover, NULL, remove_main, rm) == 0)
 			s->removing = true;
-			return;
-		}
-		free(rm->images);
+		else
+			remove_main(rm); /* here, then */
+		return;
 	}
 	free(rm);
 	util_rm_rf(dir);
@@ -924,6 +924,32 @@ static void standby_free(struct standby *sb)
 	free(sb);
 }
 
+/* What a restore passes to CRIU, made new: the channels (ours not in use
+ * yet; the program's ends O_CLOEXEC, for CRIU alone) and a copy of our
+ * network namespace's fd, or -1 without one. On failure nothing is left
+ * open and why says what failed. */
+static int restore_ends(struct supervisor *s, int ours[4], struct program_ends *e, int *netfd,
+                        char *why, size_t why_len)
+{
+	int r = new_channels(s, ours, e);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot create its pipes: %s", strerror(-r));
+		return r;
+	}
+	for (int i = 0; i < 4; i++)
+		fcntl(e->fds[i], F_SETFD, FD_CLOEXEC);
+	*netfd = -1;
+	if (s->net.fd >= 0 && (*netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+		r = -errno;
+		for (int i = 0; i < 4; i++)
+			close_fd(&ours[i]);
+		program_ends_close(e);
+		snprintf(why, why_len, "cannot pass the network namespace: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
 /* Makes the next restore ready, unless it is or no restore is to come. */
 static void standby_prepare(struct supervisor *s)
 {
@@ -932,33 +958,24 @@ static void standby_prepare(struct supervisor *s)
 	struct standby *sb = calloc(1, sizeof(*sb));
 	if (!sb)
 		return;
-	sb->netfd = -1;
-	int r = new_channels(s, sb->ours, &sb->e);
-	if (r < 0) {
+	struct criu_glue_error cerr = {{0}};
+	if (restore_ends(s, sb->ours, &sb->e, &sb->netfd, cerr.msg, sizeof(cerr.msg)) < 0) {
 		free(sb);
-		return;
-	}
-	int fds[5];
-	size_t n = 0;
-	for (int i = 0; i < 4; i++) {
-		fcntl(sb->e.fds[i], F_SETFD, FD_CLOEXEC); /* CRIU gets them, nothing else */
-		fds[n++] = sb->e.fds[i];
-	}
-	if (s->net.fd >= 0) {
-		sb->netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3);
+	} else {
+		int fds[5];
+		size_t n = 0;
+		for (int i = 0; i < 4; i++)
+			fds[n++] = sb->e.fds[i];
 		if (sb->netfd >= 0)
 			fds[n++] = sb->netfd;
-	}
-	struct criu_glue_error cerr = {{0}};
-	if ((s->net.fd >= 0 && sb->netfd < 0) ||
-	    criu_glue_restorer_start(fds, n, &sb->criu, &cerr) < 0) {
-		/* The restore starts CRIU itself then. */
-		log_debug("the next restore of '%s' is not made ready: %s", s->cfg->name,
-		          cerr.msg[0] ? cerr.msg : strerror(errno));
+		if (criu_glue_restorer_start(fds, n, &sb->criu, &cerr) == 0) {
+			s->standby = sb;
+			return;
+		}
 		standby_free(sb);
-		return;
 	}
-	s->standby = sb;
+	/* The restore starts CRIU itself then. */
+	log_debug("the next restore of '%s' is not made ready: %s", s->cfg->name, cerr.msg);
 }
 
 /* Restores the images in dir, whose stdio and control socket had the inodes
@@ -980,19 +997,11 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 		criu = sb->criu;
 		free(sb);
 	} else {
-		int r = make_channels(s, &e);
-		if (r < 0) {
-			snprintf(why, why_len, "cannot create its pipes: %s", strerror(-r));
+		int ours[4];
+		int r = restore_ends(s, ours, &e, &netfd, why, why_len);
+		if (r < 0)
 			return r;
-		}
-		/* The network namespace: ours, for CRIU. */
-		if (s->net.fd >= 0 && (netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3)) < 0) {
-			int r2 = -errno;
-			program_ends_close(&e);
-			snprintf(why, why_len, "cannot pass the network namespace: %s",
-			         strerror(-r2));
-			return r2;
-		}
+		use_channels(s, ours, &e);
 	}
 	static const char *const kinds[4] = {"pipe", "pipe", "pipe", "socket"};
 	struct criu_glue_inherit inherit[5];
