@@ -64,7 +64,7 @@ const char *criu_glue_binary(void)
 
 /* Options common to every call: the binary, the log in log_dir. */
 static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, int *log_dir_fd,
-                   struct criu_glue_error *err)
+                   struct cryo_error *err)
 {
 	const char *bin = criu_glue_binary();
 	if (!bin) {
@@ -97,7 +97,7 @@ static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, i
 /* Asks `criu --version` rather than libcriu's RPC, so that a binary too old
  * to speak it, or not CRIU at all, is reported plainly. */
 /* The images directory, opened for CRIU (the fd is inherited by it). */
-static int set_images_dir(criu_opts *c, const char *dir, int *fd, struct criu_glue_error *err)
+static int set_images_dir(criu_opts *c, const char *dir, int *fd, struct cryo_error *err)
 {
 	*fd = open(dir, O_RDONLY | O_DIRECTORY);
 	if (*fd < 0) {
@@ -111,7 +111,7 @@ static int set_images_dir(criu_opts *c, const char *dir, int *fd, struct criu_gl
 
 static int prepare_with_images(criu_opts **ret, const char *images_dir, int *images_fd,
                                const char *log_dir, const char *log_name, int *log_dir_fd,
-                               struct criu_glue_error *err)
+                               struct cryo_error *err)
 {
 	int r = prepare(ret, log_dir, log_name, log_dir_fd, err);
 	if (r == 0)
@@ -214,7 +214,7 @@ static void last_line(const char *out, char *buf, size_t len)
  * what, then CRIU's last line, and the result is fail_errno (or the
  * negative errno of not being able to run it). */
 static int criu_command(const char *const *args, const char *what, int fail_errno,
-                        struct criu_glue_error *err)
+                        struct cryo_error *err)
 {
 	char out[8192], line[256];
 	int r = run_criu(args, true, out, sizeof(out));
@@ -225,19 +225,19 @@ static int criu_command(const char *const *args, const char *what, int fail_errn
 	return r < 0 ? r : fail_errno;
 }
 
-int criu_glue_check(struct criu_glue_error *err)
+int criu_glue_check(struct cryo_error *err)
 {
 	return criu_command((const char *const[]){"check", NULL}, "criu check fails here", -EIO,
 	                    err);
 }
 
-int criu_glue_cpuinfo_dump(const char *dir, struct criu_glue_error *err)
+int criu_glue_cpuinfo_dump(const char *dir, struct cryo_error *err)
 {
 	return criu_command((const char *const[]){"cpuinfo", "dump", "-D", dir, NULL},
 	                    "criu cpuinfo dump failed", -EIO, err);
 }
 
-int criu_glue_cpuinfo_check(const char *dir, struct criu_glue_error *err)
+int criu_glue_cpuinfo_check(const char *dir, struct cryo_error *err)
 {
 	return criu_command((const char *const[]){"cpuinfo", "check", "-D", dir, NULL},
 	                    "this CPU cannot run what the source's CPU ran", -EXDEV, err);
@@ -302,7 +302,7 @@ static bool find_unsupported(pid_t pid, char *buf, size_t len)
 /* Explains a CRIU failure in one line: a resource CRIU cannot handle if the
  * tree holds one, else the first error in CRIU's log (kept at its path).
  * Returns -ENOSPC for a full disk, else -EIO. */
-int criu_glue_failed(struct criu_glue_error *err, pid_t pid, const char *what, const char *log_dir,
+int criu_glue_failed(struct cryo_error *err, pid_t pid, const char *what, const char *log_dir,
                      const char *log_name)
 {
 	char cause[300] = "";
@@ -377,7 +377,7 @@ static int set_page_server_fd(criu_opts *c, int fd)
 }
 
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
-                   struct criu_glue_error *err)
+                   struct cryo_error *err)
 {
 	_cleanup_criu_opts_ criu_opts *c = NULL;
 	_cleanup_close_ int log_fd = -1, images_fd = -1;
@@ -436,7 +436,7 @@ struct criu_glue_restorer {
 };
 
 int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
-                             struct criu_glue_error *err)
+                             struct cryo_error *err)
 {
 	const char *bin = criu_glue_binary();
 	if (!bin)
@@ -580,7 +580,7 @@ static int recv_resp(int sk, CriuResp **ret)
 }
 
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
-                      struct criu_glue_error *err)
+                      struct cryo_error *err)
 {
 	struct criu_glue_restorer *rs = o->restorer;
 	if (o->n_inherit > CRIU_GLUE_MAX_INHERIT) {

@@ -5,16 +5,14 @@
  * that names CRIU's log, which is kept. */
 #pragma once
 
+#include "error.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #define CRIU_GLUE_MIN_VERSION 40200 /* 4.2: inet sockets on kernels >= 6.16 */
-
-struct criu_glue_error {
-	char msg[512];
-};
 
 struct criu_glue_dump_opts {
 	pid_t pid;                     /* root of the process tree to dump */
@@ -51,7 +49,7 @@ struct criu_glue_restorer;
 /* Starts one holding fds (the caller keeps its own; at most
  * CRIU_GLUE_MAX_INHERIT, else -E2BIG). */
 int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
-                             struct criu_glue_error *err);
+                             struct cryo_error *err);
 /* Ends one that served no restore (NULL: nothing). */
 void criu_glue_restorer_free(struct criu_glue_restorer *r);
 
@@ -88,19 +86,19 @@ int criu_glue_version(int *ret);
  * whether or not the dump succeeded. Fills stats (if not NULL) from the
  * stats-dump file CRIU writes beside its log. */
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
-                   struct criu_glue_error *err);
+                   struct cryo_error *err);
 
 /* Runs `criu check`: whether CRIU can work on this kernel. */
-int criu_glue_check(struct criu_glue_error *err);
+int criu_glue_check(struct cryo_error *err);
 
 /* Writes CRIU's description of this machine's CPU (cpuinfo.img) into dir. */
-int criu_glue_cpuinfo_dump(const char *dir, struct criu_glue_error *err);
+int criu_glue_cpuinfo_dump(const char *dir, struct cryo_error *err);
 
 /* Checks that a program dumped on the machine whose cpuinfo.img is in dir
  * can run here; err says why not. */
-int criu_glue_cpuinfo_check(const char *dir, struct criu_glue_error *err);
+int criu_glue_cpuinfo_check(const char *dir, struct cryo_error *err);
 
 /* Restores a tree whose root becomes a child of the caller; *ret_pid is the
  * root's PID. */
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
-                      struct criu_glue_error *err);
+                      struct cryo_error *err);

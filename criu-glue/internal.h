@@ -41,5 +41,5 @@ _Static_assert(sizeof(struct ps_iov) == 32, "CRIU's struct page_server_iov");
  * error line of its log log_dir/log_name, or what else is known (pid: the
  * dumped tree, to name what CRIU cannot dump; 0 if none). Returns -ENOSPC
  * when the disk is full, else -EIO. */
-int criu_glue_failed(struct criu_glue_error *err, pid_t pid, const char *what, const char *log_dir,
+int criu_glue_failed(struct cryo_error *err, pid_t pid, const char *what, const char *log_dir,
                      const char *log_name);

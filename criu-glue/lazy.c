@@ -257,7 +257,7 @@ static int write_eager(const char *dir, int dfd, const struct mem_file *mem, siz
 }
 
 int criu_glue_eager_write(const char *dir, const struct mem_file *mem, size_t n_mem,
-                          struct criu_glue_error *err)
+                          struct cryo_error *err)
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
@@ -344,7 +344,7 @@ out:
 	return r;
 }
 
-int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err)
+int criu_glue_eager_apply(const char *dir, struct cryo_error *err)
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
@@ -1027,7 +1027,7 @@ static void *run_main(void *arg)
 }
 
 int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_lazy **ret,
-                         struct criu_glue_error *err)
+                         struct cryo_error *err)
 {
 	struct criu_glue_lazy *l = calloc(1, sizeof(*l));
 	if (!l)
@@ -1098,7 +1098,7 @@ void criu_glue_lazy_go(struct criu_glue_lazy *l)
 	}
 }
 
-int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct criu_glue_error *err)
+int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct cryo_error *err)
 {
 	int r = __atomic_load_n(&l->result, __ATOMIC_ACQUIRE);
 	if (r < 0)

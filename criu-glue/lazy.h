@@ -20,12 +20,12 @@
 /* Writes, into dir, the eager-*.img of every pagemap-*.img of the dump in dir
  * (its files, and the n_mem files held in memory, which take precedence). */
 int criu_glue_eager_write(const char *dir, const struct mem_file *mem, size_t n_mem,
-                          struct criu_glue_error *err);
+                          struct cryo_error *err);
 
 /* Before a lazy restore from dir: makes each pages image that an eager-*.img
  * describes (a sparse file holding just the eager pages). -ENOENT if a
  * pagemap has no eager-*.img (an image from before cryo kept them). */
-int criu_glue_eager_apply(const char *dir, struct criu_glue_error *err);
+int criu_glue_eager_apply(const char *dir, struct cryo_error *err);
 
 /* Where the pages of a pages image are: get() fills at most max_iov pieces
  * with the bytes from off on (in order, each a whole number of pages), as
@@ -68,7 +68,7 @@ struct criu_glue_lazy;
  * closed and the program runs on its own). This replaces CRIU's lazy-pages
  * daemon: one copy of each page, from where source has it. */
 int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_lazy **ret,
-                         struct criu_glue_error *err);
+                         struct cryo_error *err);
 
 /* The restore is done (criu_glue_restore() returned): the pages no fault
  * asked for may come now. Until then only faults are served, so that the
@@ -78,7 +78,7 @@ void criu_glue_lazy_go(struct criu_glue_lazy *l);
 /* After notify_fd fired: 0 if every page was put in place, else why not
  * (then the program, whose faults wait, must be ended before
  * criu_glue_lazy_free()). */
-int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct criu_glue_error *err);
+int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct cryo_error *err);
 
 /* After notify_fd fired: what it took (zeros if it did not end well). */
 void criu_glue_lazy_stats(struct criu_glue_lazy *l, struct criu_glue_lazy_stats *st);

@@ -372,7 +372,7 @@ static void *receive(void *arg)
 }
 
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
-                          struct criu_glue_pages **ret, struct criu_glue_error *err)
+                          struct criu_glue_pages **ret, struct cryo_error *err)
 {
 	struct criu_glue_pages *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -436,7 +436,7 @@ static void stop_thread(struct criu_glue_pages *p)
 	p->thread_started = false;
 }
 
-int criu_glue_pages_finish(struct criu_glue_pages *p, struct criu_glue_error *err)
+int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err)
 {
 	stop_thread(p);
 	if (p->error || !p->closed) {

@@ -36,7 +36,7 @@ void criu_glue_spare_drop_later(struct criu_glue_spare *spare);
  * (more is allocated if more arrive): spare's memory if it is enough and
  * not much more, else a new mapping. spare may be NULL. */
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
-                          struct criu_glue_pages **ret, struct criu_glue_error *err);
+                          struct criu_glue_pages **ret, struct cryo_error *err);
 
 /* Whether the pages' memory is the spare's. */
 bool criu_glue_pages_reused(const struct criu_glue_pages *p);
@@ -45,7 +45,7 @@ bool criu_glue_pages_reused(const struct criu_glue_pages *p);
 int criu_glue_pages_fd(const struct criu_glue_pages *p);
 
 /* After the dump: waits for the page stream's end and checks it is complete. */
-int criu_glue_pages_finish(struct criu_glue_pages *p, struct criu_glue_error *err);
+int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err);
 
 /* The page images received: pagemap-*.img and pages-*.img, in memory. Valid
  * until criu_glue_pages_free(). */

@@ -54,19 +54,6 @@ _Static_assert(sizeof(struct trailer) == 64, "trailer layout");
  * order; format 1 had the whole body in one frame. */
 #define MEMORY_CHUNK (2u << 20)
 
-static int fail(struct image_error *err, int r, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct image_error *err, int r, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
-
 /* ---- manifest ------------------------------------------------------------ */
 
 struct manifest *manifest_new(void)
@@ -840,13 +827,14 @@ static int compare_mem_files(const void *a, const void *b)
 
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
                         struct manifest *m, int level, int workers, struct image_writer *w,
-                        struct image_write_stats *stats, struct image_error *err)
+                        struct image_write_stats *stats, struct cryo_error *err)
 {
 	char **names = NULL;
 	size_t n = 0;
 	int r = list_files(dir, &names, &n);
 	if (r < 0)
-		return fail(err, r, "cannot list the image files in '%s': %s", dir, strerror(-r));
+		return error_set(err, r, "cannot list the image files in '%s': %s", dir,
+		                 strerror(-r));
 	struct image_writer own = {0};
 	if (!w)
 		w = &own;
@@ -969,59 +957,60 @@ out:
 	else if (w->mem)
 		madvise(w->mem, w->mem_len, MADV_FREE);
 	if (r < 0 && err && !err->msg[0])
-		fail(err, r, "cannot write the image archive: %s", strerror(-r));
+		error_set(err, r, "cannot write the image archive: %s", strerror(-r));
 	return r;
 }
 
 /* ---- reading --------------------------------------------------------------- */
 
-static int check_header(const char header[HEADER_SIZE], struct image_error *err)
+static int check_header(const char header[HEADER_SIZE], struct cryo_error *err)
 {
 	if (memcmp(header, header_magic, 8) != 0)
-		return fail(err, -EBADMSG, "not a cryo image (bad magic)");
+		return error_set(err, -EBADMSG, "not a cryo image (bad magic)");
 	uint32_t ver;
 	memcpy(&ver, header + 8, 4);
 	ver = le32toh(ver);
 	if (ver < 1 || ver > IMAGE_FORMAT_VERSION)
-		return fail(err, -EBADMSG,
-		            "image format version %u is not supported (this cryo reads 1 to %d; "
-		            "a newer cryo wrote it)",
-		            ver, IMAGE_FORMAT_VERSION);
+		return error_set(
+		    err, -EBADMSG,
+		    "image format version %u is not supported (this cryo reads 1 to %d; "
+		    "a newer cryo wrote it)",
+		    ver, IMAGE_FORMAT_VERSION);
 	return (int)ver;
 }
 
 /* Checks a trailer read from the end of an archive of file_size bytes, and
  * puts its numbers in host order. */
-static int check_trailer(struct trailer *t, uint64_t file_size, struct image_error *err)
+static int check_trailer(struct trailer *t, uint64_t file_size, struct cryo_error *err)
 {
 	if (memcmp(t->magic, trailer_magic, 8) != 0)
-		return fail(err, -EBADMSG, "image is truncated (no trailer)");
+		return error_set(err, -EBADMSG, "image is truncated (no trailer)");
 	if (le64toh(t->self_hash) != XXH64(t, offsetof(struct trailer, self_hash), 0))
-		return fail(err, -EBADMSG, "image trailer is damaged (checksum mismatch)");
+		return error_set(err, -EBADMSG, "image trailer is damaged (checksum mismatch)");
 	t->manifest_offset = le64toh(t->manifest_offset);
 	t->manifest_length = le64toh(t->manifest_length);
 	if (t->manifest_offset < HEADER_SIZE || t->manifest_length > (1u << 26) ||
 	    t->manifest_offset + t->manifest_length + sizeof(*t) != file_size)
-		return fail(err, -EBADMSG, "image trailer is inconsistent with the file size");
+		return error_set(err, -EBADMSG, "image trailer is inconsistent with the file size");
 	return 0;
 }
 
-static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct image_error *err)
+static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct cryo_error *err)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return fail(err, -errno, "cannot stat the image: %m");
+		return error_set(err, -errno, "cannot stat the image: %m");
 	char header[HEADER_SIZE];
 	if ((uint64_t)st.st_size < HEADER_SIZE + sizeof(*t))
-		return fail(err, -EBADMSG, "image is truncated (%lld bytes)",
-		            (long long)st.st_size);
+		return error_set(err, -EBADMSG, "image is truncated (%lld bytes)",
+		                 (long long)st.st_size);
 	if (pread(fd, header, sizeof(header), 0) != (ssize_t)sizeof(header))
-		return fail(err, -EIO, "cannot read the image header");
+		return error_set(err, -EIO, "cannot read the image header");
 	int ver = check_header(header, err);
 	if (ver < 0)
 		return ver;
 	if (pread(fd, t, sizeof(*t), st.st_size - (off_t)sizeof(*t)) != (ssize_t)sizeof(*t))
-		return fail(err, -EIO, "cannot read the image trailer");
+		return error_set(err, -EIO, "cannot read the image trailer");
 	int r = check_trailer(t, (uint64_t)st.st_size, err);
 	if (r < 0)
 		return r;
@@ -1031,29 +1020,29 @@ static int read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct i
 
 /* The manifest frame ctext, checked against the trailer and parsed. */
 static int decode_manifest(const char *ctext, const struct trailer *t, struct manifest **ret,
-                           struct image_error *err)
+                           struct cryo_error *err)
 {
 	XXH128_canonical_t c;
 	XXH128_canonicalFromHash(&c, XXH3_128bits(ctext, t->manifest_length));
 	if (memcmp(c.digest, t->manifest_hash, 16) != 0)
-		return fail(err, -EBADMSG, "manifest is damaged (checksum mismatch)");
+		return error_set(err, -EBADMSG, "manifest is damaged (checksum mismatch)");
 	unsigned long long rsize = ZSTD_getFrameContentSize(ctext, t->manifest_length);
 	if (rsize == ZSTD_CONTENTSIZE_ERROR || rsize == ZSTD_CONTENTSIZE_UNKNOWN ||
 	    rsize > (1u << 28))
-		return fail(err, -EBADMSG, "manifest frame is malformed");
+		return error_set(err, -EBADMSG, "manifest frame is malformed");
 	_cleanup_free_ char *text = malloc(rsize + 1);
 	if (!text)
 		return -ENOMEM;
 	size_t n = ZSTD_decompress(text, rsize, ctext, t->manifest_length);
 	if (ZSTD_isError(n) || n != rsize)
-		return fail(err, -EBADMSG, "manifest does not decompress");
+		return error_set(err, -EBADMSG, "manifest does not decompress");
 	int r = manifest_from_text(text, n, ret);
 	if (r == -EBADMSG)
-		return fail(err, r, "manifest is malformed");
+		return error_set(err, r, "manifest is malformed");
 	return r;
 }
 
-int image_archive_read_manifest(int fd, struct manifest **ret, struct image_error *err)
+int image_archive_read_manifest(int fd, struct manifest **ret, struct cryo_error *err)
 {
 	struct trailer t;
 	uint64_t size;
@@ -1065,7 +1054,7 @@ int image_archive_read_manifest(int fd, struct manifest **ret, struct image_erro
 		return -ENOMEM;
 	if (pread(fd, ctext, t.manifest_length, (off_t)t.manifest_offset) !=
 	    (ssize_t)t.manifest_length)
-		return fail(err, -EIO, "cannot read the manifest");
+		return error_set(err, -EIO, "cannot read the manifest");
 	return decode_manifest(ctext, &t, ret, err);
 }
 
@@ -1217,25 +1206,26 @@ static int source_read(struct source *s, void *buf, size_t len, int out_fd, XXH3
  * against manifest m; without m (a stream, whose manifest comes last), the
  * files found are recorded in got, to be checked afterwards. */
 static int read_body(struct source *s, int dfd, bool (*want)(const char *),
-                     const struct manifest *m, struct manifest *got, struct image_error *err)
+                     const struct manifest *m, struct manifest *got, struct cryo_error *err)
 {
 	for (size_t i = 0;; i++) {
 		uint16_t nl;
 		int r = source_read(s, &nl, sizeof(nl), -1, NULL);
 		if (r < 0)
-			return fail(err, r, "image body is damaged or truncated");
+			return error_set(err, r, "image body is damaged or truncated");
 		nl = le16toh(nl);
 		if (nl == 0 && !m)
 			break;
 		if (nl == 0) {
 			if (i != m->n_files)
-				return fail(err, -EBADMSG,
-				            "image body holds %zu files, manifest %zu", i,
-				            m->n_files);
+				return error_set(err, -EBADMSG,
+				                 "image body holds %zu files, manifest %zu", i,
+				                 m->n_files);
 			break;
 		}
 		if (m && i >= m->n_files)
-			return fail(err, -EBADMSG, "image body holds more files than its manifest");
+			return error_set(err, -EBADMSG,
+			                 "image body holds more files than its manifest");
 		const struct manifest_file *f = m ? &m->files[i] : NULL;
 		char name[UINT16_MAX + 1];
 		uint64_t size;
@@ -1243,22 +1233,22 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 		if (r == 0)
 			r = source_read(s, &size, sizeof(size), -1, NULL);
 		if (r < 0)
-			return fail(err, r, "image body is damaged or truncated");
+			return error_set(err, r, "image body is damaged or truncated");
 		name[nl] = '\0';
 		size = le64toh(size);
 		if (f && (strcmp(name, f->name) != 0 || size != f->size))
-			return fail(err, -EBADMSG, "image body does not match its manifest at '%s'",
-			            name);
+			return error_set(err, -EBADMSG,
+			                 "image body does not match its manifest at '%s'", name);
 		if (!f &&
 		    (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")))
-			return fail(err, -EBADMSG, "image body names a file '%s'", name);
+			return error_set(err, -EBADMSG, "image body names a file '%s'", name);
 
 		_cleanup_close_ int ofd = -1;
 		if (dfd >= 0 && (!want || want(name))) {
 			ofd = openat(dfd, name,
 			             O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 			if (ofd < 0)
-				return fail(err, -errno, "cannot create '%s': %m", name);
+				return error_set(err, -errno, "cannot create '%s': %m", name);
 		}
 		XXH3_state_t *h = XXH3_createState();
 		if (!h)
@@ -1269,11 +1259,12 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
 		XXH3_freeState(h);
 		if (r == -EBADMSG)
-			return fail(err, r, "image body is damaged or truncated in '%s'", name);
+			return error_set(err, r, "image body is damaged or truncated in '%s'",
+			                 name);
 		if (r < 0)
-			return fail(err, r, "cannot extract '%s': %s", name, strerror(-r));
+			return error_set(err, r, "cannot extract '%s': %s", name, strerror(-r));
 		if (f && memcmp(c.digest, f->hash, 16) != 0)
-			return fail(err, -EBADMSG, "checksum mismatch in '%s'", name);
+			return error_set(err, -EBADMSG, "checksum mismatch in '%s'", name);
 		if (!f) {
 			r = add_file(got, name, size, c.digest);
 			if (r < 0)
@@ -1282,17 +1273,17 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 	}
 	/* Nothing may follow the end marker inside the body. */
 	if (source_end(s) < 0)
-		return fail(err, -EBADMSG, "image body has trailing data");
+		return error_set(err, -EBADMSG, "image body has trailing data");
 	return 0;
 }
 
-int image_archive_read(int fd, const char *dir, struct manifest **ret, struct image_error *err)
+int image_archive_read(int fd, const char *dir, struct manifest **ret, struct cryo_error *err)
 {
 	return image_archive_read_some(fd, dir, NULL, ret, err);
 }
 
 int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *name),
-                            struct manifest **ret, struct image_error *err)
+                            struct manifest **ret, struct cryo_error *err)
 {
 	struct trailer t;
 	uint64_t size;
@@ -1308,10 +1299,10 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 	if (dir) {
 		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd < 0)
-			return fail(err, -errno, "cannot open '%s': %m", dir);
+			return error_set(err, -errno, "cannot open '%s': %m", dir);
 	}
 	if (lseek(fd, HEADER_SIZE, SEEK_SET) < 0)
-		return fail(err, -errno, "cannot seek in the image: %m");
+		return error_set(err, -errno, "cannot seek in the image: %m");
 
 	struct source s;
 	r = source_init(&s, fd, false, t.manifest_offset - HEADER_SIZE, ver);
@@ -1321,7 +1312,7 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 		XXH128_canonical_t c;
 		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s.hash));
 		if (memcmp(c.digest, t.body_hash, 16) != 0)
-			r = fail(err, -EBADMSG, "image body checksum mismatch");
+			r = error_set(err, -EBADMSG, "image body checksum mismatch");
 	}
 	source_fini(&s);
 	if (r < 0)
@@ -1332,18 +1323,18 @@ int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *na
 }
 
 int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
-                              struct image_error *err)
+                              struct cryo_error *err)
 {
 	char header[HEADER_SIZE];
 	int r = util_read_exact(fd, header, sizeof(header));
 	if (r < 0)
-		return fail(err, r == -EIO ? -EBADMSG : r, "image stream ends in its header");
+		return error_set(err, r == -EIO ? -EBADMSG : r, "image stream ends in its header");
 	int ver = check_header(header, err);
 	if (ver < 0)
 		return ver;
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		return fail(err, -errno, "cannot open '%s': %m", dir);
+		return error_set(err, -errno, "cannot open '%s': %m", dir);
 	_cleanup_manifest_ struct manifest *got = manifest_new(), *m = NULL;
 	struct source s;
 	_cleanup_free_ char *tail = NULL;
@@ -1369,7 +1360,8 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 	for (;;) {
 		if (tail_len == tail_cap) {
 			if (tail_cap > (1u << 27)) {
-				r = fail(err, -EBADMSG, "image stream has too much after its body");
+				r = error_set(err, -EBADMSG,
+				              "image stream has too much after its body");
 				goto out;
 			}
 			char *nt = realloc(tail, tail_cap *= 2);
@@ -1383,7 +1375,7 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = fail(err, -errno, "cannot read the image stream: %m");
+			r = error_set(err, -errno, "cannot read the image stream: %m");
 			goto out;
 		}
 		if (n == 0)
@@ -1392,13 +1384,13 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 	}
 	struct trailer t;
 	if (tail_len < sizeof(t)) {
-		r = fail(err, -EBADMSG, "image stream is truncated (no trailer)");
+		r = error_set(err, -EBADMSG, "image stream is truncated (no trailer)");
 		goto out;
 	}
 	memcpy(&t, tail + tail_len - sizeof(t), sizeof(t));
 	r = check_trailer(&t, HEADER_SIZE + s.consumed + tail_len, err);
 	if (r == 0 && t.manifest_offset != HEADER_SIZE + s.consumed)
-		r = fail(err, -EBADMSG, "image trailer is inconsistent with the body");
+		r = error_set(err, -EBADMSG, "image trailer is inconsistent with the body");
 	if (r == 0)
 		r = decode_manifest(tail + tail_len - sizeof(t) - t.manifest_length, &t, &m, err);
 	if (r < 0)
@@ -1406,20 +1398,21 @@ int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
 	XXH128_canonical_t c;
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s.hash));
 	if (memcmp(c.digest, t.body_hash, 16) != 0) {
-		r = fail(err, -EBADMSG, "image body checksum mismatch");
+		r = error_set(err, -EBADMSG, "image body checksum mismatch");
 		goto out;
 	}
 	if (got->n_files != m->n_files) {
-		r = fail(err, -EBADMSG, "image body holds %zu files, manifest %zu", got->n_files,
-		         m->n_files);
+		r = error_set(err, -EBADMSG, "image body holds %zu files, manifest %zu",
+		              got->n_files, m->n_files);
 		goto out;
 	}
 	for (size_t i = 0; i < m->n_files; i++)
 		if (strcmp(got->files[i].name, m->files[i].name) != 0 ||
 		    got->files[i].size != m->files[i].size ||
 		    memcmp(got->files[i].hash, m->files[i].hash, 16) != 0) {
-			r = fail(err, -EBADMSG, "image body does not match its manifest at '%s'",
-			         got->files[i].name);
+			r = error_set(err, -EBADMSG,
+			              "image body does not match its manifest at '%s'",
+			              got->files[i].name);
 			goto out;
 		}
 	if (ret)
@@ -1475,7 +1468,7 @@ struct image_lazy {
 	pthread_cond_t cond;
 	size_t dir_done; /* files extracted into dir so far */
 	int result;      /* 0 while running, 1 done and verified, <0 failed */
-	struct image_error err;
+	struct cryo_error err;
 	bool cancel;
 	/* With a consumer that releases what it is done with: how many chunks
 	 * the thread keeps decompressed ahead of it at most (0: no limit), and
@@ -1859,7 +1852,7 @@ static void *lazy_main(void *arg)
 }
 
 int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, struct image_lazy **ret,
-                    struct image_error *err)
+                    struct cryo_error *err)
 {
 	struct image_lazy *l = calloc(1, sizeof(*l));
 	if (!l)
@@ -1873,7 +1866,8 @@ int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, stru
 	uint64_t size;
 	int r = read_trailer(fd, &l->t, &size, err);
 	if (r == 1)
-		r = fail(err, -EPROTONOSUPPORT, "image format 1 has no chunks to restore lazily");
+		r = error_set(err, -EPROTONOSUPPORT,
+		              "image format 1 has no chunks to restore lazily");
 	if (r >= 0)
 		r = image_archive_read_manifest(fd, &l->m, err);
 	if (r < 0)
@@ -1881,13 +1875,13 @@ int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, stru
 	void *map;
 	r = util_map_fd(fd, &map, &l->map_len);
 	if (r < 0 || !map) {
-		r = fail(err, r < 0 ? r : -EBADMSG, "cannot map the image");
+		r = error_set(err, r < 0 ? r : -EBADMSG, "cannot map the image");
 		goto fail;
 	}
 	l->map = map;
 	l->dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	if (dir && l->dfd < 0) {
-		r = fail(err, -errno, "cannot open '%s': %m", dir);
+		r = error_set(err, -errno, "cannot open '%s': %m", dir);
 		goto fail;
 	}
 	l->mem = calloc(l->m->n_files ? l->m->n_files : 1, sizeof(*l->mem));
@@ -1923,22 +1917,22 @@ int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, stru
 			f->data = NULL;
 		if (!f->state || !f->frame || !f->frame_len || !f->data || !f->hashed ||
 		    !f->given || !f->st || (want_index && !f->page_hashes)) {
-			r = fail(err, -ENOMEM, "cannot map %s of memory for '%s'",
-			         util_format_bytes(mf->size, (char[32]){0}, 32), mf->name);
+			r = error_set(err, -ENOMEM, "cannot map %s of memory for '%s'",
+			              util_format_bytes(mf->size, (char[32]){0}, 32), mf->name);
 			goto fail;
 		}
 		r = lazy_frames(l, f);
 		if (r == -ENOENT)
-			r = fail(err, -EPROTONOSUPPORT, "image has no frame table for '%s'",
-			         f->name);
+			r = error_set(err, -EPROTONOSUPPORT, "image has no frame table for '%s'",
+			              f->name);
 		else if (r < 0)
-			r = fail(err, r, "image's frame table for '%s' is damaged", f->name);
+			r = error_set(err, r, "image's frame table for '%s' is damaged", f->name);
 		if (r < 0)
 			goto fail;
 	}
 	r = -pthread_create(&l->thread, NULL, lazy_main, l);
 	if (r < 0) {
-		fail(err, r, "cannot start a thread: %s", strerror(-r));
+		error_set(err, r, "cannot start a thread: %s", strerror(-r));
 		goto fail;
 	}
 	l->started = true;
@@ -1949,7 +1943,7 @@ fail:
 	return r;
 }
 
-int image_lazy_wait_files(struct image_lazy *l, struct image_error *err)
+int image_lazy_wait_files(struct image_lazy *l, struct cryo_error *err)
 {
 	pthread_mutex_lock(&l->lock);
 	while (l->result == 0 && l->dir_done < l->n_dir)
@@ -2031,7 +2025,7 @@ void image_lazy_release(struct image_lazy *l, const uint8_t *data, uint64_t off,
 }
 
 int image_lazy_finish(struct image_lazy *l, struct manifest **m, struct page_index **index,
-                      struct image_error *err)
+                      struct cryo_error *err)
 {
 	image_lazy_bound(l, 0); /* nothing more is released */
 	if (l->started) {

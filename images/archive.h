@@ -5,6 +5,8 @@
  * put a one-line reason into it. */
 #pragma once
 
+#include "error.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,10 +14,6 @@
 #include "memfile.h"
 
 #define IMAGE_FORMAT_VERSION 2 /* reads 1 too */
-
-struct image_error {
-	char msg[256];
-};
 
 struct manifest_file {
 	char *name;
@@ -72,29 +70,29 @@ void image_writer_free(struct image_writer *w);
  * at most 4); w may be NULL. Does not fsync. */
 int image_archive_write(int fd, const char *dir, const struct mem_file *mem, size_t n_mem,
                         struct manifest *m, int level, int workers, struct image_writer *w,
-                        struct image_write_stats *stats, struct image_error *err);
+                        struct image_write_stats *stats, struct cryo_error *err);
 
 /* Reads the manifest only (trailer, then the manifest frame): cheap. Checks
  * the trailer's and the manifest's checksums, not the body. */
-int image_archive_read_manifest(int fd, struct manifest **ret, struct image_error *err);
+int image_archive_read_manifest(int fd, struct manifest **ret, struct cryo_error *err);
 
 /* Verifies the whole archive: every file's size and checksum. If dir is not
  * NULL, extracts the files into it (an existing, empty directory). Returns the
  * manifest in *ret if ret is not NULL. Nothing extracted may be trusted
  * unless this returns 0. */
-int image_archive_read(int fd, const char *dir, struct manifest **ret, struct image_error *err);
+int image_archive_read(int fd, const char *dir, struct manifest **ret, struct cryo_error *err);
 
 /* The same for an archive arriving on a pipe or socket, read once from start
  * to end: the files are extracted into dir as they come and everything is
  * verified when the stream ends (the manifest is last). Nothing extracted
  * may be trusted unless this returns 0. */
 int image_archive_read_stream(int fd, const char *dir, struct manifest **ret,
-                              struct image_error *err);
+                              struct cryo_error *err);
 
 /* The same, extracting only the files for which want(name) is true; the
  * others are verified all the same. */
 int image_archive_read_some(int fd, const char *dir, bool (*want)(const char *name),
-                            struct manifest **ret, struct image_error *err);
+                            struct manifest **ret, struct cryo_error *err);
 
 /* ---- a restore that starts before the memory is in (lazy restore) ---------- */
 
@@ -112,11 +110,11 @@ struct page_index;
  * checkpoint, as generation gen). fd stays the caller's, open until
  * image_lazy_free(). */
 int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, struct image_lazy **ret,
-                    struct image_error *err);
+                    struct cryo_error *err);
 
 /* Waits until every file bound for dir is there and verified: 0, or the
  * error that stopped the thread (-EBADMSG: the archive is damaged). */
-int image_lazy_wait_files(struct image_lazy *l, struct image_error *err);
+int image_lazy_wait_files(struct image_lazy *l, struct cryo_error *err);
 
 /* Memory image name: its address (filled in as the thread goes) and size in
  * *size; NULL when the archive has no such memory image. */
@@ -143,7 +141,7 @@ void image_lazy_bound(struct image_lazy *l, unsigned chunks);
  * the manifest in *m and the page index (if wanted) in *index; else the
  * error, with its reason in err. */
 int image_lazy_finish(struct image_lazy *l, struct manifest **m, struct page_index **index,
-                      struct image_error *err);
+                      struct cryo_error *err);
 
 /* Asks the thread to stop soon: waiters then get -ECANCELED. */
 void image_lazy_cancel(struct image_lazy *l);

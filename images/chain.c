@@ -118,7 +118,7 @@ static struct chain_file *level_file(struct level *v, const char *name)
 }
 
 static int level_open(struct image_chain *c, const char *store_dir, uint64_t gen, const char *dir,
-                      struct image_error *err)
+                      struct cryo_error *err)
 {
 	struct level *v = &c->lv[c->n];
 	*v = (struct level){.gen = gen, .fd = -1};
@@ -151,7 +151,7 @@ static int level_open(struct image_chain *c, const char *store_dir, uint64_t gen
 static void *check_main(void *arg);
 
 int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool want_index,
-                     struct image_chain **ret, uint64_t *bad_gen, struct image_error *err)
+                     struct image_chain **ret, uint64_t *bad_gen, struct cryo_error *err)
 {
 	struct image_chain *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -206,7 +206,7 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 	return 0;
 }
 
-int image_chain_wait_files(struct image_chain *c, struct image_error *err)
+int image_chain_wait_files(struct image_chain *c, struct cryo_error *err)
 {
 	return image_lazy_wait_files(c->lv[0].l, err);
 }
@@ -578,7 +578,7 @@ static void *check_main(void *arg)
 }
 
 int image_chain_finish(struct image_chain *c, struct page_index **index, unsigned *chain,
-                       uint64_t *bad_gen, struct image_error *err)
+                       uint64_t *bad_gen, struct cryo_error *err)
 {
 	struct level *top = &c->lv[0];
 	int r = 0;

@@ -19,10 +19,10 @@ struct image_chain;
  * builds gen's page index. -EBADMSG names a damaged generation in
  * *bad_gen; -EPROTONOSUPPORT for images that cannot be read lazily. */
 int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool want_index,
-                     struct image_chain **ret, uint64_t *bad_gen, struct image_error *err);
+                     struct image_chain **ret, uint64_t *bad_gen, struct cryo_error *err);
 
 /* Waits until gen's small files are in dir. */
-int image_chain_wait_files(struct image_chain *c, struct image_error *err);
+int image_chain_wait_files(struct image_chain *c, struct cryo_error *err);
 
 /* Pages of memory image name as the program had it, from byte off on (off
  * and len multiples of 4096): fills at
@@ -49,7 +49,7 @@ void image_chain_release(struct image_chain *c, const char *name, uint64_t off, 
  * (with want_index) and how many incremental generations lead to it. On
  * -EBADMSG, *bad_gen is the damaged generation. */
 int image_chain_finish(struct image_chain *c, struct page_index **index, unsigned *chain,
-                       uint64_t *bad_gen, struct image_error *err);
+                       uint64_t *bad_gen, struct cryo_error *err);
 
 /* Stops the reading threads (the program is gone). */
 void image_chain_cancel(struct image_chain *c);

@@ -140,7 +140,7 @@ static int injected_fault(void)
 int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
                        const struct mem_file *mem, size_t n_mem, struct manifest *m, int level,
                        int workers, struct image_writer *w, struct image_write_stats *stats,
-                       struct image_error *err)
+                       struct cryo_error *err)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
 	int r = image_store_path(dir, gen, path, sizeof(path));
@@ -211,7 +211,7 @@ int image_store_prune(const char *dir, unsigned keep)
 			continue;
 		needed[i] = true;
 		struct manifest *m = NULL;
-		struct image_error err;
+		struct cryo_error err;
 		uint64_t base = image_store_read_manifest(dir, gens[i], &m, &err) == 0
 		                    ? manifest_get_u64(m, "base", 0)
 		                    : 0;
@@ -260,7 +260,7 @@ int image_store_set_aside(const char *dir, uint64_t gen)
 	return util_fsync_dir(dir);
 }
 
-static int open_gen(const char *dir, uint64_t gen, struct image_error *err)
+static int open_gen(const char *dir, uint64_t gen, struct cryo_error *err)
 {
 	char path[PATH_MAX];
 	int r = image_store_path(dir, gen, path, sizeof(path));
@@ -303,7 +303,7 @@ static int check_rebuilt(const char *path, uint64_t size, const uint8_t hash[16]
 }
 
 int image_store_apply_deltas(const struct manifest *m, const char *dest, const char *base_dir,
-                             struct image_error *err)
+                             struct cryo_error *err)
 {
 	uint64_t base = manifest_get_u64(m, "base", 0);
 	int r = 0;
@@ -332,7 +332,7 @@ int image_store_apply_deltas(const struct manifest *m, const char *dest, const c
 }
 
 int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
-                        struct image_error *err)
+                        struct cryo_error *err)
 {
 	struct manifest *m = NULL;
 	_cleanup_close_ int fd = open_gen(dir, gen, err);
@@ -347,7 +347,7 @@ int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct 
 		char base_dir[PATH_MAX];
 		snprintf(base_dir, sizeof(base_dir), "%s.base-%" PRIu64, dest, base);
 		util_rm_rf(base_dir);
-		struct image_error berr = {{0}};
+		struct cryo_error berr = {{0}};
 		r = mkdir(base_dir, 0700) < 0
 		        ? -errno
 		        : image_store_extract(dir, base, base_dir, NULL, &berr);
@@ -373,7 +373,7 @@ int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct 
 }
 
 int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
-                              struct image_error *err)
+                              struct cryo_error *err)
 {
 	_cleanup_close_ int fd = open_gen(dir, gen, err);
 	if (fd < 0)

@@ -39,7 +39,7 @@ int image_store_next_generation(const char *dir, uint64_t *ret);
 int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
                        const struct mem_file *mem, size_t n_mem, struct manifest *m, int level,
                        int workers, struct image_writer *w, struct image_write_stats *stats,
-                       struct image_error *err);
+                       struct cryo_error *err);
 
 /* Takes generation gen's archive out of the page cache: commit leaves it
  * there, clean, and it is read again only by a restore. Best effort. */
@@ -58,13 +58,13 @@ int image_store_set_aside(const char *dir, uint64_t gen);
 
 /* Verifies generation gen and extracts it into dest (an empty directory). */
 int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
-                        struct image_error *err);
+                        struct cryo_error *err);
 
 /* Rebuilds, in dest, the files an incremental generation (manifest m) holds
  * as deltas, from its base generation's files extracted in base_dir. */
 int image_store_apply_deltas(const struct manifest *m, const char *dest, const char *base_dir,
-                             struct image_error *err);
+                             struct cryo_error *err);
 
 /* Reads generation gen's manifest only. */
 int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
-                              struct image_error *err);
+                              struct cryo_error *err);

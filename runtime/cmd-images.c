@@ -68,7 +68,7 @@ int cmd_images(int argc, char **argv)
 			continue; /* pruned since the listing: a running workload's retention */
 		struct stat st = {0};
 		struct manifest *m = NULL;
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		if (fd < 0 || fstat(fd, &st) < 0) {
 			r = -errno;
 			snprintf(err.msg, sizeof(err.msg), "%s", strerror(errno));
@@ -77,7 +77,7 @@ int cmd_images(int argc, char **argv)
 			           : image_archive_read_manifest(fd, &m, &err);
 			if (r < 0 && verify) {
 				/* Still show what the manifest says, if it can be read. */
-				image_archive_read_manifest(fd, &m, &(struct image_error){{0}});
+				image_archive_read_manifest(fd, &m, &(struct cryo_error){{0}});
 			}
 		}
 		time_t t = m ? (time_t)manifest_get_u64(m, "time", 0) : 0;

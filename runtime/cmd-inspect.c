@@ -110,7 +110,7 @@ int cmd_inspect(int argc, char **argv)
 		return 1;
 	}
 	struct manifest *m = NULL;
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	int r = image_archive_read_some(fd, tmp, want_metadata, &m, &err);
 	if (r < 0) {
 		util_rm_rf(tmp);

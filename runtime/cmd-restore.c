@@ -57,7 +57,7 @@ int cmd_restore(int argc, char **argv)
 	}
 	struct manifest *m = NULL;
 	for (size_t i = n; i-- > 0 && !m;) {
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		if (o.cfg.resume_generation && gens[i] != o.cfg.resume_generation)
 			continue;
 		if (image_store_read_manifest(p.dir, gens[i], &m, &err) < 0)

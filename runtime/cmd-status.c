@@ -41,7 +41,7 @@ static void from_images(const struct workload_paths *p, struct row *row)
 	if (image_store_list(p->dir, &gens, &n) < 0 || n == 0)
 		return;
 	struct manifest *m = NULL;
-	struct image_error err;
+	struct cryo_error err;
 	char path[4200];
 	struct stat st;
 	row->last_gen = row->generation = (long long)gens[n - 1];

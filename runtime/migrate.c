@@ -222,7 +222,7 @@ static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, char *why, size
 	char path[64];
 	snprintf(path, sizeof(path), "%s/cpuinfo.img", dir);
 	int r = util_write_file_atomic(path, cpuinfo, cpuinfo_len);
-	struct criu_glue_error err = {{0}};
+	struct cryo_error err = {{0}};
 	if (r == 0)
 		r = criu_glue_cpuinfo_check(dir, &err);
 	else
@@ -240,7 +240,7 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 		    why, len, -ENOENT,
 		    "CRIU 4.2 or newer is not installed on the target (run scripts/setup "
 		    "there)");
-	struct criu_glue_error cerr = {{0}};
+	struct cryo_error cerr = {{0}};
 	if (criu_glue_check(&cerr) < 0)
 		return util_fail(why, len, -ENOTSUP, "%s", cerr.msg);
 	int r = check_cpu(cpuinfo, cpuinfo_len, why, len);
@@ -299,7 +299,7 @@ struct writer {
 	size_t n_mem;
 	struct manifest *m;
 	struct image_write_stats stats;
-	struct image_error err;
+	struct cryo_error err;
 	int r;
 };
 
@@ -392,7 +392,7 @@ struct extractor {
 	int fd;
 	const char *dir;
 	struct manifest *m;
-	struct image_error err;
+	struct cryo_error err;
 	int r;
 };
 
@@ -509,7 +509,7 @@ int migrate_rebuild(struct incoming *in, struct incoming *base, char *why, size_
 	    manifest_get_u64(base->manifest, "generation", 0))
 		return util_fail(why, len, -EPROTO,
 		                 "the image is not built on the one sent before the freeze");
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	int r = image_store_apply_deltas(in->manifest, in->images, base->images, &err);
 	util_rm_rf(base->images);
 	base->images[0] = '\0';

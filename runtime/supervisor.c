@@ -135,8 +135,8 @@ struct lazy_restore {
 	bool checked;  /* the check began */
 	bool checking; /* in checker, to be joined */
 	int glue_r, check_r;
-	struct criu_glue_error cerr;
-	struct image_error ierr;
+	struct cryo_error cerr;
+	struct cryo_error ierr;
 	struct page_index *idx;
 	unsigned chain;
 	uint64_t bad;
@@ -657,7 +657,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		return r;
 	}
 	set_state(s, "checkpointing");
-	struct criu_glue_error cerr = {{0}};
+	struct cryo_error cerr = {{0}};
 	/* Pages go to memory made ready now, while the program still runs
 	 * (see criu-glue/pages.h), unless that memory is not to be had. */
 	struct criu_glue_pages *pages = NULL;
@@ -740,7 +740,7 @@ static int64_t checkpoint(struct supervisor *s, enum checkpoint_trigger trigger,
 		delta_describe(&dd, page_index_generation(base), m);
 		manifest_addf(m, "chain", "%u", s->chain + 1);
 	}
-	struct image_error ierr = {{0}};
+	struct cryo_error ierr = {{0}};
 	struct image_write_stats ws = {0};
 	if (!s->writer)
 		s->writer = image_writer_new(); /* without it, the archive's own */
@@ -872,7 +872,7 @@ static int make_restore_dir(struct supervisor *s, uint64_t gen, char *dir, size_
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct manifest *m = NULL;
-	struct image_error ierr = {{0}};
+	struct cryo_error ierr = {{0}};
 	uint64_t raw = UINT64_MAX;
 	if (image_store_read_manifest(cfg->paths.dir, gen, &m, &ierr) == 0) {
 		raw = 0;
@@ -958,7 +958,7 @@ static void standby_prepare(struct supervisor *s)
 	struct standby *sb = calloc(1, sizeof(*sb));
 	if (!sb)
 		return;
-	struct criu_glue_error cerr = {{0}};
+	struct cryo_error cerr = {{0}};
 	if (restore_ends(s, sb->ours, &sb->e, &sb->netfd, cerr.msg, sizeof(cerr.msg)) < 0) {
 		free(sb);
 	} else {
@@ -1027,7 +1027,7 @@ static int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino
 	    .lazy_pages = lazy,
 	    .restorer = criu,
 	};
-	struct criu_glue_error cerr = {{0}};
+	struct cryo_error cerr = {{0}};
 	pid_t pid;
 	int r = criu_glue_restore(&o, &pid, &cerr);
 	program_ends_close(&e);
@@ -1217,7 +1217,7 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct manifest *m = NULL;
-	struct image_error ierr = {{0}};
+	struct cryo_error ierr = {{0}};
 	if (image_store_read_manifest(cfg->paths.dir, gen, &m, &ierr) < 0)
 		return -EAGAIN; /* the full restore says what is wrong */
 	uint64_t ino[4];
@@ -1228,7 +1228,7 @@ static int restore_lazily(struct supervisor *s, uint64_t gen)
 		return -EAGAIN;
 	*lz = (struct lazy_restore){.efd = -1, .gen = gen, .t0 = util_now_ns()};
 	char why[600] = "";
-	struct criu_glue_error cerr = {{0}};
+	struct cryo_error cerr = {{0}};
 	int r = make_restore_dir(s, gen, lz->dir, sizeof(lz->dir));
 	if (r < 0) {
 		lz->dir[0] = '\0';
@@ -1303,7 +1303,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	if (r < 0)
 		return r;
 	struct manifest *m = NULL;
-	struct image_error ierr = {{0}};
+	struct cryo_error ierr = {{0}};
 	r = image_store_extract(cfg->paths.dir, gen, dir, &m, &ierr);
 	if (r < 0) {
 		util_rm_rf(dir);
@@ -1614,7 +1614,7 @@ static int read_cpuinfo(char **ret, size_t *ret_len, char *why, size_t len)
 		snprintf(why, len, "cannot make a temporary directory: %m");
 		return -errno;
 	}
-	struct criu_glue_error err = {{0}};
+	struct cryo_error err = {{0}};
 	int r = criu_glue_cpuinfo_dump(dir, &err);
 	if (r == 0) {
 		char path[64];
@@ -1713,7 +1713,7 @@ static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
 	}
 	struct criu_glue_dump_opts o = dump_opts(s, dir, true);
 	struct criu_glue_dump_stats st = {0};
-	struct criu_glue_error cerr = {{0}};
+	struct cryo_error cerr = {{0}};
 	struct delta_dir dd = {0};
 	struct manifest *m = NULL;
 	r = criu_glue_dump(&o, &st, &cerr);
@@ -1864,7 +1864,7 @@ static void migrate_out(struct supervisor *s, int client, const char *target, co
 	}
 	t_freeze = util_now_ns();
 	struct criu_glue_dump_opts o = dump_opts(s, dir, false);
-	struct criu_glue_error cerr = {{0}};
+	struct cryo_error cerr = {{0}};
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r < 0) {
 		/* CRIU let the program run on. */
@@ -2261,7 +2261,7 @@ static bool image_net_config(struct supervisor *s, struct net_config *ret)
 	if (!gen)
 		gen = gens[n - 1];
 	struct manifest *m = NULL;
-	struct image_error ierr = {{0}};
+	struct cryo_error ierr = {{0}};
 	if (image_store_read_manifest(s->cfg->paths.dir, gen, &m, &ierr) < 0)
 		return false;
 	*ret = (struct net_config){0};

@@ -52,7 +52,7 @@ static int write_archive(const char *src, const char *path)
 	manifest_add(m, "name", "test");
 	manifest_add(m, "arg", "line one\nline two \\ with backslash");
 	manifest_add(m, "arg", "");
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	struct image_write_stats st;
 	int r = image_archive_write(fd, src, NULL, 0, m, 3, 2, NULL, &st, &err);
 	CHECK(r == 0);
@@ -98,7 +98,7 @@ static void test_round_trip(void)
 	CHECK(util_mkdir_p(out) == 0);
 	int fd = open(arc, O_RDONLY);
 	struct manifest *m = NULL;
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_archive_read(fd, out, &m, &err) == 0);
 	CHECK(m && !strcmp(manifest_get(m, "name"), "test"));
 	CHECK(m && !strcmp(manifest_get(m, "arg"), "line one\nline two \\ with backslash"));
@@ -134,7 +134,7 @@ static void test_damage_detected(void)
 		CHECK(util_write_file_atomic(bad, buf, len) == 0);
 		buf[off] ^= 0x01;
 		int fd = open(bad, O_RDONLY);
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		int r = image_archive_read(fd, NULL, NULL, &err);
 		close(fd);
 		checked++;
@@ -165,7 +165,7 @@ static void test_truncation(void)
 	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
 		CHECK(util_write_file_atomic(cut, buf, lengths[i]) == 0);
 		int fd = open(cut, O_RDONLY);
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		CHECK(image_archive_read(fd, NULL, NULL, &err) == -EBADMSG);
 		CHECK(err.msg[0] != '\0');
 		close(fd);
@@ -201,7 +201,7 @@ static void test_stream_round_trip(void)
 	}
 	close(p[1]);
 	struct manifest *m = NULL;
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_archive_read_stream(p[0], out, &m, &err) == 0);
 	close(p[0]);
 	int status;
@@ -248,7 +248,7 @@ static void test_stream_damage(void)
 			util_rm_rf(out);
 			CHECK(util_mkdir_p(out) == 0);
 			int fd = open(bad, O_RDONLY);
-			struct image_error err = {{0}};
+			struct cryo_error err = {{0}};
 			int r = image_archive_read_stream(fd, out, NULL, &err);
 			close(fd);
 			checked++;
@@ -272,7 +272,7 @@ static void test_disk_full(void)
 	if (fd < 0)
 		return;
 	struct manifest *m = manifest_new();
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_archive_write(fd, src, NULL, 0, m, 1, 0, NULL, NULL, &err) == -ENOSPC);
 	CHECK(err.msg[0] != '\0');
 	manifest_free(m);
@@ -318,7 +318,7 @@ static void test_reader_gone(void)
 		pthread_t t;
 		CHECK(pthread_create(&t, NULL, read_then_close, &p[0]) == 0);
 		struct manifest *m = manifest_new();
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		CHECK(image_archive_write(p[1], src, NULL, 0, m, 3, 2, NULL, NULL, &err) == -EPIPE);
 		manifest_free(m);
 		pthread_join(t, NULL);
@@ -361,7 +361,7 @@ static void test_store(void)
 	CHECK(image_store_next_generation(store, &next) == 0 && next == 1);
 	for (uint64_t g = 1; g <= 4; g++) {
 		struct manifest *m = manifest_new();
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		CHECK(image_store_commit(store, g, src, NULL, 0, m, 1, 0, NULL, NULL, &err) == 0);
 		manifest_free(m);
 		CHECK(image_store_prune(store, 2) == 0);
@@ -383,7 +383,7 @@ static void test_store(void)
 
 	snprintf(out, sizeof(out), "%s/extract", root);
 	CHECK(util_mkdir_p(out) == 0);
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_store_extract(store, 3, out, NULL, &err) == 0);
 	CHECK(image_store_extract(store, 9, out, NULL, &err) == -ENOENT);
 
@@ -439,7 +439,7 @@ static void test_memory_files(void)
 		};
 		int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
 		struct manifest *m = manifest_new();
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		CHECK(image_archive_write(fd, src, mem, 2, m, round == 1 ? 3 : 1, 2,
 		                          round ? w : NULL, NULL, &err) == 0);
 		manifest_free(m);
@@ -487,7 +487,7 @@ static void test_lazy(void)
 	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	CHECK(fd >= 0);
 	struct manifest *m = manifest_new();
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, NULL, &err) == 0);
 	manifest_free(m);
 	close(fd);
@@ -571,7 +571,7 @@ static void test_lazy_release(void)
 	int fd = open(arc, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	CHECK(fd >= 0);
 	struct manifest *m = manifest_new();
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, NULL, &err) == 0);
 	manifest_free(m);
 	close(fd);
@@ -648,7 +648,7 @@ static void test_lazy_frame_table(void)
 		struct manifest *m = manifest_new();
 		/* Before the writer's own: the first is the one read. */
 		manifest_add(m, "frames", bad[i]);
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		CHECK(image_archive_write(fd, src, &mem, 1, m, 3, 2, NULL, NULL, &err) == 0);
 		manifest_free(m);
 		util_rm_rf(out);
@@ -702,7 +702,7 @@ static void test_store_uncache(void)
 	struct iovec seg = {b, n};
 	struct mem_file mem = {"pages-2.img", &seg, 1, n};
 	struct manifest *m = manifest_new();
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_store_commit(store, 1, src, &mem, 1, m, 1, 2, NULL, NULL, &err) == 0);
 	manifest_free(m);
 	CHECK(image_store_path(store, 1, path, sizeof(path)) == 0);

@@ -34,7 +34,7 @@ static void fill(uint8_t *p, size_t pages, uint64_t seed)
 static void commit(const char *store, uint64_t gen, const char *src, const struct mem_file *mem,
                    struct manifest *m)
 {
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(image_store_commit(store, gen, src, mem, mem ? 1 : 0, m, 1, 2, NULL, NULL, &err) ==
 	      0);
 	manifest_free(m);
@@ -109,7 +109,7 @@ static void test_chain(void)
 		util_rm_rf(out);
 		CHECK(util_mkdir_p(out) == 0);
 		struct image_chain *c = NULL;
-		struct image_error err = {{0}};
+		struct cryo_error err = {{0}};
 		uint64_t bad = 0;
 		CHECK(image_chain_open(store, 2, out, true, &c, &bad, &err) == 0);
 		CHECK(image_chain_wait_files(c, &err) == 0);
@@ -139,7 +139,7 @@ static void test_chain(void)
 	util_rm_rf(out);
 	CHECK(util_mkdir_p(out) == 0);
 	struct image_chain *c = NULL;
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	uint64_t bad = 0;
 	CHECK(image_chain_open(store, 2, out, false, &c, &bad, &err) == 0);
 	int r = read_all(c, got, 16);
@@ -182,7 +182,7 @@ static void test_chain_release(void)
 
 	CHECK(util_mkdir_p(out) == 0);
 	struct image_chain *c = NULL;
-	struct image_error err = {{0}};
+	struct cryo_error err = {{0}};
 	uint64_t bad = 0;
 	CHECK(image_chain_open(store, 2, out, true, &c, &bad, &err) == 0);
 	struct iovec iov[16];

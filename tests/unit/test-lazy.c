@@ -158,7 +158,7 @@ static bool start(struct setup *s, int fail)
 	    .source = {.get = source_get, .ctx = &s->src},
 	    .notify_fd = s->efd,
 	};
-	struct criu_glue_error err = {{0}};
+	struct cryo_error err = {{0}};
 	if (criu_glue_lazy_start(&o, &s->l, &err) < 0) {
 		fprintf(stderr, "criu_glue_lazy_start: %s\n", err.msg);
 		return false;
@@ -221,7 +221,7 @@ static int verdict(struct setup *s, char *why, size_t len)
 	struct pollfd p = {s->efd, POLLIN, 0};
 	if (poll(&p, 1, WAIT_MS) != 1)
 		return -ETIMEDOUT;
-	struct criu_glue_error err = {{0}};
+	struct cryo_error err = {{0}};
 	int r = criu_glue_lazy_finish(s->l, &err);
 	snprintf(why, len, "%s", err.msg);
 	return r;

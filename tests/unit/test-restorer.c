@@ -46,7 +46,7 @@ static void test_holds_fds(void)
 	int p[2];
 	CHECK(pipe(p) == 0);
 	struct criu_glue_restorer *r = NULL;
-	struct criu_glue_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(criu_glue_restorer_start(p, 2, &r, &err) == 0 && r);
 	pid_t pid = only_child();
 	CHECK(pid > 0);
@@ -65,7 +65,7 @@ static void test_too_many_fds(void)
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		fds[i] = 0;
 	struct criu_glue_restorer *r = NULL;
-	struct criu_glue_error err = {{0}};
+	struct cryo_error err = {{0}};
 	CHECK(criu_glue_restorer_start(fds, CRIU_GLUE_MAX_INHERIT + 1, &r, &err) == -E2BIG);
 	CHECK(r == NULL && strstr(err.msg, "at most 8"));
 	CHECK(only_child() == 0);
@@ -95,7 +95,7 @@ static void test_too_many_fds(void)
 static void test_dead_restorer(void)
 {
 	struct criu_glue_restorer *r = NULL;
-	struct criu_glue_error err = {{0}};
+	struct cryo_error err = {{0}};
 	int fd = 0;
 	CHECK(criu_glue_restorer_start(&fd, 1, &r, &err) == 0 && r);
 	pid_t pid = only_child();

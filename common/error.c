@@ -1,0 +1,43 @@
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Marks a cut reason so that nobody mistakes it for the whole one. */
+static void mark_cut(struct cryo_error *err, int n)
+{
+	if (n >= (int)sizeof(err->msg))
+		memcpy(err->msg + sizeof(err->msg) - 4, "...", 4);
+}
+
+int error_set(struct cryo_error *err, int r, const char *fmt, ...)
+{
+	if (!err)
+		return r;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	mark_cut(err, n);
+	return r;
+}
+
+int error_wrap(struct cryo_error *err, int r, const char *fmt, ...)
+{
+	if (!err)
+		return r;
+	char old[sizeof(err->msg)];
+	memcpy(old, err->msg, sizeof(old));
+	old[sizeof(old) - 1] = '\0';
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	if (n >= 0 && n < (int)sizeof(err->msg) && old[0]) {
+		int m = snprintf(err->msg + n, sizeof(err->msg) - (size_t)n, ": %s", old);
+		n = m < 0 ? n : n + m;
+	}
+	mark_cut(err, n);
+	return r;
+}
