@@ -13,7 +13,8 @@
 #include <unistd.h>
 
 int cli_request_events(const struct workload_paths *p, const char *request, int timeout_ms,
-                       void (*on_event)(const char *line, void *ctx), void *ctx, char **reply)
+                       void (*on_event)(struct json_object *event, void *ctx), void *ctx,
+                       struct json_object **reply)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(p->socket) >= sizeof(sa.sun_path))
@@ -39,11 +40,15 @@ int cli_request_events(const struct workload_paths *p, const char *request, int 
 		char *nl;
 		while ((nl = memchr(buf, '\n', len))) {
 			*nl = '\0';
-			if (!on_event || !strstr(buf, "\"event\":")) {
-				*reply = TAKE_PTR(buf);
+			struct json_object *o = cryo_json_parse(buf);
+			if (!o)
+				return -EPROTO;
+			if (!on_event || !cryo_json_str(o, "event")) {
+				*reply = o;
 				return 0;
 			}
-			on_event(buf, ctx);
+			on_event(o, ctx);
+			json_object_put(o);
 			len -= (size_t)(nl + 1 - buf);
 			memmove(buf, nl + 1, len);
 		}
@@ -68,50 +73,10 @@ int cli_request_events(const struct workload_paths *p, const char *request, int 
 	}
 }
 
-int cli_request(const struct workload_paths *p, const char *request, int timeout_ms, char **reply)
+int cli_request(const struct workload_paths *p, const char *request, int timeout_ms,
+                struct json_object **reply)
 {
 	return cli_request_events(p, request, timeout_ms, NULL, NULL, reply);
-}
-
-static const char *find_key(const char *json, const char *key)
-{
-	char pat[128];
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	const char *p = strstr(json, pat);
-	return p ? p + strlen(pat) : NULL;
-}
-
-bool cli_json_bool(const char *json, const char *key)
-{
-	const char *p = find_key(json, key);
-	return p && !strncmp(p, "true", 4);
-}
-
-long long cli_json_int(const char *json, const char *key, long long def)
-{
-	const char *p = find_key(json, key);
-	return p && (*p == '-' || (*p >= '0' && *p <= '9')) ? strtoll(p, NULL, 10) : def;
-}
-
-double cli_json_double(const char *json, const char *key, double def)
-{
-	const char *p = find_key(json, key);
-	return p && (*p == '-' || (*p >= '0' && *p <= '9')) ? strtod(p, NULL) : def;
-}
-
-bool cli_json_str(const char *json, const char *key, char *buf, size_t len)
-{
-	const char *p = find_key(json, key);
-	if (!p || *p != '"' || len == 0)
-		return false;
-	size_t o = 0;
-	for (p++; *p && *p != '"' && o + 1 < len; p++) {
-		if (*p == '\\' && p[1])
-			p++;
-		buf[o++] = *p;
-	}
-	buf[o] = '\0';
-	return true;
 }
 
 int cli_require_root(const char *verb)
@@ -161,21 +126,24 @@ int cli_parse(int argc, char **argv, const char *verb, void (*usage)(FILE *),
 		switch (c) {
 		case 1: out->state_dir = optarg; break;
 		case 2: out->json = true; break;
-		case 3: usage(stdout); return -1;
+		case 3:
+			usage(stdout);
+			out->help = true;
+			return 0;
 		case '?':
 			log_error("unknown option '%s' for 'cryo %s' (see cryo %s --help)",
 			          argv[optind - 1], verb, verb);
-			return 2;
+			return -EINVAL;
 		default:
-			r = on_option ? on_option(c, optarg, ctx) : 2;
-			if (r)
+			r = on_option ? on_option(c, optarg, ctx) : -EINVAL;
+			if (r < 0)
 				return r;
 		}
 	}
 	int n_args = argc - optind;
 	if (n_args < min_args || n_args > max_args) {
 		log_error("give %s", what);
-		return 2;
+		return -EINVAL;
 	}
 	out->first = optind;
 	return 0;

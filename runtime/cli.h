@@ -2,6 +2,7 @@
  * supervisor over its commands socket. */
 #pragma once
 
+#include "json.h"
 #include "supervisor.h"
 #include "workload.h"
 
@@ -20,20 +21,17 @@ int cmd_migrate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 /* Sends one request line to the supervisor of p and reads its one-line JSON
- * reply into a heap string. -ENOENT/-ECONNREFUSED when none runs. */
-int cli_request(const struct workload_paths *p, const char *request, int timeout_ms, char **reply);
+ * reply, parsed (json_object_put() it). -ENOENT/-ECONNREFUSED when none runs,
+ * -ETIMEDOUT, -ECONNRESET when it went away mid-answer, -EPROTO when the
+ * reply is not a JSON object. */
+int cli_request(const struct workload_paths *p, const char *request, int timeout_ms,
+                struct json_object **reply);
 
-/* The same, for requests that report as they go: every line with an "event"
- * key before the reply goes to on_event. */
+/* The same, for requests that report as they go: every object with an
+ * "event" key before the reply goes to on_event. */
 int cli_request_events(const struct workload_paths *p, const char *request, int timeout_ms,
-                       void (*on_event)(const char *line, void *ctx), void *ctx, char **reply);
-
-/* Minimal reading of the supervisor's flat JSON replies. */
-bool cli_json_bool(const char *json, const char *key);
-long long cli_json_int(const char *json, const char *key, long long def);
-double cli_json_double(const char *json, const char *key, double def);
-/* Copies a string value (unescaped simply) into buf; false if absent. */
-bool cli_json_str(const char *json, const char *key, char *buf, size_t len);
+                       void (*on_event)(struct json_object *event, void *ctx), void *ctx,
+                       struct json_object **reply);
 
 /* Checks that we run as root, with a clear message otherwise. */
 int cli_require_root(const char *verb);
@@ -52,29 +50,36 @@ struct run_options {
 };
 
 /* Parses run's options (restore: without --name/--fresh, with --generation).
- * Returns 0, or an exit status after a logged error; optind is left at the
- * first non-option. */
+ * Returns 0, or -EINVAL after a logged error; o->help says --help was given;
+ * optind is left at the first non-option. */
 int run_parse_options(int argc, char **argv, bool restore, struct run_options *o);
 
-/* Locks the workload and supervises it until it ends; returns an exit status. */
+/* Locks the workload and supervises it until it ends; returns cryo run's
+ * exit status (the program's own), not an errno. */
 int run_supervised(struct run_options *o);
 
 /* Explains why a supervisor could not be asked (r from cli_request). */
 void cli_report_unreachable(const struct workload_paths *p, const char *name, int r);
+
+/* cryo's exit status for bad usage (a wrong option or argument). */
+#define CLI_EXIT_USAGE 2
 
 /* The options every workload command shares, and where its positional
  * arguments start. */
 struct cli_args {
 	const char *state_dir;
 	bool json;
+	bool help; /* --help printed the usage: exit 0 */
 	int first;
 };
 
 /* Parses --state-dir, --json and --help, plus the verb's own options (extra,
  * {0}-terminated or NULL, each passed to on_option(val, optarg, ctx), which
- * returns 0 or an exit status after logging), then checks for min..max
- * positional arguments, else logs "give WHAT". Returns 0; -1 after --help
- * printed the usage (exit 0); or an exit status. */
+ * returns 0 or -EINVAL after logging), then checks for min..max positional
+ * arguments, else logs "give WHAT". Returns 0 (out->help set if --help
+ * printed the usage), or -EINVAL after a logged error. Like every helper of
+ * the CLI, it returns a negative errno; only the verbs turn that into an
+ * exit status. */
 int cli_parse(int argc, char **argv, const char *verb, void (*usage)(FILE *),
               const struct option *extra, int (*on_option)(int, const char *, void *), void *ctx,
               int min_args, int max_args, const char *what, struct cli_args *out);

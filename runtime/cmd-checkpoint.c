@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,10 @@ void cli_report_unreachable(const struct workload_paths *p, const char *name, in
 		log_error("the supervisor of '%s' did not answer in time; try again, or see cryo "
 		          "status %s",
 		          name, name);
+	else if (r == -EPROTO)
+		log_error("the supervisor of '%s' answered with something that is not JSON; is "
+		          "this cryo older or newer than the one that runs it?",
+		          name);
 	else
 		log_error("lost the supervisor of '%s' while waiting for its answer (%s); see cryo "
 		          "status %s",
@@ -41,37 +46,41 @@ int cmd_checkpoint(int argc, char **argv)
 	struct cli_args a;
 	int c = cli_parse(argc, argv, "checkpoint", usage, NULL, NULL, NULL, 1, 1,
 	                  "one workload name: cryo checkpoint NAME (see cryo status)", &a);
-	if (c)
-		return c < 0 ? 0 : c;
+	if (c < 0)
+		return CLI_EXIT_USAGE;
+	if (a.help)
+		return 0;
 	const char *state_dir = a.state_dir;
 	bool json = a.json;
 	const char *name = argv[a.first];
 	struct workload_paths p;
 	if (cli_workload(state_dir, name, &p) < 0)
 		return 1;
-	_cleanup_free_ char *reply = NULL;
+	_cleanup_json_ struct json_object *reply = NULL;
 	int r = cli_request(&p, "checkpoint", 3600 * 1000, &reply);
 	if (r < 0) {
 		cli_report_unreachable(&p, name, r);
 		return 1;
 	}
 	if (json) {
-		printf("%s\n", reply);
-		return cli_json_bool(reply, "ok") ? 0 : 1;
+		printf("%s\n", cryo_json_text(reply));
+		return cryo_json_bool(reply, "ok") ? 0 : 1;
 	}
-	if (!cli_json_bool(reply, "ok")) {
-		char why[1024] = "unknown error";
-		cli_json_str(reply, "error", why, sizeof(why));
+	if (!cryo_json_bool(reply, "ok")) {
+		const char *why = cryo_json_str(reply, "error");
+		if (!why)
+			why = "unknown error";
 		log_error("cannot checkpoint '%s': %s; the program runs on", name, why);
 		return 1;
 	}
 	char size[32], raw[32];
-	printf("checkpoint %lld of '%s': %s (%s uncompressed), frozen %.1f ms, durable after %.1f "
+	printf("checkpoint %" PRId64
+	       " of '%s': %s (%s uncompressed), frozen %.1f ms, durable after %.1f "
 	       "ms\n",
-	       cli_json_int(reply, "generation", 0), name,
-	       util_format_bytes((uint64_t)cli_json_int(reply, "size", 0), size, sizeof(size)),
-	       util_format_bytes((uint64_t)cli_json_int(reply, "raw_size", 0), raw, sizeof(raw)),
-	       (double)cli_json_int(reply, "frozen_us", 0) / 1000,
-	       (double)cli_json_int(reply, "duration_us", 0) / 1000);
+	       cryo_json_int(reply, "generation", 0), name,
+	       util_format_bytes((uint64_t)cryo_json_int(reply, "size", 0), size, sizeof(size)),
+	       util_format_bytes((uint64_t)cryo_json_int(reply, "raw_size", 0), raw, sizeof(raw)),
+	       (double)cryo_json_int(reply, "frozen_us", 0) / 1000,
+	       (double)cryo_json_int(reply, "duration_us", 0) / 1000);
 	return 0;
 }

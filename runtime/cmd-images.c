@@ -39,8 +39,10 @@ int cmd_images(int argc, char **argv)
 	struct cli_args a;
 	int c = cli_parse(argc, argv, "images", usage, extra, images_option, &verify, 1, 1,
 	                  "one workload name: cryo images NAME (see cryo status)", &a);
-	if (c)
-		return c < 0 ? 0 : c;
+	if (c < 0)
+		return CLI_EXIT_USAGE;
+	if (a.help)
+		return 0;
 	const char *state_dir = a.state_dir;
 	bool json = a.json;
 	const char *name = argv[a.first];
@@ -54,14 +56,13 @@ int cmd_images(int argc, char **argv)
 		log_error("cannot read '%s': %s", p.dir, strerror(-r));
 		return 1;
 	}
-	if (json)
-		printf("[");
-	else
+	_cleanup_json_ struct json_object *rows = json ? json_object_new_array() : NULL;
+	if (!json)
 		printf("%-6s %-20s %-10s %-10s %-8s %s\n", "GEN", "TIME", "SIZE", "RAW", "TRIGGER",
 		       "VERIFIES");
 	size_t shown = 0;
 	for (size_t i = 0; i < n; i++) {
-		char path[4200], when[32] = "?", size[32], raw[32], esc[300];
+		char path[4200], when[32] = "?", size[32], raw[32];
 		image_store_path(p.dir, gens[i], path, sizeof(path));
 		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 && errno == ENOENT)
@@ -91,23 +92,17 @@ int cmd_images(int argc, char **argv)
 		    m && manifest_get(m, "trigger") ? manifest_get(m, "trigger") : "?";
 		const char *verdict = !verify ? "not checked" : r == 0 ? "yes" : "NO";
 		if (json) {
-			size_t o = 0;
-			for (const char *q = err.msg; *q && o + 3 < sizeof(esc); q++) {
-				if (*q == '"' || *q == '\\')
-					esc[o++] = '\\';
-				esc[o++] = *q;
-			}
-			esc[o] = '\0';
-			printf(
-			    "%s{\"generation\":%" PRIu64
-			    ",\"time\":%lld,\"size\":%lld,\"raw_size\":%" PRIu64
-			    ",\"trigger\":\"%s\",\"verified\":%s,\"error\":\"%s\",\"path\":\"%s\"}",
-			    shown ? "," : "", gens[i], (long long)t, (long long)st.st_size,
-			    raw_bytes, trigger,
-			    !verify  ? "null"
-			    : r == 0 ? "true"
-			             : "false",
-			    esc, path);
+			struct json_object *o = json_object_new_object();
+			cryo_json_add(o, "generation", json_object_new_uint64(gens[i]));
+			cryo_json_add(o, "time", json_object_new_int64(t));
+			cryo_json_add(o, "size", json_object_new_int64(st.st_size));
+			cryo_json_add(o, "raw_size", json_object_new_uint64(raw_bytes));
+			cryo_json_add(o, "trigger", json_object_new_string(trigger));
+			cryo_json_add(o, "verified",
+			              verify ? json_object_new_boolean(r == 0) : NULL);
+			cryo_json_add(o, "error", json_object_new_string(err.msg));
+			cryo_json_add(o, "path", json_object_new_string(path));
+			json_object_array_add(rows, o);
 		} else {
 			printf("%-6" PRIu64 " %-20s %-10s %-10s %-8s %s%s%s\n", gens[i], when,
 			       util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
@@ -118,7 +113,7 @@ int cmd_images(int argc, char **argv)
 		shown++;
 	}
 	if (json)
-		printf("]\n");
+		printf("%s\n", cryo_json_text(rows));
 	else if (shown == 0)
 		printf("(no images of '%s' in '%s')\n", name, p.dir);
 	return 0;

@@ -35,21 +35,6 @@ static bool want_metadata(const char *name)
 	return !criu_glue_is_memory_image(name);
 }
 
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
 /* Resolves NAME[@GEN] or FILE to an archive path. */
 static int resolve(const char *state_dir, const char *arg, char *path, size_t len)
 {
@@ -84,14 +69,115 @@ static int resolve(const char *state_dir, const char *arg, char *path, size_t le
 	return image_store_path(p.dir, gen, path, len);
 }
 
+/* The image as one JSON object (cryo inspect --json). */
+static void print_json(const char *path, const struct stat *st, const struct manifest *m,
+                       const struct criu_glue_summary *sum, uint64_t raw, uint64_t memory)
+{
+	_cleanup_json_ struct json_object *o = json_object_new_object();
+	cryo_json_add(o, "path", json_object_new_string(path));
+	cryo_json_add(o, "verified", json_object_new_boolean(true));
+	cryo_json_add(o, "size", json_object_new_int64(st->st_size));
+	cryo_json_add(o, "raw_size", json_object_new_uint64(raw));
+	cryo_json_add(o, "memory_bytes", json_object_new_uint64(memory));
+	struct json_object *mo = json_object_new_object(), *argv = json_object_new_array();
+	for (size_t i = 0; i < m->n_entries; i++) {
+		/* The command line comes as argv; frame tables are for readers. */
+		if (!strcmp(m->keys[i], "arg"))
+			json_object_array_add(argv, json_object_new_string(m->values[i]));
+		else if (strcmp(m->keys[i], "frames") != 0)
+			cryo_json_add(mo, m->keys[i], json_object_new_string(m->values[i]));
+	}
+	cryo_json_add(o, "manifest", mo);
+	cryo_json_add(o, "argv", argv);
+	struct json_object *procs = json_object_new_array(), *files = json_object_new_array();
+	for (size_t i = 0; i < sum->n_procs; i++) {
+		struct json_object *p = json_object_new_object();
+		cryo_json_add(p, "pid", json_object_new_int64(sum->procs[i].pid));
+		cryo_json_add(p, "ppid", json_object_new_int64(sum->procs[i].ppid));
+		cryo_json_add(p, "threads", json_object_new_int64(sum->procs[i].threads));
+		cryo_json_add(p, "comm", json_object_new_string(sum->procs[i].comm));
+		json_object_array_add(procs, p);
+	}
+	for (size_t i = 0; i < sum->n_files; i++)
+		json_object_array_add(files, json_object_new_string(sum->files[i]));
+	cryo_json_add(o, "processes", procs);
+	cryo_json_add(o, "files", files);
+	printf("%s\n", cryo_json_text(o));
+}
+
+/* The image for people to read. */
+static void print_text(const char *path, const struct stat *st, const struct manifest *m,
+                       const struct criu_glue_summary *sum, uint64_t raw, uint64_t memory)
+{
+	char a[32], b[32], when[64] = "?";
+	time_t t = (time_t)manifest_get_u64(m, "time", 0);
+	struct tm tm;
+	if (t && localtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	const char *trigger = manifest_get(m, "trigger");
+	printf("image      %s (verified)\n", path);
+	printf("workload   %s, generation %s, taken %s by %s\n", manifest_get(m, "name") ?: "?",
+	       manifest_get(m, "generation") ?: "?", when, trigger ? trigger : "?");
+	printf("command   ");
+	for (size_t i = 0; i < m->n_entries; i++) {
+		const char *v = m->values[i];
+		if (strcmp(m->keys[i], "arg") != 0)
+			continue;
+		/* Quoted where a shell would need it. */
+		if (*v && !v[strcspn(v, " \t\n'\"\\$`")])
+			printf(" %s", v);
+		else
+			printf(" '%s'", v);
+	}
+	printf("\ncwd        %s\n", manifest_get(m, "cwd") ?: "?");
+	printf("taken on   %s, kernel %s (%s), CRIU %s\n", manifest_get(m, "hostname") ?: "?",
+	       manifest_get(m, "kernel") ?: "?", manifest_get(m, "machine") ?: "?",
+	       manifest_get(m, "criu_version") ?: "?");
+	printf("frozen     %.1f ms\n", (double)manifest_get_u64(m, "frozen_us", 0) / 1000);
+	if (manifest_get(m, "base"))
+		printf("incremental on generation %s (%s in a row)\n", manifest_get(m, "base"),
+		       manifest_get(m, "chain") ?: "?");
+	printf("memory     %s dumped\n", util_format_bytes(memory, a, sizeof(a)));
+	printf("size       %s stored, %s raw",
+	       util_format_bytes((uint64_t)st->st_size, a, sizeof(a)),
+	       util_format_bytes(raw, b, sizeof(b)));
+	if (st->st_size > 0)
+		printf(" (compression ratio %.1f)", (double)raw / (double)st->st_size);
+	printf("\n\nprocesses (PIDs inside the workload's namespace)\n");
+	printf("  %-6s %-6s %-8s %s\n", "PID", "PPID", "THREADS", "COMMAND");
+	for (size_t i = 0; i < sum->n_procs; i++)
+		printf("  %-6u %-6u %-8u %s\n", sum->procs[i].pid, sum->procs[i].ppid,
+		       sum->procs[i].threads, sum->procs[i].comm);
+	printf("\nopen files and sockets\n");
+	/* Identical lines once, with a count. */
+	for (size_t i = 0; i < sum->n_files; i++) {
+		bool seen = false;
+		size_t count = 0;
+		for (size_t k = 0; k < sum->n_files; k++) {
+			if (strcmp(sum->files[k], sum->files[i]) != 0)
+				continue;
+			seen |= k < i;
+			count++;
+		}
+		if (seen)
+			continue;
+		if (count > 1)
+			printf("  %s (x%zu)\n", sum->files[i], count);
+		else
+			printf("  %s\n", sum->files[i]);
+	}
+}
+
 int cmd_inspect(int argc, char **argv)
 {
 	struct cli_args args;
 	int c =
 	    cli_parse(argc, argv, "inspect", usage, NULL, NULL, NULL, 1, 1,
 	              "one image: cryo inspect NAME[@GEN] | FILE (see cryo images NAME)", &args);
-	if (c)
-		return c < 0 ? 0 : c;
+	if (c < 0)
+		return CLI_EXIT_USAGE;
+	if (args.help)
+		return 0;
 	bool json = args.json;
 	char path[PATH_MAX];
 	if (resolve(args.state_dir, argv[args.first], path, sizeof(path)) < 0)
@@ -134,105 +220,10 @@ int cmd_inspect(int argc, char **argv)
 			memory += m->files[i].size;
 	}
 
-	if (json) {
-		printf("{\"path\":");
-		json_str(path);
-		printf(",\"verified\":true,\"size\":%lld,\"raw_size\":%" PRIu64
-		       ",\"memory_bytes\":%" PRIu64 ",\"manifest\":{",
-		       (long long)st.st_size, raw, memory);
-		bool first = true;
-		for (size_t i = 0; i < m->n_entries; i++) {
-			/* The command line comes as argv; frame tables are for readers. */
-			if (!strcmp(m->keys[i], "arg") || !strcmp(m->keys[i], "frames"))
-				continue;
-			printf("%s", first ? "" : ",");
-			json_str(m->keys[i]);
-			putchar(':');
-			json_str(m->values[i]);
-			first = false;
-		}
-		printf("},\"argv\":[");
-		first = true;
-		for (size_t i = 0; i < m->n_entries; i++) {
-			if (strcmp(m->keys[i], "arg") != 0)
-				continue;
-			printf("%s", first ? "" : ",");
-			json_str(m->values[i]);
-			first = false;
-		}
-		printf("],\"processes\":[");
-		for (size_t i = 0; i < sum.n_procs; i++) {
-			printf("%s{\"pid\":%u,\"ppid\":%u,\"threads\":%u,\"comm\":", i ? "," : "",
-			       sum.procs[i].pid, sum.procs[i].ppid, sum.procs[i].threads);
-			json_str(sum.procs[i].comm);
-			putchar('}');
-		}
-		printf("],\"files\":[");
-		for (size_t i = 0; i < sum.n_files; i++) {
-			printf("%s", i ? "," : "");
-			json_str(sum.files[i]);
-		}
-		printf("]}\n");
-	} else {
-		char a[32], b[32], when[64] = "?";
-		time_t t = (time_t)manifest_get_u64(m, "time", 0);
-		struct tm tm;
-		if (t && localtime_r(&t, &tm))
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-		const char *trigger = manifest_get(m, "trigger");
-		printf("image      %s (verified)\n", path);
-		printf("workload   %s, generation %s, taken %s by %s\n",
-		       manifest_get(m, "name") ?: "?", manifest_get(m, "generation") ?: "?", when,
-		       trigger ? trigger : "?");
-		printf("command   ");
-		for (size_t i = 0; i < m->n_entries; i++) {
-			const char *v = m->values[i];
-			if (strcmp(m->keys[i], "arg") != 0)
-				continue;
-			/* Quoted where a shell would need it. */
-			if (*v && !v[strcspn(v, " \t\n'\"\\$`")])
-				printf(" %s", v);
-			else
-				printf(" '%s'", v);
-		}
-		printf("\ncwd        %s\n", manifest_get(m, "cwd") ?: "?");
-		printf("taken on   %s, kernel %s (%s), CRIU %s\n",
-		       manifest_get(m, "hostname") ?: "?", manifest_get(m, "kernel") ?: "?",
-		       manifest_get(m, "machine") ?: "?", manifest_get(m, "criu_version") ?: "?");
-		printf("frozen     %.1f ms\n", (double)manifest_get_u64(m, "frozen_us", 0) / 1000);
-		if (manifest_get(m, "base"))
-			printf("incremental on generation %s (%s in a row)\n",
-			       manifest_get(m, "base"), manifest_get(m, "chain") ?: "?");
-		printf("memory     %s dumped\n", util_format_bytes(memory, a, sizeof(a)));
-		printf("size       %s stored, %s raw",
-		       util_format_bytes((uint64_t)st.st_size, a, sizeof(a)),
-		       util_format_bytes(raw, b, sizeof(b)));
-		if (st.st_size > 0)
-			printf(" (compression ratio %.1f)", (double)raw / (double)st.st_size);
-		printf("\n\nprocesses (PIDs inside the workload's namespace)\n");
-		printf("  %-6s %-6s %-8s %s\n", "PID", "PPID", "THREADS", "COMMAND");
-		for (size_t i = 0; i < sum.n_procs; i++)
-			printf("  %-6u %-6u %-8u %s\n", sum.procs[i].pid, sum.procs[i].ppid,
-			       sum.procs[i].threads, sum.procs[i].comm);
-		printf("\nopen files and sockets\n");
-		/* Identical lines once, with a count. */
-		for (size_t i = 0; i < sum.n_files; i++) {
-			bool seen = false;
-			size_t count = 0;
-			for (size_t k = 0; k < sum.n_files; k++) {
-				if (strcmp(sum.files[k], sum.files[i]) != 0)
-					continue;
-				seen |= k < i;
-				count++;
-			}
-			if (seen)
-				continue;
-			if (count > 1)
-				printf("  %s (x%zu)\n", sum.files[i], count);
-			else
-				printf("  %s\n", sum.files[i]);
-		}
-	}
+	if (json)
+		print_json(path, &st, m, &sum, raw, memory);
+	else
+		print_text(path, &st, m, &sum, raw, memory);
 	criu_glue_summary_clear(&sum);
 	manifest_free(m);
 	return 0;

@@ -60,28 +60,29 @@ struct view {
 	bool drawn;
 };
 
-static void on_event(const char *line, void *ctx)
+static void on_event(struct json_object *line, void *ctx)
 {
 	struct view *v = ctx;
 	if (v->json) {
-		printf("%s\n", line);
+		printf("%s\n", cryo_json_text(line));
 		fflush(stdout);
 		return;
 	}
 	if (!v->tty)
 		return;
-	char phase[32];
-	if (cli_json_str(line, "phase", phase, sizeof(phase))) {
+	const char *phase = cryo_json_str(line, "phase");
+	if (phase) {
 		if (v->drawn)
 			fputc('\n', stderr);
 		v->drawn = false;
-		fprintf(stderr, "  %-10s %8.1f ms\n", phase, cli_json_double(line, "ms", 0));
+		fprintf(stderr, "  %-10s %8.1f ms\n", phase, cryo_json_double(line, "ms", 0));
 		return;
 	}
 	/* progress: bytes sent, rate, and the time left by the raw bytes read */
-	long long sent = cli_json_int(line, "sent", 0), done = cli_json_int(line, "raw_done", 0),
-	          total = cli_json_int(line, "raw_total", 1);
-	double ms = cli_json_double(line, "ms", 1);
+	long long sent = (long long)cryo_json_int(line, "sent", 0),
+	          done = (long long)cryo_json_int(line, "raw_done", 0),
+	          total = (long long)cryo_json_int(line, "raw_total", 1);
+	double ms = cryo_json_double(line, "ms", 1);
 	if (total <= 0)
 		total = 1;
 	double frac = (double)done / (double)total;
@@ -112,18 +113,20 @@ int cmd_migrate(int argc, char **argv)
 	int c =
 	    cli_parse(argc, argv, "migrate", usage, extra, on_option, &mo, 1, 1,
 	              "one workload name: cryo migrate NAME --to HOST:PORT --key-file FILE", &a);
-	if (c)
-		return c < 0 ? 0 : c;
+	if (c < 0)
+		return CLI_EXIT_USAGE;
+	if (a.help)
+		return 0;
 	const char *name = argv[a.first];
 	if (!mo.to || !mo.key_file) {
 		log_error("cryo migrate needs --to HOST:PORT and --key-file FILE (see cryo migrate "
 		          "--help)");
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	if (strchr(mo.to, '\t') || strchr(mo.to, '\n') || strchr(mo.key_file, '\t') ||
 	    strchr(mo.key_file, '\n')) {
 		log_error("--to and --key-file may not hold tabs or newlines");
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	if (cli_require_root("migrate") < 0)
 		return 1;
@@ -137,7 +140,8 @@ int cmd_migrate(int argc, char **argv)
 	struct workload_paths p;
 	if (cli_workload(a.state_dir, name, &p) < 0)
 		return 1;
-	_cleanup_free_ char *request = NULL, *reply = NULL;
+	_cleanup_free_ char *request = NULL;
+	_cleanup_json_ struct json_object *reply = NULL;
 	if (asprintf(&request, "migrate\t%s\t%s\t%s", mo.to, key, mo.precopy ? "precopy" : "") < 0)
 		return 1;
 	struct view v = {.tty = isatty(STDERR_FILENO), .json = a.json};
@@ -149,20 +153,21 @@ int cmd_migrate(int argc, char **argv)
 		return 1;
 	}
 	if (a.json) {
-		printf("%s\n", reply);
-		return cli_json_bool(reply, "ok") ? 0 : 1;
+		printf("%s\n", cryo_json_text(reply));
+		return cryo_json_bool(reply, "ok") ? 0 : 1;
 	}
-	if (!cli_json_bool(reply, "ok")) {
-		char why[2048] = "unknown error";
-		cli_json_str(reply, "error", why, sizeof(why));
+	if (!cryo_json_bool(reply, "ok")) {
+		const char *why = cryo_json_str(reply, "error");
+		if (!why)
+			why = "unknown error";
 		log_error("cannot migrate '%s': %s", name, why);
 		return 1;
 	}
 	char size[32];
 	printf("'%s' moved to %s: frozen %.1f ms, %s sent; it runs there now (cryo status %s on "
 	       "that machine)\n",
-	       name, mo.to, cli_json_double(reply, "frozen_ms", 0),
-	       util_format_bytes((uint64_t)cli_json_int(reply, "bytes", 0), size, sizeof(size)),
+	       name, mo.to, cryo_json_double(reply, "frozen_ms", 0),
+	       util_format_bytes((uint64_t)cryo_json_int(reply, "bytes", 0), size, sizeof(size)),
 	       name);
 	return 0;
 }

@@ -28,14 +28,15 @@ int cmd_restore(int argc, char **argv)
 {
 	struct run_options o;
 	int r = run_parse_options(argc, argv, true, &o);
-	if (r || o.help) {
-		if (o.help)
-			usage(stdout);
-		return r;
+	if (r < 0)
+		return CLI_EXIT_USAGE;
+	if (o.help) {
+		usage(stdout);
+		return 0;
 	}
 	if (optind != argc - 1) {
 		log_error("give one workload name: cryo restore NAME (see cryo status)");
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	o.name = o.cfg.name = argv[optind];
 	if (cli_require_root("restore") < 0)

@@ -291,16 +291,18 @@ int cmd_serve(int argc, char **argv)
 	struct cli_args a;
 	int c = cli_parse(argc, argv, "serve", usage, extra, on_option, &so, 0, 0,
 	                  "no arguments besides the options", &a);
-	if (c)
-		return c < 0 ? 0 : c;
+	if (c < 0)
+		return CLI_EXIT_USAGE;
+	if (a.help)
+		return 0;
 	if (!so.listen || !so.key_file) {
 		log_error("cryo serve needs --listen ADDR:PORT and --key-file FILE (see cryo serve "
 		          "--help)");
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	if (so.bridge && strlen(so.bridge) >= IFNAMSIZ) {
 		log_error("invalid --bridge '%s': too long for an interface name", so.bridge);
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	if (cli_require_root("serve") < 0)
 		return 1;

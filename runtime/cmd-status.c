@@ -68,25 +68,29 @@ static int collect(const char *state_dir, const char *name, struct row *row)
 
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/status.json", p.dir);
-	_cleanup_free_ char *json = NULL;
+	_cleanup_free_ char *text = NULL;
+	_cleanup_json_ struct json_object *json = NULL;
 	bool supervised = workload_is_supervised(&p, NULL);
-	if (util_read_file(path, &json, NULL) == 0) {
-		cli_json_str(json, "state", row->state, sizeof(row->state));
-		row->restarts = cli_json_int(json, "restarts", 0);
-		row->generation = cli_json_int(json, "generation", 0);
+	if (util_read_file(path, &text, NULL) == 0 && (json = cryo_json_parse(text))) {
+		const char *state = cryo_json_str(json, "state");
+		snprintf(row->state, sizeof(row->state), "%s", state ? state : "");
+		row->restarts = cryo_json_int(json, "restarts", 0);
+		row->generation = cryo_json_int(json, "generation", 0);
 		if (supervised) {
-			row->pid = cli_json_int(json, "pid", 0);
-			row->supervisor_pid = cli_json_int(json, "supervisor_pid", 0);
+			row->pid = cryo_json_int(json, "pid", 0);
+			row->supervisor_pid = cryo_json_int(json, "supervisor_pid", 0);
 		}
-		const char *last = strstr(json, "\"last_checkpoint\":{");
+		struct json_object *last = cryo_json_obj(json, "last_checkpoint");
 		if (last) {
-			row->last_gen = cli_json_int(last, "generation", -1);
-			row->last_time = cli_json_int(last, "time", 0);
-			row->last_size = cli_json_int(last, "size", 0);
-			row->last_frozen_us = cli_json_int(last, "frozen_us", 0);
+			row->last_gen = cryo_json_int(last, "generation", -1);
+			row->last_time = cryo_json_int(last, "time", 0);
+			row->last_size = cryo_json_int(last, "size", 0);
+			row->last_frozen_us = cryo_json_int(last, "frozen_us", 0);
 		}
+		const char *moved = cryo_json_str(json, "moved_to");
+		if (moved)
+			snprintf(row->moved_to, sizeof(row->moved_to), "%s", moved);
 	}
-	cli_json_str(json ? json : "", "moved_to", row->moved_to, sizeof(row->moved_to));
 	if (!supervised && strcmp(row->state, "failed") != 0 && strcmp(row->state, "migrated") != 0)
 		snprintf(row->state, sizeof(row->state), "stopped");
 	if (row->last_gen < 0) {
@@ -105,19 +109,27 @@ static int collect(const char *state_dir, const char *name, struct row *row)
 	return 0;
 }
 
-static void print_json(const struct row *r, bool comma)
+static struct json_object *row_json(const struct row *r)
 {
-	printf("%s{\"name\":\"%s\",\"state\":\"%s\",\"pid\":%lld,\"supervisor_pid\":%lld,"
-	       "\"restarts\":%lld,\"generation\":%lld,\"last_checkpoint\":",
-	       comma ? "," : "", r->name, r->state, r->pid, r->supervisor_pid, r->restarts,
-	       r->generation);
+	struct json_object *o = json_object_new_object();
+	cryo_json_add(o, "name", json_object_new_string(r->name));
+	cryo_json_add(o, "state", json_object_new_string(r->state));
+	cryo_json_add(o, "pid", json_object_new_int64(r->pid));
+	cryo_json_add(o, "supervisor_pid", json_object_new_int64(r->supervisor_pid));
+	cryo_json_add(o, "restarts", json_object_new_int64(r->restarts));
+	cryo_json_add(o, "generation", json_object_new_int64(r->generation));
+	struct json_object *last = NULL;
+	if (!r->moved_to[0] && r->last_gen >= 0) {
+		last = json_object_new_object();
+		cryo_json_add(last, "generation", json_object_new_int64(r->last_gen));
+		cryo_json_add(last, "time", json_object_new_int64(r->last_time));
+		cryo_json_add(last, "size", json_object_new_int64(r->last_size));
+		cryo_json_add(last, "frozen_us", json_object_new_int64(r->last_frozen_us));
+	}
+	cryo_json_add(o, "last_checkpoint", last);
 	if (r->moved_to[0])
-		printf("null,\"moved_to\":\"%s\"}", r->moved_to);
-	else if (r->last_gen < 0)
-		printf("null}");
-	else
-		printf("{\"generation\":%lld,\"time\":%lld,\"size\":%lld,\"frozen_us\":%lld}}",
-		       r->last_gen, r->last_time, r->last_size, r->last_frozen_us);
+		cryo_json_add(o, "moved_to", json_object_new_string(r->moved_to));
+	return o;
 }
 
 static void print_row(const struct row *r)
@@ -142,8 +154,10 @@ int cmd_status(int argc, char **argv)
 	struct cli_args a;
 	int c = cli_parse(argc, argv, "status", usage, NULL, NULL, NULL, 0, 1,
 	                  "at most one workload name: cryo status [NAME]", &a);
-	if (c)
-		return c < 0 ? 0 : c;
+	if (c < 0)
+		return CLI_EXIT_USAGE;
+	if (a.help)
+		return 0;
 	const char *state_dir_opt = a.state_dir;
 	bool json = a.json;
 	const char *state_dir = workload_state_dir(state_dir_opt);
@@ -160,8 +174,8 @@ int cmd_status(int argc, char **argv)
 		}
 		collect(state_dir, name, &row);
 		if (json) {
-			print_json(&row, false);
-			putchar('\n');
+			_cleanup_json_ struct json_object *o = row_json(&row);
+			printf("%s\n", cryo_json_text(o));
 		} else {
 			printf("%-20s %-13s %-8s %-8s %s\n", "NAME", "STATE", "PID", "RESTARTS",
 			       "LAST CHECKPOINT");
@@ -174,12 +188,10 @@ int cmd_status(int argc, char **argv)
 		log_error("cannot read state directory '%s': %m", state_dir);
 		return 1;
 	}
-	if (json)
-		printf("[");
-	else
+	_cleanup_json_ struct json_object *rows = json ? json_object_new_array() : NULL;
+	if (!json)
 		printf("%-20s %-13s %-8s %-8s %s\n", "NAME", "STATE", "PID", "RESTARTS",
 		       "LAST CHECKPOINT");
-	bool first = true;
 	struct dirent *de;
 	while (d && (de = readdir(d))) {
 		if (!util_name_is_valid(de->d_name) || de->d_type != DT_DIR)
@@ -187,12 +199,11 @@ int cmd_status(int argc, char **argv)
 		if (collect(state_dir, de->d_name, &row) < 0)
 			continue;
 		if (json)
-			print_json(&row, !first);
+			json_object_array_add(rows, row_json(&row));
 		else
 			print_row(&row);
-		first = false;
 	}
 	if (json)
-		printf("]\n");
+		printf("%s\n", cryo_json_text(rows));
 	return 0;
 }

@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,7 +47,7 @@ static int stop_option(int c, const char *arg, void *ctx)
 	}
 	if (util_parse_duration(arg, &o->timeout) < 0) {
 		log_error("invalid --timeout '%s': give a duration, e.g. 10s", arg);
-		return 2;
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -62,8 +63,10 @@ int cmd_stop(int argc, char **argv)
 	struct cli_args a;
 	int c = cli_parse(argc, argv, "stop", usage, extra, stop_option, &so, 1, 1,
 	                  "one workload name: cryo stop NAME (see cryo status)", &a);
-	if (c)
-		return c < 0 ? 0 : c;
+	if (c < 0)
+		return CLI_EXIT_USAGE;
+	if (a.help)
+		return 0;
 	const char *state_dir = a.state_dir;
 	bool json = a.json, with_checkpoint = so.with_checkpoint;
 	uint64_t timeout = so.timeout;
@@ -71,17 +74,18 @@ int cmd_stop(int argc, char **argv)
 	struct workload_paths p;
 	if (cli_workload(state_dir, name, &p) < 0)
 		return 1;
-	_cleanup_free_ char *reply = NULL;
+	_cleanup_json_ struct json_object *reply = NULL;
 	int r = cli_request(&p, with_checkpoint ? "stop-checkpoint" : "stop", 3600 * 1000, &reply);
 	if (r < 0) {
 		cli_report_unreachable(&p, name, r);
 		return 1;
 	}
-	if (!cli_json_bool(reply, "ok")) {
+	if (!cryo_json_bool(reply, "ok")) {
 		if (json)
-			printf("%s\n", reply);
-		char why[1024] = "unknown error";
-		cli_json_str(reply, "error", why, sizeof(why));
+			printf("%s\n", cryo_json_text(reply));
+		const char *why = cryo_json_str(reply, "error");
+		if (!why)
+			why = "unknown error";
 		log_error("cannot checkpoint '%s' before stopping it: %s; it was not stopped (stop "
 		          "it without --checkpoint to lose its state since the last checkpoint)",
 		          name, why);
@@ -89,20 +93,25 @@ int cmd_stop(int argc, char **argv)
 	}
 	bool killed = false;
 	if (!wait_gone(&p, timeout)) {
-		_cleanup_free_ char *r2 = NULL;
+		_cleanup_json_ struct json_object *r2 = NULL;
 		if (!json)
 			log_info("'%s' did not stop within the timeout: killing it", name);
 		if (cli_request(&p, "kill", 5000, &r2) == 0)
 			wait_gone(&p, 10000000000ULL);
 		killed = true;
 	}
-	if (json)
-		printf("{\"ok\":true,\"name\":\"%s\",\"killed\":%s,\"generation\":%lld}\n", name,
-		       killed ? "true" : "false",
-		       with_checkpoint ? cli_json_int(reply, "generation", 0) : 0LL);
-	else if (with_checkpoint)
-		printf("stopped '%s' after checkpoint %lld (resume it with: cryo restore %s)\n",
-		       name, cli_json_int(reply, "generation", 0), name);
+	int64_t gen = with_checkpoint ? cryo_json_int(reply, "generation", 0) : 0;
+	if (json) {
+		_cleanup_json_ struct json_object *o = json_object_new_object();
+		cryo_json_add(o, "ok", json_object_new_boolean(true));
+		cryo_json_add(o, "name", json_object_new_string(name));
+		cryo_json_add(o, "killed", json_object_new_boolean(killed));
+		cryo_json_add(o, "generation", json_object_new_int64(gen));
+		printf("%s\n", cryo_json_text(o));
+	} else if (with_checkpoint)
+		printf("stopped '%s' after checkpoint %" PRId64
+		       " (resume it with: cryo restore %s)\n",
+		       name, gen, name);
 	else
 		printf("stopped '%s'\n", name);
 	return 0;

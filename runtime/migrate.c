@@ -553,3 +553,9 @@ void migrate_incoming_done(struct incoming *in)
 	manifest_free(in->manifest);
 	in->manifest = NULL;
 }
+
+bool migrate_fault(const char *fault)
+{
+	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
+	return inject && !strcmp(inject, fault);
+}

@@ -94,3 +94,7 @@ int migrate_wait_durable(struct incoming *in, char *why, size_t len);
  * leaves no generation: its archive is set aside as gen-N.cryo.unconfirmed
  * (never resumed by itself), or removed if it was not complete. */
 void migrate_incoming_done(struct incoming *in);
+
+/* Whether the tests injected this fault into migrations
+ * (CRYO_INJECT_MIGRATE_FAULT): "late-done", "restore", "give-up". */
+bool migrate_fault(const char *fault);

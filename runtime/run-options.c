@@ -1,0 +1,247 @@
+/* cryo run's and cryo restore's options, and supervising a workload with
+ * them: shared by the two verbs, in the runtime library so that unit tests
+ * reach the parser. */
+#include "cli.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <string.h>
+#include <unistd.h>
+
+static int check_state_dir(const struct workload_paths *p)
+{
+	int r = util_mkdir_p(p->dir);
+	if (r < 0) {
+		log_error(
+		    "cannot create state directory '%s': %s (choose another with --state-dir or "
+		    "CRYO_STATE_DIR)",
+		    p->dir, strerror(-r));
+		return r;
+	}
+	if (access(p->dir, W_OK) < 0) {
+		r = -errno;
+		log_error(
+		    "cannot write state directory '%s': %s (choose another with --state-dir or "
+		    "CRYO_STATE_DIR)",
+		    p->dir, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* The options of each verb: cryo restore has neither --name nor --fresh (the
+ * name is its argument, resuming is what it does), and only it has
+ * --generation. */
+enum {
+	OPT_NAME = 256,
+	OPT_STATE_DIR,
+	OPT_RESTART,
+	OPT_MAX_RESTARTS,
+	OPT_KEEP,
+	OPT_EVERY,
+	OPT_FRESH,
+	OPT_LEVEL,
+	OPT_VERBOSE,
+	OPT_HELP,
+	OPT_GENERATION,
+	OPT_DUMP_VIA,
+	OPT_NO_DELTA,
+	OPT_NO_LAZY,
+	OPT_NET,
+	OPT_BRIDGE,
+	OPT_GATEWAY,
+};
+
+/* How the supervisor runs the workload: both verbs. */
+#define SUPERVISOR_OPTIONS                                                                         \
+	{"state-dir", required_argument, NULL, OPT_STATE_DIR},                                     \
+	    {"restart", required_argument, NULL, OPT_RESTART},                                     \
+	    {"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS},                           \
+	    {"keep", required_argument, NULL, OPT_KEEP},                                           \
+	    {"every", required_argument, NULL, OPT_EVERY},                                         \
+	    {"zstd-level", required_argument, NULL, OPT_LEVEL},                                    \
+	    {"dump-via", required_argument, NULL, OPT_DUMP_VIA},                                   \
+	    {"no-delta", no_argument, NULL, OPT_NO_DELTA},                                         \
+	    {"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY},                                   \
+	    {"net", required_argument, NULL, OPT_NET},                                             \
+	    {"bridge", required_argument, NULL, OPT_BRIDGE},                                       \
+	    {"gateway", required_argument, NULL, OPT_GATEWAY},                                     \
+	    {"verbose", no_argument, NULL, OPT_VERBOSE}, {"help", no_argument, NULL, OPT_HELP}
+
+static const struct option run_opts[] = {
+    {"name", required_argument, NULL, OPT_NAME},
+    {"fresh", no_argument, NULL, OPT_FRESH},
+    SUPERVISOR_OPTIONS,
+    {0},
+};
+
+static const struct option restore_opts[] = {
+    SUPERVISOR_OPTIONS,
+    {"generation", required_argument, NULL, OPT_GENERATION},
+    {0},
+};
+
+int run_parse_options(int argc, char **argv, bool restore, struct run_options *o)
+{
+	const struct option *opts = restore ? restore_opts : run_opts;
+	const char *verb = restore ? "restore" : "run";
+	uint64_t v;
+	int c;
+
+	*o = (struct run_options){
+	    .cfg = {.policy = RESTART_ON_FAILURE,
+	            .max_restarts = 5,
+	            .keep = 3,
+	            .zstd_level = 3,
+	            .incremental = true,
+	            .lazy_restore = true,
+	            .dump_via_memory = true},
+	};
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_NAME: o->name = optarg; break;
+		case OPT_STATE_DIR: o->state_dir = optarg; break;
+		case OPT_RESTART:
+			if (!strcmp(optarg, "on-failure"))
+				o->cfg.policy = RESTART_ON_FAILURE;
+			else if (!strcmp(optarg, "always"))
+				o->cfg.policy = RESTART_ALWAYS;
+			else if (!strcmp(optarg, "no"))
+				o->cfg.policy = RESTART_NO;
+			else {
+				log_error("invalid --restart '%s': use on-failure, always or no",
+				          optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_MAX_RESTARTS:
+			if (util_parse_uint(optarg, 1000000, &v) < 0) {
+				log_error("invalid --max-restarts '%s': give a whole number",
+				          optarg);
+				return -EINVAL;
+			}
+			o->cfg.max_restarts = (unsigned)v;
+			break;
+		case OPT_KEEP:
+			if (util_parse_uint(optarg, 1000000, &v) < 0 || v < 1) {
+				log_error("invalid --keep '%s': give a whole number of at least 1",
+				          optarg);
+				return -EINVAL;
+			}
+			o->cfg.keep = (unsigned)v;
+			break;
+		case OPT_EVERY:
+			if (util_parse_duration(optarg, &o->cfg.every_ns) < 0 ||
+			    o->cfg.every_ns < 10000000ULL) {
+				log_error(
+				    "invalid --every '%s': give a duration of at least 10ms, e.g. "
+				    "500ms, 30s, 5m",
+				    optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_FRESH: o->fresh = true; break;
+		case OPT_LEVEL:
+			if (util_parse_uint(optarg, 19, &v) < 0 || v < 1) {
+				log_error("invalid --zstd-level '%s': give a number from 1 to 19",
+				          optarg);
+				return -EINVAL;
+			}
+			o->cfg.zstd_level = (int)v;
+			break;
+		case OPT_NO_DELTA: o->cfg.incremental = false; break;
+		case OPT_NO_LAZY: o->cfg.lazy_restore = false; break;
+		case OPT_DUMP_VIA:
+			if (strcmp(optarg, "memory") != 0 && strcmp(optarg, "files") != 0) {
+				log_error("invalid --dump-via '%s': use memory or files", optarg);
+				return -EINVAL;
+			}
+			o->cfg.dump_via_memory = !strcmp(optarg, "memory");
+			break;
+		case OPT_GENERATION:
+			if (util_parse_uint(optarg, UINT64_MAX, &v) < 0 || v < 1) {
+				log_error(
+				    "invalid --generation '%s': give a generation number (see cryo "
+				    "images NAME)",
+				    optarg);
+				return -EINVAL;
+			}
+			o->cfg.resume_generation = v;
+			break;
+		case OPT_NET:
+			if (net_parse_cidr(optarg, &o->net.addr, &o->net.prefix) < 0) {
+				log_error("invalid --net '%s': give an address and prefix, e.g. "
+				          "10.0.0.5/24 or fd00::5/64",
+				          optarg);
+				return -EINVAL;
+			}
+			o->cfg.net = &o->net;
+			break;
+		case OPT_BRIDGE:
+			if (strlen(optarg) >= sizeof(o->net.bridge) || !optarg[0]) {
+				log_error("invalid --bridge '%s': an interface name has 1 to %zu "
+				          "characters",
+				          optarg, sizeof(o->net.bridge) - 1);
+				return -EINVAL;
+			}
+			strcpy(o->net.bridge, optarg);
+			break;
+		case OPT_GATEWAY:
+			if (net_parse_ip(optarg, &o->net.gateway) < 0) {
+				log_error("invalid --gateway '%s': give an IPv4 or IPv6 address",
+				          optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_VERBOSE: log_verbose = true; break;
+		case OPT_HELP: o->help = true; return 0;
+		default:
+			if (optopt)
+				log_error("unknown option '-%c' for 'cryo %s' (see cryo %s --help)",
+				          optopt, verb, verb);
+			else
+				log_error("unknown option '%s' for 'cryo %s' (see cryo %s --help)",
+				          argv[optind - 1], verb, verb);
+			return -EINVAL;
+		}
+	}
+	if (!o->cfg.net && (o->net.bridge[0] || o->net.gateway.family)) {
+		log_error("--bridge and --gateway need --net ADDR/PREFIX");
+		return -EINVAL;
+	}
+	if (o->cfg.net && o->net.gateway.family && o->net.gateway.family != o->net.addr.family) {
+		log_error(
+		    "--gateway must be an address of the same family as --net (IPv4 or IPv6)");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int run_supervised(struct run_options *o)
+{
+	struct supervisor_config *cfg = &o->cfg;
+	if (cli_workload(o->state_dir, cfg->name, &cfg->paths) < 0 ||
+	    check_state_dir(&cfg->paths) < 0)
+		return 1;
+	pid_t holder = 0;
+	int lock = workload_lock(&cfg->paths, &holder);
+	if (lock == -EBUSY) {
+		log_error(
+		    "workload '%s' is already running under supervisor PID %d (state directory "
+		    "'%s'); pick another --name, or cryo stop %s",
+		    cfg->name, holder, cfg->paths.state_dir, cfg->name);
+		return 1;
+	}
+	if (lock < 0) {
+		log_error("cannot lock '%s': %s", cfg->paths.lock, strerror(-lock));
+		return 1;
+	}
+	int r = supervisor_run(cfg, lock);
+	close(lock);
+	return r < 0 ? 1 : r;
+}
+

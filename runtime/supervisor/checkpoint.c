@@ -1,0 +1,391 @@
+/* Checkpoints: dumping the running program through CRIU (and cryo's page
+ * server), storing the image, and the program's own requests on its control
+ * socket. */
+
+#include "internal.h"
+#include "cleanup.h"
+#include "lazy.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+
+/* What a generation's manifest says besides its files: the workload, the
+ * program, the machine, and the inodes of the program's channels, which the
+ * restore must give back. */
+void checkpoint_fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen,
+                              enum checkpoint_trigger trigger,
+                              const struct criu_glue_dump_stats *st)
+{
+	struct utsname u;
+	uname(&u);
+	uint64_t now = util_realtime_ns();
+	/* The program's working directory; after a migration's dump the
+	 * program is gone, and the one read before it stands. */
+	char cwd[PATH_MAX];
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/%d/cwd", program_pid(s));
+	ssize_t n = readlink(link, cwd, sizeof(cwd) - 1);
+	if (n > 0) {
+		cwd[n] = '\0';
+		snprintf(s->cwd, sizeof(s->cwd), "%s", cwd);
+	}
+
+	manifest_add(m, "name", s->cfg->name);
+	manifest_addf(m, "generation", "%" PRIu64, gen);
+	manifest_addf(m, "time", "%" PRIu64, now / UINT64_C(1000000000));
+	manifest_add(m, "trigger", checkpoint_trigger_name(trigger));
+	for (char **a = s->cfg->argv; *a; a++)
+		manifest_add(m, "arg", *a);
+	manifest_add(m, "cwd", s->cwd);
+	manifest_addf(m, "criu_version", "%d.%d.%d", s->criu_version / 10000,
+	              s->criu_version / 100 % 100, s->criu_version % 100);
+	manifest_add(m, "kernel", u.release);
+	manifest_add(m, "machine", u.machine);
+	manifest_add(m, "hostname", u.nodename);
+	manifest_addf(m, "frozen_us", "%" PRIu32, st->frozen_us);
+	manifest_addf(m, "ino.stdin", "%" PRIu64, s->ino_stdin);
+	manifest_addf(m, "ino.stdout", "%" PRIu64, s->ino_stdout);
+	manifest_addf(m, "ino.stderr", "%" PRIu64, s->ino_stderr);
+	manifest_addf(m, "ino.control", "%" PRIu64, s->ino_control);
+	if (s->net.fd >= 0) {
+		const struct net_config *nc = &s->net.cfg;
+		char cidr[64], gw[INET6_ADDRSTRLEN] = "";
+		net_format_cidr(nc, cidr, sizeof(cidr));
+		manifest_add(m, "net.addr", cidr);
+		if (nc->gateway.family)
+			manifest_add(m, "net.gateway", net_format_ip(&nc->gateway, gw, sizeof(gw)));
+		if (nc->bridge[0])
+			manifest_add(m, "net.bridge", nc->bridge);
+	}
+}
+
+/* How the program is dumped into images: its control socket's and network
+ * namespace's other ends stay outside, its TCP connections are dumped. With
+ * its own namespace no CRIU network lock is needed: a checkpoint's copy
+ * restores its connections closed after a crash, and a migration takes the
+ * namespace off the network itself. */
+struct criu_glue_dump_opts checkpoint_dump_opts(struct supervisor *s, const char *images,
+                                                bool leave_running)
+{
+	return (struct criu_glue_dump_opts){
+	    .pid = s->init_pid,
+	    .images_dir = images,
+	    .log_dir = s->cfg->paths.dir,
+	    .log_name = "criu-dump.log",
+	    .external_unix = &s->ino_control,
+	    .n_external_unix = 1,
+	    .external_net = s->net.fd >= 0 ? s->net.ino : 0,
+	    .external_net_key = NET_CRIU_KEY,
+	    .leave_running = leave_running,
+	    .tcp_established = true,
+	    .network_lock_skip = s->net.fd >= 0,
+	    .page_server_fd = -1,
+	};
+}
+
+/* Incremental generations in a row before a full one: each restore rebuilds
+ * the whole chain. */
+#define MAX_CHAIN 8
+
+/* What the remover thread does after a checkpoint. */
+struct removal {
+	char *images;      /* the dump files, removed */
+	const char *store; /* the store, whose generation gen leaves the page cache */
+	uint64_t gen;
+};
+
+static void *remove_main(void *arg)
+{
+	struct removal *rm = arg;
+	util_rm_rf(rm->images);
+	image_store_uncache(rm->store, rm->gen);
+	free(rm->images);
+	free(rm);
+	return NULL;
+}
+
+/* Waits for the last checkpoint's remover thread, if one runs. */
+void checkpoint_remove_wait(struct supervisor *s)
+{
+	if (s->removing)
+		pthread_join(s->remover, NULL);
+	s->removing = false;
+}
+
+/* After a checkpoint, in a thread of its own: its dump files go (freeing a
+ * large file takes the file system tens of milliseconds), and its archive
+ * leaves the page cache (7 to 10 ms per 128 MiB here); the reply need wait for
+ * neither. */
+static void remove_later(struct supervisor *s, const char *dir, uint64_t gen)
+{
+	checkpoint_remove_wait(s);
+	struct removal *rm = malloc(sizeof(*rm));
+	if (rm && (rm->images = strdup(dir))) {
+		rm->store = s->cfg->paths.dir;
+		rm->gen = gen;
+		if (pthread_create(&s->remover, NULL, remove_main, rm) == 0)
+			s->removing = true;
+		else
+			remove_main(rm); /* here, then */
+		return;
+	}
+	free(rm);
+	util_rm_rf(dir);
+	image_store_uncache(s->cfg->paths.dir, gen);
+}
+
+/* Checkpoints the running program. On any failure the program runs on and
+ * the stored generations are as they were. Returns the new generation, or a
+ * negative errno with the reason in why.
+ * With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
+ * soon as it has been dumped, and *replied says whether that happened. */
+int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
+                        bool *replied, char *why, size_t why_len)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	if (!s->running) {
+		snprintf(why, why_len, "the program is not running");
+		return -ESRCH;
+	}
+	int r = lazy_settle(s, why, why_len);
+	if (r < 0)
+		return r;
+	/* The last dump's files are gone before this dump needs memory. */
+	checkpoint_remove_wait(s);
+	uint64_t t0 = util_now_ns();
+	uint64_t gen;
+	r = image_store_next_generation(cfg->paths.dir, &gen);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot read '%s': %s", cfg->paths.dir, strerror(-r));
+		return r;
+	}
+	/* A number told to the program is never reused, even if its image
+	 * could not be stored. */
+	if (gen <= s->last_attempted)
+		gen = s->last_attempted + 1;
+	s->last_attempted = gen;
+	char images[PATH_MAX];
+	r = image_store_dump_path(cfg->paths.dir, gen, images, sizeof(images));
+	if (r < 0) {
+		snprintf(why, why_len, "state directory path too long: %s", cfg->paths.dir);
+		return r;
+	}
+	util_rm_rf(images);
+	if (mkdir(images, 0700) < 0) {
+		r = -errno;
+		snprintf(why, why_len, "cannot create '%s': %s", images, strerror(-r));
+		return r;
+	}
+	supervisor_set_state(s, "checkpointing");
+	struct cryo_error cerr = {{0}};
+	/* Pages go to memory made ready now, while the program still runs
+	 * (see criu-glue/pages.h), unless that memory is not to be had. */
+	struct criu_glue_pages *pages = NULL;
+	struct delta_dir dd = {0};
+	if (cfg->dump_via_memory) {
+		/* Not when the estimate failed, nor when the pages would take
+		 * half of the memory left. */
+		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
+		if (expect > 0 && expect < util_mem_available() / 2 &&
+		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, &pages, &cerr) < 0) {
+			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
+			pages = NULL;
+		}
+		if (!pages)
+			criu_glue_spare_drop(&s->spare);
+	}
+	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, images, true);
+	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
+	struct criu_glue_dump_stats st = {0};
+	/* Where the time went, for --verbose: start, dump, eager pages, memory
+	 * images read, stored (compressed, written, fsynced). */
+	uint64_t tp[5] = {t0};
+	r = criu_glue_dump(&o, &st, &cerr);
+	tp[1] = util_now_ns();
+	if (r == 0 && pages)
+		r = criu_glue_pages_finish(pages, &cerr);
+	if (r < 0) {
+		snprintf(why, why_len, "%s", cerr.msg);
+		goto out;
+	}
+	const struct mem_file *mem = NULL;
+	size_t n_mem = 0;
+	if (pages)
+		criu_glue_pages_files(pages, &mem, &n_mem);
+	/* What a lazy restore needs at once, set apart while the files are
+	 * whole. */
+	r = criu_glue_eager_write(images, mem, n_mem, &cerr);
+	if (r < 0) {
+		snprintf(why, why_len, "%s", cerr.msg);
+		goto out;
+	}
+	tp[2] = util_now_ns();
+	const struct page_index *base =
+	    cfg->incremental && s->index && s->chain < MAX_CHAIN ? s->index : NULL;
+	if (pages) {
+		criu_glue_pages_files(pages, &mem, &n_mem);
+		r = delta_prepare_mem(mem, n_mem, gen, base, cfg->incremental, &dd);
+		if (r < 0) {
+			snprintf(why, why_len, "cannot read the memory images: %s", strerror(-r));
+			goto out;
+		}
+		mem = dd.files;
+		n_mem = dd.n_files;
+	} else {
+		r = delta_prepare_dir(images, gen, base, cfg->incremental, &dd);
+		if (r < 0) {
+			snprintf(why, why_len, "cannot read the memory images in '%s': %s", images,
+			         strerror(-r));
+			goto out;
+		}
+		mem = dd.files;
+		n_mem = dd.n_files;
+	}
+	tp[3] = util_now_ns();
+	/* cryo_checkpoint_async(): the program may run on now; it learns about
+	 * durability from the DURABLE message that follows. */
+	if (early_reply) {
+		program_send(s, CRYO_MSG_RESULT, 0, gen);
+		*replied = true;
+	}
+
+	struct manifest *m = manifest_new();
+	if (!m) {
+		r = -ENOMEM;
+		snprintf(why, why_len, "out of memory");
+		goto out;
+	}
+	checkpoint_fill_manifest(s, m, gen, trigger, &st);
+	if (dd.incremental) {
+		delta_describe(&dd, page_index_generation(base), m);
+		manifest_addf(m, "chain", "%u", s->chain + 1);
+	}
+	struct cryo_error ierr = {{0}};
+	struct image_write_stats ws = {0};
+	if (!s->writer)
+		s->writer = image_writer_new(); /* without it, the archive's own */
+	r = image_store_commit(cfg->paths.dir, gen, images, mem, n_mem, m, cfg->zstd_level, 2,
+	                       s->writer, &ws, &ierr);
+	tp[4] = util_now_ns();
+	manifest_free(m);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot store the image: %s",
+		         ierr.msg[0] ? ierr.msg : strerror(-r));
+		goto out;
+	}
+	r = image_store_prune(cfg->paths.dir, cfg->keep);
+	if (r < 0)
+		log_error("checkpoint %" PRIu64
+		          " of '%s' is stored, but older generations could not "
+		          "be pruned: %s",
+		          gen, cfg->name, strerror(-r));
+	r = 0;
+	if (cfg->incremental) {
+		s->chain = dd.incremental ? s->chain + 1 : 0;
+		page_index_free(s->index);
+		s->index = TAKE_PTR(dd.index);
+	}
+	s->restarts_in_a_row = 0;
+	s->current_generation = gen;
+	s->have_last = true;
+	s->last = (struct last_checkpoint){
+	    .generation = gen,
+	    .time_ns = util_realtime_ns(),
+	    .size = ws.archive_bytes,
+	    .raw_size = ws.raw_bytes,
+	    .frozen_us = st.frozen_us,
+	    .duration_ns = util_now_ns() - t0,
+	    .trigger = trigger,
+	};
+out:
+	delta_dir_clear(&dd);
+	const char *via = !pages ? "through files"
+	                  : criu_glue_pages_reused(pages)
+	                      ? "through cryo's page server, into the last checkpoint's memory"
+	                      : "through cryo's page server";
+	criu_glue_pages_free(pages, &s->spare);
+	if (r == 0) {
+		remove_later(s, images, gen);
+		double ms[4];
+		for (int i = 0; i < 4; i++)
+			ms[i] = (double)(tp[i + 1] - tp[i]) / 1e6;
+		log_debug("checkpoint %" PRIu64 " of '%s' (%s): CRIU %.1f ms (frozen %.1f), eager "
+		          "pages %.1f, memory images read %.1f, compressed and written %.1f, fsync "
+		          "%.1f",
+		          gen, cfg->name, via, ms[0], (double)st.frozen_us / 1e3, ms[1], ms[2],
+		          ms[3] - (double)ws.sync_ns / 1e6, (double)ws.sync_ns / 1e6);
+	} else {
+		util_rm_rf(images);
+	}
+	if (s->running)
+		supervisor_set_state(s, "running");
+	if (r == 0 && trigger != TRIGGER_STOP && trigger != TRIGGER_MIGRATE)
+		standby_prepare(s);
+	return r < 0 ? r : (int64_t)gen;
+}
+
+/* Logs a stored checkpoint: info, or debug for a periodic one. */
+void checkpoint_log(struct supervisor *s, enum checkpoint_trigger trigger)
+{
+	char size[32];
+	void (*log)(const char *, ...) = trigger == TRIGGER_TIMER ? log_debug : log_info;
+	log("checkpoint %" PRIu64 " of '%s' stored (%s, %s, frozen %.1f ms, durable after %.1f ms)",
+	    s->last.generation, s->cfg->name, checkpoint_trigger_name(trigger),
+	    util_format_bytes(s->last.size, size, sizeof(size)), (double)s->last.frozen_us / 1000,
+	    (double)s->last.duration_ns / 1e6);
+}
+
+/* Answers the program's request on its control socket (cryo_checkpoint()
+ * or cryo_checkpoint_async()): one per turn of the loop. */
+void checkpoint_handle_control(struct supervisor *s)
+{
+	for (;;) {
+		ssize_t n = read(s->control, s->control_buf + s->control_len,
+		                 sizeof(s->control_buf) - s->control_len);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			n = 0;
+		}
+		if (n == 0) {
+			/* The program closed its control socket: it will not call us. */
+			ep_del(s, s->control);
+			return;
+		}
+		s->control_len += (size_t)n;
+		if (s->control_len < sizeof(struct cryo_msg))
+			continue;
+		struct cryo_msg req;
+		memcpy(&req, s->control_buf, sizeof(req));
+		s->control_len = 0;
+		bool async = req.type == CRYO_MSG_CHECKPOINT_ASYNC;
+		if (req.magic != CRYO_MSG_MAGIC || (req.type != CRYO_MSG_CHECKPOINT && !async)) {
+			log_error("'%s' sent garbage on its control socket; ignored", s->cfg->name);
+			program_send(s, CRYO_MSG_RESULT, -EPROTO, s->current_generation);
+			continue;
+		}
+		char why[600];
+		bool replied = false;
+		int64_t g = checkpoint_take(s, TRIGGER_PROGRAM, async, &replied, why, sizeof(why));
+		if (g < 0)
+			log_error(
+			    "cannot checkpoint '%s': %s; the program runs on, generation %" PRIu64
+			    " stays the newest",
+			    s->cfg->name, why, s->current_generation);
+		else
+			checkpoint_log(s, TRIGGER_PROGRAM);
+		if (replied)
+			program_send(s, CRYO_MSG_DURABLE, g, s->current_generation);
+		else
+			program_send(s, CRYO_MSG_RESULT, g < 0 ? g : 0,
+			             g < 0 ? s->current_generation : (uint64_t)g);
+		/* One request per turn of the loop: a program that asks again at
+		 * once must not starve its own output and the commands. */
+		return;
+	}
+}

@@ -1,0 +1,305 @@
+/* What the supervisor's files share (runtime/supervisor/): its state, and
+ * the functions one file offers the others. Not for use outside. */
+#pragma once
+
+#include "../supervisor.h"
+#include "archive.h"
+#include "delta.h"
+#include "glue.h"
+#include "json.h"
+#include "pages.h"
+#include "protocol.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+/* epoll tags */
+enum {
+	EV_SIGNAL = 1,
+	EV_CONTROL,
+	EV_STDOUT,
+	EV_STDERR,
+	EV_STDIN,
+	EV_STDIN_PIPE,
+	EV_TIMER,
+	EV_COMMANDS,
+	EV_LAZY,         /* the lazy pages are all in place, or cannot be */
+	EV_LAZY_CHECKED, /* the memory is checked */
+};
+
+struct last_checkpoint {
+	uint64_t generation;
+	uint64_t time_ns; /* CLOCK_REALTIME */
+	uint64_t size;
+	uint64_t raw_size;
+	uint64_t frozen_us;
+	uint64_t duration_ns;
+	enum checkpoint_trigger trigger;
+};
+
+struct supervisor {
+	const struct supervisor_config *cfg;
+	int epfd, sigfd, timerfd, commands_fd;
+
+	/* The last stored checkpoint's dump files, being removed. */
+	pthread_t remover;
+	bool removing;
+
+	/* The running tree: the namespace's init (our child) and the program. */
+	pid_t init_pid;
+	bool running;
+	bool stopping; /* we asked it to end: do not restore */
+	bool leave;    /* the program moved away: the supervisor ends */
+
+	/* Our ends of the program's stdio and control socket, and the inodes
+	 * of the program's ends, which its next image will refer to. */
+	int stdin_w, stdout_r, stderr_r, control;
+	uint64_t ino_stdin, ino_stdout, ino_stderr, ino_control;
+	bool stdin_pollable, stdin_eof;
+	char stdin_buf[65536];
+	size_t stdin_len, stdin_off;
+	char control_buf[sizeof(struct cryo_msg)];
+	size_t control_len;
+
+	uint64_t min_generation; /* older ones belong to an earlier run (--fresh) */
+	unsigned restarts_in_a_row;
+	unsigned restarts_total;
+	uint64_t current_generation; /* last taken or restored */
+	uint64_t last_attempted;     /* last generation number handed out */
+	/* The page index of the newest generation, the base of the next
+	 * incremental one, and how many incremental ones lead to it. */
+	struct page_index *index;
+	unsigned chain;
+	/* The page server's memory, kept from one checkpoint to the next
+	 * while the program runs (see criu-glue/pages.h). */
+	struct criu_glue_spare spare;
+	/* The archive writer's contexts and memory, likewise. */
+	struct image_writer *writer;
+	struct last_checkpoint last;
+	bool have_last;
+	int criu_version;
+	struct net_ns net;  /* with --net: the namespace the program lives in */
+	char moved_to[128]; /* where cryo migrate sent the program */
+	char cwd[PATH_MAX]; /* the program's working directory, as last read */
+	const char *state;  /* "running", "checkpointing", "restoring", "stopped", "failed" */
+	struct lazy_restore *lazy; /* the memory of a lazy restore, still coming */
+	struct standby *standby;   /* the next restore, made ready */
+};
+
+/* The program's ends of a new set of stdio pipes and control socket. They go
+ * to the program (fork, dup2) or to CRIU (inherit-fd: posix_spawn's dup2
+ * passes them whether O_CLOEXEC or not; a standby's are, so that nothing
+ * else inherits them). */
+struct program_ends {
+	int fds[4]; /* stdin (read end), stdout, stderr (write ends), control */
+};
+
+struct standby;      /* standby.c */
+struct lazy_restore; /* restore-lazy.c */
+struct channel;
+struct page_index;
+
+static inline void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static inline int ep_add(struct supervisor *s, int fd, uint32_t events, uint64_t tag)
+{
+	struct epoll_event ev = {.events = events, .data.u64 = tag};
+	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static inline void ep_mod(struct supervisor *s, int fd, uint32_t events, uint64_t tag)
+{
+	struct epoll_event ev = {.events = events, .data.u64 = tag};
+	epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+static inline void ep_del(struct supervisor *s, int fd)
+{
+	if (fd >= 0)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+/* The files, each using only those above it. */
+
+/* ---- channels.c: the program's stdio pipes and control socket ---- */
+
+/* Closes the program's ends (those not handed over yet). */
+void program_ends_close(struct program_ends *e);
+
+/* A new set of stdio pipes and control socket: ours (stdin's write end,
+ * stdout's and stderr's read ends, control: O_CLOEXEC, non-blocking) and
+ * the program's. */
+int channels_new(struct supervisor *s, int ours[4], struct program_ends *e);
+
+/* Makes ours the channels to the program whose ends are e. */
+void channels_use(struct supervisor *s, const int ours[4], const struct program_ends *e);
+
+/* A new set of channels, ours in use at once (a fresh start). */
+int channels_make(struct supervisor *s, struct program_ends *e);
+
+/* Puts our ends of the channels in the loop's epoll set. */
+void channels_watch(struct supervisor *s);
+
+/* Copies what is readable on from to our own fd to. Returns false at EOF. */
+bool channels_forward(int from, int to);
+
+/* Reads the rest of a dead program's output, then closes our ends. */
+void channels_drain(struct supervisor *s);
+
+/* Moves what cryo run's stdin has to the program's, as far as the pipe
+ * takes it; at our EOF the program's stdin ends too. */
+void channels_pump_stdin(struct supervisor *s);
+
+/* Sends a message on the program's control socket (a result, or the news
+ * that an image is durable); a program that does not read loses it. */
+void program_send(struct supervisor *s, uint32_t type, int64_t value, uint64_t generation);
+
+/* ---- status.c: what the supervisor publishes and replies ---- */
+
+/* The program's host PID: cryo-init's one child; 0 while there is none. */
+pid_t program_pid(const struct supervisor *s);
+
+/* The program's host PID goes into dir/pid while it runs, for people and
+ * tests; it takes a moment for cryo-init to fork it. */
+void program_publish_pid(struct supervisor *s);
+
+/* Sends o as one line to a client of the commands socket, and drops o. A
+ * client that does not read gets what its socket takes in 2 s (SO_SNDTIMEO). */
+void status_reply(int fd, struct json_object *o);
+
+/* Replies {"ok":false,"errno":-r,"error":why}. */
+void status_reply_error(int fd, int r, const char *why);
+
+/* Replies {"ok":true}. */
+void status_reply_ok(int fd);
+
+/* The supervisor's view of its workload as one JSON object. */
+struct json_object *status_json(struct supervisor *s);
+
+/* Sets the workload's state and publishes it in dir/status.json, where
+ * cryo status reads it without waiting for a busy supervisor. */
+void supervisor_set_state(struct supervisor *s, const char *state);
+
+/* ---- program.c: starting and stopping the program ---- */
+
+/* Starts the program afresh: a new PID namespace whose init is cryo-init,
+ * with its channels, its network and CRYO_CONTROL_FD set. */
+int program_start(struct supervisor *s);
+
+/* Stops the program with sig, for good: no restore follows its end. */
+void supervisor_request_stop(struct supervisor *s, int sig);
+
+/* ---- standby.c: a restore's CRIU, and the next one made ready ---- */
+
+/* Where a generation is extracted for CRIU to read: memory (/dev/shm) when
+ * its raw images fit comfortably there and in RAM, else beside the images. */
+int restore_make_dir(struct supervisor *s, uint64_t gen, char *dir, size_t len);
+
+/* The inodes of the program's stdin, stdout, stderr and control socket when
+ * the image was taken (checkpoint_fill_manifest()). */
+void restore_manifest_inodes(const struct manifest *m, uint64_t ino[4]);
+
+/* Ends a standby's CRIU and closes what it held. */
+void standby_free(struct standby *sb);
+
+/* Makes the next restore ready, unless it is or no restore is to come. */
+void standby_prepare(struct supervisor *s);
+
+/* Restores the images in dir, whose stdio and control socket had the inodes
+ * ino (stdin, stdout, stderr, control). The program becomes our child. With
+ * tcp_established its connections come back open (a migration), else closed
+ * (after a crash, the peers have moved on). why gets CRIU's reason. */
+int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
+                bool lazy, char *why, size_t why_len);
+
+/* ---- restore-lazy.c: a restore whose memory follows ---- */
+
+/* The pages are in place (or cannot be): what the glue says, then the
+ * memory's check in a thread (its end comes as EV_LAZY_CHECKED). */
+void lazy_check_start(struct supervisor *s);
+
+/* Ends the lazy restore in progress, if any. Without abort, once the pages
+ * are in place: waits for the memory's check; if not all the memory came, or
+ * intact, the program cannot run on (what never came reads as zeros) and is
+ * killed, to be restored again. With abort: the program is gone already. */
+int lazy_end(struct supervisor *s, bool abort);
+
+/* Before anything dumps the program: its memory must be all there. */
+int lazy_settle(struct supervisor *s, char *why, size_t why_len);
+
+/* Restores generation gen with its memory to follow (from the generations
+ * it is built on too, if it is incremental). Returns 0, or -EBADMSG for a
+ * damaged image, or -EAGAIN when it is not to be restored this way (an
+ * image of format 1 or without its eager pages, a lazy-pages socket that
+ * cannot be set up): the caller restores it in full. */
+int restore_lazily(struct supervisor *s, uint64_t gen);
+
+/* ---- restore.c: choosing the generation to restore ---- */
+
+/* Restores the newest intact generation (or cfg->resume_generation), falling
+ * back to older ones. Returns -ENOENT when there is none. */
+int restore_newest(struct supervisor *s, uint64_t only);
+
+/* ---- checkpoint.c: checkpoints ---- */
+
+/* What a generation's manifest says besides its files: the workload, the
+ * program, the machine, and the inodes of the program's channels, which the
+ * restore must give back. */
+void checkpoint_fill_manifest(struct supervisor *s, struct manifest *m, uint64_t gen,
+                              enum checkpoint_trigger trigger,
+                              const struct criu_glue_dump_stats *st);
+
+/* How the program is dumped into images: its control socket's and network
+ * namespace's other ends stay outside, its TCP connections are dumped. With
+ * its own namespace no CRIU network lock is needed: a checkpoint's copy
+ * restores its connections closed after a crash, and a migration takes the
+ * namespace off the network itself. */
+struct criu_glue_dump_opts checkpoint_dump_opts(struct supervisor *s, const char *images,
+                                                bool leave_running);
+
+/* Waits for the last checkpoint's remover thread, if one runs. */
+void checkpoint_remove_wait(struct supervisor *s);
+
+/* Checkpoints the running program. On any failure the program runs on and
+ * the stored generations are as they were. Returns the new generation, or a
+ * negative errno with the reason in why.
+ * With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
+ * soon as it has been dumped, and *replied says whether that happened. */
+int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
+                        bool *replied, char *why, size_t why_len);
+
+/* Logs a stored checkpoint: info, or debug for a periodic one. */
+void checkpoint_log(struct supervisor *s, enum checkpoint_trigger trigger);
+
+/* Answers the program's request on its control socket (cryo_checkpoint()
+ * or cryo_checkpoint_async()): one per turn of the loop. */
+void checkpoint_handle_control(struct supervisor *s);
+
+/* ---- migrate-out.c: cryo migrate, the source ---- */
+
+/* cryo migrate: moves the program to the cryo serve at target. On any
+ * failure before the target runs it, the program runs here again. */
+void migrate_out(struct supervisor *s, int client, const char *target, const char *key_file,
+                 bool with_precopy);
+
+/* ---- migrate-in.c: cryo serve, the target ---- */
+
+/* A copy that arrived by migration: restores it from the images extracted
+ * on arrival, tells the source it runs once its archive is durable here, and
+ * waits for the source's go-ahead before joining the network. */
+int migrate_arrive(struct supervisor *s);
+
+/* ---- commands.c: the commands socket ---- */
+
+int commands_listen(struct supervisor *s);
+
+void commands_handle(struct supervisor *s);

@@ -1,0 +1,349 @@
+/* The supervisor's life: setting up, the event loop, and what follows the
+ * program's end (a restore, a fresh start, or the end of cryo run). */
+
+#include "internal.h"
+#include "cleanup.h"
+#include "log.h"
+#include "migrate.h"
+#include "store.h"
+#include "util.h"
+
+#include <fcntl.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+/* ---- the program's end ----------------------------------------------------- */
+
+/* Decides what follows the program's exit. Returns 1 to go on (restored or
+ * restarted), or 0 with *status set when cryo run should exit. */
+static int handle_exit(struct supervisor *s, int wstatus, int *status)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	s->running = false;
+	s->init_pid = 0;
+	lazy_end(s, true);
+	unlink(cfg->paths.pid_file);
+	channels_drain(s);
+
+	/* The page server's memory goes back to the kernel now, in a thread
+	 * (unmapping a GB takes ~60 ms): the restore that follows finds it
+	 * free and warm, where fresh memory costs much more on a VM (restores
+	 * in scripts/bench were slower with it held until after them). */
+	criu_glue_spare_drop_later(&s->spare);
+	image_writer_free(s->writer);
+	s->writer = NULL;
+	int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+	bool failed = code != 0;
+	*status = code;
+	char how[64];
+	if (code > 128 && code < 128 + 65)
+		snprintf(how, sizeof(how), "was killed by signal %d (%s)", code - 128,
+		         strsignal(code - 128));
+	else
+		snprintf(how, sizeof(how), "exited with status %d", code);
+
+	if (s->stopping || cfg->policy == RESTART_NO ||
+	    (!failed && cfg->policy != RESTART_ALWAYS)) {
+		supervisor_set_state(s, "stopped");
+		if (failed && !s->stopping)
+			log_info("'%s' %s", cfg->name, how);
+		return 0;
+	}
+	if (s->restarts_in_a_row >= cfg->max_restarts) {
+		supervisor_set_state(s, "failed");
+		log_error(
+		    "'%s' %s, after %u restarts in a row without a successful checkpoint; giving "
+		    "up (images kept in '%s'; resume with: cryo restore %s)",
+		    cfg->name, how, s->restarts_in_a_row, cfg->paths.dir, cfg->name);
+		return 0;
+	}
+	s->restarts_in_a_row++;
+	s->restarts_total++;
+	log_info("'%s' %s; restoring the newest checkpoint", cfg->name, how);
+	int r = restore_newest(s, 0);
+	if (r == 0)
+		return 1;
+	if (r == -ENOENT) {
+		log_info("'%s' has no checkpoint yet: starting it afresh", cfg->name);
+		return program_start(s) == 0 ? 1 : 0;
+	}
+	log_error("no generation of '%s' could be restored; giving up (images kept in '%s'; see "
+	          "criu-restore.log there)",
+	          cfg->name, cfg->paths.dir);
+	*status = code ? code : 1;
+	return 0;
+}
+
+static int handle_signals(struct supervisor *s, int *status)
+{
+	struct signalfd_siginfo si;
+	while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGCHLD: break;
+		case SIGINT:
+		case SIGTERM:
+		case SIGHUP:
+			/* A second request is not polite any more. */
+			supervisor_request_stop(s, s->stopping ? SIGKILL : (int)si.ssi_signo);
+			break;
+		default: break;
+		}
+	}
+	/* Only our own child: libcriu waits for its criu helper itself. */
+	while (s->running) {
+		int ws;
+		pid_t w = waitpid(s->init_pid, &ws, WNOHANG);
+		if (w <= 0)
+			break;
+		if (!handle_exit(s, ws, status))
+			return 0;
+	}
+	return 1;
+}
+
+/* The network of the generation a resume starts from, if it had one. */
+static bool image_net_config(struct supervisor *s, struct net_config *ret)
+{
+	uint64_t gen = s->cfg->resume_generation;
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	if (!gen && (image_store_list(s->cfg->paths.dir, &gens, &n) < 0 || n == 0))
+		return false;
+	if (!gen)
+		gen = gens[n - 1];
+	struct manifest *m = NULL;
+	struct cryo_error ierr = {{0}};
+	if (image_store_read_manifest(s->cfg->paths.dir, gen, &m, &ierr) < 0)
+		return false;
+	*ret = (struct net_config){0};
+	const char *addr = manifest_get(m, "net.addr"), *gw = manifest_get(m, "net.gateway"),
+	           *br = manifest_get(m, "net.bridge");
+	bool ok = addr && net_parse_cidr(addr, &ret->addr, &ret->prefix) == 0;
+	if (ok && gw)
+		net_parse_ip(gw, &ret->gateway);
+	if (ok && br)
+		snprintf(ret->bridge, sizeof(ret->bridge), "%s", br);
+	manifest_free(m);
+	return ok;
+}
+
+/* ---- the loop ----------------------------------------------------------------- */
+
+int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
+{
+	(void)lock_fd;
+	struct supervisor s = {
+	    .cfg = cfg,
+	    .epfd = -1,
+	    .sigfd = -1,
+	    .timerfd = -1,
+	    .commands_fd = -1,
+	    .stdin_w = -1,
+	    .stdout_r = -1,
+	    .stderr_r = -1,
+	    .control = -1,
+	    .net = NET_NS_INIT,
+	    .state = "starting",
+	};
+	int status = 1, r;
+
+	r = criu_glue_version(&s.criu_version);
+	if (r < 0 || s.criu_version < CRIU_GLUE_MIN_VERSION) {
+		const char *bin = criu_glue_binary();
+		if (!bin)
+			log_error("CRIU is not installed; run scripts/setup (or set CRYO_CRIU to "
+			          "its path)");
+		else if (r < 0)
+			log_error(
+			    "'%s' does not say its version (%s): is it CRIU? run scripts/setup, "
+			    "or set CRYO_CRIU",
+			    bin, strerror(-r));
+		else
+			log_error("CRIU at '%s' is version %d.%d.%d; cryo needs 4.2 or newer (run "
+			          "scripts/setup)",
+			          bin, s.criu_version / 10000, s.criu_version / 100 % 100,
+			          s.criu_version % 100);
+		return -ENOENT;
+	}
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	s.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s.sigfd < 0 || s.epfd < 0) {
+		log_error("cannot set up the supervisor: %m");
+		return -errno;
+	}
+	ep_add(&s, s.sigfd, EPOLLIN, EV_SIGNAL);
+
+	/* Our stdin: a pipe or terminal is watched; anything else is read as
+	 * if always ready (a file) or is empty. */
+	fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+	if (ep_add(&s, STDIN_FILENO, 0, EV_STDIN) == 0)
+		s.stdin_pollable = true;
+	else if (fcntl(STDIN_FILENO, F_GETFD) < 0)
+		s.stdin_eof = true;
+
+	/* We hold the workload's lock: what an earlier supervisor left half
+	 * written is nobody's (cryo serve swept before an arrival). */
+	if (!cfg->incoming)
+		image_store_sweep(cfg->paths.dir);
+	util_scratch_sweep();
+	r = commands_listen(&s);
+	if (r < 0) {
+		log_error("cannot listen on '%s': %s (is the state directory writable?)",
+		          cfg->paths.socket, strerror(-r));
+		goto out;
+	}
+	if (cfg->every_ns) {
+		s.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		struct itimerspec its = {
+		    .it_value = {(time_t)(cfg->every_ns / 1000000000ULL),
+		                 (long)(cfg->every_ns % 1000000000ULL)},
+		    .it_interval = {(time_t)(cfg->every_ns / 1000000000ULL),
+		                    (long)(cfg->every_ns % 1000000000ULL)},
+		};
+		if (s.timerfd < 0 || timerfd_settime(s.timerfd, 0, &its, NULL) < 0) {
+			log_error("cannot create the checkpoint timer: %m");
+			goto out;
+		}
+		ep_add(&s, s.timerfd, EPOLLIN, EV_TIMER);
+	}
+
+	/* Resumed images bring their address unless --net says otherwise. */
+	struct net_config image_net;
+	const struct net_config *net = cfg->net;
+	if (!net && cfg->resume && image_net_config(&s, &image_net))
+		net = &image_net;
+	if (net) {
+		char why[400];
+		/* A migrated copy stays off the network until the source is gone. */
+		r = net_create(cfg->name, net, !cfg->incoming, &s.net, why, sizeof(why));
+		/* Peers may remember the address elsewhere (it moved, or it
+		 * comes back): tell them where it is now. */
+		if (r == 0 && !cfg->incoming && net_announce(&s.net, why, sizeof(why)) < 0)
+			log_error("'%s': %s", cfg->name, why);
+		if (r < 0) {
+			log_error("cannot set up the network of '%s': %s", cfg->name, why);
+			if (cfg->incoming)
+				channel_send(cfg->incoming->ch, MSG_FAILED, why, strlen(why), why,
+				             sizeof(why));
+			goto out;
+		}
+	}
+	if (cfg->incoming) {
+		if (migrate_arrive(&s) < 0)
+			goto out;
+	} else if (cfg->resume) {
+		r = restore_newest(&s, cfg->resume_generation);
+		if (r == -ENOENT && !cfg->resume_generation) {
+			log_error("'%s' has no images in '%s' to restore", cfg->name,
+			          cfg->paths.dir);
+			goto out;
+		}
+		if (r < 0) {
+			if (r != -ENOENT)
+				log_error("could not restore '%s' (images kept in '%s'; see "
+				          "criu-restore.log there)",
+				          cfg->name, cfg->paths.dir);
+			goto out;
+		}
+	} else {
+		/* Images of an earlier run stay until this run's first checkpoint
+		 * is durable, but a crash before then must not resume them. */
+		if (image_store_next_generation(cfg->paths.dir, &s.min_generation) < 0)
+			s.min_generation = UINT64_MAX;
+		if (program_start(&s) < 0)
+			goto out;
+	}
+
+	for (;;) {
+		struct epoll_event ev[16];
+		int n = epoll_wait(s.epfd, ev, 16, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("epoll_wait: %m");
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			switch (ev[i].data.u64) {
+			case EV_SIGNAL:
+				if (!handle_signals(&s, &status))
+					goto out;
+				break;
+			case EV_CONTROL:
+				if (s.running)
+					checkpoint_handle_control(&s);
+				break;
+			case EV_STDOUT:
+				if (s.stdout_r >= 0 && !channels_forward(s.stdout_r, STDOUT_FILENO))
+					ep_del(&s, s.stdout_r);
+				break;
+			case EV_STDERR:
+				if (s.stderr_r >= 0 && !channels_forward(s.stderr_r, STDERR_FILENO))
+					ep_del(&s, s.stderr_r);
+				break;
+			case EV_STDIN:
+			case EV_STDIN_PIPE: channels_pump_stdin(&s); break;
+			case EV_TIMER: {
+				uint64_t ticks;
+				(void)!read(s.timerfd, &ticks, sizeof(ticks));
+				if (!s.running || s.stopping)
+					break;
+				char why[600];
+				int64_t g = checkpoint_take(&s, TRIGGER_TIMER, false, NULL, why,
+				                            sizeof(why));
+				if (g >= 0)
+					checkpoint_log(&s, TRIGGER_TIMER);
+				else
+					log_error("periodic checkpoint of '%s' failed: %s; the "
+					          "program runs on",
+					          cfg->name, why);
+				break;
+			}
+			case EV_COMMANDS: commands_handle(&s); break;
+			case EV_LAZY: lazy_check_start(&s); break;
+			case EV_LAZY_CHECKED: lazy_end(&s, false); break;
+			}
+		}
+		if (s.leave) {
+			status = 0;
+			goto out;
+		}
+	}
+out:
+	if (s.running) {
+		/* We are leaving: the namespace goes with us. */
+		kill(s.init_pid, SIGKILL);
+		waitpid(s.init_pid, NULL, 0);
+		unlink(cfg->paths.pid_file);
+	}
+	lazy_end(&s, true);
+	checkpoint_remove_wait(&s);
+	channels_drain(&s);
+	if (s.commands_fd >= 0) {
+		unlink(cfg->paths.socket);
+		close(s.commands_fd);
+	}
+	if (strcmp(s.state, "failed") != 0 && strcmp(s.state, "starting") != 0 &&
+	    strcmp(s.state, "migrated") != 0)
+		supervisor_set_state(&s, "stopped");
+	standby_free(s.standby);
+	net_destroy(&s.net);
+	criu_glue_spare_drop(&s.spare);
+	image_writer_free(s.writer);
+	page_index_free(s.index);
+	close_fd(&s.timerfd);
+	close_fd(&s.sigfd);
+	close_fd(&s.epfd);
+	return s.state && !strcmp(s.state, "starting") ? -EIO : status;
+}

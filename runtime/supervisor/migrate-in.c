@@ -1,0 +1,97 @@
+/* cryo serve, on the target: the supervisor of a program that arrives by
+ * migration restores it and waits for the source's go-ahead. */
+
+#include "internal.h"
+#include "log.h"
+#include "migrate.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+/* A copy that arrived by migration: restores it from the images extracted
+ * on arrival, tells the source it runs once its archive is durable here, and
+ * waits for the source's go-ahead before joining the network. */
+int migrate_arrive(struct supervisor *s)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct incoming *in = cfg->incoming;
+	struct channel *c = in->ch;
+	char why[700], msg[800];
+	uint64_t ino[4];
+	restore_manifest_inodes(in->manifest, ino);
+	supervisor_set_state(s, "restoring");
+	uint64_t t0 = util_now_ns();
+	/* Tests make a target's restore fail here (as a CRIU that cannot
+	 * restore would), to see the source take its program back. */
+	int r = migrate_fault("restore")
+	            ? util_fail(why, sizeof(why), -EIO, "CRIU restore failed (injected)")
+	            : restore_dir(s, in->images, ino, true, false, why, sizeof(why));
+	if (r == 0 && cfg->incremental) {
+		page_index_free(s->index);
+		s->index = NULL;
+		if (delta_index_dir(in->images, in->generation, &s->index) < 0)
+			s->index = NULL;
+		s->chain = (unsigned)manifest_get_u64(in->manifest, "chain", 0);
+	}
+	util_rm_rf(in->images);
+	in->images[0] = '\0';
+	if (r < 0) {
+		int n = snprintf(msg, sizeof(msg), "cannot restore on the target: %s", why);
+		log_error("%s (see criu-restore.log in '%s')", msg, cfg->paths.dir);
+		channel_send(c, MSG_FAILED, msg, (size_t)n, why, sizeof(why));
+		supervisor_set_state(s, "failed");
+		return r;
+	}
+	s->current_generation = in->generation;
+	log_info("restored '%s' from generation %" PRIu64 " in %.1f ms (program PID %d)", cfg->name,
+	         in->generation, (double)(util_now_ns() - t0) / 1e6, program_pid(s));
+	r = migrate_wait_durable(in, why, sizeof(why));
+	int32_t pid = (int32_t)program_pid(s);
+	if (r == 0)
+		r = channel_send(c, MSG_RUNNING, &pid, sizeof(pid), why, sizeof(why));
+	else
+		channel_send(c, MSG_FAILED, why, strlen(why), msg, sizeof(msg));
+	uint8_t type = 0;
+	const uint8_t *data;
+	size_t n;
+	/* Tests make a target give up right after RUNNING (as one whose
+	 * wait for DONE ran out would), resetting the connection. */
+	if (r == 0 && migrate_fault("give-up")) {
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(c->fd);
+		c->fd = -1;
+		r = util_fail(why, sizeof(why), -ETIMEDOUT, "gave up waiting (injected)");
+	}
+	if (r == 0)
+		r = channel_recv(c, &type, &data, &n, MIGRATE_DONE_MS, why, sizeof(why));
+	if (r == 0 && type != MSG_DONE) {
+		snprintf(why, sizeof(why), "unexpected message %u", type);
+		r = -EPROTO;
+	}
+	if (r < 0) {
+		log_error("'%s' was restored here, but the migration was not completed (%s): this "
+		          "copy is stopped%s",
+		          cfg->name, why,
+		          in->durable ? ", its image set aside (.unconfirmed)" : "");
+		s->stopping = true;
+		kill(s->init_pid, SIGKILL);
+		waitpid(s->init_pid, NULL, 0);
+		s->running = false;
+		supervisor_set_state(s, "failed");
+		return r;
+	}
+	in->confirmed = true;
+	if (s->net.fd >= 0) {
+		if (net_set_up(&s->net, true, why, sizeof(why)) < 0 ||
+		    net_announce(&s->net, why, sizeof(why)) < 0)
+			log_error("'%s' arrived, but its network: %s", cfg->name, why);
+	}
+	program_send(s, CRYO_MSG_RESULT, 1, in->generation);
+	program_publish_pid(s);
+	supervisor_set_state(s, "running");
+	log_info("'%s' arrived by migration and runs (program PID %d)", cfg->name, pid);
+	return 0;
+}

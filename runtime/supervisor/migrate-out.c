@@ -1,0 +1,507 @@
+/* cryo migrate, on the source: offers the program to the target, pre-copies
+ * it, freezes and sends it, and runs it here again if the move fails. The
+ * protocol is drawn in runtime/migrate.h. */
+
+#include "internal.h"
+#include "cleanup.h"
+#include "log.h"
+#include "migrate.h"
+#include "store.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+/* ---- migration -------------------------------------------------------------- */
+
+/* Connects to host:port within timeout_ms. */
+static int connect_to(const char *target, int timeout_ms, char *why, size_t len)
+{
+	struct addrinfo *ai = NULL;
+	char cause[200];
+	int g = net_resolve(target, false, &ai, cause, sizeof(cause));
+	if (g == -EINVAL) {
+		snprintf(why, len, "'%s' is not HOST:PORT", target);
+		return g;
+	}
+	if (g < 0) {
+		snprintf(why, len, "cannot resolve '%s': %s", target, cause);
+		return g;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int r = fd < 0 ? -errno : 0;
+	if (r == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		r = -errno;
+		if (r == -EINPROGRESS) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			int err = 0;
+			socklen_t el = sizeof(err);
+			if (poll(&p, 1, timeout_ms) <= 0)
+				r = -ETIMEDOUT;
+			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err)
+				r = -(err ? err : errno);
+			else
+				r = 0;
+		}
+	}
+	freeaddrinfo(ai);
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		snprintf(why, len, "cannot connect to %s: %s (is cryo serve running there?)",
+		         target, strerror(-r));
+		return r;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+struct migration_out {
+	struct supervisor *s;
+	int client; /* the cryo migrate that asked, for progress lines */
+	uint64_t t0;
+	struct json_object *phases; /* each phase's name and milliseconds */
+	uint64_t phase_t0;
+};
+
+/* A phase of the migration ended: it goes into the final report, and out to
+ * cryo migrate at once. */
+static void phase_done(struct migration_out *mo, const char *name)
+{
+	uint64_t now = util_now_ns();
+	double ms = (double)(now - mo->phase_t0) / 1e6;
+	cryo_json_add(mo->phases, name, cryo_json_ms(ms));
+	struct json_object *ev = json_object_new_object();
+	cryo_json_add(ev, "event", json_object_new_string("phase"));
+	cryo_json_add(ev, "phase", json_object_new_string(name));
+	cryo_json_add(ev, "ms", cryo_json_ms(ms));
+	status_reply(mo->client, ev);
+	mo->phase_t0 = now;
+}
+
+static void report_progress(void *arg, uint64_t sent, uint64_t raw_done, uint64_t raw_total)
+{
+	struct migration_out *mo = arg;
+	struct json_object *ev = json_object_new_object();
+	cryo_json_add(ev, "event", json_object_new_string("progress"));
+	cryo_json_add(ev, "sent", json_object_new_uint64(sent));
+	cryo_json_add(ev, "raw_done", json_object_new_uint64(raw_done));
+	cryo_json_add(ev, "raw_total", json_object_new_uint64(raw_total));
+	cryo_json_add(ev, "ms", cryo_json_ms((double)(util_now_ns() - mo->phase_t0) / 1e6));
+	status_reply(mo->client, ev);
+}
+
+/* Where a migration's dump goes: memory when it fits comfortably. */
+static int make_migrate_dir(struct supervisor *s, char *dir, size_t len)
+{
+	char tag[128], fallback[PATH_MAX];
+	snprintf(tag, sizeof(tag), "migrate-%s", s->cfg->name);
+	snprintf(fallback, sizeof(fallback), "%s/.migrate", s->cfg->paths.dir);
+	return util_scratch_dir(criu_glue_estimate_pages(s->init_pid), tag, fallback, dir, len);
+}
+
+/* The settings that travel with the workload. */
+static void add_settings(const struct supervisor_config *cfg, struct manifest *m)
+{
+	manifest_addf(m, "set.policy", "%d", (int)cfg->policy);
+	manifest_addf(m, "set.max_restarts", "%u", cfg->max_restarts);
+	manifest_addf(m, "set.keep", "%u", cfg->keep);
+	manifest_addf(m, "set.every_ns", "%" PRIu64, cfg->every_ns);
+	manifest_addf(m, "set.zstd_level", "%d", cfg->zstd_level);
+	manifest_addf(m, "set.incremental", "%d", cfg->incremental);
+	manifest_addf(m, "set.lazy_restore", "%d", cfg->lazy_restore);
+	manifest_addf(m, "set.dump_via_memory", "%d", cfg->dump_via_memory);
+}
+
+static int read_cpuinfo(char **ret, size_t *ret_len, char *why, size_t len)
+{
+	char dir[] = "/tmp/cryo-cpuinfo-XXXXXX";
+	if (!mkdtemp(dir)) {
+		snprintf(why, len, "cannot make a temporary directory: %m");
+		return -errno;
+	}
+	struct cryo_error err = {{0}};
+	int r = criu_glue_cpuinfo_dump(dir, &err);
+	if (r == 0) {
+		char path[64];
+		snprintf(path, sizeof(path), "%s/cpuinfo.img", dir);
+		r = util_read_file(path, ret, ret_len);
+		if (r < 0)
+			snprintf(err.msg, sizeof(err.msg), "cannot read '%s': %s", path,
+			         strerror(-r));
+	}
+	util_rm_rf(dir);
+	if (r < 0)
+		snprintf(why, len, "%s", err.msg);
+	return r;
+}
+
+/* Asks the target whether it can take the program; *gen gets the generation
+ * number the target will store it as. */
+static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint64_t *gen,
+                 char *why, size_t len)
+{
+	struct supervisor *s = mo->s;
+	struct manifest *m = manifest_new();
+	if (!m) {
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	struct criu_glue_dump_stats none = {0};
+	checkpoint_fill_manifest(s, m, 0, TRIGGER_MIGRATE, &none);
+	add_settings(s->cfg, m);
+	if (precopy)
+		manifest_add(m, "precopy", "1");
+	_cleanup_free_ char *text = NULL, *cpu = NULL;
+	size_t text_len, cpu_len;
+	int r = migrate_describe(s->init_pid, m, why, len);
+	if (r == 0)
+		r = manifest_to_text(m, &text, &text_len);
+	manifest_free(m);
+	if (r == 0)
+		r = read_cpuinfo(&cpu, &cpu_len, why, len);
+	if (r == 0)
+		r = channel_send(c, MSG_OFFER, text, text_len, why, len);
+	if (r == 0)
+		r = channel_send(c, MSG_CPUINFO, cpu, cpu_len, why, len);
+	if (r < 0)
+		return r;
+	uint8_t type;
+	const uint8_t *data;
+	size_t n;
+	r = channel_recv(c, &type, &data, &n, MIGRATE_ANSWER_MS, why, len);
+	if (r < 0)
+		return r;
+	if (type == MSG_REFUSE) {
+		snprintf(why, len, "the target refused: %.*s", (int)n, (const char *)data);
+		return -EPERM;
+	}
+	uint64_t le;
+	if (type != MSG_ACCEPT || n != sizeof(le)) {
+		snprintf(why, len, "the target answered the offer with message %u", type);
+		return -EPROTO;
+	}
+	memcpy(&le, data, sizeof(le));
+	*gen = le64toh(le);
+	return 0;
+}
+
+/* Waits for the target's answer to an image: want, or FAILED and its reason
+ * (the restore may take a while). */
+static int await_answer(struct channel *c, uint8_t want, char *why, size_t len)
+{
+	uint8_t type;
+	const uint8_t *data;
+	size_t n;
+	int r = channel_recv(c, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, why, len);
+	if (r < 0 || type == want)
+		return r;
+	if (type == MSG_FAILED)
+		snprintf(why, len, "%.*s", (int)n, (const char *)data);
+	else
+		snprintf(why, len, "the target answered with message %u", type);
+	return -EIO;
+}
+
+/* Pre-copy: a dump taken while the program runs on (and stays on the
+ * network) is sent whole before the freeze; the image taken frozen then
+ * only carries the pages that changed since. *index gets the pages of the
+ * one sent. */
+static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
+                   struct page_index **index, char *why, size_t len)
+{
+	struct supervisor *s = mo->s;
+	char dir[PATH_MAX];
+	int r = make_migrate_dir(s, dir, sizeof(dir));
+	if (r < 0) {
+		snprintf(why, len, "cannot make a directory for the dump: %s", strerror(-r));
+		return r;
+	}
+	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, true);
+	struct criu_glue_dump_stats st = {0};
+	struct cryo_error cerr = {{0}};
+	struct delta_dir dd = {0};
+	struct manifest *m = NULL;
+	r = criu_glue_dump(&o, &st, &cerr);
+	if (r < 0) {
+		snprintf(why, len, "%s", cerr.msg);
+		goto out;
+	}
+	r = delta_prepare_dir(dir, gen, NULL, true, &dd);
+	if (r == 0 && !(m = manifest_new()))
+		r = -ENOMEM;
+	if (r < 0) {
+		snprintf(why, len, "cannot read the dumped memory: %s", strerror(-r));
+		goto out;
+	}
+	checkpoint_fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
+	add_settings(s->cfg, m);
+	struct migrate_progress progress = {report_progress, mo};
+	r = migrate_send_image(c, dir, dd.files, dd.n_files, m, &progress, NULL, why, len);
+	if (r == 0)
+		r = await_answer(c, MSG_ACCEPT, why, len);
+	if (r == 0)
+		*index = TAKE_PTR(dd.index);
+out:
+	manifest_free(m);
+	delta_dir_clear(&dd);
+	util_rm_rf(dir);
+	return r;
+}
+
+/* After a failed migration: the program runs here again, from its dump. */
+static int resume_here(struct supervisor *s, const char *dir, char *why, size_t len)
+{
+	uint64_t ino[4] = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control};
+	char cause[600];
+	int r = restore_dir(s, dir, ino, true, false, cause, sizeof(cause));
+	if (r < 0) {
+		size_t used = strlen(why);
+		snprintf(why + used, len - used, "; resuming it here failed too: %s", cause);
+		return r;
+	}
+	if (s->net.fd >= 0 && net_set_up(&s->net, true, cause, sizeof(cause)) == 0)
+		net_announce(&s->net, cause, sizeof(cause));
+	program_send(s, CRYO_MSG_RESULT, 1, s->current_generation);
+	program_publish_pid(s);
+	supervisor_set_state(s, "running");
+	return 0;
+}
+
+/* The generations left here would resume a second copy: they go. */
+static void forget_generations(struct supervisor *s)
+{
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	if (image_store_list(s->cfg->paths.dir, &gens, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX];
+		image_store_path(s->cfg->paths.dir, gens[i], path, sizeof(path));
+		unlink(path);
+	}
+	util_fsync_dir(s->cfg->paths.dir);
+}
+
+/* cryo migrate: moves the program to the cryo serve at target. On any
+ * failure before the target runs it, the program runs here again. */
+void migrate_out(struct supervisor *s, int client, const char *target, const char *key_file,
+                 bool with_precopy)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct migration_out mo = {
+	    .s = s, .client = client, .t0 = util_now_ns(), .phases = json_object_new_object()};
+	mo.phase_t0 = mo.t0;
+	char why[900] = "", dir[PATH_MAX] = "";
+	uint8_t key[CHANNEL_KEY_BYTES];
+	struct channel ch = {.fd = -1};
+	bool frozen = false;
+	uint64_t t_freeze = 0, frozen_ns = 0, sent = 0;
+	struct criu_glue_dump_stats st = {0};
+	struct page_index *base = NULL;
+	struct delta_dir dd = {0};
+	int r;
+
+	if (!s->running) {
+		snprintf(why, sizeof(why), "the program is not running");
+		r = -ESRCH;
+		goto out;
+	}
+	r = lazy_settle(s, why, sizeof(why));
+	if (r < 0)
+		goto out;
+	r = channel_load_key(key_file, key, why, sizeof(why));
+	if (r < 0)
+		goto out;
+	/* Without its own namespace its address stays here: connections
+	 * could not live on there. */
+	int conns = s->net.fd < 0 ? migrate_count_connections(s->init_pid) : 0;
+	if (conns > 0) {
+		snprintf(why, sizeof(why),
+		         "it holds %d open TCP connection%s and its address cannot move with it "
+		         "(start it with cryo run --net ADDR/PREFIX to migrate connections)",
+		         conns, conns == 1 ? "" : "s");
+		r = -EADDRNOTAVAIL;
+		goto out;
+	}
+	int fd = connect_to(target, 5000, why, sizeof(why));
+	if (fd < 0) {
+		r = fd;
+		goto out;
+	}
+	r = channel_open(&ch, fd, key, true, 10000, why, sizeof(why));
+	sodium_memzero(key, sizeof(key));
+	if (r < 0)
+		goto out;
+	phase_done(&mo, "connect");
+	supervisor_set_state(s, "migrating");
+	uint64_t gen = 0;
+	r = offer(&mo, &ch, with_precopy, &gen, why, sizeof(why));
+	if (r < 0)
+		goto out;
+	phase_done(&mo, "preflight");
+	if (with_precopy) {
+		r = precopy(&mo, &ch, gen, &base, why, sizeof(why));
+		if (r < 0)
+			goto out;
+		phase_done(&mo, "precopy");
+		gen++;
+	}
+
+	/* Frozen from here: off the network, then dumped (and gone). */
+	r = make_migrate_dir(s, dir, sizeof(dir));
+	if (r < 0) {
+		snprintf(why, sizeof(why), "cannot make a directory for the dump: %s",
+		         strerror(-r));
+		dir[0] = '\0';
+		goto out;
+	}
+	if (s->net.fd >= 0) {
+		r = net_set_up(&s->net, false, why, sizeof(why));
+		if (r < 0)
+			goto out;
+	}
+	t_freeze = util_now_ns();
+	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, false);
+	struct cryo_error cerr = {{0}};
+	r = criu_glue_dump(&o, &st, &cerr);
+	if (r < 0) {
+		/* CRIU let the program run on. */
+		snprintf(why, sizeof(why), "%s", cerr.msg);
+		if (s->net.fd >= 0)
+			net_set_up(&s->net, true, cerr.msg, sizeof(cerr.msg));
+		goto out;
+	}
+	frozen = true;
+	/* CRIU ended the tree; it was our child. */
+	while (waitpid(s->init_pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	s->running = false;
+	s->init_pid = 0;
+	channels_drain(s);
+	close_fd(&s->stdin_w);
+	close_fd(&s->stdout_r);
+	close_fd(&s->stderr_r);
+	close_fd(&s->control);
+	phase_done(&mo, "dump");
+
+	/* With a pre-copy, only the pages that changed since go. */
+	const struct mem_file *mem = NULL;
+	size_t n_mem = 0;
+	if (base) {
+		r = delta_prepare_dir(dir, gen, base, false, &dd);
+		if (r < 0) {
+			snprintf(why, sizeof(why), "cannot read the dumped memory: %s",
+			         strerror(-r));
+			goto out;
+		}
+		mem = dd.files;
+		n_mem = dd.n_files;
+	}
+	struct manifest *m = manifest_new();
+	if (!m) {
+		r = -ENOMEM;
+		snprintf(why, sizeof(why), "out of memory");
+		goto out;
+	}
+	checkpoint_fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
+	add_settings(cfg, m);
+	if (dd.incremental) {
+		delta_describe(&dd, page_index_generation(base), m);
+		manifest_add(m, "chain", "1");
+	}
+	struct migrate_progress progress = {report_progress, &mo};
+	r = migrate_send_image(&ch, dir, mem, n_mem, m, &progress, &sent, why, sizeof(why));
+	manifest_free(m);
+	if (r < 0) {
+		/* The target may have said why it stopped listening. */
+		uint8_t t;
+		const uint8_t *d;
+		size_t dn;
+		char ignored[128];
+		if (channel_recv(&ch, &t, &d, &dn, 1000, ignored, sizeof(ignored)) == 0 &&
+		    t == MSG_FAILED)
+			snprintf(why, sizeof(why), "the target stopped: %.*s", (int)dn,
+			         (const char *)d);
+		goto out;
+	}
+	phase_done(&mo, "transfer");
+	r = await_answer(&ch, MSG_RUNNING, why, sizeof(why));
+	if (r < 0)
+		goto out;
+	frozen_ns = util_now_ns() - t_freeze;
+	/* From here the target's copy is the program, once it hears so. A
+	 * DONE that could not be sent never reached it (a part of a message
+	 * does not authenticate), and a target that does not hear DONE stops
+	 * its copy: the program runs here again. */
+	/* Tests hold DONE back, so that a target that gave up meanwhile has
+	 * closed the connection before it is sent. */
+	if (migrate_fault("late-done"))
+		usleep(300000);
+	r = channel_send(&ch, MSG_DONE, NULL, 0, why, sizeof(why));
+	if (r < 0) {
+		char cause[sizeof(why)];
+		snprintf(cause, sizeof(cause), "%s", why);
+		snprintf(why, sizeof(why),
+		         "the target gave up before it heard that the program may run there (%s)",
+		         cause);
+		goto out;
+	}
+	phase_done(&mo, "restore");
+	r = 0;
+out:
+	page_index_free(base);
+	if (r < 0 && frozen) {
+		frozen_ns = util_now_ns() - t_freeze;
+		/* The memory images went into memory for the delta: back to the
+		 * directory CRIU restores from. */
+		if (dd.n_maps && delta_dir_restore_files(&dd, dir) < 0)
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			         "; its dump could not be put back together");
+		if (resume_here(s, dir, why, sizeof(why)) == 0)
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			         "; '%s' runs here again after %.1f ms frozen", cfg->name,
+			         (double)frozen_ns / 1e6);
+		else
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			         " (its dump is kept in '%s')", dir);
+	} else if (r < 0) {
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), "; '%s' was not paused",
+		         cfg->name);
+	}
+	delta_dir_clear(&dd);
+	if (ch.buf)
+		channel_close(&ch);
+	if (ch.fd >= 0)
+		close(ch.fd);
+	if (dir[0] && (r == 0 || s->running))
+		util_rm_rf(dir);
+	if (r < 0) {
+		if (s->running)
+			supervisor_set_state(s, "running");
+		log_error("migration of '%s' to %s failed: %s", cfg->name, target, why);
+		status_reply_error(client, r, why);
+		json_object_put(mo.phases);
+		return;
+	}
+	log_info("'%s' moved to %s (frozen %.1f ms, %" PRIu64 " bytes sent)", cfg->name, target,
+	         (double)frozen_ns / 1e6, sent);
+	forget_generations(s);
+	struct json_object *rep = json_object_new_object();
+	cryo_json_add(rep, "ok", json_object_new_boolean(true));
+	cryo_json_add(rep, "to", json_object_new_string(target));
+	cryo_json_add(rep, "frozen_ms", cryo_json_ms((double)frozen_ns / 1e6));
+	cryo_json_add(rep, "criu_frozen_ms", cryo_json_ms((double)st.frozen_us / 1e3));
+	cryo_json_add(rep, "bytes", json_object_new_uint64(sent));
+	cryo_json_add(rep, "total_ms", cryo_json_ms((double)(util_now_ns() - mo.t0) / 1e6));
+	cryo_json_add(rep, "phases", mo.phases);
+	status_reply(client, rep);
+	s->stopping = true;
+	s->leave = true;
+	snprintf(s->moved_to, sizeof(s->moved_to), "%s", target);
+	supervisor_set_state(s, "migrated");
+}

@@ -1,0 +1,193 @@
+/* A restore's CRIU: the images in a directory restored by CRIU, through the
+ * CRIU started ahead for it while the program ran (the standby) or one
+ * started now. */
+
+#include "internal.h"
+#include "cleanup.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+
+/* Where a generation is extracted for CRIU to read: memory (/dev/shm) when
+ * its raw images fit comfortably there and in RAM, else beside the images. */
+int restore_make_dir(struct supervisor *s, uint64_t gen, char *dir, size_t len)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct manifest *m = NULL;
+	struct cryo_error ierr = {{0}};
+	uint64_t raw = UINT64_MAX;
+	if (image_store_read_manifest(cfg->paths.dir, gen, &m, &ierr) == 0) {
+		raw = 0;
+		for (size_t i = 0; i < m->n_files; i++)
+			raw += m->files[i].size;
+		manifest_free(m);
+	}
+	char tag[128], fallback[PATH_MAX];
+	snprintf(tag, sizeof(tag), "restore-%s", cfg->name);
+	snprintf(fallback, sizeof(fallback), "%s/.restore", cfg->paths.dir);
+	int r = util_scratch_dir(raw, tag, fallback, dir, len);
+	if (r < 0)
+		log_error("cannot restore '%s': cannot create '%s': %s", cfg->name, dir,
+		          strerror(-r));
+	return r;
+}
+
+/* The inodes of the program's stdin, stdout, stderr and control socket when
+ * the image was taken (checkpoint_fill_manifest()). */
+void restore_manifest_inodes(const struct manifest *m, uint64_t ino[4])
+{
+	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
+	for (int i = 0; i < 4; i++)
+		ino[i] = manifest_get_u64(m, keys[i], 0);
+}
+
+/* The channels of the next restore and a CRIU service process holding the
+ * program's ends, made while the program runs (after a checkpoint, and once
+ * a restore's memory is all back): after a crash CRIU's work starts at once,
+ * without CRIU's start (exec, its libraries) on the way. */
+struct standby {
+	struct criu_glue_restorer *criu;
+	int ours[4];
+	struct program_ends e;
+	int netfd; /* our network namespace, for CRIU; or -1 */
+};
+
+/* Ends a standby's CRIU and closes what it held. */
+void standby_free(struct standby *sb)
+{
+	if (!sb)
+		return;
+	criu_glue_restorer_free(sb->criu);
+	for (int i = 0; i < 4; i++)
+		close_fd(&sb->ours[i]);
+	program_ends_close(&sb->e);
+	close_fd(&sb->netfd);
+	free(sb);
+}
+
+/* What a restore passes to CRIU, made new: the channels (ours not in use
+ * yet; the program's ends O_CLOEXEC, for CRIU alone) and a copy of our
+ * network namespace's fd, or -1 without one. On failure nothing is left
+ * open and why says what failed. */
+static int restore_ends(struct supervisor *s, int ours[4], struct program_ends *e, int *netfd,
+                        char *why, size_t why_len)
+{
+	int r = channels_new(s, ours, e);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot create its pipes: %s", strerror(-r));
+		return r;
+	}
+	for (int i = 0; i < 4; i++)
+		fcntl(e->fds[i], F_SETFD, FD_CLOEXEC);
+	*netfd = -1;
+	if (s->net.fd >= 0 && (*netfd = fcntl(s->net.fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+		r = -errno;
+		for (int i = 0; i < 4; i++)
+			close_fd(&ours[i]);
+		program_ends_close(e);
+		snprintf(why, why_len, "cannot pass the network namespace: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* Makes the next restore ready, unless it is or no restore is to come. */
+void standby_prepare(struct supervisor *s)
+{
+	if (s->standby || !s->running || s->stopping || s->cfg->policy == RESTART_NO)
+		return;
+	struct standby *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return;
+	struct cryo_error cerr = {{0}};
+	if (restore_ends(s, sb->ours, &sb->e, &sb->netfd, cerr.msg, sizeof(cerr.msg)) < 0) {
+		free(sb);
+	} else {
+		int fds[5];
+		size_t n = 0;
+		for (int i = 0; i < 4; i++)
+			fds[n++] = sb->e.fds[i];
+		if (sb->netfd >= 0)
+			fds[n++] = sb->netfd;
+		if (criu_glue_restorer_start(fds, n, &sb->criu, &cerr) == 0) {
+			s->standby = sb;
+			return;
+		}
+		standby_free(sb);
+	}
+	/* The restore starts CRIU itself then. */
+	log_debug("the next restore of '%s' is not made ready: %s", s->cfg->name, cerr.msg);
+}
+
+/* Restores the images in dir, whose stdio and control socket had the inodes
+ * ino (stdin, stdout, stderr, control). The program becomes our child. With
+ * tcp_established its connections come back open (a migration), else closed
+ * (after a crash, the peers have moved on). why gets CRIU's reason. */
+int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
+                bool lazy, char *why, size_t why_len)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct program_ends e;
+	int netfd = -1;
+	struct criu_glue_restorer *criu = NULL;
+	struct standby *sb = TAKE_PTR(s->standby);
+	if (sb) {
+		channels_use(s, sb->ours, &sb->e);
+		e = sb->e;
+		netfd = sb->netfd;
+		criu = sb->criu;
+		free(sb);
+	} else {
+		int ours[4];
+		int r = restore_ends(s, ours, &e, &netfd, why, why_len);
+		if (r < 0)
+			return r;
+		channels_use(s, ours, &e);
+	}
+	static const char *const kinds[4] = {"pipe", "pipe", "pipe", "socket"};
+	struct criu_glue_inherit inherit[5];
+	size_t n = 4;
+	for (int i = 0; i < 4; i++) {
+		inherit[i].fd = e.fds[i];
+		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
+		         ino[i]);
+	}
+	if (netfd >= 0) {
+		inherit[n].fd = netfd;
+		snprintf(inherit[n].key, sizeof(inherit[n].key), "%s", NET_CRIU_KEY);
+		n++;
+	}
+	struct criu_glue_restore_opts o = {
+	    .images_dir = dir,
+	    .log_dir = cfg->paths.dir,
+	    .log_name = "criu-restore.log",
+	    .inherit = inherit,
+	    .n_inherit = n,
+	    .tcp_established = tcp_established,
+	    .tcp_close = !tcp_established,
+	    .lazy_pages = lazy,
+	    .restorer = criu,
+	};
+	struct cryo_error cerr = {{0}};
+	pid_t pid;
+	int r = criu_glue_restore(&o, &pid, &cerr);
+	program_ends_close(&e);
+	if (netfd >= 0)
+		close(netfd);
+	if (r < 0) {
+		close_fd(&s->stdin_w);
+		close_fd(&s->stdout_r);
+		close_fd(&s->stderr_r);
+		close_fd(&s->control);
+		snprintf(why, why_len, "%s", cerr.msg);
+		return r;
+	}
+	s->init_pid = pid;
+	s->running = true;
+	channels_watch(s);
+	return 0;
+}
