@@ -6,7 +6,7 @@
  * the file's own checksum. See images/FORMAT.md. */
 #pragma once
 
-#include "archive.h"
+#include "manifest.h"
 #include "memfile.h"
 
 #include <stdbool.h>
