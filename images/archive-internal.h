@@ -1,11 +1,13 @@
 /* What the pieces of the image archive (archive-write.c, archive-read.c,
- * archive-lazy.c) share and nobody else should see: the on-disk layout, and
- * which files are memory images. Callers use archive.h. */
+ * archive-lazy.c) share and nobody else should see: the on-disk layout, which
+ * files are memory images, and the reader of the body's frames that the lazy
+ * reader uses too. Callers use archive.h. */
 #pragma once
 
 #include "archive.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -45,3 +47,37 @@ static inline bool is_memory_image(const char *name)
 {
 	return strncmp(name, "pages-", 6) == 0;
 }
+
+/* Checks archive fd's header and trailer, the trailer's numbers put in host
+ * order: the format version, or a negative errno (-EBADMSG for a damaged or
+ * foreign archive) with its reason in err. */
+int archive_read_trailer(int fd, struct trailer *t, uint64_t *file_size, struct cryo_error *err);
+
+/* Decompressed body bytes come out of here, in order, across frame chunks. */
+struct source {
+	int fd;
+	uint64_t left; /* compressed bytes left before the manifest */
+	ZSTD_DCtx *dctx;
+	XXH3_state_t *hash;
+	uint8_t *in;
+	size_t in_cap;
+	ZSTD_inBuffer inb;
+	uint8_t *out;
+	size_t out_cap, out_pos, out_len;
+	bool frame_done;
+	bool multi;        /* format 2: the body is several frames */
+	bool stream;       /* fd is a pipe: read what comes, the body's end is the frame's */
+	uint64_t consumed; /* compressed body bytes decoded so far */
+};
+
+/* A source reading fd: a file whose body is left bytes long, or a stream. */
+int archive_source_init(struct source *s, int fd, bool stream, uint64_t left, int version);
+void archive_source_fini(struct source *s);
+/* The next len bytes of the body, into buf, else (buf NULL) written to out_fd
+ * if it is >= 0; hashed into h if given. -EBADMSG if the body ends first. */
+int archive_source_read(struct source *s, void *buf, size_t len, int out_fd, XXH3_state_t *h);
+/* Decodes to the end of the current frame, which must hold no more data. */
+int archive_source_end_frame(struct source *s);
+/* After the end marker: the frame it is in must end there, and (in a file)
+ * the body with it. */
+int archive_source_end(struct source *s);
