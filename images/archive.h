@@ -2,7 +2,8 @@
  * a manifest, compressed with zstd and checksummed with XXH3-128. The format
  * is described in images/FORMAT.md. Functions return 0 or a negative errno;
  * on a damaged or foreign archive they return -EBADMSG and, if err is given,
- * put a one-line reason into it. */
+ * put a one-line reason into it. Written by archive-write.c, read by
+ * archive-read.c and, lazily, archive-lazy.c; the manifest is manifest.h's. */
 #pragma once
 
 #include "error.h"

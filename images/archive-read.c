@@ -1,3 +1,7 @@
+/* Reading an archive in one pass, from a file or from a pipe: the manifest
+ * alone, or every file checked against it (and extracted if asked). Also the
+ * body's frame reader (struct source) and the header and trailer checks,
+ * which the lazy reader (archive-lazy.c) uses too. */
 #include "archive-internal.h"
 #include "cleanup.h"
 #include "util.h"
@@ -10,8 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* ---- reading --------------------------------------------------------------- */
 
 static int check_header(const char header[HEADER_SIZE], struct cryo_error *err)
 {
