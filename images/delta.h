@@ -15,6 +15,12 @@
 
 #define DELTA_PAGE_SIZE 4096u
 
+/* Incremental generations in a row before a full one: each restore rebuilds
+ * the whole chain. A rule of the format, as the manifest's "chain" key
+ * counts them: it also bounds how many generations images/chain.c reads to
+ * restore one (the whole one and at most this many on it). */
+#define IMAGE_MAX_CHAIN 8
+
 /* Where every page of one generation's memory images is: built when that
  * generation is taken, used to encode the next one against it. */
 struct page_index;
