@@ -2,10 +2,12 @@
  * a manifest, compressed with zstd and checksummed with XXH3-128. The format
  * is described in images/FORMAT.md. Functions return 0 or a negative errno;
  * on a damaged or foreign archive they return -EBADMSG and, if err is given,
- * put a one-line reason into it. */
+ * put a one-line reason into it. Written by archive-write.c, read by
+ * archive-read.c and, lazily, archive-lazy.c; the manifest is manifest.h's. */
 #pragma once
 
 #include "error.h"
+#include "manifest.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -14,36 +16,6 @@
 #include "memfile.h"
 
 #define IMAGE_FORMAT_VERSION 2 /* reads 1 too */
-
-struct manifest_file {
-	char *name;
-	uint64_t size;
-	uint8_t hash[16]; /* XXH3-128, canonical (big-endian) form */
-};
-
-/* An ordered list of key/value pairs (a key may repeat) and the files the
- * archive holds. */
-struct manifest {
-	char **keys;
-	char **values;
-	size_t n_entries;
-	struct manifest_file *files;
-	size_t n_files;
-};
-
-struct manifest *manifest_new(void);
-void manifest_free(struct manifest *m);
-/* Appends key=value; keys are [a-z0-9_.]+, values any text. */
-int manifest_add(struct manifest *m, const char *key, const char *value);
-int manifest_addf(struct manifest *m, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* The first value of key, or NULL. */
-const char *manifest_get(const struct manifest *m, const char *key);
-/* The first value of key as an unsigned number, or def if absent or invalid. */
-uint64_t manifest_get_u64(const struct manifest *m, const char *key, uint64_t def);
-/* Serializes to text and parses it back (the form stored in the archive). */
-int manifest_to_text(const struct manifest *m, char **ret, size_t *ret_len);
-int manifest_from_text(const char *text, size_t len, struct manifest **ret);
 
 struct image_write_stats {
 	/* Sum of the image files' sizes; while image_archive_write() runs, the

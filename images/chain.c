@@ -16,9 +16,11 @@
 
 #include <xxhash.h>
 
-/* At most this many generations in a chain: 8 incremental ones on a whole
- * one (the supervisor's MAX_CHAIN), and some room. */
+/* At most this many generations in a chain: IMAGE_MAX_CHAIN (delta.h)
+ * incremental ones on a whole one, and some room. */
 #define MAX_LEVELS 16
+_Static_assert(IMAGE_MAX_CHAIN + 1 <= MAX_LEVELS,
+               "room for a whole generation and IMAGE_MAX_CHAIN on it");
 
 /* A memory image of an incremental generation: its delta stream, parsed
  * once it is all in. Its pages are never copied into a file of their own:

@@ -3,10 +3,23 @@
  * generation already holds (same XXH3-128) becomes a reference to it, every
  * other page is stored. The delta stream is what the archive holds; the
  * store rebuilds the file from the base at restore and checks it against
- * the file's own checksum. See images/FORMAT.md. */
+ * the file's own checksum. See images/FORMAT.md.
+ *
+ * cryo finds the changed pages itself, hashing every page of a dump, rather
+ * than through CRIU's own incremental dumps (criu pre-dump, --track-mem,
+ * --prev-images-dir): those ask the kernel which pages were written since
+ * the last dump, by its soft-dirty bits (CONFIG_MEM_SOFT_DIRTY; writing "4"
+ * to /proc/PID/clear_refs clears them, bit 55 of /proc/PID/pagemap reads
+ * them), and the kernel cryo's machines run lacks them. Checked on Linux
+ * 6.18 with CRIU 4.2 (December 2026): `criu check --feature mem_dirty_track`
+ * fails ("Dirty tracking is OFF"), the kernel's config leaves
+ * CONFIG_MEM_SOFT_DIRTY unset, and a page written after "4" went into
+ * /proc/self/clear_refs (the write is accepted) reads 0 at bit 55, as does a
+ * page just mapped and written. Hashing costs a pass over the memory at each
+ * checkpoint and needs nothing of the kernel. */
 #pragma once
 
-#include "archive.h"
+#include "manifest.h"
 #include "memfile.h"
 
 #include <stdbool.h>
@@ -14,6 +27,12 @@
 #include <stdint.h>
 
 #define DELTA_PAGE_SIZE 4096u
+
+/* Incremental generations in a row before a full one: each restore rebuilds
+ * the whole chain. A rule of the format, as the manifest's "chain" key
+ * counts them: it also bounds how many generations images/chain.c reads to
+ * restore one (the whole one and at most this many on it). */
+#define IMAGE_MAX_CHAIN 8
 
 /* Where every page of one generation's memory images is: built when that
  * generation is taken, used to encode the next one against it. */

@@ -150,7 +150,7 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
 
 	/* Through the page cache, whose writeback the archive starts as it
 	 * grows: durable sooner than writes past the cache (O_DIRECT), which
-	 * wait for the disk one at a time (see sink_out() in archive.c). */
+	 * wait for the disk one at a time (see sink_out() in archive-write.c). */
 	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
