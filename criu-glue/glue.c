@@ -1,6 +1,7 @@
 #include "glue.h"
 #include "criu-proto.h"
 #include "internal.h"
+#include "libcriu-internals.h"
 #include "pb.h"
 #include "cleanup.h"
 #include "util.h"
@@ -362,21 +363,6 @@ static int dump_lock(void)
 	return -1;
 }
 
-/* libcriu has no call for the RPC's page-server fd (CRIU's --ps-socket), so
- * it is set in the request libcriu builds, the first member of its options
- * (lib/c/criu.c, CRIU 4.2). libcriu's own address setter allocates the
- * page-server part (and returns -ENOMEM even when it succeeds). */
-static int set_page_server_fd(criu_opts *c, int fd)
-{
-	(void)criu_local_set_page_server_address_port(c, "", 0);
-	CriuOpts *rpc = *(CriuOpts **)c;
-	if (!rpc || !rpc->ps)
-		return -ENOMEM;
-	rpc->ps->has_fd = true;
-	rpc->ps->fd = fd;
-	return 0;
-}
-
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct cryo_error *err)
 {
@@ -390,8 +376,11 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	criu_local_set_leave_running(c, o->leave_running);
 	criu_local_set_tcp_established(c, o->tcp_established);
 	criu_local_set_file_locks(c, true);
-	if (o->page_server_fd >= 0 && set_page_server_fd(c, o->page_server_fd) < 0)
-		return -ENOMEM;
+	if (o->page_server_fd >= 0) {
+		r = criu_glue_set_page_server_fd(c, o->page_server_fd, err);
+		if (r < 0)
+			return r;
+	}
 	if (o->network_lock_skip)
 		criu_local_set_network_lock(c, CRIU_NETWORK_LOCK_SKIP);
 	if (o->external_net) {

@@ -1,6 +1,7 @@
 #include "pages.h"
 #include "criu-proto.h"
 #include "internal.h"
+#include "libcriu-internals.h"
 #include "pb.h"
 #include "cleanup.h"
 #include "util.h"
@@ -382,12 +383,16 @@ static void *receive(void *arg)
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
                           struct criu_glue_pages **ret, struct cryo_error *err)
 {
+	/* Before any memory is made ready: without a way to give CRIU the
+	 * socket, the dump goes through files. */
+	int r = criu_glue_page_server_fd_supported(err);
+	if (r < 0)
+		return r;
 	struct criu_glue_pages *p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->sk = p->criu_sk = -1;
 	p->next_pages_id = FIRST_PAGES_ID;
-	int r = 0;
 	/* The pages' memory is faulted in now, while the program runs. */
 	if (expect_bytes > 0) {
 		size_t size = (size_t)((expect_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));
