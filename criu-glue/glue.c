@@ -1,5 +1,7 @@
 #include "glue.h"
+#include "criu-proto.h"
 #include "internal.h"
+#include "libcriu-internals.h"
 #include "pb.h"
 #include "cleanup.h"
 #include "util.h"
@@ -361,21 +363,6 @@ static int dump_lock(void)
 	return -1;
 }
 
-/* libcriu has no call for the RPC's page-server fd (CRIU's --ps-socket), so
- * it is set in the request libcriu builds, the first member of its options
- * (lib/c/criu.c, CRIU 4.2). libcriu's own address setter allocates the
- * page-server part (and returns -ENOMEM even when it succeeds). */
-static int set_page_server_fd(criu_opts *c, int fd)
-{
-	(void)criu_local_set_page_server_address_port(c, "", 0);
-	CriuOpts *rpc = *(CriuOpts **)c;
-	if (!rpc || !rpc->ps)
-		return -ENOMEM;
-	rpc->ps->has_fd = true;
-	rpc->ps->fd = fd;
-	return 0;
-}
-
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct cryo_error *err)
 {
@@ -389,8 +376,11 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	criu_local_set_leave_running(c, o->leave_running);
 	criu_local_set_tcp_established(c, o->tcp_established);
 	criu_local_set_file_locks(c, true);
-	if (o->page_server_fd >= 0 && set_page_server_fd(c, o->page_server_fd) < 0)
-		return -ENOMEM;
+	if (o->page_server_fd >= 0) {
+		r = criu_glue_set_page_server_fd(c, o->page_server_fd, err);
+		if (r < 0)
+			return r;
+	}
 	if (o->network_lock_skip)
 		criu_local_set_network_lock(c, CRIU_NETWORK_LOCK_SKIP);
 	if (o->external_net) {
@@ -661,7 +651,7 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 
 /* CRIU writes stats-dump into its work directory (here: beside the log).
  * It is [IMG_SERVICE_MAGIC][STATS_MAGIC][u32 len][stats_entry], where
- * stats_entry's field 1 is a dump_stats_entry of varint fields. */
+ * stats_entry.dump is a dump_stats_entry of varint fields. */
 static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret)
 {
 	char path[PATH_MAX];
@@ -679,20 +669,29 @@ static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret)
 	const uint8_t *p = msg, *end = msg + msg_len;
 	struct pb_field f;
 	while ((r = pb_next(&p, end, &f)) == 1) {
-		if (f.number != 1 || f.wire_type != 2)
+		if (f.number != PB_STATS_ENTRY_DUMP || f.wire_type != 2)
 			continue;
-		/* stats_entry.dump: a dump_stats_entry */
 		const uint8_t *q = f.data, *qend = f.data + f.len;
 		struct pb_field g;
 		while ((r = pb_next(&q, qend, &g)) == 1) {
 			if (g.wire_type != 0)
 				continue;
 			switch (g.number) {
-			case 1: ret->freezing_us = (uint32_t)g.varint; break;
-			case 2: ret->frozen_us = (uint32_t)g.varint; break;
-			case 3: ret->memdump_us = (uint32_t)g.varint; break;
-			case 4: ret->memwrite_us = (uint32_t)g.varint; break;
-			case 7: ret->pages_written = g.varint; break;
+			case PB_DUMP_STATS_ENTRY_FREEZING_TIME:
+				ret->freezing_us = (uint32_t)g.varint;
+				break;
+			case PB_DUMP_STATS_ENTRY_FROZEN_TIME:
+				ret->frozen_us = (uint32_t)g.varint;
+				break;
+			case PB_DUMP_STATS_ENTRY_MEMDUMP_TIME:
+				ret->memdump_us = (uint32_t)g.varint;
+				break;
+			case PB_DUMP_STATS_ENTRY_MEMWRITE_TIME:
+				ret->memwrite_us = (uint32_t)g.varint;
+				break;
+			case PB_DUMP_STATS_ENTRY_PAGES_WRITTEN:
+				ret->pages_written = g.varint;
+				break;
 			default: break;
 			}
 		}
@@ -717,13 +716,13 @@ static bool fix_timerfd_entry(uint8_t *msg, size_t len)
 		if (f.wire_type != 0)
 			continue;
 		switch (f.number) {
-		case 7: vsec = f.varint; break;
-		case 8:
+		case PB_TIMERFD_ENTRY_VSEC: vsec = f.varint; break;
+		case PB_TIMERFD_ENTRY_VNSEC:
 			vnsec = f.varint;
 			vnsec_at = f.len == 1 ? msg + (f.data - msg) : NULL;
 			break;
-		case 9: isec = f.varint; break;
-		case 10: insec = f.varint; break;
+		case PB_TIMERFD_ENTRY_ISEC: isec = f.varint; break;
+		case PB_TIMERFD_ENTRY_INSEC: insec = f.varint; break;
 		default: break;
 		}
 	}
@@ -744,7 +743,7 @@ static int fix_timerfds(const char *images_dir)
 		return 0;
 	if (r < 0)
 		return r;
-	/* file_entry's field 12 is a timerfd_entry. */
+	/* file_entry.tfd is a timerfd_entry. */
 	uint8_t *b = (uint8_t *)buf;
 	const uint8_t *msg;
 	size_t off = pb_entries_start(b, len), msg_len;
@@ -753,7 +752,7 @@ static int fix_timerfds(const char *images_dir)
 		const uint8_t *p = msg, *end = msg + msg_len;
 		struct pb_field f;
 		while ((r = pb_next(&p, end, &f)) == 1)
-			if (f.number == 12 && f.wire_type == 2)
+			if (f.number == PB_FILE_ENTRY_TFD && f.wire_type == 2)
 				changed |= fix_timerfd_entry(b + (f.data - b), f.len);
 		if (r < 0)
 			return r;

@@ -28,7 +28,10 @@ struct criu_glue_dump_opts {
 	/* No CRIU network lock: the caller keeps the namespace's traffic away
 	 * (its link down) or does not care (copies that resume closed). */
 	bool network_lock_skip;
-	int page_server_fd; /* >= 0: send the pages on this socket (pages.h); else -1 */
+	/* >= 0: send the pages on this socket (pages.h), which
+	 * criu_glue_pages_start() made only where libcriu can pass it on (else
+	 * criu_glue_dump() fails with -EOPNOTSUPP and its reason); else -1 */
+	int page_server_fd;
 };
 
 struct criu_glue_inherit {

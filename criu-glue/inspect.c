@@ -1,5 +1,6 @@
 #include "inspect.h"
 #include "cleanup.h"
+#include "criu-proto.h"
 #include "pb.h"
 #include "util.h"
 
@@ -27,7 +28,7 @@ static int read_image(const char *dir, const char *name, uint8_t **buf, size_t *
 	return util_read_file(path, (char **)buf, len);
 }
 
-/* The comm of a task, from core-PID.img: core_entry.tc (3) .comm (6). */
+/* The comm of a task, from core-PID.img: core_entry.tc.comm. */
 static void read_comm(const char *dir, uint32_t pid, char *comm, size_t len)
 {
 	char name[64];
@@ -44,11 +45,11 @@ static void read_comm(const char *dir, uint32_t pid, char *comm, size_t len)
 	const uint8_t *p = msg, *end = msg + mlen;
 	struct pb_field f, g;
 	while (pb_next(&p, end, &f) == 1) {
-		if (f.number != 3 || f.wire_type != 2)
+		if (f.number != PB_CORE_ENTRY_TC || f.wire_type != 2)
 			continue;
 		const uint8_t *q = f.data, *qend = f.data + f.len;
 		while (pb_next(&q, qend, &g) == 1)
-			if (g.number == 6 && g.wire_type == 2)
+			if (g.number == PB_TASK_CORE_ENTRY_COMM && g.wire_type == 2)
 				snprintf(comm, len, "%.*s", (int)g.len, (const char *)g.data);
 	}
 }
@@ -68,11 +69,11 @@ static int read_pstree(const char *dir, struct criu_glue_summary *s)
 		struct pb_field f;
 		while ((r = pb_next(&p, end, &f)) == 1) {
 			switch (f.number) {
-			case 1: pr.pid = (uint32_t)f.varint; break;
-			case 2: pr.ppid = (uint32_t)f.varint; break;
-			case 3: pr.pgid = (uint32_t)f.varint; break;
-			case 4: pr.sid = (uint32_t)f.varint; break;
-			case 5:
+			case PB_PSTREE_ENTRY_PID: pr.pid = (uint32_t)f.varint; break;
+			case PB_PSTREE_ENTRY_PPID: pr.ppid = (uint32_t)f.varint; break;
+			case PB_PSTREE_ENTRY_PGID: pr.pgid = (uint32_t)f.varint; break;
+			case PB_PSTREE_ENTRY_SID: pr.sid = (uint32_t)f.varint; break;
+			case PB_PSTREE_ENTRY_THREADS:
 				/* Repeated: one field each, or packed, where every
 				 * byte without the continuation bit ends one. */
 				if (f.wire_type == 2) {
@@ -158,13 +159,13 @@ static void describe_inet(const uint8_t *m, size_t len, char *out, size_t outlen
 	struct addr src = {0}, dst = {0};
 	while (pb_next(&p, end, &f) == 1) {
 		switch (f.number) {
-		case 3: family = f.varint; break;
-		case 4: type = f.varint; break;
-		case 6: state = f.varint; break;
-		case 7: sport = f.varint; break;
-		case 8: dport = f.varint; break;
-		case 11: addr_add(&src, &f); break;
-		case 12: addr_add(&dst, &f); break;
+		case PB_INET_SK_ENTRY_FAMILY: family = f.varint; break;
+		case PB_INET_SK_ENTRY_TYPE: type = f.varint; break;
+		case PB_INET_SK_ENTRY_STATE: state = f.varint; break;
+		case PB_INET_SK_ENTRY_SRC_PORT: sport = f.varint; break;
+		case PB_INET_SK_ENTRY_DST_PORT: dport = f.varint; break;
+		case PB_INET_SK_ENTRY_SRC_ADDR: addr_add(&src, &f); break;
+		case PB_INET_SK_ENTRY_DST_ADDR: addr_add(&dst, &f); break;
 		default: break;
 		}
 	}
@@ -190,10 +191,10 @@ static void describe_unix(const uint8_t *m, size_t len, char *out, size_t outlen
 	char name[128] = "";
 	while (pb_next(&p, end, &f) == 1) {
 		switch (f.number) {
-		case 3: type = f.varint; break;
-		case 4: state = f.varint; break;
-		case 8: peer = f.varint; break;
-		case 11:
+		case PB_UNIX_SK_ENTRY_TYPE: type = f.varint; break;
+		case PB_UNIX_SK_ENTRY_STATE: state = f.varint; break;
+		case PB_UNIX_SK_ENTRY_PEER: peer = f.varint; break;
+		case PB_UNIX_SK_ENTRY_NAME:
 			if (f.len > 0 && f.data[0] == '\0')
 				snprintf(name, sizeof(name), "@%.*s", (int)f.len - 1,
 				         (const char *)f.data + 1);
@@ -221,9 +222,9 @@ static void describe_reg(const uint8_t *m, size_t len, char *out, size_t outlen)
 	uint64_t pos = 0;
 	char name[PATH_MAX / 16] = "?";
 	while (pb_next(&p, end, &f) == 1) {
-		if (f.number == 3)
+		if (f.number == PB_REG_FILE_ENTRY_POS)
 			pos = f.varint;
-		else if (f.number == 6 && f.wire_type == 2)
+		else if (f.number == PB_REG_FILE_ENTRY_NAME && f.wire_type == 2)
 			snprintf(name, sizeof(name), "%.*s", (int)f.len, (const char *)f.data);
 	}
 	snprintf(out, outlen, "file %s (offset %" PRIu64 ")", name, pos);
@@ -232,15 +233,23 @@ static void describe_reg(const uint8_t *m, size_t len, char *out, size_t outlen)
 static int read_files(const char *dir, struct criu_glue_summary *s)
 {
 	static const char *const kinds[] = {
-	    [2] = "pipe",           [3] = "fifo",
-	    [6] = "eventfd",        [7] = "epoll",
-	    [8] = "inotify",        [9] = "signalfd",
-	    [10] = "packet socket", [11] = "tty",
-	    [12] = "fanotify",      [13] = "netlink socket",
-	    [14] = "namespace",     [15] = "tun",
-	    [16] = "external",      [17] = "timerfd",
-	    [18] = "memfd",         [19] = "bpf map",
-	    [20] = "pidfd",
+	    [PB_FD_TYPES_PIPE] = "pipe",
+	    [PB_FD_TYPES_FIFO] = "fifo",
+	    [PB_FD_TYPES_EVENTFD] = "eventfd",
+	    [PB_FD_TYPES_EVENTPOLL] = "epoll",
+	    [PB_FD_TYPES_INOTIFY] = "inotify",
+	    [PB_FD_TYPES_SIGNALFD] = "signalfd",
+	    [PB_FD_TYPES_PACKETSK] = "packet socket",
+	    [PB_FD_TYPES_TTY] = "tty",
+	    [PB_FD_TYPES_FANOTIFY] = "fanotify",
+	    [PB_FD_TYPES_NETLINKSK] = "netlink socket",
+	    [PB_FD_TYPES_NS] = "namespace",
+	    [PB_FD_TYPES_TUNF] = "tun",
+	    [PB_FD_TYPES_EXT] = "external",
+	    [PB_FD_TYPES_TIMERFD] = "timerfd",
+	    [PB_FD_TYPES_MEMFD] = "memfd",
+	    [PB_FD_TYPES_BPFMAP] = "bpf map",
+	    [PB_FD_TYPES_PIDFD] = "pidfd",
 	};
 	_cleanup_free_ uint8_t *buf = NULL;
 	size_t len, mlen;
@@ -257,13 +266,13 @@ static int read_files(const char *dir, struct criu_glue_summary *s)
 		uint64_t type = 0;
 		char line[512] = "";
 		while (pb_next(&p, end, &f) == 1) {
-			if (f.number == 1 && f.wire_type == 0)
+			if (f.number == PB_FILE_ENTRY_TYPE && f.wire_type == 0)
 				type = f.varint;
-			else if (f.number == 3 && f.wire_type == 2)
+			else if (f.number == PB_FILE_ENTRY_REG && f.wire_type == 2)
 				describe_reg(f.data, f.len, line, sizeof(line));
-			else if (f.number == 4 && f.wire_type == 2)
+			else if (f.number == PB_FILE_ENTRY_ISK && f.wire_type == 2)
 				describe_inet(f.data, f.len, line, sizeof(line));
-			else if (f.number == 16 && f.wire_type == 2)
+			else if (f.number == PB_FILE_ENTRY_USK && f.wire_type == 2)
 				describe_unix(f.data, f.len, line, sizeof(line));
 		}
 		if (!line[0])

@@ -1,5 +1,6 @@
 #include "lazy.h"
 #include "cleanup.h"
+#include "criu-proto.h"
 #include "internal.h"
 #include "pb.h"
 #include "ranges.h"
@@ -55,9 +56,9 @@ static void pagemap_clear(struct pagemap *pm)
 	*pm = (struct pagemap){0};
 }
 
-/* Parses a pagemap image: pagemap_head { pages_id = 1 }, then
- * pagemap_entry { vaddr = 1, compat_nr_pages = 2, in_parent = 3,
- * flags = 4, nr_pages = 5 }. */
+/* Parses a pagemap image: a pagemap_head, then pagemap_entry's. An entry
+ * of an older CRIU has compat_nr_pages and in_parent rather than nr_pages
+ * and flags. */
 static int pagemap_parse(const uint8_t *buf, size_t len, struct pagemap *pm)
 {
 	*pm = (struct pagemap){0};
@@ -69,7 +70,7 @@ static int pagemap_parse(const uint8_t *buf, size_t len, struct pagemap *pm)
 		return -EBADMSG;
 	uint64_t pages_id = UINT64_MAX;
 	for (const uint8_t *p = msg; (r = pb_next(&p, msg + msg_len, &f)) == 1;)
-		if (f.number == 1 && f.wire_type == 0)
+		if (f.number == PB_PAGEMAP_HEAD_PAGES_ID && f.wire_type == 0)
 			pages_id = f.varint;
 	if (r < 0 || pages_id == UINT64_MAX)
 		return -EBADMSG;
@@ -82,14 +83,14 @@ static int pagemap_parse(const uint8_t *buf, size_t len, struct pagemap *pm)
 			if (f.wire_type != 0)
 				continue;
 			switch (f.number) {
-			case 1: e.vaddr = f.varint; break;
-			case 2: compat = f.varint; break;
-			case 3: in_parent = f.varint != 0; break;
-			case 4:
+			case PB_PAGEMAP_ENTRY_VADDR: e.vaddr = f.varint; break;
+			case PB_PAGEMAP_ENTRY_COMPAT_NR_PAGES: compat = f.varint; break;
+			case PB_PAGEMAP_ENTRY_IN_PARENT: in_parent = f.varint != 0; break;
+			case PB_PAGEMAP_ENTRY_FLAGS:
 				e.flags = (uint32_t)f.varint;
 				has_flags = true;
 				break;
-			case 5: e.nr_pages = f.varint; break;
+			case PB_PAGEMAP_ENTRY_NR_PAGES: e.nr_pages = f.varint; break;
 			default: break;
 			}
 		}
@@ -436,8 +437,7 @@ static int vma_cmp(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
-/* The VMAs of an mm image: mm_entry { vmas = 14 }, vma_entry { start = 1,
- * end = 2 }. */
+/* The VMAs of an mm image: mm_entry.vmas, each a vma_entry. */
 static int mm_vmas(const uint8_t *buf, size_t len, struct vma **ret, size_t *n_ret)
 {
 	size_t off = pb_entries_start(buf, len), msg_len, n = 0, cap = 0;
@@ -448,13 +448,13 @@ static int mm_vmas(const uint8_t *buf, size_t len, struct vma **ret, size_t *n_r
 	struct pb_field f, g;
 	int r, q = 0;
 	for (const uint8_t *p = msg; (r = pb_next(&p, msg + msg_len, &f)) == 1;) {
-		if (f.number != 14 || f.wire_type != 2)
+		if (f.number != PB_MM_ENTRY_VMAS || f.wire_type != 2)
 			continue;
 		struct vma x = {0, 0};
 		for (const uint8_t *s = f.data; (q = pb_next(&s, f.data + f.len, &g)) == 1;) {
-			if (g.wire_type == 0 && g.number == 1)
+			if (g.wire_type == 0 && g.number == PB_VMA_ENTRY_START)
 				x.start = g.varint;
-			else if (g.wire_type == 0 && g.number == 2)
+			else if (g.wire_type == 0 && g.number == PB_VMA_ENTRY_END)
 				x.end = g.varint;
 		}
 		if (q < 0 || x.end <= x.start)

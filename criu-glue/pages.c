@@ -1,5 +1,7 @@
 #include "pages.h"
+#include "criu-proto.h"
 #include "internal.h"
+#include "libcriu-internals.h"
 #include "pb.h"
 #include "cleanup.h"
 #include "util.h"
@@ -213,15 +215,19 @@ static int buf_put(struct image *im, const void *data, size_t len)
 	return 0;
 }
 
-/* One protobuf entry of a CRIU image: u32 size, then the message, whose
- * fields are all varints here (number, value pairs). */
-static int put_entry(struct image *im, const uint64_t *fields, size_t n)
+/* A field of a message that cryo writes: all are varints. */
+struct varint_field {
+	uint64_t number, value;
+};
+
+/* One protobuf entry of a CRIU image: u32 size, then the message. */
+static int put_entry(struct image *im, const struct varint_field *fields, size_t n)
 {
 	uint8_t msg[128];
 	size_t len = 0;
 	for (size_t i = 0; i < n; i++) {
-		len += pb_put_varint(msg + len, fields[2 * i] << 3);
-		len += pb_put_varint(msg + len, fields[2 * i + 1]);
+		len += pb_put_varint(msg + len, fields[i].number << 3);
+		len += pb_put_varint(msg + len, fields[i].value);
 	}
 	uint32_t size = (uint32_t)len;
 	int r = buf_put(im, &size, sizeof(size));
@@ -247,17 +253,20 @@ static int open_image(struct criu_glue_pages *p, uint64_t dst_id)
 	int r = buf_put(im, magics, sizeof(magics));
 	if (r < 0)
 		return r;
-	/* pagemap_head { pages_id = 1 } */
-	uint64_t head[] = {1, pages_id};
-	return put_entry(im, head, 1);
+	const struct varint_field head[] = {{PB_PAGEMAP_HEAD_PAGES_ID, pages_id}};
+	return put_entry(im, head, ARRAY_SIZE(head));
 }
 
 static int add_pages(struct criu_glue_pages *p, int sk, struct image *im, const struct ps_iov *pi,
                      uint32_t flags)
 {
-	/* pagemap_entry { vaddr = 1, compat_nr_pages = 2, flags = 4, nr_pages = 5 } */
-	uint64_t entry[] = {1, pi->vaddr, 2, 0, 4, flags, 5, pi->nr_pages};
-	int r = put_entry(im, entry, 4);
+	const struct varint_field entry[] = {
+	    {PB_PAGEMAP_ENTRY_VADDR, pi->vaddr},
+	    {PB_PAGEMAP_ENTRY_COMPAT_NR_PAGES, 0},
+	    {PB_PAGEMAP_ENTRY_FLAGS, flags},
+	    {PB_PAGEMAP_ENTRY_NR_PAGES, pi->nr_pages},
+	};
+	int r = put_entry(im, entry, ARRAY_SIZE(entry));
 	if (r < 0 || !(flags & PE_PRESENT))
 		return r;
 	if (pi->nr_pages > (UINT64_MAX / PAGE_SIZE))
@@ -374,12 +383,16 @@ static void *receive(void *arg)
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
                           struct criu_glue_pages **ret, struct cryo_error *err)
 {
+	/* Before any memory is made ready: without a way to give CRIU the
+	 * socket, the dump goes through files. */
+	int r = criu_glue_page_server_fd_supported(err);
+	if (r < 0)
+		return r;
 	struct criu_glue_pages *p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->sk = p->criu_sk = -1;
 	p->next_pages_id = FIRST_PAGES_ID;
-	int r = 0;
 	/* The pages' memory is faulted in now, while the program runs. */
 	if (expect_bytes > 0) {
 		size_t size = (size_t)((expect_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));

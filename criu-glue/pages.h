@@ -34,7 +34,9 @@ void criu_glue_spare_drop_later(struct criu_glue_spare *spare);
 
 /* Makes the socket pair and prepares expect_bytes of memory for the pages
  * (more is allocated if more arrive): spare's memory if it is enough and
- * not much more, else a new mapping. spare may be NULL. */
+ * not much more, else a new mapping. spare may be NULL. Fails with
+ * -EOPNOTSUPP and its reason where libcriu cannot be given the socket
+ * (libcriu-internals.h): the dump then goes through files. */
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
                           struct criu_glue_pages **ret, struct cryo_error *err);
 
