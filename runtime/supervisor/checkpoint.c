@@ -88,10 +88,6 @@ struct criu_glue_dump_opts checkpoint_dump_opts(struct supervisor *s, const char
 	};
 }
 
-/* Incremental generations in a row before a full one: each restore rebuilds
- * the whole chain. */
-#define MAX_CHAIN 8
-
 /* What the remover thread does after a checkpoint. */
 struct removal {
 	char *images;      /* the dump files, removed */
@@ -226,7 +222,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	}
 	tp[2] = util_now_ns();
 	const struct page_index *base =
-	    cfg->incremental && s->index && s->chain < MAX_CHAIN ? s->index : NULL;
+	    cfg->incremental && s->index && s->chain < IMAGE_MAX_CHAIN ? s->index : NULL;
 	if (pages) {
 		criu_glue_pages_files(pages, &mem, &n_mem);
 		r = delta_prepare_mem(mem, n_mem, gen, base, cfg->incremental, &dd);
