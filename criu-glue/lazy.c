@@ -1,3 +1,13 @@
+/* Lazy restores, CRIU's side: the pages a restore needs at once set apart
+ * at dump time and put back before CRIU runs (the eager pages), and the
+ * userfaultfd server that brings the rest as the program touches it and in
+ * the background (CRIU's lazy-pages protocol, spoken by cryo itself).
+ *
+ * Why one file of about 1,150 lines: both halves read CRIU's pagemap and
+ * mm images through the same parser, and the server is one state machine
+ * (its tasks, their userfaultfds and forks, the fault and background copy,
+ * the final check) whose functions all share struct criu_glue_lazy; split
+ * further, each piece would need that struct's insides. */
 #include "lazy.h"
 #include "cleanup.h"
 #include "criu-proto.h"
