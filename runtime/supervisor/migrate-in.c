@@ -6,6 +6,8 @@
 #include "migrate.h"
 #include "util.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <inttypes.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -59,6 +61,15 @@ int migrate_arrive(struct supervisor *s)
 	/* Tests make a target give up right after RUNNING (as one whose
 	 * wait for DONE ran out would), resetting the connection. */
 	if (r == 0 && migrate_fault("give-up")) {
+		/* A target that gives up has waited: RUNNING reached the source
+		 * whole. A reset while it is still in our send queue would cut it
+		 * (on a busy machine), and the source would see another failure. */
+		for (int i = 0; i < 400; i++) {
+			int queued = 0;
+			if (ioctl(c->fd, SIOCOUTQ, &queued) < 0 || queued == 0)
+				break;
+			usleep(5000);
+		}
 		struct linger lg = {.l_onoff = 1, .l_linger = 0};
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		close(c->fd);
