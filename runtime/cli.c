@@ -79,6 +79,14 @@ int cli_request(const struct workload_paths *p, const char *request, int timeout
 	return cli_request_events(p, request, timeout_ms, NULL, NULL, reply);
 }
 
+const char *cli_reply_error(struct json_object *reply)
+{
+	if (cryo_json_bool(reply, "ok"))
+		return NULL;
+	const char *why = cryo_json_str(reply, "error");
+	return why ? why : "unknown error";
+}
+
 int cli_require_root(const char *verb)
 {
 	if (geteuid() == 0)

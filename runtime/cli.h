@@ -33,6 +33,9 @@ int cli_request_events(const struct workload_paths *p, const char *request, int 
                        void (*on_event)(struct json_object *event, void *ctx), void *ctx,
                        struct json_object **reply);
 
+/* NULL when a supervisor's reply says "ok", else its reason ("error"). */
+const char *cli_reply_error(struct json_object *reply);
+
 /* Checks that we run as root, with a clear message otherwise. */
 int cli_require_root(const char *verb);
 

@@ -62,14 +62,12 @@ int cmd_checkpoint(int argc, char **argv)
 		cli_report_unreachable(&p, name, r);
 		return 1;
 	}
+	const char *why = cli_reply_error(reply);
 	if (json) {
 		printf("%s\n", cryo_json_text(reply));
-		return cryo_json_bool(reply, "ok") ? 0 : 1;
+		return why ? 1 : 0;
 	}
-	if (!cryo_json_bool(reply, "ok")) {
-		const char *why = cryo_json_str(reply, "error");
-		if (!why)
-			why = "unknown error";
+	if (why) {
 		log_error("cannot checkpoint '%s': %s; the program runs on", name, why);
 		return 1;
 	}

@@ -80,12 +80,10 @@ int cmd_stop(int argc, char **argv)
 		cli_report_unreachable(&p, name, r);
 		return 1;
 	}
-	if (!cryo_json_bool(reply, "ok")) {
+	const char *why = cli_reply_error(reply);
+	if (why) {
 		if (json)
 			printf("%s\n", cryo_json_text(reply));
-		const char *why = cryo_json_str(reply, "error");
-		if (!why)
-			why = "unknown error";
 		log_error("cannot checkpoint '%s' before stopping it: %s; it was not stopped (stop "
 		          "it without --checkpoint to lose its state since the last checkpoint)",
 		          name, why);
