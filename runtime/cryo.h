@@ -31,7 +31,8 @@ extern "C" {
  * process, CRYO_RESTORED (1) when the process was later restored from this
  * checkpoint, or a negative errno on failure, after which the program runs on
  * unharmed and the previous checkpoint stays the newest:
- *   -ENOTCONN  not running under cryo (or the supervisor is gone)
+ *   -ENOTCONN  not running under cryo, or the supervisor is gone (then for
+ *              good: see cryo_checkpoint_result())
  *   -EBUSY     a checkpoint is already under way
  *   -ENOSPC, -EIO, ...  the dump or its storage failed; the supervisor logs why
  *   -EPROTO    the supervisor answered something this libcryo cannot read */
@@ -50,14 +51,27 @@ CRYO_EXPORT uint64_t cryo_generation(void);
 CRYO_EXPORT int cryo_checkpoint_async(void);
 
 /* An fd for poll()/epoll (readable input) that becomes readable when the
- * outcome of a cryo_checkpoint_async() arrives; -ENOTCONN outside cryo. Only
- * wait on it: read it with cryo_checkpoint_result(). */
+ * outcome of a cryo_checkpoint_async() arrives, or when the supervisor is
+ * gone; -ENOTCONN outside cryo and once the supervisor is gone. Only wait on
+ * it, never read, dup() or close it: read it with cryo_checkpoint_result(). */
 CRYO_EXPORT int cryo_checkpoint_fd(void);
 
 /* Without blocking: the generation (> 0) that became durable after the last
  * cryo_checkpoint_async(), a negative errno if storing it failed (that
- * generation does not exist; the one before stays the newest), or -EAGAIN
- * while there is no news. */
+ * generation does not exist; the one before stays the newest), -EAGAIN
+ * while there is no news, or -ENOTCONN outside cryo and once the supervisor
+ * is gone. Call it each time the fd is readable, until -EAGAIN (an
+ * edge-triggered epoll needs that): one wake-up may bring news and the
+ * supervisor's end together, told one after the other.
+ *
+ * When the supervisor is gone (its end of the socket closed or reset), the
+ * call that first returns -ENOTCONN has closed the fd, and every later call
+ * returns -ENOTCONN too; there is no reconnecting. The caller then forgets
+ * the fd: it takes it out of its poll() set (poll() would report it POLLNVAL,
+ * or, once the number is reused, poll someone else's file), and does not
+ * epoll_ctl() it any more: the number may already name another file. An
+ * epoll set drops a closed fd by itself only when it was the last reference
+ * to its socket, hence: never dup() it. */
 CRYO_EXPORT int64_t cryo_checkpoint_result(void);
 
 #ifdef __cplusplus

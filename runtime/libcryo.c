@@ -62,14 +62,47 @@ static void note(const struct cryo_msg *m)
 		generation = m->generation;
 }
 
-/* Reads what is queued without waiting, so that old notices are not taken
- * for the reply to the next request. */
-static void drain(void)
+/* Stops using the control socket, which is gone. err is the errno a recv()
+ * or send() on it failed with, or ENOTCONN for its end (the supervisor closed
+ * it or died). Closing it is what stops poll() and epoll from waking the
+ * program for it: a socket at its end stays readable for good. After EBADF or
+ * ENOTSOCK the program has closed the fd, or put something else under its
+ * number, behind libcryo's back; that number is no longer ours to close. */
+static void disconnect(int err)
 {
-	struct cryo_msg m;
-	while (recv(control_fd, &m, sizeof(m), MSG_DONTWAIT) == (ssize_t)sizeof(m))
-		if (valid(&m))
-			note(&m);
+	int fd = control_fd;
+	/* Cleared before the close: a child forked in between then keeps a copy
+	 * of a dead socket, rather than closing as ours whatever another thread
+	 * opened under the number after the close. */
+	control_fd = -1;
+	if (err != EBADF && err != ENOTSOCK)
+		close(fd);
+}
+
+/* Reads what is queued without waiting, so that old notices are not taken
+ * for the reply to the next request. Returns 0 once nothing more is queued,
+ * or, when the socket is gone, the negative errno it failed with (-ENOTCONN
+ * at its end), leaving the caller to disconnect(). */
+static int drain(void)
+{
+	for (;;) {
+		struct cryo_msg m;
+		ssize_t n = recv(control_fd, &m, sizeof(m), MSG_DONTWAIT);
+		if (n == (ssize_t)sizeof(m)) {
+			if (valid(&m))
+				note(&m);
+			continue;
+		}
+		if (n > 0)
+			return 0; /* a torn message, which the supervisor never sends */
+		if (n == 0)
+			return -ENOTCONN;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		return -errno; /* ECONNRESET: it died with our bytes unread */
+	}
 }
 
 static int read_msg(struct cryo_msg *m)
@@ -81,16 +114,21 @@ static int read_msg(struct cryo_msg *m)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return -ENOTCONN;
+			return n == 0 ? -ENOTCONN : -errno;
 		q += n;
 		left -= (size_t)n;
 	}
 	return valid(m) ? 0 : -EPROTO;
 }
 
+/* Sends a request and reads its reply. Returns 0, -EPROTO for a reply this
+ * libcryo cannot read, or, when the socket is gone, the negative errno it
+ * failed with (-ENOTCONN at its end). */
 static int exchange(uint32_t type, struct cryo_msg *reply)
 {
-	drain();
+	int r = drain();
+	if (r < 0)
+		return r;
 	struct cryo_msg req = {.magic = CRYO_MSG_MAGIC, .type = type};
 	const char *p = (const char *)&req;
 	size_t left = sizeof(req);
@@ -99,14 +137,14 @@ static int exchange(uint32_t type, struct cryo_msg *reply)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return -ENOTCONN;
+			return n == 0 ? -ENOTCONN : -errno;
 		p += n;
 		left -= (size_t)n;
 	}
 	/* Blocks here while the supervisor dumps this process; a restored copy
 	 * wakes up here too, reading the supervisor's "restored". */
 	for (;;) {
-		int r = read_msg(reply);
+		r = read_msg(reply);
 		if (r < 0)
 			return r;
 		if (reply->type == CRYO_MSG_RESULT)
@@ -124,10 +162,10 @@ static int checkpoint(uint32_t type)
 	}
 	struct cryo_msg reply;
 	int r = exchange(type, &reply);
-	if (r == -ENOTCONN) {
+	if (r < 0 && r != -EPROTO) {
 		/* The supervisor is gone: stay out of its way from now on. */
-		close(control_fd);
-		control_fd = -1;
+		disconnect(-r);
+		r = -ENOTCONN;
 	} else if (r == 0) {
 		r = (int)reply.value;
 		if (r >= 0)
@@ -160,11 +198,21 @@ int cryo_checkpoint_fd(void)
 int64_t cryo_checkpoint_result(void)
 {
 	pthread_mutex_lock(&lock);
-	if (control_fd >= 0)
-		drain();
-	int64_t r = durable;
-	if (r != -EAGAIN)
-		durable = -EAGAIN; /* told once */
+	int64_t r = -ENOTCONN;
+	if (control_fd >= 0) {
+		int gone = drain();
+		r = durable;
+		if (r != -EAGAIN) {
+			/* Told once. News read along with the socket's end is told
+			 * first; the socket stays open (and readable, at its end)
+			 * until the next call tells -ENOTCONN, so that the fd is
+			 * closed by the very call that says so. */
+			durable = -EAGAIN;
+		} else if (gone < 0) {
+			disconnect(-gone);
+			r = -ENOTCONN;
+		}
+	}
 	pthread_mutex_unlock(&lock);
 	return r;
 }
