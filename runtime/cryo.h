@@ -6,7 +6,17 @@
  * of its loop. The same binary runs unchanged outside cryo, where the calls
  * fail at once with -ENOTCONN. Every call is thread-safe; a checkpoint holds
  * the whole process, so call it where no other thread is in the middle of
- * something it could not resume. */
+ * something it could not resume.
+ *
+ * Only the process `cryo run` started, and its restored copies, can
+ * checkpoint. In its children, made by fork(), vfork() or clone(), every call
+ * fails at once with -ENOTCONN without touching the control socket (the
+ * parent's calls go on unharmed), and cryo_generation() tells the parent's
+ * generation at the fork: a child cannot checkpoint, and there is no way for
+ * it to connect. A program it starts with exec() runs as outside cryo. The
+ * parent's checkpoints still take in its children, as they take in the whole
+ * process tree. At fork(), libcryo closes the child's copy of the control
+ * socket. */
 #ifndef CRYO_H
 #define CRYO_H
 
@@ -71,7 +81,9 @@ CRYO_EXPORT int cryo_checkpoint_fd(void);
  * or, once the number is reused, poll someone else's file), and does not
  * epoll_ctl() it any more: the number may already name another file. An
  * epoll set drops a closed fd by itself only when it was the last reference
- * to its socket, hence: never dup() it. */
+ * to its socket; libcryo keeps it the last by closing the copy that a child
+ * of fork() inherits, so this holds unless the program dup()ed the fd (don't)
+ * or made a child by clone() that still has it. */
 CRYO_EXPORT int64_t cryo_checkpoint_result(void);
 
 #ifdef __cplusplus

@@ -14,11 +14,42 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int control_fd = -1;
 static uint64_t generation;
+static pid_t owner; /* the process libcryo was loaded in */
+
+/* Whether this process is a child of the one libcryo was loaded in, made by
+ * fork(), vfork() or clone(); a restored copy is not one, as CRIU gives it
+ * back its PID. The supervisor speaks to that one process over one stream: a
+ * child's request would start a checkpoint whose reply either of the two
+ * might read. Nor may a child take the lock: a thread of its parent may have
+ * held it at the fork (waiting in cryo_checkpoint()), and that thread does
+ * not exist in the child to release it. A PID check, rather than a flag set
+ * by a fork handler, also sees the children of clone() and syscall(SYS_fork),
+ * which run no fork handlers. */
+static bool in_child(void)
+{
+	return getpid() != owner;
+}
+
+/* Runs in the child of a fork(): closes the child's copy of the control
+ * socket, which it may not use (see in_child()). A copy left open would keep
+ * the socket alive after the parent closes its own once the supervisor is
+ * gone, and an epoll set drops an fd only with the last reference to its
+ * socket: the parent's event loop would go on waking for an fd it can no
+ * longer name. Only the child's descriptor goes; the socket and the parent
+ * are untouched. The child's only thread reads control_fd without the lock,
+ * which it may have inherited held. */
+static void forget_in_child(void)
+{
+	if (control_fd >= 0)
+		close(control_fd);
+	control_fd = -1;
+}
 
 /* Takes the control socket the supervisor left on an inherited fd, and hides
  * it from the program's own children (environment and exec). */
 __attribute__((constructor)) static void cryo_init(void)
 {
+	owner = getpid();
 	const char *s = getenv(CRYO_CONTROL_FD_ENV);
 	if (!s)
 		return;
@@ -36,6 +67,9 @@ __attribute__((constructor)) static void cryo_init(void)
 		return;
 	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
 	control_fd = (int)fd;
+	/* Should this fail (no memory), children keep their copy, which
+	 * in_child() still keeps them from using. */
+	(void)pthread_atfork(NULL, NULL, forget_in_child);
 }
 
 static int64_t durable = -EAGAIN; /* news of the last asynchronous checkpoint */
@@ -155,6 +189,8 @@ static int exchange(uint32_t type, struct cryo_msg *reply)
 
 static int checkpoint(uint32_t type)
 {
+	if (in_child())
+		return -ENOTCONN;
 	pthread_mutex_lock(&lock);
 	if (control_fd < 0) {
 		pthread_mutex_unlock(&lock);
@@ -189,6 +225,8 @@ int cryo_checkpoint_async(void)
 
 int cryo_checkpoint_fd(void)
 {
+	if (in_child())
+		return -ENOTCONN;
 	pthread_mutex_lock(&lock);
 	int fd = control_fd < 0 ? -ENOTCONN : control_fd;
 	pthread_mutex_unlock(&lock);
@@ -197,6 +235,8 @@ int cryo_checkpoint_fd(void)
 
 int64_t cryo_checkpoint_result(void)
 {
+	if (in_child())
+		return -ENOTCONN;
 	pthread_mutex_lock(&lock);
 	int64_t r = -ENOTCONN;
 	if (control_fd >= 0) {
@@ -219,6 +259,9 @@ int64_t cryo_checkpoint_result(void)
 
 uint64_t cryo_generation(void)
 {
+	/* A child's memory is its own copy, read by its only thread. */
+	if (in_child())
+		return generation;
 	pthread_mutex_lock(&lock);
 	uint64_t g = generation;
 	pthread_mutex_unlock(&lock);

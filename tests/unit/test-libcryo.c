@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,6 +84,13 @@ static bool fd_closed(int fd)
 	return fcntl(fd, F_GETFD) < 0 && errno == EBADF;
 }
 
+/* Whether the supervisor's end has nothing to read: the program sent nothing. */
+static bool nothing_sent(int sup)
+{
+	char c;
+	return recv(sup, &c, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN;
+}
+
 static void send_msg(int sup, uint32_t type, int64_t value, uint64_t generation)
 {
 	struct cryo_msg m = {
@@ -130,12 +138,15 @@ static int64_t now_ms(void)
 
 /* Runs body(arg) in a child process and waits for it, up to timeout_ms
  * (then kills it by its PID): the child's failed checks become the current
- * case's. */
-static void in_child(void (*body)(void *), void *arg, int timeout_ms)
+ * case's. With raw, the child is made by the clone system call itself, which
+ * runs no fork handlers, as a child of clone() or syscall(SYS_fork) would be
+ * (flags SIGCHLD and no stack: a fork, whatever the architecture's order of
+ * clone's other arguments). */
+static void in_child(void (*body)(void *), void *arg, bool raw, int timeout_ms)
 {
 	int out[2];
 	CHECK(pipe2(out, O_CLOEXEC) == 0);
-	pid_t pid = fork();
+	pid_t pid = raw ? (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) : fork();
 	CHECK(pid >= 0);
 	if (pid < 0)
 		return;
@@ -182,7 +193,8 @@ static void in_child(void (*body)(void *), void *arg, int timeout_ms)
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	CHECK(!timed_out);
+	bool child_ended_in_time = !timed_out;
+	CHECK(child_ended_in_time);
 	if (len > sizeof(test_diag) - test_diag_len)
 		len = sizeof(test_diag) - test_diag_len;
 	memcpy(test_diag + test_diag_len, buf, len);
@@ -207,7 +219,7 @@ static void run_plain(void *arg)
 static void fresh(void (*body)(void))
 {
 	struct plain p = {body};
-	in_child(run_plain, &p, 20000);
+	in_child(run_plain, &p, false, 20000);
 }
 
 /* ---- the supervisor gone -------------------------------------------------- */
@@ -344,5 +356,169 @@ static void outside_cryo(void)
 	fresh(outside_body);
 }
 
+/* ---- children ------------------------------------------------------------- */
+
+/* What a child should find: its parent's generation at the fork, and the
+ * number of the parent's control socket. */
+struct child_arg {
+	uint64_t generation;
+	int prog;
+};
+
+/* A child's every call fails at once, without a byte on the socket. */
+static void child_calls(void *arg)
+{
+	struct child_arg *a = arg;
+	CHECK(cryo.checkpoint() == -ENOTCONN);
+	CHECK(cryo.checkpoint_async() == -ENOTCONN);
+	CHECK(cryo.checkpoint_fd() == -ENOTCONN);
+	CHECK(cryo.checkpoint_result() == -ENOTCONN);
+	CHECK(cryo.generation() == a->generation);
+}
+
+static void fork_child_calls(void *arg)
+{
+	child_calls(arg);
+	/* Closed at the fork: the child holds no reference to the socket. */
+	CHECK(fd_closed(((struct child_arg *)arg)->prog));
+}
+
+/* The parent takes a checkpoint through sup, answered by a thread. */
+static void parent_checkpoints(int sup, uint64_t generation)
+{
+	struct supervisor s = {.sup = sup, .value = CRYO_CHECKPOINTED, .generation = generation};
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, answer, &s) == 0);
+	CHECK(cryo.checkpoint() == CRYO_CHECKPOINTED);
+	pthread_join(t, NULL);
+	CHECK(s.request == CRYO_MSG_CHECKPOINT);
+	CHECK(cryo.generation() == generation);
+}
+
+static void children_body(bool raw)
+{
+	int sup, prog;
+	if (!load_connected(&sup, &prog))
+		return;
+	parent_checkpoints(sup, 2);
+	struct child_arg arg = {.generation = 2, .prog = prog};
+	if (raw)
+		in_child(child_calls, &arg, true, 5000);
+	else
+		in_child(fork_child_calls, &arg, false, 5000);
+	bool child_sent_nothing = nothing_sent(sup);
+	CHECK(child_sent_nothing);
+	if (!child_sent_nothing)
+		return; /* the supervisor's end holds a request not the parent's */
+	/* The parent's socket and its calls are as they were. */
+	CHECK(fd_open(prog));
+	CHECK(cryo.checkpoint_fd() == prog);
+	CHECK(cryo.checkpoint_result() == -EAGAIN);
+	parent_checkpoints(sup, 3);
+}
+
+static void fork_child_body(void)
+{
+	children_body(false);
+}
+
+/* A child of fork() gets -ENOTCONN from every call, sends nothing, and has
+ * its copy of the socket closed; its parent goes on. */
+static void fork_child_is_not_connected(void)
+{
+	fresh(fork_child_body);
+}
+
+static void clone_child_body(void)
+{
+	children_body(true);
+}
+
+/* So does a child that ran no fork handlers (the clone system call). */
+static void clone_child_is_not_connected(void)
+{
+	fresh(clone_child_body);
+}
+
+struct waiter {
+	int r;
+};
+
+static void *checkpoint_thread(void *arg)
+{
+	((struct waiter *)arg)->r = cryo.checkpoint();
+	return NULL;
+}
+
+static void fork_while_waiting_body(void)
+{
+	int sup, prog;
+	if (!load_connected(&sup, &prog))
+		return;
+	struct waiter w = {.r = 99};
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, checkpoint_thread, &w) == 0);
+	/* Once its request is here, the thread waits for the reply, holding
+	 * libcryo's lock, which the child inherits held. */
+	CHECK(read_request(sup, 10000) == CRYO_MSG_CHECKPOINT);
+	struct child_arg arg = {.generation = 0, .prog = prog};
+	in_child(fork_child_calls, &arg, false, 5000);
+	bool child_sent_nothing = nothing_sent(sup);
+	CHECK(child_sent_nothing);
+	send_msg(sup, CRYO_MSG_RESULT, CRYO_CHECKPOINTED, 5);
+	pthread_join(t, NULL);
+	CHECK(w.r == CRYO_CHECKPOINTED);
+	CHECK(cryo.generation() == 5);
+}
+
+/* A child forked while another thread waits in cryo_checkpoint() does not
+ * wait for the lock that thread holds (it would, forever). */
+static void fork_while_waiting(void)
+{
+	fresh(fork_while_waiting_body);
+}
+
+static void eof_with_child_body(void)
+{
+	int sup, prog, hold[2];
+	if (!load_connected(&sup, &prog))
+		return;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN};
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, prog, &ev) == 0);
+	CHECK(pipe2(hold, O_CLOEXEC) == 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		/* A child that lives on, until the parent closes hold[1]. */
+		close(sup);
+		close(hold[1]);
+		struct pollfd p = {.fd = hold[0], .events = POLLIN};
+		poll(&p, 1, 10000);
+		_exit(0);
+	}
+	close(hold[0]);
+	close(sup); /* the supervisor dies (once the child closed its copy) */
+	CHECK(epoll_wait(ep, &ev, 1, 5000) == 1);
+	CHECK(cryo.checkpoint_result() == -ENOTCONN);
+	CHECK(fd_closed(prog));
+	/* The child's copy, had it kept one, would keep the socket in the set,
+	 * readable for good, with no fd left to take it out by. */
+	CHECK(epoll_wait(ep, &ev, 1, 0) == 0);
+	close(hold[1]);
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	close(ep);
+}
+
+/* With a child of fork() alive, the supervisor's end still takes the fd out
+ * of the parent's epoll set. */
+static void eof_with_a_child_alive(void)
+{
+	fresh(eof_with_child_body);
+}
+
 TEST_MAIN(eof_is_enotconn_and_closes_the_fd, reset_is_enotconn, news_then_eof, dies_during_dump,
-          outside_cryo)
+          outside_cryo, fork_child_is_not_connected, clone_child_is_not_connected,
+          fork_while_waiting, eof_with_a_child_alive)
