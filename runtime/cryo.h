@@ -32,6 +32,15 @@ extern "C" {
 #define CRYO_EXPORT
 #endif
 
+/* The version of this cryo.h, for checks at compile time:
+ * CRYO_VERSION_NUMBER is major * 10000 + minor * 100 + patch (100 for 0.1.0).
+ * The libcryo a program runs with may be newer: see cryo_version(). */
+#define CRYO_VERSION_MAJOR 0
+#define CRYO_VERSION_MINOR 1
+#define CRYO_VERSION_PATCH 0
+#define CRYO_VERSION_NUMBER                                                                        \
+	(CRYO_VERSION_MAJOR * 10000 + CRYO_VERSION_MINOR * 100 + CRYO_VERSION_PATCH)
+
 /* cryo_checkpoint()'s two successful results, like fork()'s. */
 #define CRYO_CHECKPOINTED 0 /* this process was checkpointed and runs on */
 #define CRYO_RESTORED     1 /* this process is a copy restored from that checkpoint */
@@ -85,6 +94,12 @@ CRYO_EXPORT int cryo_checkpoint_fd(void);
  * of fork() inherits, so this holds unless the program dup()ed the fd (don't)
  * or made a child by clone() that still has it. */
 CRYO_EXPORT int64_t cryo_checkpoint_result(void);
+
+/* The version of the libcryo this program runs with, "MAJOR.MINOR.PATCH":
+ * the CRYO_VERSION_* of the cryo.h that libcryo was built with, which may be
+ * newer than the program's. A static string, never NULL; it needs no cryo
+ * and answers in any process. */
+CRYO_EXPORT const char *cryo_version(void);
 
 #ifdef __cplusplus
 }

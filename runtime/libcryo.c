@@ -11,6 +11,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* meson passes the project's version as the string cryo_version() returns,
+ * and as a number, so that cryo.h's CRYO_VERSION_* cannot drift from it. */
+#if CRYO_VERSION_NUMBER != CRYO_PROJECT_VERSION_NUMBER
+#error "cryo.h's CRYO_VERSION_MAJOR, _MINOR and _PATCH are not meson.build's project version"
+#endif
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int control_fd = -1;
 static uint64_t generation;
@@ -266,4 +272,9 @@ uint64_t cryo_generation(void)
 	uint64_t g = generation;
 	pthread_mutex_unlock(&lock);
 	return g;
+}
+
+const char *cryo_version(void)
+{
+	return CRYO_VERSION;
 }

@@ -33,6 +33,7 @@ static struct {
 	typeof(&cryo_checkpoint_fd) checkpoint_fd;
 	typeof(&cryo_checkpoint_result) checkpoint_result;
 	typeof(&cryo_generation) generation;
+	typeof(&cryo_version) version;
 } cryo;
 
 /* Loads libcryo into this process with fd as its control socket (-1: none,
@@ -56,11 +57,12 @@ static bool load(int fd)
 	cryo.checkpoint_result =
 	    (typeof(cryo.checkpoint_result))dlsym(lib, "cryo_checkpoint_result");
 	cryo.generation = (typeof(cryo.generation))dlsym(lib, "cryo_generation");
-	CHECK(cryo.checkpoint && cryo.checkpoint_async && cryo.checkpoint_fd &&
-	      cryo.checkpoint_result && cryo.generation);
+	cryo.version = (typeof(cryo.version))dlsym(lib, "cryo_version");
+	bool every_call_exported = cryo.checkpoint && cryo.checkpoint_async && cryo.checkpoint_fd &&
+	                           cryo.checkpoint_result && cryo.generation && cryo.version;
+	CHECK(every_call_exported);
 	CHECK(getenv(CRYO_CONTROL_FD_ENV) == NULL); /* hidden from the program's children */
-	return cryo.checkpoint && cryo.checkpoint_async && cryo.checkpoint_fd &&
-	       cryo.checkpoint_result && cryo.generation;
+	return every_call_exported;
 }
 
 /* Loads libcryo with one end of a new socket pair as its control socket;
@@ -519,6 +521,30 @@ static void eof_with_a_child_alive(void)
 	fresh(eof_with_child_body);
 }
 
+/* ---- version -------------------------------------------------------------- */
+
+static void version_body(void)
+{
+	if (!load(-1))
+		return;
+	const char *v = cryo.version();
+	CHECK(v != NULL && strcmp(v, PROJECT_VERSION) == 0);
+	char header[32];
+	snprintf(header, sizeof(header), "%d.%d.%d", CRYO_VERSION_MAJOR, CRYO_VERSION_MINOR,
+	         CRYO_VERSION_PATCH);
+	CHECK(strcmp(header, PROJECT_VERSION) == 0);
+	int major = -1, minor = -1, patch = -1;
+	CHECK(sscanf(PROJECT_VERSION, "%d.%d.%d", &major, &minor, &patch) == 3);
+	CHECK(CRYO_VERSION_NUMBER == major * 10000 + minor * 100 + patch);
+}
+
+/* cryo_version() is exported and is meson's project version, as are
+ * cryo.h's CRYO_VERSION_*; it answers outside cryo. */
+static void version_is_the_projects(void)
+{
+	fresh(version_body);
+}
+
 TEST_MAIN(eof_is_enotconn_and_closes_the_fd, reset_is_enotconn, news_then_eof, dies_during_dump,
           outside_cryo, fork_child_is_not_connected, clone_child_is_not_connected,
-          fork_while_waiting, eof_with_a_child_alive)
+          fork_while_waiting, eof_with_a_child_alive, version_is_the_projects)
