@@ -68,7 +68,10 @@ enum {
 	    {"net", required_argument, NULL, OPT_NET},                                             \
 	    {"bridge", required_argument, NULL, OPT_BRIDGE},                                       \
 	    {"gateway", required_argument, NULL, OPT_GATEWAY},                                     \
-	    {"verbose", no_argument, NULL, OPT_VERBOSE}, {"help", no_argument, NULL, OPT_HELP}
+	    {"verbose", no_argument, NULL, OPT_VERBOSE},                                           \
+	{                                                                                          \
+		"help", no_argument, NULL, OPT_HELP                                                \
+	}
 
 static const struct option run_opts[] = {
     {"name", required_argument, NULL, OPT_NAME},
@@ -244,4 +247,3 @@ int run_supervised(struct run_options *o)
 	close(lock);
 	return r < 0 ? 1 : r;
 }
-
