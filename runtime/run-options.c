@@ -55,36 +55,36 @@ enum {
 };
 
 /* How the supervisor runs the workload: both verbs. */
-#define SUPERVISOR_OPTIONS                                                                         \
-	{"state-dir", required_argument, NULL, OPT_STATE_DIR},                                     \
-	    {"restart", required_argument, NULL, OPT_RESTART},                                     \
-	    {"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS},                           \
-	    {"keep", required_argument, NULL, OPT_KEEP},                                           \
-	    {"every", required_argument, NULL, OPT_EVERY},                                         \
-	    {"zstd-level", required_argument, NULL, OPT_LEVEL},                                    \
-	    {"dump-via", required_argument, NULL, OPT_DUMP_VIA},                                   \
-	    {"no-delta", no_argument, NULL, OPT_NO_DELTA},                                         \
-	    {"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY},                                   \
-	    {"net", required_argument, NULL, OPT_NET},                                             \
-	    {"bridge", required_argument, NULL, OPT_BRIDGE},                                       \
-	    {"gateway", required_argument, NULL, OPT_GATEWAY},                                     \
-	    {"verbose", no_argument, NULL, OPT_VERBOSE},                                           \
-	{                                                                                          \
-		"help", no_argument, NULL, OPT_HELP                                                \
-	}
+// clang-format off: it cannot lay out a list inside a macro
+#define SUPERVISOR_OPTIONS \
+	{"state-dir", required_argument, NULL, OPT_STATE_DIR}, \
+	{"restart", required_argument, NULL, OPT_RESTART}, \
+	{"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS}, \
+	{"keep", required_argument, NULL, OPT_KEEP}, \
+	{"every", required_argument, NULL, OPT_EVERY}, \
+	{"zstd-level", required_argument, NULL, OPT_LEVEL}, \
+	{"dump-via", required_argument, NULL, OPT_DUMP_VIA}, \
+	{"no-delta", no_argument, NULL, OPT_NO_DELTA}, \
+	{"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY}, \
+	{"net", required_argument, NULL, OPT_NET}, \
+	{"bridge", required_argument, NULL, OPT_BRIDGE}, \
+	{"gateway", required_argument, NULL, OPT_GATEWAY}, \
+	{"verbose", no_argument, NULL, OPT_VERBOSE}, \
+	{"help", no_argument, NULL, OPT_HELP}
 
 static const struct option run_opts[] = {
-    {"name", required_argument, NULL, OPT_NAME},
-    {"fresh", no_argument, NULL, OPT_FRESH},
-    SUPERVISOR_OPTIONS,
-    {0},
+	{"name", required_argument, NULL, OPT_NAME},
+	{"fresh", no_argument, NULL, OPT_FRESH},
+	SUPERVISOR_OPTIONS,
+	{0},
 };
 
 static const struct option restore_opts[] = {
-    SUPERVISOR_OPTIONS,
-    {"generation", required_argument, NULL, OPT_GENERATION},
-    {0},
+	SUPERVISOR_OPTIONS,
+	{"generation", required_argument, NULL, OPT_GENERATION},
+	{0},
 };
+// clang-format on
 
 int run_parse_options(int argc, char **argv, bool restore, struct run_options *o)
 {
