@@ -55,7 +55,8 @@ enum {
 };
 
 /* How the supervisor runs the workload: both verbs. */
-// clang-format off: it cannot lay out a list inside a macro
+/* Laid out by hand: clang-format cannot lay out a list inside a macro. */
+// clang-format off
 #define SUPERVISOR_OPTIONS \
 	{"state-dir", required_argument, NULL, OPT_STATE_DIR}, \
 	{"restart", required_argument, NULL, OPT_RESTART}, \
