@@ -430,24 +430,21 @@ int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_rest
 {
 	const char *bin = criu_glue_binary();
 	if (!bin)
-		return util_fail(err->msg, sizeof(err->msg), -ENOENT,
+		return error_set(err, -ENOENT,
 		                 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
 	if (n_fds > CRIU_GLUE_MAX_INHERIT)
-		return util_fail(err->msg, sizeof(err->msg), -E2BIG,
-		                 "cannot start CRIU: %zu fds to pass, at most %d", n_fds,
-		                 CRIU_GLUE_MAX_INHERIT);
+		return error_set(err, -E2BIG, "cannot start CRIU: %zu fds to pass, at most %d",
+		                 n_fds, CRIU_GLUE_MAX_INHERIT);
 	struct criu_glue_restorer *r = calloc(1, sizeof(*r));
 	if (!r)
-		return util_fail(err->msg, sizeof(err->msg), -ENOMEM, "cannot start CRIU: %s",
-		                 strerror(ENOMEM));
+		return error_set(err, -ENOMEM, "cannot start CRIU: %s", strerror(ENOMEM));
 	r->n_fds = n_fds;
 	memcpy(r->fds, fds, n_fds * sizeof(*fds));
 	int sk[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sk) < 0) {
 		int e = -errno;
 		free(r);
-		return util_fail(err->msg, sizeof(err->msg), e, "cannot start CRIU: %s",
-		                 strerror(-e));
+		return error_set(err, e, "cannot start CRIU: %s", strerror(-e));
 	}
 	/* posix_spawn, not fork: the caller may hold gigabytes of memory whose
 	 * page tables a fork would copy. dup2 of an fd onto itself clears its
@@ -478,8 +475,7 @@ int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_rest
 	if (e != 0) {
 		close(sk[0]);
 		free(r);
-		return util_fail(err->msg, sizeof(err->msg), -e, "cannot start '%s': %s", bin,
-		                 strerror(e));
+		return error_set(err, -e, "cannot start '%s': %s", bin, strerror(e));
 	}
 	r->sk = sk[0];
 	*ret = r;
@@ -575,8 +571,7 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	struct criu_glue_restorer *rs = o->restorer;
 	if (o->n_inherit > CRIU_GLUE_MAX_INHERIT) {
 		criu_glue_restorer_free(rs);
-		return util_fail(err->msg, sizeof(err->msg), -E2BIG,
-		                 "cannot restore: %zu fds to pass to CRIU, at most %d",
+		return error_set(err, -E2BIG, "cannot restore: %zu fds to pass to CRIU, at most %d",
 		                 o->n_inherit, CRIU_GLUE_MAX_INHERIT);
 	}
 	if (rs && !restorer_fits(rs, o)) {
@@ -598,7 +593,7 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	if (log_fd < 0 || images_fd < 0) {
 		int r = -errno;
 		restorer_end(rs, false);
-		return util_fail(err->msg, sizeof(err->msg), r, "cannot open '%s': %s",
+		return error_set(err, r, "cannot open '%s': %s",
 		                 log_fd < 0 ? o->log_dir : o->images_dir, strerror(-r));
 	}
 	InheritFd inherit[CRIU_GLUE_MAX_INHERIT], *inherit_p[CRIU_GLUE_MAX_INHERIT];

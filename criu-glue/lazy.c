@@ -272,7 +272,7 @@ int criu_glue_eager_write(const char *dir, const struct mem_file *mem, size_t n_
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
-		return util_fail(err->msg, sizeof(err->msg), -errno, "cannot open '%s': %m", dir);
+		return error_set(err, -errno, "cannot open '%s': %m", dir);
 	int r = 0;
 	struct dirent *de;
 	while (r == 0 && (de = readdir(d)))
@@ -282,8 +282,7 @@ int criu_glue_eager_write(const char *dir, const struct mem_file *mem, size_t n_
 		if (is_pagemap(mem[i].name))
 			r = write_eager(dir, dirfd(d), mem, n_mem, mem[i].name);
 	if (r < 0)
-		return util_fail(err->msg, sizeof(err->msg), r,
-		                 "cannot set apart the pages a restore needs at once: %s",
+		return error_set(err, r, "cannot set apart the pages a restore needs at once: %s",
 		                 strerror(-r));
 	return 0;
 }
@@ -359,7 +358,7 @@ int criu_glue_eager_apply(const char *dir, struct cryo_error *err)
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
-		return util_fail(err->msg, sizeof(err->msg), -errno, "cannot open '%s': %m", dir);
+		return error_set(err, -errno, "cannot open '%s': %m", dir);
 	int r = 0;
 	struct dirent *de;
 	while (r == 0 && (de = readdir(d))) {
@@ -369,11 +368,10 @@ int criu_glue_eager_apply(const char *dir, struct cryo_error *err)
 		snprintf(eager, sizeof(eager), "eager-%s", de->d_name + 8);
 		r = apply_one(dirfd(d), eager);
 		if (r == -ENOENT)
-			return util_fail(err->msg, sizeof(err->msg), r,
-			                 "the image has no %s (taken by an older cryo)", eager);
+			return error_set(err, r, "the image has no %s (taken by an older cryo)",
+			                 eager);
 		if (r < 0)
-			return util_fail(err->msg, sizeof(err->msg), r, "cannot apply '%s': %s",
-			                 eager, strerror(-r));
+			return error_set(err, r, "cannot apply '%s': %s", eager, strerror(-r));
 	}
 	return 0;
 }
@@ -418,11 +416,11 @@ struct criu_glue_lazy {
 	int listen_fd, client, ep, stop, go_fd;
 	pthread_t thread;
 	bool started;
-	bool finished; /* CRIU's restore said so */
-	bool go;       /* the background copy may begin (criu_glue_lazy_go()) */
-	bool done;     /* the thread has nothing more to do */
-	int result;    /* published with notify_fd */
-	char why[256];
+	bool finished;         /* CRIU's restore said so */
+	bool go;               /* the background copy may begin (criu_glue_lazy_go()) */
+	bool done;             /* the thread has nothing more to do */
+	int result;            /* published with notify_fd */
+	struct cryo_error err; /* why the thread stopped, published with result */
 	struct task **t;
 	size_t nt;
 	struct pagemap **pms;
@@ -551,8 +549,8 @@ static int task_new(struct criu_glue_lazy *l, int pid, int uffd)
 		r = -EBADMSG;
 	if (r < 0) {
 		task_free(t);
-		return util_fail(l->why, sizeof(l->why), r,
-		                 "cannot read the memory map of task %d: %s", pid, strerror(-r));
+		return error_set(&l->err, r, "cannot read the memory map of task %d: %s", pid,
+		                 strerror(-r));
 	}
 	size_t j = 0;
 	for (size_t i = 0; i < t->pm->n && r == 0; i++) {
@@ -573,8 +571,7 @@ static int task_new(struct criu_glue_lazy *l, int pid, int uffd)
 		r = task_add(l, t);
 	if (r < 0) {
 		task_free(t);
-		return util_fail(l->why, sizeof(l->why), r, "cannot follow task %d: %s", pid,
-		                 strerror(-r));
+		return error_set(&l->err, r, "cannot follow task %d: %s", pid, strerror(-r));
 	}
 	return 0;
 }
@@ -664,7 +661,7 @@ static int copy_pages(struct criu_glue_lazy *l, struct task *t, uint64_t dst, co
 			end = COPY_GONE;
 			break;
 		} else {
-			return util_fail(l->why, sizeof(l->why), -e,
+			return error_set(&l->err, -e,
 			                 "cannot put pages in place at 0x%" PRIx64
 			                 " of task %d: %s",
 			                 dst + pos, t->pid, strerror(e));
@@ -688,7 +685,7 @@ static int copy_window(struct criu_glue_lazy *l, struct task *t, uint64_t from, 
 		int64_t c = l->o.source.get(l->o.source.ctx, t->pm->pages_name, off + done,
 		                            len - done, l->iov, (int)LAZY_MAX_IOV, &n);
 		if (c <= 0)
-			return util_fail(l->why, sizeof(l->why), c < 0 ? (int)c : -EIO,
+			return error_set(&l->err, c < 0 ? (int)c : -EIO,
 			                 "the memory image %s is not to be had", t->pm->pages_name);
 		uint64_t tc = util_now_ns();
 		l->st.get_ns += tc - tg;
@@ -720,7 +717,7 @@ static int copy_piece(struct criu_glue_lazy *l, struct task *t, const struct ran
 {
 	uint64_t off, before, after;
 	if (locate(t, x, addr, &off, &before, &after) < 0)
-		return util_fail(l->why, sizeof(l->why), -EBADMSG,
+		return error_set(&l->err, -EBADMSG,
 		                 "the pagemap of task %d lacks its lazy page at 0x%" PRIx64, t->pid,
 		                 addr);
 	uint64_t in = off % LAZY_WINDOW;
@@ -752,7 +749,7 @@ static int serve_fault(struct criu_glue_lazy *l, size_t ti, uint64_t addr)
 			} else if (e == ESRCH || e == ENOSPC) {
 				task_gone(l, t);
 			} else if (e != ENOENT) {
-				return util_fail(l->why, sizeof(l->why), -e,
+				return error_set(&l->err, -e,
 				                 "cannot give task %d a zero page at 0x%" PRIx64
 				                 ": %s",
 				                 t->pid, addr, strerror(e));
@@ -820,8 +817,8 @@ static int on_fork(struct criu_glue_lazy *l, struct task *parent, int uffd)
 		r = task_add(l, t);
 	if (r < 0) {
 		task_free(t);
-		return util_fail(l->why, sizeof(l->why), r, "cannot follow a fork of task %d: %s",
-		                 parent->pid, strerror(-r));
+		return error_set(&l->err, r, "cannot follow a fork of task %d: %s", parent->pid,
+		                 strerror(-r));
 	}
 	return 0;
 }
@@ -875,14 +872,12 @@ static int on_uffd(struct criu_glue_lazy *l, size_t ti)
 				               e->arg.remove.end);
 				break;
 			default:
-				r = util_fail(l->why, sizeof(l->why), -EPROTO,
+				r = error_set(&l->err, -EPROTO,
 				              "unknown userfaultfd event %u from task %d", e->event,
 				              l->t[ti]->pid);
 			}
 			if (r < 0)
-				return r == -ENOMEM
-				           ? util_fail(l->why, sizeof(l->why), r, "out of memory")
-				           : r;
+				return r == -ENOMEM ? error_set(&l->err, r, "out of memory") : r;
 		}
 	}
 }
@@ -899,7 +894,7 @@ static int on_client(struct criu_glue_lazy *l)
 		return 0;
 	}
 	if (n != (ssize_t)sizeof(pid))
-		return util_fail(l->why, sizeof(l->why), n < 0 ? -errno : -EPIPE,
+		return error_set(&l->err, n < 0 ? -errno : -EPIPE,
 		                 "CRIU's restore went away before it finished");
 	if ((uint32_t)pid == LAZY_RESTORE_FINISHED) {
 		l->finished = true;
@@ -923,8 +918,8 @@ static int on_client(struct criu_glue_lazy *l)
 	struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&mh) : NULL;
 	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
 	    c->cmsg_len != CMSG_LEN(sizeof(int)))
-		return util_fail(l->why, sizeof(l->why), -EPROTO,
-		                 "CRIU's restore sent no userfaultfd for task %d", pid);
+		return error_set(&l->err, -EPROTO, "CRIU's restore sent no userfaultfd for task %d",
+		                 pid);
 	int fd;
 	memcpy(&fd, CMSG_DATA(c), sizeof(fd));
 	return task_new(l, pid, fd);
@@ -948,7 +943,7 @@ static int run(struct criu_glue_lazy *l)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return util_fail(l->why, sizeof(l->why), -errno, "epoll_wait: %m");
+			return error_set(&l->err, -errno, "epoll_wait: %m");
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = ev[i].data.u64;
 			int r = 0;
@@ -965,13 +960,12 @@ static int run(struct criu_glue_lazy *l)
 			if (tag == TAG_LISTEN) {
 				l->client = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 				if (l->client < 0)
-					return util_fail(l->why, sizeof(l->why), -errno,
+					return error_set(&l->err, -errno,
 					                 "cannot accept CRIU's restore: %m");
 				struct epoll_event ce = {.events = EPOLLIN, .data.u64 = TAG_CLIENT};
 				epoll_ctl(l->ep, EPOLL_CTL_DEL, l->listen_fd, NULL);
 				if (epoll_ctl(l->ep, EPOLL_CTL_ADD, l->client, &ce) < 0)
-					return util_fail(l->why, sizeof(l->why), -errno,
-					                 "epoll_ctl: %m");
+					return error_set(&l->err, -errno, "epoll_ctl: %m");
 			} else if (tag == TAG_CLIENT) {
 				r = on_client(l);
 			} else if (tag >= TAG_TASK && tag - TAG_TASK < l->nt) {
@@ -1058,8 +1052,7 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 		/* too long for a socket address: through an fd of the directory */
 		dfd = open(o->work_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (dfd < 0) {
-			r = util_fail(err->msg, sizeof(err->msg), -errno, "cannot open '%s': %m",
-			              o->work_dir);
+			r = error_set(err, -errno, "cannot open '%s': %m", o->work_dir);
 			goto fail;
 		}
 		snprintf(via, sizeof(via), "/proc/self/fd/%d/" LAZY_SOCK_NAME, dfd);
@@ -1070,8 +1063,8 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 	l->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (l->listen_fd < 0 || bind(l->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    listen(l->listen_fd, 1) < 0) {
-		r = util_fail(err->msg, sizeof(err->msg), -errno,
-		              "cannot listen on '%s' for CRIU's restore: %m", l->sock_path);
+		r = error_set(err, -errno, "cannot listen on '%s' for CRIU's restore: %m",
+		              l->sock_path);
 		goto fail;
 	}
 	l->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1084,12 +1077,12 @@ int criu_glue_lazy_start(const struct criu_glue_lazy_opts *o, struct criu_glue_l
 	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->listen_fd, &a) < 0 ||
 	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->stop, &b) < 0 ||
 	    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->go_fd, &g) < 0) {
-		r = util_fail(err->msg, sizeof(err->msg), -errno, "cannot set up epoll: %m");
+		r = error_set(err, -errno, "cannot set up epoll: %m");
 		goto fail;
 	}
 	r = -pthread_create(&l->thread, NULL, run_main, l);
 	if (r < 0) {
-		util_fail(err->msg, sizeof(err->msg), r, "cannot start a thread: %s", strerror(-r));
+		error_set(err, r, "cannot start a thread: %s", strerror(-r));
 		goto fail;
 	}
 	l->started = true;
@@ -1112,9 +1105,9 @@ int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct cryo_error *err)
 {
 	int r = __atomic_load_n(&l->result, __ATOMIC_ACQUIRE);
 	if (r < 0)
-		return util_fail(err->msg, sizeof(err->msg), r, "%s", l->why);
+		return error_set(err, r, "%s", l->err.msg);
 	if (!__atomic_load_n(&l->done, __ATOMIC_ACQUIRE))
-		return util_fail(err->msg, sizeof(err->msg), -EBUSY, "pages are still coming");
+		return error_set(err, -EBUSY, "pages are still coming");
 	return 0;
 }
 

@@ -136,14 +136,13 @@ static int level_open(struct image_chain *c, const char *store_dir, uint64_t gen
 	r = v->incremental ? level_files(v, m) : 0;
 	manifest_free(m);
 	if (r < 0)
-		return r == -EBADMSG ? util_fail(err->msg, sizeof(err->msg), r,
-		                                 "its manifest's delta lines are malformed")
+		return r == -EBADMSG ? error_set(err, r, "its manifest's delta lines are malformed")
 		                     : r;
 	char path[PATH_MAX];
 	image_store_path(store_dir, gen, path, sizeof(path));
 	v->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (v->fd < 0)
-		return util_fail(err->msg, sizeof(err->msg), -errno, "cannot open '%s': %m", path);
+		return error_set(err, -errno, "cannot open '%s': %m", path);
 	/* The index of a whole generation is built as it comes in; an
 	 * incremental one's from its rebuilt images, at the end. */
 	return image_lazy_open(v->fd, dir, c->want_index && c->n == 1 && !v->incremental, gen,
@@ -164,8 +163,8 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 	int r = 0;
 	for (uint64_t g = gen; r == 0;) {
 		if (c->n == MAX_LEVELS) {
-			r = util_fail(err->msg, sizeof(err->msg), -EPROTONOSUPPORT,
-			              "more than %d generations in a chain", MAX_LEVELS);
+			r = error_set(err, -EPROTONOSUPPORT, "more than %d generations in a chain",
+			              MAX_LEVELS);
 			break;
 		}
 		r = level_open(c, store_dir, g, c->n ? NULL : dir, err);
@@ -174,8 +173,7 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 		if (r < 0 || !v->incremental)
 			break;
 		if (v->base == 0 || v->base >= g)
-			r = util_fail(err->msg, sizeof(err->msg), -EBADMSG,
-			              "its base is malformed");
+			r = error_set(err, -EBADMSG, "its base is malformed");
 		g = v->base;
 	}
 	if (r < 0) {
