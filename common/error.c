@@ -41,3 +41,16 @@ int error_wrap(struct cryo_error *err, int r, const char *fmt, ...)
 	mark_cut(err, n);
 	return r;
 }
+
+int error_append(struct cryo_error *err, int r, const char *fmt, ...)
+{
+	if (!err)
+		return r;
+	size_t used = strnlen(err->msg, sizeof(err->msg) - 1);
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(err->msg + used, sizeof(err->msg) - used, fmt, ap);
+	va_end(ap);
+	mark_cut(err, n < 0 ? n : (int)used + n);
+	return r;
+}

@@ -25,3 +25,8 @@ int error_set(struct cryo_error *err, int r, const char *fmt, ...)
  * returns r; with no reason yet, the context alone. */
 int error_wrap(struct cryo_error *err, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Adds to the end of the reason already in err ("reason; more") and
+ * returns r. */
+int error_append(struct cryo_error *err, int r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));

@@ -20,38 +20,36 @@
 #define HEADER_BYTES crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define HELLO_TEXT   "cryo migration v1"
 
-int channel_load_key(const char *path, uint8_t key[CHANNEL_KEY_BYTES], char *why, size_t len)
+int channel_load_key(const char *path, uint8_t key[CHANNEL_KEY_BYTES], struct cryo_error *err)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return util_fail(why, len, -errno, "cannot read the key file '%s': %m", path);
+		return error_set(err, -errno, "cannot read the key file '%s': %m", path);
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return util_fail(why, len, -EINVAL, "the key file '%s' is not a regular file",
-		                 path);
+		return error_set(err, -EINVAL, "the key file '%s' is not a regular file", path);
 	if (st.st_mode & 077)
-		return util_fail(why, len, -EPERM,
+		return error_set(err, -EPERM,
 		                 "the key file '%s' is readable by others (run: chmod 600 '%s')",
 		                 path, path);
 	if (st.st_size < CHANNEL_KEY_BYTES || st.st_size > 65536)
-		return util_fail(
-		    why, len, -EINVAL,
+		return error_set(
+		    err, -EINVAL,
 		    "the key file '%s' must hold 32 to 65536 bytes (make one with: head -c "
 		    "32 /dev/urandom > '%s')",
 		    path, path);
 	if (sodium_init() < 0)
-		return util_fail(why, len, -EIO, "libsodium cannot start");
+		return error_set(err, -EIO, "libsodium cannot start");
 	uint8_t *content = sodium_malloc((size_t)st.st_size);
 	if (!content)
-		return util_fail(why, len, -ENOMEM, "out of memory");
+		return error_set(err, -ENOMEM, "out of memory");
 	int r = util_read_exact(fd, content, (size_t)st.st_size);
 	if (r == 0)
 		crypto_generichash(key, CHANNEL_KEY_BYTES, content, (size_t)st.st_size,
 		                   (const uint8_t *)"cryo-key", 8);
 	sodium_free(content);
 	if (r < 0)
-		return util_fail(why, len, r, "cannot read the key file '%s': %s", path,
-		                 strerror(-r));
+		return error_set(err, r, "cannot read the key file '%s': %s", path, strerror(-r));
 	return 0;
 }
 
@@ -127,15 +125,15 @@ static void derive(uint8_t out[CHANNEL_KEY_BYTES], const uint8_t key[CHANNEL_KEY
 }
 
 int channel_open(struct channel *c, int fd, const uint8_t key[CHANNEL_KEY_BYTES], bool client,
-                 int timeout_ms, char *why, size_t len)
+                 int timeout_ms, struct cryo_error *err)
 {
 	*c = (struct channel){.fd = fd};
 	if (sodium_init() < 0)
-		return util_fail(why, len, -EIO, "libsodium cannot start");
+		return error_set(err, -EIO, "libsodium cannot start");
 	c->buf = malloc(1 + CHANNEL_MAX_MSG + ABYTES);
 	c->plain = malloc(1 + CHANNEL_MAX_MSG);
 	if (!c->buf || !c->plain)
-		return util_fail(why, len, -ENOMEM, "out of memory");
+		return error_set(err, -ENOMEM, "out of memory");
 
 	uint8_t mine[8 + NONCE_BYTES], theirs[8 + NONCE_BYTES];
 	memcpy(mine, MAGIC, 8);
@@ -144,11 +142,10 @@ int channel_open(struct channel *c, int fd, const uint8_t key[CHANNEL_KEY_BYTES]
 	if (r == 0)
 		r = read_full(fd, theirs, sizeof(theirs), timeout_ms);
 	if (r < 0)
-		return util_fail(why, len, r, "the peer %s during the handshake",
+		return error_set(err, r, "the peer %s during the handshake",
 		                 r == -ETIMEDOUT ? "did not answer" : "closed the connection");
 	if (memcmp(theirs, MAGIC, 8) != 0)
-		return util_fail(why, len, -EPROTO,
-		                 "the peer does not speak cryo's migration protocol");
+		return error_set(err, -EPROTO, "the peer does not speak cryo's migration protocol");
 	const uint8_t *nc = client ? mine + 8 : theirs + 8;
 	const uint8_t *ns = client ? theirs + 8 : mine + 8;
 	uint8_t ktx[CHANNEL_KEY_BYTES], krx[CHANNEL_KEY_BYTES];
@@ -165,23 +162,23 @@ int channel_open(struct channel *c, int fd, const uint8_t key[CHANNEL_KEY_BYTES]
 	sodium_memzero(ktx, sizeof(ktx));
 	sodium_memzero(krx, sizeof(krx));
 	if (r < 0)
-		return util_fail(why, len, r, "the handshake failed: %s", strerror(-r));
+		return error_set(err, r, "the handshake failed: %s", strerror(-r));
 
 	/* Each end proves its key by a message the other can open. */
-	r = channel_send(c, MSG_HELLO, HELLO_TEXT, strlen(HELLO_TEXT), why, len);
+	r = channel_send(c, MSG_HELLO, HELLO_TEXT, strlen(HELLO_TEXT), err);
 	if (r < 0)
 		return r;
 	uint8_t type;
 	const uint8_t *data;
 	size_t n;
-	r = channel_recv(c, &type, &data, &n, timeout_ms, why, len);
+	r = channel_recv(c, &type, &data, &n, timeout_ms, err);
 	if (r == -EBADMSG || (r == 0 && (type != MSG_HELLO || n != strlen(HELLO_TEXT) ||
 	                                 memcmp(data, HELLO_TEXT, n) != 0)))
-		return util_fail(why, len, -EACCES,
+		return error_set(err, -EACCES,
 		                 "the peer does not hold the same key (compare the --key-file of "
 		                 "both ends)");
 	if (r == -ECONNRESET)
-		return util_fail(why, len, -EACCES,
+		return error_set(err, -EACCES,
 		                 "the peer closed the connection during the handshake: it does not "
 		                 "hold the same key (compare the --key-file of both ends)");
 	return r;
@@ -196,11 +193,11 @@ void channel_close(struct channel *c)
 	sodium_memzero(&c->rx, sizeof(c->rx));
 }
 
-int channel_send(struct channel *c, uint8_t type, const void *data, size_t len, char *why,
-                 size_t why_len)
+int channel_send(struct channel *c, uint8_t type, const void *data, size_t len,
+                 struct cryo_error *err)
 {
 	if (len > CHANNEL_MAX_MSG)
-		return util_fail(why, why_len, -EMSGSIZE, "message too long");
+		return error_set(err, -EMSGSIZE, "message too long");
 	/* Plaintext: type byte and data; ciphertext: that plus the tag. */
 	uint8_t *plain = c->plain;
 	plain[0] = type;
@@ -219,36 +216,36 @@ int channel_send(struct channel *c, uint8_t type, const void *data, size_t len, 
 	if (r == 0)
 		r = write_full(c->fd, c->buf, clen);
 	if (r < 0)
-		return util_fail(why, why_len, r, "the peer %s",
+		return error_set(err, r, "the peer %s",
 		                 r == -ECONNRESET ? "closed the connection" : strerror(-r));
 	return 0;
 }
 
 int channel_recv(struct channel *c, uint8_t *type, const uint8_t **data, size_t *len,
-                 int timeout_ms, char *why, size_t why_len)
+                 int timeout_ms, struct cryo_error *err)
 {
 	uint8_t hdr[4];
 	int r = read_full(c->fd, hdr, 4, timeout_ms);
 	if (r < 0)
-		return util_fail(why, why_len, r, "the peer %s",
+		return error_set(err, r, "the peer %s",
 		                 r == -ETIMEDOUT    ? "did not answer in time"
 		                 : r == -ECONNRESET ? "closed the connection"
 		                                    : strerror(-r));
 	uint32_t n =
 	    hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
 	if (n < 1 + ABYTES || n > 1 + CHANNEL_MAX_MSG + ABYTES)
-		return util_fail(why, why_len, -EBADMSG,
+		return error_set(err, -EBADMSG,
 		                 "the stream is damaged or forged (a message of %u bytes)", n);
 	r = read_full(c->fd, c->buf, n, timeout_ms);
 	if (r < 0)
-		return util_fail(why, why_len, r, "the peer %s in the middle of a message",
+		return error_set(err, r, "the peer %s in the middle of a message",
 		                 r == -ETIMEDOUT ? "stopped sending" : "closed the connection");
 	unsigned long long plen;
 	uint8_t tag;
 	if (crypto_secretstream_xchacha20poly1305_pull(&c->rx, c->plain, &plen, &tag, c->buf, n,
 	                                               NULL, 0) != 0)
-		return util_fail(
-		    why, why_len, -EBADMSG,
+		return error_set(
+		    err, -EBADMSG,
 		    "a message failed authentication: the stream was altered on the way, "
 		    "or the keys differ");
 	*type = c->plain[0];

@@ -4,8 +4,10 @@
  * from the shared key and a fresh nonce of each end). A message is a type
  * byte and up to CHANNEL_MAX_MSG bytes; reordered, replayed, altered or
  * forged messages fail to decrypt. Functions return 0 or a negative errno
- * with a one-line reason in why. */
+ * with a one-line reason in err. */
 #pragma once
+
+#include "error.h"
 
 #include <sodium.h>
 #include <stdbool.h>
@@ -37,20 +39,20 @@ struct channel {
 
 /* Reads a key file: at least 32 bytes, readable by root only. The key is a
  * hash of its whole content. */
-int channel_load_key(const char *path, uint8_t key[CHANNEL_KEY_BYTES], char *why, size_t len);
+int channel_load_key(const char *path, uint8_t key[CHANNEL_KEY_BYTES], struct cryo_error *err);
 
 /* The handshake on a connected socket, as the connecting end (client) or the
  * accepting end. Times out after timeout_ms. */
 int channel_open(struct channel *c, int fd, const uint8_t key[CHANNEL_KEY_BYTES], bool client,
-                 int timeout_ms, char *why, size_t len);
+                 int timeout_ms, struct cryo_error *err);
 
 void channel_close(struct channel *c);
 
-int channel_send(struct channel *c, uint8_t type, const void *data, size_t len, char *why,
-                 size_t why_len);
+int channel_send(struct channel *c, uint8_t type, const void *data, size_t len,
+                 struct cryo_error *err);
 
 /* Receives the next message into c's buffer: *data points into it, valid
  * until the next call. -ETIMEDOUT after timeout_ms (< 0: no limit),
  * -ECONNRESET when the peer closed, -EBADMSG when a message was altered. */
 int channel_recv(struct channel *c, uint8_t *type, const uint8_t **data, size_t *len,
-                 int timeout_ms, char *why, size_t why_len);
+                 int timeout_ms, struct cryo_error *err);

@@ -66,13 +66,13 @@ static int on_option(int c, const char *arg, void *ctx)
 static int listen_on(const char *spec)
 {
 	struct addrinfo *ai = NULL;
-	char cause[200];
-	int g = net_resolve(spec, true, &ai, cause, sizeof(cause));
+	struct cryo_error cause = {{0}};
+	int g = net_resolve(spec, true, &ai, &cause);
 	if (g == -EINVAL)
 		log_error("invalid --listen '%s': give ADDR:PORT, e.g. 0.0.0.0:7070 or [::]:7070",
 		          spec);
 	else if (g < 0)
-		log_error("invalid --listen '%s': %s", spec, cause);
+		log_error("invalid --listen '%s': %s", spec, cause.msg);
 	if (g < 0)
 		return -EINVAL;
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -91,13 +91,12 @@ static int listen_on(const char *spec)
 	return fd;
 }
 
-/* Says why, then reads what the source still sends until it hangs up (at
- * most 10 s): closing with unread data would reset the connection and lose
- * the reason on the way. */
-static void answer_and_hang_up(struct channel *c, uint8_t type, const char *why)
+/* Gives the reason, then reads what the source still sends until it hangs
+ * up (at most 10 s): closing with unread data would reset the connection and
+ * lose the reason on the way. */
+static void answer_and_hang_up(struct channel *c, uint8_t type, const char *reason)
 {
-	char ignored[128];
-	channel_send(c, type, why, strlen(why), ignored, sizeof(ignored));
+	channel_send(c, type, reason, strlen(reason), NULL);
 	shutdown(c->fd, SHUT_WR);
 	char buf[65536];
 	uint64_t deadline = util_now_ns() + UINT64_C(10000000000);
@@ -108,10 +107,10 @@ static void answer_and_hang_up(struct channel *c, uint8_t type, const char *why)
 	}
 }
 
-static void refuse(struct channel *c, const char *peer, const char *why)
+static void refuse(struct channel *c, const char *peer, const char *reason)
 {
-	log_error("refused a migration from %s: %s", peer, why);
-	answer_and_hang_up(c, MSG_REFUSE, why);
+	log_error("refused a migration from %s: %s", peer, reason);
+	answer_and_hang_up(c, MSG_REFUSE, reason);
 }
 
 /* Receives what a source offers, in a child of its own. */
@@ -119,27 +118,27 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
                      const struct serve_opts *so, const char *state_dir)
 {
 	struct channel ch;
-	char why[700];
-	int r = channel_open(&ch, fd, key, false, 10000, why, sizeof(why));
+	struct cryo_error err = {{0}};
+	int r = channel_open(&ch, fd, key, false, 10000, &err);
 	if (r < 0) {
-		log_error("refused a connection from %s: %s", peer, why);
+		log_error("refused a connection from %s: %s", peer, err.msg);
 		return 1;
 	}
 	uint8_t type;
 	const uint8_t *data;
 	size_t n;
 	struct manifest *offer = NULL;
-	r = channel_recv(&ch, &type, &data, &n, MIGRATE_ANSWER_MS, why, sizeof(why));
+	r = channel_recv(&ch, &type, &data, &n, MIGRATE_ANSWER_MS, &err);
 	if (r == 0 && type == MSG_OFFER)
 		r = manifest_from_text((const char *)data, n, &offer);
 	else if (r == 0)
 		r = -EPROTO;
 	if (r < 0) {
 		log_error("dropped a migration from %s: no valid offer (%s)", peer,
-		          why[0] ? why : strerror(-r));
+		          err.msg[0] ? err.msg : strerror(-r));
 		return 1;
 	}
-	r = channel_recv(&ch, &type, &data, &n, MIGRATE_ANSWER_MS, why, sizeof(why));
+	r = channel_recv(&ch, &type, &data, &n, MIGRATE_ANSWER_MS, &err);
 	if (r < 0 || type != MSG_CPUINFO) {
 		log_error("dropped a migration from %s: no CPU description", peer);
 		return 1;
@@ -158,58 +157,56 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 	struct supervisor_config cfg = {.name = name};
 	if (workload_paths_init(&cfg.paths, state_dir, name) < 0 ||
 	    util_mkdir_p(cfg.paths.dir) < 0) {
-		snprintf(why, sizeof(why), "cannot create '%s/%s' here", state_dir, name);
-		refuse(&ch, peer, why);
+		error_set(&err, -EIO, "cannot create '%s/%s' here", state_dir, name);
+		refuse(&ch, peer, err.msg);
 		return 1;
 	}
 	pid_t holder = 0;
 	int lock = workload_lock(&cfg.paths, &holder);
 	if (lock < 0) {
-		snprintf(why, sizeof(why),
-		         "a workload named '%s' already runs here (supervisor PID %d)", name,
-		         holder);
-		refuse(&ch, peer, why);
+		error_set(&err, lock, "a workload named '%s' already runs here (supervisor PID %d)",
+		          name, holder);
+		refuse(&ch, peer, err.msg);
 		return 1;
 	}
 	image_store_sweep(cfg.paths.dir);
-	r = migrate_check(offer, cpuinfo, cpuinfo_len, state_dir, so->bridge, why, sizeof(why));
+	r = migrate_check(offer, cpuinfo, cpuinfo_len, state_dir, so->bridge, &err);
 	if (r < 0) {
-		refuse(&ch, peer, why);
+		refuse(&ch, peer, err.msg);
 		return 1;
 	}
 	/* The source numbers what it sends as the generations they become here. */
 	uint64_t gen = 0, le;
 	r = image_store_next_generation(cfg.paths.dir, &gen);
 	if (r < 0) {
-		snprintf(why, sizeof(why), "cannot read '%s' here: %s", cfg.paths.dir,
-		         strerror(-r));
-		refuse(&ch, peer, why);
+		error_set(&err, r, "cannot read '%s' here: %s", cfg.paths.dir, strerror(-r));
+		refuse(&ch, peer, err.msg);
 		return 1;
 	}
 	le = htole64(gen);
-	r = channel_send(&ch, MSG_ACCEPT, &le, sizeof(le), why, sizeof(why));
+	r = channel_send(&ch, MSG_ACCEPT, &le, sizeof(le), &err);
 	uint64_t raw = manifest_get_u64(offer, "raw_estimate", 0);
 	struct incoming in = {.archive_fd = -1}, base = {.archive_fd = -1};
 	bool with_precopy = manifest_get_u64(offer, "precopy", 0) == 1;
 	if (r == 0 && with_precopy) {
 		/* Pre-copy: a whole image while the program still runs there,
 		 * then the frozen one as a delta against it. */
-		r = migrate_receive(&base, &ch, cfg.paths.dir, gen++, raw, why, sizeof(why));
+		r = migrate_receive(&base, &ch, cfg.paths.dir, gen++, raw, &err);
 		if (r == 0)
-			r = channel_send(&ch, MSG_ACCEPT, NULL, 0, why, sizeof(why));
+			r = channel_send(&ch, MSG_ACCEPT, NULL, 0, &err);
 	}
 	if (r == 0)
-		r = migrate_receive(&in, &ch, cfg.paths.dir, gen, raw, why, sizeof(why));
+		r = migrate_receive(&in, &ch, cfg.paths.dir, gen, raw, &err);
 	if (r == 0 && with_precopy)
-		r = migrate_rebuild(&in, &base, why, sizeof(why));
+		r = migrate_rebuild(&in, &base, &err);
 	if (r == 0 && with_precopy)
-		r = migrate_wait_durable(&base, why, sizeof(why));
+		r = migrate_wait_durable(&base, &err);
 	if (r < 0) {
 		migrate_incoming_done(&in);
 		migrate_incoming_done(&base);
 		log_error("migration of '%s' from %s failed: %s; nothing was restored", name, peer,
-		          why);
-		answer_and_hang_up(&ch, MSG_FAILED, why);
+		          err.msg);
+		answer_and_hang_up(&ch, MSG_FAILED, err.msg);
 		return 1;
 	}
 
@@ -219,7 +216,7 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 		argc += !strcmp(offer->keys[i], "arg");
 	_cleanup_free_ char **argv = calloc(argc + 1, sizeof(char *));
 	if (!argv || argc == 0) {
-		channel_send(&ch, MSG_FAILED, "the offer names no program", 26, why, sizeof(why));
+		channel_send(&ch, MSG_FAILED, "the offer names no program", 26, NULL);
 		return 1;
 	}
 	for (size_t i = 0, k = 0; i < offer->n_entries; i++)
@@ -254,10 +251,10 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 
 	/* From here this process is the workload's supervisor; its output
 	 * goes beside its images. */
-	char out[PATH_MAX + 16];
+	char out[PATH_MAX + 16], size[32];
 	snprintf(out, sizeof(out), "%s/output.log", cfg.paths.dir);
 	log_info("'%s' from %s: %s received; its supervisor is PID %d, its output goes to '%s'",
-	         name, peer, util_format_bytes(in.bytes, why, sizeof(why)), getpid(), out);
+	         name, peer, util_format_bytes(in.bytes, size, sizeof(size)), getpid(), out);
 	int ofd = open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (ofd >= 0) {
@@ -307,9 +304,9 @@ int cmd_serve(int argc, char **argv)
 	if (cli_require_root("serve") < 0)
 		return 1;
 	uint8_t key[CHANNEL_KEY_BYTES];
-	char why[512];
-	if (channel_load_key(so.key_file, key, why, sizeof(why)) < 0) {
-		log_error("%s", why);
+	struct cryo_error err = {{0}};
+	if (channel_load_key(so.key_file, key, &err) < 0) {
+		log_error("%s", err.msg);
 		return 1;
 	}
 	const char *state_dir = workload_state_dir(a.state_dir);

@@ -102,14 +102,13 @@ static int hash_file(const char *path, uint64_t *size, char hex[33])
 	return 0;
 }
 
-int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
+int migrate_describe(pid_t root, struct manifest *offer, struct cryo_error *err)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n;
 	int r = util_proc_tree(root, &pids, &n);
 	if (r < 0)
-		return util_fail(why, len, r, "cannot list the program's processes: %s",
-		                 strerror(-r));
+		return error_set(err, r, "cannot list the program's processes: %s", strerror(-r));
 	struct strset files = {0}, seen = {0};
 	for (size_t i = 0; i < n; i++)
 		collect_mapped(pids[i], &files, &seen);
@@ -127,7 +126,7 @@ int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len)
 	if (r == 0)
 		r = manifest_addf(offer, "raw_estimate", "%" PRIu64,
 		                  criu_glue_estimate_pages(root));
-	return r < 0 ? util_fail(why, len, r, "out of memory") : 0;
+	return r < 0 ? error_set(err, r, "out of memory") : 0;
 }
 
 /* The socket inodes the tree's processes hold. */
@@ -185,7 +184,7 @@ int migrate_count_connections(pid_t root)
 
 /* ---- pre-flight ----------------------------------------------------------------- */
 
-static int check_files(const struct manifest *offer, char *why, size_t len)
+static int check_files(const struct manifest *offer, struct cryo_error *err)
 {
 	for (size_t i = 0; i < offer->n_entries; i++) {
 		if (strcmp(offer->keys[i], "mapped") != 0)
@@ -194,18 +193,17 @@ static int check_files(const struct manifest *offer, char *why, size_t len)
 		uint64_t size;
 		int off = 0;
 		if (sscanf(offer->values[i], "%32s %" SCNu64 " %n", hex, &size, &off) != 2 || !off)
-			return util_fail(why, len, -EPROTO, "the offer lists a file oddly: '%s'",
+			return error_set(err, -EPROTO, "the offer lists a file oddly: '%s'",
 			                 offer->values[i]);
 		const char *path = offer->values[i] + off;
 		uint64_t here_size;
 		char here[33];
 		int r = hash_file(path, &here_size, here);
 		if (r < 0)
-			return util_fail(why, len, -ENOENT,
-			                 "'%s', which the program maps, is %s here", path,
-			                 r == -ENOENT ? "missing" : "unreadable");
+			return error_set(err, -ENOENT, "'%s', which the program maps, is %s here",
+			                 path, r == -ENOENT ? "missing" : "unreadable");
 		if (here_size != size || strcmp(here, hex) != 0)
-			return util_fail(why, len, -ESTALE,
+			return error_set(err, -ESTALE,
 			                 "'%s' differs here from the source's copy (%" PRIu64
 			                 " bytes here, %" PRIu64
 			                 " there): install the same version on both machines",
@@ -214,61 +212,59 @@ static int check_files(const struct manifest *offer, char *why, size_t len)
 	return 0;
 }
 
-static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, char *why, size_t len)
+static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, struct cryo_error *err)
 {
 	char dir[] = "/tmp/cryo-cpuinfo-XXXXXX";
 	if (!mkdtemp(dir))
-		return util_fail(why, len, -errno, "cannot make a temporary directory: %m");
+		return error_set(err, -errno, "cannot make a temporary directory: %m");
 	char path[64];
 	snprintf(path, sizeof(path), "%s/cpuinfo.img", dir);
 	int r = util_write_file_atomic(path, cpuinfo, cpuinfo_len);
-	struct cryo_error err = {{0}};
 	if (r == 0)
-		r = criu_glue_cpuinfo_check(dir, &err);
+		r = criu_glue_cpuinfo_check(dir, err);
 	else
-		snprintf(err.msg, sizeof(err.msg), "cannot write '%s': %s", path, strerror(-r));
+		error_set(err, r, "cannot write '%s': %s", path, strerror(-r));
 	util_rm_rf(dir);
-	return r < 0 ? util_fail(why, len, r, "%s", err.msg) : 0;
+	return r < 0 ? r : 0;
 }
 
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
-                  const char *state_dir, const char *bridge, char *why, size_t len)
+                  const char *state_dir, const char *bridge, struct cryo_error *err)
 {
 	int version = 0;
 	if (criu_glue_version(&version) < 0 || version < CRIU_GLUE_MIN_VERSION)
-		return util_fail(
-		    why, len, -ENOENT,
+		return error_set(
+		    err, -ENOENT,
 		    "CRIU 4.2 or newer is not installed on the target (run scripts/setup "
 		    "there)");
 	struct cryo_error cerr = {{0}};
 	if (criu_glue_check(&cerr) < 0)
-		return util_fail(why, len, -ENOTSUP, "%s", cerr.msg);
-	int r = check_cpu(cpuinfo, cpuinfo_len, why, len);
+		return error_set(err, -ENOTSUP, "%s", cerr.msg);
+	int r = check_cpu(cpuinfo, cpuinfo_len, err);
 	if (r < 0)
 		return r;
-	r = check_files(offer, why, len);
+	r = check_files(offer, err);
 	if (r < 0)
 		return r;
 	const char *cwd = manifest_get(offer, "cwd");
 	struct stat st;
 	if (cwd && cwd[0] && (stat(cwd, &st) < 0 || !S_ISDIR(st.st_mode)))
-		return util_fail(why, len, -ENOENT,
+		return error_set(err, -ENOENT,
 		                 "the program's working directory '%s' does not exist here", cwd);
 	const char *addr = manifest_get(offer, "net.addr");
 	if (addr) {
 		struct net_ip a;
 		unsigned prefix;
 		if (net_parse_cidr(addr, &a, &prefix) < 0)
-			return util_fail(why, len, -EPROTO, "the offer's address '%s' is invalid",
-			                 addr);
+			return error_set(err, -EPROTO, "the offer's address '%s' is invalid", addr);
 		if (net_address_in_use(&a))
-			return util_fail(why, len, -EADDRINUSE,
+			return error_set(err, -EADDRINUSE,
 			                 "address %s is already assigned to an interface here",
 			                 addr);
 		const char *br = bridge ? bridge : manifest_get(offer, "net.bridge");
 		if (br && br[0] && !net_bridge_exists(br))
-			return util_fail(
-			    why, len, -ENODEV,
+			return error_set(
+			    err, -ENODEV,
 			    "there is no bridge '%s' here (create it, or start cryo serve "
 			    "with --bridge)",
 			    br);
@@ -279,8 +275,8 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 		uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
 		if (have < need) {
 			char a[32], b[32];
-			return util_fail(
-			    why, len, -ENOSPC,
+			return error_set(
+			    err, -ENOSPC,
 			    "not enough room in '%s' here: the image needs up to %s (the "
 			    "program's memory, uncompressed), %s are free",
 			    state_dir, util_format_bytes(need, a, sizeof(a)),
@@ -327,25 +323,25 @@ static uint64_t dir_bytes(const char *dir)
 
 int migrate_send_image(struct channel *c, const char *dir, const struct mem_file *mem, size_t n_mem,
                        struct manifest *m, const struct migrate_progress *progress, uint64_t *sent,
-                       char *why, size_t len)
+                       struct cryo_error *err)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
-		return util_fail(why, len, -errno, "cannot make a pipe: %m");
+		return error_set(err, -errno, "cannot make a pipe: %m");
 	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
 	struct writer w = {.fd = p[1], .dir = dir, .mem = mem, .n_mem = n_mem, .m = m};
 	pthread_t t;
 	if (pthread_create(&t, NULL, write_archive, &w) != 0) {
 		close(p[0]);
 		close(p[1]);
-		return util_fail(why, len, -EAGAIN, "cannot start the compressor");
+		return error_set(err, -EAGAIN, "cannot start the compressor");
 	}
 	uint64_t raw_total = dir_bytes(dir), total = 0, last = 0;
 	for (size_t i = 0; i < n_mem; i++)
 		raw_total += mem[i].size;
 	const size_t cap = CHANNEL_MAX_MSG;
 	uint8_t *buf = malloc(cap);
-	int r = buf ? 0 : util_fail(why, len, -ENOMEM, "out of memory");
+	int r = buf ? 0 : error_set(err, -ENOMEM, "out of memory");
 	while (r == 0) {
 		/* Gather up to a whole message before sending it. */
 		size_t got = 0;
@@ -354,14 +350,14 @@ int migrate_send_image(struct channel *c, const char *dir, const struct mem_file
 			if (n < 0) {
 				if (errno == EINTR)
 					continue;
-				r = util_fail(why, len, -errno,
+				r = error_set(err, -errno,
 				              "cannot read the compressor's output: %m");
 				break;
 			}
 			got += (size_t)n;
 		}
 		if (r == 0 && got)
-			r = channel_send(c, MSG_DATA, buf, got, why, len);
+			r = channel_send(c, MSG_DATA, buf, got, err);
 		total += got;
 		if (progress && progress->fn && (total - last >= (8u << 20) || n == 0)) {
 			last = total;
@@ -379,10 +375,10 @@ int migrate_send_image(struct channel *c, const char *dir, const struct mem_file
 	if (r < 0)
 		return r;
 	if (w.r < 0)
-		return util_fail(why, len, w.r, "cannot archive the image: %s",
+		return error_set(err, w.r, "cannot archive the image: %s",
 		                 w.err.msg[0] ? w.err.msg : strerror(-w.r));
 	uint64_t le = htole64(total);
-	r = channel_send(c, MSG_END, &le, sizeof(le), why, len);
+	r = channel_send(c, MSG_END, &le, sizeof(le), err);
 	if (r == 0 && sent)
 		*sent = total;
 	return r;
@@ -419,7 +415,7 @@ static void *make_durable(void *arg)
 }
 
 int migrate_receive(struct incoming *in, struct channel *c, const char *store_dir, uint64_t gen,
-                    uint64_t raw_estimate, char *why, size_t len)
+                    uint64_t raw_estimate, struct cryo_error *err)
 {
 	*in = (struct incoming){.ch = c, .generation = gen, .archive_fd = -1};
 	snprintf(in->store_dir, sizeof(in->store_dir), "%s", store_dir);
@@ -431,37 +427,36 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 	    util_scratch_dir(raw_estimate, "incoming", fallback, in->images, sizeof(in->images));
 	if (r < 0) {
 		in->images[0] = '\0';
-		return util_fail(why, len, r,
-		                 "cannot make a directory for the images on the target: %s",
+		return error_set(err, r, "cannot make a directory for the images on the target: %s",
 		                 strerror(-r));
 	}
 	in->archive_fd = open(in->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (in->archive_fd < 0)
-		return util_fail(why, len, -errno, "cannot create '%s' on the target: %m", in->tmp);
+		return error_set(err, -errno, "cannot create '%s' on the target: %m", in->tmp);
 	/* The archive goes to the store and, through a pipe, to the extractor. */
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
-		return util_fail(why, len, -errno, "cannot make a pipe: %m");
+		return error_set(err, -errno, "cannot make a pipe: %m");
 	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
 	struct extractor x = {.fd = p[0], .dir = in->images};
 	pthread_t t;
 	if (pthread_create(&t, NULL, extract, &x) != 0) {
 		close(p[0]);
 		close(p[1]);
-		return util_fail(why, len, -EAGAIN, "cannot start the extractor");
+		return error_set(err, -EAGAIN, "cannot start the extractor");
 	}
 	uint64_t total = 0;
 	for (;;) {
 		uint8_t type;
 		const uint8_t *data;
 		size_t n;
-		r = channel_recv(c, &type, &data, &n, MIGRATE_ANSWER_MS, why, len);
+		r = channel_recv(c, &type, &data, &n, MIGRATE_ANSWER_MS, err);
 		if (r < 0)
 			break;
 		if (type == MSG_DATA) {
 			r = util_write_all(in->archive_fd, data, n);
 			if (r < 0) {
-				util_fail(why, len, r, "cannot write the image on the target: %s%s",
+				error_set(err, r, "cannot write the image on the target: %s%s",
 				          strerror(-r),
 				          r == -ENOSPC ? " (the target's disk is full)" : "");
 				break;
@@ -473,13 +468,13 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 		}
 		uint64_t le;
 		if (type != MSG_END || n != sizeof(le)) {
-			r = util_fail(why, len, -EPROTO,
-			              "unexpected message %u in the image stream", type);
+			r = error_set(err, -EPROTO, "unexpected message %u in the image stream",
+			              type);
 			break;
 		}
 		memcpy(&le, data, sizeof(le));
 		if (le64toh(le) != total)
-			r = util_fail(why, len, -EBADMSG,
+			r = error_set(err, -EBADMSG,
 			              "the image is truncated (%" PRIu64 " of %" PRIu64 " bytes)",
 			              total, le64toh(le));
 		break;
@@ -487,7 +482,7 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 	close(p[1]);
 	pthread_join(t, NULL);
 	if (r == 0 && x.r < 0)
-		r = util_fail(why, len, x.r, "the image does not verify: %s",
+		r = error_set(err, x.r, "the image does not verify: %s",
 		              x.err.msg[0] ? x.err.msg : strerror(-x.r));
 	if (r < 0) {
 		manifest_free(x.m);
@@ -497,34 +492,34 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 	in->bytes = total;
 	if (pthread_create(&in->sync, NULL, make_durable, in) != 0) {
 		make_durable(in);
-		return migrate_wait_durable(in, why, len);
+		return migrate_wait_durable(in, err);
 	}
 	in->syncing = true;
 	return 0;
 }
 
-int migrate_rebuild(struct incoming *in, struct incoming *base, char *why, size_t len)
+int migrate_rebuild(struct incoming *in, struct incoming *base, struct cryo_error *err)
 {
 	if (manifest_get_u64(in->manifest, "base", 0) !=
 	    manifest_get_u64(base->manifest, "generation", 0))
-		return util_fail(why, len, -EPROTO,
+		return error_set(err, -EPROTO,
 		                 "the image is not built on the one sent before the freeze");
-	struct cryo_error err = {{0}};
-	int r = image_store_apply_deltas(in->manifest, in->images, base->images, &err);
+	struct cryo_error ierr = {{0}};
+	int r = image_store_apply_deltas(in->manifest, in->images, base->images, &ierr);
 	util_rm_rf(base->images);
 	base->images[0] = '\0';
-	return r < 0 ? util_fail(why, len, r, "cannot rebuild the image on the target: %s", err.msg)
+	return r < 0 ? error_set(err, r, "cannot rebuild the image on the target: %s", ierr.msg)
 	             : 0;
 }
 
-int migrate_wait_durable(struct incoming *in, char *why, size_t len)
+int migrate_wait_durable(struct incoming *in, struct cryo_error *err)
 {
 	if (in->syncing) {
 		pthread_join(in->sync, NULL);
 		in->syncing = false;
 	}
 	if (in->sync_result < 0)
-		return util_fail(why, len, in->sync_result,
+		return error_set(err, in->sync_result,
 		                 "cannot store the image durably on the target: %s",
 		                 strerror(-in->sync_result));
 	in->durable = true;
@@ -533,9 +528,8 @@ int migrate_wait_durable(struct incoming *in, char *why, size_t len)
 
 void migrate_incoming_done(struct incoming *in)
 {
-	char ignored[64];
 	if (in->syncing)
-		migrate_wait_durable(in, ignored, sizeof(ignored));
+		migrate_wait_durable(in, NULL); /* a reason nobody reads */
 	if (in->archive_fd >= 0)
 		close(in->archive_fd);
 	in->archive_fd = -1;

@@ -13,7 +13,7 @@
  * Until the source has RUNNING it can resume its own copy from the dump; the
  * target's copy stays off the network until DONE, and is stopped if DONE
  * does not come. Functions return 0 or a negative errno, with a reason in
- * why. */
+ * err. */
 #pragma once
 
 #include "archive.h"
@@ -33,7 +33,7 @@
 
 /* Adds what the target must check to offer: every file mapped by the tree of
  * root (path, size, XXH3-128) and the expected size of its memory. */
-int migrate_describe(pid_t root, struct manifest *offer, char *why, size_t len);
+int migrate_describe(pid_t root, struct manifest *offer, struct cryo_error *err);
 
 /* How many established TCP connections the tree of root holds. */
 int migrate_count_connections(pid_t root);
@@ -43,7 +43,7 @@ int migrate_count_connections(pid_t root);
  * address, the bridge and the room in state_dir. bridge overrides the
  * source's choice when not NULL. */
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
-                  const char *state_dir, const char *bridge, char *why, size_t len);
+                  const char *state_dir, const char *bridge, struct cryo_error *err);
 
 struct incoming;
 
@@ -57,12 +57,12 @@ struct migrate_progress {
  * gets the archive's size. */
 int migrate_send_image(struct channel *c, const char *dir, const struct mem_file *mem, size_t n_mem,
                        struct manifest *m, const struct migrate_progress *progress, uint64_t *sent,
-                       char *why, size_t len);
+                       struct cryo_error *err);
 
 /* On the target, for a pre-copied migration: rebuilds the memory images of
  * in (an incremental generation) from those of base, the generation sent
  * before the freeze, whose extracted images are then removed. */
-int migrate_rebuild(struct incoming *in, struct incoming *base, char *why, size_t len);
+int migrate_rebuild(struct incoming *in, struct incoming *base, struct cryo_error *err);
 
 /* A workload arriving on the target. */
 struct incoming {
@@ -85,10 +85,10 @@ struct incoming {
  * extracts it on the way (into memory when raw_estimate bytes fit there).
  * A damaged, forged or truncated stream leaves nothing behind. */
 int migrate_receive(struct incoming *in, struct channel *c, const char *store_dir, uint64_t gen,
-                    uint64_t raw_estimate, char *why, size_t len);
+                    uint64_t raw_estimate, struct cryo_error *err);
 
 /* Waits until the received archive is durable in the store. */
-int migrate_wait_durable(struct incoming *in, char *why, size_t len);
+int migrate_wait_durable(struct incoming *in, struct cryo_error *err);
 
 /* Removes the extracted images. An arrival the source did not confirm
  * leaves no generation: its archive is set aside as gen-N.cryo.unconfirmed

@@ -248,8 +248,7 @@ static int add_address(struct nl_sock *sk, const char *name, const struct net_ip
 
 struct inside {
 	const struct net_ns *n;
-	char *why;
-	size_t why_len;
+	struct cryo_error *err;
 };
 
 /* Inside the namespace: lo and eth0 up, the address, the default route. */
@@ -259,23 +258,22 @@ static int setup_inside(void *arg)
 	const struct net_config *c = &in->n->cfg;
 	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
 	if (!sk)
-		return util_fail(in->why, in->why_len, -ENOMEM, "cannot open a netlink socket");
+		return error_set(in->err, -ENOMEM, "cannot open a netlink socket");
 	/* IPv6: no duplicate address detection, which would keep the
 	 * addresses unusable for a second after every start and arrival
 	 * (the address moves with the workload; there is no duplicate). */
 	if (c->addr.family == AF_INET6 &&
 	    write_sysctl("/proc/sys/net/ipv6/conf/eth0/accept_dad", "0") < 0)
-		return util_fail(in->why, in->why_len, -EIO,
+		return error_set(in->err, -EIO,
 		                 "cannot turn off duplicate address detection on eth0");
 	if (link_set_up(sk, "lo", true) < 0 || link_set_up(sk, "eth0", true) < 0)
-		return util_fail(in->why, in->why_len, -EIO,
-		                 "cannot bring up the workload's interfaces");
+		return error_set(in->err, -EIO, "cannot bring up the workload's interfaces");
 	int idx = link_index(sk, "eth0", NULL);
 	if (idx < 0)
-		return util_fail(in->why, in->why_len, idx, "the workload's eth0 is missing");
+		return error_set(in->err, idx, "the workload's eth0 is missing");
 	int r = add_address(sk, "eth0", &c->addr, c->prefix);
 	if (r < 0)
-		return util_fail(in->why, in->why_len, r, "cannot assign the workload's address");
+		return error_set(in->err, r, "cannot assign the workload's address");
 	/* Routed without a gateway: every destination is asked for on eth0,
 	 * and the host end answers (its own addresses, and through proxy ARP
 	 * what it routes elsewhere). */
@@ -287,14 +285,14 @@ static int setup_inside(void *arg)
 	                        : c->gateway;
 	if ((routed || c->gateway.family) &&
 	    add_route(sk, c->addr.family, v6 ? "::/0" : "0.0.0.0/0", idx, &via) < 0)
-		return util_fail(in->why, in->why_len, -EIO,
+		return error_set(in->err, -EIO,
 		                 "cannot add the workload's default route (is the gateway inside "
 		                 "its subnet?)");
 	return 0;
 }
 
-int net_create(const char *name, const struct net_config *c, bool up, struct net_ns *ret, char *why,
-               size_t why_len)
+int net_create(const char *name, const struct net_config *c, bool up, struct net_ns *ret,
+               struct cryo_error *err)
 {
 	struct net_ns n = {.fd = -1, .cfg = *c};
 	uint64_t h = XXH3_64bits(name, strlen(name));
@@ -307,19 +305,19 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 
 	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
 	if (!sk)
-		return util_fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
+		return error_set(err, -ENOMEM, "cannot open a netlink socket");
 	int br = -1;
 	if (c->bridge[0]) {
 		bool is_bridge = false;
 		br = link_index(sk, c->bridge, &is_bridge);
 		if (br < 0 || !is_bridge)
-			return util_fail(why, why_len, -ENODEV,
+			return error_set(err, -ENODEV,
 			                 "there is no bridge '%s' here (create it, or leave out "
 			                 "--bridge for a routed address)",
 			                 c->bridge);
 	}
 	if (link_index(sk, n.host_if, NULL) >= 0)
-		return util_fail(why, why_len, -EEXIST,
+		return error_set(err, -EEXIST,
 		                 "interface '%s' exists already: another workload named '%s' has a "
 		                 "network here",
 		                 n.host_if, name);
@@ -327,13 +325,13 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	/* The namespace: made by unsharing, kept by its fd. */
 	_cleanup_close_ int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (self < 0 || unshare(CLONE_NEWNET) < 0)
-		return util_fail(why, why_len, -errno, "cannot create a network namespace: %m");
+		return error_set(err, -errno, "cannot create a network namespace: %m");
 	n.fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	int saved = errno;
 	if (setns(self, CLONE_NEWNET) < 0)
 		abort();
 	if (n.fd < 0)
-		return util_fail(why, why_len, -saved, "cannot open the new network namespace: %s",
+		return error_set(err, -saved, "cannot open the new network namespace: %s",
 		                 strerror(saved));
 	struct stat st;
 	fstat(n.fd, &st);
@@ -342,7 +340,7 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	struct rtnl_link *veth = rtnl_link_veth_alloc();
 	if (!veth) {
 		close(n.fd);
-		return util_fail(why, why_len, -ENOMEM, "out of memory");
+		return error_set(err, -ENOMEM, "out of memory");
 	}
 	struct rtnl_link *peer = rtnl_link_veth_get_peer(veth);
 	rtnl_link_set_name(veth, n.host_if);
@@ -367,16 +365,16 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	rtnl_link_veth_release(veth);
 	if (r < 0) {
 		close(n.fd);
-		return util_fail(why, why_len, -EIO, "cannot create the veth pair '%s': %s",
-		                 n.host_if, nl_geterror(r));
+		return error_set(err, -EIO, "cannot create the veth pair '%s': %s", n.host_if,
+		                 nl_geterror(r));
 	}
 	if (br >= 0) {
 		int idx = link_index(sk, n.host_if, NULL);
 		if (idx < 0 || keep_bridge_address(sk, br) < 0 ||
 		    rtnl_link_enslave_ifindex(sk, br, idx) < 0) {
 			net_destroy(&n);
-			return util_fail(why, why_len, -EIO, "cannot attach '%s' to bridge '%s'",
-			                 n.host_if, c->bridge);
+			return error_set(err, -EIO, "cannot attach '%s' to bridge '%s'", n.host_if,
+			                 c->bridge);
 		}
 	} else if (c->addr.family == AF_INET6) {
 		/* Routed IPv6: the host end holds fe80::1, the workload's
@@ -395,8 +393,7 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 			    &(struct net_ip){.family = AF_INET6, .v6 = ROUTED_GATEWAY_V6}, 64);
 		if (r < 0) {
 			net_destroy(&n);
-			return util_fail(why, why_len, r, "cannot give '%s' the address fe80::1",
-			                 n.host_if);
+			return error_set(err, r, "cannot give '%s' the address fe80::1", n.host_if);
 		}
 	} else {
 		/* Routed: the host answers ARP for the workload's gateway and
@@ -406,15 +403,15 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 		if (write_sysctl(path, "1") < 0 ||
 		    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1") < 0) {
 			net_destroy(&n);
-			return util_fail(why, why_len, -EIO,
+			return error_set(err, -EIO,
 			                 "cannot enable proxy ARP and forwarding for '%s'",
 			                 n.host_if);
 		}
 	}
-	struct inside in = {&n, why, why_len};
+	struct inside in = {&n, err};
 	r = in_netns(n.fd, setup_inside, &in);
 	if (r == 0 && up)
-		r = net_set_up(&n, true, why, why_len);
+		r = net_set_up(&n, true, err);
 	if (r < 0) {
 		net_destroy(&n);
 		return r;
@@ -423,14 +420,13 @@ int net_create(const char *name, const struct net_config *c, bool up, struct net
 	return 0;
 }
 
-int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
+int net_set_up(struct net_ns *n, bool up, struct cryo_error *err)
 {
 	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
 	if (!sk)
-		return util_fail(why, why_len, -ENOMEM, "cannot open a netlink socket");
+		return error_set(err, -ENOMEM, "cannot open a netlink socket");
 	if (link_set_up(sk, n->host_if, up) < 0)
-		return util_fail(why, why_len, -EIO, "cannot bring '%s' %s", n->host_if,
-		                 up ? "up" : "down");
+		return error_set(err, -EIO, "cannot bring '%s' %s", n->host_if, up ? "up" : "down");
 	if (up && !n->cfg.bridge[0]) {
 		/* The host route goes away whenever the link is down. */
 		char dst[INET6_ADDRSTRLEN + 8];
@@ -439,8 +435,7 @@ int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len)
 		strcat(dst, v6 ? "/128" : "/32");
 		int idx = link_index(sk, n->host_if, NULL);
 		if (idx < 0 || add_route(sk, n->cfg.addr.family, dst, idx, NULL) < 0)
-			return util_fail(why, why_len, -EIO, "cannot route %s to '%s'", dst,
-			                 n->host_if);
+			return error_set(err, -EIO, "cannot route %s to '%s'", dst, n->host_if);
 	}
 	return 0;
 }
@@ -542,19 +537,19 @@ static int announce_inside(void *arg)
 	const struct net_ns *n = in->n;
 	unsigned idx = if_nametoindex("eth0");
 	if (!idx)
-		return util_fail(in->why, in->why_len, -ENODEV, "the workload's eth0 is missing");
+		return error_set(in->err, -ENODEV, "the workload's eth0 is missing");
 	bool v6 = n->cfg.addr.family == AF_INET6;
 	int r = v6 ? announce_v6(n, idx) : announce_v4(n, idx);
 	if (r < 0)
-		return util_fail(in->why, in->why_len, r, "cannot send %s: %s",
+		return error_set(in->err, r, "cannot send %s: %s",
 		                 v6 ? "a neighbour advertisement" : "a gratuitous ARP",
 		                 strerror(-r));
 	return 0;
 }
 
-int net_announce(struct net_ns *n, char *why, size_t why_len)
+int net_announce(struct net_ns *n, struct cryo_error *err)
 {
-	struct inside in = {n, why, why_len};
+	struct inside in = {n, err};
 	return in_netns(n->fd, announce_inside, &in);
 }
 
@@ -586,7 +581,7 @@ int net_socketpair(const struct net_ns *n, int sp[2])
 	return in_netns(n->fd, make_pair, sp);
 }
 
-int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why, size_t len)
+int net_resolve(const char *spec, bool passive, struct addrinfo **ret, struct cryo_error *err)
 {
 	char host[256];
 	const char *colon = strrchr(spec, ':');
@@ -604,7 +599,7 @@ int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
 	int g = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, ret);
 	if (g != 0)
-		return util_fail(why, len, -EHOSTUNREACH, "%s", gai_strerror(g));
+		return error_set(err, -EHOSTUNREACH, "%s", gai_strerror(g));
 	return 0;
 }
 

@@ -2,8 +2,10 @@
  * interface, eth0, with the workload's IPv4 or IPv6 address, joined to the
  * host by a veth pair whose host end is attached to a bridge or routed. Set up through
  * libnl-route. Functions return 0 or a negative errno with a one-line reason
- * in why. */
+ * in err. */
 #pragma once
+
+#include "error.h"
 
 #include <net/if.h>
 #include <netdb.h>
@@ -58,16 +60,16 @@ void net_format_cidr(const struct net_config *c, char *buf, size_t len);
 
 /* Creates the namespace and its interfaces for workload name. The host end
  * stays down unless up is set (a migrated copy waits for its go-ahead). */
-int net_create(const char *name, const struct net_config *c, bool up, struct net_ns *ret, char *why,
-               size_t why_len);
+int net_create(const char *name, const struct net_config *c, bool up, struct net_ns *ret,
+               struct cryo_error *err);
 
 /* Brings the host end up or down: the workload's traffic flows or stops. */
-int net_set_up(struct net_ns *n, bool up, char *why, size_t why_len);
+int net_set_up(struct net_ns *n, bool up, struct cryo_error *err);
 
 /* Announces the address from inside the namespace (a gratuitous ARP, or an
  * unsolicited neighbour advertisement for IPv6), so that peers and switches
  * on the segment learn where it went. */
-int net_announce(struct net_ns *n, char *why, size_t why_len);
+int net_announce(struct net_ns *n, struct cryo_error *err);
 
 /* Deletes the interfaces and lets the namespace go. */
 void net_destroy(struct net_ns *n);
@@ -78,8 +80,8 @@ int net_socketpair(const struct net_ns *n, int sp[2]);
 
 /* Resolves "HOST:PORT" (an IPv6 HOST in brackets) for a TCP socket; with passive, HOST may be empty
  * (to listen on every address). -EINVAL when spec is not of that form, -EHOSTUNREACH with the
- * resolver's reason in why. */
-int net_resolve(const char *spec, bool passive, struct addrinfo **ret, char *why, size_t len);
+ * resolver's reason in err. */
+int net_resolve(const char *spec, bool passive, struct addrinfo **ret, struct cryo_error *err);
 
 /* Whether addr is assigned to an interface of the caller's namespace. */
 bool net_address_in_use(const struct net_ip *addr);

@@ -137,18 +137,16 @@ static void remove_later(struct supervisor *s, const char *dir, uint64_t gen)
 
 /* Checkpoints the running program. On any failure the program runs on and
  * the stored generations are as they were. Returns the new generation, or a
- * negative errno with the reason in why.
+ * negative errno with the reason in err.
  * With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
  * soon as it has been dumped, and *replied says whether that happened. */
 int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
-                        bool *replied, char *why, size_t why_len)
+                        bool *replied, struct cryo_error *err)
 {
 	const struct supervisor_config *cfg = s->cfg;
-	if (!s->running) {
-		snprintf(why, why_len, "the program is not running");
-		return -ESRCH;
-	}
-	int r = lazy_settle(s, why, why_len);
+	if (!s->running)
+		return error_set(err, -ESRCH, "the program is not running");
+	int r = lazy_settle(s, err);
 	if (r < 0)
 		return r;
 	/* The last dump's files are gone before this dump needs memory. */
@@ -156,10 +154,8 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	uint64_t t0 = util_now_ns();
 	uint64_t gen;
 	r = image_store_next_generation(cfg->paths.dir, &gen);
-	if (r < 0) {
-		snprintf(why, why_len, "cannot read '%s': %s", cfg->paths.dir, strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(err, r, "cannot read '%s': %s", cfg->paths.dir, strerror(-r));
 	/* A number told to the program is never reused, even if its image
 	 * could not be stored. */
 	if (gen <= s->last_attempted)
@@ -167,15 +163,12 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	s->last_attempted = gen;
 	char images[PATH_MAX];
 	r = image_store_dump_path(cfg->paths.dir, gen, images, sizeof(images));
-	if (r < 0) {
-		snprintf(why, why_len, "state directory path too long: %s", cfg->paths.dir);
-		return r;
-	}
+	if (r < 0)
+		return error_set(err, r, "state directory path too long: %s", cfg->paths.dir);
 	util_rm_rf(images);
 	if (mkdir(images, 0700) < 0) {
 		r = -errno;
-		snprintf(why, why_len, "cannot create '%s': %s", images, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot create '%s': %s", images, strerror(-r));
 	}
 	supervisor_set_state(s, "checkpointing");
 	struct cryo_error cerr = {{0}};
@@ -206,7 +199,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	if (r == 0 && pages)
 		r = criu_glue_pages_finish(pages, &cerr);
 	if (r < 0) {
-		snprintf(why, why_len, "%s", cerr.msg);
+		error_set(err, r, "%s", cerr.msg);
 		goto out;
 	}
 	const struct mem_file *mem = NULL;
@@ -217,7 +210,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	 * whole. */
 	r = criu_glue_eager_write(images, mem, n_mem, &cerr);
 	if (r < 0) {
-		snprintf(why, why_len, "%s", cerr.msg);
+		error_set(err, r, "%s", cerr.msg);
 		goto out;
 	}
 	tp[2] = util_now_ns();
@@ -227,7 +220,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		criu_glue_pages_files(pages, &mem, &n_mem);
 		r = delta_prepare_mem(mem, n_mem, gen, base, cfg->incremental, &dd);
 		if (r < 0) {
-			snprintf(why, why_len, "cannot read the memory images: %s", strerror(-r));
+			error_set(err, r, "cannot read the memory images: %s", strerror(-r));
 			goto out;
 		}
 		mem = dd.files;
@@ -235,8 +228,8 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	} else {
 		r = delta_prepare_dir(images, gen, base, cfg->incremental, &dd);
 		if (r < 0) {
-			snprintf(why, why_len, "cannot read the memory images in '%s': %s", images,
-			         strerror(-r));
+			error_set(err, r, "cannot read the memory images in '%s': %s", images,
+			          strerror(-r));
 			goto out;
 		}
 		mem = dd.files;
@@ -253,7 +246,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	struct manifest *m = manifest_new();
 	if (!m) {
 		r = -ENOMEM;
-		snprintf(why, why_len, "out of memory");
+		error_set(err, r, "out of memory");
 		goto out;
 	}
 	checkpoint_fill_manifest(s, m, gen, trigger, &st);
@@ -270,8 +263,8 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	tp[4] = util_now_ns();
 	manifest_free(m);
 	if (r < 0) {
-		snprintf(why, why_len, "cannot store the image: %s",
-		         ierr.msg[0] ? ierr.msg : strerror(-r));
+		error_set(err, r, "cannot store the image: %s",
+		          ierr.msg[0] ? ierr.msg : strerror(-r));
 		goto out;
 	}
 	r = image_store_prune(cfg->paths.dir, cfg->keep);
@@ -365,14 +358,14 @@ void checkpoint_handle_control(struct supervisor *s)
 			program_send(s, CRYO_MSG_RESULT, -EPROTO, s->current_generation);
 			continue;
 		}
-		char why[600];
+		struct cryo_error err = {{0}};
 		bool replied = false;
-		int64_t g = checkpoint_take(s, TRIGGER_PROGRAM, async, &replied, why, sizeof(why));
+		int64_t g = checkpoint_take(s, TRIGGER_PROGRAM, async, &replied, &err);
 		if (g < 0)
 			log_error(
 			    "cannot checkpoint '%s': %s; the program runs on, generation %" PRIu64
 			    " stays the newest",
-			    s->cfg->name, why, s->current_generation);
+			    s->cfg->name, err.msg, s->current_generation);
 		else
 			checkpoint_log(s, TRIGGER_PROGRAM);
 		if (replied)

@@ -34,10 +34,10 @@ int commands_listen(struct supervisor *s)
 }
 
 /* A checkpoint's outcome: the new generation, or why there is none. */
-static void reply_checkpoint(struct supervisor *s, int fd, int64_t g, const char *why)
+static void reply_checkpoint(struct supervisor *s, int fd, int64_t g, const struct cryo_error *err)
 {
 	if (g < 0) {
-		status_reply_error(fd, (int)g, why);
+		status_reply_error(fd, (int)g, err->msg);
 		return;
 	}
 	struct json_object *o = json_object_new_object();
@@ -76,30 +76,30 @@ void commands_handle(struct supervisor *s)
 		return;
 	}
 	*nl = '\0';
-	char why[600] = "";
+	struct cryo_error err = {{0}};
 	if (!strcmp(buf, "checkpoint")) {
-		int64_t g = checkpoint_take(s, TRIGGER_COMMAND, false, NULL, why, sizeof(why));
+		int64_t g = checkpoint_take(s, TRIGGER_COMMAND, false, NULL, &err);
 		if (g >= 0)
 			checkpoint_log(s, TRIGGER_COMMAND);
 		else
 			log_error("cannot checkpoint '%s': %s; the program runs on", s->cfg->name,
-			          why);
-		reply_checkpoint(s, fd, g, why);
+			          err.msg);
+		reply_checkpoint(s, fd, g, &err);
 	} else if (!strcmp(buf, "status")) {
 		status_reply(fd, status_json(s));
 	} else if (!strcmp(buf, "stop")) {
 		supervisor_request_stop(s, SIGTERM);
 		status_reply_ok(fd);
 	} else if (!strcmp(buf, "stop-checkpoint")) {
-		int64_t g = checkpoint_take(s, TRIGGER_STOP, false, NULL, why, sizeof(why));
+		int64_t g = checkpoint_take(s, TRIGGER_STOP, false, NULL, &err);
 		if (g >= 0) {
 			checkpoint_log(s, TRIGGER_STOP);
 			supervisor_request_stop(s, SIGTERM);
 		} else {
 			log_error("cannot checkpoint '%s' before stopping it: %s; it runs on",
-			          s->cfg->name, why);
+			          s->cfg->name, err.msg);
 		}
-		reply_checkpoint(s, fd, g, why);
+		reply_checkpoint(s, fd, g, &err);
 	} else if (!strncmp(buf, "migrate\t", 8)) {
 		/* migrate TAB target TAB key-file */
 		char *target = buf + 8, *key = strchr(target, '\t');

@@ -176,8 +176,8 @@ void program_publish_pid(struct supervisor *s);
  * client that does not read gets what its socket takes in 2 s (SO_SNDTIMEO). */
 void status_reply(int fd, struct json_object *o);
 
-/* Replies {"ok":false,"errno":-r,"error":why}. */
-void status_reply_error(int fd, int r, const char *why);
+/* Replies {"ok":false,"errno":-r,"error":reason}. */
+void status_reply_error(int fd, int r, const char *reason);
 
 /* Replies {"ok":true}. */
 void status_reply_ok(int fd);
@@ -217,9 +217,9 @@ void standby_prepare(struct supervisor *s);
 /* Restores the images in dir, whose stdio and control socket had the inodes
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
- * (after a crash, the peers have moved on). why gets CRIU's reason. */
+ * (after a crash, the peers have moved on). err gets CRIU's reason. */
 int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
-                bool lazy, char *why, size_t why_len);
+                bool lazy, struct cryo_error *err);
 
 /* ---- restore-lazy.c: a restore whose memory follows ---- */
 
@@ -234,7 +234,7 @@ void lazy_check_start(struct supervisor *s);
 int lazy_end(struct supervisor *s, bool abort);
 
 /* Before anything dumps the program: its memory must be all there. */
-int lazy_settle(struct supervisor *s, char *why, size_t why_len);
+int lazy_settle(struct supervisor *s, struct cryo_error *err);
 
 /* Restores generation gen with its memory to follow (from the generations
  * it is built on too, if it is incremental). Returns 0, or -EBADMSG for a
@@ -271,11 +271,11 @@ void checkpoint_remove_wait(struct supervisor *s);
 
 /* Checkpoints the running program. On any failure the program runs on and
  * the stored generations are as they were. Returns the new generation, or a
- * negative errno with the reason in why.
+ * negative errno with the reason in err.
  * With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
  * soon as it has been dumped, and *replied says whether that happened. */
 int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
-                        bool *replied, char *why, size_t why_len);
+                        bool *replied, struct cryo_error *err);
 
 /* Logs a stored checkpoint: info, or debug for a periodic one. */
 void checkpoint_log(struct supervisor *s, enum checkpoint_trigger trigger);

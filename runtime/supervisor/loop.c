@@ -224,18 +224,18 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	if (!net && cfg->resume && image_net_config(&s, &image_net))
 		net = &image_net;
 	if (net) {
-		char why[400];
+		struct cryo_error err = {{0}};
 		/* A migrated copy stays off the network until the source is gone. */
-		r = net_create(cfg->name, net, !cfg->incoming, &s.net, why, sizeof(why));
+		r = net_create(cfg->name, net, !cfg->incoming, &s.net, &err);
 		/* Peers may remember the address elsewhere (it moved, or it
 		 * comes back): tell them where it is now. */
-		if (r == 0 && !cfg->incoming && net_announce(&s.net, why, sizeof(why)) < 0)
-			log_error("'%s': %s", cfg->name, why);
+		if (r == 0 && !cfg->incoming && net_announce(&s.net, &err) < 0)
+			log_error("'%s': %s", cfg->name, err.msg);
 		if (r < 0) {
-			log_error("cannot set up the network of '%s': %s", cfg->name, why);
+			log_error("cannot set up the network of '%s': %s", cfg->name, err.msg);
 			if (cfg->incoming)
-				channel_send(cfg->incoming->ch, MSG_FAILED, why, strlen(why), why,
-				             sizeof(why));
+				channel_send(cfg->incoming->ch, MSG_FAILED, err.msg,
+				             strlen(err.msg), NULL);
 			goto out;
 		}
 	}
@@ -299,15 +299,14 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				(void)!read(s.timerfd, &ticks, sizeof(ticks));
 				if (!s.running || s.stopping)
 					break;
-				char why[600];
-				int64_t g = checkpoint_take(&s, TRIGGER_TIMER, false, NULL, why,
-				                            sizeof(why));
+				struct cryo_error err = {{0}};
+				int64_t g = checkpoint_take(&s, TRIGGER_TIMER, false, NULL, &err);
 				if (g >= 0)
 					checkpoint_log(&s, TRIGGER_TIMER);
 				else
 					log_error("periodic checkpoint of '%s' failed: %s; the "
 					          "program runs on",
-					          cfg->name, why);
+					          cfg->name, err.msg);
 				break;
 			}
 			case EV_COMMANDS: commands_handle(&s); break;

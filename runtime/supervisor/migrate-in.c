@@ -20,16 +20,15 @@ int migrate_arrive(struct supervisor *s)
 	const struct supervisor_config *cfg = s->cfg;
 	struct incoming *in = cfg->incoming;
 	struct channel *c = in->ch;
-	char why[700], msg[800];
+	struct cryo_error err = {{0}};
 	uint64_t ino[4];
 	restore_manifest_inodes(in->manifest, ino);
 	supervisor_set_state(s, "restoring");
 	uint64_t t0 = util_now_ns();
 	/* Tests make a target's restore fail here (as a CRIU that cannot
 	 * restore would), to see the source take its program back. */
-	int r = migrate_fault("restore")
-	            ? util_fail(why, sizeof(why), -EIO, "CRIU restore failed (injected)")
-	            : restore_dir(s, in->images, ino, true, false, why, sizeof(why));
+	int r = migrate_fault("restore") ? error_set(&err, -EIO, "CRIU restore failed (injected)")
+	                                 : restore_dir(s, in->images, ino, true, false, &err);
 	if (r == 0 && cfg->incremental) {
 		page_index_free(s->index);
 		s->index = NULL;
@@ -40,21 +39,22 @@ int migrate_arrive(struct supervisor *s)
 	util_rm_rf(in->images);
 	in->images[0] = '\0';
 	if (r < 0) {
-		int n = snprintf(msg, sizeof(msg), "cannot restore on the target: %s", why);
-		log_error("%s (see criu-restore.log in '%s')", msg, cfg->paths.dir);
-		channel_send(c, MSG_FAILED, msg, (size_t)n, why, sizeof(why));
+		struct cryo_error failed;
+		error_set(&failed, r, "cannot restore on the target: %s", err.msg);
+		log_error("%s (see criu-restore.log in '%s')", failed.msg, cfg->paths.dir);
+		channel_send(c, MSG_FAILED, failed.msg, strlen(failed.msg), NULL);
 		supervisor_set_state(s, "failed");
 		return r;
 	}
 	s->current_generation = in->generation;
 	log_info("restored '%s' from generation %" PRIu64 " in %.1f ms (program PID %d)", cfg->name,
 	         in->generation, (double)(util_now_ns() - t0) / 1e6, program_pid(s));
-	r = migrate_wait_durable(in, why, sizeof(why));
+	r = migrate_wait_durable(in, &err);
 	int32_t pid = (int32_t)program_pid(s);
 	if (r == 0)
-		r = channel_send(c, MSG_RUNNING, &pid, sizeof(pid), why, sizeof(why));
+		r = channel_send(c, MSG_RUNNING, &pid, sizeof(pid), &err);
 	else
-		channel_send(c, MSG_FAILED, why, strlen(why), msg, sizeof(msg));
+		channel_send(c, MSG_FAILED, err.msg, strlen(err.msg), NULL); /* err stays */
 	uint8_t type = 0;
 	const uint8_t *data;
 	size_t n;
@@ -74,18 +74,16 @@ int migrate_arrive(struct supervisor *s)
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		close(c->fd);
 		c->fd = -1;
-		r = util_fail(why, sizeof(why), -ETIMEDOUT, "gave up waiting (injected)");
+		r = error_set(&err, -ETIMEDOUT, "gave up waiting (injected)");
 	}
 	if (r == 0)
-		r = channel_recv(c, &type, &data, &n, MIGRATE_DONE_MS, why, sizeof(why));
-	if (r == 0 && type != MSG_DONE) {
-		snprintf(why, sizeof(why), "unexpected message %u", type);
-		r = -EPROTO;
-	}
+		r = channel_recv(c, &type, &data, &n, MIGRATE_DONE_MS, &err);
+	if (r == 0 && type != MSG_DONE)
+		r = error_set(&err, -EPROTO, "unexpected message %u", type);
 	if (r < 0) {
 		log_error("'%s' was restored here, but the migration was not completed (%s): this "
 		          "copy is stopped%s",
-		          cfg->name, why,
+		          cfg->name, err.msg,
 		          in->durable ? ", its image set aside (.unconfirmed)" : "");
 		s->stopping = true;
 		kill(s->init_pid, SIGKILL);
@@ -96,9 +94,8 @@ int migrate_arrive(struct supervisor *s)
 	}
 	in->confirmed = true;
 	if (s->net.fd >= 0) {
-		if (net_set_up(&s->net, true, why, sizeof(why)) < 0 ||
-		    net_announce(&s->net, why, sizeof(why)) < 0)
-			log_error("'%s' arrived, but its network: %s", cfg->name, why);
+		if (net_set_up(&s->net, true, &err) < 0 || net_announce(&s->net, &err) < 0)
+			log_error("'%s' arrived, but its network: %s", cfg->name, err.msg);
 	}
 	program_send(s, CRYO_MSG_RESULT, 1, in->generation);
 	program_publish_pid(s);

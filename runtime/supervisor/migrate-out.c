@@ -18,31 +18,28 @@
 /* ---- migration -------------------------------------------------------------- */
 
 /* Connects to host:port within timeout_ms. */
-static int connect_to(const char *target, int timeout_ms, char *why, size_t len)
+static int connect_to(const char *target, int timeout_ms, struct cryo_error *err)
 {
 	struct addrinfo *ai = NULL;
-	char cause[200];
-	int g = net_resolve(target, false, &ai, cause, sizeof(cause));
-	if (g == -EINVAL) {
-		snprintf(why, len, "'%s' is not HOST:PORT", target);
-		return g;
-	}
-	if (g < 0) {
-		snprintf(why, len, "cannot resolve '%s': %s", target, cause);
-		return g;
-	}
+	struct cryo_error cause = {{0}};
+	int g = net_resolve(target, false, &ai, &cause);
+	if (g == -EINVAL)
+		return error_set(err, g, "'%s' is not HOST:PORT", target);
+	if (g < 0)
+		return error_set(err, g, "cannot resolve '%s': %s", target, cause.msg);
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	int r = fd < 0 ? -errno : 0;
 	if (r == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
 		r = -errno;
 		if (r == -EINPROGRESS) {
 			struct pollfd p = {.fd = fd, .events = POLLOUT};
-			int err = 0;
-			socklen_t el = sizeof(err);
+			int so_error = 0;
+			socklen_t el = sizeof(so_error);
 			if (poll(&p, 1, timeout_ms) <= 0)
 				r = -ETIMEDOUT;
-			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err)
-				r = -(err ? err : errno);
+			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &el) < 0 ||
+			         so_error)
+				r = -(so_error ? so_error : errno);
 			else
 				r = 0;
 		}
@@ -51,9 +48,8 @@ static int connect_to(const char *target, int timeout_ms, char *why, size_t len)
 	if (r < 0) {
 		if (fd >= 0)
 			close(fd);
-		snprintf(why, len, "cannot connect to %s: %s (is cryo serve running there?)",
-		         target, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot connect to %s: %s (is cryo serve running there?)",
+		                 target, strerror(-r));
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -117,40 +113,32 @@ static void add_settings(const struct supervisor_config *cfg, struct manifest *m
 	manifest_addf(m, "set.dump_via_memory", "%d", cfg->dump_via_memory);
 }
 
-static int read_cpuinfo(char **ret, size_t *ret_len, char *why, size_t len)
+static int read_cpuinfo(char **ret, size_t *ret_len, struct cryo_error *err)
 {
 	char dir[] = "/tmp/cryo-cpuinfo-XXXXXX";
-	if (!mkdtemp(dir)) {
-		snprintf(why, len, "cannot make a temporary directory: %m");
-		return -errno;
-	}
-	struct cryo_error err = {{0}};
-	int r = criu_glue_cpuinfo_dump(dir, &err);
+	if (!mkdtemp(dir))
+		return error_set(err, -errno, "cannot make a temporary directory: %m");
+	int r = criu_glue_cpuinfo_dump(dir, err);
 	if (r == 0) {
 		char path[64];
 		snprintf(path, sizeof(path), "%s/cpuinfo.img", dir);
 		r = util_read_file(path, ret, ret_len);
 		if (r < 0)
-			snprintf(err.msg, sizeof(err.msg), "cannot read '%s': %s", path,
-			         strerror(-r));
+			error_set(err, r, "cannot read '%s': %s", path, strerror(-r));
 	}
 	util_rm_rf(dir);
-	if (r < 0)
-		snprintf(why, len, "%s", err.msg);
 	return r;
 }
 
 /* Asks the target whether it can take the program; *gen gets the generation
  * number the target will store it as. */
 static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint64_t *gen,
-                 char *why, size_t len)
+                 struct cryo_error *err)
 {
 	struct supervisor *s = mo->s;
 	struct manifest *m = manifest_new();
-	if (!m) {
-		snprintf(why, len, "out of memory");
-		return -ENOMEM;
-	}
+	if (!m)
+		return error_set(err, -ENOMEM, "out of memory");
 	struct criu_glue_dump_stats none = {0};
 	checkpoint_fill_manifest(s, m, 0, TRIGGER_MIGRATE, &none);
 	add_settings(s->cfg, m);
@@ -158,33 +146,31 @@ static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint
 		manifest_add(m, "precopy", "1");
 	_cleanup_free_ char *text = NULL, *cpu = NULL;
 	size_t text_len, cpu_len;
-	int r = migrate_describe(s->init_pid, m, why, len);
+	int r = migrate_describe(s->init_pid, m, err);
 	if (r == 0)
 		r = manifest_to_text(m, &text, &text_len);
 	manifest_free(m);
 	if (r == 0)
-		r = read_cpuinfo(&cpu, &cpu_len, why, len);
+		r = read_cpuinfo(&cpu, &cpu_len, err);
 	if (r == 0)
-		r = channel_send(c, MSG_OFFER, text, text_len, why, len);
+		r = channel_send(c, MSG_OFFER, text, text_len, err);
 	if (r == 0)
-		r = channel_send(c, MSG_CPUINFO, cpu, cpu_len, why, len);
+		r = channel_send(c, MSG_CPUINFO, cpu, cpu_len, err);
 	if (r < 0)
 		return r;
 	uint8_t type;
 	const uint8_t *data;
 	size_t n;
-	r = channel_recv(c, &type, &data, &n, MIGRATE_ANSWER_MS, why, len);
+	r = channel_recv(c, &type, &data, &n, MIGRATE_ANSWER_MS, err);
 	if (r < 0)
 		return r;
-	if (type == MSG_REFUSE) {
-		snprintf(why, len, "the target refused: %.*s", (int)n, (const char *)data);
-		return -EPERM;
-	}
+	if (type == MSG_REFUSE)
+		return error_set(err, -EPERM, "the target refused: %.*s", (int)n,
+		                 (const char *)data);
 	uint64_t le;
-	if (type != MSG_ACCEPT || n != sizeof(le)) {
-		snprintf(why, len, "the target answered the offer with message %u", type);
-		return -EPROTO;
-	}
+	if (type != MSG_ACCEPT || n != sizeof(le))
+		return error_set(err, -EPROTO, "the target answered the offer with message %u",
+		                 type);
 	memcpy(&le, data, sizeof(le));
 	*gen = le64toh(le);
 	return 0;
@@ -192,19 +178,17 @@ static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint
 
 /* Waits for the target's answer to an image: want, or FAILED and its reason
  * (the restore may take a while). */
-static int await_answer(struct channel *c, uint8_t want, char *why, size_t len)
+static int await_answer(struct channel *c, uint8_t want, struct cryo_error *err)
 {
 	uint8_t type;
 	const uint8_t *data;
 	size_t n;
-	int r = channel_recv(c, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, why, len);
+	int r = channel_recv(c, &type, &data, &n, 4 * MIGRATE_ANSWER_MS, err);
 	if (r < 0 || type == want)
 		return r;
 	if (type == MSG_FAILED)
-		snprintf(why, len, "%.*s", (int)n, (const char *)data);
-	else
-		snprintf(why, len, "the target answered with message %u", type);
-	return -EIO;
+		return error_set(err, -EIO, "%.*s", (int)n, (const char *)data);
+	return error_set(err, -EIO, "the target answered with message %u", type);
 }
 
 /* Pre-copy: a dump taken while the program runs on (and stays on the
@@ -212,15 +196,13 @@ static int await_answer(struct channel *c, uint8_t want, char *why, size_t len)
  * only carries the pages that changed since. *index gets the pages of the
  * one sent. */
 static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
-                   struct page_index **index, char *why, size_t len)
+                   struct page_index **index, struct cryo_error *err)
 {
 	struct supervisor *s = mo->s;
 	char dir[PATH_MAX];
 	int r = make_migrate_dir(s, dir, sizeof(dir));
-	if (r < 0) {
-		snprintf(why, len, "cannot make a directory for the dump: %s", strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(err, r, "cannot make a directory for the dump: %s", strerror(-r));
 	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, true);
 	struct criu_glue_dump_stats st = {0};
 	struct cryo_error cerr = {{0}};
@@ -228,22 +210,22 @@ static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
 	struct manifest *m = NULL;
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r < 0) {
-		snprintf(why, len, "%s", cerr.msg);
+		error_set(err, r, "%s", cerr.msg);
 		goto out;
 	}
 	r = delta_prepare_dir(dir, gen, NULL, true, &dd);
 	if (r == 0 && !(m = manifest_new()))
 		r = -ENOMEM;
 	if (r < 0) {
-		snprintf(why, len, "cannot read the dumped memory: %s", strerror(-r));
+		error_set(err, r, "cannot read the dumped memory: %s", strerror(-r));
 		goto out;
 	}
 	checkpoint_fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
 	add_settings(s->cfg, m);
 	struct migrate_progress progress = {report_progress, mo};
-	r = migrate_send_image(c, dir, dd.files, dd.n_files, m, &progress, NULL, why, len);
+	r = migrate_send_image(c, dir, dd.files, dd.n_files, m, &progress, NULL, err);
 	if (r == 0)
-		r = await_answer(c, MSG_ACCEPT, why, len);
+		r = await_answer(c, MSG_ACCEPT, err);
 	if (r == 0)
 		*index = TAKE_PTR(dd.index);
 out:
@@ -254,18 +236,15 @@ out:
 }
 
 /* After a failed migration: the program runs here again, from its dump. */
-static int resume_here(struct supervisor *s, const char *dir, char *why, size_t len)
+static int resume_here(struct supervisor *s, const char *dir, struct cryo_error *err)
 {
 	uint64_t ino[4] = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control};
-	char cause[600];
-	int r = restore_dir(s, dir, ino, true, false, cause, sizeof(cause));
-	if (r < 0) {
-		size_t used = strlen(why);
-		snprintf(why + used, len - used, "; resuming it here failed too: %s", cause);
-		return r;
-	}
-	if (s->net.fd >= 0 && net_set_up(&s->net, true, cause, sizeof(cause)) == 0)
-		net_announce(&s->net, cause, sizeof(cause));
+	struct cryo_error cause = {{0}};
+	int r = restore_dir(s, dir, ino, true, false, &cause);
+	if (r < 0)
+		return error_append(err, r, "; resuming it here failed too: %s", cause.msg);
+	if (s->net.fd >= 0 && net_set_up(&s->net, true, NULL) == 0)
+		net_announce(&s->net, NULL); /* the program runs here whether or not */
 	program_send(s, CRYO_MSG_RESULT, 1, s->current_generation);
 	program_publish_pid(s);
 	supervisor_set_state(s, "running");
@@ -296,7 +275,8 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 	struct migration_out mo = {
 	    .s = s, .client = client, .t0 = util_now_ns(), .phases = json_object_new_object()};
 	mo.phase_t0 = mo.t0;
-	char why[900] = "", dir[PATH_MAX] = "";
+	struct cryo_error err = {{0}};
+	char dir[PATH_MAX] = "";
 	uint8_t key[CHANNEL_KEY_BYTES];
 	struct channel ch = {.fd = -1};
 	bool frozen = false;
@@ -307,45 +287,44 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 	int r;
 
 	if (!s->running) {
-		snprintf(why, sizeof(why), "the program is not running");
-		r = -ESRCH;
+		r = error_set(&err, -ESRCH, "the program is not running");
 		goto out;
 	}
-	r = lazy_settle(s, why, sizeof(why));
+	r = lazy_settle(s, &err);
 	if (r < 0)
 		goto out;
-	r = channel_load_key(key_file, key, why, sizeof(why));
+	r = channel_load_key(key_file, key, &err);
 	if (r < 0)
 		goto out;
 	/* Without its own namespace its address stays here: connections
 	 * could not live on there. */
 	int conns = s->net.fd < 0 ? migrate_count_connections(s->init_pid) : 0;
 	if (conns > 0) {
-		snprintf(why, sizeof(why),
-		         "it holds %d open TCP connection%s and its address cannot move with it "
-		         "(start it with cryo run --net ADDR/PREFIX to migrate connections)",
-		         conns, conns == 1 ? "" : "s");
-		r = -EADDRNOTAVAIL;
+		r = error_set(
+		    &err, -EADDRNOTAVAIL,
+		    "it holds %d open TCP connection%s and its address cannot move with it "
+		    "(start it with cryo run --net ADDR/PREFIX to migrate connections)",
+		    conns, conns == 1 ? "" : "s");
 		goto out;
 	}
-	int fd = connect_to(target, 5000, why, sizeof(why));
+	int fd = connect_to(target, 5000, &err);
 	if (fd < 0) {
 		r = fd;
 		goto out;
 	}
-	r = channel_open(&ch, fd, key, true, 10000, why, sizeof(why));
+	r = channel_open(&ch, fd, key, true, 10000, &err);
 	sodium_memzero(key, sizeof(key));
 	if (r < 0)
 		goto out;
 	phase_done(&mo, "connect");
 	supervisor_set_state(s, "migrating");
 	uint64_t gen = 0;
-	r = offer(&mo, &ch, with_precopy, &gen, why, sizeof(why));
+	r = offer(&mo, &ch, with_precopy, &gen, &err);
 	if (r < 0)
 		goto out;
 	phase_done(&mo, "preflight");
 	if (with_precopy) {
-		r = precopy(&mo, &ch, gen, &base, why, sizeof(why));
+		r = precopy(&mo, &ch, gen, &base, &err);
 		if (r < 0)
 			goto out;
 		phase_done(&mo, "precopy");
@@ -355,13 +334,12 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 	/* Frozen from here: off the network, then dumped (and gone). */
 	r = make_migrate_dir(s, dir, sizeof(dir));
 	if (r < 0) {
-		snprintf(why, sizeof(why), "cannot make a directory for the dump: %s",
-		         strerror(-r));
+		error_set(&err, r, "cannot make a directory for the dump: %s", strerror(-r));
 		dir[0] = '\0';
 		goto out;
 	}
 	if (s->net.fd >= 0) {
-		r = net_set_up(&s->net, false, why, sizeof(why));
+		r = net_set_up(&s->net, false, &err);
 		if (r < 0)
 			goto out;
 	}
@@ -371,9 +349,9 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r < 0) {
 		/* CRIU let the program run on. */
-		snprintf(why, sizeof(why), "%s", cerr.msg);
+		error_set(&err, r, "%s", cerr.msg);
 		if (s->net.fd >= 0)
-			net_set_up(&s->net, true, cerr.msg, sizeof(cerr.msg));
+			net_set_up(&s->net, true, &cerr);
 		goto out;
 	}
 	frozen = true;
@@ -395,8 +373,7 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 	if (base) {
 		r = delta_prepare_dir(dir, gen, base, false, &dd);
 		if (r < 0) {
-			snprintf(why, sizeof(why), "cannot read the dumped memory: %s",
-			         strerror(-r));
+			error_set(&err, r, "cannot read the dumped memory: %s", strerror(-r));
 			goto out;
 		}
 		mem = dd.files;
@@ -404,8 +381,7 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 	}
 	struct manifest *m = manifest_new();
 	if (!m) {
-		r = -ENOMEM;
-		snprintf(why, sizeof(why), "out of memory");
+		r = error_set(&err, -ENOMEM, "out of memory");
 		goto out;
 	}
 	checkpoint_fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
@@ -415,22 +391,19 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 		manifest_add(m, "chain", "1");
 	}
 	struct migrate_progress progress = {report_progress, &mo};
-	r = migrate_send_image(&ch, dir, mem, n_mem, m, &progress, &sent, why, sizeof(why));
+	r = migrate_send_image(&ch, dir, mem, n_mem, m, &progress, &sent, &err);
 	manifest_free(m);
 	if (r < 0) {
 		/* The target may have said why it stopped listening. */
 		uint8_t t;
 		const uint8_t *d;
 		size_t dn;
-		char ignored[128];
-		if (channel_recv(&ch, &t, &d, &dn, 1000, ignored, sizeof(ignored)) == 0 &&
-		    t == MSG_FAILED)
-			snprintf(why, sizeof(why), "the target stopped: %.*s", (int)dn,
-			         (const char *)d);
+		if (channel_recv(&ch, &t, &d, &dn, 1000, NULL) == 0 && t == MSG_FAILED)
+			error_set(&err, r, "the target stopped: %.*s", (int)dn, (const char *)d);
 		goto out;
 	}
 	phase_done(&mo, "transfer");
-	r = await_answer(&ch, MSG_RUNNING, why, sizeof(why));
+	r = await_answer(&ch, MSG_RUNNING, &err);
 	if (r < 0)
 		goto out;
 	frozen_ns = util_now_ns() - t_freeze;
@@ -442,13 +415,12 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 	 * closed the connection before it is sent. */
 	if (migrate_fault("late-done"))
 		usleep(300000);
-	r = channel_send(&ch, MSG_DONE, NULL, 0, why, sizeof(why));
+	r = channel_send(&ch, MSG_DONE, NULL, 0, &err);
 	if (r < 0) {
-		char cause[sizeof(why)];
-		snprintf(cause, sizeof(cause), "%s", why);
-		snprintf(why, sizeof(why),
-		         "the target gave up before it heard that the program may run there (%s)",
-		         cause);
+		struct cryo_error cause = err;
+		error_set(&err, r,
+		          "the target gave up before it heard that the program may run there (%s)",
+		          cause.msg);
 		goto out;
 	}
 	phase_done(&mo, "restore");
@@ -460,18 +432,14 @@ out:
 		/* The memory images went into memory for the delta: back to the
 		 * directory CRIU restores from. */
 		if (dd.n_maps && delta_dir_restore_files(&dd, dir) < 0)
-			snprintf(why + strlen(why), sizeof(why) - strlen(why),
-			         "; its dump could not be put back together");
-		if (resume_here(s, dir, why, sizeof(why)) == 0)
-			snprintf(why + strlen(why), sizeof(why) - strlen(why),
-			         "; '%s' runs here again after %.1f ms frozen", cfg->name,
-			         (double)frozen_ns / 1e6);
+			error_append(&err, r, "; its dump could not be put back together");
+		if (resume_here(s, dir, &err) == 0)
+			error_append(&err, r, "; '%s' runs here again after %.1f ms frozen",
+			             cfg->name, (double)frozen_ns / 1e6);
 		else
-			snprintf(why + strlen(why), sizeof(why) - strlen(why),
-			         " (its dump is kept in '%s')", dir);
+			error_append(&err, r, " (its dump is kept in '%s')", dir);
 	} else if (r < 0) {
-		snprintf(why + strlen(why), sizeof(why) - strlen(why), "; '%s' was not paused",
-		         cfg->name);
+		error_append(&err, r, "; '%s' was not paused", cfg->name);
 	}
 	delta_dir_clear(&dd);
 	if (ch.buf)
@@ -483,8 +451,8 @@ out:
 	if (r < 0) {
 		if (s->running)
 			supervisor_set_state(s, "running");
-		log_error("migration of '%s' to %s failed: %s", cfg->name, target, why);
-		status_reply_error(client, r, why);
+		log_error("migration of '%s' to %s failed: %s", cfg->name, target, err.msg);
+		status_reply_error(client, r, err.msg);
 		json_object_put(mo.phases);
 		return;
 	}

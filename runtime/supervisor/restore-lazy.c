@@ -181,7 +181,7 @@ int lazy_end(struct supervisor *s, bool abort)
 }
 
 /* Before anything dumps the program: its memory must be all there. */
-int lazy_settle(struct supervisor *s, char *why, size_t why_len)
+int lazy_settle(struct supervisor *s, struct cryo_error *err)
 {
 	if (!s->lazy)
 		return 0;
@@ -190,10 +190,9 @@ int lazy_settle(struct supervisor *s, char *why, size_t why_len)
 	while ((n = poll(&p, 1, 120000)) < 0 && errno == EINTR)
 		;
 	if (n == 0)
-		return util_fail(why, why_len, -EBUSY,
-		                 "its memory is still being restored after 120 s");
+		return error_set(err, -EBUSY, "its memory is still being restored after 120 s");
 	int r = lazy_end(s, false);
-	return r < 0 ? util_fail(why, why_len, r,
+	return r < 0 ? error_set(err, r,
 	                         "its memory could not be restored in full; it is being "
 	                         "restored again")
 	             : 0;
@@ -218,8 +217,7 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 	if (!lz)
 		return -EAGAIN;
 	*lz = (struct lazy_restore){.efd = -1, .gen = gen, .t0 = util_now_ns()};
-	char why[600] = "";
-	struct cryo_error cerr = {{0}};
+	struct cryo_error err = {{0}}, cerr = {{0}};
 	int r = restore_make_dir(s, gen, lz->dir, sizeof(lz->dir));
 	if (r < 0) {
 		lz->dir[0] = '\0';
@@ -241,7 +239,7 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 		return r;
 	}
 	if (r < 0) {
-		snprintf(why, sizeof(why), "%s", ierr.msg[0] ? ierr.msg : strerror(-r));
+		error_set(&err, r, "%s", ierr.msg[0] ? ierr.msg : strerror(-r));
 		goto full;
 	}
 	r = criu_glue_eager_apply(lz->dir, &cerr);
@@ -256,10 +254,10 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 		r = lz->efd < 0 ? -errno : criu_glue_lazy_start(&o, &lz->glue, &cerr);
 	}
 	if (r < 0) {
-		snprintf(why, sizeof(why), "%s", cerr.msg[0] ? cerr.msg : strerror(-r));
+		error_set(&err, r, "%s", cerr.msg[0] ? cerr.msg : strerror(-r));
 		goto full;
 	}
-	r = restore_dir(s, lz->dir, ino, false, true, why, sizeof(why));
+	r = restore_dir(s, lz->dir, ino, false, true, &err);
 	if (r < 0)
 		goto full;
 	criu_glue_lazy_go(lz->glue);
@@ -270,10 +268,10 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 	s->index = NULL;
 	return 0;
 full:
-	if (why[0])
+	if (err.msg[0])
 		log_info("cannot restore generation %" PRIu64 " of '%s' lazily (%s); restoring "
 		         "it in full",
-		         gen, cfg->name, why);
+		         gen, cfg->name, err.msg);
 	lazy_free(lz);
 	return -EAGAIN;
 }

@@ -48,8 +48,8 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	restore_manifest_inodes(m, ino);
 	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
 	manifest_free(m);
-	char why[600];
-	r = restore_dir(s, dir, ino, false, false, why, sizeof(why));
+	struct cryo_error err = {{0}};
+	r = restore_dir(s, dir, ino, false, false, &err);
 	if (r == 0 && cfg->incremental) {
 		/* The rebuilt memory images are the base of the next incremental
 		 * checkpoint_take (the program runs already). */
@@ -61,7 +61,8 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	}
 	util_rm_rf(dir);
 	if (r < 0) {
-		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name, why);
+		log_error("cannot restore generation %" PRIu64 " of '%s': %s", gen, cfg->name,
+		          err.msg);
 		return r;
 	}
 	standby_prepare(s);

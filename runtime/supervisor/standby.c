@@ -72,15 +72,13 @@ void standby_free(struct standby *sb)
 /* What a restore passes to CRIU, made new: the channels (ours not in use
  * yet; the program's ends O_CLOEXEC, for CRIU alone) and a copy of our
  * network namespace's fd, or -1 without one. On failure nothing is left
- * open and why says what failed. */
+ * open and err says what failed. */
 static int restore_ends(struct supervisor *s, int ours[4], struct program_ends *e, int *netfd,
-                        char *why, size_t why_len)
+                        struct cryo_error *err)
 {
 	int r = channels_new(s, ours, e);
-	if (r < 0) {
-		snprintf(why, why_len, "cannot create its pipes: %s", strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(err, r, "cannot create its pipes: %s", strerror(-r));
 	for (int i = 0; i < 4; i++)
 		fcntl(e->fds[i], F_SETFD, FD_CLOEXEC);
 	*netfd = -1;
@@ -89,8 +87,7 @@ static int restore_ends(struct supervisor *s, int ours[4], struct program_ends *
 		for (int i = 0; i < 4; i++)
 			close_fd(&ours[i]);
 		program_ends_close(e);
-		snprintf(why, why_len, "cannot pass the network namespace: %s", strerror(-r));
-		return r;
+		return error_set(err, r, "cannot pass the network namespace: %s", strerror(-r));
 	}
 	return 0;
 }
@@ -104,7 +101,7 @@ void standby_prepare(struct supervisor *s)
 	if (!sb)
 		return;
 	struct cryo_error cerr = {{0}};
-	if (restore_ends(s, sb->ours, &sb->e, &sb->netfd, cerr.msg, sizeof(cerr.msg)) < 0) {
+	if (restore_ends(s, sb->ours, &sb->e, &sb->netfd, &cerr) < 0) {
 		free(sb);
 	} else {
 		int fds[5];
@@ -126,9 +123,9 @@ void standby_prepare(struct supervisor *s)
 /* Restores the images in dir, whose stdio and control socket had the inodes
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
- * (after a crash, the peers have moved on). why gets CRIU's reason. */
+ * (after a crash, the peers have moved on). err gets CRIU's reason. */
 int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
-                bool lazy, char *why, size_t why_len)
+                bool lazy, struct cryo_error *err)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct program_ends e;
@@ -143,7 +140,7 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 		free(sb);
 	} else {
 		int ours[4];
-		int r = restore_ends(s, ours, &e, &netfd, why, why_len);
+		int r = restore_ends(s, ours, &e, &netfd, err);
 		if (r < 0)
 			return r;
 		channels_use(s, ours, &e);
@@ -183,8 +180,7 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 		close_fd(&s->stdout_r);
 		close_fd(&s->stderr_r);
 		close_fd(&s->control);
-		snprintf(why, why_len, "%s", cerr.msg);
-		return r;
+		return error_set(err, r, "%s", cerr.msg);
 	}
 	s->init_pid = pid;
 	s->running = true;

@@ -81,13 +81,13 @@ void status_reply(int fd, struct json_object *o)
 	json_object_put(o);
 }
 
-/* Replies {"ok":false,"errno":-r,"error":why}. */
-void status_reply_error(int fd, int r, const char *why)
+/* Replies {"ok":false,"errno":-r,"error":reason}. */
+void status_reply_error(int fd, int r, const char *reason)
 {
 	struct json_object *o = json_object_new_object();
 	cryo_json_add(o, "ok", json_object_new_boolean(false));
 	cryo_json_add(o, "errno", json_object_new_int(-r));
-	cryo_json_add(o, "error", json_object_new_string(why));
+	cryo_json_add(o, "error", json_object_new_string(reason));
 	status_reply(fd, o);
 }
 

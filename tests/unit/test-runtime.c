@@ -169,13 +169,13 @@ struct opener {
 	int fd;
 	const uint8_t *key;
 	int r;
-	char why[256];
+	struct cryo_error err;
 };
 
 static void *open_server(void *arg)
 {
 	struct opener *op = arg;
-	op->r = channel_open(&op->c, op->fd, op->key, false, 5000, op->why, sizeof(op->why));
+	op->r = channel_open(&op->c, op->fd, op->key, false, 5000, &op->err);
 	return NULL;
 }
 
@@ -187,8 +187,8 @@ static int open_pair(int sp[2], const uint8_t *ckey, const uint8_t *skey, struct
 	pthread_t t;
 	if (pthread_create(&t, NULL, open_server, server) != 0)
 		return -EAGAIN;
-	char why[256];
-	int r = channel_open(client, sp[0], ckey, true, 5000, why, sizeof(why));
+	struct cryo_error err = {{0}};
+	int r = channel_open(client, sp[0], ckey, true, 5000, &err);
 	pthread_join(t, NULL);
 	return r < 0 ? r : server->r;
 }
@@ -206,8 +206,8 @@ static void *read_one(void *arg)
 {
 	struct reader *rd = arg;
 	const uint8_t *data;
-	char why[256];
-	rd->r = channel_recv(rd->c, &rd->type, &data, &rd->len, 5000, why, sizeof(why));
+	struct cryo_error err = {{0}};
+	rd->r = channel_recv(rd->c, &rd->type, &data, &rd->len, 5000, &err);
 	rd->same = rd->r == 0 && (rd->len == 0 || !memcmp(data, rd->want, rd->len));
 	return NULL;
 }
@@ -226,7 +226,7 @@ static void test_channel(void)
 	static uint8_t big[CHANNEL_MAX_MSG + 1];
 	for (size_t i = 0; i < sizeof(big); i++)
 		big[i] = (uint8_t)(i * 7 + (i >> 12));
-	char why[256];
+	struct cryo_error err = {{0}};
 	int sp[2];
 	struct channel c;
 	struct opener s;
@@ -240,16 +240,16 @@ static void test_channel(void)
 		struct reader rd = {.c = &s.c, .want = big};
 		pthread_t t;
 		CHECK(pthread_create(&t, NULL, read_one, &rd) == 0);
-		CHECK(channel_send(&c, (uint8_t)(MSG_DATA + i % 2), big, sizes[i], why,
-		                   sizeof(why)) == 0);
+		CHECK(channel_send(&c, (uint8_t)(MSG_DATA + i % 2), big, sizes[i], &err) == 0);
 		pthread_join(t, NULL);
 		CHECK(rd.r == 0 && rd.type == MSG_DATA + i % 2 && rd.len == sizes[i] && rd.same);
 	}
-	CHECK(channel_send(&c, MSG_DATA, big, CHANNEL_MAX_MSG + 1, why, sizeof(why)) == -EMSGSIZE);
+	CHECK(channel_send(&c, MSG_DATA, big, CHANNEL_MAX_MSG + 1, &err) == -EMSGSIZE &&
+	      !strcmp(err.msg, "message too long"));
 
 	/* A byte altered on the way fails to open: the message is read raw off
 	 * the wire and handed to the receiver altered, through another pair. */
-	CHECK(channel_send(&c, MSG_DATA, "hello", 5, why, sizeof(why)) == 0);
+	CHECK(channel_send(&c, MSG_DATA, "hello", 5, &err) == 0);
 	uint8_t wire[256];
 	ssize_t n = read(sp[1], wire, sizeof(wire));
 	CHECK(n > 10);
@@ -262,10 +262,10 @@ static void test_channel(void)
 		uint8_t type;
 		const uint8_t *data;
 		size_t len;
-		CHECK(channel_recv(&s.c, &type, &data, &len, 1000, why, sizeof(why)) == -EBADMSG);
+		CHECK(channel_recv(&s.c, &type, &data, &len, 1000, &err) == -EBADMSG);
 		/* The peer went away mid-message. */
 		close(back[0]);
-		CHECK(channel_recv(&s.c, &type, &data, &len, 1000, why, sizeof(why)) < 0);
+		CHECK(channel_recv(&s.c, &type, &data, &len, 1000, &err) < 0);
 		close(back[1]);
 		s.c.fd = sp[1];
 	}
@@ -281,7 +281,8 @@ static void test_channel(void)
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
 	static const char http[] = "GET / HTTP/1.1\r\nHost: cryo.example\r\nAccept: */*\r\n\r\n";
 	CHECK(write(sp[1], http, sizeof(http) - 1) == (ssize_t)sizeof(http) - 1);
-	CHECK(channel_open(&c, sp[0], key, true, 1000, why, sizeof(why)) == -EPROTO);
+	CHECK(channel_open(&c, sp[0], key, true, 1000, &err) == -EPROTO &&
+	      !strcmp(err.msg, "the peer does not speak cryo's migration protocol"));
 	channel_close(&c);
 	close(sp[0]);
 	close(sp[1]);

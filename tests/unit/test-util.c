@@ -1,3 +1,4 @@
+#include "error.h"
 #include "test.h"
 #include "util.h"
 
@@ -98,4 +99,37 @@ static void test_scratch_sweep(void)
 	CHECK(util_rm_rf(mine) == 0);
 }
 
-TEST_MAIN(test_durations, test_uint, test_names, test_files, test_scratch_sweep)
+/* The reason's helpers: set, context before, more after, and a long reason
+ * cut with "..." at its end. */
+static void test_errors(void)
+{
+	struct cryo_error err = {{0}};
+	CHECK(error_wrap(&err, -EIO, "cannot store") == -EIO && !strcmp(err.msg, "cannot store"));
+	CHECK(error_set(&err, -ENOSPC, "disk %s", "full") == -ENOSPC &&
+	      !strcmp(err.msg, "disk full"));
+	CHECK(error_wrap(&err, -ENOSPC, "cannot write '%s'", "x") == -ENOSPC &&
+	      !strcmp(err.msg, "cannot write 'x': disk full"));
+	CHECK(error_append(&err, -EIO, "; %d left", 3) == -EIO &&
+	      !strcmp(err.msg, "cannot write 'x': disk full; 3 left"));
+	CHECK(error_set(NULL, -EINVAL, "nobody asked") == -EINVAL);
+	CHECK(error_append(NULL, -EINVAL, "nobody asked") == -EINVAL);
+
+	char big[2 * CRYO_ERROR_MAX];
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	error_set(&err, -EIO, "%s", big);
+	CHECK(strlen(err.msg) == CRYO_ERROR_MAX - 1 &&
+	      !strcmp(err.msg + CRYO_ERROR_MAX - 4, "..."));
+	/* Room for 1023 characters: 1021 and "bcd" do not fit, 1022 and "b" do. */
+	error_set(&err, -EIO, "%.*s", CRYO_ERROR_MAX - 3, big);
+	error_append(&err, -EIO, "bcd");
+	CHECK(strlen(err.msg) == CRYO_ERROR_MAX - 1 &&
+	      !strcmp(err.msg + CRYO_ERROR_MAX - 4, "..."));
+	error_set(&err, -EIO, "%.*s", CRYO_ERROR_MAX - 2, big);
+	error_append(&err, -EIO, "b");
+	CHECK(strlen(err.msg) == CRYO_ERROR_MAX - 1 && err.msg[CRYO_ERROR_MAX - 2] == 'b');
+	error_append(&err, -EIO, "c");
+	CHECK(!strcmp(err.msg + CRYO_ERROR_MAX - 4, "..."));
+}
+
+TEST_MAIN(test_durations, test_uint, test_names, test_files, test_scratch_sweep, test_errors)
