@@ -9,6 +9,7 @@
  * its own. */
 #include "cleanup.h"
 #include "criu-proto.h"
+#include "error.h"
 #include "test.h"
 #include "util.h"
 
@@ -300,12 +301,12 @@ static const struct entry enum_values[] = {PB_ENUM_VALUES(FIELD_ENTRY)};
 #undef FIELD_ENTRY
 
 /* The directory with the .proto files of the CRIU cryo is built against,
- * or NULL with the reason the case is skipped in why. */
-static const char *proto_dir(char *why, size_t len)
+ * or NULL with the reason the case is skipped in err. */
+static const char *proto_dir(struct cryo_error *err)
 {
 	const char *dir = getenv("CRYO_CRIU_PROTO_DIR");
 	if (!dir || !*dir) {
-		snprintf(why, len, "CRYO_CRIU_PROTO_DIR is not set (meson sets it)");
+		error_set(err, -ENOENT, "CRYO_CRIU_PROTO_DIR is not set (meson sets it)");
 		return NULL;
 	}
 	char path[PATH_MAX];
@@ -313,16 +314,16 @@ static const char *proto_dir(char *why, size_t len)
 	_cleanup_free_ char *version = NULL;
 	size_t n;
 	if (util_read_file(path, &version, &n) < 0) {
-		snprintf(why, len, "no CRIU .proto files in '%s' (scripts/setup installs them)",
-		         dir);
+		error_set(err, -ENOENT,
+		          "no CRIU .proto files in '%s' (scripts/setup installs them)", dir);
 		return NULL;
 	}
 	version[strcspn(version, "\n")] = '\0';
 	if (strcmp(version, CRIU_VERSION) != 0) {
-		snprintf(why, len,
-		         "the .proto files in '%s' are CRIU %s's, libcriu's headers CRIU %s's "
-		         "(scripts/setup installs the ones of the CRIU it uses)",
-		         dir, version, CRIU_VERSION);
+		error_set(err, -ESTALE,
+		          "the .proto files in '%s' are CRIU %s's, libcriu's headers CRIU %s's "
+		          "(scripts/setup installs the ones of the CRIU it uses)",
+		          dir, version, CRIU_VERSION);
 		return NULL;
 	}
 	return dir;
@@ -330,10 +331,10 @@ static const char *proto_dir(char *why, size_t len)
 
 static void check_entries(const struct entry *e, size_t n, bool is_enum)
 {
-	char why[512];
-	const char *dir = proto_dir(why, sizeof(why));
+	struct cryo_error err = {{0}};
+	const char *dir = proto_dir(&err);
 	if (!dir)
-		SKIP("%s", why);
+		SKIP("%s", err.msg);
 	for (size_t i = 0; i < n; i++) {
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", dir, e[i].file);

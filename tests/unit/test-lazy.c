@@ -216,15 +216,12 @@ static bool send_finished(struct setup *s)
 }
 
 /* The handler's verdict, once notify_fd fires (or -ETIMEDOUT). */
-static int verdict(struct setup *s, char *why, size_t len)
+static int verdict(struct setup *s, struct cryo_error *err)
 {
 	struct pollfd p = {s->efd, POLLIN, 0};
 	if (poll(&p, 1, WAIT_MS) != 1)
 		return -ETIMEDOUT;
-	struct cryo_error err = {{0}};
-	int r = criu_glue_lazy_finish(s->l, &err);
-	snprintf(why, len, "%s", err.msg);
-	return r;
+	return criu_glue_lazy_finish(s->l, err);
 }
 
 /* Memory registered with a new userfaultfd (missing pages), as CRIU's
@@ -306,8 +303,8 @@ static void test_pages_come(void)
 	CHECK(read_in_thread(mem + 30 * PAGE + 5, &b) && b == page_byte(30, 5));
 	CHECK(read_in_thread(mem + 60 * PAGE, &b) && b == 0);
 	CHECK(send_finished(&s));
-	char why[256];
-	CHECK(verdict(&s, why, sizeof(why)) == 0);
+	struct cryo_error err = {{0}};
+	CHECK(verdict(&s, &err) == 0);
 	size_t wrong = 0;
 	for (size_t p = 0; p < LAZY_PAGES; p++)
 		for (size_t i = 0; i < PAGE; i++)
@@ -328,9 +325,9 @@ static void test_no_fd(void)
 	struct setup s;
 	CHECK(start(&s, 0));
 	CHECK(send_task(s.sk, 4242, -1));
-	char why[256];
-	CHECK(verdict(&s, why, sizeof(why)) == -EPROTO);
-	CHECK(strstr(why, "CRIU's restore sent no userfaultfd for task 4242") != NULL);
+	struct cryo_error err = {{0}};
+	CHECK(verdict(&s, &err) == -EPROTO);
+	CHECK(strstr(err.msg, "CRIU's restore sent no userfaultfd for task 4242") != NULL);
 	/* CRIU's restore is told: its end of the socket is shut down. */
 	char c;
 	CHECK(recv(s.sk, &c, 1, 0) == 0);
@@ -344,9 +341,9 @@ static void test_restore_goes_away(void)
 	CHECK(send(s.sk, "ab", 2, MSG_NOSIGNAL) == 2);
 	close(s.sk);
 	s.sk = -1;
-	char why[256];
-	CHECK(verdict(&s, why, sizeof(why)) == -EPIPE);
-	CHECK(strstr(why, "CRIU's restore went away before it finished") != NULL);
+	struct cryo_error err = {{0}};
+	CHECK(verdict(&s, &err) == -EPIPE);
+	CHECK(strstr(err.msg, "CRIU's restore went away before it finished") != NULL);
 	stop(&s);
 }
 
@@ -359,11 +356,11 @@ static void test_no_memory_map(void)
 	CHECK(fd >= 0);
 	CHECK(send_task(s.sk, getpid(), fd));
 	close(fd);
-	char why[256];
-	CHECK(verdict(&s, why, sizeof(why)) == -ENOENT);
+	struct cryo_error err = {{0}};
+	CHECK(verdict(&s, &err) == -ENOENT);
 	char want[96];
 	snprintf(want, sizeof(want), "cannot read the memory map of task %d", getpid());
-	CHECK(strstr(why, want) != NULL);
+	CHECK(strstr(err.msg, want) != NULL);
 	stop(&s);
 	munmap(mem, PAGE);
 }
@@ -375,9 +372,9 @@ static void test_image_not_to_be_had(void)
 	size_t len = PAGES * PAGE;
 	uint8_t *mem = hand_over(&s, len);
 	CHECK(send_finished(&s));
-	char why[256];
-	CHECK(verdict(&s, why, sizeof(why)) == -EIO);
-	CHECK(strstr(why, "the memory image pages-1.img is not to be had") != NULL);
+	struct cryo_error err = {{0}};
+	CHECK(verdict(&s, &err) == -EIO);
+	CHECK(strstr(err.msg, "the memory image pages-1.img is not to be had") != NULL);
 	CHECK(s.src.gets == 1);
 	/* Nothing was put in place; once the handler is gone, the memory is
 	 * the kernel's again (zeros), not a wait. */
