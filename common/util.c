@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -16,15 +15,6 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-
-int util_fail(char *why, size_t len, int r, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return r;
-}
 
 int util_write_all(int fd, const void *buf, size_t len)
 {

@@ -7,11 +7,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Formats a one-line reason into why (len bytes) and returns r: for
- * functions that return a negative errno and say why. */
-int util_fail(char *why, size_t len, int r, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* Writes all of buf, retrying on EINTR and short writes. */
 int util_write_all(int fd, const void *buf, size_t len);
 
