@@ -69,11 +69,9 @@ static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, i
                    struct cryo_error *err)
 {
 	const char *bin = criu_glue_binary();
-	if (!bin) {
-		snprintf(err->msg, sizeof(err->msg),
-		         "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
-		return -ENOENT;
-	}
+	if (!bin)
+		return error_set(err, -ENOENT,
+		                 "CRIU is not installed (run scripts/setup, or set CRYO_CRIU)");
 	_cleanup_criu_opts_ criu_opts *o = NULL;
 	if (criu_local_init_opts(&o) < 0)
 		return -ENOMEM;
@@ -83,9 +81,7 @@ static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, i
 		*log_dir_fd = open(log_dir, O_RDONLY | O_DIRECTORY); /* inherited by criu */
 		if (*log_dir_fd < 0) {
 			int r = -errno;
-			snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", log_dir,
-			         strerror(-r));
-			return r;
+			return error_set(err, r, "cannot open '%s': %s", log_dir, strerror(-r));
 		}
 		criu_local_set_work_dir_fd(o, *log_dir_fd);
 		if (criu_local_set_log_file(o, log_name) < 0)
@@ -104,8 +100,7 @@ static int set_images_dir(criu_opts *c, const char *dir, int *fd, struct cryo_er
 	*fd = open(dir, O_RDONLY | O_DIRECTORY);
 	if (*fd < 0) {
 		int r = -errno;
-		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", dir, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot open '%s': %s", dir, strerror(-r));
 	}
 	criu_local_set_images_dir_fd(c, *fd);
 	return 0;
@@ -223,8 +218,7 @@ static int criu_command(const char *const *args, const char *what, int fail_errn
 	if (r == 0)
 		return 0;
 	last_line(out, line, sizeof(line));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", what, r < 0 ? strerror(-r) : line);
-	return r < 0 ? r : fail_errno;
+	return error_set(err, r < 0 ? r : fail_errno, "%s: %s", what, r < 0 ? strerror(-r) : line);
 }
 
 int criu_glue_check(struct cryo_error *err)
@@ -259,8 +253,8 @@ static const struct {
 };
 
 /* Looks through the fds of pid for a resource CRIU cannot dump; describes
- * the first one found. */
-static bool find_unsupported_in(pid_t pid, char *buf, size_t len)
+ * the first one found in found. */
+static bool find_unsupported_in(pid_t pid, struct cryo_error *found)
 {
 	char path[64], link[PATH_MAX];
 	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
@@ -279,9 +273,9 @@ static bool find_unsupported_in(pid_t pid, char *buf, size_t len)
 			_cleanup_fclose_ FILE *f = fopen(path, "re");
 			if (f && fgets(comm, sizeof(comm), f))
 				comm[strcspn(comm, "\n")] = '\0';
-			snprintf(buf, len,
-			         "%s (PID %d) holds %s (fd %s), which CRIU cannot checkpoint", comm,
-			         pid, unsupported[i].what, de->d_name);
+			error_set(found, 0,
+			          "%s (PID %d) holds %s (fd %s), which CRIU cannot checkpoint",
+			          comm, pid, unsupported[i].what, de->d_name);
 			return true;
 		}
 	}
@@ -289,14 +283,14 @@ static bool find_unsupported_in(pid_t pid, char *buf, size_t len)
 }
 
 /* The same for pid and its descendants. */
-static bool find_unsupported(pid_t pid, char *buf, size_t len)
+static bool find_unsupported(pid_t pid, struct cryo_error *found)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n = 0;
 	if (util_proc_tree(pid, &pids, &n) < 0)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (find_unsupported_in(pids[i], buf, len))
+		if (find_unsupported_in(pids[i], found))
 			return true;
 	return false;
 }
@@ -321,13 +315,15 @@ int criu_glue_failed(struct cryo_error *err, pid_t pid, const char *what, const 
 				continue;
 			line[strcspn(line, "\n")] = '\0';
 			const char *p = strstr(line, "): ");
-			snprintf(cause, sizeof(cause), "%s", p ? p + 3 : line);
+			/* The start of a long line is enough: the reason names the log. */
+			snprintf(cause, sizeof(cause), "%.*s", (int)sizeof(cause) - 1,
+			         p ? p + 3 : line);
 		}
 	}
 	if (pid > 0) {
-		char found[300];
-		if (find_unsupported(pid, found, sizeof(found)))
-			snprintf(cause, sizeof(cause), "%s", found);
+		struct cryo_error found = {{0}};
+		if (find_unsupported(pid, &found))
+			snprintf(cause, sizeof(cause), "%.*s", (int)sizeof(cause) - 1, found.msg);
 	}
 	struct statvfs vfs;
 	if (!cause[0] && statvfs(log_dir, &vfs) == 0 && vfs.f_bavail == 0) {
@@ -336,8 +332,7 @@ int criu_glue_failed(struct cryo_error *err, pid_t pid, const char *what, const 
 	}
 	if (!cause[0])
 		snprintf(cause, sizeof(cause), "%s", f ? "no error in its log" : "it wrote no log");
-	snprintf(err->msg, sizeof(err->msg), "CRIU %s failed: %s (log: '%s')", what, cause, path);
-	return r;
+	return error_set(err, r, "CRIU %s failed: %s (log: '%s')", what, cause, path);
 }
 
 static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret);
@@ -408,11 +403,8 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 		memset(stats, 0, sizeof(*stats));
 	unlinkat(log_fd, "stats-dump", 0);
 	r = fix_timerfds(o->images_dir);
-	if (r < 0) {
-		snprintf(err->msg, sizeof(err->msg), "cannot read the dumped files.img: %s",
-		         strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(err, r, "cannot read the dumped files.img: %s", strerror(-r));
 	return 0;
 }
 

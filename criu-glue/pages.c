@@ -417,8 +417,7 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
 		p->thread_started = r == 0;
 	}
 	if (r < 0) {
-		snprintf(err->msg, sizeof(err->msg), "cannot start cryo's page server: %s",
-		         strerror(-r));
+		error_set(err, r, "cannot start cryo's page server: %s", strerror(-r));
 		criu_glue_pages_free(p, spare);
 		return r;
 	}
@@ -452,11 +451,10 @@ static void stop_thread(struct criu_glue_pages *p)
 int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err)
 {
 	stop_thread(p);
-	if (p->error || !p->closed) {
-		snprintf(err->msg, sizeof(err->msg), "receiving the pages failed: %s",
-		         p->why[0] ? p->why : "the stream ended early");
-		return p->error ? p->error : -EPIPE;
-	}
+	if (p->error || !p->closed)
+		return error_set(err, p->error ? p->error : -EPIPE,
+		                 "receiving the pages failed: %s",
+		                 p->why[0] ? p->why : "the stream ended early");
 	p->files = calloc(2 * p->n_images + 1, sizeof(struct mem_file));
 	if (!p->files)
 		return -ENOMEM;

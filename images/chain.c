@@ -606,11 +606,9 @@ int image_chain_finish(struct image_chain *c, struct page_index **index, unsigne
 		*bad_gen = c->check_bad;
 		const char *name = c->check_name ? c->check_name : "an image";
 		if (r == -EBADMSG)
-			snprintf(err->msg, sizeof(err->msg),
-			         "'%s' does not rebuild as it was dumped", name);
+			error_set(err, r, "'%s' does not rebuild as it was dumped", name);
 		else
-			snprintf(err->msg, sizeof(err->msg), "cannot check '%s' as rebuilt: %s",
-			         name, strerror(-r));
+			error_set(err, r, "cannot check '%s' as rebuilt: %s", name, strerror(-r));
 	}
 	struct page_index *idx = r == 0 && c->want_index ? page_index_new(top->gen) : NULL;
 	if (r == 0 && c->want_index && !idx)

@@ -154,23 +154,21 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
 	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
-		snprintf(err->msg, sizeof(err->msg), "cannot create '%s': %s", tmp, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot create '%s': %s", tmp, strerror(-r));
 	}
 	r = image_archive_write(fd, images_dir, mem, n_mem, m, level, workers, w, stats, err);
 	if (r == 0 && (r = injected_fault()) < 0)
-		snprintf(err->msg, sizeof(err->msg), "cannot write '%s': %s (injected)", tmp,
-		         strerror(-r));
+		error_set(err, r, "cannot write '%s': %s (injected)", tmp, strerror(-r));
 	uint64_t t = util_now_ns();
 	if (r == 0 && fsync(fd) < 0) {
 		r = -errno;
-		snprintf(err->msg, sizeof(err->msg), "cannot fsync '%s': %s", tmp, strerror(-r));
+		error_set(err, r, "cannot fsync '%s': %s", tmp, strerror(-r));
 	}
 	if (stats)
 		stats->sync_ns = util_now_ns() - t;
 	if (r == 0 && rename(tmp, path) < 0) {
 		r = -errno;
-		snprintf(err->msg, sizeof(err->msg), "cannot rename '%s': %s", tmp, strerror(-r));
+		error_set(err, r, "cannot rename '%s': %s", tmp, strerror(-r));
 	}
 	if (r < 0) {
 		unlink(tmp);
@@ -178,7 +176,7 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
 	}
 	r = util_fsync_dir(dir);
 	if (r < 0)
-		snprintf(err->msg, sizeof(err->msg), "cannot fsync '%s': %s", dir, strerror(-r));
+		error_set(err, r, "cannot fsync '%s': %s", dir, strerror(-r));
 	return r;
 }
 
@@ -269,8 +267,7 @@ static int open_gen(const char *dir, uint64_t gen, struct cryo_error *err)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		snprintf(err->msg, sizeof(err->msg), "cannot open '%s': %s", path, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot open '%s': %s", path, strerror(-r));
 	}
 	return fd;
 }
@@ -312,11 +309,8 @@ int image_store_apply_deltas(const struct manifest *m, const char *dest, const c
 			continue;
 		char path[PATH_MAX], tmp[PATH_MAX + 8];
 		struct delta_line d;
-		if (delta_line_parse(m->values[i], &d) < 0) {
-			snprintf(err->msg, sizeof(err->msg),
-			         "malformed delta entry in the manifest");
-			return -EBADMSG;
-		}
+		if (delta_line_parse(m->values[i], &d) < 0)
+			return error_set(err, -EBADMSG, "malformed delta entry in the manifest");
 		snprintf(path, sizeof(path), "%s/%s", dest, d.name);
 		snprintf(tmp, sizeof(tmp), "%s.delta", path);
 		r = rename(path, tmp) < 0 ? -errno : delta_decode(tmp, base_dir, path);
@@ -324,9 +318,8 @@ int image_store_apply_deltas(const struct manifest *m, const char *dest, const c
 		if (r == 0)
 			r = check_rebuilt(path, d.size, d.hash);
 		if (r < 0)
-			snprintf(err->msg, sizeof(err->msg),
-			         "'%s' cannot be rebuilt from generation %" PRIu64 ": %s", d.name,
-			         base, r == -EBADMSG ? "checksum mismatch" : strerror(-r));
+			error_set(err, r, "'%s' cannot be rebuilt from generation %" PRIu64 ": %s",
+			          d.name, base, r == -EBADMSG ? "checksum mismatch" : strerror(-r));
 	}
 	return r;
 }
@@ -352,11 +345,11 @@ int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct 
 		        ? -errno
 		        : image_store_extract(dir, base, base_dir, NULL, &berr);
 		if (r < 0)
-			snprintf(err->msg, sizeof(err->msg),
-			         "generation %" PRIu64
-			         " is incremental and its base, generation %" PRIu64
-			         ", cannot be read: %s",
-			         gen, base, berr.msg[0] ? berr.msg : strerror(-r));
+			error_set(err, r,
+			          "generation %" PRIu64
+			          " is incremental and its base, generation %" PRIu64
+			          ", cannot be read: %s",
+			          gen, base, berr.msg[0] ? berr.msg : strerror(-r));
 		if (r == 0)
 			r = image_store_apply_deltas(m, dest, base_dir, err);
 		util_rm_rf(base_dir);
