@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -255,6 +256,17 @@ uint64_t util_fd_inode(int fd)
 	return fstat(fd, &st) < 0 ? 0 : (uint64_t)st.st_ino;
 }
 
+int util_format_path(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	return (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
 const char *util_format_bytes(uint64_t bytes, char *buf, size_t len)
 {
 	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -306,11 +318,13 @@ int util_proc_tree(pid_t root, pid_t **ret, size_t *ret_n)
 		_cleanup_closedir_ DIR *d = opendir(path);
 		struct dirent *de;
 		while (d && (de = readdir(d))) {
-			if (de->d_name[0] == '.')
+			/* A task's name is its TID: as a number, its path fits. */
+			char *tid_end;
+			long tid = strtol(de->d_name, &tid_end, 10);
+			if (tid <= 0 || *tid_end)
 				continue;
 			char cpath[128];
-			snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", v[i],
-			         de->d_name);
+			snprintf(cpath, sizeof(cpath), "/proc/%d/task/%ld/children", v[i], tid);
 			_cleanup_free_ char *buf = NULL;
 			size_t len;
 			if (util_read_file(cpath, &buf, &len) < 0)

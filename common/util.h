@@ -66,6 +66,11 @@ int util_map_fd(int fd, void **data, size_t *len);
 /* The inode of an open fd (st_ino), or 0. */
 uint64_t util_fd_inode(int fd);
 
+/* Formats a path into buf (len bytes); -ENAMETOOLONG when it does not fit,
+ * and buf must not be used then. */
+int util_format_path(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Formats a byte count as "12.3 MiB" into buf. */
 const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
 

@@ -134,7 +134,8 @@ static struct json_object *row_json(const struct row *r)
 
 static void print_row(const struct row *r)
 {
-	char pid[24] = "-", last[96] = "-", size[32];
+	/* last holds "moved to " and the whole of moved_to. */
+	char pid[24] = "-", last[sizeof("moved to ") + sizeof(r->moved_to)] = "-", size[32];
 	if (r->pid > 0)
 		snprintf(pid, sizeof(pid), "%lld", r->pid);
 	if (r->last_gen >= 0) {

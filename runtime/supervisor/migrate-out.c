@@ -96,7 +96,9 @@ static int make_migrate_dir(struct supervisor *s, char *dir, size_t len)
 {
 	char tag[128], fallback[PATH_MAX];
 	snprintf(tag, sizeof(tag), "migrate-%s", s->cfg->name);
-	snprintf(fallback, sizeof(fallback), "%s/.migrate", s->cfg->paths.dir);
+	int r = util_format_path(fallback, sizeof(fallback), "%s/.migrate", s->cfg->paths.dir);
+	if (r < 0)
+		return r;
 	return util_scratch_dir(criu_glue_estimate_pages(s->init_pid), tag, fallback, dir, len);
 }
 

@@ -4,6 +4,7 @@
 #include "internal.h"
 #include "cleanup.h"
 #include "log.h"
+#include "util.h"
 
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -30,8 +31,8 @@ static int find_init(char *buf, size_t len)
 		char *slash = strrchr(self, '/');
 		if (slash) {
 			*slash = '\0';
-			snprintf(buf, len, "%s/cryo-init", self);
-			if (access(buf, X_OK) == 0)
+			if (util_format_path(buf, len, "%s/cryo-init", self) == 0 &&
+			    access(buf, X_OK) == 0)
 				return 0;
 		}
 	}

@@ -28,8 +28,13 @@ int restore_make_dir(struct supervisor *s, uint64_t gen, char *dir, size_t len)
 	}
 	char tag[128], fallback[PATH_MAX];
 	snprintf(tag, sizeof(tag), "restore-%s", cfg->name);
-	snprintf(fallback, sizeof(fallback), "%s/.restore", cfg->paths.dir);
-	int r = util_scratch_dir(raw, tag, fallback, dir, len);
+	int r = util_format_path(fallback, sizeof(fallback), "%s/.restore", cfg->paths.dir);
+	if (r < 0) {
+		log_error("cannot restore '%s': the path '%s/.restore' is too long", cfg->name,
+		          cfg->paths.dir);
+		return r;
+	}
+	r = util_scratch_dir(raw, tag, fallback, dir, len);
 	if (r < 0)
 		log_error("cannot restore '%s': cannot create '%s': %s", cfg->name, dir,
 		          strerror(-r));

@@ -135,7 +135,10 @@ void supervisor_set_state(struct supervisor *s, const char *state)
 	s->state = state;
 	_cleanup_json_ struct json_object *o = status_json(s);
 	const char *text = cryo_json_text(o);
-	snprintf(path, sizeof(path), "%s/status.json", s->cfg->paths.dir);
+	/* The state directory's paths leave room for their files
+	 * (workload_paths_init()); one that did not would go unpublished. */
+	if (util_format_path(path, sizeof(path), "%s/status.json", s->cfg->paths.dir) < 0)
+		return;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	/* Not fsynced: it describes this boot's processes only. */
 	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

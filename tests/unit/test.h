@@ -39,7 +39,10 @@ static inline void test_note_failure(const char *file, int line, const char *con
 /* Ends the current case as skipped, with a reason (printf-style). */
 #define SKIP(...)                                                                                  \
 	do {                                                                                       \
-		snprintf(test_skip_buf, sizeof(test_skip_buf), __VA_ARGS__);                       \
+		/* The reason is for people: a long one is cut, and says so. */                    \
+		if (snprintf(test_skip_buf, sizeof(test_skip_buf), __VA_ARGS__) >=                 \
+		    (int)sizeof(test_skip_buf))                                                    \
+			memcpy(test_skip_buf + sizeof(test_skip_buf) - 4, "...", 4);               \
 		test_skip = test_skip_buf;                                                         \
 		return;                                                                            \
 	} while (0)
