@@ -58,7 +58,7 @@ struct criu_glue_pages {
 	uint32_t next_pages_id;
 	bool closed; /* CRIU said PS_IOV_CLOSE */
 	int error;
-	char why[256];
+	struct cryo_error err; /* the receiving thread's reason, with error */
 	struct mem_file *files;
 	size_t n_files;
 };
@@ -359,9 +359,7 @@ static int serve(struct criu_glue_pages *p, int sk)
 				return 0;
 			break;
 		}
-		default:
-			snprintf(p->why, sizeof(p->why), "unknown page-server command %u", cmd);
-			return -EPROTO;
+		default: return error_set(&p->err, -EPROTO, "unknown page-server command %u", cmd);
 		}
 		if (r < 0)
 			return r;
@@ -374,8 +372,8 @@ static void *receive(void *arg)
 	int r = serve(p, p->sk);
 	if (r < 0) {
 		p->error = r;
-		if (!p->why[0])
-			snprintf(p->why, sizeof(p->why), "page stream broken: %s", strerror(-r));
+		if (!p->err.msg[0])
+			error_set(&p->err, r, "page stream broken: %s", strerror(-r));
 	}
 	return NULL;
 }
@@ -454,7 +452,7 @@ int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err)
 	if (p->error || !p->closed)
 		return error_set(err, p->error ? p->error : -EPIPE,
 		                 "receiving the pages failed: %s",
-		                 p->why[0] ? p->why : "the stream ended early");
+		                 p->err.msg[0] ? p->err.msg : "the stream ended early");
 	p->files = calloc(2 * p->n_images + 1, sizeof(struct mem_file));
 	if (!p->files)
 		return -ENOMEM;
