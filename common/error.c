@@ -13,13 +13,18 @@ static void mark_cut(struct cryo_error *err, int n)
 
 int error_set(struct cryo_error *err, int r, const char *fmt, ...)
 {
-	if (!err)
-		return r;
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	error_setv(err, r, fmt, ap);
 	va_end(ap);
-	mark_cut(err, n);
+	return r;
+}
+
+int error_setv(struct cryo_error *err, int r, const char *fmt, va_list ap)
+{
+	if (!err)
+		return r;
+	mark_cut(err, vsnprintf(err->msg, sizeof(err->msg), fmt, ap));
 	return r;
 }
 

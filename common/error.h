@@ -7,6 +7,7 @@
  * the error is handled, adding what it was doing and the way out. */
 #pragma once
 
+#include <stdarg.h>
 #include <stddef.h>
 
 /* Long enough for a path or two and CRIU's own line; a longer reason is cut
@@ -20,6 +21,11 @@ struct cryo_error {
 /* Formats the reason into err (if err is not NULL) and returns r. */
 int error_set(struct cryo_error *err, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The same with the arguments in ap, for a function of its own that takes a
+ * format (one that also records the failure elsewhere, say). */
+int error_setv(struct cryo_error *err, int r, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Puts context before the reason already in err ("context: reason") and
  * returns r; with no reason yet, the context alone. */

@@ -115,7 +115,7 @@ static int lazy_failed(struct image_lazy *l, int r, const char *fmt, ...)
 	if (l->result == 0) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(l->err.msg, sizeof(l->err.msg), fmt, ap);
+		error_setv(&l->err, r, fmt, ap);
 		va_end(ap);
 		l->result = r;
 	}
