@@ -17,6 +17,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,10 +108,18 @@ static void answer_and_hang_up(struct channel *c, uint8_t type, const char *reas
 	}
 }
 
-static void refuse(struct channel *c, const char *peer, const char *reason)
+/* Refuses the offer: says why (a format), here and to the source. */
+static void refuse(struct channel *c, const char *peer, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refuse(struct channel *c, const char *peer, const char *fmt, ...)
 {
-	log_error("refused a migration from %s: %s", peer, reason);
-	answer_and_hang_up(c, MSG_REFUSE, reason);
+	struct cryo_error reason;
+	va_list ap;
+	va_start(ap, fmt);
+	error_setv(&reason, 0, fmt, ap);
+	va_end(ap);
+	log_error("refused a migration from %s: %s", peer, reason.msg);
+	answer_and_hang_up(c, MSG_REFUSE, reason.msg);
 }
 
 /* Receives what a source offers, in a child of its own. */
@@ -157,30 +166,27 @@ static int serve_one(int fd, const char *peer, const uint8_t key[CHANNEL_KEY_BYT
 	struct supervisor_config cfg = {.name = name};
 	if (workload_paths_init(&cfg.paths, state_dir, name) < 0 ||
 	    util_mkdir_p(cfg.paths.dir) < 0) {
-		error_set(&err, -EIO, "cannot create '%s/%s' here", state_dir, name);
-		refuse(&ch, peer, err.msg);
+		refuse(&ch, peer, "cannot create '%s/%s' here", state_dir, name);
 		return 1;
 	}
 	pid_t holder = 0;
 	int lock = workload_lock(&cfg.paths, &holder);
 	if (lock < 0) {
-		error_set(&err, lock, "a workload named '%s' already runs here (supervisor PID %d)",
-		          name, holder);
-		refuse(&ch, peer, err.msg);
+		refuse(&ch, peer, "a workload named '%s' already runs here (supervisor PID %d)",
+		       name, holder);
 		return 1;
 	}
 	image_store_sweep(cfg.paths.dir);
 	r = migrate_check(offer, cpuinfo, cpuinfo_len, state_dir, so->bridge, &err);
 	if (r < 0) {
-		refuse(&ch, peer, err.msg);
+		refuse(&ch, peer, "%s", err.msg);
 		return 1;
 	}
 	/* The source numbers what it sends as the generations they become here. */
 	uint64_t gen = 0, le;
 	r = image_store_next_generation(cfg.paths.dir, &gen);
 	if (r < 0) {
-		error_set(&err, r, "cannot read '%s' here: %s", cfg.paths.dir, strerror(-r));
-		refuse(&ch, peer, err.msg);
+		refuse(&ch, peer, "cannot read '%s' here: %s", cfg.paths.dir, strerror(-r));
 		return 1;
 	}
 	le = htole64(gen);
