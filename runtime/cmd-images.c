@@ -72,7 +72,7 @@ int cmd_images(int argc, char **argv)
 		struct cryo_error err = {{0}};
 		if (fd < 0 || fstat(fd, &st) < 0) {
 			r = -errno;
-			snprintf(err.msg, sizeof(err.msg), "%s", strerror(errno));
+			error_set(&err, r, "%s", strerror(-r));
 		} else {
 			r = verify ? image_archive_read(fd, NULL, &m, &err)
 			           : image_archive_read_manifest(fd, &m, &err);
