@@ -357,7 +357,10 @@ int util_scratch_dir(uint64_t bytes, const char *tag, const char *fallback, char
 		if (mkdtemp(dir))
 			return 0;
 	}
-	snprintf(dir, len, "%s", fallback);
+	size_t n = strlen(fallback);
+	if (n >= len)
+		return -ENAMETOOLONG;
+	memcpy(dir, fallback, n + 1);
 	util_rm_rf(dir);
 	return mkdir(dir, 0700) < 0 ? -errno : 0;
 }
