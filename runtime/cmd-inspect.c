@@ -69,6 +69,25 @@ static int resolve(const char *state_dir, const char *arg, char *path, size_t le
 	return image_store_path(p.dir, gen, path, len);
 }
 
+/* A manifest entry into o: a key the manifest holds more than once (an
+ * incremental generation's "delta", one per memory image) becomes an array
+ * of its values, in order, instead of keeping only the last. */
+static void add_entry(struct json_object *o, const char *key, const char *value)
+{
+	struct json_object *v = json_object_new_string(value), *had = NULL;
+	if (!json_object_object_get_ex(o, key, &had)) {
+		cryo_json_add(o, key, v);
+		return;
+	}
+	if (!json_object_is_type(had, json_type_array)) {
+		struct json_object *a = json_object_new_array();
+		json_object_array_add(a, json_object_get(had));
+		cryo_json_add(o, key, a); /* drops the reference o held to had */
+		had = a;
+	}
+	json_object_array_add(had, v);
+}
+
 /* The image as one JSON object (cryo inspect --json). */
 static void print_json(const char *path, const struct stat *st, const struct manifest *m,
                        const struct criu_glue_summary *sum, uint64_t raw, uint64_t memory)
@@ -85,7 +104,7 @@ static void print_json(const char *path, const struct stat *st, const struct man
 		if (!strcmp(m->keys[i], "arg"))
 			json_object_array_add(argv, json_object_new_string(m->values[i]));
 		else if (strcmp(m->keys[i], "frames") != 0)
-			cryo_json_add(mo, m->keys[i], json_object_new_string(m->values[i]));
+			add_entry(mo, m->keys[i], m->values[i]);
 	}
 	cryo_json_add(o, "manifest", mo);
 	cryo_json_add(o, "argv", argv);

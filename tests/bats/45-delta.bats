@@ -21,6 +21,10 @@ size_of() { stat -c %s "$(gen_file "$1" "$2")"; }
 	done
 	run "$CRYO" inspect mh@4
 	assert_line --regexp '^incremental +on generation 3 \(3 in a row\)$'
+	# Each memory image's delta line (the manifest repeats the key) is in
+	# the JSON, as an array: cryo-init's and memhog's.
+	run bash -c "'$CRYO' inspect --json mh@4 | python3 -c 'import json, sys; d = json.load(sys.stdin)[\"manifest\"][\"delta\"]; print(len(d) if isinstance(d, list) else 0)'"
+	assert_output 2
 	kill -KILL "$(prog_pid mh)"
 	wait_for 30 grep -q "restored 'mh' from generation 4" "$STATE/mh.err"
 	wait_supervisor "$LAST_SUPERVISOR" 60
