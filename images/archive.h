@@ -63,7 +63,9 @@ int image_manifest_validate(const struct manifest *m, uint64_t gen, uint64_t bod
  * and validates the manifest (image_manifest_validate()). */
 int image_archive_read_manifest(int fd, struct manifest **ret, struct cryo_error *err);
 
-/* Verifies the whole archive: every file's size and checksum. If dir is not
+/* Verifies the whole archive: every file's size and checksum, what the
+ * manifest says (image_manifest_validate(), the manifest's own generation
+ * standing for gen) and each frame table against the frames. If dir is not
  * NULL, extracts the files into it (an existing, empty directory). Returns the
  * manifest in *ret if ret is not NULL. Nothing extracted may be trusted
  * unless this returns 0. */

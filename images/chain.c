@@ -166,9 +166,10 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 			/* As image_store_extract() says, for the same images. */
 			*bad_gen = gen;
 			r = error_set(err, -EBADMSG,
-			              "generation %" PRIu64 " is incremental, and more than %d "
-			              "incremental generations in a row are not",
-			              c->lv[c->n - 1].gen, IMAGE_MAX_CHAIN);
+			              "generation %" PRIu64
+			              " is the %dth incremental generation in a "
+			              "row; a restore takes at most %d",
+			              c->lv[c->n - 1].gen, IMAGE_MAX_CHAIN + 1, IMAGE_MAX_CHAIN);
 			break;
 		}
 		r = level_open(c, store_dir, g, c->n ? NULL : dir, err);

@@ -339,9 +339,9 @@ static int extract(const char *dir, uint64_t gen, const char *dest, unsigned dep
 	uint64_t base = r == 0 ? manifest_get_u64(m, "base", 0) : 0;
 	if (r == 0 && base && depth == IMAGE_MAX_CHAIN)
 		r = error_set(err, -EBADMSG,
-		              "generation %" PRIu64 " is incremental, and more than %d incremental "
-		              "generations in a row are not",
-		              gen, IMAGE_MAX_CHAIN);
+		              "generation %" PRIu64 " is the %dth incremental generation in a row; "
+		              "a restore takes at most %d",
+		              gen, IMAGE_MAX_CHAIN + 1, IMAGE_MAX_CHAIN);
 	if (r < 0) {
 		manifest_free(m);
 		return r;
