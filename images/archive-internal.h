@@ -16,7 +16,8 @@
 #include <zstd.h>
 
 /* On-disk layout (little-endian), see FORMAT.md:
- *   header  16 bytes: "CRYOIMG\0", u32 version, u32 zero
+ *   header  16 bytes: "CRYOIMG\0", u32 version, u32 XXH32 of the 12 bytes before it
+ *           (formats 1 and 2: u32 zero)
  *   body    zstd frames (one in format 1): per file { u16 name_len, name, u64 size, data },
  *           then u16 0
  *   manifest one zstd frame of the manifest text
@@ -47,6 +48,21 @@ static inline bool is_memory_image(const char *name)
 {
 	return strncmp(name, "pages-", 6) == 0;
 }
+
+/* A memory image's frame table, from its manifest's "frames OFFSET
+ * LEN,LEN,... NAME" line: where its first frame is in the archive, and each
+ * frame's compressed length. */
+struct frame_table {
+	uint64_t first;
+	uint64_t *lens;
+	size_t n;
+};
+
+/* Memory image name's frame table in m: 0, -ENOENT if m has none, -EBADMSG
+ * if it is malformed. Only its syntax is checked here; whether it fits the
+ * file and the archive is image_manifest_validate()'s. */
+int archive_frames_get(const struct manifest *m, const char *name, struct frame_table *t);
+void archive_frames_clear(struct frame_table *t);
 
 /* Checks archive fd's header and trailer, the trailer's numbers put in host
  * order: the format version, or a negative errno (-EBADMSG for a damaged or

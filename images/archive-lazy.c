@@ -179,33 +179,22 @@ static int lazy_inflate(struct image_lazy *l, ZSTD_DCtx *d, struct lazy_memory *
 	return r;
 }
 
-/* Memory image f's frames, from the manifest's frame table (add_frames()):
- * one per chunk, all inside the body. */
+/* Memory image f's frames, from the manifest's frame table (add_frames()),
+ * which image_manifest_validate() found to have one frame per chunk, all
+ * inside the body. */
 static int lazy_frames(struct image_lazy *l, struct lazy_memory *f)
 {
-	const struct manifest *m = l->m;
-	const char *v = NULL;
-	for (size_t i = 0; i < m->n_entries && !v; i++) {
-		const char *sp;
-		if (strcmp(m->keys[i], "frames") == 0 && (sp = strrchr(m->values[i], ' ')) &&
-		    strcmp(sp + 1, f->name) == 0)
-			v = m->values[i];
-	}
-	if (!v)
-		return -ENOENT;
-	char *e;
-	errno = 0;
-	uint64_t off = strtoull(v, &e, 10);
-	if (errno || *e != ' ')
+	_cleanup_(archive_frames_clear) struct frame_table t = {0};
+	int r = archive_frames_get(l->m, f->name, &t);
+	if (r < 0)
+		return r;
+	if (t.n != f->n_chunks)
 		return -EBADMSG;
+	uint64_t off = t.first;
 	for (size_t k = 0; k < f->n_chunks; k++) {
-		uint64_t n = strtoull(e + 1, &e, 10);
-		if (errno || n == 0 || *e != (k + 1 < f->n_chunks ? ',' : ' ') ||
-		    off < HEADER_SIZE || n > l->t.manifest_offset - off)
-			return -EBADMSG;
 		f->frame[k] = off;
-		f->frame_len[k] = n;
-		off += n;
+		f->frame_len[k] = t.lens[k];
+		off += t.lens[k];
 	}
 	return 0;
 }
@@ -469,6 +458,8 @@ int image_lazy_open(int fd, const char *dir, bool want_index, uint64_t gen, stru
 		              "image format 1 has no chunks to restore lazily");
 	if (r >= 0)
 		r = image_archive_read_manifest(fd, &l->m, err);
+	if (r >= 0)
+		r = image_manifest_validate(l->m, gen, l->t.manifest_offset, err);
 	if (r < 0)
 		goto fail;
 	void *map;

@@ -28,6 +28,12 @@ static int check_header(const char header[HEADER_SIZE], struct cryo_error *err)
 		    "image format version %u is not supported (this cryo reads 1 to %d; "
 		    "a newer cryo wrote it)",
 		    ver, IMAGE_FORMAT_VERSION);
+	/* Format 3 covers the header by a checksum of its own; before, its
+	 * last four bytes were zero, and must be. */
+	uint32_t sum;
+	memcpy(&sum, header + 12, 4);
+	if (le32toh(sum) != (ver >= 3 ? XXH32(header, 12, 0) : 0))
+		return error_set(err, -EBADMSG, "image header is damaged (checksum mismatch)");
 	return (int)ver;
 }
 
@@ -88,9 +94,14 @@ static int decode_manifest(const char *ctext, const struct trailer *t, struct ma
 	size_t n = ZSTD_decompress(text, rsize, ctext, t->manifest_length);
 	if (ZSTD_isError(n) || n != rsize)
 		return error_set(err, -EBADMSG, "manifest does not decompress");
-	int r = manifest_from_text(text, n, ret);
+	_cleanup_manifest_ struct manifest *m = NULL;
+	int r = manifest_from_text(text, n, &m);
 	if (r == -EBADMSG)
 		return error_set(err, r, "manifest is malformed");
+	if (r == 0)
+		r = image_manifest_validate(m, 0, t->manifest_offset, err);
+	if (r == 0)
+		*ret = TAKE_PTR(m);
 	return r;
 }
 
@@ -237,6 +248,39 @@ int archive_source_read(struct source *s, void *buf, size_t len, int out_fd, XXH
 	return 0;
 }
 
+/* Memory image f's bytes, which (format 2 on) come in frames of their own
+ * where its frame table in m says: checked against the table as they stream
+ * by, so that what a lazy restore finds by the table is what is read here.
+ * *astray when the body and the table disagree. */
+static int read_framed(struct source *s, const struct manifest *m, const struct manifest_file *f,
+                       int ofd, XXH3_state_t *h, bool *astray)
+{
+	_cleanup_(archive_frames_clear) struct frame_table t = {0};
+	int r = archive_frames_get(m, f->name, &t);
+	if (r == -ENOENT)
+		return archive_source_read(s, NULL, f->size, ofd, h);
+	if (r < 0)
+		return r;
+	if (archive_source_end_frame(s) < 0 || HEADER_SIZE + s->consumed != t.first) {
+		*astray = true;
+		return -EBADMSG;
+	}
+	uint64_t done = 0;
+	for (size_t k = 0; k < t.n; k++) {
+		uint64_t len = f->size - done < MEMORY_CHUNK ? f->size - done : MEMORY_CHUNK;
+		uint64_t at = s->consumed;
+		r = archive_source_read(s, NULL, len, ofd, h);
+		if (r < 0)
+			return r;
+		if (archive_source_end_frame(s) < 0 || s->consumed - at != t.lens[k]) {
+			*astray = true;
+			return -EBADMSG;
+		}
+		done += len;
+	}
+	return 0;
+}
+
 /* Extracts the body into dfd (when >= 0 and want(name)), checking it
  * against manifest m; without m (a stream, whose manifest comes last), the
  * files found are recorded in got, to be checked afterwards. */
@@ -289,10 +333,16 @@ static int read_body(struct source *s, int dfd, bool (*want)(const char *),
 		if (!h)
 			return -ENOMEM;
 		XXH3_128bits_reset(h);
-		r = archive_source_read(s, NULL, size, ofd, h);
+		bool astray = false;
+		r = f && s->multi && is_memory_image(name)
+		        ? read_framed(s, m, f, ofd, h, &astray)
+		        : archive_source_read(s, NULL, size, ofd, h);
 		XXH128_canonical_t c;
 		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
 		XXH3_freeState(h);
+		if (astray)
+			return error_set(err, -EBADMSG,
+			                 "image body does not match its frame table at '%s'", name);
 		if (r == -EBADMSG)
 			return error_set(err, r, "image body is damaged or truncated in '%s'",
 			                 name);

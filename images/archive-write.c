@@ -579,6 +579,8 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
 	memcpy(header, header_magic, 8);
 	uint32_t ver = htole32(IMAGE_FORMAT_VERSION);
 	memcpy(header + 8, &ver, 4);
+	uint32_t sum = htole32(XXH32(header, 12, 0));
+	memcpy(header + 12, &sum, 4);
 	r = sink_out(&s, header, sizeof(header));
 	if (r < 0)
 		goto out;

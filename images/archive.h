@@ -15,7 +15,7 @@
 
 #include "memfile.h"
 
-#define IMAGE_FORMAT_VERSION 2 /* reads 1 too */
+#define IMAGE_FORMAT_VERSION 3 /* reads 1 and 2 too */
 
 struct image_write_stats {
 	/* Sum of the image files' sizes; while image_archive_write() runs, the
@@ -44,11 +44,28 @@ int image_archive_write(int fd, const char *dir, const struct mem_file *mem, siz
                         struct manifest *m, int level, int workers, struct image_writer *w,
                         struct image_write_stats *stats, struct cryo_error *err);
 
+/* What a manifest says must make sense for the image to be restored: a
+ * base that is an earlier generation than gen, a chain of 1 to
+ * IMAGE_MAX_CHAIN (delta.h), delta lines and frame tables only for memory
+ * images the archive holds, one each, each frame table as many frames as
+ * the file's size takes, none empty, all inside the body (which ends at
+ * body_end; 0: not known) and in the files' order, no file listed twice.
+ * gen is the generation the archive is stored as (0: not known, the
+ * manifest's own "generation" stands for it). 0, or -EBADMSG with the
+ * reason in err. Every reader below calls it before it calls an image good,
+ * the store's with the generation's number as well: one rule for cryo
+ * images, cryo inspect and the restore. */
+int image_manifest_validate(const struct manifest *m, uint64_t gen, uint64_t body_end,
+                            struct cryo_error *err);
+
 /* Reads the manifest only (trailer, then the manifest frame): cheap. Checks
- * the trailer's and the manifest's checksums, not the body. */
+ * the header's, the trailer's and the manifest's checksums, not the body,
+ * and validates the manifest (image_manifest_validate()). */
 int image_archive_read_manifest(int fd, struct manifest **ret, struct cryo_error *err);
 
-/* Verifies the whole archive: every file's size and checksum. If dir is not
+/* Verifies the whole archive: every file's size and checksum, what the
+ * manifest says (image_manifest_validate(), the manifest's own generation
+ * standing for gen) and each frame table against the frames. If dir is not
  * NULL, extracts the files into it (an existing, empty directory). Returns the
  * manifest in *ret if ret is not NULL. Nothing extracted may be trusted
  * unless this returns 0. */

@@ -162,9 +162,14 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 	pthread_mutex_init(&c->parse_lock, NULL);
 	int r = 0;
 	for (uint64_t g = gen; r == 0;) {
-		if (c->n == MAX_LEVELS) {
-			r = error_set(err, -EPROTONOSUPPORT, "more than %d generations in a chain",
-			              MAX_LEVELS);
+		if (c->n == IMAGE_MAX_CHAIN + 1) {
+			/* As image_store_extract() says, for the same images. */
+			*bad_gen = gen;
+			r = error_set(err, -EBADMSG,
+			              "generation %" PRIu64
+			              " is the %dth incremental generation in a "
+			              "row; a restore takes at most %d",
+			              c->lv[c->n - 1].gen, IMAGE_MAX_CHAIN + 1, IMAGE_MAX_CHAIN);
 			break;
 		}
 		r = level_open(c, store_dir, g, c->n ? NULL : dir, err);

@@ -324,17 +324,28 @@ int image_store_apply_deltas(const struct manifest *m, const char *dest, const c
 	return r;
 }
 
-int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
-                        struct cryo_error *err)
+/* Extracts generation gen, depth incremental generations above it on the
+ * way down from the one restored. */
+static int extract(const char *dir, uint64_t gen, const char *dest, unsigned depth,
+                   struct manifest **ret, struct cryo_error *err)
 {
 	struct manifest *m = NULL;
 	_cleanup_close_ int fd = open_gen(dir, gen, err);
 	if (fd < 0)
 		return fd;
 	int r = image_archive_read(fd, dest, &m, err);
-	if (r < 0)
+	if (r == 0)
+		r = image_manifest_validate(m, gen, 0, err);
+	uint64_t base = r == 0 ? manifest_get_u64(m, "base", 0) : 0;
+	if (r == 0 && base && depth == IMAGE_MAX_CHAIN)
+		r = error_set(err, -EBADMSG,
+		              "generation %" PRIu64 " is the %dth incremental generation in a row; "
+		              "a restore takes at most %d",
+		              gen, IMAGE_MAX_CHAIN + 1, IMAGE_MAX_CHAIN);
+	if (r < 0) {
+		manifest_free(m);
 		return r;
-	uint64_t base = manifest_get_u64(m, "base", 0);
+	}
 	if (base) {
 		/* An incremental generation: its base first, then the deltas. */
 		char base_dir[PATH_MAX];
@@ -343,7 +354,7 @@ int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct 
 		struct cryo_error berr = {{0}};
 		r = mkdir(base_dir, 0700) < 0
 		        ? -errno
-		        : image_store_extract(dir, base, base_dir, NULL, &berr);
+		        : extract(dir, base, base_dir, depth + 1, NULL, &berr);
 		if (r < 0)
 			error_set(err, r,
 			          "generation %" PRIu64
@@ -365,11 +376,23 @@ int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct 
 	return 0;
 }
 
+int image_store_extract(const char *dir, uint64_t gen, const char *dest, struct manifest **ret,
+                        struct cryo_error *err)
+{
+	return extract(dir, gen, dest, 0, ret, err);
+}
+
 int image_store_read_manifest(const char *dir, uint64_t gen, struct manifest **ret,
                               struct cryo_error *err)
 {
 	_cleanup_close_ int fd = open_gen(dir, gen, err);
 	if (fd < 0)
 		return fd;
-	return image_archive_read_manifest(fd, ret, err);
+	_cleanup_manifest_ struct manifest *m = NULL;
+	int r = image_archive_read_manifest(fd, &m, err);
+	if (r == 0)
+		r = image_manifest_validate(m, gen, 0, err);
+	if (r == 0)
+		*ret = TAKE_PTR(m);
+	return r;
 }

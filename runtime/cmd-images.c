@@ -20,7 +20,8 @@ static void usage(FILE *f)
 	fputs("usage: cryo images [--state-dir DIR] [--json] [--no-verify] NAME\n"
 	      "\n"
 	      "Lists NAME's stored generations with their time, size, trigger (program,\n"
-	      "command, timer, stop) and whether each verifies (every checksum).\n",
+	      "command, timer, stop) and whether each verifies (every checksum, and what its\n"
+	      "manifest says: what a restore checks before it takes a generation).\n",
 	      f);
 }
 
@@ -76,7 +77,11 @@ int cmd_images(int argc, char **argv)
 		} else {
 			r = verify ? image_archive_read(fd, NULL, &m, &err)
 			           : image_archive_read_manifest(fd, &m, &err);
-			if (r < 0 && verify) {
+			/* What a restore checks, by the generation's number too:
+			 * "verifies" says that a restore takes it. */
+			if (r == 0)
+				r = image_manifest_validate(m, gens[i], 0, &err);
+			if (r < 0 && verify && !m) {
 				/* Still show what the manifest says, if it can be read. */
 				image_archive_read_manifest(fd, &m, &(struct cryo_error){{0}});
 			}

@@ -35,10 +35,13 @@ static bool want_metadata(const char *name)
 	return !criu_glue_is_memory_image(name);
 }
 
-/* Resolves NAME[@GEN] or FILE to an archive path. */
-static int resolve(const char *state_dir, const char *arg, char *path, size_t len)
+/* Resolves NAME[@GEN] or FILE to an archive path, and its generation in
+ * *ret_gen (0 for a FILE: its manifest says). */
+static int resolve(const char *state_dir, const char *arg, char *path, size_t len,
+                   uint64_t *ret_gen)
 {
 	struct stat st;
+	*ret_gen = 0;
 	if (strchr(arg, '/') || (stat(arg, &st) == 0 && S_ISREG(st.st_mode))) {
 		snprintf(path, len, "%s", arg);
 		return 0;
@@ -66,6 +69,7 @@ static int resolve(const char *state_dir, const char *arg, char *path, size_t le
 		}
 		gen = gens[n - 1];
 	}
+	*ret_gen = gen;
 	return image_store_path(p.dir, gen, path, len);
 }
 
@@ -199,7 +203,8 @@ int cmd_inspect(int argc, char **argv)
 		return 0;
 	bool json = args.json;
 	char path[PATH_MAX];
-	if (resolve(args.state_dir, argv[args.first], path, sizeof(path)) < 0)
+	uint64_t gen;
+	if (resolve(args.state_dir, argv[args.first], path, sizeof(path), &gen) < 0)
 		return 1;
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -217,7 +222,11 @@ int cmd_inspect(int argc, char **argv)
 	struct manifest *m = NULL;
 	struct cryo_error err = {{0}};
 	int r = image_archive_read_some(fd, tmp, want_metadata, &m, &err);
+	/* As a restore would take it: by the generation it is stored as. */
+	if (r == 0)
+		r = image_manifest_validate(m, gen, 0, &err);
 	if (r < 0) {
+		manifest_free(m);
 		util_rm_rf(tmp);
 		log_error("'%s' does not verify: %s", path, err.msg[0] ? err.msg : strerror(-r));
 		return 1;

@@ -50,6 +50,43 @@ damage_and_kill() {
 	assert_line --regexp '^4 .* NO: '
 }
 
+# FILE's memory images' frame tables forged to start at 2^64-1, with the
+# manifest's and the trailer's checksums made good again.
+forge_frames() {
+	"$CRYO_TEST_PROGRAMS/manifest-forge" show "$1" >"$STATE/manifest.txt"
+	grep -q '^frames ' "$STATE/manifest.txt"
+	sed -E 's/^frames [0-9]+ /frames 18446744073709551615 /' "$STATE/manifest.txt" |
+		"$CRYO_TEST_PROGRAMS/manifest-forge" write "$1"
+}
+
+@test "a forged manifest, checksums and all, is refused alike by cryo images, cryo inspect and the restore" {
+	start_cryo c -- "$CRYO_EXAMPLES/counter" 60 10 100
+	wait_for 60 count_at_least 1 '^checkpointed at step 30 as generation 3$' "$STATE/c.out"
+	forge_frames "$(gen_file c 3)"
+	# A copy for cryo images and cryo inspect to look at, the restore
+	# setting the store's aside.
+	mkdir -p "$STATE/copy/c"
+	cp "$(gen_file c 2)" "$(gen_file c 3)" "$STATE/copy/c/"
+	kill -KILL "$(prog_pid c)"
+	wait_for 30 grep -q "restored 'c' from generation" "$STATE/c.err"
+	run cat "$STATE/c.err"
+	assert_output --partial "generation 3 of 'c' is damaged (manifest's frame table for 'pages-"
+	assert_output --partial "set aside as gen-000000000003.cryo.damaged"
+	assert_output --partial "restored 'c' from generation 2"
+	[ -e "$(gen_file c 3).damaged" ]
+	wait_for 30 grep -q '^restored at step 20 from generation 2$' "$STATE/c.out"
+
+	run "$CRYO" images --state-dir "$STATE/copy" c
+	assert_success
+	assert_line --regexp '^2 .* yes$'
+	assert_line --regexp "^3 .* NO: manifest's frame table for 'pages-.* outside the image body$"
+	run "$CRYO" inspect --state-dir "$STATE/copy" c@3
+	assert_failure
+	assert_output --partial "does not verify: manifest's frame table"
+	run "$CRYO" inspect --state-dir "$STATE/copy" c@2
+	assert_success
+}
+
 @test "a disk that fills during a checkpoint: the program runs on, the last good image stays" {
 	mkdir "$STATE/full"
 	mount -t tmpfs -o size=8m tmpfs "$STATE/full"
