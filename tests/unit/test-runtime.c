@@ -288,5 +288,40 @@ static void test_channel(void)
 	close(sp[1]);
 }
 
+/* A peer that sends the magic, then one byte every 100 ms for 4 s. */
+static void *trickle(void *arg)
+{
+	int fd = *(int *)arg;
+	static const char start[] = "CRYOMIG1";
+	if (send(fd, start, 8, MSG_NOSIGNAL) != 8)
+		return NULL;
+	for (int i = 0; i < 40; i++) {
+		if (send(fd, "x", 1, MSG_NOSIGNAL) != 1)
+			break;
+		usleep(100000);
+	}
+	shutdown(fd, SHUT_WR);
+	return NULL;
+}
+
+/* The handshake has one deadline for the whole of it: a peer that trickles
+ * its bytes is cut off when it passes, not when it goes quiet. */
+static void test_channel_deadline(void)
+{
+	static const uint8_t key[CHANNEL_KEY_BYTES] = {1, 2, 3};
+	int sp[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, trickle, &sp[1]) == 0);
+	struct channel c;
+	struct cryo_error err = {{0}};
+	CHECK(channel_open(&c, sp[0], key, false, 1000, &err) == -ETIMEDOUT &&
+	      !strcmp(err.msg, "the peer did not complete the handshake within 1.0 s"));
+	channel_close(&c);
+	close(sp[0]);
+	pthread_join(t, NULL);
+	close(sp[1]);
+}
+
 TEST_MAIN(test_json_reader, test_json_writer, test_status_round_trip, test_cidr, test_run_options,
-          test_channel)
+          test_channel, test_channel_deadline)
