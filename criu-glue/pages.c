@@ -65,8 +65,10 @@ struct criu_glue_pages {
 
 /* ---- estimating ------------------------------------------------------------ */
 
-/* RssAnon of /proc/PID/status: a counter the kernel keeps, where
- * smaps_rollup's Anonymous walks every page table (~9 ms per GB mapped). */
+/* RssAnon, RssShmem and VmSwap of /proc/PID/status: counters the kernel
+ * keeps, where smaps_rollup's Anonymous walks every page table (~9 ms per GB
+ * mapped). Shared memory and swapped pages are dumped too; memory shared by
+ * several processes counts once for each, which errs towards more room. */
 static uint64_t anon_bytes(pid_t pid)
 {
 	char path[64], line[256];
@@ -75,7 +77,9 @@ static uint64_t anon_bytes(pid_t pid)
 	_cleanup_fclose_ FILE *f = fopen(path, "re");
 	while (f && fgets(line, sizeof(line), f)) {
 		unsigned long long kb;
-		if (sscanf(line, "RssAnon: %llu kB", &kb) == 1)
+		if (sscanf(line, "RssAnon: %llu kB", &kb) == 1 ||
+		    sscanf(line, "RssShmem: %llu kB", &kb) == 1 ||
+		    sscanf(line, "VmSwap: %llu kB", &kb) == 1)
 			total += (uint64_t)kb << 10;
 	}
 	return total;

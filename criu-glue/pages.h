@@ -15,7 +15,7 @@
 struct criu_glue_pages;
 
 /* What the dump of the tree rooted at root will send, from the processes'
- * anonymous memory; 0 if it cannot tell. */
+ * anonymous, shared and swapped memory; 0 if it cannot tell. */
 uint64_t criu_glue_estimate_pages(pid_t root);
 
 /* Memory one dump leaves to the next. It is madvise(MADV_FREE)d: the kernel

@@ -37,22 +37,26 @@ struct channel {
 	uint8_t *plain; /* its plaintext */
 };
 
-/* Reads a key file: at least 32 bytes, readable by root only. The key is a
- * hash of its whole content. */
+/* Reads a key file: at least 32 bytes, a regular file (not a symbolic link)
+ * owned by the effective user, mode 0600 or stricter. The key is a hash of
+ * its whole content. */
 int channel_load_key(const char *path, uint8_t key[CHANNEL_KEY_BYTES], struct cryo_error *err);
 
 /* The handshake on a connected socket, as the connecting end (client) or the
- * accepting end. Times out after timeout_ms. */
+ * accepting end. The whole of it must end within timeout_ms, however the
+ * peer spreads its bytes (-ETIMEDOUT). */
 int channel_open(struct channel *c, int fd, const uint8_t key[CHANNEL_KEY_BYTES], bool client,
                  int timeout_ms, struct cryo_error *err);
 
 void channel_close(struct channel *c);
 
+/* Sends one message; -ETIMEDOUT if the peer does not take it within 120 s. */
 int channel_send(struct channel *c, uint8_t type, const void *data, size_t len,
                  struct cryo_error *err);
 
 /* Receives the next message into c's buffer: *data points into it, valid
- * until the next call. -ETIMEDOUT after timeout_ms (< 0: no limit),
+ * until the next call. -ETIMEDOUT if the whole message has not come within
+ * timeout_ms (< 0: no limit),
  * -ECONNRESET when the peer closed, -EBADMSG when a message was altered. */
 int channel_recv(struct channel *c, uint8_t *type, const uint8_t **data, size_t *len,
                  int timeout_ms, struct cryo_error *err);

@@ -4,6 +4,7 @@
 #include "net.h"
 #include "pages.h"
 #include "store.h"
+#include "supervisor.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -13,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -184,6 +186,183 @@ int migrate_count_connections(pid_t root)
 
 /* ---- pre-flight ----------------------------------------------------------------- */
 
+/* The limits a target holds every offer to, whoever sent it. */
+#define OFFER_MAX_ARGS      65536
+#define OFFER_MAX_ARG_BYTES 131072 /* the kernel's MAX_ARG_STRLEN */
+#define OFFER_MAX_RESTARTS  1000000
+#define OFFER_MAX_KEEP      1000000
+#define OFFER_MAX_EVERY_NS  (UINT64_C(366) * 24 * 3600 * 1000000000)
+#define OFFER_MAX_RAW       (UINT64_C(1) << 48) /* 256 TiB of memory */
+
+/* The number key of offer, def when absent; a value that is no number or
+ * lies outside min..max is refused, naming the field. */
+static int offer_u64(const struct manifest *offer, const char *key, uint64_t def, uint64_t min,
+                     uint64_t max, uint64_t *ret, struct cryo_error *err)
+{
+	const char *s = manifest_get(offer, key);
+	uint64_t v = def;
+	if (s && (util_parse_uint(s, UINT64_MAX, &v) < 0 || v < min || v > max))
+		return error_set(
+		    err, -ERANGE,
+		    "the offer's %s '%.40s' is out of range: this target takes %" PRIu64
+		    " to %" PRIu64,
+		    key, s, min, max);
+	*ret = v;
+	return 0;
+}
+
+static bool listed(char *const *list, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(list[i], s))
+			return true;
+	return false;
+}
+
+/* The offer's address, gateway and bridge. */
+static int offer_net(const struct manifest *offer, const struct migrate_limits *lim,
+                     struct net_config *net, bool *has_net, struct cryo_error *err)
+{
+	*net = (struct net_config){0};
+	*has_net = false;
+	const char *addr = manifest_get(offer, "net.addr");
+	const char *gw = manifest_get(offer, "net.gateway");
+	const char *br = manifest_get(offer, "net.bridge");
+	if (!addr) {
+		if (gw || br)
+			return error_set(err, -EPROTO,
+			                 "the offer has a net.%s but no net.addr to go with it",
+			                 gw ? "gateway" : "bridge");
+		return 0;
+	}
+	if (net_parse_cidr(addr, &net->addr, &net->prefix) < 0)
+		return error_set(err, -EPROTO, "the offer's net.addr '%.60s' is invalid", addr);
+	if (gw && (net_parse_ip(gw, &net->gateway) < 0 || net->gateway.family != net->addr.family))
+		return error_set(err, -EPROTO,
+		                 "the offer's net.gateway '%.60s' is invalid for net.addr '%s'", gw,
+		                 addr);
+	if (br) {
+		if (!br[0] || strlen(br) >= IFNAMSIZ)
+			return error_set(err, -EPROTO,
+			                 "the offer's net.bridge '%.60s' is no interface name", br);
+		if (!listed(lim->bridges, lim->n_bridges, br)) {
+			char allowed[256] = "none";
+			for (size_t i = 0, at = 0; i < lim->n_bridges && at < sizeof(allowed); i++)
+				at += (size_t)snprintf(allowed + at, sizeof(allowed) - at, "%s%s",
+				                       i ? ", " : "", lim->bridges[i]);
+			return error_set(
+			    err, -EPERM,
+			    "the offer's net.bridge '%s' is not one this target lets "
+			    "workloads attach to (it allows: %s; start cryo serve with "
+			    "--bridge %s to allow it)",
+			    br, allowed, br);
+		}
+		strcpy(net->bridge, br);
+	}
+	*has_net = true;
+	return 0;
+}
+
+int migrate_check_offer(const struct manifest *offer, const struct migrate_limits *lim,
+                        struct supervisor_config *cfg, struct net_config *net,
+                        struct cryo_error *err)
+{
+	const char *name = manifest_get(offer, "name");
+	if (!name || !util_name_is_valid(name))
+		return error_set(err, -EPROTO, "the offer has no valid workload name");
+	if (lim->n_names && !listed(lim->names, lim->n_names, name))
+		return error_set(err, -EPERM,
+		                 "this target does not take a workload named '%s' (cryo serve "
+		                 "--allow)",
+		                 name);
+	cfg->name = name;
+
+	size_t argc = 0;
+	for (size_t i = 0; i < offer->n_entries; i++) {
+		if (strcmp(offer->keys[i], "arg") != 0)
+			continue;
+		if (strlen(offer->values[i]) > OFFER_MAX_ARG_BYTES)
+			return error_set(err, -E2BIG, "the offer's arg %zu is longer than %d bytes",
+			                 argc, OFFER_MAX_ARG_BYTES);
+		if (++argc > OFFER_MAX_ARGS)
+			return error_set(err, -E2BIG, "the offer has more than %d args",
+			                 OFFER_MAX_ARGS);
+	}
+	const char *arg0 = manifest_get(offer, "arg");
+	if (!arg0 || !arg0[0])
+		return error_set(err, -EPROTO, "the offer's arg names no program");
+	const char *cwd = manifest_get(offer, "cwd");
+	if (cwd && cwd[0] && (cwd[0] != '/' || strlen(cwd) >= PATH_MAX))
+		return error_set(err, -EPROTO,
+		                 "the offer's cwd '%.60s' is not an absolute path of less than %d "
+		                 "bytes",
+		                 cwd, PATH_MAX);
+
+	uint64_t policy, max_restarts, keep, every, level, incremental, lazy, via_memory, flag;
+	int r = offer_u64(offer, "set.policy", RESTART_ON_FAILURE, 0, RESTART_NO, &policy, err);
+	if (r == 0)
+		r = offer_u64(offer, "set.max_restarts", 5, 0, OFFER_MAX_RESTARTS, &max_restarts,
+		              err);
+	if (r == 0)
+		r = offer_u64(offer, "set.keep", 3, 1, OFFER_MAX_KEEP, &keep, err);
+	if (r == 0)
+		r = offer_u64(offer, "set.every_ns", 0, 0, OFFER_MAX_EVERY_NS, &every, err);
+	if (r == 0 && every && every < 10000000)
+		r = error_set(
+		    err, -ERANGE,
+		    "the offer's set.every_ns '%" PRIu64
+		    "' is out of range: this target takes 0 (none) or 10000000 to %" PRIu64,
+		    every, OFFER_MAX_EVERY_NS);
+	if (r == 0)
+		r = offer_u64(offer, "set.zstd_level", 3, 1, 19, &level, err);
+	if (r == 0)
+		r = offer_u64(offer, "set.incremental", 1, 0, 1, &incremental, err);
+	if (r == 0)
+		r = offer_u64(offer, "set.lazy_restore", 1, 0, 1, &lazy, err);
+	if (r == 0)
+		r = offer_u64(offer, "set.dump_via_memory", 1, 0, 1, &via_memory, err);
+	if (r == 0)
+		r = offer_u64(offer, "precopy", 0, 0, 1, &flag, err);
+	if (r == 0)
+		r = offer_u64(offer, "raw_estimate", 0, 0, OFFER_MAX_RAW, &flag, err);
+	bool has_net = false;
+	if (r == 0)
+		r = offer_net(offer, lim, net, &has_net, err);
+	if (r < 0)
+		return r;
+
+	char **argv = calloc(argc + 1, sizeof(char *));
+	if (!argv)
+		return error_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0, k = 0; i < offer->n_entries; i++)
+		if (!strcmp(offer->keys[i], "arg"))
+			argv[k++] = offer->values[i];
+	cfg->argv = argv;
+	cfg->policy = (enum restart_policy)policy;
+	cfg->max_restarts = (unsigned)max_restarts;
+	cfg->keep = (unsigned)keep;
+	cfg->every_ns = every;
+	cfg->zstd_level = (int)level;
+	cfg->incremental = incremental;
+	cfg->lazy_restore = lazy;
+	cfg->dump_via_memory = via_memory;
+	cfg->net = has_net ? net : NULL;
+	return 0;
+}
+
+uint64_t migrate_stream_cap(const struct manifest *offer)
+{
+	/* The estimate counts the memory CRIU dumps (anonymous, shared and
+	 * swapped); the archive adds CRIU's other images, deleted files that
+	 * travel inside it and compression's worst case, and the program may
+	 * grow a little before the dump. */
+	uint64_t raw = manifest_get_u64(offer, "raw_estimate", 0);
+	if (raw > OFFER_MAX_RAW)
+		raw = OFFER_MAX_RAW;
+	uint64_t cap = raw + raw / 4 + (UINT64_C(16) << 20);
+	return manifest_get_u64(offer, "precopy", 0) == 1 ? 2 * cap : cap;
+}
+
 static int check_files(const struct manifest *offer, struct cryo_error *err)
 {
 	for (size_t i = 0; i < offer->n_entries; i++) {
@@ -229,7 +408,7 @@ static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, struct cryo_err
 }
 
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
-                  const char *state_dir, const char *bridge, struct cryo_error *err)
+                  const char *state_dir, struct cryo_error *err)
 {
 	int version = 0;
 	if (criu_glue_version(&version) < 0 || version < CRIU_GLUE_MIN_VERSION)
@@ -261,15 +440,13 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 			return error_set(err, -EADDRINUSE,
 			                 "address %s is already assigned to an interface here",
 			                 addr);
-		const char *br = bridge ? bridge : manifest_get(offer, "net.bridge");
+		const char *br = manifest_get(offer, "net.bridge");
 		if (br && br[0] && !net_bridge_exists(br))
-			return error_set(
-			    err, -ENODEV,
-			    "there is no bridge '%s' here (create it, or start cryo serve "
-			    "with --bridge)",
-			    br);
+			return error_set(err, -ENODEV, "there is no bridge '%s' here (create it)",
+			                 br);
 	}
-	uint64_t need = manifest_get_u64(offer, "raw_estimate", 0);
+	/* The room the archives may take, as migrate_receive() holds them to. */
+	uint64_t need = migrate_stream_cap(offer);
 	struct statvfs sv;
 	if (statvfs(state_dir, &sv) == 0) {
 		uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
@@ -277,8 +454,8 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 			char a[32], b[32];
 			return error_set(
 			    err, -ENOSPC,
-			    "not enough room in '%s' here: the image needs up to %s (the "
-			    "program's memory, uncompressed), %s are free",
+			    "not enough room in '%s' here: the image may take up to %s (the "
+			    "program's memory, uncompressed, and its other files), %s are free",
 			    state_dir, util_format_bytes(need, a, sizeof(a)),
 			    util_format_bytes(have, b, sizeof(b)));
 		}
@@ -415,7 +592,7 @@ static void *make_durable(void *arg)
 }
 
 int migrate_receive(struct incoming *in, struct channel *c, const char *store_dir, uint64_t gen,
-                    uint64_t raw_estimate, struct cryo_error *err)
+                    uint64_t raw_estimate, uint64_t max_bytes, struct cryo_error *err)
 {
 	*in = (struct incoming){.ch = c, .generation = gen, .archive_fd = -1};
 	snprintf(in->store_dir, sizeof(in->store_dir), "%s", store_dir);
@@ -454,6 +631,15 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 		if (r < 0)
 			break;
 		if (type == MSG_DATA) {
+			if (n > max_bytes - total) {
+				char a[32];
+				r = error_set(
+				    err, -EFBIG,
+				    "the image is larger than the offer said: more than %s, "
+				    "the room the target checked for",
+				    util_format_bytes(max_bytes, a, sizeof(a)));
+				break;
+			}
 			r = util_write_all(in->archive_fd, data, n);
 			if (r < 0) {
 				error_set(err, r, "cannot write the image on the target: %s%s",
@@ -552,4 +738,11 @@ bool migrate_fault(const char *fault)
 {
 	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
 	return inject && !strcmp(inject, fault);
+}
+
+const char *migrate_fault_arg(const char *prefix)
+{
+	const char *inject = getenv("CRYO_INJECT_MIGRATE_FAULT");
+	size_t n = strlen(prefix);
+	return inject && !strncmp(inject, prefix, n) ? inject + n : NULL;
 }

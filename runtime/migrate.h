@@ -18,6 +18,7 @@
 
 #include "archive.h"
 #include "channel.h"
+#include "net.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -25,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+struct supervisor_config;
 
 /* How long the source waits for the target's answers. */
 #define MIGRATE_ANSWER_MS 30000
@@ -38,12 +41,39 @@ int migrate_describe(pid_t root, struct manifest *offer, struct cryo_error *err)
 /* How many established TCP connections the tree of root holds. */
 int migrate_count_connections(pid_t root);
 
+/* What a target allows the offers it takes (cryo serve's options). Whoever
+ * holds the key decides every other field of an offer; these are the
+ * target's own limits on them. */
+struct migrate_limits {
+	char *const *bridges; /* the bridges workloads may attach to (--bridge) */
+	size_t n_bridges;
+	char *const *names; /* the workload names it takes (--allow); none: any */
+	size_t n_names;
+};
+
+/* Checks every field of an offer that the target obeys against its limits
+ * and ranges (the name, the program's arguments and working directory, the
+ * address, gateway and bridge, the supervisor's settings, the size), and
+ * fills cfg's name, argv (allocated: the caller frees it, its strings point
+ * into offer), policy, max_restarts, keep, every_ns, zstd_level,
+ * incremental, lazy_restore and dump_via_memory, and net with cfg->net
+ * pointing to it when the workload has an address. A refusal's reason
+ * names the field. */
+int migrate_check_offer(const struct manifest *offer, const struct migrate_limits *lim,
+                        struct supervisor_config *cfg, struct net_config *net,
+                        struct cryo_error *err);
+
+/* The most the image archives of a checked offer may take in the target's
+ * store: its memory as the source estimated it, with room for the images'
+ * other files, twice for a pre-copy (a whole image, then what changed). */
+uint64_t migrate_stream_cap(const struct manifest *offer);
+
 /* The target's checks of an offer, short of the workload's name (the caller
- * holds its lock): CRIU, the CPU, the files, the working directory, the
- * address, the bridge and the room in state_dir. bridge overrides the
- * source's choice when not NULL. */
+ * holds its lock) and of migrate_check_offer's: CRIU, the CPU, the files,
+ * the working directory, the address, the bridge and the room in state_dir
+ * for migrate_stream_cap(). */
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
-                  const char *state_dir, const char *bridge, struct cryo_error *err);
+                  const char *state_dir, struct cryo_error *err);
 
 struct incoming;
 
@@ -83,9 +113,11 @@ struct incoming {
 
 /* Receives an archive: stores it as generation gen of store_dir and
  * extracts it on the way (into memory when raw_estimate bytes fit there).
- * A damaged, forged or truncated stream leaves nothing behind. */
+ * An archive longer than max_bytes is refused (-EFBIG) as soon as it passes
+ * them. A damaged, forged, truncated or oversized stream leaves nothing
+ * behind. */
 int migrate_receive(struct incoming *in, struct channel *c, const char *store_dir, uint64_t gen,
-                    uint64_t raw_estimate, struct cryo_error *err);
+                    uint64_t raw_estimate, uint64_t max_bytes, struct cryo_error *err);
 
 /* Waits until the received archive is durable in the store. */
 int migrate_wait_durable(struct incoming *in, struct cryo_error *err);
@@ -98,3 +130,8 @@ void migrate_incoming_done(struct incoming *in);
 /* Whether the tests injected this fault into migrations
  * (CRYO_INJECT_MIGRATE_FAULT): "late-done", "restore", "give-up". */
 bool migrate_fault(const char *fault);
+
+/* What follows prefix in an injected fault that starts with it, or NULL:
+ * "offer:KEY=VALUE" makes the source send that value of KEY in its offer,
+ * as a peer that holds the key could. */
+const char *migrate_fault_arg(const char *prefix);

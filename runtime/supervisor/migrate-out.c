@@ -132,6 +132,29 @@ static int read_cpuinfo(char **ret, size_t *ret_len, struct cryo_error *err)
 	return r;
 }
 
+/* Tests forge a field of the offer (see migrate_fault_arg()). */
+static int forge_offer(struct manifest *m)
+{
+	const char *forged = migrate_fault_arg("offer:");
+	const char *eq = forged ? strchr(forged, '=') : NULL;
+	if (!eq)
+		return 0;
+	_cleanup_free_ char *key = strndup(forged, (size_t)(eq - forged));
+	if (!key)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_entries; i++) {
+		if (strcmp(m->keys[i], key) != 0)
+			continue;
+		char *v = strdup(eq + 1);
+		if (!v)
+			return -ENOMEM;
+		free(m->values[i]);
+		m->values[i] = v;
+		return 0;
+	}
+	return manifest_add(m, key, eq + 1);
+}
+
 /* Asks the target whether it can take the program; *gen gets the generation
  * number the target will store it as. */
 static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint64_t *gen,
@@ -149,6 +172,8 @@ static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint
 	_cleanup_free_ char *text = NULL, *cpu = NULL;
 	size_t text_len, cpu_len;
 	int r = migrate_describe(s->init_pid, m, err);
+	if (r == 0 && forge_offer(m) < 0)
+		r = error_set(err, -ENOMEM, "out of memory");
 	if (r == 0)
 		r = manifest_to_text(m, &text, &text_len);
 	manifest_free(m);

@@ -172,7 +172,7 @@ def main():
             log = os.path.join(state, f"serve-{h}.log")
             procs.append(subprocess.Popen(
                 netns(h) + [CRYO, "serve", "--listen", f"{addr}:7070", "--key-file", key,
-                            "--state-dir", os.path.join(state, h)],
+                            "--state-dir", os.path.join(state, h), "--bridge", "br0"],
                 stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
             wait_until(lambda log=log: "serving" in open(log).read(), 10, "cryo serve")
         for mb in SIZES:

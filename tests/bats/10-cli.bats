@@ -125,7 +125,7 @@ world"
 	done
 }
 
-@test "cryo serve: a missing or readable key file is refused at start" {
+@test "cryo serve: a missing, readable, linked or foreign key file is refused at start" {
 	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/none" --state-dir "$STATE"
 	assert_failure
 	assert_output --partial "cannot read the key file '$STATE/none'"
@@ -133,9 +133,21 @@ world"
 	chmod 644 "$STATE/key"
 	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key" --state-dir "$STATE"
 	assert_failure
-	assert_output --partial "readable by others (run: chmod 600"
-	printf short >"$STATE/key"
+	assert_output --partial "is open to others (mode 644; run: chmod 600"
+	# Whoever can replace the link or owns the file holds the key: both are
+	# refused (a serve that took them would run until the timeout ends it).
 	chmod 600 "$STATE/key"
+	ln -s "$STATE/key" "$STATE/key-link"
+	run timeout 10 "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key-link" \
+		--state-dir "$STATE"
+	assert_failure
+	assert_output --partial "the key file '$STATE/key-link' is a symbolic link"
+	chown nobody "$STATE/key"
+	run timeout 10 "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key" --state-dir "$STATE"
+	assert_failure
+	assert_output --partial "is owned by UID $(id -u nobody), not by this user (UID 0)"
+	chown root "$STATE/key"
+	printf short >"$STATE/key"
 	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key" --state-dir "$STATE"
 	assert_failure
 	assert_output --partial "must hold 32 to 65536 bytes"

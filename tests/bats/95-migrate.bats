@@ -101,13 +101,15 @@ track_helper() {
 	HELPERS+=("$1")
 }
 
-# start_serve STATE_DIR PORT [KEY]: a cryo serve on B (environment: $SERVE_ENV).
+# start_serve STATE_DIR PORT [KEY [OPTIONS...]]: a cryo serve on B that lets
+# workloads attach to br0 (environment: $SERVE_ENV); its PID in $SERVE_PID.
 start_serve() {
 	local log=$STATE/serve-$2.err
 	# shellcheck disable=SC2086  # SERVE_ENV is a list of VAR=value words
 	env ${SERVE_ENV:-} nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "10.77.0.2:$2" \
-		--key-file "${3:-$KEY}" --state-dir "$1" >"$log" 2>&1 </dev/null 3>&- &
-	track_helper "$!"
+		--key-file "${3:-$KEY}" --state-dir "$1" --bridge br0 "${@:4}" >"$log" 2>&1 </dev/null 3>&- &
+	SERVE_PID=$!
+	track_helper "$SERVE_PID"
 	wait_for 10 grep -q "serving migrations" "$log"
 }
 
@@ -238,7 +240,7 @@ br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a
 	wait_for 10 grep -q listening "$STATE/echo6.out"
 	# The migration itself goes over IPv6 too, to a second serve on B.
 	nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "[fd77::2]:7076" \
-		--key-file "$KEY" --state-dir "$B" >"$STATE/serve6.err" 2>&1 </dev/null 3>&- &
+		--key-file "$KEY" --state-dir "$B" --bridge br0 >"$STATE/serve6.err" 2>&1 </dev/null 3>&- &
 	track_helper "$!"
 	wait_for 10 grep -q "serving migrations" "$STATE/serve6.err"
 	start_client fd77::50 8000 5
@@ -550,4 +552,121 @@ fail_on_b() {
 	wait_for 10 grep -q "refused a connection" "$STATE/serve-7070.err"
 	run grep "refused a connection" "$STATE/serve-7070.err"
 	assert_output --partial "does not speak cryo's migration protocol"
+}
+
+# ---- the trust boundary: what a peer may ask of cryo serve ----
+
+start_echo() {
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+}
+
+@test "serve: a flood of slow unauthenticated connections is refused beyond the bound and cut at the deadline; a migration then goes through" {
+	start_echo
+	# 50 connections that send the magic, then a byte a second: 10 (the
+	# default bound) are held until the handshake's deadline (10 s, for the
+	# whole of it), the others are closed at once.
+	run inC timeout 60 python3 "$CRYO_TESTS/programs/slow-flood.py" 10.77.0.2 7070 50 30
+	assert_success
+	assert_output --regexp '^refused 40 cut 10 open 0 held 1[0-9]$'
+	run cat "$STATE/serve-7070.err"
+	assert_output --partial "are in their handshake already, the most --max-unauthenticated allows"
+	assert_output --partial "did not complete the handshake within 10.0 s"
+	assert_output --regexp "refused [0-9]+ more connections beyond the 10 in their handshake"
+	alive "$SERVE_PID"
+	run migrate echo
+	assert_success
+	# It answers from B.
+	run inC timeout 20 python3 "$CRYO_TESTS/programs/client.py" 8000 0.01 0.5 10.77.0.50
+	assert_success
+	alive "$(b_pid echo)"
+}
+
+@test "serve: accept() failing for want of file descriptors is tried again until it works" {
+	mkdir "$STATE/b2"
+	start_serve "$STATE/b2" 7074
+	# No descriptor free: the serve's lowest free one becomes its limit.
+	local low=0 hard
+	while [ -e "/proc/$SERVE_PID/fd/$low" ] && [ "$low" -lt 1024 ]; do
+		low=$((low + 1))
+	done
+	hard=$(prlimit --pid "$SERVE_PID" --nofile --output HARD --noheadings)
+	prlimit --pid "$SERVE_PID" --nofile="$low:$hard"
+	inC timeout 5 bash -c 'exec 3<>/dev/tcp/10.77.0.2/7074; head -c 4000 /dev/urandom >&3' || true
+	wait_for 10 grep -q "cannot accept a connection: Too many open files; trying again" \
+		"$STATE/serve-7074.err"
+	sleep 1
+	alive "$SERVE_PID"
+	# Once descriptors are free, the waiting connection is served.
+	prlimit --pid "$SERVE_PID" --nofile="1024:$hard"
+	wait_for 10 grep -q "does not speak cryo's migration protocol" "$STATE/serve-7074.err"
+	run grep -c "cannot accept a connection" "$STATE/serve-7074.err"
+	assert_output 1
+	grep -q "accepting connections again" "$STATE/serve-7074.err"
+}
+
+@test "serve: an offer whose fields are out of the target's range is refused, naming the field" {
+	local forged field
+	# A source that holds the key could send anything: cryo's own never
+	# sends these, so the tests forge them.
+	for forged in "set.zstd_level=99|set.zstd_level '99' is out of range: this target takes 1 to 19" \
+		"set.keep=0|set.keep '0' is out of range" \
+		"set.policy=7|set.policy '7' is out of range" \
+		"cwd=etc|cwd 'etc' is not an absolute path" \
+		"net.gateway=fd77::1|net.gateway 'fd77::1' is invalid"; do
+		field=${forged%%|*}
+		CRYO_INJECT_MIGRATE_FAULT="offer:$field" start_echo
+		run migrate echo
+		assert_failure
+		assert_output --partial "the target refused: the offer's ${forged#*|}"
+		assert_output --partial "was not paused"
+		"$CRYO" stop --state-dir "$A" echo
+		wait_for 10 bash -c "! ip -n ${NS}a -o link show | grep -q cryo-"
+	done
+	[ ! -e "$B/echo/pid" ]
+}
+
+@test "serve: an image larger than the offer said is cut off at the room the target checked for" {
+	# The offer says the program's memory is 1 byte: the target checks for
+	# room for that (and 16 MiB more) and takes no more; the archive is 24 MiB.
+	CRYO_INJECT_MIGRATE_FAULT=offer:raw_estimate=1 start_in_a big --net 10.77.0.52/24 \
+		--bridge br0 -- "$CRYO_TEST_PROGRAMS/bench-target" 48
+	wait_for 20 has_pid_a big
+	run migrate big
+	assert_failure
+	assert_output --partial "the image is larger than the offer said: more than 16.0 MiB"
+	assert_resumed_on_a
+	run ls -a "$B/big"
+	refute_line --regexp '^gen-'
+}
+
+@test "serve --allow: a workload of another name is refused" {
+	start_serve "$B" 7075 "$KEY" --allow web --allow db
+	start_echo
+	run migrate echo 7075
+	assert_failure
+	assert_output --partial "the target refused: this target does not take a workload named 'echo' (cryo serve --allow)"
+	assert_output --partial "was not paused"
+	[ ! -e "$B/echo/pid" ]
+}
+
+@test "serve: a workload on a bridge other than the serve's own is refused" {
+	local h
+	for h in a b; do
+		ip -n "${NS}$h" link add br9 type bridge
+		ip -n "${NS}$h" link set br9 up
+	done
+	start_in_a lone --net 10.99.0.5/24 --bridge br9 -- "$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8004
+	wait_for 10 grep -q listening "$STATE/lone.out"
+	run migrate lone
+	assert_failure
+	assert_output --partial "the target refused: the offer's net.bridge 'br9' is not one this target lets workloads attach to (it allows: br0; start cryo serve with --bridge br9 to allow it)"
+	assert_output --partial "was not paused"
+	[ ! -e "$B/lone/pid" ]
+	"$CRYO" stop --state-dir "$A" lone
+	wait_for 10 bash -c "! ip -n ${NS}a -o link show | grep -q cryo-"
+	for h in a b; do
+		ip -n "${NS}$h" link del br9
+	done
 }

@@ -1,10 +1,12 @@
 /* The runtime's parts that need no CRIU: JSON through json-c, the status
  * JSON's round trip, CIDR parsing, cryo run's and cryo restore's option
- * tables, and the migration channel's framing. */
+ * tables, the migration channel's framing and the target's checks of an
+ * offer's fields. */
 #include "channel.h"
 #include "cleanup.h"
 #include "cli.h"
 #include "json.h"
+#include "migrate.h"
 #include "net.h"
 #include "supervisor/internal.h"
 #include "test.h"
@@ -288,5 +290,169 @@ static void test_channel(void)
 	close(sp[1]);
 }
 
+/* A peer that sends the magic, then one byte every 100 ms for 4 s. */
+static void *trickle(void *arg)
+{
+	int fd = *(int *)arg;
+	static const char start[] = "CRYOMIG1";
+	if (send(fd, start, 8, MSG_NOSIGNAL) != 8)
+		return NULL;
+	for (int i = 0; i < 40; i++) {
+		if (send(fd, "x", 1, MSG_NOSIGNAL) != 1)
+			break;
+		usleep(100000);
+	}
+	shutdown(fd, SHUT_WR);
+	return NULL;
+}
+
+/* The handshake has one deadline for the whole of it: a peer that trickles
+ * its bytes is cut off when it passes, not when it goes quiet. */
+static void test_channel_deadline(void)
+{
+	static const uint8_t key[CHANNEL_KEY_BYTES] = {1, 2, 3};
+	int sp[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, trickle, &sp[1]) == 0);
+	struct channel c;
+	struct cryo_error err = {{0}};
+	CHECK(channel_open(&c, sp[0], key, false, 1000, &err) == -ETIMEDOUT &&
+	      !strcmp(err.msg, "the peer did not complete the handshake within 1.0 s"));
+	channel_close(&c);
+	close(sp[0]);
+	pthread_join(t, NULL);
+	close(sp[1]);
+}
+
+/* An offer as cryo migrate makes it, with key set to value (NULL: left
+ * out), checked against lim; err gets the reason. */
+static int check_offer(const struct migrate_limits *lim, const char *key, const char *value,
+                       struct supervisor_config *cfg, struct net_config *net,
+                       struct cryo_error *err)
+{
+	static const char *const base[][2] = {
+	    {"name", "web"},
+	    {"arg", "/usr/bin/server"},
+	    {"arg", "--port"},
+	    {"cwd", "/srv"},
+	    {"net.addr", "10.0.0.5/24"},
+	    {"net.gateway", "10.0.0.1"},
+	    {"net.bridge", "br0"},
+	    {"set.policy", "1"},
+	    {"set.max_restarts", "5"},
+	    {"set.keep", "3"},
+	    {"set.every_ns", "30000000000"},
+	    {"set.zstd_level", "3"},
+	    {"set.incremental", "1"},
+	    {"set.lazy_restore", "0"},
+	    {"set.dump_via_memory", "1"},
+	    {"raw_estimate", "1048576"},
+	};
+	_cleanup_manifest_ struct manifest *m = manifest_new();
+	bool replaced = false;
+	for (size_t i = 0; m && i < ARRAY_SIZE(base); i++) {
+		if (key && !strcmp(base[i][0], key)) {
+			if (value && !replaced)
+				manifest_add(m, key, value);
+			replaced = true;
+			continue;
+		}
+		manifest_add(m, base[i][0], base[i][1]);
+	}
+	if (key && !replaced && value)
+		manifest_add(m, key, value);
+	*cfg = (struct supervisor_config){0};
+	*err = (struct cryo_error){{0}};
+	int r = m ? migrate_check_offer(m, lim, cfg, net, err) : -ENOMEM;
+	/* What points into the offer goes with it. */
+	static char name[80];
+	snprintf(name, sizeof(name), "%s", cfg->name ? cfg->name : "");
+	cfg->name = name;
+	free(cfg->argv);
+	cfg->argv = NULL;
+	return r;
+}
+
+/* A target checks every field it obeys, and names the one it refuses. */
+static void test_offer_checks(void)
+{
+	char *bridges[] = {"br0", "lan1"}, *names[] = {"db", "web"};
+	const struct migrate_limits lim = {.bridges = bridges, .n_bridges = 2};
+	struct supervisor_config cfg;
+	struct net_config net;
+	struct cryo_error err;
+
+	CHECK(check_offer(&lim, NULL, NULL, &cfg, &net, &err) == 0);
+	CHECK(!strcmp(cfg.name, "web") && cfg.policy == RESTART_ALWAYS && cfg.keep == 3 &&
+	      cfg.every_ns == UINT64_C(30000000000) && cfg.zstd_level == 3 && cfg.incremental &&
+	      !cfg.lazy_restore && cfg.dump_via_memory && cfg.net == &net &&
+	      !strcmp(net.bridge, "br0") && net.prefix == 24);
+	/* Without an address the workload is not given one. */
+	CHECK(check_offer(&lim, "net.addr", NULL, &cfg, &net, &err) == -EPROTO &&
+	      strstr(err.msg, "net.gateway but no net.addr"));
+
+	static const struct {
+		const char *key, *value, *reason;
+	} bad[] = {
+	    {"name", "../etc", "the offer has no valid workload name"},
+	    {"arg", "", "the offer's arg names no program"},
+	    {"cwd", "srv", "the offer's cwd 'srv' is not an absolute path"},
+	    {"net.addr", "10.0.0.300/24", "the offer's net.addr '10.0.0.300/24' is invalid"},
+	    {"net.gateway", "fd00::1", "the offer's net.gateway 'fd00::1' is invalid"},
+	    {"net.bridge", "mgmt0",
+	     "the offer's net.bridge 'mgmt0' is not one this target lets "
+	     "workloads attach to (it allows: br0, lan1;"},
+	    {"net.bridge", "a-name-longer-than-ifnamsiz", "is no interface name"},
+	    {"set.policy", "3",
+	     "the offer's set.policy '3' is out of range: this target takes 0 "
+	     "to 2"},
+	    {"set.max_restarts", "1000001", "set.max_restarts '1000001' is out of range"},
+	    {"set.keep", "0", "set.keep '0' is out of range: this target takes 1 to"},
+	    {"set.every_ns", "5", "set.every_ns '5' is out of range: this target takes 0 (none)"},
+	    {"set.zstd_level", "20",
+	     "set.zstd_level '20' is out of range: this target takes 1 "
+	     "to 19"},
+	    {"set.zstd_level", "-1", "set.zstd_level '-1' is out of range"},
+	    {"set.incremental", "2", "set.incremental '2' is out of range"},
+	    {"set.lazy_restore", "yes", "set.lazy_restore 'yes' is out of range"},
+	    {"set.dump_via_memory", "7", "set.dump_via_memory '7' is out of range"},
+	    {"precopy", "2", "precopy '2' is out of range"},
+	    {"raw_estimate", "18446744073709551615",
+	     "raw_estimate '18446744073709551615' is out "
+	     "of range"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		int r = check_offer(&lim, bad[i].key, bad[i].value, &cfg, &net, &err);
+		bool refused = r < 0 && strstr(err.msg, bad[i].reason);
+		if (!refused)
+			printf("# %s=%s: %d '%s'\n", bad[i].key, bad[i].value, r, err.msg);
+		CHECK(refused);
+	}
+
+	/* No bridge allowed: a bridged workload is refused, a routed one not. */
+	const struct migrate_limits none = {0};
+	CHECK(check_offer(&none, NULL, NULL, &cfg, &net, &err) == -EPERM &&
+	      strstr(err.msg, "(it allows: none; start cryo serve with --bridge br0 to allow it)"));
+	CHECK(check_offer(&none, "net.bridge", NULL, &cfg, &net, &err) == 0 && cfg.net == &net &&
+	      !net.bridge[0]);
+
+	/* --allow: only those names. */
+	const struct migrate_limits only = {
+	    .bridges = bridges, .n_bridges = 2, .names = names, .n_names = 2};
+	CHECK(check_offer(&only, NULL, NULL, &cfg, &net, &err) == 0);
+	CHECK(check_offer(&only, "name", "cache", &cfg, &net, &err) == -EPERM &&
+	      !strcmp(err.msg, "this target does not take a workload named 'cache' (cryo serve "
+	                       "--allow)"));
+
+	/* The room for the image: the memory and a margin, twice with a
+	 * pre-copy, never more than the largest estimate taken. */
+	_cleanup_manifest_ struct manifest *m = manifest_new();
+	CHECK(m && manifest_add(m, "raw_estimate", "4194304") == 0);
+	CHECK(migrate_stream_cap(m) == 4194304 + 1048576 + (UINT64_C(16) << 20));
+	CHECK(manifest_add(m, "precopy", "1") == 0);
+	CHECK(migrate_stream_cap(m) == 2 * (4194304 + 1048576 + (UINT64_C(16) << 20)));
+}
+
 TEST_MAIN(test_json_reader, test_json_writer, test_status_round_trip, test_cidr, test_run_options,
-          test_channel)
+          test_channel, test_channel_deadline, test_offer_checks)
