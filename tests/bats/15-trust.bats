@@ -1,0 +1,146 @@
+#!/usr/bin/env bats
+# The state directory is the supervisor's alone: one that others could change
+# is refused, and files are never created through links found in it.
+
+load helpers
+
+setup() {
+	setup_state
+	# Root's files that a planted link points at: they must stay as they are.
+	mkdir "$STATE/targets"
+	for f in lock status pid archive log; do
+		echo "root's $f" >"$STATE/targets/$f"
+	done
+	chmod 0644 "$STATE"/targets/*
+	SHM_DIRS=()
+}
+
+teardown() {
+	local d
+	for d in "${SHM_DIRS[@]}"; do
+		rm -rf "$d"
+	done
+	teardown_state
+}
+
+# Runs COMMAND... as the unprivileged user nobody.
+as_nobody() {
+	setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"
+}
+
+targets_unchanged() {
+	local f
+	for f in lock status pid archive log; do
+		[ "$(cat "$STATE/targets/$f")" = "root's $f" ] || {
+			echo "$STATE/targets/$f was written: $(head -c 200 "$STATE/targets/$f")" >&2
+			return 1
+		}
+	done
+}
+
+@test "a state directory others may write is refused, with the directory and the fix" {
+	mkdir -m 0777 "$STATE/open"
+	chmod 0777 "$STATE/open"
+	run "$CRYO" run --state-dir "$STATE/open" --name v1 -- true
+	assert_failure
+	assert_output "cryo: state directory '$STATE/open/v1' is not safe: '$STATE/open' is writable by others (run: chmod go-w '$STATE/open'); or choose another with --state-dir or CRYO_STATE_DIR"
+	mkdir "$STATE/grp"
+	chmod 0770 "$STATE/grp"
+	run "$CRYO" run --state-dir "$STATE/grp" --name v1 -- true
+	assert_failure
+	assert_output --partial "'$STATE/grp' is writable by its group (run: chmod go-w '$STATE/grp')"
+	# The workload's own directory, even with the sticky bit.
+	mkdir -p "$STATE/sd/v1"
+	chmod 1777 "$STATE/sd/v1"
+	run "$CRYO" run --state-dir "$STATE/sd" --name v1 -- true
+	assert_failure
+	assert_output --partial "'$STATE/sd/v1' is writable by others"
+	# Another user's workload directory.
+	chmod 0700 "$STATE/sd/v1"
+	chown nobody "$STATE/sd/v1"
+	run "$CRYO" run --state-dir "$STATE/sd" --name v1 -- true
+	assert_failure
+	assert_output --partial "'$STATE/sd/v1' belongs to uid 65534, who could replace what cryo keeps there (run: chown root '$STATE/sd/v1')"
+	# A state directory with the sticky bit, like /tmp, is fine: only an
+	# entry's owner may replace it there, and the workload's is root's.
+	mkdir "$STATE/sticky"
+	chmod 1777 "$STATE/sticky"
+	run "$CRYO" run --state-dir "$STATE/sticky" --name v1 -- true
+	assert_success
+}
+
+@test "links planted by another user in a directory of theirs: refused, nothing written" {
+	# A place where nobody may make directories, as in /tmp.
+	chmod 0711 "$STATE"
+	mkdir -m 1777 "$STATE/pub"
+	chmod 1777 "$STATE/pub"
+	# shellcheck disable=SC2016  # expanded by that shell, from its $1
+	as_nobody sh -c '
+		mkdir -p "$1/pub/st/v1" && chmod 777 "$1/pub/st" "$1/pub/st/v1" &&
+		ln -s "$1/targets/lock" "$1/pub/st/v1/lock" &&
+		ln -s "$1/targets/status" "$1/pub/st/v1/status.json.tmp" &&
+		ln -s "$1/targets/pid" "$1/pub/st/v1/pid.tmp"' _ "$STATE"
+	CRYO_STATE_DIR=$STATE/pub/st run "$CRYO" run --name v1 -- "$CRYO_EXAMPLES/counter" 20 5 10
+	assert_failure
+	assert_output --partial "is not safe: '$STATE/pub/st' belongs to uid 65534"
+	targets_unchanged
+	# Made root's but left open to all: refused for that.
+	chown -R root:root "$STATE/pub/st"
+	CRYO_STATE_DIR=$STATE/pub/st run "$CRYO" run --name v1 -- "$CRYO_EXAMPLES/counter" 20 5 10
+	assert_failure
+	assert_output --partial "'$STATE/pub/st' is writable by others (run: chmod go-w '$STATE/pub/st')"
+	targets_unchanged
+}
+
+@test "links in the workload's directory are never followed: lock, pid, status.json, archive, CRIU's log" {
+	mkdir -p "$STATE/v1"
+	ln -s "$STATE/targets/lock" "$STATE/v1/lock"
+	run "$CRYO" run --name v1 -- true
+	assert_failure
+	assert_output "cryo: cannot lock '$STATE/v1/lock': it is a symbolic link, a hard link or another user's file, which cryo does not open; remove it"
+	targets_unchanged
+	rm "$STATE/v1/lock"
+	ln -s "$STATE/targets/status" "$STATE/v1/status.json.tmp"
+	ln -s "$STATE/targets/pid" "$STATE/v1/pid.tmp"
+	ln -s "$STATE/targets/log" "$STATE/v1/criu-dump.log"
+	# The first checkpoint (generation 1) comes at step 20, a second after
+	# the start; the supervisor sweeps temporary archives before the
+	# program starts, so this link is planted once it runs.
+	start_cryo v1 -- "$CRYO_EXAMPLES/counter" 40 20 50
+	wait_for 30 has_pid v1
+	ln -s "$STATE/targets/archive" "$STATE/v1/gen-000000000001.cryo.tmp"
+	wait_supervisor "$LAST_SUPERVISOR" 60
+	assert_equal "$status" 0
+	run grep -c '^checkpointed at step' "$STATE/v1.out"
+	assert_output 2
+	targets_unchanged
+	[ -f "$STATE/v1/status.json" ] && [ ! -L "$STATE/v1/status.json" ]
+	[ -f "$STATE/v1/criu-dump.log" ] && [ ! -L "$STATE/v1/criu-dump.log" ]
+	[ -f "$STATE/v1/gen-000000000002.cryo" ]
+	grep -q '"state":"stopped"' "$STATE/v1/status.json"
+}
+
+@test "a workload name starting with '-' is refused" {
+	run "$CRYO" run --name -v1 -- true
+	assert_failure
+	assert_output --partial "invalid workload name '-v1'"
+	run "$CRYO" status -- -v1
+	assert_failure
+	assert_output --partial "invalid workload name '-v1'"
+	[ ! -e "$STATE/-v1" ]
+}
+
+@test "the /dev/shm sweep removes our own leftovers only, never another user's" {
+	# A PID that is gone: a process of ours that ended.
+	true &
+	dead=$!
+	wait "$dead"
+	theirs=$(as_nobody mktemp -d "/dev/shm/cryo-trusttest-$dead-XXXXXX")
+	mine=$(mktemp -d "/dev/shm/cryo-trusttest-$dead-XXXXXX")
+	SHM_DIRS+=("$theirs" "$mine")
+	as_nobody touch "$theirs/data"
+	run "$CRYO" run --name s -- true
+	assert_success
+	[ ! -e "$mine" ]
+	[ -f "$theirs/data" ]
+}
