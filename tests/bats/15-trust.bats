@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # The state directory is the supervisor's alone: one that others could change
-# is refused, and files are never created through links found in it.
+# is refused, and files are never created through links found in it. The pid
+# file names the program only while a supervisor runs it.
 
 load helpers
 
@@ -143,4 +144,47 @@ targets_unchanged() {
 	assert_success
 	[ ! -e "$mine" ]
 	[ -f "$theirs/data" ]
+}
+
+@test "cryo kill: the program dies as in a crash and is restored; a workload not running is said so" {
+	start_cryo t -- "$CRYO_EXAMPLES/counter" 100000 10 20
+	wait_for 30 count_at_least 1 '^checkpointed at step' "$STATE/t.out"
+	pid=$(prog_pid t)
+	run "$CRYO" kill t
+	assert_success
+	assert_output "killed the program of 't' (SIGKILL); its supervisor takes it as a crash"
+	wait_for 10 bash -c "! kill -0 $pid"
+	wait_for 30 count_at_least 1 "restored 't' from generation" "$STATE/t.err"
+	wait_for 30 has_pid t
+	[ "$(prog_pid t)" != "$pid" ]
+	run grep -c "was killed by signal 9" "$STATE/t.err"
+	assert_output 1
+	"$CRYO" stop t >/dev/null
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	run "$CRYO" kill t
+	assert_failure
+	assert_output --partial "'t' is not running: no supervisor in '$STATE/t'"
+}
+
+@test "the pid file is there only while a supervisor runs the program" {
+	start_cryo t -- "$CRYO_EXAMPLES/counter" 100000 1000 20
+	wait_for 30 has_pid t
+	"$CRYO" stop t >/dev/null
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	[ ! -e "$STATE/t/pid" ]
+	# A supervisor killed with SIGKILL cannot remove it: cryo status tells
+	# that nobody runs the program, whatever the files say.
+	start_cryo t -- "$CRYO_EXAMPLES/counter" 100000 1000 20
+	wait_for 30 has_pid t
+	pid=$(prog_pid t)
+	kill -KILL "$LAST_SUPERVISOR"
+	wait_for 10 bash -c "! kill -0 $pid"
+	run "$CRYO" status --json t
+	assert_success
+	python3 - "$output" <<-'PY'
+	import json, sys
+	r = json.loads(sys.argv[1])
+	r = r[0] if isinstance(r, list) else r
+	assert r["state"] == "stopped" and r["pid"] == 0, r
+	PY
 }
