@@ -9,7 +9,7 @@ setup() {
 	setup_state
 	# Root's files that a planted link points at: they must stay as they are.
 	mkdir "$STATE/targets"
-	for f in lock status pid archive log; do
+	for f in lock status pid log; do
 		echo "root's $f" >"$STATE/targets/$f"
 	done
 	chmod 0644 "$STATE"/targets/*
@@ -29,14 +29,16 @@ as_nobody() {
 	setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"
 }
 
+# Every target still holds what it held; each one written is named.
 targets_unchanged() {
-	local f
-	for f in lock status pid archive log; do
-		[ "$(cat "$STATE/targets/$f")" = "root's $f" ] || {
-			echo "$STATE/targets/$f was written: $(head -c 200 "$STATE/targets/$f")" >&2
-			return 1
-		}
+	local f ok=0
+	for f in lock status pid log; do
+		if [ "$(cat "$STATE/targets/$f")" != "root's $f" ]; then
+			echo "$STATE/targets/$f was written: $(head -c 100 "$STATE/targets/$f")" >&2
+			ok=1
+		fi
 	done
+	return "$ok"
 }
 
 @test "a state directory others may write is refused, with the directory and the fix" {
@@ -93,7 +95,7 @@ targets_unchanged() {
 	targets_unchanged
 }
 
-@test "links in the workload's directory are never followed: lock, pid, status.json, archive, CRIU's log" {
+@test "links in the workload's directory are never followed: lock, pid, status.json, CRIU's log" {
 	mkdir -p "$STATE/v1"
 	ln -s "$STATE/targets/lock" "$STATE/v1/lock"
 	run "$CRYO" run --name v1 -- true
@@ -104,12 +106,10 @@ targets_unchanged() {
 	ln -s "$STATE/targets/status" "$STATE/v1/status.json.tmp"
 	ln -s "$STATE/targets/pid" "$STATE/v1/pid.tmp"
 	ln -s "$STATE/targets/log" "$STATE/v1/criu-dump.log"
-	# The first checkpoint (generation 1) comes at step 20, a second after
-	# the start; the supervisor sweeps temporary archives before the
-	# program starts, so this link is planted once it runs.
+	# (A link under an archive's temporary name is test_store's, in
+	# tests/unit/test-archive.c: here the generation's number would step
+	# over it.)
 	start_cryo v1 -- "$CRYO_EXAMPLES/counter" 40 20 50
-	wait_for 30 has_pid v1
-	ln -s "$STATE/targets/archive" "$STATE/v1/gen-000000000001.cryo.tmp"
 	wait_supervisor "$LAST_SUPERVISOR" 60
 	assert_equal "$status" 0
 	run grep -c '^checkpointed at step' "$STATE/v1.out"
@@ -117,7 +117,7 @@ targets_unchanged() {
 	targets_unchanged
 	[ -f "$STATE/v1/status.json" ] && [ ! -L "$STATE/v1/status.json" ]
 	[ -f "$STATE/v1/criu-dump.log" ] && [ ! -L "$STATE/v1/criu-dump.log" ]
-	[ -f "$STATE/v1/gen-000000000002.cryo" ]
+	[ -f "$STATE/v1/gen-000000000002.cryo" ] && [ ! -e "$STATE/v1/pid" ]
 	grep -q '"state":"stopped"' "$STATE/v1/status.json"
 }
 
