@@ -213,17 +213,17 @@ int util_check_trusted_dir(const char *path, bool sticky_ok, struct cryo_error *
 	/* From the root down: every directory on the way must be one that only
 	 * root or we can change, or else whoever can could swap what follows. */
 	struct stat st;
-	for (size_t i = 0; i <= n; i++) {
-		if (i > 0 && buf[i] != '/' && buf[i] != '\0')
+	for (size_t end = 1; end <= n; end++) {
+		/* "/" itself first, then each directory down to path. */
+		if (end > 1 && end < n && buf[end] != '/')
 			continue;
-		char c = buf[i + (i == 0)];
-		buf[i + (i == 0)] = '\0'; /* "/" itself first */
-		const char *at = buf;
-		int r = lstat(at, &st) < 0 ? -errno : 0;
+		char c = buf[end];
+		buf[end] = '\0';
+		int r = lstat(buf, &st) < 0 ? -errno : 0;
 		if (r < 0)
-			return error_set(err, r, "cannot read '%s': %s", at, strerror(-r));
-		r = check_one_dir(at, &st, i == n || (i == 0 && n == 1), sticky_ok, err);
-		buf[i + (i == 0)] = c;
+			return error_set(err, r, "cannot read '%s': %s", buf, strerror(-r));
+		r = check_one_dir(buf, &st, end == n, sticky_ok, err);
+		buf[end] = c;
 		if (r < 0)
 			return r;
 	}
