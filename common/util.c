@@ -1,5 +1,6 @@
 #include "util.h"
 #include "cleanup.h"
+#include "error.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -113,30 +114,44 @@ static int dirname_of(const char *path, char *buf, size_t len)
 	return 0;
 }
 
-int util_write_file_atomic(const char *path, const void *buf, size_t len)
+int util_write_file_at(int dfd, const char *name, const void *buf, size_t len, mode_t mode,
+                       bool durable)
 {
-	char tmp[PATH_MAX], dir[PATH_MAX];
-	int r;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+	char tmp[NAME_MAX + 1];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", name) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	r = dirname_of(path, dir, sizeof(dir));
-	if (r < 0)
-		return r;
-
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* Whatever has the temporary name (a file an earlier writer left, or a
+	 * link someone planted) goes, and the file is made anew: O_EXCL with
+	 * O_NOFOLLOW never opens what is already there. */
+	if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+		return -errno;
+	_cleanup_close_ int fd =
+	    openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
-	r = util_write_all(fd, buf, len);
-	if (r == 0 && fsync(fd) < 0)
+	int r = util_write_all(fd, buf, len);
+	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
+	if (r == 0 && renameat(dfd, tmp, dfd, name) < 0)
 		r = -errno;
 	if (r < 0) {
-		unlink(tmp);
+		unlinkat(dfd, tmp, 0);
 		return r;
 	}
-	return util_fsync_dir(dir);
+	return durable && fsync(dfd) < 0 ? -errno : 0;
+}
+
+int util_write_file_atomic(const char *path, const void *buf, size_t len)
+{
+	char dir[PATH_MAX];
+	int r = dirname_of(path, dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	const char *slash = strrchr(path, '/');
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	return util_write_file_at(dfd, slash ? slash + 1 : path, buf, len, 0600, true);
 }
 
 int util_mkdir_p(const char *path)
@@ -159,6 +174,60 @@ int util_mkdir_p(const char *path)
 	if (stat(buf, &st) < 0)
 		return -errno;
 	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* One directory of the chain util_check_trusted_dir() walks. */
+static int check_one_dir(const char *path, const struct stat *st, bool last, bool sticky_ok,
+                         struct cryo_error *err)
+{
+	if (S_ISLNK(st->st_mode))
+		return error_set(err, -ELOOP,
+		                 "'%s' is a symbolic link (give the path it points to)", path);
+	if (!S_ISDIR(st->st_mode))
+		return error_set(err, -ENOTDIR, "'%s' is not a directory", path);
+	if (st->st_uid != 0 && st->st_uid != geteuid())
+		return error_set(err, -EPERM,
+		                 "'%s' belongs to uid %u, who could replace what cryo keeps there "
+		                 "(run: chown root '%s')",
+		                 path, (unsigned)st->st_uid, path);
+	/* Others who may write a directory may rename and replace its entries,
+	 * unless it has the sticky bit (as /tmp has): then only an entry's
+	 * owner may. */
+	if ((st->st_mode & (S_IWGRP | S_IWOTH)) &&
+	    (!(st->st_mode & S_ISVTX) || (last && !sticky_ok)))
+		return error_set(err, -EPERM, "'%s' is writable by %s (run: chmod go-w '%s')", path,
+		                 st->st_mode & S_IWOTH ? "others" : "its group", path);
+	return 0;
+}
+
+int util_check_trusted_dir(const char *path, bool sticky_ok, struct cryo_error *err)
+{
+	if (path[0] != '/')
+		return error_set(err, -EINVAL, "'%s' is not an absolute path", path);
+	char buf[PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return error_set(err, -ENAMETOOLONG, "'%s' is too long", path);
+	size_t n = strlen(buf);
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = '\0';
+	/* From the root down: every directory on the way must be one that only
+	 * root or we can change, or else whoever can could swap what follows. */
+	struct stat st;
+	for (size_t end = 1; end <= n; end++) {
+		/* "/" itself first, then each directory down to path. */
+		if (end > 1 && end < n && buf[end] != '/')
+			continue;
+		char c = buf[end];
+		buf[end] = '\0';
+		int r = lstat(buf, &st) < 0 ? -errno : 0;
+		if (r < 0)
+			return error_set(err, r, "cannot read '%s': %s", buf, strerror(-r));
+		r = check_one_dir(buf, &st, end == n, sticky_ok, err);
+		buf[end] = c;
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 static int rm_rf_at(int parent, const char *name)
@@ -286,7 +355,8 @@ const char *util_format_bytes(uint64_t bytes, char *buf, size_t len)
 bool util_name_is_valid(const char *name)
 {
 	size_t n = strlen(name);
-	if (n == 0 || n > 64 || name[0] == '.')
+	/* Not '.' first (hidden, "..") nor '-' (read as an option). */
+	if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-')
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!isalnum((unsigned char)name[i]) && !strchr("._-", name[i]))
@@ -384,6 +454,13 @@ void util_scratch_sweep(void)
 			continue;
 		pid_t pid = (pid_t)strtol(p, NULL, 10);
 		if (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		/* Only our own: /dev/shm is everybody's, and a directory of
+		 * another user's with our name pattern is theirs to keep (the
+		 * sticky bit keeps them from swapping ours for theirs). */
+		struct stat st;
+		if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode) ||
+		    st.st_uid != geteuid())
 			continue;
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "/dev/shm/%s", name);

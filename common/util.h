@@ -20,11 +20,28 @@ int util_read_file(const char *path, char **ret, size_t *ret_len);
  * the directory. */
 int util_write_file_atomic(const char *path, const void *buf, size_t len);
 
+/* Replaces file name in directory dfd with buf: written to name.tmp, made
+ * anew (whatever had that name, a symbolic link included, is removed first,
+ * and the file is created with O_EXCL | O_NOFOLLOW), then renamed over name.
+ * With durable, the file and the directory are fsynced. */
+int util_write_file_at(int dfd, const char *name, const void *buf, size_t len, mode_t mode,
+                       bool durable);
+
 /* fsyncs the directory that holds path (or path itself if it is one). */
 int util_fsync_dir(const char *dir);
 
 /* mkdir -p with mode 0700 for new directories. */
 int util_mkdir_p(const char *path);
+
+struct cryo_error;
+
+/* Whether directory path (absolute, without symbolic links: a realpath()) is
+ * one only root and this user can change: it and every directory above it
+ * owned by root or the effective user, none writable by group or others
+ * except a parent with the sticky bit (as /tmp); path itself may be sticky
+ * only with sticky_ok. -EPERM (or the error of lstat) with the directory
+ * at fault and the command that fixes it in err. */
+int util_check_trusted_dir(const char *path, bool sticky_ok, struct cryo_error *err);
 
 /* rm -rf of a directory tree that cryo created; symlinks are not followed. */
 int util_rm_rf(const char *path);
@@ -53,7 +70,8 @@ int util_proc_tree(pid_t root, pid_t **ret, size_t *ret_n);
 int util_scratch_dir(uint64_t bytes, const char *tag, const char *fallback, char *dir, size_t len);
 
 /* Removes the scratch directories in /dev/shm of processes that are gone (a
- * supervisor killed in the middle of a dump, a restore or an arrival). */
+ * supervisor killed in the middle of a dump, a restore or an arrival), of
+ * those owned by the effective user only. */
 void util_scratch_sweep(void);
 
 /* Maps the regular file name (relative to dfd) read-only into *data, its
@@ -74,5 +92,6 @@ int util_format_path(char *buf, size_t len, const char *fmt, ...)
 /* Formats a byte count as "12.3 MiB" into buf. */
 const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
 
-/* Valid workload name: [A-Za-z0-9._-], 1-64 chars, not starting with '.'. */
+/* Valid workload name: [A-Za-z0-9._-], 1-64 chars, not starting with '.' or
+ * '-'. */
 bool util_name_is_valid(const char *name);

@@ -64,6 +64,26 @@ const char *criu_glue_binary(void)
 	return NULL;
 }
 
+/* CRIU opens its log by name in its work directory with O_CREAT | O_TRUNC,
+ * following a link found there: the file is made anew here first (whatever
+ * had its name goes, and O_EXCL | O_NOFOLLOW create a plain file), so that
+ * CRIU, running as root, writes into that file and nowhere else. */
+static int fresh_log(int dfd, const char *dir, const char *name, struct cryo_error *err)
+{
+	int r = 0;
+	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+		r = -errno;
+	int fd =
+	    r < 0 ? -1
+	          : openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = r < 0 ? r : -errno;
+		return error_set(err, r, "cannot create '%s/%s': %s", dir, name, strerror(-r));
+	}
+	close(fd);
+	return 0;
+}
+
 /* Options common to every call: the binary, the log in log_dir. */
 static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, int *log_dir_fd,
                    struct cryo_error *err)
@@ -83,6 +103,9 @@ static int prepare(criu_opts **ret, const char *log_dir, const char *log_name, i
 			int r = -errno;
 			return error_set(err, r, "cannot open '%s': %s", log_dir, strerror(-r));
 		}
+		int r = fresh_log(*log_dir_fd, log_dir, log_name, err);
+		if (r < 0)
+			return r;
 		criu_local_set_work_dir_fd(o, *log_dir_fd);
 		if (criu_local_set_log_file(o, log_name) < 0)
 			return -ENOMEM;
@@ -587,6 +610,11 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 		restorer_end(rs, false);
 		return error_set(err, r, "cannot open '%s': %s",
 		                 log_fd < 0 ? o->log_dir : o->images_dir, strerror(-r));
+	}
+	int lr = fresh_log(log_fd, o->log_dir, o->log_name, err);
+	if (lr < 0) {
+		restorer_end(rs, false);
+		return lr;
 	}
 	InheritFd inherit[CRIU_GLUE_MAX_INHERIT], *inherit_p[CRIU_GLUE_MAX_INHERIT];
 	size_t n = o->n_inherit;

@@ -147,11 +147,25 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
 	if (r < 0)
 		return r;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	/* The archive is made in the directory opened once, under names
+	 * relative to it, and never through a link: whatever has the temporary
+	 * name goes first, and the file is created anew (O_EXCL). */
+	const char *tmp_name = strrchr(tmp, '/') + 1, *name = strrchr(path, '/') + 1;
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0) {
+		r = -errno;
+		return error_set(err, r, "cannot open '%s': %s", dir, strerror(-r));
+	}
+	if (unlinkat(dfd, tmp_name, 0) < 0 && errno != ENOENT) {
+		r = -errno;
+		return error_set(err, r, "cannot remove '%s': %s", tmp, strerror(-r));
+	}
 
 	/* Through the page cache, whose writeback the archive starts as it
 	 * grows: durable sooner than writes past the cache (O_DIRECT), which
 	 * wait for the disk one at a time (see sink_out() in archive-write.c). */
-	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	_cleanup_close_ int fd =
+	    openat(dfd, tmp_name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
 		return error_set(err, r, "cannot create '%s': %s", tmp, strerror(-r));
@@ -166,17 +180,18 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
 	}
 	if (stats)
 		stats->sync_ns = util_now_ns() - t;
-	if (r == 0 && rename(tmp, path) < 0) {
+	if (r == 0 && renameat(dfd, tmp_name, dfd, name) < 0) {
 		r = -errno;
 		error_set(err, r, "cannot rename '%s': %s", tmp, strerror(-r));
 	}
 	if (r < 0) {
-		unlink(tmp);
+		unlinkat(dfd, tmp_name, 0);
 		return r;
 	}
-	r = util_fsync_dir(dir);
-	if (r < 0)
+	if (fsync(dfd) < 0) {
+		r = -errno;
 		error_set(err, r, "cannot fsync '%s': %s", dir, strerror(-r));
+	}
 	return r;
 }
 
@@ -264,7 +279,8 @@ static int open_gen(const char *dir, uint64_t gen, struct cryo_error *err)
 	int r = image_store_path(dir, gen, path, sizeof(path));
 	if (r < 0)
 		return r;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* A generation is a file cryo made, never a link to one elsewhere. */
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
 		return error_set(err, r, "cannot open '%s': %s", path, strerror(-r));

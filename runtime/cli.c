@@ -104,7 +104,7 @@ int cli_workload(const char *state_dir_opt, const char *name, struct workload_pa
 	if (!util_name_is_valid(name)) {
 		log_error(
 		    "invalid workload name '%s': use 1-64 letters, digits, '.', '_' or '-', not "
-		    "starting with '.'",
+		    "starting with '.' or '-'",
 		    name);
 		return -EINVAL;
 	}

@@ -16,6 +16,7 @@ int cmd_status(int argc, char **argv);
 int cmd_images(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
+int cmd_kill(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

@@ -251,6 +251,10 @@ static int serve_one(int fd, int token, const char *peer, const uint8_t key[CHAN
 		refuse(&ch, peer, "cannot create '%s/%s' here", state_dir, name);
 		return 1;
 	}
+	if (workload_trust(&cfg.paths, &err) < 0) {
+		refuse(&ch, peer, "the state directory here is not safe: %s", err.msg);
+		return 1;
+	}
 	pid_t holder = 0;
 	int lock = workload_lock(&cfg.paths, &holder);
 	if (lock < 0) {
@@ -310,7 +314,7 @@ static int serve_one(int fd, int token, const char *peer, const uint8_t key[CHAN
 	snprintf(out, sizeof(out), "%s/output.log", cfg.paths.dir);
 	log_info("'%s' from %s: %s received; its supervisor is PID %d, its output goes to '%s'",
 	         name, peer, util_format_bytes(in.bytes, size, sizeof(size)), getpid(), out);
-	int ofd = open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	int ofd = open(out, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
 	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (ofd >= 0) {
 		dup2(ofd, STDOUT_FILENO);
@@ -511,6 +515,16 @@ int cmd_serve(int argc, char **argv)
 		log_error(
 		    "cannot create state directory '%s': %s (choose another with --state-dir)",
 		    state_dir, strerror(-r));
+		return 1;
+	}
+	/* The supervisors it starts run as root in it (see workload_trust()). */
+	_cleanup_free_ char *real = realpath(state_dir, NULL);
+	r = real ? util_check_trusted_dir(real, true, &err)
+	         : error_set(&err, -errno, "cannot resolve '%s': %m", state_dir);
+	if (r < 0) {
+		log_error("state directory '%s' is not safe: %s; or choose another with "
+		          "--state-dir or CRYO_STATE_DIR",
+		          state_dir, err.msg);
 		return 1;
 	}
 	int lfd = listen_on(so.listen);

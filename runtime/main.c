@@ -16,6 +16,7 @@ static const struct {
     {"images", cmd_images, "list a workload's stored generations"},
     {"inspect", cmd_inspect, "show what an image holds"},
     {"stop", cmd_stop, "stop a workload, optionally checkpointing it first"},
+    {"kill", cmd_kill, "kill a workload's program as a crash would (it is restored)"},
     {"restore", cmd_restore, "resume a workload from its images when no supervisor runs it"},
     {"migrate", cmd_migrate, "move a running workload to another machine"},
     {"serve", cmd_serve, "accept workloads migrated from other machines"},

@@ -607,7 +607,10 @@ int migrate_receive(struct incoming *in, struct channel *c, const char *store_di
 		return error_set(err, r, "cannot make a directory for the images on the target: %s",
 		                 strerror(-r));
 	}
-	in->archive_fd = open(in->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* Made anew, never through a link (the workload's lock is held). */
+	if (unlink(in->tmp) < 0 && errno != ENOENT)
+		return error_set(err, -errno, "cannot remove '%s' on the target: %m", in->tmp);
+	in->archive_fd = open(in->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (in->archive_fd < 0)
 		return error_set(err, -errno, "cannot create '%s' on the target: %m", in->tmp);
 	/* The archive goes to the store and, through a pipe, to the extractor. */

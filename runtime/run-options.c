@@ -10,7 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-static int check_state_dir(const struct workload_paths *p)
+/* Makes the workload's directory and checks that it is the supervisor's
+ * alone (see workload_trust()): the supervisor runs as root, writes its
+ * files there and restores the images it finds there. */
+static int check_state_dir(struct workload_paths *p)
 {
 	int r = util_mkdir_p(p->dir);
 	if (r < 0) {
@@ -26,6 +29,15 @@ static int check_state_dir(const struct workload_paths *p)
 		    "cannot write state directory '%s': %s (choose another with --state-dir or "
 		    "CRYO_STATE_DIR)",
 		    p->dir, strerror(-r));
+		return r;
+	}
+	struct cryo_error err = {{0}};
+	r = workload_trust(p, &err);
+	if (r < 0) {
+		log_error(
+		    "state directory '%s' is not safe: %s; or choose another with --state-dir "
+		    "or CRYO_STATE_DIR",
+		    p->dir, err.msg);
 		return r;
 	}
 	return 0;
@@ -238,6 +250,12 @@ int run_supervised(struct run_options *o)
 		    "workload '%s' is already running under supervisor PID %d (state directory "
 		    "'%s'); pick another --name, or cryo stop %s",
 		    cfg->name, holder, cfg->paths.state_dir, cfg->name);
+		return 1;
+	}
+	if (lock == -ELOOP || lock == -EPERM) {
+		log_error("cannot lock '%s': it is a symbolic link, a hard link or another user's "
+		          "file, which cryo does not open; remove it",
+		          cfg->paths.lock);
 		return 1;
 	}
 	if (lock < 0) {

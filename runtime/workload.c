@@ -1,5 +1,6 @@
 #include "workload.h"
 #include "cleanup.h"
+#include "error.h"
 #include "util.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char *workload_state_dir(const char *opt)
@@ -42,11 +44,47 @@ static pid_t lock_holder(int fd)
 	return 0;
 }
 
+int workload_open_dir(const struct workload_paths *p)
+{
+	int fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int workload_trust(struct workload_paths *p, struct cryo_error *err)
+{
+	/* The checks are made on the path without links, and the workload is
+	 * kept there: a link on the way that someone else owns cannot move it
+	 * later. */
+	_cleanup_free_ char *real = realpath(p->state_dir, NULL);
+	if (!real) {
+		int r = -errno;
+		return error_set(err, r, "cannot resolve '%s': %s", p->state_dir, strerror(-r));
+	}
+	char name[PATH_MAX];
+	const char *slash = strrchr(p->dir, '/');
+	snprintf(name, sizeof(name), "%s", slash ? slash + 1 : p->dir);
+	int r = workload_paths_init(p, real, name);
+	if (r < 0)
+		return error_set(err, r, "'%s' is too long", real);
+	return util_check_trusted_dir(p->dir, false, err);
+}
+
 int workload_lock(const struct workload_paths *p, pid_t *holder)
 {
-	_cleanup_close_ int fd = open(p->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	_cleanup_close_ int dfd = workload_open_dir(p);
+	if (dfd < 0)
+		return dfd;
+	/* The lock stays from one supervisor to the next, so it may exist;
+	 * but never through a link, and only as a file of ours. */
+	_cleanup_close_ int fd =
+	    openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1)
+		return -EPERM;
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		if (holder)

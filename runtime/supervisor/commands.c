@@ -1,5 +1,5 @@
-/* The commands socket that cryo checkpoint, status, stop and migrate speak
- * to, and the workload's state as published in status.json. */
+/* The commands socket that cryo checkpoint, status, stop, kill and migrate
+ * speak to, and the workload's state as published in status.json. */
 
 #include "internal.h"
 #include "cleanup.h"
@@ -113,6 +113,18 @@ void commands_handle(struct supervisor *s)
 		if (flags)
 			*flags++ = '\0';
 		migrate_out(s, fd, target, key, flags && !strcmp(flags, "precopy"));
+	} else if (!strcmp(buf, "crash")) {
+		/* cryo kill: init is our child, not yet waited for, so its PID
+		 * is still its own; the program's end follows as a crash's. */
+		if (!s->running || s->stopping) {
+			status_reply_error(fd, -ESRCH,
+			                   s->stopping ? "it is being stopped"
+			                               : "its program is not running now (being "
+			                                 "restored or started); try again");
+			return;
+		}
+		kill(s->init_pid, SIGKILL);
+		status_reply_ok(fd);
 	} else if (!strcmp(buf, "kill")) {
 		supervisor_request_stop(s, SIGKILL);
 		status_reply_ok(fd);

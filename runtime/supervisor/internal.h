@@ -44,6 +44,9 @@ struct last_checkpoint {
 struct supervisor {
 	const struct supervisor_config *cfg;
 	int epfd, sigfd, timerfd, commands_fd;
+	/* cfg->paths.dir, opened once: the pid file and status.json are made
+	 * in it with openat(), never through a link. */
+	int dir_fd;
 
 	/* The last stored checkpoint's dump files, being removed. */
 	pthread_t remover;
@@ -168,9 +171,13 @@ void program_send(struct supervisor *s, uint32_t type, int64_t value, uint64_t g
 /* The program's host PID: cryo-init's one child; 0 while there is none. */
 pid_t program_pid(const struct supervisor *s);
 
-/* The program's host PID goes into dir/pid while it runs, for people and
- * tests; it takes a moment for cryo-init to fork it. */
+/* The program's host PID goes into dir/pid while it runs under this
+ * supervisor, for people and tests; it takes a moment for cryo-init to fork
+ * it. program_unpublish_pid() removes the file when the program ends, moves
+ * away or the supervisor leaves, so that a PID read there is never one the
+ * kernel has handed to another process since. */
 void program_publish_pid(struct supervisor *s);
+void program_unpublish_pid(struct supervisor *s);
 
 /* Sends o as one line to a client of the commands socket, and drops o. A
  * client that does not read gets what its socket takes in 2 s (SO_SNDTIMEO). */

@@ -24,7 +24,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	s->running = false;
 	s->init_pid = 0;
 	lazy_end(s, true);
-	unlink(cfg->paths.pid_file);
+	program_unpublish_pid(s);
 	channels_drain(s);
 
 	/* The page server's memory goes back to the kernel now, in a thread
@@ -138,6 +138,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	    .cfg = cfg,
 	    .epfd = -1,
 	    .sigfd = -1,
+	    .dir_fd = -1,
 	    .timerfd = -1,
 	    .commands_fd = -1,
 	    .stdin_w = -1,
@@ -168,6 +169,13 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		return -ENOENT;
 	}
 
+	s.dir_fd = workload_open_dir(&cfg->paths);
+	if (s.dir_fd < 0) {
+		log_error("cannot open the state directory '%s': %s", cfg->paths.dir,
+		          strerror(-s.dir_fd));
+		return s.dir_fd;
+	}
+
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
@@ -179,8 +187,10 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	s.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (s.sigfd < 0 || s.epfd < 0) {
-		log_error("cannot set up the supervisor: %m");
-		return -errno;
+		r = -errno;
+		log_error("cannot set up the supervisor: %s", strerror(-r));
+		close_fd(&s.dir_fd);
+		return r;
 	}
 	ep_add(&s, s.sigfd, EPOLLIN, EV_SIGNAL);
 
@@ -324,8 +334,8 @@ out:
 		/* We are leaving: the namespace goes with us. */
 		kill(s.init_pid, SIGKILL);
 		waitpid(s.init_pid, NULL, 0);
-		unlink(cfg->paths.pid_file);
 	}
+	program_unpublish_pid(&s);
 	lazy_end(&s, true);
 	checkpoint_remove_wait(&s);
 	channels_drain(&s);
@@ -344,5 +354,6 @@ out:
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);
 	close_fd(&s.epfd);
+	close_fd(&s.dir_fd);
 	return s.state && !strcmp(s.state, "starting") ? -EIO : status;
 }

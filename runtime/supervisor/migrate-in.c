@@ -89,6 +89,7 @@ int migrate_arrive(struct supervisor *s)
 		kill(s->init_pid, SIGKILL);
 		waitpid(s->init_pid, NULL, 0);
 		s->running = false;
+		program_unpublish_pid(s);
 		supervisor_set_state(s, "failed");
 		return r;
 	}

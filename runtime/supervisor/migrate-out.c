@@ -387,6 +387,7 @@ void migrate_out(struct supervisor *s, int client, const char *target, const cha
 		;
 	s->running = false;
 	s->init_pid = 0;
+	program_unpublish_pid(s);
 	channels_drain(s);
 	close_fd(&s->stdin_w);
 	close_fd(&s->stdout_r);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -40,8 +41,10 @@ pid_t program_pid(const struct supervisor *s)
 	return (pid_t)atoi(buf);
 }
 
-/* The program's host PID goes into dir/pid while it runs, for people and
- * tests; it takes a moment for cryo-init to fork it. */
+/* The program's host PID goes into dir/pid while it runs under this
+ * supervisor, and only then (program_unpublish_pid() when it ends, moves or
+ * the supervisor leaves), for people and tests; it takes a moment for
+ * cryo-init to fork it. */
 void program_publish_pid(struct supervisor *s)
 {
 	pid_t pid = 0;
@@ -49,7 +52,13 @@ void program_publish_pid(struct supervisor *s)
 		usleep(5000);
 	char buf[32];
 	int n = snprintf(buf, sizeof(buf), "%d\n", pid);
-	(void)util_write_file_atomic(s->cfg->paths.pid_file, buf, (size_t)n);
+	/* Not fsynced: it describes this boot's processes only. */
+	(void)util_write_file_at(s->dir_fd, "pid", buf, (size_t)n, 0600, false);
+}
+
+void program_unpublish_pid(struct supervisor *s)
+{
+	unlinkat(s->dir_fd, "pid", 0);
 }
 
 /* Sends o as one line to a client of the commands socket, and drops o. A
@@ -131,18 +140,15 @@ struct json_object *status_json(struct supervisor *s)
  * cryo status reads it without waiting for a busy supervisor. */
 void supervisor_set_state(struct supervisor *s, const char *state)
 {
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
 	s->state = state;
 	_cleanup_json_ struct json_object *o = status_json(s);
 	const char *text = cryo_json_text(o);
-	/* The state directory's paths leave room for their files
-	 * (workload_paths_init()); one that did not would go unpublished. */
-	if (util_format_path(path, sizeof(path), "%s/status.json", s->cfg->paths.dir) < 0)
+	size_t len = strlen(text);
+	_cleanup_free_ char *line = malloc(len + 2);
+	if (!line)
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	memcpy(line, text, len);
+	memcpy(line + len, "\n", 2);
 	/* Not fsynced: it describes this boot's processes only. */
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd >= 0 && util_write_all(fd, text, strlen(text)) == 0 &&
-	    util_write_all(fd, "\n", 1) == 0)
-		(void)rename(tmp, path);
+	(void)util_write_file_at(s->dir_fd, "status.json", line, len + 1, 0644, false);
 }

@@ -118,7 +118,7 @@ world"
 
 @test "every verb explains itself with --help" {
 	local verb
-	for verb in run checkpoint status images inspect stop restore migrate serve; do
+	for verb in run checkpoint status images inspect stop kill restore migrate serve; do
 		run "$CRYO" "$verb" --help
 		assert_success
 		assert_line --index 0 --partial "usage: cryo $verb"

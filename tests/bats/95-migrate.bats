@@ -388,6 +388,9 @@ br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a
 	last=$(grep '^step' "$STATE/counter.out" | tail -1 | cut -d' ' -f2)
 	first=$(grep '^step' "$B/counter/output.log" | head -1 | cut -d' ' -f2)
 	assert_equal "$first" "$((last + 1))"
+	# A's pid file went with the program: the PID there is no longer its.
+	[ ! -e "$A/counter/pid" ]
+	alive "$(b_pid counter)"
 }
 
 @test "migrate: a key file that others can read is refused" {
@@ -488,6 +491,8 @@ fail_on_b() {
 	refute_line --regexp '^gen-[0-9]+\.cryo$'
 	assert_line --regexp '^gen-[0-9]+\.cryo\.unconfirmed$'
 	[ ! -e "$STATE/b2/echo/pid" ]
+	# A's pid file names the program that runs there again.
+	alive "$(a_pid echo)"
 }
 
 @test "migrate: a target that cannot restore; the program runs on A with its connection" {

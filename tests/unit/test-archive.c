@@ -411,6 +411,21 @@ static void test_store(void)
 	CHECK(access(path, F_OK) < 0 && access(inc, F_OK) < 0 && access(dump, F_OK) < 0);
 	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 3);
 	free(gens);
+
+	/* A link under the temporary name is replaced, never written through:
+	 * its target keeps what it held, and the generation is a file. */
+	char target[600], *text = NULL;
+	snprintf(target, sizeof(target), "%s/target", root);
+	CHECK(util_write_file_atomic(target, "keep", 4) == 0);
+	CHECK(symlink(target, path) == 0);
+	m = manifest_new();
+	CHECK(image_store_commit(store, 5, src, NULL, 0, m, 1, 0, NULL, NULL, &err) == 0);
+	manifest_free(m);
+	CHECK(util_read_file(target, &text, NULL) == 0 && !strcmp(text, "keep"));
+	free(text);
+	struct stat st;
+	CHECK(image_store_path(store, 5, path, sizeof(path)) == 0);
+	CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode));
 }
 
 /* Files held in memory, in several segments, merge with the directory's in

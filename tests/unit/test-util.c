@@ -41,6 +41,7 @@ static void test_names(void)
 	CHECK(util_name_is_valid("web-1.prod_a"));
 	CHECK(!util_name_is_valid(""));
 	CHECK(!util_name_is_valid(".hidden"));
+	CHECK(!util_name_is_valid("-rf"));
 	CHECK(!util_name_is_valid("a/b"));
 	CHECK(!util_name_is_valid("a b"));
 	CHECK(!util_name_is_valid(
@@ -66,6 +67,48 @@ static void test_files(void)
 	struct stat st;
 	CHECK(stat(dir, &st) < 0 && errno == ENOENT);
 	CHECK(util_read_file("/nonexistent/x", &buf, &len) == -ENOENT);
+}
+
+/* A link planted under a file's name or its temporary name is replaced, never
+ * written through; a directory only we can change passes the check, one
+ * others may write does not, unless sticky above the last. */
+static void test_links_and_trust(void)
+{
+	char dir[] = "/tmp/cryo-test-trust-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char target[256], link[256], path[256];
+	snprintf(target, sizeof(target), "%s/target", dir);
+	CHECK(util_write_file_atomic(target, "keep", 4) == 0);
+	snprintf(link, sizeof(link), "%s/f.tmp", dir);
+	CHECK(symlink(target, link) == 0);
+	snprintf(path, sizeof(path), "%s/f", dir);
+	CHECK(util_write_file_atomic(path, "new", 3) == 0);
+	char *buf = NULL;
+	CHECK(util_read_file(target, &buf, NULL) == 0 && !strcmp(buf, "keep"));
+	free(buf);
+	CHECK(util_read_file(path, &buf, NULL) == 0 && !strcmp(buf, "new"));
+	free(buf);
+	struct stat st;
+	CHECK(lstat(link, &st) < 0 && errno == ENOENT);
+
+	struct cryo_error err = {{0}};
+	CHECK(util_check_trusted_dir(dir, false, &err) == 0);
+	CHECK(chmod(dir, 0777) == 0);
+	CHECK(util_check_trusted_dir(dir, false, &err) == -EPERM && strstr(err.msg, "chmod go-w"));
+	CHECK(chmod(dir, 01777) == 0);
+	CHECK(util_check_trusted_dir(dir, false, &err) == -EPERM);
+	CHECK(util_check_trusted_dir(dir, true, &err) == 0);
+	snprintf(path, sizeof(path), "%s/sub", dir);
+	CHECK(mkdir(path, 0700) == 0);
+	CHECK(util_check_trusted_dir(path, false, &err) == 0);
+	CHECK(chmod(dir, 0770) == 0);
+	CHECK(util_check_trusted_dir(path, false, &err) == -EPERM && strstr(err.msg, "its group"));
+	CHECK(chmod(dir, 0700) == 0);
+	CHECK(util_check_trusted_dir(link, false, &err) == -ENOENT);
+	CHECK(symlink(path, link) == 0);
+	CHECK(util_check_trusted_dir(link, false, &err) == -ELOOP);
+	CHECK(util_check_trusted_dir("relative", false, &err) == -EINVAL);
+	CHECK(util_rm_rf(dir) == 0);
 }
 
 /* A scratch directory outlives a killed process; the next sweep removes it,
@@ -132,4 +175,5 @@ static void test_errors(void)
 	CHECK(!strcmp(err.msg + CRYO_ERROR_MAX - 4, "..."));
 }
 
-TEST_MAIN(test_durations, test_uint, test_names, test_files, test_scratch_sweep, test_errors)
+TEST_MAIN(test_durations, test_uint, test_names, test_files, test_links_and_trust,
+          test_scratch_sweep, test_errors)
