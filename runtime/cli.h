@@ -51,6 +51,7 @@ struct run_options {
 	const char *state_dir;
 	bool fresh;
 	bool help;
+	bool detach; /* -d: the supervisor goes to the background */
 };
 
 /* Parses run's options (restore: without --name/--fresh, with --generation).

@@ -14,13 +14,13 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: cryo restore [--state-dir DIR] [--generation G] [--restart POLICY]\n"
+	fputs("usage: cryo restore [-d] [--state-dir DIR] [--generation G] [--restart POLICY]\n"
 	      "                    [--max-restarts N] [--keep N] [--every DURATION] NAME\n"
 	      "\n"
 	      "Resumes NAME from its newest intact image (or generation G) when no supervisor\n"
 	      "runs it: after a reboot, a killed supervisor, or 'cryo stop --checkpoint'.\n"
 	      "This process becomes its supervisor, as 'cryo run' would; the options are\n"
-	      "those of cryo run.\n",
+	      "those of cryo run; -d (--detach) runs it in the background, as cryo run -d does.\n",
 	      f);
 }
 

@@ -20,7 +20,8 @@
 static void usage(FILE *f)
 {
 	fputs(
-	    "usage: cryo run [--name NAME] [--state-dir DIR] [--restart on-failure|always|no]\n"
+	    "usage: cryo run [-d] [--name NAME] [--state-dir DIR] [--restart "
+	    "on-failure|always|no]\n"
 	    "                [--max-restarts N] [--keep N] [--every DURATION] [--fresh]\n"
 	    "                [--zstd-level N] [--no-delta] [--dump-via memory|files]\n"
 	    "                [--no-lazy-restore] [--verbose]\n"
@@ -33,6 +34,9 @@ static void usage(FILE *f)
 	    "is restored. If NAME has images and no supervisor, they are resumed unless\n"
 	    "--fresh is given.\n"
 	    "\n"
+	    "  -d, --detach         run in the background: print NAME and exit 0 once PROG\n"
+	    "                       runs; PROG's output and cryo's go to "
+	    "STATE_DIR/NAME/output.log\n"
 	    "  --name NAME          workload name (default: PROG's base name)\n"
 	    "  --state-dir DIR      state directory (default: $CRYO_STATE_DIR, else "
 	    "/var/lib/cryo)\n"

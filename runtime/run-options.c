@@ -6,6 +6,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <getopt.h>
 #include <string.h>
 #include <unistd.h>
@@ -83,6 +88,7 @@ enum {
 	{"bridge", required_argument, NULL, OPT_BRIDGE}, \
 	{"gateway", required_argument, NULL, OPT_GATEWAY}, \
 	{"verbose", no_argument, NULL, OPT_VERBOSE}, \
+	{"detach", no_argument, NULL, 'd'}, \
 	{"help", no_argument, NULL, OPT_HELP}
 
 static const struct option run_opts[] = {
@@ -117,7 +123,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	};
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+d", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_NAME: o->name = optarg; break;
 		case OPT_STATE_DIR: o->state_dir = optarg; break;
@@ -214,6 +220,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			}
 			break;
 		case OPT_VERBOSE: log_verbose = true; break;
+		case 'd': o->detach = true; break;
 		case OPT_HELP: o->help = true; return 0;
 		default:
 			if (optopt)
@@ -237,12 +244,100 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	return 0;
 }
 
+/* cryo run -d: this process goes on as the supervisor in a session of its
+ * own, its stdin /dev/null, its and the program's output appended to
+ * output.log in the workload's directory; the caller's process waits until
+ * the program runs (exit 0, the name on stdout) or the supervisor gives up
+ * (what it logged meanwhile, then its status). Returns 0 in the supervisor,
+ * or the caller's exit status, with *caller set. */
+static int detach(const struct supervisor_config *cfg, bool *caller)
+{
+	char log_path[PATH_MAX];
+	*caller = true;
+	if (util_format_path(log_path, sizeof(log_path), "%s/output.log", cfg->paths.dir) < 0) {
+		log_error("cannot run '%s' detached: its state directory's path is too long",
+		          cfg->name);
+		return 1;
+	}
+	int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int ready[2];
+	if (log_fd < 0 || null < 0 || pipe2(ready, O_CLOEXEC) < 0) {
+		log_error("cannot run '%s' detached: cannot open '%s': %m (is the state "
+		          "directory writable?)",
+		          cfg->name, log_path);
+		return 1;
+	}
+	off_t start = lseek(log_fd, 0, SEEK_END);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("cannot run '%s' detached: fork: %m", cfg->name);
+		return 1;
+	}
+	if (pid == 0) {
+		*caller = false;
+		close(ready[0]);
+		setsid();
+		dup2(null, STDIN_FILENO);
+		dup2(log_fd, STDOUT_FILENO);
+		dup2(log_fd, STDERR_FILENO);
+		close(null);
+		close(log_fd);
+		/* Nothing of the caller's stays open (a caller that waits for
+		 * the end of a pipe it gave us would wait for the workload's):
+		 * stdio and the ready pipe, at 3, only. */
+		if (ready[1] != 3 && dup3(ready[1], 3, O_CLOEXEC) < 0)
+			_exit(1);
+		syscall(SYS_close_range, 4U, ~0U, 0U);
+		return 3;
+	}
+	close(ready[1]);
+	close(null);
+	char c;
+	ssize_t n;
+	while ((n = read(ready[0], &c, 1)) < 0 && errno == EINTR)
+		;
+	close(ready[0]);
+	if (n == 1) {
+		close(log_fd);
+		log_info("'%s' runs detached: supervisor PID %d, output in '%s' (cryo status, cryo "
+		         "stop %s)",
+		         cfg->name, pid, log_path, cfg->name);
+		printf("%s\n", cfg->name);
+		return 0;
+	}
+	/* It gave up before the program ran: what it said, and its status. */
+	int ws = 0;
+	while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+		;
+	int in = open(log_path, O_RDONLY | O_CLOEXEC);
+	char buf[4096];
+	if (in >= 0 && start >= 0) {
+		while ((n = pread(in, buf, sizeof(buf), start)) > 0) {
+			(void)util_write_all(STDERR_FILENO, buf, (size_t)n);
+			start += n;
+		}
+	}
+	if (in >= 0)
+		close(in);
+	close(log_fd);
+	return WIFEXITED(ws) && WEXITSTATUS(ws) ? WEXITSTATUS(ws) : 1;
+}
+
 int run_supervised(struct run_options *o)
 {
 	struct supervisor_config *cfg = &o->cfg;
 	if (cli_workload(o->state_dir, cfg->name, &cfg->paths) < 0 ||
 	    check_state_dir(&cfg->paths) < 0)
 		return 1;
+	if (o->detach) {
+		bool caller;
+		int r = detach(cfg, &caller);
+		if (caller)
+			return r;
+		cfg->ready_fd = r;
+	}
 	pid_t holder = 0;
 	int lock = workload_lock(&cfg->paths, &holder);
 	if (lock == -EBUSY) {

@@ -43,6 +43,9 @@ struct supervisor_config {
 	/* Set by cryo serve: the workload arrives by migration (see migrate.h);
 	 * the restored copy stays off the network until the source says DONE. */
 	struct incoming *incoming;
+	/* cryo run -d: a byte goes down this pipe (its write end, > 2; 0 for
+	 * none) once the program runs, and it is closed. */
+	int ready_fd;
 };
 
 /* Runs the workload until it ends for good. Returns the exit status for

@@ -27,8 +27,48 @@ enum {
 	EV_STDIN_PIPE,
 	EV_TIMER,
 	EV_COMMANDS,
-	EV_LAZY,         /* the lazy pages are all in place, or cannot be */
-	EV_LAZY_CHECKED, /* the memory is checked */
+	EV_LAZY,           /* the lazy pages are all in place, or cannot be */
+	EV_LAZY_CHECKED,   /* the memory is checked */
+	EV_STDOUT_OUT,     /* our own stdout takes more */
+	EV_STDERR_OUT,     /* our own stderr takes more */
+	EV_CLIENT = 0x100, /* + the slot of a client of the commands socket */
+};
+
+/* Clients of the commands socket served at once; one more is told so. */
+#define COMMANDS_MAX_CLIENTS 32
+
+/* A client of the commands socket: its request as it arrives, and its reply
+ * (with a migration's progress lines) as its socket takes it. Nothing waits
+ * for a client: one that says nothing for COMMANDS_IDLE_NS, or lets more
+ * than COMMANDS_OUT_MAX of reply pile up, is dropped. */
+#define COMMANDS_IDLE_NS (10 * UINT64_C(1000000000))
+#define COMMANDS_OUT_MAX (1u << 20)
+struct client {
+	struct supervisor *s;
+	int fd;
+	unsigned slot;
+	bool answered; /* its request was handled: it goes once its reply is out */
+	bool dropped;  /* gone or dropped: what is still sent to it goes nowhere */
+	uint64_t deadline_ns;
+	size_t in_len;
+	char *out;
+	size_t out_len, out_off, out_cap;
+	char in[PATH_MAX + 512];
+};
+
+/* Our own stdout or stderr, where the program's output goes (and our log
+ * lines, on stderr). Nothing waits for its reader: what it does not take now
+ * waits in buf, and while buf is full the program's pipe is not read, so a
+ * slow reader slows the program (its pipe fills), never the loop. */
+#define OUTBUF_SIZE (256u * 1024)
+struct outbuf {
+	int fd;         /* ours: a description of our own, non-blocking where it can wait */
+	bool pollable;  /* a pipe, terminal or socket: EAGAIN waits for EPOLLOUT */
+	bool is_socket; /* sent with MSG_DONTWAIT (its description cannot be our own) */
+	bool broken;    /* the reader went away: output goes nowhere */
+	bool watched;   /* in the epoll set */
+	char *buf;
+	size_t off, len; /* what waits: buf[off, len) */
 };
 
 struct last_checkpoint {
@@ -47,6 +87,7 @@ struct supervisor {
 	/* cfg->paths.dir, opened once: the pid file and status.json are made
 	 * in it with openat(), never through a link. */
 	int dir_fd;
+	struct client *clients[COMMANDS_MAX_CLIENTS];
 
 	/* The last stored checkpoint's dump files, being removed. */
 	pthread_t remover;
@@ -63,6 +104,9 @@ struct supervisor {
 	int stdin_w, stdout_r, stderr_r, control;
 	uint64_t ino_stdin, ino_stdout, ino_stderr, ino_control;
 	bool stdin_pollable, stdin_eof;
+	bool stdin_tty;        /* a terminal: read only while we are in its foreground */
+	bool stdin_background; /* ... and we are not now */
+	struct outbuf out[2];  /* our stdout and stderr */
 	char stdin_buf[65536];
 	size_t stdin_len, stdin_off;
 	char control_buf[sizeof(struct cryo_msg)];
@@ -91,6 +135,7 @@ struct supervisor {
 	const char *state;  /* "running", "checkpointing", "restoring", "stopped", "failed" */
 	struct lazy_restore *lazy; /* the memory of a lazy restore, still coming */
 	struct standby *standby;   /* the next restore, made ready */
+	int ready_fd;              /* cfg->ready_fd until it is told */
 };
 
 /* The program's ends of a new set of stdio pipes and control socket. They go
@@ -152,8 +197,22 @@ int channels_make(struct supervisor *s, struct program_ends *e);
 /* Puts our ends of the channels in the loop's epoll set. */
 void channels_watch(struct supervisor *s);
 
-/* Copies what is readable on from to our own fd to. Returns false at EOF. */
-bool channels_forward(int from, int to);
+/* Our stdout and stderr for the program's output and our log lines, never
+ * waiting for their readers; and at the end, what is left of them goes out
+ * (within a deadline). */
+int channels_output_open(struct supervisor *s);
+void channels_output_close(struct supervisor *s);
+
+/* The program's stdout (which 0) or stderr (1) is readable: into our buffer
+ * as far as it has room, and on to ours. */
+void channels_forward(struct supervisor *s, int which);
+
+/* Our stdout (0) or stderr (1) takes more. */
+void channels_output_ready(struct supervisor *s, int which);
+
+/* Whether cryo's terminal is ours to read now (we are in its foreground);
+ * rechecked every second while it is not, and on SIGCONT. */
+void channels_stdin_check(struct supervisor *s);
 
 /* Reads the rest of a dead program's output, then closes our ends. */
 void channels_drain(struct supervisor *s);
@@ -179,15 +238,16 @@ pid_t program_pid(const struct supervisor *s);
 void program_publish_pid(struct supervisor *s);
 void program_unpublish_pid(struct supervisor *s);
 
-/* Sends o as one line to a client of the commands socket, and drops o. A
- * client that does not read gets what its socket takes in 2 s (SO_SNDTIMEO). */
-void status_reply(int fd, struct json_object *o);
+/* Sends o as one line to a client of the commands socket, and drops o. It
+ * never waits: what the client's socket does not take now is sent as it
+ * reads (commands_send()). */
+void status_reply(struct client *c, struct json_object *o);
 
 /* Replies {"ok":false,"errno":-r,"error":reason}. */
-void status_reply_error(int fd, int r, const char *reason);
+void status_reply_error(struct client *c, int r, const char *reason);
 
 /* Replies {"ok":true}. */
-void status_reply_ok(int fd);
+void status_reply_ok(struct client *c);
 
 /* The supervisor's view of its workload as one JSON object. */
 struct json_object *status_json(struct supervisor *s);
@@ -295,8 +355,8 @@ void checkpoint_handle_control(struct supervisor *s);
 
 /* cryo migrate: moves the program to the cryo serve at target. On any
  * failure before the target runs it, the program runs here again. */
-void migrate_out(struct supervisor *s, int client, const char *target, const char *key_file,
-                 bool with_precopy);
+void migrate_out(struct supervisor *s, struct client *client, const char *target,
+                 const char *key_file, bool with_precopy);
 
 /* ---- migrate-in.c: cryo serve, the target ---- */
 
@@ -307,6 +367,24 @@ int migrate_arrive(struct supervisor *s);
 
 /* ---- commands.c: the commands socket ---- */
 
+/* Listens on the commands socket, without waiting for anyone. */
 int commands_listen(struct supervisor *s);
 
-void commands_handle(struct supervisor *s);
+/* Accepts the clients waiting on the commands socket. */
+void commands_accept(struct supervisor *s);
+
+/* A client's socket is ready (events from epoll): reads its request and
+ * handles it once it is whole, or sends more of its reply. */
+void commands_client_event(struct supervisor *s, unsigned slot, uint32_t events);
+
+/* Queues len bytes for client c and sends what its socket takes now. */
+void commands_send(struct client *c, const char *buf, size_t len);
+
+/* Milliseconds until the first client's deadline (for epoll_wait), -1 for
+ * none; and drops the clients past theirs. */
+int commands_timeout_ms(struct supervisor *s);
+void commands_expire(struct supervisor *s);
+
+/* The supervisor ends: what its socket takes now goes to each client, and
+ * the clients go. */
+void commands_close_all(struct supervisor *s);

@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
@@ -82,6 +83,7 @@ static int handle_signals(struct supervisor *s, int *status)
 	while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGCHLD: break;
+		case SIGCONT: channels_stdin_check(s); break;
 		case SIGINT:
 		case SIGTERM:
 		case SIGHUP:
@@ -147,6 +149,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	    .control = -1,
 	    .net = NET_NS_INIT,
 	    .state = "starting",
+	    .ready_fd = cfg->ready_fd,
 	};
 	int status = 1, r;
 
@@ -182,6 +185,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCONT); /* fg: the terminal may be ours again */
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -194,13 +198,34 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	}
 	ep_add(&s, s.sigfd, EPOLLIN, EV_SIGNAL);
 
+	/* Our stdout and stderr: nothing waits for their readers. */
+	r = channels_output_open(&s);
+	if (r < 0) {
+		log_error("cannot set up the supervisor's output: %s", strerror(-r));
+		return r;
+	}
+
 	/* Our stdin: a pipe or terminal is watched; anything else is read as
-	 * if always ready (a file) or is empty. */
+	 * if always ready (a file) or is empty. A pipe or terminal is read
+	 * through a description of our own, non-blocking (the one we were
+	 * given is the shell's too). A terminal is read only while we are in
+	 * its foreground: in the background we must never stop on it. */
+	struct stat st;
+	if (fstat(STDIN_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
+		int fd = open("/proc/self/fd/0", O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (fd >= 0) {
+			dup2(fd, STDIN_FILENO);
+			close(fd);
+		}
+	}
 	fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+	s.stdin_tty = isatty(STDIN_FILENO);
+	signal(SIGTTIN, SIG_IGN);
 	if (ep_add(&s, STDIN_FILENO, 0, EV_STDIN) == 0)
 		s.stdin_pollable = true;
 	else if (fcntl(STDIN_FILENO, F_GETFD) < 0)
 		s.stdin_eof = true;
+	channels_stdin_check(&s);
 
 	/* We hold the workload's lock: what an earlier supervisor left half
 	 * written is nobody's (cryo serve swept before an arrival). */
@@ -277,7 +302,10 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 
 	for (;;) {
 		struct epoll_event ev[16];
-		int n = epoll_wait(s.epfd, ev, 16, -1);
+		int timeout = commands_timeout_ms(&s);
+		if (s.stdin_background && !s.stdin_eof && (timeout < 0 || timeout > 1000))
+			timeout = 1000; /* is the terminal ours again? */
+		int n = epoll_wait(s.epfd, ev, 16, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -294,14 +322,10 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				if (s.running)
 					checkpoint_handle_control(&s);
 				break;
-			case EV_STDOUT:
-				if (s.stdout_r >= 0 && !channels_forward(s.stdout_r, STDOUT_FILENO))
-					ep_del(&s, s.stdout_r);
-				break;
-			case EV_STDERR:
-				if (s.stderr_r >= 0 && !channels_forward(s.stderr_r, STDERR_FILENO))
-					ep_del(&s, s.stderr_r);
-				break;
+			case EV_STDOUT: channels_forward(&s, 0); break;
+			case EV_STDERR: channels_forward(&s, 1); break;
+			case EV_STDOUT_OUT: channels_output_ready(&s, 0); break;
+			case EV_STDERR_OUT: channels_output_ready(&s, 1); break;
 			case EV_STDIN:
 			case EV_STDIN_PIPE: channels_pump_stdin(&s); break;
 			case EV_TIMER: {
@@ -319,11 +343,19 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 					          cfg->name, err.msg);
 				break;
 			}
-			case EV_COMMANDS: commands_handle(&s); break;
+			case EV_COMMANDS: commands_accept(&s); break;
 			case EV_LAZY: lazy_check_start(&s); break;
 			case EV_LAZY_CHECKED: lazy_end(&s, false); break;
+			default:
+				if (ev[i].data.u64 >= EV_CLIENT)
+					commands_client_event(
+					    &s, (unsigned)(ev[i].data.u64 - EV_CLIENT),
+					    ev[i].events);
+				break;
 			}
 		}
+		commands_expire(&s);
+		channels_stdin_check(&s);
 		if (s.leave) {
 			status = 0;
 			goto out;
@@ -339,6 +371,7 @@ out:
 	lazy_end(&s, true);
 	checkpoint_remove_wait(&s);
 	channels_drain(&s);
+	commands_close_all(&s);
 	if (s.commands_fd >= 0) {
 		unlink(cfg->paths.socket);
 		close(s.commands_fd);
@@ -351,9 +384,12 @@ out:
 	criu_glue_spare_drop(&s.spare);
 	image_writer_free(s.writer);
 	page_index_free(s.index);
+	channels_output_close(&s);
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);
 	close_fd(&s.epfd);
 	close_fd(&s.dir_fd);
+	if (s.ready_fd > 0)
+		close(s.ready_fd); /* never ran: cryo run -d's caller reports it */
 	return s.state && !strcmp(s.state, "starting") ? -EIO : status;
 }

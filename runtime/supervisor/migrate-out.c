@@ -58,7 +58,7 @@ static int connect_to(const char *target, int timeout_ms, struct cryo_error *err
 
 struct migration_out {
 	struct supervisor *s;
-	int client; /* the cryo migrate that asked, for progress lines */
+	struct client *client; /* the cryo migrate that asked, for progress lines */
 	uint64_t t0;
 	struct json_object *phases; /* each phase's name and milliseconds */
 	uint64_t phase_t0;
@@ -295,8 +295,8 @@ static void forget_generations(struct supervisor *s)
 
 /* cryo migrate: moves the program to the cryo serve at target. On any
  * failure before the target runs it, the program runs here again. */
-void migrate_out(struct supervisor *s, int client, const char *target, const char *key_file,
-                 bool with_precopy)
+void migrate_out(struct supervisor *s, struct client *client, const char *target,
+                 const char *key_file, bool with_precopy)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct migration_out mo = {

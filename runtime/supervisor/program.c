@@ -87,7 +87,14 @@ int program_start(struct supervisor *s)
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
+		/* Every disposition back to its default, ignored ones too: what
+		 * reaches the program is what we forward, whatever cryo's caller
+		 * ignored (a shell's `cryo run ... &` ignores SIGINT and SIGQUIT),
+		 * and it is frozen into every image: a program started with SIGINT
+		 * ignored would ignore a later cryo restore's Ctrl-C. */
+		for (int sig = 1; sig < NSIG; sig++)
+			if (sig != SIGKILL && sig != SIGSTOP)
+				signal(sig, SIG_DFL);
 		int high[4];
 		for (int i = 0; i < 4; i++)
 			high[i] = fcntl(e.fds[i], F_DUPFD, 10);

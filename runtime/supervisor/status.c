@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 const char *checkpoint_trigger_name(enum checkpoint_trigger t)
 {
@@ -61,51 +60,35 @@ void program_unpublish_pid(struct supervisor *s)
 	unlinkat(s->dir_fd, "pid", 0);
 }
 
-/* Sends o as one line to a client of the commands socket, and drops o. A
- * client that does not read gets what its socket takes in 2 s (SO_SNDTIMEO). */
-void status_reply(int fd, struct json_object *o)
+/* Sends o as one line to a client of the commands socket, and drops o. It
+ * never waits: what the client's socket does not take now is sent as it
+ * reads (commands_send()). */
+void status_reply(struct client *c, struct json_object *o)
 {
 	if (!o)
 		return;
 	const char *text = cryo_json_text(o);
-	size_t len = strlen(text);
-	struct iovec iov[2] = {{(void *)text, len}, {"\n", 1}};
-	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-	while (mh.msg_iovlen > 0) {
-		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		while (mh.msg_iovlen > 0 && (size_t)n >= mh.msg_iov[0].iov_len) {
-			n -= (ssize_t)mh.msg_iov[0].iov_len;
-			mh.msg_iov++;
-			mh.msg_iovlen--;
-		}
-		if (mh.msg_iovlen > 0) {
-			mh.msg_iov[0].iov_base = (char *)mh.msg_iov[0].iov_base + n;
-			mh.msg_iov[0].iov_len -= (size_t)n;
-		}
-	}
+	commands_send(c, text, strlen(text));
+	commands_send(c, "\n", 1);
 	json_object_put(o);
 }
 
 /* Replies {"ok":false,"errno":-r,"error":reason}. */
-void status_reply_error(int fd, int r, const char *reason)
+void status_reply_error(struct client *c, int r, const char *reason)
 {
 	struct json_object *o = json_object_new_object();
 	cryo_json_add(o, "ok", json_object_new_boolean(false));
 	cryo_json_add(o, "errno", json_object_new_int(-r));
 	cryo_json_add(o, "error", json_object_new_string(reason));
-	status_reply(fd, o);
+	status_reply(c, o);
 }
 
 /* Replies {"ok":true}. */
-void status_reply_ok(int fd)
+void status_reply_ok(struct client *c)
 {
 	struct json_object *o = json_object_new_object();
 	cryo_json_add(o, "ok", json_object_new_boolean(true));
-	status_reply(fd, o);
+	status_reply(c, o);
 }
 
 /* The supervisor's view of its workload as one JSON object. */
@@ -141,6 +124,12 @@ struct json_object *status_json(struct supervisor *s)
 void supervisor_set_state(struct supervisor *s, const char *state)
 {
 	s->state = state;
+	if (s->ready_fd > 0 && !strcmp(state, "running")) {
+		/* cryo run -d: the program runs; the caller may go. */
+		(void)!write(s->ready_fd, "1", 1);
+		close(s->ready_fd);
+		s->ready_fd = 0;
+	}
 	_cleanup_json_ struct json_object *o = status_json(s);
 	const char *text = cryo_json_text(o);
 	size_t len = strlen(text);
