@@ -257,9 +257,16 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 		error_set(&err, r, "%s", cerr.msg[0] ? cerr.msg : strerror(-r));
 		goto full;
 	}
-	r = restore_dir(s, lz->dir, ino, false, true, &err);
+	r = restore_dir(s, lz->dir, ino, false, lz->glue, &err);
+	if (r == -EINTR) {
+		log_error("the restore of generation %" PRIu64 " of '%s' was given up: %s", gen,
+		          cfg->name, err.msg);
+		lazy_free(lz);
+		return r;
+	}
 	if (r < 0)
-		goto full;
+		goto full; /* a damaged piece of memory among other causes: read in full, the
+		            * whole image is checked */
 	criu_glue_lazy_go(lz->glue);
 	ep_add(s, lz->efd, EPOLLIN, EV_LAZY);
 	s->lazy = lz;
