@@ -417,56 +417,56 @@ struct criu_glue_restorer {
 	int sk;    /* our end of its SOCK_SEQPACKET socket */
 	size_t n_fds;
 	int fds[CRIU_GLUE_MAX_INHERIT];
-	int guard; /* our end of its guard's socket, or -1 */
+	pid_t guard;  /* its guard (below), or 0 */
+	int guard_sk; /* our end of the guard's socket, or -1 */
 };
 
 /* A restore whose caller dies (SIGKILL, say) must not leave CRIU or the
  * half-restored tree behind. Neither ends by itself: the tree's root gets the
  * death signal cryo-init asked for only at the end of the restore, and CRIU
  * without its caller either waits for the tree (it traces it) or, killed by
- * a death signal of its own, leaves the tree waiting for CRIU forever. So a
- * guard goes with each CRIU service process: a shell in its own session,
- * not our child, reading from a socket whose other end is ours alone (O_CLOEXEC,
- * never passed on) the PIDs of CRIU and, once CRIU names it, of the tree's
- * root. When it ends without "done" (we died), it SIGKILLs them: the
- * root is the init of the tree's PID namespace, so the whole tree goes.
- * Neither can have been reaped and its PID reused meanwhile: both are alive
- * until then (the root is the child of whoever reaps our orphans only from
- * the moment we die). */
-static const char guard_script[] =
-    "trap '' HUP INT TERM PIPE; set --; "
-    "while read -r p; do [ \"$p\" = done ] && exit 0; set -- \"$@\" \"$p\"; done; "
-    "[ $# -gt 0 ] && kill -KILL \"$@\" 2>/dev/null; exit 0";
+ * a death signal of its own, leaves the tree waiting for CRIU forever (both
+ * seen). So a guard goes with each CRIU service process: a shell, our child
+ * but in a session of its own (a signal to our process group does not reach
+ * it), reading from a socket whose other end is ours alone (O_CLOEXEC, never
+ * passed on) the PIDs of CRIU and, once CRIU names it, of the tree's root.
+ * When that socket ends (we died), it SIGKILLs them: the root is the init of
+ * the tree's PID namespace, so the whole tree goes. Neither can have been
+ * reaped and its PID reused meanwhile: both live until then (the root waits
+ * for CRIU, CRIU for the root or for us). Once the restore is over, well or
+ * not, we kill the guard and reap it. */
+static const char guard_script[] = "trap '' HUP INT TERM PIPE; set --; "
+                                   "while read -r p; do set -- \"$@\" \"$p\"; done; "
+                                   "[ $# -gt 0 ] && kill -KILL \"$@\"; exit 0";
 
-/* Gives the guard a PID to kill (0: "done"). */
-static void guard_say(int guard, pid_t pid)
+/* Gives the guard a PID to kill. */
+static void guard_add(int sk, pid_t pid)
 {
 	char line[24];
-	int n = pid ? snprintf(line, sizeof(line), "%d\n", (int)pid)
-	            : snprintf(line, sizeof(line), "done\n");
-	while (send(guard, line, (size_t)n, MSG_NOSIGNAL) < 0 && errno == EINTR)
+	int n = snprintf(line, sizeof(line), "%d\n", (int)pid);
+	while (send(sk, line, (size_t)n, MSG_NOSIGNAL) < 0 && errno == EINTR)
 		;
 }
 
-/* Starts the guard of CRIU pid; returns our end of its socket, or -1 if
- * it could not (the restore goes on without). The shell in between exits at
- * once (reaped here), so that the guard is not our child to reap. */
-static int guard_start(pid_t criu)
+/* Starts the guard of CRIU r->pid (r->guard, r->guard_sk), or none if it
+ * cannot (then the restore goes on without). */
+static void guard_start(struct criu_glue_restorer *r)
 {
+	r->guard = 0;
+	r->guard_sk = -1;
 	int p[2]; /* a socket, not a pipe: sent to with MSG_NOSIGNAL */
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0)
-		return -1;
+		return;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawnattr_init(&attr);
-	posix_spawn_file_actions_adddup2(&fa, p[0], 3);
-	/* Nothing else of ours: an end of the program's pipes held by the
-	 * guard would keep them from ending. */
-	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
-	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, p[0], STDIN_FILENO);
 	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+	/* Nothing else of ours: an end of the program's pipes held by the
+	 * guard would keep them from ending. */
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	sigset_t none, def;
 	sigemptyset(&none);
 	sigfillset(&def);
@@ -474,37 +474,32 @@ static int guard_start(pid_t criu)
 	posix_spawnattr_setsigdefault(&attr, &def);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
 	                                    POSIX_SPAWN_SETSID);
-	/* An asynchronous list's stdin is /dev/null unless redirected: fd 3. */
-	char *const argv[] = {(char *)"sh",
-	                      (char *)"-c",
-	                      (char *)"sh -c \"$1\" cryo-restore-guard <&3 3<&- &",
-	                      (char *)"sh",
-	                      (char *)guard_script,
-	                      NULL};
-	pid_t sh;
-	int e = posix_spawn(&sh, "/bin/sh", &fa, &attr, argv, environ);
+	char *const argv[] = {(char *)"sh", (char *)"-c", (char *)guard_script,
+	                      (char *)"cryo-restore-guard", NULL};
+	int e = posix_spawn(&r->guard, "/bin/sh", &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	close(p[0]);
 	if (e != 0) {
+		r->guard = 0;
 		close(p[1]);
-		return -1;
+		return;
 	}
-	while (waitpid(sh, NULL, 0) < 0 && errno == EINTR)
-		;
-	guard_say(p[1], criu);
-	return p[1];
+	r->guard_sk = p[1];
+	guard_add(r->guard_sk, r->pid);
 }
 
-/* Tells the guard the restore is over (what is left is ours to end, or
- * nothing): it exits without killing. */
-static void guard_done(int *guard)
+/* The restore is over (what is left is ours to end, or nothing): the guard
+ * goes. */
+static void guard_end(struct criu_glue_restorer *r)
 {
-	if (*guard < 0)
-		return;
-	guard_say(*guard, 0);
-	close(*guard);
-	*guard = -1;
+	if (r->guard > 0) {
+		kill(r->guard, SIGKILL);
+		while (waitpid(r->guard, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (r->guard_sk >= 0)
+		close(r->guard_sk);
 }
 
 int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
@@ -567,7 +562,7 @@ int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_rest
 		return error_set(err, -e, "cannot start '%s': %s", bin, strerror(e));
 	}
 	r->sk = sk[0];
-	r->guard = guard_start(r->pid);
+	guard_start(r);
 	*ret = r;
 	return 0;
 }
@@ -581,7 +576,7 @@ static void restorer_end(struct criu_glue_restorer *r, bool served)
 	close(r->sk);
 	while (r->pid > 0 && waitpid(r->pid, NULL, 0) < 0 && errno == EINTR)
 		;
-	guard_done(&r->guard);
+	guard_end(r);
 	free(r);
 }
 
@@ -628,7 +623,7 @@ struct restore_wait {
 	struct criu_glue_lazy *lazy; /* its failure gives the restore up; or NULL */
 	const sigset_t *cancel;      /* a pending one gives it up; or NULL */
 	pid_t root;                  /* the restored tree's root, once CRIU named it */
-	int guard;                   /* told the root's PID (guard_start()); or -1 */
+	int guard_sk;                /* told the root's PID (guard_start()); or -1 */
 	int given_up;                /* why it was given up (a negative errno), or 0 */
 	struct cryo_error why;
 };
@@ -709,8 +704,8 @@ static int recv_resp(int sk, struct restore_wait *w, CriuResp **ret)
 		if (resp->notify && resp->notify->has_pid && resp->notify->pid > 0 &&
 		    w->root <= 0) {
 			w->root = resp->notify->pid;
-			if (w->guard >= 0)
-				guard_say(w->guard, w->root);
+			if (w->guard_sk >= 0)
+				guard_add(w->guard_sk, w->root);
 		}
 		criu_resp__free_unpacked(resp, NULL);
 		CriuReq ack = CRIU_REQ__INIT;
@@ -816,7 +811,7 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	    .deadline_ns = util_now_ns() + (uint64_t)CRIU_GLUE_RESTORE_TIMEOUT_S * 1000000000u,
 	    .lazy = o->lazy,
 	    .cancel = o->cancel_signals,
-	    .guard = rs->guard,
+	    .guard_sk = rs->guard_sk,
 	};
 	int r = send_req(rs->sk, &req);
 	if (r == 0)
