@@ -6,7 +6,9 @@
 # bounded time, the generation is set aside, the one before is restored and
 # runs on, and nothing of the failed restore is left: no CRIU, no
 # half-restored cryo-init or program. A restore that never gets its memory
-# ends with a stop, and even a supervisor killed outright leaves nothing.
+# ends with a stop, and even a supervisor killed outright leaves nothing;
+# the CRIU started ahead for the next restore ends without a word on the
+# terminal.
 
 load helpers
 
@@ -249,4 +251,48 @@ waits_for_a_page() {
 		kill_ours
 		return 1
 	}
+}
+
+# A `criu swrk` (a CRIU service process) descends from PID.
+criu_waits_under() {
+	local p _
+	while read -r p _; do
+		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qE '(^|/)criu swrk ' && return 0
+	done <<<"$(tree_of "$1")"
+	return 1
+}
+
+@test "cryo stop: the CRIU started ahead for the next restore ends quietly" {
+	start_cryo c -- "$TICKER"
+	wait_for 30 has_pid c
+	# After a checkpoint, and after a restore, the next restore is made
+	# ready: a CRIU waits.
+	run "$CRYO" checkpoint c
+	assert_success
+	wait_for 10 criu_waits_under "$LAST_SUPERVISOR"
+	kill -KILL "$(prog_pid c)"
+	wait_for 30 grep -q "restored 'c' from generation 1" "$STATE/c.err"
+	wait_for 30 has_pid c
+	wait_for 10 criu_waits_under "$LAST_SUPERVISOR"
+	TREE=$(tree_of "$LAST_SUPERVISOR")
+	run "$CRYO" stop c
+	assert_success
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	wait_for 20 none_left
+	run cat "$STATE/c.out" "$STATE/c.err"
+	refute_output --partial "Error ("
+}
+
+@test "a supervisor killed outright: the CRIU started ahead ends without a word on the terminal" {
+	start_cryo c -- "$TICKER"
+	wait_for 30 has_pid c
+	run "$CRYO" checkpoint c
+	assert_success
+	wait_for 10 criu_waits_under "$LAST_SUPERVISOR"
+	TREE=$(tree_of "$LAST_SUPERVISOR")
+	kill -KILL "$LAST_SUPERVISOR"
+	wait "$LAST_SUPERVISOR" || true
+	wait_for 20 none_left
+	run cat "$STATE/c.out" "$STATE/c.err"
+	refute_output --partial "Error ("
 }
