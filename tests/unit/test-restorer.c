@@ -17,17 +17,23 @@
 #include <unistd.h>
 
 /* Whether pid is a guard (glue.c's guard_start()): its command line names
- * it. */
+ * it. A child just spawned may not show its command line yet (its exec is
+ * under way): looked at again, for up to a second. */
 static bool is_guard(pid_t pid)
 {
 	char path[64], buf[4096];
 	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return false;
-	size_t n = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	return n > 0 && memmem(buf, n, "cryo-restore-guard", 18) != NULL;
+	for (int i = 0; i < 100; i++) {
+		FILE *f = fopen(path, "re");
+		if (!f)
+			return false;
+		size_t n = fread(buf, 1, sizeof(buf), f);
+		fclose(f);
+		if (n > 0)
+			return memmem(buf, n, "cryo-restore-guard", 18) != NULL;
+		usleep(10000);
+	}
+	return false;
 }
 
 /* Our children that are not zombies, guards counted apart (through /proc:
@@ -149,7 +155,7 @@ static void test_dead_restorer(void)
 	pid_t pid = only_child();
 	CHECK(pid > 0 && kill(pid, SIGKILL) == 0);
 	int status;
-	CHECK(waitpid(pid, &status, 0) == pid); /* reaped by someone else */
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid); /* reaped by someone else */
 	struct criu_glue_inherit inh = {.key = "fd", .fd = 0};
 	struct criu_glue_restore_opts o = {
 	    .images_dir = "/nonexistent",
