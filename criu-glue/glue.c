@@ -1,6 +1,7 @@
 #include "glue.h"
 #include "criu-proto.h"
 #include "internal.h"
+#include "lazy.h"
 #include "libcriu-internals.h"
 #include "pb.h"
 #include "cleanup.h"
@@ -12,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -438,7 +440,90 @@ struct criu_glue_restorer {
 	int sk;    /* our end of its SOCK_SEQPACKET socket */
 	size_t n_fds;
 	int fds[CRIU_GLUE_MAX_INHERIT];
+	pid_t guard;  /* its guard (below), or 0 */
+	int guard_sk; /* our end of the guard's socket, or -1 */
 };
+
+/* A restore whose caller dies (SIGKILL, say) must not leave CRIU or the
+ * half-restored tree behind. Neither ends by itself: the tree's root gets the
+ * death signal cryo-init asked for only at the end of the restore, and CRIU
+ * without its caller either waits for the tree (it traces it) or, killed by
+ * a death signal of its own, leaves the tree waiting for CRIU forever (both
+ * seen). So a guard goes with each CRIU service process: a shell, our child
+ * but in a session of its own (a signal to our process group does not reach
+ * it), reading from a socket whose other end is ours alone (O_CLOEXEC, never
+ * passed on) the PIDs of CRIU and, once CRIU names it, of the tree's root.
+ * When that socket ends (we died), it SIGKILLs them: the root is the init of
+ * the tree's PID namespace, so the whole tree goes. Neither can have been
+ * reaped and its PID reused meanwhile: both live until then (the root waits
+ * for CRIU, CRIU for the root or for us). Once the restore is over, well or
+ * not, we kill the guard and reap it. */
+static const char guard_script[] = "trap '' HUP INT TERM PIPE; set --; "
+                                   "while read -r p; do set -- \"$@\" \"$p\"; done; "
+                                   "[ $# -gt 0 ] && kill -KILL \"$@\"; exit 0";
+
+/* Gives the guard a PID to kill. */
+static void guard_add(int sk, pid_t pid)
+{
+	char line[24];
+	int n = snprintf(line, sizeof(line), "%d\n", (int)pid);
+	while (send(sk, line, (size_t)n, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+}
+
+/* Starts the guard of CRIU r->pid (r->guard, r->guard_sk), or none if it
+ * cannot (then the restore goes on without). */
+static void guard_start(struct criu_glue_restorer *r)
+{
+	r->guard = 0;
+	r->guard_sk = -1;
+	int p[2]; /* a socket, not a pipe: sent to with MSG_NOSIGNAL */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0)
+		return;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_adddup2(&fa, p[0], STDIN_FILENO);
+	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+	/* Nothing else of ours: an end of the program's pipes held by the
+	 * guard would keep them from ending. */
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	sigset_t none, def;
+	sigemptyset(&none);
+	sigfillset(&def);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &def);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+	                                    POSIX_SPAWN_SETSID);
+	char *const argv[] = {(char *)"sh", (char *)"-c", (char *)guard_script,
+	                      (char *)"cryo-restore-guard", NULL};
+	int e = posix_spawn(&r->guard, "/bin/sh", &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(p[0]);
+	if (e != 0) {
+		r->guard = 0;
+		close(p[1]);
+		return;
+	}
+	r->guard_sk = p[1];
+	guard_add(r->guard_sk, r->pid);
+}
+
+/* The restore is over (what is left is ours to end, or nothing): the guard
+ * goes. */
+static void guard_end(struct criu_glue_restorer *r)
+{
+	if (r->guard > 0) {
+		kill(r->guard, SIGKILL);
+		while (waitpid(r->guard, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (r->guard_sk >= 0)
+		close(r->guard_sk);
+}
 
 int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_restorer **ret,
                              struct cryo_error *err)
@@ -469,6 +554,13 @@ int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_rest
 	posix_spawn_file_actions_init(&fa);
 	posix_spawnattr_init(&attr);
 	posix_spawn_file_actions_adddup2(&fa, sk[1], sk[1]);
+	/* Its log is criu-restore.log, given with the request: what it would
+	 * print on stdout or stderr (a complaint that its caller went away
+	 * before asking anything) is not for the program's or the user's
+	 * terminal. */
+	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
 	for (size_t i = 0; i < n_fds; i++)
 		posix_spawn_file_actions_adddup2(&fa, fds[i], fds[i]);
 	/* CRIU needs SIGCHLD; the caller may block signals for a signalfd. */
@@ -493,19 +585,21 @@ int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_rest
 		return error_set(err, -e, "cannot start '%s': %s", bin, strerror(e));
 	}
 	r->sk = sk[0];
+	guard_start(r);
 	*ret = r;
 	return 0;
 }
 
-/* Reaps it: after its one restore it exits; else closing its socket ends
- * it (it waits for a request), and a kill makes sure. */
+/* Reaps it: after its one restore it exits; else it is killed first (then
+ * it does not see its socket close, which it would complain about). */
 static void restorer_end(struct criu_glue_restorer *r, bool served)
 {
-	close(r->sk);
 	if (r->pid > 0 && !served)
 		kill(r->pid, SIGKILL);
+	close(r->sk);
 	while (r->pid > 0 && waitpid(r->pid, NULL, 0) < 0 && errno == EINTR)
 		;
+	guard_end(r);
 	free(r);
 }
 
@@ -545,20 +639,81 @@ static int send_req(int sk, const CriuReq *req)
 	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EPIPE;
 }
 
-/* CRIU's answer to req, skipping (and acknowledging) notifications. */
-static int recv_resp(int sk, CriuResp **ret)
+/* A restore on its way: what ends the wait for CRIU's answer besides the
+ * answer, and what CRIU told of it meanwhile. */
+struct restore_wait {
+	uint64_t deadline_ns;
+	struct criu_glue_lazy *lazy; /* its failure gives the restore up; or NULL */
+	const sigset_t *cancel;      /* a pending one gives it up; or NULL */
+	pid_t root;                  /* the restored tree's root, once CRIU named it */
+	int guard_sk;                /* told the root's PID (guard_start()); or -1 */
+	int given_up;                /* why it was given up (a negative errno), or 0 */
+	struct cryo_error why;
+};
+
+/* Waits until sk has something to read. Every 100 ms (and when the lazy page
+ * server's notify fd fires) it looks whether the restore is to be given up:
+ * -ETIMEDOUT past the deadline, -ECANCELED when the page server failed (its
+ * tasks would wait for pages that never come), -EINTR for a pending signal
+ * of w->cancel; w->why says which. */
+static int wait_answer(int sk, struct restore_wait *w)
 {
 	for (;;) {
+		struct pollfd p[2] = {{sk, POLLIN, 0}, {-1, POLLIN, 0}};
+		if (w->lazy)
+			p[1].fd = criu_glue_lazy_notify_fd(w->lazy);
+		int n = poll(p, 2, 100);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n > 0 && p[0].revents)
+			return 0;
+		if (n > 0 && p[1].revents) {
+			struct cryo_error lerr = {{0}};
+			int r = criu_glue_lazy_finish(w->lazy, &lerr);
+			w->lazy = NULL; /* ended, well or not: not to be polled again */
+			if (r < 0 && r != -EBUSY)
+				return error_set(&w->why, -ECANCELED,
+				                 "its memory could not be put in place: %s",
+				                 lerr.msg);
+		}
+		sigset_t pending;
+		if (w->cancel && sigpending(&pending) == 0)
+			for (int sig = 1; sig < NSIG; sig++)
+				if (sigismember(w->cancel, sig) == 1 &&
+				    sigismember(&pending, sig) == 1)
+					return error_set(&w->why, -EINTR,
+					                 "given up for signal %d (%s)", sig,
+					                 strsignal(sig));
+		if (util_now_ns() >= w->deadline_ns)
+			return error_set(&w->why, -ETIMEDOUT,
+			                 "CRIU did not finish within %d s; given up",
+			                 CRIU_GLUE_RESTORE_TIMEOUT_S);
+	}
+}
+
+/* CRIU's answer to req, skipping (and acknowledging) notifications; the
+ * first of them names the restored tree's root. */
+static int recv_resp(int sk, struct restore_wait *w, CriuResp **ret)
+{
+	for (;;) {
+		int r = wait_answer(sk, w);
+		if (r < 0) {
+			w->given_up = r;
+			return r;
+		}
 		ssize_t len;
-		while ((len = recv(sk, NULL, 0, MSG_PEEK | MSG_TRUNC)) < 0 && errno == EINTR)
+		while ((len = recv(sk, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT)) < 0 &&
+		       errno == EINTR)
 			;
+		if (len < 0 && errno == EAGAIN)
+			continue;
 		if (len <= 0)
 			return len < 0 ? -errno : -EPIPE; /* CRIU died */
 		_cleanup_free_ uint8_t *buf = malloc((size_t)len);
 		if (!buf)
 			return -ENOMEM;
 		ssize_t n;
-		while ((n = recv(sk, buf, (size_t)len, 0)) < 0 && errno == EINTR)
+		while ((n = recv(sk, buf, (size_t)len, MSG_DONTWAIT)) < 0 && errno == EINTR)
 			;
 		if (n != len)
 			return n < 0 ? -errno : -EPIPE;
@@ -569,14 +724,41 @@ static int recv_resp(int sk, CriuResp **ret)
 			*ret = resp;
 			return 0;
 		}
+		if (resp->notify && resp->notify->has_pid && resp->notify->pid > 0 &&
+		    w->root <= 0) {
+			w->root = resp->notify->pid;
+			if (w->guard_sk >= 0)
+				guard_add(w->guard_sk, w->root);
+		}
 		criu_resp__free_unpacked(resp, NULL);
 		CriuReq ack = CRIU_REQ__INIT;
 		ack.type = CRIU_REQ_TYPE__NOTIFY;
 		ack.has_notify_success = true;
 		ack.notify_success = true;
-		int r = send_req(sk, &ack);
+		r = send_req(sk, &ack);
 		if (r < 0)
 			return r;
+	}
+}
+
+/* Ends a restore that failed or was given up, and everything it made: the
+ * restored tree's root is the init of its own PID namespace and our child
+ * (CRIU makes it its sibling), so SIGKILL to it ends every process of the
+ * tree, and CRIU itself is killed too (it would otherwise wait for tasks it
+ * traces). Both are reaped, each wait bounded. */
+static void restore_kill(struct criu_glue_restorer *rs, pid_t root)
+{
+	if (root > 0)
+		kill(root, SIGKILL);
+	restorer_end(rs, false);
+	if (root <= 0)
+		return;
+	/* The namespace's other processes die first; a few ms usually. */
+	for (int i = 0; i < 1000; i++) {
+		pid_t w = waitpid(root, NULL, WNOHANG);
+		if (w == root || (w < 0 && errno != EINTR))
+			return;
+		usleep(10000);
 	}
 }
 
@@ -644,20 +826,37 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	opts.rst_sibling = true;
 	opts.n_inherit_fd = n;
 	opts.inherit_fd = inherit_p;
+	/* CRIU's notifications (scripts run through RPC) name the restored
+	 * tree's root early, before its memory is restored: a restore given up
+	 * can end the tree even while CRIU waits for it. */
+	opts.has_notify_scripts = true;
+	opts.notify_scripts = true;
 	CriuReq req = CRIU_REQ__INIT;
 	req.type = CRIU_REQ_TYPE__RESTORE;
 	req.opts = &opts;
 	CriuResp *resp = NULL;
+	struct restore_wait w = {
+	    .deadline_ns = util_now_ns() + (uint64_t)CRIU_GLUE_RESTORE_TIMEOUT_S * 1000000000u,
+	    .lazy = o->lazy,
+	    .cancel = o->cancel_signals,
+	    .guard_sk = rs->guard_sk,
+	};
 	int r = send_req(rs->sk, &req);
 	if (r == 0)
-		r = recv_resp(rs->sk, &resp);
-	restorer_end(rs, r == 0);
-	unlinkat(log_fd, "stats-restore", 0);
+		r = recv_resp(rs->sk, &w, &resp);
 	pid_t pid = 0;
 	if (resp && resp->type == CRIU_REQ_TYPE__RESTORE && resp->success && resp->restore)
 		pid = resp->restore->pid;
 	if (resp)
 		criu_resp__free_unpacked(resp, NULL);
+	if (pid > 0)
+		restorer_end(rs, true);
+	else
+		restore_kill(rs, w.root);
+	unlinkat(log_fd, "stats-restore", 0);
+	if (pid <= 0 && w.given_up)
+		return error_set(err, w.given_up, "CRIU restore given up: %s (log: '%s/%s')",
+		                 w.why.msg, o->log_dir, o->log_name);
 	if (pid <= 0)
 		return criu_glue_failed(err, 0, "restore", o->log_dir, o->log_name);
 	*ret_pid = pid;

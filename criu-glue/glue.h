@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -56,6 +57,12 @@ int criu_glue_restorer_start(const int *fds, size_t n_fds, struct criu_glue_rest
 /* Ends one that served no restore (NULL: nothing). */
 void criu_glue_restorer_free(struct criu_glue_restorer *r);
 
+struct criu_glue_lazy; /* lazy.h */
+
+/* How long a restore may take before it is given up (a full restore of
+ * 1 GiB takes about a second here). */
+#define CRIU_GLUE_RESTORE_TIMEOUT_S 120
+
 struct criu_glue_restore_opts {
 	const char *images_dir;
 	const char *log_dir;
@@ -68,6 +75,13 @@ struct criu_glue_restore_opts {
 	/* Started ahead and holding every inherit fd; consumed (freed) by the
 	 * restore. NULL: the restore starts its own. */
 	struct criu_glue_restorer *restorer;
+	/* With lazy_pages: the page server (lazy.h). If it fails before CRIU's
+	 * restore is done, the restore is given up at once (-ECANCELED): its
+	 * tasks would wait for pages that never come. */
+	struct criu_glue_lazy *lazy;
+	/* Signals the caller blocks (for a signalfd, say), any of which, once
+	 * pending, gives the restore up (-EINTR). NULL: none. */
+	const sigset_t *cancel_signals;
 };
 
 struct criu_glue_dump_stats {
@@ -102,6 +116,8 @@ int criu_glue_cpuinfo_dump(const char *dir, struct cryo_error *err);
 int criu_glue_cpuinfo_check(const char *dir, struct cryo_error *err);
 
 /* Restores a tree whose root becomes a child of the caller; *ret_pid is the
- * root's PID. */
+ * root's PID. A restore that fails, or is given up (past
+ * CRIU_GLUE_RESTORE_TIMEOUT_S: -ETIMEDOUT; o->lazy, o->cancel_signals), leaves
+ * nothing behind: CRIU and the half-restored tree are killed and reaped. */
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
                       struct cryo_error *err);

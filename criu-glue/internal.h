@@ -43,3 +43,7 @@ _Static_assert(sizeof(struct ps_iov) == 32, "CRIU's struct page_server_iov");
  * when the disk is full, else -EIO. */
 int criu_glue_failed(struct cryo_error *err, pid_t pid, const char *what, const char *log_dir,
                      const char *log_name);
+
+/* The fd a lazy restore's page server writes to when it ended, well or not
+ * (its notify_fd; lazy.c): criu_glue_restore() polls it, without reading. */
+int criu_glue_lazy_notify_fd(const struct criu_glue_lazy *l);

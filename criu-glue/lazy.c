@@ -1101,6 +1101,11 @@ void criu_glue_lazy_go(struct criu_glue_lazy *l)
 	}
 }
 
+int criu_glue_lazy_notify_fd(const struct criu_glue_lazy *l)
+{
+	return l->o.notify_fd;
+}
+
 int criu_glue_lazy_finish(struct criu_glue_lazy *l, struct cryo_error *err)
 {
 	int r = __atomic_load_n(&l->result, __ATOMIC_ACQUIRE);

@@ -284,9 +284,13 @@ void standby_prepare(struct supervisor *s);
 /* Restores the images in dir, whose stdio and control socket had the inodes
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
- * (after a crash, the peers have moved on). err gets CRIU's reason. */
+ * (after a crash, the peers have moved on). With lazy (a lazy restore's page
+ * server) the memory follows; a failure of lazy gives the restore up
+ * (-ECANCELED). A stop asked for meanwhile (SIGTERM, SIGINT, SIGHUP) gives it
+ * up too (-EINTR); nothing of a restore that failed is left running. err
+ * gets CRIU's reason. */
 int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
-                bool lazy, struct cryo_error *err);
+                struct criu_glue_lazy *lazy, struct cryo_error *err);
 
 /* ---- restore-lazy.c: a restore whose memory follows ---- */
 

@@ -28,7 +28,7 @@ int migrate_arrive(struct supervisor *s)
 	/* Tests make a target's restore fail here (as a CRIU that cannot
 	 * restore would), to see the source take its program back. */
 	int r = migrate_fault("restore") ? error_set(&err, -EIO, "CRIU restore failed (injected)")
-	                                 : restore_dir(s, in->images, ino, true, false, &err);
+	                                 : restore_dir(s, in->images, ino, true, NULL, &err);
 	if (r == 0 && cfg->incremental) {
 		page_index_free(s->index);
 		s->index = NULL;

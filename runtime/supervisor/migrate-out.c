@@ -267,7 +267,7 @@ static int resume_here(struct supervisor *s, const char *dir, struct cryo_error 
 {
 	uint64_t ino[4] = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control};
 	struct cryo_error cause = {{0}};
-	int r = restore_dir(s, dir, ino, true, false, &cause);
+	int r = restore_dir(s, dir, ino, true, NULL, &cause);
 	if (r < 0)
 		return error_append(err, r, "; resuming it here failed too: %s", cause.msg);
 	if (s->net.fd >= 0 && net_set_up(&s->net, true, NULL) == 0)

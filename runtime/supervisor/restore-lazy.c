@@ -36,16 +36,32 @@ struct lazy_restore {
 	struct page_index *idx;
 	unsigned chain;
 	uint64_t bad;
+	bool stall;     /* CRYO_INJECT_LAZY_FAULT=stall (below) */
+	bool cancelled; /* (atomic) being freed: a stall ends */
 };
 
 /* ---- lazy restore ------------------------------------------------------------ */
 
 /* Where the page server finds a memory image's bytes: in the archive's
  * decompression, once it got that far. */
+/* Fault injection for tests, in SQLite's manner: CRYO_INJECT_LAZY_FAULT=
+ * "stall" makes the first lazy page asked for wait (up to 60 s, or until the
+ * restore is ended), as a page that does not come would: the restore stays
+ * under way. */
+static void injected_stall(struct lazy_restore *lz)
+{
+	if (!lz->stall)
+		return;
+	lz->stall = false;
+	for (int i = 0; i < 6000 && !__atomic_load_n(&lz->cancelled, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+}
+
 static int64_t lazy_get(void *ctx, const char *name, uint64_t off, uint64_t len, struct iovec *iov,
                         int max_iov, int *n_iov)
 {
 	struct lazy_restore *lz = ctx;
+	injected_stall(lz);
 	return image_chain_get(lz->images, name, off, len, iov, max_iov, n_iov);
 }
 
@@ -59,6 +75,7 @@ static void lazy_free(struct lazy_restore *lz)
 {
 	if (!lz)
 		return;
+	__atomic_store_n(&lz->cancelled, true, __ATOMIC_RELEASE);
 	if (lz->images)
 		image_chain_cancel(lz->images);
 	criu_glue_lazy_free(lz->glue);
@@ -216,7 +233,11 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 	struct lazy_restore *lz = calloc(1, sizeof(*lz));
 	if (!lz)
 		return -EAGAIN;
-	*lz = (struct lazy_restore){.efd = -1, .gen = gen, .t0 = util_now_ns()};
+	const char *inject = getenv("CRYO_INJECT_LAZY_FAULT");
+	*lz = (struct lazy_restore){.efd = -1,
+	                            .gen = gen,
+	                            .t0 = util_now_ns(),
+	                            .stall = inject && strcmp(inject, "stall") == 0};
 	struct cryo_error err = {{0}}, cerr = {{0}};
 	int r = restore_make_dir(s, gen, lz->dir, sizeof(lz->dir));
 	if (r < 0) {
@@ -257,9 +278,16 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 		error_set(&err, r, "%s", cerr.msg[0] ? cerr.msg : strerror(-r));
 		goto full;
 	}
-	r = restore_dir(s, lz->dir, ino, false, true, &err);
+	r = restore_dir(s, lz->dir, ino, false, lz->glue, &err);
+	if (r == -EINTR) {
+		log_error("the restore of generation %" PRIu64 " of '%s' was given up: %s", gen,
+		          cfg->name, err.msg);
+		lazy_free(lz);
+		return r;
+	}
 	if (r < 0)
-		goto full;
+		goto full; /* a damaged piece of memory among other causes: read in full, the
+		            * whole image is checked */
 	criu_glue_lazy_go(lz->glue);
 	ep_add(s, lz->efd, EPOLLIN, EV_LAZY);
 	s->lazy = lz;

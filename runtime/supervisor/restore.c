@@ -49,7 +49,7 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
 	manifest_free(m);
 	struct cryo_error err = {{0}};
-	r = restore_dir(s, dir, ino, false, false, &err);
+	r = restore_dir(s, dir, ino, false, NULL, &err);
 	if (r == 0 && cfg->incremental) {
 		/* The rebuilt memory images are the base of the next incremental
 		 * checkpoint_take (the program runs already). */
@@ -93,14 +93,15 @@ int restore_newest(struct supervisor *s, uint64_t only)
 			continue;
 		tried = true;
 		uint64_t t0 = util_now_ns();
-		if (restore_generation(s, gens[i]) == 0) {
+		r = restore_generation(s, gens[i]);
+		if (r == 0) {
 			log_info("restored '%s' from generation %" PRIu64
 			         " in %.1f ms (program PID %d%s)",
 			         s->cfg->name, gens[i], (double)(util_now_ns() - t0) / 1e6,
 			         program_pid(s), s->lazy ? "; its memory follows lazily" : "");
 			return 0;
 		}
-		if (only)
+		if (only || r == -EINTR) /* -EINTR: a stop was asked for */
 			break;
 		if (i > 0 && gens[i - 1] >= s->min_generation)
 			log_info("trying generation %" PRIu64 " of '%s' instead", gens[i - 1],

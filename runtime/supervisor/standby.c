@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -130,7 +131,7 @@ void standby_prepare(struct supervisor *s)
  * tcp_established its connections come back open (a migration), else closed
  * (after a crash, the peers have moved on). err gets CRIU's reason. */
 int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
-                bool lazy, struct cryo_error *err)
+                struct criu_glue_lazy *lazy, struct cryo_error *err)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct program_ends e;
@@ -163,6 +164,11 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 		snprintf(inherit[n].key, sizeof(inherit[n].key), "%s", NET_CRIU_KEY);
 		n++;
 	}
+	sigset_t stop_signals;
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGHUP);
 	struct criu_glue_restore_opts o = {
 	    .images_dir = dir,
 	    .log_dir = cfg->paths.dir,
@@ -171,8 +177,10 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 	    .n_inherit = n,
 	    .tcp_established = tcp_established,
 	    .tcp_close = !tcp_established,
-	    .lazy_pages = lazy,
+	    .lazy_pages = lazy != NULL,
 	    .restorer = criu,
+	    .lazy = lazy,
+	    .cancel_signals = &stop_signals,
 	};
 	struct cryo_error cerr = {{0}};
 	pid_t pid;

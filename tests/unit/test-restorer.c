@@ -5,30 +5,84 @@
 #include "glue.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Our only child, or 0 if there is none. */
+/* Whether pid is a guard (glue.c's guard_start()): its command line names
+ * it. A child just spawned may not show its command line yet (its exec is
+ * under way): looked at again, for up to a second. */
+static bool is_guard(pid_t pid)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+	for (int i = 0; i < 100; i++) {
+		FILE *f = fopen(path, "re");
+		if (!f)
+			return false;
+		size_t n = fread(buf, 1, sizeof(buf), f);
+		fclose(f);
+		if (n > 0)
+			return memmem(buf, n, "cryo-restore-guard", 18) != NULL;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Our children that are not zombies, guards counted apart (through /proc:
+ * /proc/PID/task/TID/children is not in every kernel). */
+static int children(pid_t *first, int *guards)
+{
+	int n = 0;
+	*guards = 0;
+	*first = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char path[300], buf[512];
+		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		const char *p = strrchr(buf, ')');
+		char state;
+		int ppid;
+		if (!p || sscanf(p + 1, " %c %d", &state, &ppid) != 2 || ppid != getpid() ||
+		    state == 'Z')
+			continue;
+		pid_t pid = atoi(de->d_name);
+		if (is_guard(pid)) {
+			(*guards)++;
+		} else {
+			n++;
+			*first = pid;
+		}
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* Our only child (a guard apart, which goes with it), or 0 if there is
+ * none. */
 static pid_t only_child(void)
 {
-	char path[64], buf[256] = "";
-	snprintf(path, sizeof(path), "/proc/self/task/%d/children", getpid());
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	int pid = 0, more = 0;
-	int got = sscanf(buf, "%d %d", &pid, &more);
-	CHECK(got <= 1); /* never two */
-	return got >= 1 ? pid : 0;
+	pid_t pid;
+	int guards;
+	int n = children(&pid, &guards);
+	CHECK(n <= 1);      /* never two */
+	CHECK(guards == n); /* a guard with each CRIU, and none left over */
+	return n == 1 ? pid : 0;
 }
 
 /* Whether pid's fd n is the same file as our fd n. */
@@ -101,7 +155,7 @@ static void test_dead_restorer(void)
 	pid_t pid = only_child();
 	CHECK(pid > 0 && kill(pid, SIGKILL) == 0);
 	int status;
-	CHECK(waitpid(pid, &status, 0) == pid); /* reaped by someone else */
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid); /* reaped by someone else */
 	struct criu_glue_inherit inh = {.key = "fd", .fd = 0};
 	struct criu_glue_restore_opts o = {
 	    .images_dir = "/nonexistent",
