@@ -10,7 +10,7 @@
  * the pages image itself is in. */
 #pragma once
 
-#include "glue.h"
+#include "error.h"
 #include "memfile.h"
 
 #include <stdint.h>
