@@ -432,6 +432,12 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	if (stats && read_dump_stats(o->log_dir, stats) < 0)
 		memset(stats, 0, sizeof(*stats));
 	unlinkat(log_fd, "stats-dump", 0);
+	/* The tree's PIDs are still its own only while it runs. */
+	if (o->leave_running) {
+		r = preflight_check_dumped(o->images_dir, o->pid, err);
+		if (r < 0)
+			return r;
+	}
 	r = fix_timerfds(o->images_dir);
 	if (r < 0)
 		return error_set(err, r, "cannot read the dumped files.img: %s", strerror(-r));

@@ -18,9 +18,16 @@
  *   when the program runs on after the dump (every checkpoint), removes at
  *   the end of the dump; the restore then misses it ("Can't link
  *   .../link_remap.N -> ..."). (A file unlinked with no other link is fine:
- *   its content goes into the image.) */
+ *   its content goes into the image.)
+ *
+ * The fds are looked at before the dump, where the process holding one can be
+ * named; an fd opened between that look and the freeze (a library reading
+ * /proc/self/maps, say) is found after the dump in CRIU's files.img. */
 #include "glue.h"
 #include "cleanup.h"
+#include "criu-proto.h"
+#include "internal.h"
+#include "pb.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -33,6 +40,14 @@
 #include <unistd.h>
 
 #define DELETED_SUFFIX " (deleted)"
+
+#define WHY_PROC                                                                                   \
+	"a file in /proc of the workload's own processes, which CRIU cannot restore in cryo's "    \
+	"PID "                                                                                     \
+	"namespace (the restored process has another host PID)"
+#define WHY_NS                                                                                     \
+	"a namespace file, which CRIU cannot restore in cryo's PID namespace (it would reopen "    \
+	"another process's namespace)"
 
 /* The TIDs of every task of the processes in pids (a PID is its main
  * task's TID). */
@@ -80,7 +95,8 @@ static bool is_own_proc_file(const char *link, const pid_t *tids, size_t n)
 		return false;
 	char *end;
 	long pid = strtol(link + 6, &end, 10);
-	if (end == link + 6 || (*end && *end != '/' && strcmp(end, DELETED_SUFFIX) != 0))
+	if (end == link + 6 || link[6] < '0' || link[6] > '9' ||
+	    (*end && *end != '/' && strcmp(end, DELETED_SUFFIX) != 0))
 		return false;
 	return has_tid(tids, n, pid);
 }
@@ -136,12 +152,9 @@ static bool find_in(pid_t pid, const pid_t *tids, size_t n_tids, struct cryo_err
 		link[n] = '\0';
 		const char *why;
 		if (is_own_proc_file(link, tids, n_tids))
-			why = "a file in /proc of the workload's own processes, which CRIU cannot "
-			      "restore in cryo's PID namespace (the restored process has another "
-			      "host PID)";
+			why = WHY_PROC;
 		else if (is_ns_file(link))
-			why = "a namespace file, which CRIU cannot restore in cryo's PID namespace "
-			      "(it would reopen another process's namespace)";
+			why = WHY_NS;
 		else if (is_unlinked_with_links(dirfd(d), de->d_name, link))
 			why = "a file unlinked while open that has other hard links, which CRIU "
 			      "cannot restore once the program ran on after the checkpoint (its "
@@ -173,4 +186,85 @@ int criu_glue_find_unrestorable(pid_t root, struct cryo_error *err)
 		if (find_in(pids[i], tids, n_tids, err))
 			return -EOPNOTSUPP;
 	return 0;
+}
+
+/* The tasks of the tree rooted at root as they are now. */
+static int tids_now(pid_t root, pid_t **ret, size_t *ret_n)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n = 0;
+	int r = util_proc_tree(root, &pids, &n);
+	return r < 0 ? r : tree_tids(pids, n, ret, ret_n);
+}
+
+/* Whether one file_entry of files.img is unrestorable (err says why): an
+ * ns_file_entry, or a reg_file_entry named in /proc by one of tids. */
+static bool entry_unrestorable(const uint8_t *msg, size_t len, const pid_t *tids, size_t n,
+                               struct cryo_error *err)
+{
+	const uint8_t *p = msg, *end = msg + len;
+	struct pb_field f;
+	while (pb_next(&p, end, &f) == 1) {
+		if (f.number == PB_FILE_ENTRY_NSF && f.wire_type == 2) {
+			error_set(err, -EOPNOTSUPP,
+			          "the dump holds an fd on %s; close it before checkpointing",
+			          WHY_NS);
+			return true;
+		}
+		if (f.number != PB_FILE_ENTRY_REG || f.wire_type != 2)
+			continue;
+		const uint8_t *q = f.data, *qend = f.data + f.len;
+		struct pb_field g;
+		while (pb_next(&q, qend, &g) == 1) {
+			if (g.number != PB_REG_FILE_ENTRY_NAME || g.wire_type != 2)
+				continue;
+			/* CRIU names a file from the root, with or without the
+			 * leading slash. */
+			const char *s = (const char *)g.data;
+			size_t slen = g.len;
+			if (slen > 0 && s[0] == '/') {
+				s++;
+				slen--;
+			}
+			char name[PATH_MAX];
+			if (slen + 2 > sizeof(name))
+				continue;
+			name[0] = '/';
+			memcpy(name + 1, s, slen);
+			name[slen + 1] = '\0';
+			if (is_own_proc_file(name, tids, n)) {
+				error_set(
+				    err, -EOPNOTSUPP,
+				    "the dump holds an fd on %s, %s; close it before checkpointing",
+				    name, WHY_PROC);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+int preflight_check_dumped(const char *images_dir, pid_t root, struct cryo_error *err)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/files.img", images_dir);
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	int r = util_read_file(path, &buf, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return error_set(err, r, "cannot read '%s': %s", path, strerror(-r));
+	_cleanup_free_ pid_t *tids = NULL;
+	size_t n = 0;
+	r = tids_now(root, &tids, &n);
+	if (r < 0)
+		return error_set(err, r, "cannot read the processes of PID %d: %s", root,
+		                 strerror(-r));
+	const uint8_t *b = (const uint8_t *)buf, *msg;
+	size_t off = pb_entries_start(b, len), msg_len;
+	while ((r = pb_next_entry(b, len, &off, &msg, &msg_len)) == 1)
+		if (entry_unrestorable(msg, msg_len, tids, n, err))
+			return -EOPNOTSUPP;
+	return r < 0 ? error_set(err, r, "cannot read '%s': %s", path, strerror(-r)) : 0;
 }

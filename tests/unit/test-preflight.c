@@ -3,6 +3,7 @@
  * it) as the tree: each kind is found and named, and the fds CRIU restores
  * well are let through. */
 #include "glue.h"
+#include "internal.h"
 #include "test.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -124,5 +126,67 @@ static void test_in_a_child(void)
 	waitpid(child, NULL, 0);
 }
 
+/* Writes dir/files.img holding one file_entry: a reg_file_entry named name
+ * (with field, 3), or an empty ns_file_entry (field 5, name NULL). */
+static void write_files_img(const char *dir, uint32_t field, const char *name)
+{
+	uint8_t inner[300], msg[320], img[340];
+	size_t ni = 0, nm = 0;
+	if (name) {
+		size_t len = strlen(name);
+		inner[ni++] = 6 << 3 | 2; /* reg_file_entry.name */
+		inner[ni++] = (uint8_t)len;
+		memcpy(inner + ni, name, len);
+		ni += len;
+	}
+	msg[nm++] = 1 << 3; /* file_entry.type */
+	msg[nm++] = 1;
+	msg[nm++] = 2 << 3; /* file_entry.id */
+	msg[nm++] = 7;
+	msg[nm++] = (uint8_t)(field << 3 | 2);
+	msg[nm++] = (uint8_t)ni;
+	memcpy(msg + nm, inner, ni);
+	nm += ni;
+	/* IMG_COMMON_MAGIC, the image's magic (any), the entry's size. */
+	uint32_t head[3] = {0x54564319, 0x56213975, (uint32_t)nm};
+	memcpy(img, head, sizeof(head));
+	memcpy(img + sizeof(head), msg, nm);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/files.img", dir);
+	FILE *f = fopen(path, "we");
+	CHECK(f && fwrite(img, 1, sizeof(head) + nm, f) == sizeof(head) + nm);
+	if (f)
+		fclose(f);
+}
+
+static void test_dumped_files(void)
+{
+	/* An fd opened after the look before the dump is in CRIU's
+	 * files.img: found there. */
+	char dir[] = "/tmp/cryo-test-preflight-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	struct cryo_error err = {{0}};
+	CHECK(preflight_check_dumped(dir, getpid(), &err) == 0); /* no files.img */
+	char name[64];
+	snprintf(name, sizeof(name), "/proc/%d/maps", getpid());
+	write_files_img(dir, 3, name);
+	CHECK(preflight_check_dumped(dir, getpid(), &err) == -EOPNOTSUPP);
+	CHECK(strstr(err.msg, name) != NULL);
+	write_files_img(dir, 3, name + 1); /* without the leading slash */
+	CHECK(preflight_check_dumped(dir, getpid(), &err) == -EOPNOTSUPP);
+	snprintf(name, sizeof(name), "/proc/%d/maps", getppid()); /* not the tree's */
+	write_files_img(dir, 3, name);
+	CHECK(preflight_check_dumped(dir, getpid(), &err) == 0);
+	write_files_img(dir, 3, "/proc/meminfo");
+	CHECK(preflight_check_dumped(dir, getpid(), &err) == 0);
+	write_files_img(dir, 5, NULL);
+	CHECK(preflight_check_dumped(dir, getpid(), &err) == -EOPNOTSUPP);
+	CHECK(strstr(err.msg, "a namespace file") != NULL);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/files.img", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 TEST_MAIN(test_nothing_held, test_own_proc_file, test_other_proc_file, test_namespace_file,
-          test_unlinked_files, test_in_a_child)
+          test_unlinked_files, test_in_a_child, test_dumped_files)
