@@ -26,9 +26,10 @@
 	X(FILE_ENTRY, TYPE, "fdinfo.proto", "file_entry", "type", 1)                               \
 	X(FILE_ENTRY, REG, "fdinfo.proto", "file_entry", "reg", 3)                                 \
 	X(FILE_ENTRY, ISK, "fdinfo.proto", "file_entry", "isk", 4)                                 \
+	X(FILE_ENTRY, NSF, "fdinfo.proto", "file_entry", "nsf", 5)                                 \
 	X(FILE_ENTRY, TFD, "fdinfo.proto", "file_entry", "tfd", 12)                                \
 	X(FILE_ENTRY, USK, "fdinfo.proto", "file_entry", "usk", 16)                                \
-	/* regfile.proto (inspect.c) */                                                            \
+	/* regfile.proto (inspect.c, preflight.c) */                                               \
 	X(REG_FILE_ENTRY, POS, "regfile.proto", "reg_file_entry", "pos", 3)                        \
 	X(REG_FILE_ENTRY, NAME, "regfile.proto", "reg_file_entry", "name", 6)                      \
 	/* sk-inet.proto (inspect.c) */                                                            \

@@ -386,10 +386,15 @@ static int dump_lock(void)
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct cryo_error *err)
 {
+	/* What CRIU would dump but no restore could bring back is refused
+	 * first (preflight.c). */
+	int r = criu_glue_find_unrestorable(o->pid, err);
+	if (r < 0)
+		return r;
 	_cleanup_criu_opts_ criu_opts *c = NULL;
 	_cleanup_close_ int log_fd = -1, images_fd = -1;
-	int r = prepare_with_images(&c, o->images_dir, &images_fd, o->log_dir, o->log_name, &log_fd,
-	                            err);
+	r = prepare_with_images(&c, o->images_dir, &images_fd, o->log_dir, o->log_name, &log_fd,
+	                        err);
 	if (r < 0)
 		return r;
 	criu_local_set_pid(c, o->pid);
@@ -427,6 +432,12 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	if (stats && read_dump_stats(o->log_dir, stats) < 0)
 		memset(stats, 0, sizeof(*stats));
 	unlinkat(log_fd, "stats-dump", 0);
+	/* The tree's PIDs are still its own only while it runs. */
+	if (o->leave_running) {
+		r = preflight_check_dumped(o->images_dir, o->pid, err);
+		if (r < 0)
+			return r;
+	}
 	r = fix_timerfds(o->images_dir);
 	if (r < 0)
 		return error_set(err, r, "cannot read the dumped files.img: %s", strerror(-r));

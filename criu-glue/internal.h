@@ -47,3 +47,9 @@ int criu_glue_failed(struct cryo_error *err, pid_t pid, const char *what, const 
 /* The fd a lazy restore's page server writes to when it ended, well or not
  * (its notify_fd; lazy.c): criu_glue_restore() polls it, without reading. */
 int criu_glue_lazy_notify_fd(const struct criu_glue_lazy *l);
+
+/* After a dump of the tree rooted at root that left it running: whether
+ * images_dir/files.img holds a file that criu_glue_find_unrestorable() would
+ * have refused (opened after it looked): -EOPNOTSUPP with err naming it,
+ * else 0 (preflight.c). */
+int preflight_check_dumped(const char *images_dir, pid_t root, struct cryo_error *err);
