@@ -190,6 +190,24 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	}
 	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, images, true);
 	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
+	/* Its unix connections to processes outside (a local server's clients)
+	 * are dumped as external: the dump leaves them be, and a restore hands
+	 * them in ended. */
+	uint64_t external[1 + UNIXSK_MAX_OUTSIDE] = {s->ino_control};
+	_cleanup_free_ uint64_t *outside = NULL;
+	size_t n_outside = 0;
+	if (unixsk_outside(s->init_pid, s->net.fd, s->ino_control, &outside, &n_outside) < 0)
+		n_outside = 0; /* CRIU names any such connection, if there is one */
+	if (n_outside > UNIXSK_MAX_OUTSIDE) {
+		r = error_set(err, -EMFILE,
+		              "it holds %zu unix-socket connections to processes outside it, and "
+		              "cryo keeps at most %d (fewer clients connected at once, then)",
+		              n_outside, UNIXSK_MAX_OUTSIDE);
+		goto out;
+	}
+	memcpy(external + 1, outside, n_outside * sizeof(*outside));
+	o.external_unix = external;
+	o.n_external_unix = 1 + n_outside;
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
 	 * images read, stored (compressed, written, fsynced). */
@@ -250,6 +268,12 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		goto out;
 	}
 	checkpoint_fill_manifest(s, m, gen, trigger, &st);
+	if (n_outside > 0) {
+		char list[UNIXSK_MAX_OUTSIDE * 21 + 1], *p = list;
+		for (size_t i = 0; i < n_outside; i++)
+			p += sprintf(p, "%s%" PRIu64, i ? " " : "", outside[i]);
+		manifest_add(m, MANIFEST_UNIX_OUTSIDE, list);
+	}
 	if (dd.incremental) {
 		delta_describe(&dd, page_index_generation(base), m);
 		manifest_addf(m, "chain", "%u", s->chain + 1);
