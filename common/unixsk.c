@@ -143,7 +143,7 @@ static int diag_dump(int fd, struct inode_set *socks, struct inode_set *peers)
 	 * times out. */
 	struct timeval tv = {.tv_sec = 5};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	static _Alignas(struct nlmsghdr) char buf[32768];
+	_Alignas(struct nlmsghdr) char buf[32768];
 	for (;;) {
 		ssize_t n = recv(fd, buf, sizeof(buf), 0);
 		if (n < 0 && errno == EINTR)
