@@ -119,3 +119,15 @@ PY
 	kill -0 "$HELD"
 	[ "$(wc -l <"$STATE/held.out")" = 1 ]
 }
+
+@test "redis on a unix socket: a client that connects between cryo's look and the freeze costs the checkpoint nothing" {
+	# The supervisor's first look misses the connection, as it misses one
+	# made just after it: CRIU refuses that dump, and cryo dumps again.
+	CRYO_INJECT_CHECKPOINT_FAULT=unix-look-late start_redis
+	start_held_client
+	run "$CRYO" checkpoint redis
+	assert_success
+	[ "$(newest_gen)" -ge 1 ]
+	kill -0 "$HELD"
+	[ "$(wc -l <"$STATE/held.out")" = 1 ]
+}
