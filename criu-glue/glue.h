@@ -48,7 +48,7 @@ struct criu_glue_inherit {
 struct criu_glue_restorer;
 
 /* The most fds a restore passes to the restored program (inherit). */
-#define CRIU_GLUE_MAX_INHERIT 8
+#define CRIU_GLUE_MAX_INHERIT 128 /* 5 of cryo's + UNIXSK_MAX_OUTSIDE, and some */
 
 /* Starts one holding fds (the caller keeps its own; at most
  * CRIU_GLUE_MAX_INHERIT, else -E2BIG). */

@@ -135,6 +135,28 @@ static void remove_later(struct supervisor *s, const char *dir, uint64_t gen)
 	image_store_uncache(s->cfg->paths.dir, gen);
 }
 
+/* Memory made ready for a dump's pages, while the program still runs (see
+ * criu-glue/pages.h); NULL: the pages go through files. */
+static struct criu_glue_pages *checkpoint_pages(struct supervisor *s)
+{
+	const struct supervisor_config *cfg = s->cfg;
+	struct criu_glue_pages *pages = NULL;
+	if (cfg->dump_via_memory) {
+		/* Not when the estimate failed, nor when the pages would take
+		 * half of the memory left. */
+		struct cryo_error cerr = {{0}};
+		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
+		if (expect > 0 && expect < util_mem_available() / 2 &&
+		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, &pages, &cerr) < 0) {
+			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
+			pages = NULL;
+		}
+		if (!pages)
+			criu_glue_spare_drop(&s->spare);
+	}
+	return pages;
+}
+
 /* Checkpoints the running program. On any failure the program runs on and
  * the stored generations are as they were. Returns the new generation, or a
  * negative errno with the reason in err.
@@ -174,27 +196,56 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	struct cryo_error cerr = {{0}};
 	/* Pages go to memory made ready now, while the program still runs
 	 * (see criu-glue/pages.h), unless that memory is not to be had. */
-	struct criu_glue_pages *pages = NULL;
+	struct criu_glue_pages *pages = checkpoint_pages(s);
 	struct delta_dir dd = {0};
-	if (cfg->dump_via_memory) {
-		/* Not when the estimate failed, nor when the pages would take
-		 * half of the memory left. */
-		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
-		if (expect > 0 && expect < util_mem_available() / 2 &&
-		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, &pages, &cerr) < 0) {
-			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
-			pages = NULL;
-		}
-		if (!pages)
-			criu_glue_spare_drop(&s->spare);
-	}
 	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, images, true);
-	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
+	uint64_t external[1 + UNIXSK_MAX_OUTSIDE] = {s->ino_control};
+	_cleanup_free_ uint64_t *outside = NULL;
+	size_t n_outside = 0;
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
 	 * images read, stored (compressed, written, fsynced). */
 	uint64_t tp[5] = {t0};
-	r = criu_glue_dump(&o, &st, &cerr);
+	for (int attempt = 0;; attempt++) {
+		/* Its unix connections to processes outside (a local server's
+		 * clients) are dumped as external: the dump leaves them be, and
+		 * a restore hands them in ended. */
+		free(TAKE_PTR(outside));
+		/* Tests make the first look miss the connections, as it misses
+		 * one made between the look and the freeze. */
+		const char *inject = getenv("CRYO_INJECT_CHECKPOINT_FAULT");
+		bool look = !(attempt == 0 && inject && !strcmp(inject, "unix-look-late"));
+		n_outside = 0;
+		if (look && unixsk_outside(s->init_pid, s->net.fd, s->ino_control, &outside,
+		                           &n_outside) < 0)
+			n_outside = 0; /* CRIU names any such connection, if there is one */
+		if (n_outside > UNIXSK_MAX_OUTSIDE) {
+			r = error_set(
+			    err, -EMFILE,
+			    "it holds %zu unix-socket connections to processes outside it, "
+			    "and cryo keeps at most %d (fewer clients connected at once, then)",
+			    n_outside, UNIXSK_MAX_OUTSIDE);
+			goto out;
+		}
+		memcpy(external + 1, outside, n_outside * sizeof(*outside));
+		o.external_unix = external;
+		o.n_external_unix = 1 + n_outside;
+		o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
+		r = criu_glue_dump(&o, &st, &cerr);
+		if (r == 0 || attempt > 0 || !strstr(cerr.msg, "External socket is used"))
+			break;
+		/* A client connected between our look and the freeze: once
+		 * more, with it. */
+		criu_glue_pages_free(pages, &s->spare);
+		util_rm_rf(images);
+		if (mkdir(images, 0700) < 0) {
+			r = -errno;
+			error_set(err, r, "cannot create '%s': %s", images, strerror(-r));
+			pages = NULL;
+			goto out;
+		}
+		pages = checkpoint_pages(s);
+	}
 	tp[1] = util_now_ns();
 	if (r == 0 && pages)
 		r = criu_glue_pages_finish(pages, &cerr);
@@ -250,6 +301,12 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		goto out;
 	}
 	checkpoint_fill_manifest(s, m, gen, trigger, &st);
+	if (n_outside > 0) {
+		char list[UNIXSK_MAX_OUTSIDE * 21 + 1], *p = list;
+		for (size_t i = 0; i < n_outside; i++)
+			p += sprintf(p, "%s%" PRIu64, i ? " " : "", outside[i]);
+		manifest_add(m, MANIFEST_UNIX_OUTSIDE, list);
+	}
 	if (dd.incremental) {
 		delta_describe(&dd, page_index_generation(base), m);
 		manifest_addf(m, "chain", "%u", s->chain + 1);

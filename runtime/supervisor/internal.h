@@ -9,6 +9,7 @@
 #include "json.h"
 #include "pages.h"
 #include "protocol.h"
+#include "unixsk.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -271,9 +272,21 @@ void supervisor_request_stop(struct supervisor *s, int sig);
  * its raw images fit comfortably there and in RAM, else beside the images. */
 int restore_make_dir(struct supervisor *s, uint64_t gen, char *dir, size_t len);
 
-/* The inodes of the program's stdin, stdout, stderr and control socket when
- * the image was taken (checkpoint_fill_manifest()). */
-void restore_manifest_inodes(const struct manifest *m, uint64_t ino[4]);
+/* The inodes a restore hands in anew: the program's stdin, stdout, stderr
+ * and control socket, and its unix stream connections to processes outside
+ * the workload (unixsk.h), as they were when the image was taken. */
+struct program_inodes {
+	uint64_t std[4];
+	uint64_t outside[UNIXSK_MAX_OUTSIDE];
+	size_t n_outside;
+};
+
+/* The manifest's key for the connections to processes outside: their
+ * inodes, separated by spaces. */
+#define MANIFEST_UNIX_OUTSIDE "unix.outside"
+
+/* A checkpoint's inodes (checkpoint_fill_manifest(), MANIFEST_UNIX_OUTSIDE). */
+void restore_manifest_inodes(const struct manifest *m, struct program_inodes *ino);
 
 /* Ends a standby's CRIU and closes what it held. */
 void standby_free(struct standby *sb);
@@ -281,16 +294,18 @@ void standby_free(struct standby *sb);
 /* Makes the next restore ready, unless it is or no restore is to come. */
 void standby_prepare(struct supervisor *s);
 
-/* Restores the images in dir, whose stdio and control socket had the inodes
- * ino (stdin, stdout, stderr, control). The program becomes our child. With
+/* Restores the images in dir, whose stdio, control socket and unix
+ * connections to processes outside had the inodes ino. The program becomes
+ * our child; those connections come back ended (the program reads their
+ * end, a client reconnects). With
  * tcp_established its connections come back open (a migration), else closed
  * (after a crash, the peers have moved on). With lazy (a lazy restore's page
  * server) the memory follows; a failure of lazy gives the restore up
  * (-ECANCELED). A stop asked for meanwhile (SIGTERM, SIGINT, SIGHUP) gives it
  * up too (-EINTR); nothing of a restore that failed is left running. err
  * gets CRIU's reason. */
-int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
-                struct criu_glue_lazy *lazy, struct cryo_error *err);
+int restore_dir(struct supervisor *s, const char *dir, const struct program_inodes *ino,
+                bool tcp_established, struct criu_glue_lazy *lazy, struct cryo_error *err);
 
 /* ---- restore-lazy.c: a restore whose memory follows ---- */
 

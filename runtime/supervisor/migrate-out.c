@@ -265,9 +265,11 @@ out:
 /* After a failed migration: the program runs here again, from its dump. */
 static int resume_here(struct supervisor *s, const char *dir, struct cryo_error *err)
 {
-	uint64_t ino[4] = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control};
+	/* A migration's dump keeps no connection to a process outside. */
+	struct program_inodes ino = {
+	    .std = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control}};
 	struct cryo_error cause = {{0}};
-	int r = restore_dir(s, dir, ino, true, NULL, &cause);
+	int r = restore_dir(s, dir, &ino, true, NULL, &cause);
 	if (r < 0)
 		return error_append(err, r, "; resuming it here failed too: %s", cause.msg);
 	if (s->net.fd >= 0 && net_set_up(&s->net, true, NULL) == 0)
@@ -291,6 +293,16 @@ static void forget_generations(struct supervisor *s)
 		unlink(path);
 	}
 	util_fsync_dir(s->cfg->paths.dir);
+}
+
+/* How many unix connections to processes outside the program holds. */
+static size_t migrate_count_unix(struct supervisor *s)
+{
+	_cleanup_free_ uint64_t *outside = NULL;
+	size_t n = 0;
+	if (unixsk_outside(s->init_pid, s->net.fd, s->ino_control, &outside, &n) < 0)
+		return 0; /* CRIU's dump names any */
+	return n;
 }
 
 /* cryo migrate: moves the program to the cryo serve at target. On any
@@ -332,6 +344,16 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 		    "it holds %d open TCP connection%s and its address cannot move with it "
 		    "(start it with cryo run --net ADDR/PREFIX to migrate connections)",
 		    conns, conns == 1 ? "" : "s");
+		goto out;
+	}
+	/* A unix connection's other end stays on this machine. */
+	size_t n_outside = migrate_count_unix(s);
+	if (n_outside > 0) {
+		r = error_set(
+		    &err, -EADDRNOTAVAIL,
+		    "it holds %zu unix-socket connection%s to processes outside it, which "
+		    "cannot move to another machine (end them, then migrate)",
+		    n_outside, n_outside == 1 ? "" : "s");
 		goto out;
 	}
 	int fd = connect_to(target, 5000, &err);

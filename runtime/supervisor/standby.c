@@ -42,13 +42,23 @@ int restore_make_dir(struct supervisor *s, uint64_t gen, char *dir, size_t len)
 	return r;
 }
 
-/* The inodes of the program's stdin, stdout, stderr and control socket when
- * the image was taken (checkpoint_fill_manifest()). */
-void restore_manifest_inodes(const struct manifest *m, uint64_t ino[4])
+void restore_manifest_inodes(const struct manifest *m, struct program_inodes *ino)
 {
 	static const char *const keys[4] = {"ino.stdin", "ino.stdout", "ino.stderr", "ino.control"};
 	for (int i = 0; i < 4; i++)
-		ino[i] = manifest_get_u64(m, keys[i], 0);
+		ino->std[i] = manifest_get_u64(m, keys[i], 0);
+	ino->n_outside = 0;
+	const char *p = manifest_get(m, MANIFEST_UNIX_OUTSIDE);
+	while (p && *p && ino->n_outside < UNIXSK_MAX_OUTSIDE) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(p, &end, 10);
+		if (end == p || errno)
+			break; /* not ours: the restore fails on CRIU's word, naming the socket */
+		if (v)
+			ino->outside[ino->n_outside++] = v;
+		p = end + strspn(end, " ");
+	}
 }
 
 /* The channels of the next restore and a CRIU service process holding the
@@ -130,8 +140,8 @@ void standby_prepare(struct supervisor *s)
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
  * (after a crash, the peers have moved on). err gets CRIU's reason. */
-int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
-                struct criu_glue_lazy *lazy, struct cryo_error *err)
+int restore_dir(struct supervisor *s, const char *dir, const struct program_inodes *ino,
+                bool tcp_established, struct criu_glue_lazy *lazy, struct cryo_error *err)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	struct program_ends e;
@@ -152,16 +162,44 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 		channels_use(s, ours, &e);
 	}
 	static const char *const kinds[4] = {"pipe", "pipe", "pipe", "socket"};
-	struct criu_glue_inherit inherit[5];
+	struct criu_glue_inherit inherit[5 + UNIXSK_MAX_OUTSIDE];
 	size_t n = 4;
 	for (int i = 0; i < 4; i++) {
 		inherit[i].fd = e.fds[i];
 		snprintf(inherit[i].key, sizeof(inherit[i].key), "%s:[%" PRIu64 "]", kinds[i],
-		         ino[i]);
+		         ino->std[i]);
 	}
 	if (netfd >= 0) {
 		inherit[n].fd = netfd;
 		snprintf(inherit[n].key, sizeof(inherit[n].key), "%s", NET_CRIU_KEY);
+		n++;
+	}
+	/* Each connection to a process outside comes back as a socket whose
+	 * peer is gone: the program reads its end, and the client (which lost
+	 * its connection with the crash) connects anew. */
+	size_t first_outside = n;
+	for (size_t i = 0; i < ino->n_outside; i++) {
+		int sk[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0) {
+			int r = -errno;
+			for (size_t j = first_outside; j < n; j++)
+				close(inherit[j].fd);
+			if (criu)
+				criu_glue_restorer_free(criu);
+			program_ends_close(&e);
+			if (netfd >= 0)
+				close(netfd);
+			close_fd(&s->stdin_w);
+			close_fd(&s->stdout_r);
+			close_fd(&s->stderr_r);
+			close_fd(&s->control);
+			return error_set(err, r, "cannot create a socket for its connections: %s",
+			                 strerror(-r));
+		}
+		close(sk[1]);
+		inherit[n].fd = sk[0];
+		snprintf(inherit[n].key, sizeof(inherit[n].key), "socket:[%" PRIu64 "]",
+		         ino->outside[i]);
 		n++;
 	}
 	sigset_t stop_signals;
@@ -188,6 +226,8 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 	program_ends_close(&e);
 	if (netfd >= 0)
 		close(netfd);
+	for (size_t j = first_outside; j < n; j++)
+		close(inherit[j].fd);
 	if (r < 0) {
 		close_fd(&s->stdin_w);
 		close_fd(&s->stdout_r);

@@ -1,11 +1,14 @@
 #include "error.h"
 #include "test.h"
+#include "unixsk.h"
 #include "util.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -175,5 +178,53 @@ static void test_errors(void)
 	CHECK(!strcmp(err.msg + CRYO_ERROR_MAX - 4, "..."));
 }
 
+/* A child holding an inner pair (both ends its own), one end of a pair whose
+ * other end we hold, and a listening socket: only the end connected to us
+ * leaves its tree. */
+static void test_unix_outside(void)
+{
+	int inner[2], cross[2], go[2], ready[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, inner) == 0);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, cross) == 0);
+	CHECK(pipe(go) == 0 && pipe(ready) == 0);
+	int lsk = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un any = {.sun_family = AF_UNIX}; /* an abstract name of the kernel's */
+	CHECK(lsk >= 0 && bind(lsk, (struct sockaddr *)&any, sizeof(sa_family_t)) == 0 &&
+	      listen(lsk, 1) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(go[1]);
+		close(cross[0]);
+		close(ready[1]); /* tells us it holds what it keeps */
+		char c;
+		(void)!read(go[0], &c, 1); /* until we close go[1] */
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	close(inner[0]);
+	close(inner[1]);
+	close(lsk);
+	close(go[0]);
+	close(ready[1]);
+	char c;
+	CHECK(read(ready[0], &c, 1) == 0);
+	close(ready[0]);
+	uint64_t *ino = NULL;
+	size_t n = 99;
+	CHECK(unixsk_outside(pid, -1, 0, &ino, &n) == 0);
+	CHECK(n == 1 && ino && ino[0] == util_fd_inode(cross[1]));
+	free(ino);
+	/* The one skipped (a control socket, say) is not listed. */
+	CHECK(unixsk_outside(pid, -1, util_fd_inode(cross[1]), &ino, &n) == 0 && n == 0);
+	free(ino);
+	/* Once we close our end, nothing of the tree's has a peer outside. */
+	close(cross[0]);
+	CHECK(unixsk_outside(pid, -1, 0, &ino, &n) == 0 && n == 0);
+	free(ino);
+	close(cross[1]);
+	close(go[1]);
+	CHECK(waitpid(pid, NULL, 0) == pid);
+}
+
 TEST_MAIN(test_durations, test_uint, test_names, test_files, test_links_and_trust,
-          test_scratch_sweep, test_errors)
+          test_scratch_sweep, test_errors, test_unix_outside)
