@@ -190,6 +190,9 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	}
 	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, images, true);
 	o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
+	/* The files it holds open for writing, copied while it is frozen. */
+	struct files_capture held = {.root = s->init_pid, .images = images, .max = cfg->files_max};
+	o.hook = (struct criu_glue_frozen_hook){files_capture, &held};
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
 	 * images read, stored (compressed, written, fsynced). */
@@ -250,6 +253,12 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		goto out;
 	}
 	checkpoint_fill_manifest(s, m, gen, trigger, &st);
+	r = files_describe(&held, m);
+	if (r < 0) {
+		manifest_free(m);
+		error_set(err, r, "out of memory");
+		goto out;
+	}
 	if (dd.incremental) {
 		delta_describe(&dd, page_index_generation(base), m);
 		manifest_addf(m, "chain", "%u", s->chain + 1);
@@ -292,6 +301,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	    .trigger = trigger,
 	};
 out:
+	files_capture_clear(&held);
 	delta_dir_clear(&dd);
 	const char *via = !pages ? "through files"
 	                  : criu_glue_pages_reused(pages)

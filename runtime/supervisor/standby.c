@@ -130,10 +130,17 @@ void standby_prepare(struct supervisor *s)
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
  * (after a crash, the peers have moved on). err gets CRIU's reason. */
-int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bool tcp_established,
-                struct criu_glue_lazy *lazy, struct cryo_error *err)
+int restore_dir(struct supervisor *s, const char *dir, const struct manifest *m,
+                bool tcp_established, struct criu_glue_lazy *lazy, struct cryo_error *err)
 {
 	const struct supervisor_config *cfg = s->cfg;
+	/* Before anything else: CRIU reopens them by path and checks their
+	 * size. */
+	int r = files_restore(m, dir, err);
+	if (r < 0)
+		return r;
+	uint64_t ino[4];
+	restore_manifest_inodes(m, ino);
 	struct program_ends e;
 	int netfd = -1;
 	struct criu_glue_restorer *criu = NULL;
@@ -146,7 +153,7 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 		free(sb);
 	} else {
 		int ours[4];
-		int r = restore_ends(s, ours, &e, &netfd, err);
+		r = restore_ends(s, ours, &e, &netfd, err);
 		if (r < 0)
 			return r;
 		channels_use(s, ours, &e);
@@ -184,7 +191,7 @@ int restore_dir(struct supervisor *s, const char *dir, const uint64_t ino[4], bo
 	};
 	struct cryo_error cerr = {{0}};
 	pid_t pid;
-	int r = criu_glue_restore(&o, &pid, &cerr);
+	r = criu_glue_restore(&o, &pid, &cerr);
 	program_ends_close(&e);
 	if (netfd >= 0)
 		close(netfd);
