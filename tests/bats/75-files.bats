@@ -102,6 +102,32 @@ check_database() {
 	stop_workload sf
 }
 
+@test "a file rewritten without pause is copied at the instant of the freeze, incremental generation and lazy restore too" {
+	# A step every few microseconds, and too few lines to fill the pipe
+	# while the supervisor is busy checkpointing: the program never waits.
+	export STATE_WRITER_PAUSE=0 STATE_WRITER_PRINT_EVERY=500
+	start_cryo sf -- python3 "$PROGRAMS/state-writer.py" truncate "$STATE/state"
+	wait_for 30 count_at_least 10 '^step ' "$STATE/sf.out"
+	run "$CRYO" checkpoint sf
+	assert_success
+	run "$CRYO" checkpoint sf
+	assert_success
+	run "$CRYO" inspect sf
+	assert_output --partial "incremental on generation 1"
+	n=$(count_lines '^step ' "$STATE/sf.out")
+	wait_for 30 count_at_least $((n + 20)) '^step ' "$STATE/sf.out"
+	run "$CRYO" kill sf
+	assert_success
+	wait_for 30 count_at_least 1 "restored 'sf' from generation 2 .*its memory follows lazily" "$STATE/sf.err"
+	n=$(count_lines '^step ' "$STATE/sf.out")
+	wait_for 30 count_at_least $((n + 20)) '^step ' "$STATE/sf.out"
+	run grep -c "restored 'sf' from generation" "$STATE/sf.err"
+	assert_output 1
+	run grep MISMATCH "$STATE/sf.err"
+	assert_failure
+	stop_workload sf
+}
+
 file_bigger_than() {
 	[ "$(stat -c %s "$2")" -gt "$1" ]
 }

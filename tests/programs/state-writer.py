@@ -8,6 +8,9 @@ that is not as it was at the program's checkpoint prints MISMATCH and exits 3.
   rename    writes a new version beside it, renames it over the file and
             reopens it
 With GROW_FILE given, each step adds 64 KiB while that file exists.
+$STATE_WRITER_PAUSE: seconds between steps (default 0.02);
+$STATE_WRITER_PRINT_EVERY: print every Nth step only (default 1), so that a
+full pipe to a busy supervisor does not hold the program still.
 usage: state-writer.py MODE PATH [GROW_FILE]"""
 import os
 import sys
@@ -15,6 +18,8 @@ import time
 
 mode, path = sys.argv[1], sys.argv[2]
 grow = sys.argv[3] if len(sys.argv) > 3 else None
+pause = float(os.environ.get("STATE_WRITER_PAUSE", "0.02"))
+every = int(os.environ.get("STATE_WRITER_PRINT_EVERY", "1"))
 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 last = b""
 extra = 0
@@ -45,5 +50,7 @@ while True:
         os.close(fd)
         fd = os.open(path, os.O_RDWR)
         last = data
-    print(f"step {n}", flush=True)
-    time.sleep(0.02)
+    if n % every == 0:
+        print(f"step {n}", flush=True)
+    if pause:
+        time.sleep(pause)
