@@ -164,6 +164,12 @@ static void test_run_options(void)
 	CHECK(parse(false, &o, "--zstd-level", "20", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--keep", "0", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--dump-via", "disk", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--", "prog", NULL) == 0 &&
+	      o.cfg.files_max == SUPERVISOR_FILES_MAX_DEFAULT);
+	CHECK(parse(true, &o, "--files-max", "1G", NULL) == 0 && o.cfg.files_max == 1ULL << 30);
+	CHECK(parse(false, &o, "--files-max", "0", "--", "prog", NULL) == 0 &&
+	      o.cfg.files_max == 0);
+	CHECK(parse(false, &o, "--files-max", "lots", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--bridge", "br0", NULL) == -EINVAL); /* without --net */
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "fd00::1", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "10.0.0.1", "--bridge", "br0",
@@ -393,8 +399,9 @@ static void test_offer_checks(void)
 	CHECK(check_offer(&lim, NULL, NULL, &cfg, &net, &err) == 0);
 	CHECK(!strcmp(cfg.name, "web") && cfg.policy == RESTART_ALWAYS && cfg.keep == 3 &&
 	      cfg.every_ns == UINT64_C(30000000000) && cfg.zstd_level == 3 && cfg.incremental &&
-	      !cfg.lazy_restore && cfg.dump_via_memory && cfg.net == &net &&
-	      !strcmp(net.bridge, "br0") && net.prefix == 24);
+	      cfg.files_max == SUPERVISOR_FILES_MAX_DEFAULT && !cfg.lazy_restore &&
+	      cfg.dump_via_memory && cfg.net == &net && !strcmp(net.bridge, "br0") &&
+	      net.prefix == 24);
 	/* Without an address the workload is not given one. */
 	CHECK(check_offer(&lim, "net.addr", NULL, &cfg, &net, &err) == -EPROTO &&
 	      strstr(err.msg, "net.gateway but no net.addr"));
