@@ -305,6 +305,38 @@ int util_parse_duration(const char *s, uint64_t *ret_ns)
 	return -EINVAL;
 }
 
+int util_parse_size(const char *s, uint64_t *ret)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t mult;
+	} units[] = {
+	    {"", 1},
+	    {"K", 1ULL << 10},
+	    {"KiB", 1ULL << 10},
+	    {"M", 1ULL << 20},
+	    {"MiB", 1ULL << 20},
+	    {"G", 1ULL << 30},
+	    {"GiB", 1ULL << 30},
+	};
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -ERANGE;
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+		if (strcmp(end, units[i].suffix) != 0)
+			continue;
+		if (v > UINT64_MAX / units[i].mult)
+			return -ERANGE;
+		*ret = v * units[i].mult;
+		return 0;
+	}
+	return -EINVAL;
+}
+
 uint64_t util_now_ns(void)
 {
 	struct timespec ts;

@@ -50,6 +50,10 @@ int util_rm_rf(const char *path);
  * nanoseconds. */
 int util_parse_duration(const char *s, uint64_t *ret_ns);
 
+/* Parses a size in bytes: a whole number, bare or with K, M or G (or KiB,
+ * MiB, GiB: powers of 1024). */
+int util_parse_size(const char *s, uint64_t *ret);
+
 /* Parses a non-negative decimal integer that fits in max. */
 int util_parse_uint(const char *s, uint64_t max, uint64_t *ret);
 

@@ -383,6 +383,32 @@ static int dump_lock(void)
 	return -1;
 }
 
+/* libcriu's notification callback has no argument of the caller's: the dump
+ * under way (one per thread at a time, criu_local_dump() blocks) is found
+ * here. */
+struct frozen_call {
+	const struct criu_glue_frozen_hook *hook;
+	struct cryo_error *err;
+	int r;
+	bool called;
+};
+static __thread struct frozen_call *frozen_call;
+
+/* CRIU sends "post-dump" after writing the images and before it lets the
+ * tasks go (cr_dump_finish(): run_scripts(ACT_POST_DUMP), then
+ * pstree_switch_state()). A non-zero answer makes CRIU count the dump as
+ * failed and resume the tree. */
+static int notified(char *action, criu_notify_arg_t na)
+{
+	(void)na;
+	struct frozen_call *fc = frozen_call;
+	if (!fc || strcmp(action, "post-dump") != 0 || fc->called)
+		return 0;
+	fc->called = true;
+	fc->r = fc->hook->frozen(fc->hook->data, fc->err);
+	return fc->r < 0 ? -1 : 0;
+}
+
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct cryo_error *err)
 {
@@ -425,10 +451,23 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	 * working directory (to mount a /proc of its PID namespace), so two
 	 * dumps of programs that share a working directory collide (EEXIST).
 	 * Dumps by cryo take turns, machine-wide. */
+	struct frozen_call fc = {.hook = &o->hook, .err = err};
+	if (o->hook.frozen) {
+		criu_local_set_notify_cb(c, notified);
+		frozen_call = &fc;
+	}
 	_cleanup_close_ int lock = dump_lock();
 	r = criu_local_dump(c);
+	frozen_call = NULL;
+	if (fc.r < 0)
+		return fc.r; /* err says why */
 	if (r < 0)
 		return criu_glue_failed(err, o->pid, "dump", o->log_dir, o->log_name);
+	if (o->hook.frozen && !fc.called)
+		return error_set(err, -EPROTO,
+		                 "CRIU did not say when the program was frozen (no post-dump "
+		                 "notification; see '%s/%s')",
+		                 o->log_dir, o->log_name);
 	if (stats && read_dump_stats(o->log_dir, stats) < 0)
 		memset(stats, 0, sizeof(*stats));
 	unlinkat(log_fd, "stats-dump", 0);

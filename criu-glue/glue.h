@@ -15,6 +15,17 @@
 
 #define CRIU_GLUE_MIN_VERSION 40200 /* 4.2: inet sockets on kernels >= 6.16 */
 
+/* What the caller does while CRIU holds the dumped tree frozen, its images
+ * written and before it runs again (CRIU's "post-dump" notification): what it
+ * copies then is as the program left it. A callback struct, so that
+ * criu-glue knows nothing of what is copied where. frozen returns 0, or a
+ * negative errno with its reason in err: the dump then fails (the tree runs
+ * on with leave_running) and criu_glue_dump() returns that error. */
+struct criu_glue_frozen_hook {
+	int (*frozen)(void *data, struct cryo_error *err);
+	void *data;
+};
+
 struct criu_glue_dump_opts {
 	pid_t pid;                     /* root of the process tree to dump */
 	const char *images_dir;        /* an empty directory */
@@ -33,6 +44,8 @@ struct criu_glue_dump_opts {
 	 * criu_glue_pages_start() made only where libcriu can pass it on (else
 	 * criu_glue_dump() fails with -EOPNOTSUPP and its reason); else -1 */
 	int page_server_fd;
+	/* Called once the tree is dumped, still frozen; frozen NULL: none. */
+	struct criu_glue_frozen_hook hook;
 };
 
 struct criu_glue_inherit {

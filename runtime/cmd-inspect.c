@@ -189,6 +189,20 @@ static void print_text(const char *path, const struct stat *st, const struct man
 		else
 			printf("  %s\n", sum->files[i]);
 	}
+	/* The files held open for writing, copied whole with the checkpoint
+	 * ("held_file INDEX SIZE MODE UID GID PATH": supervisor/files.c). */
+	bool first = true;
+	for (size_t i = 0; i < m->n_entries; i++) {
+		unsigned long long size;
+		int at = -1;
+		if (strcmp(m->keys[i], "held_file") != 0 ||
+		    sscanf(m->values[i], "%*u %llu %*o %*u %*u %n", &size, &at) != 1 || at < 0)
+			continue;
+		if (first)
+			printf("\nfiles copied with it (put back before a restore)\n");
+		first = false;
+		printf("  %s (%s)\n", m->values[i] + at, util_format_bytes(size, a, sizeof(a)));
+	}
 }
 
 int cmd_inspect(int argc, char **argv)

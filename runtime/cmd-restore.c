@@ -15,7 +15,8 @@
 static void usage(FILE *f)
 {
 	fputs("usage: cryo restore [-d] [--state-dir DIR] [--generation G] [--restart POLICY]\n"
-	      "                    [--max-restarts N] [--keep N] [--every DURATION] NAME\n"
+	      "                    [--max-restarts N] [--keep N] [--every DURATION]\n"
+	      "                    [--files-max SIZE] NAME\n"
 	      "\n"
 	      "Resumes NAME from its newest intact image (or generation G) when no supervisor\n"
 	      "runs it: after a reboot, a killed supervisor, or 'cryo stop --checkpoint'.\n"

@@ -298,7 +298,8 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 		                 "bytes",
 		                 cwd, PATH_MAX);
 
-	uint64_t policy, max_restarts, keep, every, level, incremental, lazy, via_memory, flag;
+	uint64_t policy, max_restarts, keep, every, level, incremental, lazy, via_memory, flag,
+	    files_max;
 	int r = offer_u64(offer, "set.policy", RESTART_ON_FAILURE, 0, RESTART_NO, &policy, err);
 	if (r == 0)
 		r = offer_u64(offer, "set.max_restarts", 5, 0, OFFER_MAX_RESTARTS, &max_restarts,
@@ -315,6 +316,9 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 		    every, OFFER_MAX_EVERY_NS);
 	if (r == 0)
 		r = offer_u64(offer, "set.zstd_level", 3, 1, 19, &level, err);
+	if (r == 0)
+		r = offer_u64(offer, "set.files_max", SUPERVISOR_FILES_MAX_DEFAULT, 0, UINT64_MAX,
+		              &files_max, err);
 	if (r == 0)
 		r = offer_u64(offer, "set.incremental", 1, 0, 1, &incremental, err);
 	if (r == 0)
@@ -343,6 +347,7 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 	cfg->keep = (unsigned)keep;
 	cfg->every_ns = every;
 	cfg->zstd_level = (int)level;
+	cfg->files_max = files_max;
 	cfg->incremental = incremental;
 	cfg->lazy_restore = lazy;
 	cfg->dump_via_memory = via_memory;

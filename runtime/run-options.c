@@ -69,6 +69,7 @@ enum {
 	OPT_NET,
 	OPT_BRIDGE,
 	OPT_GATEWAY,
+	OPT_FILES_MAX,
 };
 
 /* How the supervisor runs the workload: both verbs. */
@@ -81,6 +82,7 @@ enum {
 	{"keep", required_argument, NULL, OPT_KEEP}, \
 	{"every", required_argument, NULL, OPT_EVERY}, \
 	{"zstd-level", required_argument, NULL, OPT_LEVEL}, \
+	{"files-max", required_argument, NULL, OPT_FILES_MAX}, \
 	{"dump-via", required_argument, NULL, OPT_DUMP_VIA}, \
 	{"no-delta", no_argument, NULL, OPT_NO_DELTA}, \
 	{"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY}, \
@@ -117,6 +119,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	            .max_restarts = 5,
 	            .keep = 3,
 	            .zstd_level = 3,
+	            .files_max = SUPERVISOR_FILES_MAX_DEFAULT,
 	            .incremental = true,
 	            .lazy_restore = true,
 	            .dump_via_memory = true},
@@ -174,6 +177,13 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				return -EINVAL;
 			}
 			o->cfg.zstd_level = (int)v;
+			break;
+		case OPT_FILES_MAX:
+			if (util_parse_size(optarg, &o->cfg.files_max) < 0) {
+				log_error("invalid --files-max '%s': give a size, e.g. 0, 64M, 2G",
+				          optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_NO_DELTA: o->cfg.incremental = false; break;
 		case OPT_NO_LAZY: o->cfg.lazy_restore = false; break;

@@ -25,6 +25,8 @@ enum checkpoint_trigger {
 	TRIGGER_MIGRATE, /* cryo migrate */
 };
 
+#define SUPERVISOR_FILES_MAX_DEFAULT (UINT64_C(256) << 20)
+
 struct supervisor_config {
 	const char *name;
 	struct workload_paths paths;
@@ -34,6 +36,9 @@ struct supervisor_config {
 	unsigned keep;     /* generations to keep, >= 1 */
 	uint64_t every_ns; /* periodic checkpoints; 0 = none */
 	int zstd_level;
+	/* The most bytes of files held open for writing a checkpoint copies
+	 * (--files-max; supervisor/files.c). */
+	uint64_t files_max;
 	bool incremental;             /* store memory images as deltas when it pays */
 	bool dump_via_memory;         /* pages through cryo's page server, not files */
 	bool lazy_restore;            /* a whole generation's memory follows the restore */

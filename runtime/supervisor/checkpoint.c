@@ -202,6 +202,9 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	uint64_t external[1 + UNIXSK_MAX_OUTSIDE] = {s->ino_control};
 	_cleanup_free_ uint64_t *outside = NULL;
 	size_t n_outside = 0;
+	/* The files it holds open for writing, copied while it is frozen. */
+	struct files_capture held = {.root = s->init_pid, .images = images, .max = cfg->files_max};
+	o.hook = (struct criu_glue_frozen_hook){files_capture, &held};
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
 	 * images read, stored (compressed, written, fsynced). */
@@ -236,6 +239,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 			break;
 		/* A client connected between our look and the freeze: once
 		 * more, with it. */
+		files_capture_clear(&held);
 		criu_glue_pages_free(pages, &s->spare);
 		util_rm_rf(images);
 		if (mkdir(images, 0700) < 0) {
@@ -307,6 +311,12 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 			p += sprintf(p, "%s%" PRIu64, i ? " " : "", outside[i]);
 		manifest_add(m, MANIFEST_UNIX_OUTSIDE, list);
 	}
+	r = files_describe(&held, m);
+	if (r < 0) {
+		manifest_free(m);
+		error_set(err, r, "out of memory");
+		goto out;
+	}
 	if (dd.incremental) {
 		delta_describe(&dd, page_index_generation(base), m);
 		manifest_addf(m, "chain", "%u", s->chain + 1);
@@ -349,6 +359,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	    .trigger = trigger,
 	};
 out:
+	files_capture_clear(&held);
 	delta_dir_clear(&dd);
 	const char *via = !pages ? "through files"
 	                  : criu_glue_pages_reused(pages)

@@ -294,18 +294,60 @@ void standby_free(struct standby *sb);
 /* Makes the next restore ready, unless it is or no restore is to come. */
 void standby_prepare(struct supervisor *s);
 
-/* Restores the images in dir, whose stdio, control socket and unix
- * connections to processes outside had the inodes ino. The program becomes
- * our child; those connections come back ended (the program reads their
- * end, a client reconnects). With
+/* Restores the images in dir, described by manifest m: the inodes its stdio,
+ * control socket and unix connections to processes outside had (those
+ * connections come back ended: the program reads their end, a client
+ * reconnects), and the files it held, put back first (files.c). The
+ * program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
  * (after a crash, the peers have moved on). With lazy (a lazy restore's page
  * server) the memory follows; a failure of lazy gives the restore up
  * (-ECANCELED). A stop asked for meanwhile (SIGTERM, SIGINT, SIGHUP) gives it
  * up too (-EINTR); nothing of a restore that failed is left running. err
  * gets CRIU's reason. */
-int restore_dir(struct supervisor *s, const char *dir, const struct program_inodes *ino,
+int restore_dir(struct supervisor *s, const char *dir, const struct manifest *m,
                 bool tcp_established, struct criu_glue_lazy *lazy, struct cryo_error *err);
+
+/* ---- files.c: the files the program holds open for writing ---- */
+
+/* One file held open for writing without O_APPEND. */
+struct held_file {
+	char *path;
+	uint64_t size;
+	dev_t dev;
+	ino_t ino;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+};
+
+/* What a checkpoint copies of them (the argument of files_capture()). */
+struct files_capture {
+	pid_t root;         /* the tree's root */
+	const char *images; /* the dump's directory: file-N.data go there */
+	uint64_t max;       /* the most bytes copied in all (--files-max) */
+	struct held_file *files;
+	size_t n;
+	uint64_t total;
+	int images_fd; /* while capturing */
+};
+
+/* A criu_glue_frozen_hook: copies each regular file the tree rooted at
+ * fc->root holds open for writing without O_APPEND, whole, into fc->images
+ * as file-N.data, and lists them in fc. -EFBIG (err names the file and
+ * --files-max) past fc->max bytes. */
+int files_capture(void *fc, struct cryo_error *err);
+void files_capture_clear(struct files_capture *fc);
+
+/* Lists the files captured in manifest m ("held_file" lines). */
+int files_describe(const struct files_capture *fc, struct manifest *m);
+
+/* Parses a "held_file" value; ret->path points into value. */
+int files_parse(const char *value, struct held_file *ret, size_t *index);
+
+/* Puts back every file manifest m lists, from its copy in images, exactly
+ * (content, size, mode, owner) at its path, before CRIU reopens it there. */
+int files_restore(const struct manifest *m, const char *images, struct cryo_error *err);
 
 /* ---- restore-lazy.c: a restore whose memory follows ---- */
 

@@ -110,6 +110,7 @@ static void add_settings(const struct supervisor_config *cfg, struct manifest *m
 	manifest_addf(m, "set.keep", "%u", cfg->keep);
 	manifest_addf(m, "set.every_ns", "%" PRIu64, cfg->every_ns);
 	manifest_addf(m, "set.zstd_level", "%d", cfg->zstd_level);
+	manifest_addf(m, "set.files_max", "%" PRIu64, cfg->files_max);
 	manifest_addf(m, "set.incremental", "%d", cfg->incremental);
 	manifest_addf(m, "set.lazy_restore", "%d", cfg->lazy_restore);
 	manifest_addf(m, "set.dump_via_memory", "%d", cfg->dump_via_memory);
@@ -265,11 +266,16 @@ out:
 /* After a failed migration: the program runs here again, from its dump. */
 static int resume_here(struct supervisor *s, const char *dir, struct cryo_error *err)
 {
-	/* A migration's dump keeps no connection to a process outside. */
-	struct program_inodes ino = {
-	    .std = {s->ino_stdin, s->ino_stdout, s->ino_stderr, s->ino_control}};
+	/* What restore_dir() reads of a manifest: the channels' inodes (a
+	 * migration's dump holds no files). */
+	_cleanup_manifest_ struct manifest *m = manifest_new();
+	if (!m || manifest_addf(m, "ino.stdin", "%" PRIu64, s->ino_stdin) < 0 ||
+	    manifest_addf(m, "ino.stdout", "%" PRIu64, s->ino_stdout) < 0 ||
+	    manifest_addf(m, "ino.stderr", "%" PRIu64, s->ino_stderr) < 0 ||
+	    manifest_addf(m, "ino.control", "%" PRIu64, s->ino_control) < 0)
+		return error_append(err, -ENOMEM, "; resuming it here failed too: out of memory");
 	struct cryo_error cause = {{0}};
-	int r = restore_dir(s, dir, &ino, true, NULL, &cause);
+	int r = restore_dir(s, dir, m, true, NULL, &cause);
 	if (r < 0)
 		return error_append(err, r, "; resuming it here failed too: %s", cause.msg);
 	if (s->net.fd >= 0 && net_set_up(&s->net, true, NULL) == 0)

@@ -227,9 +227,7 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 	struct cryo_error ierr = {{0}};
 	if (image_store_read_manifest(cfg->paths.dir, gen, &m, &ierr) < 0)
 		return -EAGAIN; /* the full restore says what is wrong */
-	struct program_inodes ino;
-	restore_manifest_inodes(m, &ino);
-	manifest_free(m);
+	_cleanup_manifest_ struct manifest *mf = m;
 	struct lazy_restore *lz = calloc(1, sizeof(*lz));
 	if (!lz)
 		return -EAGAIN;
@@ -278,7 +276,7 @@ int restore_lazily(struct supervisor *s, uint64_t gen)
 		error_set(&err, r, "%s", cerr.msg[0] ? cerr.msg : strerror(-r));
 		goto full;
 	}
-	r = restore_dir(s, lz->dir, &ino, false, lz->glue, &err);
+	r = restore_dir(s, lz->dir, mf, false, lz->glue, &err);
 	if (r == -EINTR) {
 		log_error("the restore of generation %" PRIu64 " of '%s' was given up: %s", gen,
 		          cfg->name, err.msg);

@@ -44,12 +44,10 @@ static int restore_generation(struct supervisor *s, uint64_t gen)
 			image_store_set_aside(cfg->paths.dir, gen);
 		return r;
 	}
-	struct program_inodes ino;
-	restore_manifest_inodes(m, &ino);
 	unsigned chain = (unsigned)manifest_get_u64(m, "chain", 0);
-	manifest_free(m);
 	struct cryo_error err = {{0}};
-	r = restore_dir(s, dir, &ino, false, NULL, &err);
+	r = restore_dir(s, dir, m, false, NULL, &err);
+	manifest_free(m);
 	if (r == 0 && cfg->incremental) {
 		/* The rebuilt memory images are the base of the next incremental
 		 * checkpoint_take (the program runs already). */

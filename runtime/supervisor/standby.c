@@ -140,10 +140,18 @@ void standby_prepare(struct supervisor *s)
  * ino (stdin, stdout, stderr, control). The program becomes our child. With
  * tcp_established its connections come back open (a migration), else closed
  * (after a crash, the peers have moved on). err gets CRIU's reason. */
-int restore_dir(struct supervisor *s, const char *dir, const struct program_inodes *ino,
+int restore_dir(struct supervisor *s, const char *dir, const struct manifest *m,
                 bool tcp_established, struct criu_glue_lazy *lazy, struct cryo_error *err)
 {
 	const struct supervisor_config *cfg = s->cfg;
+	/* Before anything else: CRIU reopens them by path and checks their
+	 * size. */
+	int r = files_restore(m, dir, err);
+	if (r < 0)
+		return r;
+	struct program_inodes inodes;
+	restore_manifest_inodes(m, &inodes);
+	const struct program_inodes *ino = &inodes;
 	struct program_ends e;
 	int netfd = -1;
 	struct criu_glue_restorer *criu = NULL;
@@ -156,7 +164,7 @@ int restore_dir(struct supervisor *s, const char *dir, const struct program_inod
 		free(sb);
 	} else {
 		int ours[4];
-		int r = restore_ends(s, ours, &e, &netfd, err);
+		r = restore_ends(s, ours, &e, &netfd, err);
 		if (r < 0)
 			return r;
 		channels_use(s, ours, &e);
@@ -181,7 +189,7 @@ int restore_dir(struct supervisor *s, const char *dir, const struct program_inod
 	for (size_t i = 0; i < ino->n_outside; i++) {
 		int sk[2];
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0) {
-			int r = -errno;
+			r = -errno;
 			for (size_t j = first_outside; j < n; j++)
 				close(inherit[j].fd);
 			if (criu)
@@ -222,7 +230,7 @@ int restore_dir(struct supervisor *s, const char *dir, const struct program_inod
 	};
 	struct cryo_error cerr = {{0}};
 	pid_t pid;
-	int r = criu_glue_restore(&o, &pid, &cerr);
+	r = criu_glue_restore(&o, &pid, &cerr);
 	program_ends_close(&e);
 	if (netfd >= 0)
 		close(netfd);

@@ -1,7 +1,7 @@
 /* The runtime's parts that need no CRIU: JSON through json-c, the status
  * JSON's round trip, CIDR parsing, cryo run's and cryo restore's option
  * tables, the migration channel's framing and the target's checks of an
- * offer's fields. */
+ * offer's fields, the files a checkpoint copies. */
 #include "channel.h"
 #include "cleanup.h"
 #include "cli.h"
@@ -11,8 +11,15 @@
 #include "supervisor/internal.h"
 #include "test.h"
 
+#include "util.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <string.h>
@@ -157,6 +164,12 @@ static void test_run_options(void)
 	CHECK(parse(false, &o, "--zstd-level", "20", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--keep", "0", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--dump-via", "disk", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--", "prog", NULL) == 0 &&
+	      o.cfg.files_max == SUPERVISOR_FILES_MAX_DEFAULT);
+	CHECK(parse(true, &o, "--files-max", "1G", NULL) == 0 && o.cfg.files_max == 1ULL << 30);
+	CHECK(parse(false, &o, "--files-max", "0", "--", "prog", NULL) == 0 &&
+	      o.cfg.files_max == 0);
+	CHECK(parse(false, &o, "--files-max", "lots", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--bridge", "br0", NULL) == -EINVAL); /* without --net */
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "fd00::1", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "10.0.0.1", "--bridge", "br0",
@@ -386,8 +399,9 @@ static void test_offer_checks(void)
 	CHECK(check_offer(&lim, NULL, NULL, &cfg, &net, &err) == 0);
 	CHECK(!strcmp(cfg.name, "web") && cfg.policy == RESTART_ALWAYS && cfg.keep == 3 &&
 	      cfg.every_ns == UINT64_C(30000000000) && cfg.zstd_level == 3 && cfg.incremental &&
-	      !cfg.lazy_restore && cfg.dump_via_memory && cfg.net == &net &&
-	      !strcmp(net.bridge, "br0") && net.prefix == 24);
+	      cfg.files_max == SUPERVISOR_FILES_MAX_DEFAULT && !cfg.lazy_restore &&
+	      cfg.dump_via_memory && cfg.net == &net && !strcmp(net.bridge, "br0") &&
+	      net.prefix == 24);
 	/* Without an address the workload is not given one. */
 	CHECK(check_offer(&lim, "net.addr", NULL, &cfg, &net, &err) == -EPROTO &&
 	      strstr(err.msg, "net.gateway but no net.addr"));
@@ -454,5 +468,103 @@ static void test_offer_checks(void)
 	CHECK(migrate_stream_cap(m) == 2 * (4194304 + 1048576 + (UINT64_C(16) << 20)));
 }
 
+static bool file_is(const char *path, const char *want)
+{
+	char buf[256];
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf));
+	return n == (ssize_t)strlen(want) && memcmp(buf, want, (size_t)n) == 0;
+}
+
+/* files.c: a checkpoint copies the files a process holds open for writing
+ * without O_APPEND (read-only and append-only ones are left to CRIU), whole
+ * and once per inode; a restore puts them back in place (same inode, size,
+ * content), setting aside an SQLite journal written after the checkpoint;
+ * past the limit, one line names the file and --files-max. */
+static void test_held_files(void)
+{
+	char dir[] = "/tmp/cryo-test-files.XXXXXX", images[PATH_MAX], db[PATH_MAX / 2],
+	     logf[PATH_MAX], ro[PATH_MAX], journal[PATH_MAX];
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(images, sizeof(images), "%s/images", dir);
+	snprintf(db, sizeof(db), "%s/data.db", dir);
+	snprintf(logf, sizeof(logf), "%s/log", dir);
+	snprintf(ro, sizeof(ro), "%s/ro", dir);
+	snprintf(journal, sizeof(journal), "%s-journal", db);
+	CHECK(mkdir(images, 0700) == 0);
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t child = fork();
+	if (child == 0) {
+		int a = open(db, O_RDWR | O_CREAT, 0640);
+		int b = open(db, O_WRONLY); /* the same inode again */
+		int c = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		int d = open(ro, O_RDONLY | O_CREAT, 0600);
+		if (a < 0 || b < 0 || c < 0 || d < 0 || write(a, "frozen state", 12) != 12 ||
+		    write(c, "log", 3) != 3 || write(p[1], "!", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	char c;
+	CHECK(child > 0 && read(p[0], &c, 1) == 1);
+	struct stat before, after;
+	CHECK(stat(db, &before) == 0);
+
+	struct cryo_error err = {{0}};
+	struct files_capture fc = {.root = child, .images = images, .max = 1 << 20};
+	CHECK(files_capture(&fc, &err) == 0);
+	CHECK(fc.n == 1 && fc.total == 12 && !strcmp(fc.files[0].path, db));
+	char copy[PATH_MAX + 32];
+	snprintf(copy, sizeof(copy), "%s/file-0.data", images);
+	CHECK(file_is(copy, "frozen state"));
+	_cleanup_manifest_ struct manifest *m = manifest_new();
+	CHECK(m && files_describe(&fc, m) == 0);
+	files_capture_clear(&fc);
+
+	/* After the checkpoint the file changes size and mode, and a journal
+	 * appears beside it. */
+	int fd = open(db, O_WRONLY | O_APPEND);
+	CHECK(fd >= 0 && write(fd, " and more", 9) == 9);
+	close(fd);
+	CHECK(chmod(db, 0600) == 0);
+	fd = open(journal, O_WRONLY | O_CREAT, 0600);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(files_restore(m, images, &err) == 0);
+	CHECK(file_is(db, "frozen state"));
+	CHECK(stat(db, &after) == 0 && after.st_ino == before.st_ino &&
+	      (after.st_mode & 07777) == 0640);
+	char stale[PATH_MAX + 32];
+	snprintf(stale, sizeof(stale), "%s.cryo-stale", journal);
+	CHECK(access(journal, F_OK) < 0 && access(stale, F_OK) == 0);
+
+	/* Past the limit: one line naming the file and the option. */
+	char images2[PATH_MAX + 8];
+	snprintf(images2, sizeof(images2), "%s2", images);
+	CHECK(mkdir(images2, 0700) == 0);
+	fc = (struct files_capture){.root = child, .images = images2, .max = 11};
+	CHECK(files_capture(&fc, &err) == -EFBIG);
+	CHECK(strstr(err.msg, db) && strstr(err.msg, "--files-max SIZE") && !strchr(err.msg, '\n'));
+	files_capture_clear(&fc);
+
+	/* A file deleted since is made again (the child's fds now hold the
+	 * deleted one). */
+	CHECK(unlink(db) == 0);
+	CHECK(files_restore(m, images, &err) == 0 && file_is(db, "frozen state"));
+
+	/* A copy of the wrong size is refused. */
+	fd = open(copy, O_WRONLY | O_APPEND);
+	CHECK(fd >= 0 && write(fd, "x", 1) == 1);
+	close(fd);
+	CHECK(files_restore(m, images, &err) == -EBADMSG && strstr(err.msg, db));
+
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(p[0]);
+	close(p[1]);
+	util_rm_rf(dir);
+}
+
 TEST_MAIN(test_json_reader, test_json_writer, test_status_round_trip, test_cidr, test_run_options,
-          test_channel, test_channel_deadline, test_offer_checks)
+          test_channel, test_channel_deadline, test_offer_checks, test_held_files)

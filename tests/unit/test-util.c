@@ -16,6 +16,16 @@ static void test_durations(void)
 {
 	uint64_t ns;
 	CHECK(util_parse_duration("500ms", &ns) == 0 && ns == 500000000ULL);
+	uint64_t sz;
+	CHECK(util_parse_size("0", &sz) == 0 && sz == 0);
+	CHECK(util_parse_size("4096", &sz) == 0 && sz == 4096);
+	CHECK(util_parse_size("64K", &sz) == 0 && sz == 65536);
+	CHECK(util_parse_size("256M", &sz) == 0 && sz == 256ULL << 20);
+	CHECK(util_parse_size("2GiB", &sz) == 0 && sz == 2ULL << 30);
+	CHECK(util_parse_size("1T", &sz) == -EINVAL);
+	CHECK(util_parse_size("M", &sz) == -EINVAL);
+	CHECK(util_parse_size("-1", &sz) == -EINVAL);
+	CHECK(util_parse_size("99999999999999G", &sz) == -ERANGE);
 	CHECK(util_parse_duration("30s", &ns) == 0 && ns == 30000000000ULL);
 	CHECK(util_parse_duration("5m", &ns) == 0 && ns == 300000000000ULL);
 	CHECK(util_parse_duration("2h", &ns) == 0 && ns == 7200000000000ULL);

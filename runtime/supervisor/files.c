@@ -1,0 +1,276 @@
+/* The regular files a program holds open for writing without O_APPEND (a
+ * database, a state file rewritten in place): CRIU reopens each by its path
+ * at a restore and refuses one whose size changed since the dump, so a
+ * checkpoint copies them, whole, while CRIU holds the program frozen, and a
+ * restore puts them back before CRIU runs. Files opened O_APPEND only grow,
+ * and CRIU takes them as they are. */
+
+#include "internal.h"
+#include "cleanup.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* The manifest key of each file: "INDEX SIZE MODE UID GID PATH", its copy
+ * being file-INDEX.data among the images. */
+#define HELD_FILE_KEY "held_file"
+
+void files_capture_clear(struct files_capture *fc)
+{
+	for (size_t i = 0; i < fc->n; i++)
+		free(fc->files[i].path);
+	free(fc->files);
+	fc->files = NULL;
+	fc->n = 0;
+	fc->total = 0;
+}
+
+/* The open flags of fd fdname of pid, from its fdinfo; -1 if unknown. */
+static long fd_flags(int fdinfo_dir, const char *fdname)
+{
+	_cleanup_close_ int fd = openat(fdinfo_dir, fdname, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	char buf[512];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	const char *p = strstr(buf, "flags:");
+	return p ? strtol(p + 6, NULL, 8) : -1;
+}
+
+/* Copies len bytes of src into dst from their starts; -EIO if src ends
+ * before. */
+static int copy_bytes(int src, int dst, uint64_t len)
+{
+	off_t in = 0, out = 0;
+	while ((uint64_t)in < len) {
+		uint64_t left = len - (uint64_t)in;
+		size_t want = (size_t)(left < (1U << 30) ? left : (1U << 30));
+		ssize_t n = copy_file_range(src, &in, dst, &out, want, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 &&
+		    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+			char buf[65536];
+			n = pread(src, buf, want < sizeof(buf) ? want : sizeof(buf), in);
+			if (n > 0) {
+				ssize_t w = pwrite(dst, buf, (size_t)n, out);
+				if (w != n)
+					return w < 0 ? -errno : -EIO;
+				in += n;
+				out += n;
+			}
+		}
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+	}
+	return 0;
+}
+
+/* Adds fd fdname of pid if it is a file to copy and not added yet. */
+static int capture_fd(struct files_capture *fc, pid_t pid, int fdinfo_dir, const char *fdname,
+                      struct cryo_error *err)
+{
+	long flags = fd_flags(fdinfo_dir, fdname);
+	if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY || (flags & O_APPEND))
+		return 0;
+	char proc[64], path[PATH_MAX];
+	snprintf(proc, sizeof(proc), "/proc/%d/fd/%s", pid, fdname);
+	_cleanup_close_ int src = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	struct stat st;
+	/* Deleted files CRIU keeps itself (in its images). */
+	if (src < 0 || fstat(src, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink == 0)
+		return 0;
+	for (size_t i = 0; i < fc->n; i++)
+		if (fc->files[i].dev == st.st_dev && fc->files[i].ino == st.st_ino)
+			return 0;
+	ssize_t n = readlink(proc, path, sizeof(path) - 1);
+	if (n <= 0)
+		return 0;
+	path[n] = '\0';
+	if (path[0] != '/' || strchr(path, '\n'))
+		return error_set(err, -EINVAL,
+		                 "the program holds a file open for writing whose path cryo "
+		                 "cannot record ('%s')",
+		                 path);
+	uint64_t size = (uint64_t)st.st_size;
+	if (fc->total + size > fc->max) {
+		char a[32], b[32];
+		return error_set(err, -EFBIG,
+		                 "the program holds '%s' (%s) open for writing, and the files a "
+		                 "checkpoint copies would pass their limit of %s (raise it with "
+		                 "--files-max SIZE)",
+		                 path, util_format_bytes(size, a, sizeof(a)),
+		                 util_format_bytes(fc->max, b, sizeof(b)));
+	}
+	struct held_file *f = realloc(fc->files, (fc->n + 1) * sizeof(*f));
+	if (!f)
+		return error_set(err, -ENOMEM, "out of memory");
+	fc->files = f;
+	f = &fc->files[fc->n];
+	*f = (struct held_file){.dev = st.st_dev,
+	                        .ino = st.st_ino,
+	                        .size = size,
+	                        .mode = st.st_mode & 07777,
+	                        .uid = st.st_uid,
+	                        .gid = st.st_gid,
+	                        .path = strdup(path)};
+	if (!f->path)
+		return error_set(err, -ENOMEM, "out of memory");
+	fc->n++;
+	fc->total += size;
+	char name[32];
+	snprintf(name, sizeof(name), "file-%zu.data", fc->n - 1);
+	_cleanup_close_ int dst =
+	    openat(fc->images_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int r = dst < 0 ? -errno : copy_bytes(src, dst, size);
+	if (r < 0)
+		return error_set(err, r, "cannot copy '%s' into '%s/%s': %s", path, fc->images,
+		                 name, strerror(-r));
+	return 0;
+}
+
+int files_capture(void *data, struct cryo_error *err)
+{
+	struct files_capture *fc = data;
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n_pids = 0;
+	int r = util_proc_tree(fc->root, &pids, &n_pids);
+	if (r < 0)
+		return error_set(err, r, "cannot list the program's processes: %s", strerror(-r));
+	_cleanup_close_ int images_fd = open(fc->images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (images_fd < 0) {
+		r = -errno;
+		return error_set(err, r, "cannot open '%s': %s", fc->images, strerror(-r));
+	}
+	fc->images_fd = images_fd;
+	for (size_t i = 0; i < n_pids && r == 0; i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/fdinfo", pids[i]);
+		_cleanup_closedir_ DIR *d = opendir(path);
+		struct dirent *de;
+		while (r == 0 && d && (de = readdir(d)))
+			if (de->d_name[0] != '.')
+				r = capture_fd(fc, pids[i], dirfd(d), de->d_name, err);
+	}
+	fc->images_fd = -1;
+	return r;
+}
+
+int files_describe(const struct files_capture *fc, struct manifest *m)
+{
+	for (size_t i = 0; i < fc->n; i++) {
+		const struct held_file *f = &fc->files[i];
+		int r =
+		    manifest_addf(m, HELD_FILE_KEY, "%zu %" PRIu64 " %o %u %u %s", i, f->size,
+		                  (unsigned)f->mode, (unsigned)f->uid, (unsigned)f->gid, f->path);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int files_parse(const char *value, struct held_file *ret, size_t *index)
+{
+	unsigned long long idx, size;
+	unsigned mode, uid, gid;
+	int at = -1;
+	if (sscanf(value, "%llu %llu %o %u %u %n", &idx, &size, &mode, &uid, &gid, &at) != 5 ||
+	    at < 0 || value[at] != '/')
+		return -EBADMSG;
+	*index = (size_t)idx;
+	*ret = (struct held_file){
+	    .size = size, .mode = mode & 07777, .uid = uid, .gid = gid, .path = (char *)value + at};
+	return 0;
+}
+
+/* SQLite's rollback journal or write-ahead log beside a database put back,
+ * which the checkpoint did not hold: written after the checkpoint (the
+ * program died in or after a later transaction). Left there, SQLite would
+ * roll it onto the database as it was at the checkpoint; it is moved aside
+ * (NAME.cryo-stale), not deleted. */
+static void set_aside_stale(const struct manifest *m, const char *path)
+{
+	static const char *const suffixes[] = {"-journal", "-wal"};
+	for (size_t k = 0; k < ARRAY_SIZE(suffixes); k++) {
+		char side[PATH_MAX], aside[PATH_MAX + 16];
+		if (util_format_path(side, sizeof(side), "%s%s", path, suffixes[k]) < 0)
+			continue;
+		bool held = false;
+		for (size_t i = 0; i < m->n_entries && !held; i++) {
+			struct held_file f;
+			size_t idx;
+			held = !strcmp(m->keys[i], HELD_FILE_KEY) &&
+			       files_parse(m->values[i], &f, &idx) == 0 && !strcmp(f.path, side);
+		}
+		struct stat st;
+		if (held || lstat(side, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		snprintf(aside, sizeof(aside), "%s.cryo-stale", side);
+		rename(side, aside);
+	}
+}
+
+/* Puts one file back, in place: the same inode where the file is still
+ * there, for programs that check that their file was not replaced (SQLite
+ * does, and calls a database of another inode read-only). A crash halfway
+ * loses nothing: what the file held is from after the checkpoint, and the
+ * next restore writes it again. */
+static int put_back(const struct held_file *f, int src, struct cryo_error *err)
+{
+	_cleanup_close_ int dst =
+	    open(f->path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, f->mode);
+	int r = dst < 0 ? -errno : copy_bytes(src, dst, f->size);
+	if (r == 0 && (ftruncate(dst, (off_t)f->size) < 0 || fchown(dst, f->uid, f->gid) < 0 ||
+	               fchmod(dst, f->mode) < 0 || fsync(dst) < 0))
+		r = -errno;
+	if (r < 0)
+		return error_set(err, r, "cannot put back '%s' as it was at the checkpoint: %s",
+		                 f->path, strerror(-r));
+	return 0;
+}
+
+int files_restore(const struct manifest *m, const char *images, struct cryo_error *err)
+{
+	_cleanup_close_ int images_fd = -1;
+	for (size_t i = 0; i < m->n_entries; i++) {
+		if (strcmp(m->keys[i], HELD_FILE_KEY) != 0)
+			continue;
+		struct held_file f;
+		size_t idx;
+		if (files_parse(m->values[i], &f, &idx) < 0)
+			return error_set(err, -EBADMSG,
+			                 "the image's manifest has a bad line '%s %s'",
+			                 HELD_FILE_KEY, m->values[i]);
+		if (images_fd < 0 &&
+		    (images_fd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+			int r = -errno;
+			return error_set(err, r, "cannot open '%s': %s", images, strerror(-r));
+		}
+		char name[32];
+		snprintf(name, sizeof(name), "file-%zu.data", idx);
+		_cleanup_close_ int src = openat(images_fd, name, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (src < 0 || fstat(src, &st) < 0 || (uint64_t)st.st_size != f.size)
+			return error_set(err, -EBADMSG,
+			                 "the image's copy of '%s' (%s) is missing or of the wrong "
+			                 "size",
+			                 f.path, name);
+		int r = put_back(&f, src, err);
+		if (r < 0)
+			return r;
+		set_aside_stale(m, f.path);
+	}
+	return 0;
+}
