@@ -230,7 +230,8 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 			    n_outside, UNIXSK_MAX_OUTSIDE);
 			goto out;
 		}
-		memcpy(external + 1, outside, n_outside * sizeof(*outside));
+		if (n_outside > 0) /* outside is NULL without any */
+			memcpy(external + 1, outside, n_outside * sizeof(*outside));
 		o.external_unix = external;
 		o.n_external_unix = 1 + n_outside;
 		o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
