@@ -278,47 +278,16 @@ int util_parse_uint(const char *s, uint64_t max, uint64_t *ret)
 	return 0;
 }
 
-int util_parse_duration(const char *s, uint64_t *ret_ns)
-{
-	static const struct {
-		const char *suffix;
-		uint64_t ns;
-	} units[] = {
-	    {"ms", 1000000ULL},      {"s", 1000000000ULL}, {"m", 60000000000ULL},
-	    {"h", 3600000000000ULL}, {"", 1000000000ULL},
-	};
-	if (!s || !isdigit((unsigned char)*s))
-		return -EINVAL;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return -ERANGE;
-	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
-		if (strcmp(end, units[i].suffix) != 0)
-			continue;
-		if (v > UINT64_MAX / units[i].ns)
-			return -ERANGE;
-		*ret_ns = v * units[i].ns;
-		return *ret_ns > 0 ? 0 : -EINVAL;
-	}
-	return -EINVAL;
-}
+/* A unit a number may carry, and what one of it is worth. */
+struct unit {
+	const char *suffix;
+	uint64_t mult;
+};
 
-int util_parse_size(const char *s, uint64_t *ret)
+/* Parses digits followed by exactly one of the n suffixes into *ret, the
+ * number times its unit: -EINVAL for another form, -ERANGE past 64 bits. */
+static int parse_with_unit(const char *s, const struct unit *units, size_t n, uint64_t *ret)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t mult;
-	} units[] = {
-	    {"", 1},
-	    {"K", 1ULL << 10},
-	    {"KiB", 1ULL << 10},
-	    {"M", 1ULL << 20},
-	    {"MiB", 1ULL << 20},
-	    {"G", 1ULL << 30},
-	    {"GiB", 1ULL << 30},
-	};
 	if (!s || !isdigit((unsigned char)*s))
 		return -EINVAL;
 	char *end;
@@ -326,7 +295,7 @@ int util_parse_size(const char *s, uint64_t *ret)
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno)
 		return -ERANGE;
-	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (strcmp(end, units[i].suffix) != 0)
 			continue;
 		if (v > UINT64_MAX / units[i].mult)
@@ -335,6 +304,30 @@ int util_parse_size(const char *s, uint64_t *ret)
 		return 0;
 	}
 	return -EINVAL;
+}
+
+int util_parse_duration(const char *s, uint64_t *ret_ns)
+{
+	static const struct unit units[] = {
+	    {"ms", 1000000ULL},      {"s", 1000000000ULL}, {"m", 60000000000ULL},
+	    {"h", 3600000000000ULL}, {"", 1000000000ULL},
+	};
+	int r = parse_with_unit(s, units, ARRAY_SIZE(units), ret_ns);
+	return r < 0 ? r : *ret_ns > 0 ? 0 : -EINVAL;
+}
+
+int util_parse_size(const char *s, uint64_t *ret)
+{
+	static const struct unit units[] = {
+	    {"", 1},
+	    {"K", 1ULL << 10},
+	    {"KiB", 1ULL << 10},
+	    {"M", 1ULL << 20},
+	    {"MiB", 1ULL << 20},
+	    {"G", 1ULL << 30},
+	    {"GiB", 1ULL << 30},
+	};
+	return parse_with_unit(s, units, ARRAY_SIZE(units), ret);
 }
 
 uint64_t util_now_ns(void)
