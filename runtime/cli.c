@@ -87,6 +87,50 @@ const char *cli_reply_error(struct json_object *reply)
 	return why ? why : "unknown error";
 }
 
+/* Explains a failed request to a supervisor, in one line. */
+void cli_report_unreachable(const struct workload_paths *p, const char *name, int r)
+{
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		log_error(
+		    "'%s' is not running: no supervisor in '%s' (start it with cryo run --name "
+		    "%s -- PROG, or resume it with cryo restore %s)",
+		    name, p->dir, name, name);
+	else if (r == -ETIMEDOUT)
+		log_error("the supervisor of '%s' did not answer in time; try again, or see cryo "
+		          "status %s",
+		          name, name);
+	else if (r == -EPROTO)
+		log_error("the supervisor of '%s' answered with something that is not JSON; is "
+		          "this cryo older or newer than the one that runs it?",
+		          name);
+	else
+		log_error("lost the supervisor of '%s' while waiting for its answer (%s); see cryo "
+		          "status %s",
+		          name, strerror(-r), name);
+}
+
+bool cli_reply_done(const struct workload_paths *p, const char *name, int r,
+                    struct json_object *reply, bool json, const char *what, const char *suffix,
+                    int *status)
+{
+	*status = 1;
+	if (r < 0) {
+		cli_report_unreachable(p, name, r);
+		return true;
+	}
+	const char *why = cli_reply_error(reply);
+	if (json) {
+		printf("%s\n", cryo_json_text(reply));
+		*status = why ? 1 : 0;
+		return true;
+	}
+	if (why) {
+		log_error("cannot %s '%s': %s%s", what, name, why, suffix);
+		return true;
+	}
+	return false;
+}
+
 int cli_require_root(const char *verb)
 {
 	if (geteuid() == 0)

@@ -37,6 +37,16 @@ int cli_request_events(const struct workload_paths *p, const char *request, int 
 /* NULL when a supervisor's reply says "ok", else its reason ("error"). */
 const char *cli_reply_error(struct json_object *reply);
 
+/* What a verb does first with the outcome r of its request to the
+ * supervisor of name and its reply: a supervisor not reached is explained
+ * (cli_report_unreachable), with json the reply is printed as it is, and a
+ * refusal is logged as "cannot WHAT 'NAME': REASON[SUFFIX]". Returns true
+ * when the verb is done, with its exit status in *status; false when the
+ * reply says "ok" and the verb prints it its own way. */
+bool cli_reply_done(const struct workload_paths *p, const char *name, int r,
+                    struct json_object *reply, bool json, const char *what, const char *suffix,
+                    int *status);
+
 /* Checks that we run as root, with a clear message otherwise. */
 int cli_require_root(const char *verb);
 

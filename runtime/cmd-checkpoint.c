@@ -19,28 +19,6 @@ static void usage(FILE *f)
 	      f);
 }
 
-/* Explains a failed request to a supervisor, in one line. */
-void cli_report_unreachable(const struct workload_paths *p, const char *name, int r)
-{
-	if (r == -ENOENT || r == -ECONNREFUSED)
-		log_error(
-		    "'%s' is not running: no supervisor in '%s' (start it with cryo run --name "
-		    "%s -- PROG, or resume it with cryo restore %s)",
-		    name, p->dir, name, name);
-	else if (r == -ETIMEDOUT)
-		log_error("the supervisor of '%s' did not answer in time; try again, or see cryo "
-		          "status %s",
-		          name, name);
-	else if (r == -EPROTO)
-		log_error("the supervisor of '%s' answered with something that is not JSON; is "
-		          "this cryo older or newer than the one that runs it?",
-		          name);
-	else
-		log_error("lost the supervisor of '%s' while waiting for its answer (%s); see cryo "
-		          "status %s",
-		          name, strerror(-r), name);
-}
-
 int cmd_checkpoint(int argc, char **argv)
 {
 	struct cli_args a;
@@ -58,19 +36,10 @@ int cmd_checkpoint(int argc, char **argv)
 		return 1;
 	_cleanup_json_ struct json_object *reply = NULL;
 	int r = cli_request(&p, "checkpoint", 3600 * 1000, &reply);
-	if (r < 0) {
-		cli_report_unreachable(&p, name, r);
-		return 1;
-	}
-	const char *why = cli_reply_error(reply);
-	if (json) {
-		printf("%s\n", cryo_json_text(reply));
-		return why ? 1 : 0;
-	}
-	if (why) {
-		log_error("cannot checkpoint '%s': %s; the program runs on", name, why);
-		return 1;
-	}
+	int status;
+	if (cli_reply_done(&p, name, r, reply, json, "checkpoint", "; the program runs on",
+	                   &status))
+		return status;
 	char size[32], raw[32];
 	printf("checkpoint %" PRId64
 	       " of '%s': %s (%s uncompressed), frozen %.1f ms, durable after %.1f "

@@ -33,19 +33,9 @@ int cmd_kill(int argc, char **argv)
 		return 1;
 	_cleanup_json_ struct json_object *reply = NULL;
 	int r = cli_request(&p, "crash", 5000, &reply);
-	if (r < 0) {
-		cli_report_unreachable(&p, name, r);
-		return 1;
-	}
-	const char *why = cli_reply_error(reply);
-	if (a.json) {
-		printf("%s\n", cryo_json_text(reply));
-		return why ? 1 : 0;
-	}
-	if (why) {
-		log_error("cannot kill the program of '%s': %s", name, why);
-		return 1;
-	}
+	int status;
+	if (cli_reply_done(&p, name, r, reply, a.json, "kill the program of", "", &status))
+		return status;
 	printf("killed the program of '%s' (SIGKILL); its supervisor takes it as a crash\n", name);
 	return 0;
 }

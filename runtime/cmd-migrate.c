@@ -148,19 +148,9 @@ int cmd_migrate(int argc, char **argv)
 	int r = cli_request_events(&p, request, 3600 * 1000, on_event, &v, &reply);
 	if (v.drawn)
 		fputc('\n', stderr);
-	if (r < 0) {
-		cli_report_unreachable(&p, name, r);
-		return 1;
-	}
-	const char *why = cli_reply_error(reply);
-	if (a.json) {
-		printf("%s\n", cryo_json_text(reply));
-		return why ? 1 : 0;
-	}
-	if (why) {
-		log_error("cannot migrate '%s': %s", name, why);
-		return 1;
-	}
+	int status;
+	if (cli_reply_done(&p, name, r, reply, a.json, "migrate", "", &status))
+		return status;
 	char size[32];
 	printf("'%s' moved to %s: frozen %.1f ms, %s sent; it runs there now (cryo status %s on "
 	       "that machine)\n",
