@@ -23,7 +23,9 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#define TRAILER 64
+#include "../unit/forge.h"
+
+#define TRAILER FORGE_TRAILER
 
 static int fail(const char *what, const char *path)
 {
@@ -84,18 +86,10 @@ int main(int argc, char **argv)
 
 	size_t tlen;
 	uint8_t *text = slurp(stdin, &tlen);
-	size_t bound = ZSTD_compressBound(tlen);
-	uint8_t *c = malloc(bound);
-	size_t clen = text && c ? ZSTD_compress(c, bound, text, tlen, 3) : 0;
-	if (!clen || ZSTD_isError(clen))
+	size_t clen = 0;
+	uint8_t *c = text ? forge_manifest(text, tlen, t, &clen) : NULL;
+	if (!c)
 		return fail("cannot compress the new manifest", path);
-	uint64_t v = htole64(clen);
-	memcpy(t + 16, &v, 8);
-	XXH128_canonical_t h;
-	XXH128_canonicalFromHash(&h, XXH3_128bits(c, clen));
-	memcpy(t + 40, h.digest, 16);
-	v = htole64(XXH64(t, 56, 0));
-	memcpy(t + 56, &v, 8);
 	char tmp[4096];
 	snprintf(tmp, sizeof(tmp), "%s.forging", path);
 	f = fopen(tmp, "wb");

@@ -26,6 +26,8 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "forge.h"
+
 static char root[] = "/tmp/cryo-test-validate-XXXXXX";
 static char store[512], src[512];
 
@@ -87,19 +89,11 @@ static char *archive_manifest_text(const struct archive_file *a)
  * checksum) made anew, as a forger would. */
 static void archive_store(const struct archive_file *a, uint64_t gen, const char *text)
 {
-	size_t bound = ZSTD_compressBound(strlen(text));
-	uint8_t *ctext = malloc(bound);
-	size_t clen = ZSTD_compress(ctext, bound, text, strlen(text), 3);
-	CHECK(!ZSTD_isError(clen));
-	uint8_t t[64];
-	memcpy(t, a->data + a->len - 64, 64);
-	uint64_t v = htole64(clen);
-	memcpy(t + 16, &v, 8);
-	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits(ctext, clen));
-	memcpy(t + 40, c.digest, 16);
-	v = htole64(XXH64(t, 56, 0));
-	memcpy(t + 56, &v, 8);
+	uint8_t t[FORGE_TRAILER];
+	memcpy(t, a->data + a->len - FORGE_TRAILER, FORGE_TRAILER);
+	size_t clen = 0;
+	uint8_t *ctext = forge_manifest(text, strlen(text), t, &clen);
+	CHECK(ctext != NULL);
 	char path[700];
 	gen_path(gen, path, sizeof(path));
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
