@@ -20,8 +20,8 @@ static void usage(FILE *f)
 	fputs("usage: cryo images [--state-dir DIR] [--json] [--no-verify] NAME\n"
 	      "\n"
 	      "Lists NAME's stored generations with their time, size, trigger (program,\n"
-	      "command, timer, stop) and whether each verifies (every checksum, and what its\n"
-	      "manifest says: what a restore checks before it takes a generation).\n",
+	      "command, timer, stop, migrate) and whether each verifies (every checksum, and\n"
+	      "what its manifest says: what a restore checks before it takes a generation).\n",
 	      f);
 }
 

@@ -16,12 +16,25 @@ static void usage(FILE *f)
 {
 	fputs("usage: cryo restore [-d] [--state-dir DIR] [--generation G] [--restart POLICY]\n"
 	      "                    [--max-restarts N] [--keep N] [--every DURATION]\n"
-	      "                    [--files-max SIZE] NAME\n"
+	      "                    [--zstd-level N] [--files-max SIZE] [--no-delta]\n"
+	      "                    [--dump-via memory|files] [--no-lazy-restore] [--verbose]\n"
+	      "                    [--net ADDR/PREFIX [--bridge BRIDGE] [--gateway ADDR]] NAME\n"
 	      "\n"
 	      "Resumes NAME from its newest intact image (or generation G) when no supervisor\n"
 	      "runs it: after a reboot, a killed supervisor, or 'cryo stop --checkpoint'.\n"
-	      "This process becomes its supervisor, as 'cryo run' would; the options are\n"
-	      "those of cryo run; -d (--detach) runs it in the background, as cryo run -d does.\n",
+	      "This process becomes its supervisor, as 'cryo run' would, with the program's\n"
+	      "command line from the image. The settings are not taken from the image: each\n"
+	      "option not given has cryo run's default.\n"
+	      "\n"
+	      "  -d, --detach         run in the background, as cryo run -d does\n"
+	      "  --generation G       resume generation G (see cryo images NAME) instead of\n"
+	      "                       the newest\n"
+	      "  --net ADDR/PREFIX    the address to restore the program with, instead of the\n"
+	      "                       image's own (its address, bridge and gateway, if it\n"
+	      "                       had one); --bridge and --gateway go with it\n"
+	      "  --state-dir, --restart, --max-restarts, --keep, --every, --zstd-level,\n"
+	      "  --files-max, --no-delta, --dump-via, --no-lazy-restore, --verbose:\n"
+	      "                       as for cryo run (see cryo run --help)\n",
 	      f);
 }
 

@@ -19,9 +19,10 @@ static void usage(FILE *f)
 {
 	fputs("usage: cryo status [--state-dir DIR] [--json] [NAME]\n"
 	      "\n"
-	      "Shows each workload (or NAME) with its state (running, checkpointing,\n"
-	      "restoring, stopped, failed), the program's host PID, its restarts and its\n"
-	      "last checkpoint.\n",
+	      "Shows each workload (or NAME) with its state (starting, running,\n"
+	      "checkpointing, restoring, migrating, migrated, stopped, failed), the\n"
+	      "program's host PID, its restarts and its last checkpoint (for a migrated\n"
+	      "workload, where it moved to).\n",
 	      f);
 }
 
