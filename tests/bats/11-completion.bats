@@ -1,0 +1,101 @@
+#!/usr/bin/env bats
+# bash completion (contrib/bash-completion/cryo): verbs, each verb's options
+# as its --help names them, workload names from the state directory, and
+# NAME@GEN for cryo inspect. Nothing runs as root but cryo --help; the state
+# directory is a temp one.
+
+load helpers
+
+setup() {
+	setup_state
+	# shellcheck source=contrib/bash-completion/cryo
+	source "$CRYO_TESTS/../contrib/bash-completion/cryo"
+	mkdir -p "$STATE/web" "$STATE/worker" "$STATE/db" "$STATE/.hidden" "$STATE/-dash"
+	touch "$STATE/worker-file" "$STATE/web/gen-000000000003.cryo" \
+		"$STATE/web/gen-000000000012.cryo" "$STATE/web/gen-000000000013.cryo.damaged"
+}
+teardown() { teardown_state; }
+
+# complete WORD...: what _cryo offers for the last word, as bash would call
+# it (the line up to the cursor in COMP_LINE too), sorted, on one line.
+complete_line() {
+	COMP_WORDS=("$CRYO" "$@")
+	COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+	COMP_LINE="${COMP_WORDS[*]}"
+	COMP_POINT=${#COMP_LINE}
+	COMPREPLY=()
+	_cryo
+	printf '%s\n' "${COMPREPLY[@]}" | sort | paste -sd ' '
+}
+
+# The long options cryo VERB --help names, sorted, on one line.
+help_options() {
+	"$CRYO" "$1" --help | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u | paste -sd ' '
+}
+
+@test "the verbs are those of cryo --help" {
+	want=$("$CRYO" --help | awk '/^  [a-z]/ {print $1}' | sort | paste -sd ' ')
+	[ -n "$want" ]
+	run complete_line ""
+	assert_output "$want"
+	run complete_line ch
+	assert_output checkpoint
+	run complete_line -
+	assert_output "--help --version"
+}
+
+@test "each verb's options are those its --help names" {
+	for verb in run restore checkpoint status images inspect stop kill migrate serve; do
+		run complete_line "$verb" --
+		assert_output "$(help_options "$verb")"
+	done
+	run complete_line run --no
+	assert_output "--no-delta --no-lazy-restore"
+	# cryo restore has no --name: the name is its argument.
+	run complete_line restore --n
+	assert_output "--net --no-delta --no-lazy-restore"
+}
+
+@test "workload names come from the state directory, valid names only" {
+	run complete_line status ""
+	assert_output "db web worker"
+	run complete_line stop --checkpoint w
+	assert_output "web worker"
+	run complete_line restore -d ""
+	assert_output "db web worker"
+	# --state-dir on the line wins over CRYO_STATE_DIR.
+	other=$(mktemp -d "$STATE/other.XXXXXX")
+	mkdir "$other/elsewhere"
+	run complete_line images --state-dir "$other" ""
+	assert_output elsewhere
+	# Verbs that take no name get none.
+	run complete_line serve ""
+	assert_output ""
+}
+
+@test "cryo inspect completes NAME@GEN from the stored generations" {
+	# bash splits web@ at the '@' (COMP_WORDBREAKS); the line holds it whole.
+	COMP_WORDS=("$CRYO" inspect web @)
+	COMP_CWORD=3
+	COMP_LINE="$CRYO inspect web@"
+	COMP_POINT=${#COMP_LINE}
+	_cryo
+	run printf '%s\n' "${COMPREPLY[@]}"
+	assert_output "$(printf '3\n12')"
+	run complete_line inspect w
+	assert_output "web worker"
+}
+
+@test "option values: choices, directories, and none where cryo cannot know" {
+	run complete_line run --restart ""
+	assert_output "always no on-failure"
+	run complete_line run --dump-via f
+	assert_output files
+	run complete_line run --keep ""
+	assert_output ""
+	run complete_line run --state-dir "$STATE/w"
+	assert_output "$STATE/web $STATE/worker"
+	# After --, a command.
+	run complete_line run --name x -- bas
+	assert_output --regexp "(^| )bash( |$)"
+}
