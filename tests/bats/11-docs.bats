@@ -1,8 +1,9 @@
 #!/usr/bin/env bats
-# bash completion (contrib/bash-completion/cryo): verbs, each verb's options
-# as its --help names them, workload names from the state directory, and
-# NAME@GEN for cryo inspect. Nothing runs as root but cryo --help; the state
-# directory is a temp one.
+# What a user finds besides cryo itself: meson install puts the man pages,
+# the bash completion and the systemd unit in place (into a temp DESTDIR);
+# the completion (contrib/bash-completion/cryo) offers the verbs, each verb's
+# options as its --help names them, workload names from the state directory,
+# and NAME@GEN for cryo inspect. The state directory is a temp one.
 
 load helpers
 
@@ -98,4 +99,32 @@ help_options() {
 	# After --, a command.
 	run complete_line run --name x -- bas
 	assert_output --regexp "(^| )bash( |$)"
+}
+
+@test "meson install puts the man pages, the completion and the unit in place" {
+	dest=$STATE/dest
+	DESTDIR=$dest meson install -C "$CRYO_BUILD_DIR" --quiet --no-rebuild >/dev/null
+	page=$(find "$dest" -path '*/man1/cryo-run.1')
+	[ -n "$page" ]
+	mandir=${page%/man1/cryo-run.1}
+	for p in man1/cryo.1 man3/libcryo.3 man5/cryo-images.5; do
+		[ -f "$mandir/$p" ]
+	done
+	# man finds it by name, as 'man cryo-run' would once installed.
+	run env MANPATH="$mandir" MANWIDTH=80 man cryo-run
+	assert_success
+	assert_output --partial "cryo-run - run a program under a supervisor"
+	run env MANPATH="$mandir" MANWIDTH=80 man 5 cryo-images
+	assert_output --partial "CRYODLT1"
+
+	comp=$(find "$dest" -path '*/bash-completion/completions/cryo')
+	[ -n "$comp" ]
+	run bash -c 'source "$1" && complete -p cryo' _ "$comp"
+	assert_output "complete -F _cryo cryo"
+
+	unit=$(find "$dest" -path '*/lib/systemd/system/cryo@.service')
+	[ -n "$unit" ]
+	# Its ExecStart runs the cryo that meson installed.
+	bin=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$unit")
+	[ -x "$dest$bin" ]
 }
