@@ -205,7 +205,7 @@ void image_store_uncache(const char *dir, uint64_t gen)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 }
 
-int image_store_prune(const char *dir, unsigned keep)
+int image_store_prune(const char *dir, unsigned keep, uint64_t oldest)
 {
 	_cleanup_free_ uint64_t *gens = NULL;
 	size_t n;
@@ -220,7 +220,7 @@ int image_store_prune(const char *dir, unsigned keep)
 	if (!needed)
 		return -ENOMEM;
 	for (size_t i = n; i-- > 0;) {
-		if (i + keep < n && !needed[i])
+		if ((i + keep < n || gens[i] < oldest) && !needed[i])
 			continue;
 		needed[i] = true;
 		struct manifest *m = NULL;

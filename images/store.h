@@ -45,12 +45,13 @@ int image_store_commit(const char *dir, uint64_t gen, const char *images_dir,
  * there, clean, and it is read again only by a restore. Best effort. */
 void image_store_uncache(const char *dir, uint64_t gen);
 
-/* Deletes the oldest generations so that at most keep remain (keep >= 1).
- * Only called after a new generation is durable, so the newest good one is
- * always kept. The deletions are not fsynced (that took a checkpoint of
- * 16 MB 5% longer): after a crash of the machine a pruned generation may
+/* Deletes the oldest generations so that at most keep remain (keep >= 1),
+ * and every generation older than oldest (an earlier run's, after cryo run
+ * --fresh; 0: none) that no kept generation is built on. Only called after
+ * a new generation is durable, so the newest good one is always kept. The deletions are not fsynced
+ * (that took a checkpoint of 16 MB 5% longer): after a crash of the machine a pruned generation may
  * come back, and the next prune deletes it again. */
-int image_store_prune(const char *dir, unsigned keep);
+int image_store_prune(const char *dir, unsigned keep, uint64_t oldest);
 
 /* Renames a damaged generation out of the way (gen-N.cryo.damaged), keeping
  * it for inspection. */

@@ -335,7 +335,10 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		          ierr.msg[0] ? ierr.msg : strerror(-r));
 		goto out;
 	}
-	r = image_store_prune(cfg->paths.dir, cfg->keep);
+	/* After cryo run --fresh, the earlier run's generations go once this
+	 * run has one of its own. */
+	r = image_store_prune(cfg->paths.dir, cfg->keep,
+	                      s->min_generation <= gen ? s->min_generation : 0);
 	if (r < 0)
 		log_error("checkpoint %" PRIu64
 		          " of '%s' is stored, but older generations could not "

@@ -133,6 +133,14 @@ resumes_after() { # FIRST LAST
 	[ -e "$(gen_file t 1)" ]
 	kill -KILL "$(prog_pid t)"
 	wait_for 30 grep -q "has no checkpoint yet: starting it afresh" "$STATE/fresh.err"
+	# The first new checkpoint takes the old run's generations away, though
+	# --keep (3) would allow them.
+	wait_for 30 has_pid t
+	run "$CRYO" checkpoint t
+	assert_success
+	new=$(ls "$dir"/gen-*.cryo)
+	[ "$(echo "$new" | wc -l)" -eq 1 ]
+	[ ! -e "$(gen_file t 1)" ]
 }
 
 @test "two supervisors never run one name: the second says who holds it" {

@@ -364,7 +364,7 @@ static void test_store(void)
 		struct cryo_error err = {{0}};
 		CHECK(image_store_commit(store, g, src, NULL, 0, m, 1, 0, NULL, NULL, &err) == 0);
 		manifest_free(m);
-		CHECK(image_store_prune(store, 2) == 0);
+		CHECK(image_store_prune(store, 2, 0) == 0);
 	}
 	uint64_t *gens = NULL;
 	size_t n = 0;
@@ -426,6 +426,12 @@ static void test_store(void)
 	struct stat st;
 	CHECK(image_store_path(store, 5, path, sizeof(path)) == 0);
 	CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode));
+
+	/* After cryo run --fresh, an earlier run's generations (3) go with
+	 * the first new one (5), however many --keep allows. */
+	CHECK(image_store_prune(store, 3, 5) == 0);
+	CHECK(image_store_list(store, &gens, &n) == 0 && n == 1 && gens[0] == 5);
+	free(gens);
 }
 
 /* Files held in memory, in several segments, merge with the directory's in
