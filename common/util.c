@@ -56,6 +56,35 @@ int util_read_exact(int fd, void *buf, size_t len)
 	return 0;
 }
 
+int util_copy_bytes(int src, int dst, uint64_t len)
+{
+	off_t in = 0, out = 0;
+	while ((uint64_t)in < len) {
+		uint64_t left = len - (uint64_t)in;
+		size_t want = (size_t)(left < (1U << 30) ? left : (1U << 30));
+		ssize_t n = copy_file_range(src, &in, dst, &out, want, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 &&
+		    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+			char buf[65536];
+			n = pread(src, buf, want < sizeof(buf) ? want : sizeof(buf), in);
+			if (n > 0) {
+				ssize_t w = pwrite(dst, buf, (size_t)n, out);
+				if (w != n)
+					return w < 0 ? -errno : -EIO;
+				in += n;
+				out += n;
+			}
+		}
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+	}
+	return 0;
+}
+
 int util_read_file(const char *path, char **ret, size_t *ret_len)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);

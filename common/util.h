@@ -13,6 +13,10 @@ int util_write_all(int fd, const void *buf, size_t len);
 /* Reads exactly len bytes; -EIO if the file ends first (a truncation). */
 int util_read_exact(int fd, void *buf, size_t len);
 
+/* Copies the first len bytes of file src to the start of file dst
+ * (copy_file_range, else read and write); -EIO if src ends first. */
+int util_copy_bytes(int src, int dst, uint64_t len);
+
 /* Reads a whole small file into a NUL-terminated heap buffer. */
 int util_read_file(const char *path, char **ret, size_t *ret_len);
 

@@ -29,9 +29,17 @@
 	X(FILE_ENTRY, NSF, "fdinfo.proto", "file_entry", "nsf", 5)                                 \
 	X(FILE_ENTRY, TFD, "fdinfo.proto", "file_entry", "tfd", 12)                                \
 	X(FILE_ENTRY, USK, "fdinfo.proto", "file_entry", "usk", 16)                                \
-	/* regfile.proto (inspect.c, preflight.c) */                                               \
+	/* regfile.proto (inspect.c, preflight.c, remap.c) */                                      \
+	X(REG_FILE_ENTRY, ID, "regfile.proto", "reg_file_entry", "id", 1)                          \
 	X(REG_FILE_ENTRY, POS, "regfile.proto", "reg_file_entry", "pos", 3)                        \
 	X(REG_FILE_ENTRY, NAME, "regfile.proto", "reg_file_entry", "name", 6)                      \
+	/* remap-file-path.proto: remap-fpath.img, how CRIU reaches unlinked files (remap.c) */    \
+	X(REMAP_FILE_PATH_ENTRY, ORIG_ID, "remap-file-path.proto", "remap_file_path_entry",        \
+	  "orig_id", 1)                                                                            \
+	X(REMAP_FILE_PATH_ENTRY, REMAP_ID, "remap-file-path.proto", "remap_file_path_entry",       \
+	  "remap_id", 2)                                                                           \
+	X(REMAP_FILE_PATH_ENTRY, REMAP_TYPE, "remap-file-path.proto", "remap_file_path_entry",     \
+	  "remap_type", 3)                                                                         \
 	/* sk-inet.proto (inspect.c) */                                                            \
 	X(INET_SK_ENTRY, FAMILY, "sk-inet.proto", "inet_sk_entry", "family", 3)                    \
 	X(INET_SK_ENTRY, TYPE, "sk-inet.proto", "inet_sk_entry", "type", 4)                        \
@@ -88,7 +96,10 @@
 	X(FD_TYPES, TIMERFD, "fdinfo.proto", "fd_types", "TIMERFD", 17)                            \
 	X(FD_TYPES, MEMFD, "fdinfo.proto", "fd_types", "MEMFD", 18)                                \
 	X(FD_TYPES, BPFMAP, "fdinfo.proto", "fd_types", "BPFMAP", 19)                              \
-	X(FD_TYPES, PIDFD, "fdinfo.proto", "fd_types", "PIDFD", 20)
+	X(FD_TYPES, PIDFD, "fdinfo.proto", "fd_types", "PIDFD", 20)                                \
+	/* remap-file-path.proto: remap_file_path_entry.remap_type (remap.c) */                    \
+	X(REMAP_TYPE, LINKED, "remap-file-path.proto", "remap_type", "LINKED", 0)                  \
+	X(REMAP_TYPE, GHOST, "remap-file-path.proto", "remap_type", "GHOST", 1)
 
 /* The names themselves, made from the lists (as enum constants: a macro
  * cannot define macros). */

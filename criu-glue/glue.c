@@ -388,6 +388,8 @@ static int dump_lock(void)
  * here. */
 struct frozen_call {
 	const struct criu_glue_frozen_hook *hook;
+	const char *images_dir;
+	struct remap_links links; /* link_remap.N made by CRIU, kept (remap.c) */
 	struct cryo_error *err;
 	int r;
 	bool called;
@@ -405,7 +407,11 @@ static int notified(char *action, criu_notify_arg_t na)
 	if (!fc || strcmp(action, "post-dump") != 0 || fc->called)
 		return 0;
 	fc->called = true;
-	fc->r = fc->hook->frozen(fc->hook->data, fc->err);
+	/* Files unlinked while open with another hard link first: their
+	 * links go when the tree runs on. */
+	fc->r = remap_capture(fc->images_dir, &fc->links, fc->err);
+	if (fc->r == 0 && fc->hook->frozen)
+		fc->r = fc->hook->frozen(fc->hook->data, fc->err);
 	return fc->r < 0 ? -1 : 0;
 }
 
@@ -427,6 +433,9 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	criu_local_set_leave_running(c, o->leave_running);
 	criu_local_set_tcp_established(c, o->tcp_established);
 	criu_local_set_file_locks(c, true);
+	/* Files unlinked while open with another hard link, through a link
+	 * CRIU makes beside them; remap.c keeps what it holds. */
+	criu_local_set_link_remap(c, true);
 	if (o->page_server_fd >= 0) {
 		r = criu_glue_set_page_server_fd(c, o->page_server_fd, err);
 		if (r < 0)
@@ -451,14 +460,20 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	 * working directory (to mount a /proc of its PID namespace), so two
 	 * dumps of programs that share a working directory collide (EEXIST).
 	 * Dumps by cryo take turns, machine-wide. */
-	struct frozen_call fc = {.hook = &o->hook, .err = err};
-	if (o->hook.frozen) {
-		criu_local_set_notify_cb(c, notified);
-		frozen_call = &fc;
-	}
+	struct frozen_call fc = {.hook = &o->hook, .images_dir = o->images_dir, .err = err};
+	criu_local_set_notify_cb(c, notified);
+	frozen_call = &fc;
 	_cleanup_close_ int lock = dump_lock();
 	r = criu_local_dump(c);
 	frozen_call = NULL;
+	/* Without a hook nothing needs the notification (a stand-in for CRIU
+	 * in the tests sends none): the links are looked for now, still there
+	 * only if the tree was not left running (remap_capture() fails
+	 * otherwise, naming the link). */
+	if (r >= 0 && !fc.called && !o->hook.frozen)
+		fc.r = remap_capture(o->images_dir, &fc.links, err);
+	/* CRIU keeps its links after a dump that ends the tree. */
+	remap_links_drop(&fc.links, false);
 	if (fc.r < 0)
 		return fc.r; /* err says why */
 	if (r < 0)
@@ -848,6 +863,13 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 		restorer_end(rs, false);
 		return lr;
 	}
+	/* The links CRIU opens files unlinked while open by (remap.c). */
+	struct remap_links links = {0};
+	lr = remap_recreate(o->images_dir, &links, err);
+	if (lr < 0) {
+		restorer_end(rs, false);
+		return lr;
+	}
 	InheritFd inherit[CRIU_GLUE_MAX_INHERIT], *inherit_p[CRIU_GLUE_MAX_INHERIT];
 	size_t n = o->n_inherit;
 	for (size_t i = 0; i < n; i++) {
@@ -903,6 +925,8 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 		restorer_end(rs, true);
 	else
 		restore_kill(rs, w.root);
+	/* CRIU removes them after a restore that succeeds. */
+	remap_links_drop(&links, pid <= 0);
 	unlinkat(log_fd, "stats-restore", 0);
 	if (pid <= 0 && w.given_up)
 		return error_set(err, w.given_up, "CRIU restore given up: %s (log: '%s/%s')",

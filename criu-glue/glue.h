@@ -114,15 +114,17 @@ int criu_glue_version(int *ret);
 
 /* Dumps the tree rooted at o->pid. With leave_running, the tree runs on
  * whether or not the dump succeeded. Fills stats (if not NULL) from the
- * stats-dump file CRIU writes beside its log. */
+ * stats-dump file CRIU writes beside its log. A file the tree holds open
+ * unlinked while another hard link remains is copied into images_dir
+ * (remap.c), and CRIU's link_remap.N beside it is gone when this returns. */
 int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_stats *stats,
                    struct cryo_error *err);
 
 /* Looks through the fds of the tree rooted at root for one that CRIU would
  * dump but no restore under cryo could bring back (a file in /proc of the
- * tree's own tasks, a namespace file, a file unlinked while open that has
- * other hard links; see preflight.c): -EOPNOTSUPP with err naming the
- * process, the fd and its target, else 0. criu_glue_dump() calls it first. */
+ * tree's own tasks, a namespace file; see preflight.c): -EOPNOTSUPP with err
+ * naming the process, the fd and its target, else 0. criu_glue_dump() calls
+ * it first. */
 int criu_glue_find_unrestorable(pid_t root, struct cryo_error *err);
 
 /* Runs `criu check`: whether CRIU can work on this kernel. */
@@ -138,6 +140,8 @@ int criu_glue_cpuinfo_check(const char *dir, struct cryo_error *err);
 /* Restores a tree whose root becomes a child of the caller; *ret_pid is the
  * root's PID. A restore that fails, or is given up (past
  * CRIU_GLUE_RESTORE_TIMEOUT_S: -ETIMEDOUT; o->lazy, o->cancel_signals), leaves
- * nothing behind: CRIU and the half-restored tree are killed and reaped. */
+ * nothing behind: CRIU and the half-restored tree are killed and reaped. The
+ * link_remap.N links a dump's files unlinked while open need are made anew
+ * from images_dir first, and none is left afterwards, well or not. */
 int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
                       struct cryo_error *err);

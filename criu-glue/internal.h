@@ -3,6 +3,7 @@
 
 #include "glue.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -53,3 +54,39 @@ int criu_glue_lazy_notify_fd(const struct criu_glue_lazy *l);
  * have refused (opened after it looked): -EOPNOTSUPP with err naming it,
  * else 0 (preflight.c). */
 int preflight_check_dumped(const char *images_dir, pid_t root, struct cryo_error *err);
+
+/* The links CRIU makes for files unlinked while open that have another hard
+ * link (link_remap.N, beside where the file was), as remap.c handles them:
+ * each with the file's former name and the inode the link was on when cryo
+ * saw or made it. */
+struct remap_link {
+	uint32_t id;     /* CRIU's file id of the link (the N of link_remap.N) */
+	char *path;      /* the link */
+	char *orig_path; /* the name the file had when the program opened it */
+	dev_t dev;
+	ino_t ino;
+};
+
+struct remap_links {
+	struct remap_link *v;
+	size_t n;
+};
+
+/* While CRIU holds the tree frozen after writing its images (post-dump, the
+ * links there): keeps, into images_dir, the content, owner and mode of the
+ * file behind each link_remap.N that CRIU's images there name, and notes
+ * the links in l. 0, or a negative errno with err saying why. */
+int remap_capture(const char *images_dir, struct remap_links *l, struct cryo_error *err);
+
+/* Before a restore from images_dir: makes each link_remap.N that
+ * remap_capture() kept anew, with the content, owner and mode the file had,
+ * noting in l what it made. 0 (nothing to do included), or a negative errno
+ * with err saying why and nothing left made. */
+int remap_recreate(const char *images_dir, struct remap_links *l, struct cryo_error *err);
+
+/* Removes each link of l still there on the inode noted (CRIU removes its
+ * links after a dump that leaves the tree running and after a restore that
+ * succeeds, not otherwise); with names_too (after a restore that failed, no
+ * program running), also the file's former name or CRIU's stand-in
+ * NAME.cr_link where CRIU left one on that inode. Then empties l. */
+void remap_links_drop(struct remap_links *l, bool names_too);

@@ -13,12 +13,9 @@
  *   /proc/<PID in the restored PID namespace>/ns/NAME through the host's
  *   /proc, that is another process's namespace (/proc/1 is the host's init:
  *   "Can't open file /proc/1/ns/net on restore: Permission denied" here).
- * - A file unlinked while open that still has another hard link: CRIU dumps
- *   it only with --link-remap, through a link it makes next to the file and,
- *   when the program runs on after the dump (every checkpoint), removes at
- *   the end of the dump; the restore then misses it ("Can't link
- *   .../link_remap.N -> ..."). (A file unlinked with no other link is fine:
- *   its content goes into the image.)
+ *
+ * (A file unlinked while open that still has another hard link is kept by
+ * remap.c.)
  *
  * The fds are looked at before the dump, where the process holding one can be
  * named; an fd opened between that look and the freeze (a library reading
@@ -36,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define DELETED_SUFFIX " (deleted)"
@@ -114,17 +110,6 @@ static bool is_ns_file(const char *link)
 	return false;
 }
 
-/* Whether fd (of /proc/PID/fd) is a regular file unlinked while open that
- * still has a hard link elsewhere. */
-static bool is_unlinked_with_links(int fd_dir, const char *fd, const char *link)
-{
-	size_t len = strlen(link), slen = strlen(DELETED_SUFFIX);
-	if (link[0] != '/' || len <= slen || strcmp(link + len - slen, DELETED_SUFFIX) != 0)
-		return false;
-	struct stat st;
-	return fstatat(fd_dir, fd, &st, 0) == 0 && S_ISREG(st.st_mode) && st.st_nlink > 0;
-}
-
 static void comm_of(pid_t pid, char *buf, size_t len)
 {
 	char path[64];
@@ -155,10 +140,6 @@ static bool find_in(pid_t pid, const pid_t *tids, size_t n_tids, struct cryo_err
 			why = WHY_PROC;
 		else if (is_ns_file(link))
 			why = WHY_NS;
-		else if (is_unlinked_with_links(dirfd(d), de->d_name, link))
-			why = "a file unlinked while open that has other hard links, which CRIU "
-			      "cannot restore once the program ran on after the checkpoint (its "
-			      "link_remap link is gone)";
 		else
 			continue;
 		char comm[64];

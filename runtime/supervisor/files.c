@@ -99,6 +99,11 @@ static int capture_fd(struct files_capture *fc, pid_t pid, int fdinfo_dir, const
 	if (n <= 0)
 		return 0;
 	path[n] = '\0';
+	/* Unlinked while open but linked elsewhere (its path now names
+	 * another file, or none): criu-glue keeps it (remap.c). */
+	struct stat now;
+	if (stat(path, &now) < 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino)
+		return 0;
 	if (path[0] != '/' || strchr(path, '\n'))
 		return error_set(err, -EINVAL,
 		                 "the program holds a file open for writing whose path cryo "

@@ -1,7 +1,9 @@
 #!/usr/bin/env bats
 # Fds CRIU would dump but no restore under cryo could bring back: the
 # checkpoint is refused naming them, the program runs on, and the last good
-# generation stays (and restores).
+# generation stays (and restores). And one CRIU alone would lose after a
+# checkpoint, which cryo keeps: a file unlinked while open with another hard
+# link.
 
 load helpers
 
@@ -53,13 +55,78 @@ restores_first() {
 	restores_first ns
 }
 
-@test "an fd on a file unlinked while open with another hard link: refused naming it, no link_remap left; the last generation stays" {
-	mkdir "$STATE/files"
-	start_cryo ul -- "$CRYO_TESTS/programs/unlinked-holder.py" "$STATE/files" "kept text"
-	refused_after_good ul "$STATE/files/go" '^unlinked' \
-		"^cryo: cannot checkpoint 'ul': unlinked-holder \(PID [0-9]+\) holds fd [0-9]+ on $STATE/files/data \(deleted\), a file unlinked while open that has other hard links, which CRIU cannot restore once the program ran on after the checkpoint \(its link_remap link is gone\); close it before checkpointing; the program runs on\$"
-	# CRIU was not asked to make a link next to the file.
-	run ls -A "$STATE/files"
+# NAME (cryo run options ARGS...) holds an fd, for reading and writing, on a
+# file unlinked while open that has another hard link: the checkpoint
+# succeeds; the file changes through its other link; after a crash the
+# restored program reads through its fd what the file held at the checkpoint
+# and writes through it, its other link left as it is; a second checkpoint
+# and crash bring back what it wrote. CRIU's link_remap.N is never left in
+# the directory.
+restores_unlinked() {
+	local name=$1 dir=$STATE/files n
+	shift
+	mkdir "$dir"
+	start_cryo "$name" "$@" -- "$CRYO_TESTS/programs/unlinked-holder.py" "$dir" "kept text"
+	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/$name.out"
+	touch "$dir/go"
+	wait_for 30 grep -q '^unlinked' "$STATE/$name.out"
+	run "$CRYO" checkpoint "$name"
+	assert_success
+	run ls -A "$dir"
 	assert_output "$(printf 'data.link\ngo')"
-	assert_equal "$(cat "$STATE/files/data.link")" "kept text"
+	printf 'changed after' >"$dir/data.link"
+	wait_for 10 grep -q '^[0-9]* changed after$' "$STATE/$name.out"
+	"$CRYO" kill "$name" >/dev/null
+	wait_for 30 grep -q "restored '$name' from generation 1" "$STATE/$name.err"
+	n=$(grep -c '^[0-9]' "$STATE/$name.out")
+	wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/$name.out"
+	run tail -n 1 "$STATE/$name.out"
+	assert_output --regexp '^[0-9]+ kept text$'
+	run ls -A "$dir"
+	assert_output "$(printf 'data.link\ngo')"
+	assert_equal "$(cat "$dir/data.link")" "changed after"
+	# Writes through the fd reach the restored file, not the other link.
+	touch "$dir/poke"
+	wait_for 10 grep -q '^[0-9]* POKEDtext$' "$STATE/$name.out"
+	assert_equal "$(cat "$dir/data.link")" "changed after"
+	# The restored file has no name left: CRIU keeps it in the image.
+	run "$CRYO" checkpoint "$name"
+	assert_success
+	"$CRYO" kill "$name" >/dev/null
+	wait_for 30 grep -q "restored '$name' from generation 2" "$STATE/$name.err"
+	n=$(grep -c '^[0-9]' "$STATE/$name.out")
+	wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/$name.out"
+	run tail -n 1 "$STATE/$name.out"
+	assert_output --regexp '^[0-9]+ POKEDtext$'
+	run ls -A "$dir"
+	assert_output "$(printf 'data.link\ngo')"
+}
+
+@test "an fd on a file unlinked while open with another hard link: checkpointed, and restored lazily as it was, no link_remap left" {
+	restores_unlinked ul
+	run grep -c "restored 'ul' from generation .*its memory follows lazily" "$STATE/ul.err"
+	assert_output 2
+}
+
+@test "an fd on a file unlinked while open with another hard link: restored in full as it was, no link_remap left" {
+	restores_unlinked ulfull --no-lazy-restore
+	run grep -c "restored 'ulfull' from generation .*lazily" "$STATE/ulfull.err"
+	assert_output 0
+}
+
+@test "a checkpoint that fails holding a file unlinked while open with another hard link leaves no link_remap; the program runs on" {
+	local dir=$STATE/files n
+	mkdir "$dir"
+	start_cryo ulfail --files-max 256K -- "$CRYO_TESTS/programs/unlinked-holder.py" "$dir" \
+		"kept text" "$STATE/big"
+	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/ulfail.out"
+	touch "$dir/go"
+	wait_for 30 grep -q '^unlinked' "$STATE/ulfail.out"
+	run "$CRYO" checkpoint ulfail
+	assert_failure
+	assert_output --regexp "^cryo: cannot checkpoint 'ulfail': the program holds '$STATE/big' .* --files-max SIZE"
+	run ls -A "$dir"
+	assert_output "$(printf 'data.link\ngo')"
+	n=$(grep -c '^[0-9]' "$STATE/ulfail.out")
+	wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/ulfail.out"
 }

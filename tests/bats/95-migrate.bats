@@ -393,6 +393,25 @@ br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a
 	alive "$(b_pid counter)"
 }
 
+@test "migrate: a program holding a file unlinked while open with another hard link moves with what the file held; no link_remap left" {
+	local dir=$STATE/files
+	mkdir "$dir"
+	start_in_a ul -- "$CRYO_TESTS/programs/unlinked-holder.py" "$dir" "kept text"
+	wait_for 10 count_at_least 2 '^[0-9]' "$STATE/ul.out"
+	touch "$dir/go"
+	wait_for 10 grep -q '^unlinked' "$STATE/ul.out"
+	run migrate ul
+	assert_success
+	wait_for 20 grep -q '^[0-9]* kept text$' "$B/ul/output.log"
+	alive "$(b_pid ul)"
+	run ls -A "$dir"
+	assert_output "$(printf 'data.link\ngo')"
+	# Writes through its fd reach its own file on B, not the other link.
+	touch "$dir/poke"
+	wait_for 10 grep -q '^[0-9]* POKEDtext$' "$B/ul/output.log"
+	assert_equal "$(cat "$dir/data.link")" "kept text"
+}
+
 @test "migrate: a key file that others can read is refused" {
 	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
 		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
