@@ -292,18 +292,19 @@ static int perform(struct s3_client *c, struct request *q, struct cryo_error *er
 static int status_error(struct s3_client *c, struct request *q, const char *what,
                         struct cryo_error *err)
 {
-	char code[128], msg[512], name[640];
+	char code[128], msg[512], name[640], http[768];
 	if (!s3_xml_error(q->reply.data, q->reply.len, code, sizeof(code), msg, sizeof(msg)))
 		code[0] = msg[0] = '\0';
 	object_name(name, sizeof(name), q->bucket, q->key);
-	const char *sep = msg[0] ? ": " : "";
+	/* "HTTP 403 SignatureDoesNotMatch: The request signature ..." */
+	snprintf(http, sizeof(http), "HTTP %ld%s%s%s%s", q->status, code[0] ? " " : "", code,
+	         msg[0] ? ": " : "", msg);
 	if (q->status == 403 || q->status == 401)
 		return error_set(err, -EACCES,
-		                 "the object store at %s refused to %s %s (HTTP %ld %s%s%s): check "
-		                 "the credentials of access key '%s' (AWS_ACCESS_KEY_ID, "
+		                 "the object store at %s refused to %s %s (%s): check the "
+		                 "credentials of access key '%s' (AWS_ACCESS_KEY_ID, "
 		                 "AWS_SECRET_ACCESS_KEY) and what they may do",
-		                 c->cfg.endpoint, what, name, q->status, code, sep, msg,
-		                 c->cfg.access_key);
+		                 c->cfg.endpoint, what, name, http, c->cfg.access_key);
 	if (strcmp(code, "NoSuchBucket") == 0)
 		return error_set(err, -ENXIO,
 		                 "there is no bucket '%s' at %s: create it, or name another in the "
@@ -313,9 +314,9 @@ static int status_error(struct s3_client *c, struct request *q, const char *what
 		return error_set(err, -ENOENT, "there is no object %s at %s", name,
 		                 c->cfg.endpoint);
 	if (q->status == 412)
-		return error_set(err, -ESTALE, "%s changed in the store (HTTP 412 %s)", name, code);
-	return error_set(err, -EIO, "the object store at %s refused to %s %s: HTTP %ld %s%s%s%s",
-	                 c->cfg.endpoint, what, name, q->status, code, sep, msg,
+		return error_set(err, -ESTALE, "%s changed in the store (%s)", name, http);
+	return error_set(err, -EIO, "the object store at %s refused to %s %s: %s%s",
+	                 c->cfg.endpoint, what, name, http,
 	                 q->status >= 500 ? " (the store failed: try again later)" : "");
 }
 

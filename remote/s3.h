@@ -92,8 +92,9 @@ int s3_put(struct s3_client *c, const char *bucket, const char *key, int fd, str
 /* Writes object bucket/key into fd at its current position. With expect_etag
  * (unquoted), an object whose ETag is another fails with -ESTALE before a
  * byte is written; an object put whole is also checked against the MD5 of
- * the bytes received (-EBADMSG: fd then holds bytes that are not the
- * object's). *ret (may be NULL) gets the size and ETag. */
+ * the bytes received (-EBADMSG). After any failure fd may hold part of the
+ * object, or bytes that are not its own: write into a temporary file and
+ * rename it once this returns 0. *ret (may be NULL) gets the size and ETag. */
 int s3_get(struct s3_client *c, const char *bucket, const char *key, int fd,
            const char *expect_etag, struct s3_object *ret, struct cryo_error *err);
 

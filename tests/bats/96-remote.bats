@@ -173,6 +173,26 @@ now_ms() {
 	cmp "$STATE/v2" "$STATE/out"
 }
 
+@test "s3: an object damaged in the store is detected by its MD5 on the way down" {
+	head -c 50000 /dev/urandom >"$STATE/obj"
+	run "$TOOL" s3 put cryo-e2e damaged/x "$STATE/obj"
+	assert_success
+	local etag=${output%% *} data
+	# Swift keeps the object in a file of its own: flip the bits of one byte.
+	data=$(find "$REMOTE_DIR/swift/srv" -name '*.data' -size 50000c -newer "$STATE/obj")
+	[ -n "$data" ] && [ "$(wc -l <<<"$data")" = 1 ]
+	cmp "$data" "$STATE/obj"
+	local byte
+	byte=$(od -An -tu1 -j1000 -N1 "$data")
+	printf '%b' "\\0$(printf %03o $((byte ^ 255)))" | dd of="$data" bs=1 seek=1000 conv=notrunc status=none
+	run cmp "$data" "$STATE/obj"
+	assert_failure 1
+	run "$TOOL" s3 get cryo-e2e damaged/x "$STATE/out"
+	assert_failure 1
+	assert_equal "${#lines[@]}" 1
+	assert_output --regexp "^remote-tool: the bytes received for s3://cryo-e2e/damaged/x are not the store's \(their MD5 [0-9a-f]{32}, its ETag $etag\): damaged in the store or on the way$"
+}
+
 @test "s3: a stopped store is one line within the deadline; a store gone is one line at once" {
 	"$TOOL" s3 put cryo-e2e frozen/x /etc/hostname >/dev/null
 	kill -STOP "$SWIFT_S3_PROXY_PID"
@@ -278,20 +298,21 @@ now_ms() {
 
 @test "etcd: once the holder's lease expires, a waiter takes the key and the old holder cannot publish" {
 	local l1 l2 t0 took
-	# etcd's shortest TTL is 2 s; the holder never renews it.
-	l1=$("$TOOL" etcd grant 2)
-	l2=$("$TOOL" etcd grant 3)
+	# The holder never renews its 4 s lease; the waiter's is etcd's shortest
+	# (2 s), so it would expire first if the waiter did not renew it.
+	l1=$("$TOOL" etcd grant 4)
+	l2=$("$TOOL" etcd grant 2)
 	"$TOOL" etcd acquire t3/owner host-a "$l1"
 	# A waiter that gives up first names the holder.
 	run "$TOOL" etcd wait t3/owner host-b "$l2" 500
 	assert_failure 4
 	assert_output --partial "'t3/owner' is held by lease $l1 ('host-a')"
-	# This one keeps its own 3 s lease alive while it polls, past that TTL.
+	# This one keeps its own lease alive while it polls, past the holder's TTL.
 	t0=$(now_ms)
 	run "$TOOL" etcd wait t3/owner host-b "$l2" 15000
 	took=$(($(now_ms) - t0))
 	assert_success
-	echo "# the waiter took the key $took ms after it began (holder's TTL 2 s)" >&3
+	echo "# the waiter took the key $took ms after it began (holder's TTL 4 s)" >&3
 	run "$TOOL" etcd get t3/owner
 	assert_output "host-b $l2"
 	run "$TOOL" etcd publish t3/owner "$l1" t3/published stale
