@@ -91,6 +91,23 @@ now_ms() {
 	cmp "$STATE/small" "$STATE/small.back"
 }
 
+@test "s3: a large object streams through the client, never whole in its memory" {
+	# 128 MiB: a multipart upload of 16 MiB parts, then a download.
+	head -c $((128 * 1024 * 1024)) /dev/urandom >"$STATE/large"
+	REMOTE_TOOL_PEAK_RSS=$STATE/put.rss run "$TOOL" s3 put cryo-e2e img/large "$STATE/large"
+	assert_success
+	[[ "$output" =~ ^[0-9a-f]{32}-8\ 134217728$ ]]
+	REMOTE_TOOL_PEAK_RSS=$STATE/get.rss run "$TOOL" s3 get cryo-e2e img/large "$STATE/large.back"
+	assert_success
+	cmp "$STATE/large" "$STATE/large.back"
+	rm -f "$STATE/large" "$STATE/large.back"
+	"$TOOL" s3 rm cryo-e2e img/large
+	echo "# peak RSS of the tool: $(cat "$STATE/put.rss") KiB putting 128 MiB, $(cat "$STATE/get.rss") KiB getting it" >&3
+	# Less than a third of the object, with the sanitizers' own memory.
+	[ "$(cat "$STATE/put.rss")" -lt $((40 * 1024)) ]
+	[ "$(cat "$STATE/get.rss")" -lt $((40 * 1024)) ]
+}
+
 @test "s3: a listing by prefix finds exactly its keys, across continuation pages" {
 	local i
 	for i in 1 2 3 4 5; do

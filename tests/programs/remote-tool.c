@@ -21,7 +21,9 @@
  *   remote-tool etcd publish OWNER_KEY LEASE KEY VALUE
  *   remote-tool etcd get KEY                       prints "VALUE LEASE"
  *     etcd's address is $ETCD_ENDPOINT; each request's deadline
- *     $ETCD_DEADLINE_MS (default 2000). */
+ *     $ETCD_DEADLINE_MS (default 2000).
+ * With $REMOTE_TOOL_PEAK_RSS set to a file name, the tool writes its peak RSS
+ * in KiB there as it ends (the clients stream: no object is held whole). */
 #include "error.h"
 #include "etcd.h"
 #include "s3.h"
@@ -32,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static int fail(int r, const struct cryo_error *err)
@@ -169,8 +172,22 @@ static int etcd_main(int argc, char **argv)
 	return r < 0 ? fail(r, &err) : 0;
 }
 
+static void write_peak_rss(void)
+{
+	const char *path = getenv("REMOTE_TOOL_PEAK_RSS");
+	struct rusage ru;
+	if (!path || getrusage(RUSAGE_SELF, &ru) < 0)
+		return;
+	FILE *f = fopen(path, "we");
+	if (f) {
+		fprintf(f, "%ld\n", ru.ru_maxrss);
+		fclose(f);
+	}
+}
+
 int main(int argc, char **argv)
 {
+	atexit(write_peak_rss);
 	const char *config = NULL;
 	struct s3_config over = {0};
 	int i = 1;

@@ -290,6 +290,32 @@ static void test_http_buf(void)
 	CHECK(b.data == NULL && b.len == 0 && !b.overflow);
 }
 
+static void test_transport_errors(void)
+{
+	struct cryo_error err = {""};
+	struct http_deadlines d = {.connect_ms = 1000, .total_ms = 2500, .low_speed_s = 7};
+	CHECK(http_transport_error(CURLE_COULDNT_CONNECT, "Failed to connect", "etcd",
+	                           "http://127.0.0.1:9", &d, "the etcd address",
+	                           &err) == -ECONNREFUSED);
+	CHECK(strcmp(err.msg, "cannot reach etcd at http://127.0.0.1:9 (Failed to connect): is it "
+	                      "running? check the etcd address") == 0);
+	CHECK(http_transport_error(CURLE_OPERATION_TIMEDOUT, "", "the object store", "http://s3",
+	                           &d, "AWS_ENDPOINT_URL", &err) == -ETIMEDOUT);
+	CHECK(strstr(err.msg, "the object store at http://s3 did not answer within 2.500 s (") &&
+	      strstr(err.msg, "check AWS_ENDPOINT_URL"));
+	/* A stream has no overall deadline: it stalls. */
+	d.total_ms = 0;
+	CHECK(http_transport_error(CURLE_OPERATION_TIMEDOUT, "too slow", "the object store",
+	                           "http://s3", &d, "AWS_ENDPOINT_URL", &err) == -ETIMEDOUT);
+	CHECK(strstr(err.msg, "stalled (under 1 KiB/s for 7 s: too slow)"));
+	CHECK(http_transport_error(CURLE_COULDNT_RESOLVE_HOST, "", "etcd", "http://nohost", &d,
+	                           "the etcd address", &err) == -EHOSTUNREACH);
+	CHECK(http_transport_error(CURLE_SSL_CONNECT_ERROR, "", "etcd", "https://x", &d,
+	                           "the etcd address", &err) == -EIO);
+	CHECK(strstr(err.msg, "request to etcd at https://x failed: "));
+	CHECK(strchr(err.msg, '\n') == NULL);
+}
+
 static struct json_object *at(struct json_object *o, const char *path)
 {
 	/* "a.0.b": keys and array indexes. */
@@ -409,4 +435,4 @@ static void test_etcd_replies(void)
 
 TEST_MAIN(test_uri_encode, test_query_canonical, test_config_parse, test_config_load,
           test_xml_error, test_xml_field, test_xml_list, test_multipart_etag, test_http_buf,
-          test_etcd_requests, test_etcd_replies)
+          test_transport_errors, test_etcd_requests, test_etcd_replies)
