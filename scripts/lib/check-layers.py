@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Checks cryo's layering from its #include lines (run by 'meson test --suite lint').
 
-- common <- images, criu-glue <- runtime: a layer includes only its own
-  headers and those of the layers below it;
+- common <- images, criu-glue, remote <- runtime: a layer includes only its
+  own headers and those of the layers below it;
 - a layer's private headers are included only inside it: images'
   archive-internal.h, criu-glue's internal.h, pb.h, criu-proto.h,
-  libcriu-internals.h and ranges.h, the supervisor's supervisor/internal.h;
+  libcriu-internals.h and ranges.h, the supervisor's supervisor/internal.h,
+  remote's http.h;
 - only criu-glue includes libcriu's headers (<criu/...>);
 - no two modules (a .c and its .h) include each other in a circle (a header
   without a .c of its own, such as a private internal.h, is a leaf: it only
@@ -17,12 +18,13 @@ import re
 import sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "."
-LAYERS = {"common": [], "images": ["common"], "criu-glue": ["common"],
-          "runtime": ["common", "images", "criu-glue"]}
+LAYERS = {"common": [], "images": ["common"], "criu-glue": ["common"], "remote": ["common"],
+          "runtime": ["common", "images", "criu-glue", "remote"]}
 PRIVATE = {
     "images": {"archive-internal.h"},
     "criu-glue": {"internal.h", "pb.h", "criu-proto.h", "libcriu-internals.h", "ranges.h"},
     "runtime/supervisor": {"internal.h"},
+    "remote": {"http.h"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
