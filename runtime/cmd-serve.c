@@ -277,7 +277,8 @@ static int serve_one(int fd, int token, const char *peer, const uint8_t key[CHAN
 	}
 	le = htole64(gen);
 	r = channel_send(&ch, MSG_ACCEPT, &le, sizeof(le), &err);
-	uint64_t raw = manifest_get_u64(offer, "raw_estimate", 0);
+	/* What is extracted on arrival: its memory and the files it holds. */
+	uint64_t raw = manifest_get_u64(offer, "raw_estimate", 0) + migrate_held_bytes(offer);
 	/* The archives take no more than the room checked for. */
 	uint64_t room = migrate_stream_cap(offer);
 	struct incoming in = {.archive_fd = -1}, base = {.archive_fd = -1};
