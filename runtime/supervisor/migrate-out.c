@@ -334,7 +334,7 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	char dir[PATH_MAX] = "";
 	uint8_t key[CHANNEL_KEY_BYTES];
 	struct channel ch = {.fd = -1};
-	bool frozen = false;
+	bool frozen = false, paused = false;
 	uint64_t t_freeze = 0, frozen_ns = 0, sent = 0;
 	struct criu_glue_dump_stats st = {0};
 	struct page_index *base = NULL;
@@ -425,9 +425,11 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	held.images = dir;
 	o.hook = (struct criu_glue_frozen_hook){files_capture, &held};
 	struct cryo_error cerr = {{0}};
+	paused = true;
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r < 0) {
-		/* CRIU let the program run on. */
+		/* CRIU let the program run on (after holding it frozen, as
+		 * long as the files' copy took when that failed). */
 		error_set(&err, r, "%s", cerr.msg);
 		if (s->net.fd >= 0)
 			net_set_up(&s->net, true, &cerr);
@@ -526,7 +528,8 @@ out:
 		else
 			error_append(&err, r, " (its dump is kept in '%s')", dir);
 	} else if (r < 0) {
-		error_append(&err, r, "; '%s' was not paused", cfg->name);
+		error_append(&err, r, paused ? "; '%s' runs on here" : "; '%s' was not paused",
+		             cfg->name);
 	}
 	delta_dir_clear(&dd);
 	if (ch.buf)

@@ -477,12 +477,12 @@ rows_above() { [ "$(rows_printed "$1")" -gt "$2" ]; }
 	assert_failure
 }
 
-@test "migrate: files past --files-max, or past the room on the target's disk, are refused before the program is paused" {
+@test "migrate: files past --files-max, past the room on the target's disk, or where the target has a symbolic link, are refused before the program is paused" {
 	DATA=$STATE/data
 	mkdir "$DATA"
 	start_serve_own_disk 7077 1m
 	# Databases of about 2 MiB.
-	local db pid pid2 n
+	local db pid pid2 pid3 n
 	for db in "$DATA/rows.db" "$DATA/rows2.db"; do
 		python3 - "$db" <<-'PY'
 		import sqlite3, sys
@@ -508,14 +508,25 @@ rows_above() { [ "$(rows_printed "$1")" -gt "$2" ]; }
 	assert_output --partial "the target refused: not enough room for the files the program holds open for writing in '$DATA' here"
 	assert_output --partial "was not paused"
 	assert_equal "$(a_pid sq2)" "$pid2"
-	# Both run on, their databases as their memory has them.
+	# A target writes only regular files: not through a symbolic link.
+	on_b_disk ln -s /etc/passwd "$DATA/rows3.db"
+	start_sqlite sq3 10.77.0.55 "$DATA/rows3.db"
+	pid3=$(a_pid sq3)
+	run migrate sq3 7077
+	assert_failure
+	assert_output --partial "the target refused: '$DATA/rows3.db', a file the program holds open for writing, is a symbolic link here, not a regular file"
+	assert_output --partial "was not paused"
+	assert_equal "$(a_pid sq3)" "$pid3"
+	# All run on, their databases as their memory has them.
 	n=$(rows_printed "$STATE/sq2.out")
 	wait_for 30 rows_above "$STATE/sq2.out" "$((n + 10))"
-	run grep MISMATCH "$STATE/sq.err" "$STATE/sq2.err"
+	run grep MISMATCH "$STATE/sq.err" "$STATE/sq2.err" "$STATE/sq3.err"
 	assert_failure
 	run on_b_disk ls -A "$DATA"
-	assert_output ""
-	[ ! -e "$B/sq/pid" ] && [ ! -e "$B/sq2/pid" ]
+	assert_output rows3.db
+	run on_b_disk test -L "$DATA/rows3.db"
+	assert_success
+	[ ! -e "$B/sq/pid" ] && [ ! -e "$B/sq2/pid" ] && [ ! -e "$B/sq3/pid" ]
 }
 
 @test "migrate: a key file that others can read is refused" {
