@@ -268,6 +268,33 @@ int migrate_held_path_check(const char *path, struct cryo_error *err)
 	return 0;
 }
 
+int migrate_held_path_allowed(const char *path, const struct migrate_limits *lim,
+                              struct cryo_error *err)
+{
+	if (migrate_held_path_plain(path) < 0)
+		return error_set(err, -EPERM,
+		                 "the program holds a file at '%.100s', which is no plain absolute "
+		                 "path (a target writes only those: no '.', '..' or empty part)",
+		                 path);
+	if (!lim || !lim->n_file_dirs)
+		return 0;
+	char allowed[256] = "";
+	for (size_t i = 0, at = 0; i < lim->n_file_dirs; i++) {
+		const char *d = lim->file_dirs[i];
+		size_t n = strlen(d);
+		if (!strcmp(d, "/") || (!strncmp(path, d, n) && path[n] == '/'))
+			return 0;
+		if (at < sizeof(allowed))
+			at += (size_t)snprintf(allowed + at, sizeof(allowed) - at, "%s%s",
+			                       i ? ", " : "", d);
+	}
+	return error_set(err, -EPERM,
+	                 "the program holds '%.200s' open for writing, outside the directories "
+	                 "this target writes such files under (it allows: %s; cryo serve "
+	                 "--files-under DIR)",
+	                 path, allowed);
+}
+
 static int sum_held(uint64_t size, const char *path, void *total)
 {
 	(void)path;
@@ -364,6 +391,7 @@ static int offer_net(const struct manifest *offer, const struct migrate_limits *
  * no more in all than its own set.files_max. */
 struct held_sum {
 	uint64_t total, max;
+	const struct migrate_limits *lim;
 	struct cryo_error *err;
 };
 
@@ -375,6 +403,9 @@ static int check_held_line(uint64_t size, const char *path, void *arg)
 		                 "the offer's %s '%.100s' is no plain absolute path (a target "
 		                 "writes only those: no '.', '..' or empty part)",
 		                 MIGRATE_HELD_KEY, path);
+	int r = migrate_held_path_allowed(path, hs->lim, hs->err);
+	if (r < 0)
+		return r;
 	sum_held(size, path, &hs->total);
 	if (hs->total > hs->max || hs->total > OFFER_MAX_RAW)
 		return error_set(hs->err, -EFBIG,
@@ -450,7 +481,7 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 		r = offer_u64(offer, "precopy", 0, 0, 1, &flag, err);
 	if (r == 0)
 		r = offer_u64(offer, "raw_estimate", 0, 0, OFFER_MAX_RAW, &flag, err);
-	struct held_sum hs = {.max = files_max, .err = err};
+	struct held_sum hs = {.max = files_max, .lim = lim, .err = err};
 	if (r == 0 && (r = each_held(offer, check_held_line, &hs)) == -EPROTO)
 		error_set(err, r, "the offer's %s lines are not 'SIZE PATH'", MIGRATE_HELD_KEY);
 	bool has_net = false;

@@ -70,12 +70,23 @@ struct migrate_limits {
 	size_t n_bridges;
 	char *const *names; /* the workload names it takes (--allow); none: any */
 	size_t n_names;
+	/* the directories under which it writes the files a program holds
+	 * open for writing (--files-under); none: wherever the source had them */
+	char *const *file_dirs;
+	size_t n_file_dirs;
 };
+
+/* Whether lim lets a migration write a file the program holds at path:
+ * migrate_held_path_plain(), and with --files-under, under one of those
+ * directories. err names the path (and the option). */
+int migrate_held_path_allowed(const char *path, const struct migrate_limits *lim,
+                              struct cryo_error *err);
 
 /* Checks every field of an offer that the target obeys against its limits
  * and ranges (the name, the program's arguments and working directory, the
  * address, gateway and bridge, the supervisor's settings, the size, the
- * files it holds open for writing: plain paths, within its set.files_max), and
+ * files it holds open for writing: plain paths, under lim's directories,
+ * within its set.files_max), and
  * fills cfg's name, argv (allocated: the caller frees it, its strings point
  * into offer), policy, max_restarts, keep, every_ns, zstd_level,
  * incremental, lazy_restore and dump_via_memory, and net with cfg->net
@@ -130,6 +141,7 @@ struct incoming {
 	pthread_t sync;
 	bool syncing, durable;
 	bool confirmed; /* the source said DONE: the archive is a generation here */
+	const struct migrate_limits *limits; /* the target's, set after migrate_receive() */
 	int sync_result;
 	int archive_fd;
 	char tmp[PATH_MAX + 32], final[PATH_MAX], store_dir[PATH_MAX];

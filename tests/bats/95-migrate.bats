@@ -477,7 +477,7 @@ rows_above() { [ "$(rows_printed "$1")" -gt "$2" ]; }
 	assert_failure
 }
 
-@test "migrate: files past --files-max, past the room on the target's disk, or where the target has a symbolic link, are refused before the program is paused" {
+@test "migrate: files past --files-max, past the room on the target's disk, where the target has a symbolic link or outside its --files-under are refused before the program is paused" {
 	DATA=$STATE/data
 	mkdir "$DATA"
 	start_serve_own_disk 7077 1m
@@ -526,6 +526,13 @@ rows_above() { [ "$(rows_printed "$1")" -gt "$2" ]; }
 	assert_output rows3.db
 	run on_b_disk test -L "$DATA/rows3.db"
 	assert_success
+	# A target that writes such files only under other directories.
+	start_serve "$B" 7078 "$KEY" --files-under /var/lib/cryo-none --files-under /srv
+	run migrate sq2 7078
+	assert_failure
+	assert_output --partial "the target refused: the program holds '$DATA/rows2.db' open for writing, outside the directories this target writes such files under (it allows: /var/lib/cryo-none, /srv; cryo serve --files-under DIR)"
+	assert_output --partial "was not paused"
+	assert_equal "$(a_pid sq2)" "$pid2"
 	[ ! -e "$B/sq/pid" ] && [ ! -e "$B/sq2/pid" ] && [ ! -e "$B/sq3/pid" ]
 }
 
@@ -676,6 +683,9 @@ fail_on_b() {
 	run "$CRYO" serve --listen nowhere --key-file "$KEY" --state-dir "$B"
 	assert_failure
 	assert_output --partial "invalid --listen"
+	run "$CRYO" serve --listen 10.77.0.2:7079 --key-file "$KEY" --state-dir "$B" --files-under srv/../etc
+	assert_failure
+	assert_output --partial "invalid --files-under 'srv/../etc': give an absolute path"
 	run "$CRYO" run --net 10.0.0.300/24 -- true
 	assert_failure
 	assert_output --partial "invalid --net"

@@ -472,6 +472,22 @@ static void test_offer_checks(void)
 	      !strcmp(err.msg, "this target does not take a workload named 'cache' (cryo serve "
 	                       "--allow)"));
 
+	/* --files-under: the files it holds only under those directories. */
+	char *dirs[] = {"/srv/data", "/var/lib/app"};
+	const struct migrate_limits under = {
+	    .bridges = bridges, .n_bridges = 2, .file_dirs = dirs, .n_file_dirs = 2};
+	CHECK(check_offer(&under, NULL, NULL, &cfg, &net, &err) == 0);
+	CHECK(check_offer(&under, "held", "10 /var/lib/app/x/state", &cfg, &net, &err) == 0);
+	CHECK(check_offer(&under, "held", "10 /srv/database", &cfg, &net, &err) == -EPERM &&
+	      !strcmp(err.msg, "the program holds '/srv/database' open for writing, outside the "
+	                       "directories this target writes such files under (it allows: "
+	                       "/srv/data, /var/lib/app; cryo serve --files-under DIR)"));
+	CHECK(check_offer(&under, "held", "10 /srv/data", &cfg, &net, &err) == -EPERM);
+	char *root[] = {"/"};
+	const struct migrate_limits anywhere = {
+	    .bridges = bridges, .n_bridges = 2, .file_dirs = root, .n_file_dirs = 1};
+	CHECK(check_offer(&anywhere, "held", "10 /srv/database", &cfg, &net, &err) == 0);
+
 	/* The room for the image: the memory and a margin, twice with a
 	 * pre-copy, never more than the largest estimate taken. */
 	_cleanup_manifest_ struct manifest *m = manifest_new();
