@@ -33,7 +33,7 @@
 static void usage(FILE *f)
 {
 	fputs("usage: cryo serve --listen ADDR:PORT --key-file FILE [--state-dir DIR]\n"
-	      "                  [--bridge BRIDGE]... [--allow NAME]...\n"
+	      "                  [--bridge BRIDGE]... [--allow NAME]... [--files-under DIR]...\n"
 	      "                  [--max-unauthenticated N] [--handshake-timeout DURATION]\n"
 	      "\n"
 	      "Accepts migrations (cryo migrate) from machines that hold the same key, and\n"
@@ -57,6 +57,10 @@ static void usage(FILE *f)
 	      "                       be repeated); a workload on any other bridge is refused\n"
 	      "  --allow NAME         take only workloads of this name (may be repeated;\n"
 	      "                       default: any name)\n"
+	      "  --files-under DIR    write the files an arriving program holds open for\n"
+	      "                       writing only under DIR (may be repeated; default:\n"
+	      "                       wherever the source had them); a workload with a file\n"
+	      "                       elsewhere is refused\n"
 	      "  --max-unauthenticated N\n"
 	      "                       connections that have not yet proved the key, at most\n"
 	      "                       (default 10); more are closed at once\n"
@@ -73,6 +77,8 @@ struct serve_opts {
 	size_t n_bridges;
 	char **names;
 	size_t n_names;
+	char **file_dirs;
+	size_t n_file_dirs;
 	unsigned max_unauthenticated;
 	int handshake_ms;
 };
@@ -112,6 +118,14 @@ static int on_option(int c, const char *arg, void *ctx)
 			return -EINVAL;
 		}
 		return list_add(&o->names, &o->n_names, arg);
+	case 'F':
+		if (strcmp(arg, "/") != 0 && migrate_held_path_plain(arg) < 0) {
+			log_error("invalid --files-under '%s': give an absolute path without '.', "
+			          "'..', '//' or a trailing '/'",
+			          arg);
+			return -EINVAL;
+		}
+		return list_add(&o->file_dirs, &o->n_file_dirs, arg);
 	case 'U':
 		if (util_parse_uint(arg, 10000, &v) < 0 || v < 1) {
 			log_error("invalid --max-unauthenticated '%s': give a number from 1 to "
@@ -238,7 +252,9 @@ static int serve_one(int fd, int token, const char *peer, const uint8_t key[CHAN
 	const struct migrate_limits lim = {.bridges = so->bridges,
 	                                   .n_bridges = so->n_bridges,
 	                                   .names = so->names,
-	                                   .n_names = so->n_names};
+	                                   .n_names = so->n_names,
+	                                   .file_dirs = so->file_dirs,
+	                                   .n_file_dirs = so->n_file_dirs};
 	r = migrate_check_offer(offer, &lim, &cfg, &net, &err);
 	if (r < 0) {
 		refuse(&ch, peer, "%s", err.msg);
@@ -277,7 +293,8 @@ static int serve_one(int fd, int token, const char *peer, const uint8_t key[CHAN
 	}
 	le = htole64(gen);
 	r = channel_send(&ch, MSG_ACCEPT, &le, sizeof(le), &err);
-	uint64_t raw = manifest_get_u64(offer, "raw_estimate", 0);
+	/* What is extracted on arrival: its memory and the files it holds. */
+	uint64_t raw = manifest_get_u64(offer, "raw_estimate", 0) + migrate_held_bytes(offer);
 	/* The archives take no more than the room checked for. */
 	uint64_t room = migrate_stream_cap(offer);
 	struct incoming in = {.archive_fd = -1}, base = {.archive_fd = -1};
@@ -303,6 +320,7 @@ static int serve_one(int fd, int token, const char *peer, const uint8_t key[CHAN
 		answer_and_hang_up(&ch, MSG_FAILED, err.msg);
 		return 1;
 	}
+	in.limits = &lim; /* what the image says it holds is held to them too */
 	cfg.incoming = &in;
 	const char *cwd = manifest_get(offer, "cwd");
 	if (cwd && cwd[0] && chdir(cwd) < 0)
@@ -482,6 +500,7 @@ int cmd_serve(int argc, char **argv)
 	    {"key-file", required_argument, NULL, 'K'},
 	    {"bridge", required_argument, NULL, 'B'},
 	    {"allow", required_argument, NULL, 'A'},
+	    {"files-under", required_argument, NULL, 'F'},
 	    {"max-unauthenticated", required_argument, NULL, 'U'},
 	    {"handshake-timeout", required_argument, NULL, 'T'},
 	    {0},
@@ -491,7 +510,7 @@ int cmd_serve(int argc, char **argv)
 	struct cli_args a;
 	int c = cli_parse(argc, argv, "serve", usage, extra, on_option, &so, 0, 0,
 	                  "no arguments besides the options", &a);
-	_cleanup_free_ char **bridges = so.bridges, **names = so.names;
+	_cleanup_free_ char **bridges = so.bridges, **names = so.names, **file_dirs = so.file_dirs;
 	if (c < 0)
 		return CLI_EXIT_USAGE;
 	if (a.help)

@@ -104,6 +104,38 @@ static int hash_file(const char *path, uint64_t *size, char hex[33])
 	return 0;
 }
 
+/* Calls fn on each "held" line of offer (HELD_KEY: "SIZE PATH"), stopping
+ * at the first that does not return 0; -EPROTO for a line that is not
+ * "SIZE PATH" (fn is not called for it). */
+static int each_held(const struct manifest *offer,
+                     int (*fn)(uint64_t size, const char *path, void *arg), void *arg)
+{
+	for (size_t i = 0; i < offer->n_entries; i++) {
+		if (strcmp(offer->keys[i], MIGRATE_HELD_KEY) != 0)
+			continue;
+		const char *v = offer->values[i], *sp = strchr(v, ' ');
+		char num[24];
+		uint64_t size;
+		if (!sp || (size_t)(sp - v) >= sizeof(num))
+			return -EPROTO;
+		memcpy(num, v, (size_t)(sp - v));
+		num[sp - v] = '\0';
+		if (util_parse_uint(num, UINT64_MAX, &size) < 0)
+			return -EPROTO;
+		int r = fn(size, sp + 1, arg);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+static int add_held_path(uint64_t size, const char *path, void *seen)
+{
+	(void)size;
+	strset_add(seen, path);
+	return 0;
+}
+
 int migrate_describe(pid_t root, struct manifest *offer, struct cryo_error *err)
 {
 	_cleanup_free_ pid_t *pids = NULL;
@@ -111,7 +143,10 @@ int migrate_describe(pid_t root, struct manifest *offer, struct cryo_error *err)
 	int r = util_proc_tree(root, &pids, &n);
 	if (r < 0)
 		return error_set(err, r, "cannot list the program's processes: %s", strerror(-r));
+	/* The files it holds open for writing travel with it, put back on the
+	 * target before CRIU maps them: they need not be there already. */
 	struct strset files = {0}, seen = {0};
+	each_held(offer, add_held_path, &seen);
 	for (size_t i = 0; i < n; i++)
 		collect_mapped(pids[i], &files, &seen);
 	for (size_t i = 0; i < files.n && r == 0; i++) {
@@ -185,6 +220,95 @@ int migrate_count_connections(pid_t root)
 }
 
 /* ---- pre-flight ----------------------------------------------------------------- */
+
+int migrate_held_path_plain(const char *path)
+{
+	if (path[0] != '/' || strlen(path) >= PATH_MAX)
+		return -EINVAL;
+	for (const char *p = path; *p == '/';) {
+		const char *c = p + 1, *end = strchrnul(c, '/');
+		size_t len = (size_t)(end - c);
+		if (len == 0 || (len == 1 && c[0] == '.') ||
+		    (len == 2 && c[0] == '.' && c[1] == '.'))
+			return -EINVAL;
+		p = end;
+	}
+	return 0;
+}
+
+int migrate_held_path_check(const char *path, struct cryo_error *err)
+{
+	if (migrate_held_path_plain(path) < 0)
+		return error_set(err, -EPERM,
+		                 "the program holds a file at '%.100s', which is no plain absolute "
+		                 "path (a target writes only those: no '.', '..' or empty part)",
+		                 path);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISREG(st.st_mode))
+			return error_set(
+			    err, -EEXIST,
+			    "'%s', a file the program holds open for writing, is %s "
+			    "here, not a regular file (a target writes only regular "
+			    "files: remove it here)",
+			    path, S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
+		return 0;
+	}
+	if (errno != ENOENT)
+		return error_set(err, -errno, "cannot look at '%s' here: %m", path);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = '\0';
+	if (stat(dir[0] ? dir : "/", &st) < 0 || !S_ISDIR(st.st_mode))
+		return error_set(
+		    err, -ENOENT,
+		    "the directory of '%s', a file the program holds open for writing, "
+		    "does not exist here (create it)",
+		    path);
+	return 0;
+}
+
+int migrate_held_path_allowed(const char *path, const struct migrate_limits *lim,
+                              struct cryo_error *err)
+{
+	if (migrate_held_path_plain(path) < 0)
+		return error_set(err, -EPERM,
+		                 "the program holds a file at '%.100s', which is no plain absolute "
+		                 "path (a target writes only those: no '.', '..' or empty part)",
+		                 path);
+	if (!lim || !lim->n_file_dirs)
+		return 0;
+	char allowed[256] = "";
+	for (size_t i = 0, at = 0; i < lim->n_file_dirs; i++) {
+		const char *d = lim->file_dirs[i];
+		size_t n = strlen(d);
+		if (!strcmp(d, "/") || (!strncmp(path, d, n) && path[n] == '/'))
+			return 0;
+		if (at < sizeof(allowed))
+			at += (size_t)snprintf(allowed + at, sizeof(allowed) - at, "%s%s",
+			                       i ? ", " : "", d);
+	}
+	return error_set(err, -EPERM,
+	                 "the program holds '%.200s' open for writing, outside the directories "
+	                 "this target writes such files under (it allows: %s; cryo serve "
+	                 "--files-under DIR)",
+	                 path, allowed);
+}
+
+static int sum_held(uint64_t size, const char *path, void *total)
+{
+	(void)path;
+	uint64_t *t = total;
+	*t = size > UINT64_MAX - *t ? UINT64_MAX : *t + size;
+	return 0;
+}
+
+uint64_t migrate_held_bytes(const struct manifest *offer)
+{
+	uint64_t total = 0;
+	each_held(offer, sum_held, &total);
+	return total;
+}
 
 /* The limits a target holds every offer to, whoever sent it. */
 #define OFFER_MAX_ARGS      65536
@@ -263,6 +387,34 @@ static int offer_net(const struct manifest *offer, const struct migrate_limits *
 	return 0;
 }
 
+/* The files an offer says travel with the program: plain absolute paths,
+ * no more in all than its own set.files_max. */
+struct held_sum {
+	uint64_t total, max;
+	const struct migrate_limits *lim;
+	struct cryo_error *err;
+};
+
+static int check_held_line(uint64_t size, const char *path, void *arg)
+{
+	struct held_sum *hs = arg;
+	if (migrate_held_path_plain(path) < 0)
+		return error_set(hs->err, -EPERM,
+		                 "the offer's %s '%.100s' is no plain absolute path (a target "
+		                 "writes only those: no '.', '..' or empty part)",
+		                 MIGRATE_HELD_KEY, path);
+	int r = migrate_held_path_allowed(path, hs->lim, hs->err);
+	if (r < 0)
+		return r;
+	sum_held(size, path, &hs->total);
+	if (hs->total > hs->max || hs->total > OFFER_MAX_RAW)
+		return error_set(hs->err, -EFBIG,
+		                 "the offer's %s files take more than its set.files_max (%" PRIu64
+		                 " bytes)",
+		                 MIGRATE_HELD_KEY, hs->max);
+	return 0;
+}
+
 int migrate_check_offer(const struct manifest *offer, const struct migrate_limits *lim,
                         struct supervisor_config *cfg, struct net_config *net,
                         struct cryo_error *err)
@@ -299,7 +451,7 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 		                 cwd, PATH_MAX);
 
 	uint64_t policy, max_restarts, keep, every, level, incremental, lazy, via_memory, flag,
-	    files_max;
+	    files_max = 0;
 	int r = offer_u64(offer, "set.policy", RESTART_ON_FAILURE, 0, RESTART_NO, &policy, err);
 	if (r == 0)
 		r = offer_u64(offer, "set.max_restarts", 5, 0, OFFER_MAX_RESTARTS, &max_restarts,
@@ -329,6 +481,9 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 		r = offer_u64(offer, "precopy", 0, 0, 1, &flag, err);
 	if (r == 0)
 		r = offer_u64(offer, "raw_estimate", 0, 0, OFFER_MAX_RAW, &flag, err);
+	struct held_sum hs = {.max = files_max, .lim = lim, .err = err};
+	if (r == 0 && (r = each_held(offer, check_held_line, &hs)) == -EPROTO)
+		error_set(err, r, "the offer's %s lines are not 'SIZE PATH'", MIGRATE_HELD_KEY);
 	bool has_net = false;
 	if (r == 0)
 		r = offer_net(offer, lim, net, &has_net, err);
@@ -365,7 +520,14 @@ uint64_t migrate_stream_cap(const struct manifest *offer)
 	if (raw > OFFER_MAX_RAW)
 		raw = OFFER_MAX_RAW;
 	uint64_t cap = raw + raw / 4 + (UINT64_C(16) << 20);
-	return manifest_get_u64(offer, "precopy", 0) == 1 ? 2 * cap : cap;
+	if (manifest_get_u64(offer, "precopy", 0) == 1)
+		cap *= 2;
+	/* The files it holds open for writing go once, with the frozen image
+	 * (and may grow a little before it). */
+	uint64_t held = migrate_held_bytes(offer);
+	if (held > OFFER_MAX_RAW)
+		held = OFFER_MAX_RAW;
+	return cap + held + held / 4;
 }
 
 static int check_files(const struct manifest *offer, struct cryo_error *err)
@@ -412,6 +574,65 @@ static int check_cpu(const uint8_t *cpuinfo, size_t cpuinfo_len, struct cryo_err
 	return r < 0 ? r : 0;
 }
 
+/* The files a target puts back, file system by file system: each must be
+ * one it may write (migrate_held_path_check()), and their file system must
+ * have room for what they add to the files there now, besides the image's
+ * room when it is the state directory's. */
+#define HELD_MAX_DEVS 16
+struct held_room {
+	struct cryo_error *err;
+	dev_t state_dev;
+	uint64_t state_need;
+	size_t n;
+	struct {
+		dev_t dev;
+		uint64_t need;
+	} devs[HELD_MAX_DEVS];
+};
+
+static int check_held_room(uint64_t size, const char *path, void *arg)
+{
+	struct held_room *hr = arg;
+	int r = migrate_held_path_check(path, hr->err);
+	if (r < 0)
+		return r;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = '\0';
+	if (!dir[0])
+		strcpy(dir, "/");
+	struct stat st;
+	struct statvfs sv;
+	if (stat(dir, &st) < 0 || statvfs(dir, &sv) < 0)
+		return 0; /* put back, it says why */
+	uint64_t add = size;
+	struct stat fst;
+	if (lstat(path, &fst) == 0)
+		add = (uint64_t)fst.st_size < size ? size - (uint64_t)fst.st_size : 0;
+	size_t i = 0;
+	while (i < hr->n && hr->devs[i].dev != st.st_dev)
+		i++;
+	if (i == hr->n) {
+		if (hr->n == HELD_MAX_DEVS)
+			return 0;
+		hr->devs[hr->n].dev = st.st_dev;
+		hr->devs[hr->n].need = st.st_dev == hr->state_dev ? hr->state_need : 0;
+		hr->n++;
+	}
+	hr->devs[i].need += add;
+	uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (have < hr->devs[i].need) {
+		char a[32], b[32];
+		return error_set(hr->err, -ENOSPC,
+		                 "not enough room for the files the program holds open for writing "
+		                 "in '%s' here: they need up to %s%s, %s are free",
+		                 dir, util_format_bytes(hr->devs[i].need, a, sizeof(a)),
+		                 st.st_dev == hr->state_dev ? " with the image" : "",
+		                 util_format_bytes(have, b, sizeof(b)));
+	}
+	return 0;
+}
+
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
                   const char *state_dir, struct cryo_error *err)
 {
@@ -453,6 +674,7 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 	/* The room the archives may take, as migrate_receive() holds them to. */
 	uint64_t need = migrate_stream_cap(offer);
 	struct statvfs sv;
+	struct stat sst;
 	if (statvfs(state_dir, &sv) == 0) {
 		uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
 		if (have < need) {
@@ -465,7 +687,11 @@ int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t c
 			    util_format_bytes(have, b, sizeof(b)));
 		}
 	}
-	return 0;
+	struct held_room room = {.err = err,
+	                         .state_dev = stat(state_dir, &sst) == 0 ? sst.st_dev : 0,
+	                         .state_need = need};
+	r = each_held(offer, check_held_room, &room);
+	return r == -EPROTO ? error_set(err, r, "the offer lists a file oddly") : r;
 }
 
 /* ---- the image -------------------------------------------------------------- */

@@ -34,9 +34,30 @@ struct supervisor_config;
 /* How long a restored copy waits for the source's DONE. */
 #define MIGRATE_DONE_MS 30000
 
+/* An offer's line for each regular file the program holds open for writing
+ * (not O_APPEND): "SIZE PATH". These files travel in the image (copied while
+ * the program is frozen, as a checkpoint copies them) and the target puts
+ * them back at PATH before CRIU restores; it checks for them that it may
+ * write PATH and has room, not that they are there. */
+#define MIGRATE_HELD_KEY "held"
+
 /* Adds what the target must check to offer: every file mapped by the tree of
- * root (path, size, XXH3-128) and the expected size of its memory. */
+ * root (path, size, XXH3-128), except those offer lists as MIGRATE_HELD_KEY,
+ * and the expected size of its memory. */
 int migrate_describe(pid_t root, struct manifest *offer, struct cryo_error *err);
+
+/* The MIGRATE_HELD_KEY files' bytes in all. */
+uint64_t migrate_held_bytes(const struct manifest *offer);
+
+/* Whether path is one a target writes a file the program holds at: absolute,
+ * shorter than PATH_MAX, without a '.', '..' or empty part. 0 or -EINVAL. */
+int migrate_held_path_plain(const char *path);
+
+/* Whether this machine lets a migration put a file back at path:
+ * migrate_held_path_plain(), and what is there is a regular file (not a
+ * symbolic link, a directory, a device...) or nothing, in a directory that
+ * exists. The file is then written with O_NOFOLLOW. err names the path. */
+int migrate_held_path_check(const char *path, struct cryo_error *err);
 
 /* How many established TCP connections the tree of root holds. */
 int migrate_count_connections(pid_t root);
@@ -49,11 +70,23 @@ struct migrate_limits {
 	size_t n_bridges;
 	char *const *names; /* the workload names it takes (--allow); none: any */
 	size_t n_names;
+	/* the directories under which it writes the files a program holds
+	 * open for writing (--files-under); none: wherever the source had them */
+	char *const *file_dirs;
+	size_t n_file_dirs;
 };
+
+/* Whether lim lets a migration write a file the program holds at path:
+ * migrate_held_path_plain(), and with --files-under, under one of those
+ * directories. err names the path (and the option). */
+int migrate_held_path_allowed(const char *path, const struct migrate_limits *lim,
+                              struct cryo_error *err);
 
 /* Checks every field of an offer that the target obeys against its limits
  * and ranges (the name, the program's arguments and working directory, the
- * address, gateway and bridge, the supervisor's settings, the size), and
+ * address, gateway and bridge, the supervisor's settings, the size, the
+ * files it holds open for writing: plain paths, under lim's directories,
+ * within its set.files_max), and
  * fills cfg's name, argv (allocated: the caller frees it, its strings point
  * into offer), policy, max_restarts, keep, every_ns, zstd_level,
  * incremental, lazy_restore and dump_via_memory, and net with cfg->net
@@ -65,13 +98,15 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 
 /* The most the image archives of a checked offer may take in the target's
  * store: its memory as the source estimated it, with room for the images'
- * other files, twice for a pre-copy (a whole image, then what changed). */
+ * other files, twice for a pre-copy (a whole image, then what changed), and
+ * the files it holds open for writing with a quarter more. */
 uint64_t migrate_stream_cap(const struct manifest *offer);
 
 /* The target's checks of an offer, short of the workload's name (the caller
- * holds its lock) and of migrate_check_offer's: CRIU, the CPU, the files,
- * the working directory, the address, the bridge and the room in state_dir
- * for migrate_stream_cap(). */
+ * holds its lock) and of migrate_check_offer's: CRIU, the CPU, the files it
+ * maps, the working directory, the address, the bridge, the room in
+ * state_dir for migrate_stream_cap(), and for each file it holds open for
+ * writing migrate_held_path_check() and room in its file system. */
 int migrate_check(const struct manifest *offer, const uint8_t *cpuinfo, size_t cpuinfo_len,
                   const char *state_dir, struct cryo_error *err);
 
@@ -106,6 +141,7 @@ struct incoming {
 	pthread_t sync;
 	bool syncing, durable;
 	bool confirmed; /* the source said DONE: the archive is a generation here */
+	const struct migrate_limits *limits; /* the target's, set after migrate_receive() */
 	int sync_result;
 	int archive_fd;
 	char tmp[PATH_MAX + 32], final[PATH_MAX], store_dir[PATH_MAX];

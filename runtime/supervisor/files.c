@@ -135,6 +135,8 @@ static int capture_fd(struct files_capture *fc, pid_t pid, int fdinfo_dir, const
 		return error_set(err, -ENOMEM, "out of memory");
 	fc->n++;
 	fc->total += size;
+	if (!fc->images)
+		return 0; /* listed only */
 	char name[32];
 	snprintf(name, sizeof(name), "file-%zu.data", fc->n - 1);
 	_cleanup_close_ int dst =
@@ -154,8 +156,9 @@ int files_capture(void *data, struct cryo_error *err)
 	int r = util_proc_tree(fc->root, &pids, &n_pids);
 	if (r < 0)
 		return error_set(err, r, "cannot list the program's processes: %s", strerror(-r));
-	_cleanup_close_ int images_fd = open(fc->images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (images_fd < 0) {
+	_cleanup_close_ int images_fd =
+	    fc->images ? open(fc->images, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (fc->images && images_fd < 0) {
 		r = -errno;
 		return error_set(err, r, "cannot open '%s': %s", fc->images, strerror(-r));
 	}

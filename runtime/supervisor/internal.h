@@ -324,7 +324,7 @@ struct held_file {
 /* What a checkpoint copies of them (the argument of files_capture()). */
 struct files_capture {
 	pid_t root;         /* the tree's root */
-	const char *images; /* the dump's directory: file-N.data go there */
+	const char *images; /* the dump's directory: file-N.data go there; NULL: listed only */
 	uint64_t max;       /* the most bytes copied in all (--files-max) */
 	struct held_file *files;
 	size_t n;

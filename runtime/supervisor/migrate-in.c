@@ -9,8 +9,43 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <inttypes.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+
+/* The files an arriving image holds (its "held_file" lines), which
+ * restore_dir() writes at the paths the source named: only plain absolute
+ * paths, under the serve's --files-under if it has any, only over regular
+ * files or none (migrate_held_path_check(); then O_NOFOLLOW), never
+ * set-user-ID or set-group-ID. The peer holds the key and the program runs
+ * with its own credentials anyway; this keeps a peer from making the target
+ * write through a link or a device, or where the target did not allow. */
+static int check_arriving_files(const struct manifest *m, const struct migrate_limits *lim,
+                                struct cryo_error *err)
+{
+	for (size_t i = 0; i < m->n_entries; i++) {
+		if (strcmp(m->keys[i], "held_file") != 0)
+			continue;
+		struct held_file f;
+		size_t idx;
+		if (files_parse(m->values[i], &f, &idx) < 0)
+			return error_set(err, -EPROTO,
+			                 "the image's manifest has a bad line 'held_file %.100s'",
+			                 m->values[i]);
+		int r = migrate_held_path_allowed(f.path, lim, err);
+		if (r == 0)
+			r = migrate_held_path_check(f.path, err);
+		if (r < 0)
+			return r;
+		if (f.mode & (S_ISUID | S_ISGID))
+			return error_set(
+			    err, -EPERM,
+			    "the image holds '%s' with mode %04o: a target does not write "
+			    "set-user-ID or set-group-ID files",
+			    f.path, (unsigned)f.mode);
+	}
+	return 0;
+}
 
 /* A copy that arrived by migration: restores it from the images extracted
  * on arrival, tells the source it runs once its archive is durable here, and
@@ -26,11 +61,10 @@ int migrate_arrive(struct supervisor *s)
 	/* Tests make a target's restore fail here (as a CRIU that cannot
 	 * restore would), to see the source take its program back. */
 	int r = migrate_fault("restore") ? error_set(&err, -EIO, "CRIU restore failed (injected)")
-	        /* Files do not migrate yet: a source's dump holds none, and
-	         * what another machine says is not written to paths here. */
-	        : manifest_get(in->manifest, "held_file")
-	            ? error_set(&err, -EPROTO, "the image holds files, which cryo does not migrate")
-	            : restore_dir(s, in->images, in->manifest, true, NULL, &err);
+	                                 : check_arriving_files(in->manifest, in->limits, &err);
+	/* The files it held are put back first, then CRIU restores it. */
+	if (r == 0)
+		r = restore_dir(s, in->images, in->manifest, true, NULL, &err);
 	if (r == 0 && cfg->incremental) {
 		page_index_free(s->index);
 		s->index = NULL;

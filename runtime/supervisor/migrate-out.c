@@ -91,15 +91,17 @@ static void report_progress(void *arg, uint64_t sent, uint64_t raw_done, uint64_
 	status_reply(mo->client, ev);
 }
 
-/* Where a migration's dump goes: memory when it fits comfortably. */
-static int make_migrate_dir(struct supervisor *s, char *dir, size_t len)
+/* Where a migration's dump goes (with extra bytes of the files it holds):
+ * memory when it fits comfortably. */
+static int make_migrate_dir(struct supervisor *s, uint64_t extra, char *dir, size_t len)
 {
 	char tag[128], fallback[PATH_MAX];
 	snprintf(tag, sizeof(tag), "migrate-%s", s->cfg->name);
 	int r = util_format_path(fallback, sizeof(fallback), "%s/.migrate", s->cfg->paths.dir);
 	if (r < 0)
 		return r;
-	return util_scratch_dir(criu_glue_estimate_pages(s->init_pid), tag, fallback, dir, len);
+	return util_scratch_dir(criu_glue_estimate_pages(s->init_pid) + extra, tag, fallback, dir,
+	                        len);
 }
 
 /* The settings that travel with the workload. */
@@ -156,10 +158,11 @@ static int forge_offer(struct manifest *m)
 	return manifest_add(m, key, eq + 1);
 }
 
-/* Asks the target whether it can take the program; *gen gets the generation
- * number the target will store it as. */
-static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint64_t *gen,
-                 struct cryo_error *err)
+/* Asks the target whether it can take the program, whose files held open
+ * for writing (listed in held) go with it; *gen gets the generation number
+ * the target will store it as. */
+static int offer(struct migration_out *mo, struct channel *c, bool precopy,
+                 const struct files_capture *held, uint64_t *gen, struct cryo_error *err)
 {
 	struct supervisor *s = mo->s;
 	struct manifest *m = manifest_new();
@@ -172,7 +175,13 @@ static int offer(struct migration_out *mo, struct channel *c, bool precopy, uint
 		manifest_add(m, "precopy", "1");
 	_cleanup_free_ char *text = NULL, *cpu = NULL;
 	size_t text_len, cpu_len;
-	int r = migrate_describe(s->init_pid, m, err);
+	int r = 0;
+	for (size_t i = 0; i < held->n && r == 0; i++)
+		if (manifest_addf(m, MIGRATE_HELD_KEY, "%" PRIu64 " %s", held->files[i].size,
+		                  held->files[i].path) < 0)
+			r = error_set(err, -ENOMEM, "out of memory");
+	if (r == 0)
+		r = migrate_describe(s->init_pid, m, err);
 	if (r == 0 && forge_offer(m) < 0)
 		r = error_set(err, -ENOMEM, "out of memory");
 	if (r == 0)
@@ -228,7 +237,7 @@ static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
 {
 	struct supervisor *s = mo->s;
 	char dir[PATH_MAX];
-	int r = make_migrate_dir(s, dir, sizeof(dir));
+	int r = make_migrate_dir(s, 0, dir, sizeof(dir));
 	if (r < 0)
 		return error_set(err, r, "cannot make a directory for the dump: %s", strerror(-r));
 	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, true);
@@ -266,8 +275,9 @@ out:
 /* After a failed migration: the program runs here again, from its dump. */
 static int resume_here(struct supervisor *s, const char *dir, struct cryo_error *err)
 {
-	/* What restore_dir() reads of a manifest: the channels' inodes (a
-	 * migration's dump holds no files). */
+	/* What restore_dir() reads of a manifest: the channels' inodes. The
+	 * files it held are as the dump left them (nothing of it ran since):
+	 * none is put back. */
 	_cleanup_manifest_ struct manifest *m = manifest_new();
 	if (!m || manifest_addf(m, "ino.stdin", "%" PRIu64, s->ino_stdin) < 0 ||
 	    manifest_addf(m, "ino.stdout", "%" PRIu64, s->ino_stdout) < 0 ||
@@ -324,11 +334,14 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	char dir[PATH_MAX] = "";
 	uint8_t key[CHANNEL_KEY_BYTES];
 	struct channel ch = {.fd = -1};
-	bool frozen = false;
+	bool frozen = false, paused = false;
 	uint64_t t_freeze = 0, frozen_ns = 0, sent = 0;
 	struct criu_glue_dump_stats st = {0};
 	struct page_index *base = NULL;
 	struct delta_dir dd = {0};
+	/* The files it holds open for writing: listed before the offer,
+	 * copied while it is frozen. */
+	struct files_capture listed = {.max = cfg->files_max}, held = {.max = cfg->files_max};
 	int r;
 
 	if (!s->running) {
@@ -362,6 +375,11 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 		    n_outside, n_outside == 1 ? "" : "s");
 		goto out;
 	}
+	/* Past --files-max, refused before anything else. */
+	listed.root = s->init_pid;
+	r = files_capture(&listed, &err);
+	if (r < 0)
+		goto out;
 	int fd = connect_to(target, 5000, &err);
 	if (fd < 0) {
 		r = fd;
@@ -374,7 +392,7 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	phase_done(&mo, "connect");
 	supervisor_set_state(s, "migrating");
 	uint64_t gen = 0;
-	r = offer(&mo, &ch, with_precopy, &gen, &err);
+	r = offer(&mo, &ch, with_precopy, &listed, &gen, &err);
 	if (r < 0)
 		goto out;
 	phase_done(&mo, "preflight");
@@ -387,7 +405,7 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	}
 
 	/* Frozen from here: off the network, then dumped (and gone). */
-	r = make_migrate_dir(s, dir, sizeof(dir));
+	r = make_migrate_dir(s, listed.total, dir, sizeof(dir));
 	if (r < 0) {
 		error_set(&err, r, "cannot make a directory for the dump: %s", strerror(-r));
 		dir[0] = '\0';
@@ -400,10 +418,18 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	}
 	t_freeze = util_now_ns();
 	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, false);
+	/* The files it holds open for writing, copied whole while it is
+	 * frozen: they travel in the image, and the target puts them back
+	 * before CRIU restores it there. */
+	held.root = s->init_pid;
+	held.images = dir;
+	o.hook = (struct criu_glue_frozen_hook){files_capture, &held};
 	struct cryo_error cerr = {{0}};
+	paused = true;
 	r = criu_glue_dump(&o, &st, &cerr);
 	if (r < 0) {
-		/* CRIU let the program run on. */
+		/* CRIU let the program run on (after holding it frozen, as
+		 * long as the files' copy took when that failed). */
 		error_set(&err, r, "%s", cerr.msg);
 		if (s->net.fd >= 0)
 			net_set_up(&s->net, true, &cerr);
@@ -442,6 +468,11 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	}
 	checkpoint_fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
 	add_settings(cfg, m);
+	if (files_describe(&held, m) < 0) {
+		manifest_free(m);
+		r = error_set(&err, -ENOMEM, "out of memory");
+		goto out;
+	}
 	if (dd.incremental) {
 		delta_describe(&dd, page_index_generation(base), m);
 		manifest_add(m, "chain", "1");
@@ -482,6 +513,8 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	phase_done(&mo, "restore");
 	r = 0;
 out:
+	files_capture_clear(&listed);
+	files_capture_clear(&held);
 	page_index_free(base);
 	if (r < 0 && frozen) {
 		frozen_ns = util_now_ns() - t_freeze;
@@ -495,7 +528,8 @@ out:
 		else
 			error_append(&err, r, " (its dump is kept in '%s')", dir);
 	} else if (r < 0) {
-		error_append(&err, r, "; '%s' was not paused", cfg->name);
+		error_append(&err, r, paused ? "; '%s' runs on here" : "; '%s' was not paused",
+		             cfg->name);
 	}
 	delta_dir_clear(&dd);
 	if (ch.buf)

@@ -412,6 +412,164 @@ br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a
 	assert_equal "$(cat "$dir/data.link")" "kept text"
 }
 
+# ---- files the program holds open for writing travel with it ----
+
+# start_serve_own_disk PORT SIZE: a cryo serve on B (state in $B) in a mount
+# namespace of its own where $DATA is an empty tmpfs of SIZE: the simulated
+# hosts share one file system, and this target must not find the source's
+# files there. Its PID in $SERVE_PID.
+start_serve_own_disk() {
+	local log=$STATE/serve-$1.err
+	# shellcheck disable=SC2016  # the inner shell expands them
+	unshare --mount --propagation private sh -ec \
+		'mount -t tmpfs -o "size=$1" tmpfs "$2"; shift 2; exec "$@"' sh "$2" "$DATA" \
+		nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "10.77.0.2:$1" \
+		--key-file "$KEY" --state-dir "$B" --bridge br0 >"$log" 2>&1 </dev/null 3>&- &
+	SERVE_PID=$!
+	track_helper "$SERVE_PID"
+	wait_for 10 grep -q "serving migrations" "$log"
+}
+
+# Runs a command in that serve's mount namespace: what B's disk holds.
+on_b_disk() { nsenter --mount="/proc/$SERVE_PID/ns/mnt" "$@"; }
+
+# start_sqlite NAME ADDRESS DB [JOURNAL_MODE [OPTIONS...]]: the SQLite program
+# on A, serving its row count on ADDRESS:8005.
+start_sqlite() {
+	start_in_a "$1" --net "$2/24" --bridge br0 "${@:5}" -- \
+		python3 "$CRYO_TESTS/programs/sqlite-server.py" "$3" 8005 "${4:-delete}"
+	wait_for 20 grep -q listening "$STATE/$1.out"
+}
+
+rows_printed() { grep '^row ' "$1" | tail -1 | cut -d' ' -f2; }
+# rows_above FILE N: the program has printed a row past N in FILE.
+rows_above() { [ "$(rows_printed "$1")" -gt "$2" ]; }
+
+# migrate_sqlite [OPTIONS...]: the SQLite program (WAL mode) moves to a target
+# that starts without its database while a client reads rows (cryo migrate
+# OPTIONS), and carries on there from where it was.
+migrate_sqlite() {
+	DATA=$STATE/data
+	mkdir "$DATA"
+	start_serve_own_disk 7077 64m
+	run on_b_disk ls -A "$DATA"
+	assert_output ""
+	start_sqlite sq 10.77.0.53 "$DATA/rows.db" wal
+	wait_for 30 count_at_least 20 '^row ' "$STATE/sq.out"
+	nsenter --net="/run/netns/${NS}c" timeout 60 python3 "$CRYO_TESTS/programs/rows-client.py" \
+		10.77.0.53 8005 0.01 5 >"$STATE/client.out" 2>&1 3>&- &
+	local client=$!
+	track_helper "$client"
+	sleep 1.5
+	run migrate sq 7077 "$KEY" "$@"
+	assert_success
+	# The client read rows all along, with no error, and saw them grow.
+	wait "$client"
+	run cat "$STATE/client.out"
+	assert_output --regexp '^ok [0-9]+ [0-9]+ [0-9]+$'
+	local first last
+	read -r _ _ first last <"$STATE/client.out"
+	[ "$last" -gt "$first" ]
+	# On B it carries on from the row it was at, its database as its memory
+	# has it (no MISMATCH).
+	wait_for 30 count_at_least 20 '^row ' "$B/sq/output.log"
+	last=$(rows_printed "$STATE/sq.out")
+	first=$(grep '^row ' "$B/sq/output.log" | head -1 | cut -d' ' -f2)
+	assert_equal "$first" "$((last + 1))"
+	run grep MISMATCH "$B/sq/output.log"
+	assert_failure
+	# B's disk holds the database, sound, rows 1..N with nothing missing,
+	# and more of them than A wrote.
+	run on_b_disk python3 - "$DATA/rows.db" "$last" <<-'PY'
+	import sqlite3, sys
+	con = sqlite3.connect(sys.argv[1], timeout=10)
+	print(con.execute("pragma integrity_check").fetchone()[0])
+	count, top, bad = con.execute("select count(*), max(i), sum(i != v) from t").fetchone()
+	print("rows", "contiguous" if count == top and bad == 0 else f"{count} {top} {bad}")
+	print("more than A's" if count > int(sys.argv[2]) else f"{count}, A wrote {sys.argv[2]}")
+	PY
+	assert_success
+	assert_line --index 0 ok
+	assert_line --index 1 "rows contiguous"
+	assert_line --index 2 "more than A's"
+	# A crash there is followed by a restore there, database and all.
+	kill -KILL "$(b_pid sq)"
+	wait_for 30 count_at_least 2 "restored 'sq'" "$B/sq/output.log"
+	last=$(rows_printed "$B/sq/output.log")
+	wait_for 30 rows_above "$B/sq/output.log" "$((last + 10))"
+	run grep MISMATCH "$B/sq/output.log"
+	assert_failure
+}
+
+@test "migrate: the SQLite program moves with its database while a client reads rows, and carries on from where it was" {
+	migrate_sqlite
+}
+
+@test "migrate --precopy: the SQLite program moves with its database, which goes whole with the frozen image" {
+	migrate_sqlite --precopy
+	run "$CRYO" inspect --state-dir "$B" --json sq@2
+	assert_output --partial '"base":"1"'
+}
+
+@test "migrate: files past --files-max, past the room on the target's disk, where the target has a symbolic link or outside its --files-under are refused before the program is paused" {
+	DATA=$STATE/data
+	mkdir "$DATA"
+	start_serve_own_disk 7077 1m
+	# Databases of about 2 MiB.
+	local db pid pid2 pid3 n
+	for db in "$DATA/rows.db" "$DATA/rows2.db"; do
+		python3 - "$db" <<-'PY'
+		import sqlite3, sys
+		con = sqlite3.connect(sys.argv[1])
+		con.execute("create table pad(b)")
+		con.execute("insert into pad values(zeroblob(2000000))")
+		con.commit()
+		PY
+	done
+	start_sqlite sq 10.77.0.53 "$DATA/rows.db" delete --files-max 1M
+	pid=$(a_pid sq)
+	run migrate sq 7077
+	assert_failure
+	assert_output --regexp "the program holds '$DATA/rows.db' \([0-9.]+ MiB\) open for writing.*--files-max SIZE"
+	assert_output --partial "was not paused"
+	assert_equal "$(echo "$output" | wc -l)" 1
+	assert_equal "$(a_pid sq)" "$pid"
+	# Under the limit, but over the room on the target's disk.
+	start_sqlite sq2 10.77.0.54 "$DATA/rows2.db"
+	pid2=$(a_pid sq2)
+	run migrate sq2 7077
+	assert_failure
+	assert_output --partial "the target refused: not enough room for the files the program holds open for writing in '$DATA' here"
+	assert_output --partial "was not paused"
+	assert_equal "$(a_pid sq2)" "$pid2"
+	# A target writes only regular files: not through a symbolic link.
+	on_b_disk ln -s /etc/passwd "$DATA/rows3.db"
+	start_sqlite sq3 10.77.0.55 "$DATA/rows3.db"
+	pid3=$(a_pid sq3)
+	run migrate sq3 7077
+	assert_failure
+	assert_output --partial "the target refused: '$DATA/rows3.db', a file the program holds open for writing, is a symbolic link here, not a regular file"
+	assert_output --partial "was not paused"
+	assert_equal "$(a_pid sq3)" "$pid3"
+	# All run on, their databases as their memory has them.
+	n=$(rows_printed "$STATE/sq2.out")
+	wait_for 30 rows_above "$STATE/sq2.out" "$((n + 10))"
+	run grep MISMATCH "$STATE/sq.err" "$STATE/sq2.err" "$STATE/sq3.err"
+	assert_failure
+	run on_b_disk ls -A "$DATA"
+	assert_output rows3.db
+	run on_b_disk test -L "$DATA/rows3.db"
+	assert_success
+	# A target that writes such files only under other directories.
+	start_serve "$B" 7078 "$KEY" --files-under /var/lib/cryo-none --files-under /srv
+	run migrate sq2 7078
+	assert_failure
+	assert_output --partial "the target refused: the program holds '$DATA/rows2.db' open for writing, outside the directories this target writes such files under (it allows: /var/lib/cryo-none, /srv; cryo serve --files-under DIR)"
+	assert_output --partial "was not paused"
+	assert_equal "$(a_pid sq2)" "$pid2"
+	[ ! -e "$B/sq/pid" ] && [ ! -e "$B/sq2/pid" ] && [ ! -e "$B/sq3/pid" ]
+}
+
 @test "migrate: a key file that others can read is refused" {
 	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
 		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
@@ -559,6 +717,9 @@ fail_on_b() {
 	run "$CRYO" serve --listen nowhere --key-file "$KEY" --state-dir "$B"
 	assert_failure
 	assert_output --partial "invalid --listen"
+	run "$CRYO" serve --listen 10.77.0.2:7079 --key-file "$KEY" --state-dir "$B" --files-under srv/../etc
+	assert_failure
+	assert_output --partial "invalid --files-under 'srv/../etc': give an absolute path"
 	run "$CRYO" run --net 10.0.0.300/24 -- true
 	assert_failure
 	assert_output --partial "invalid --net"

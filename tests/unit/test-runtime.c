@@ -397,6 +397,8 @@ static void test_offer_checks(void)
 	struct cryo_error err;
 
 	CHECK(check_offer(&lim, NULL, NULL, &cfg, &net, &err) == 0);
+	CHECK(check_offer(&lim, "held", "268435456 /srv/data/db.sqlite-wal", &cfg, &net, &err) ==
+	      0);
 	CHECK(!strcmp(cfg.name, "web") && cfg.policy == RESTART_ALWAYS && cfg.keep == 3 &&
 	      cfg.every_ns == UINT64_C(30000000000) && cfg.zstd_level == 3 && cfg.incremental &&
 	      cfg.files_max == SUPERVISOR_FILES_MAX_DEFAULT && !cfg.lazy_restore &&
@@ -435,6 +437,17 @@ static void test_offer_checks(void)
 	    {"raw_estimate", "18446744073709551615",
 	     "raw_estimate '18446744073709551615' is out "
 	     "of range"},
+	    /* The files that travel with it: plain absolute paths only, no
+	     * more than its own --files-max. */
+	    {"held", "10 /srv/../etc/shadow", "the offer's held '/srv/../etc/shadow' is no plain"},
+	    {"held", "10 srv/db", "the offer's held 'srv/db' is no plain absolute path"},
+	    {"held", "10 /srv//db", "the offer's held '/srv//db' is no plain"},
+	    {"held", "10 /srv/./db", "the offer's held '/srv/./db' is no plain"},
+	    {"held", "10 /srv/db/", "the offer's held '/srv/db/' is no plain"},
+	    {"held", "ten /srv/db", "the offer's held lines are not 'SIZE PATH'"},
+	    {"held", "/srv/db", "the offer's held lines are not 'SIZE PATH'"},
+	    {"held", "268435457 /srv/db",
+	     "the offer's held files take more than its set.files_max"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		int r = check_offer(&lim, bad[i].key, bad[i].value, &cfg, &net, &err);
@@ -459,6 +472,22 @@ static void test_offer_checks(void)
 	      !strcmp(err.msg, "this target does not take a workload named 'cache' (cryo serve "
 	                       "--allow)"));
 
+	/* --files-under: the files it holds only under those directories. */
+	char *dirs[] = {"/srv/data", "/var/lib/app"};
+	const struct migrate_limits under = {
+	    .bridges = bridges, .n_bridges = 2, .file_dirs = dirs, .n_file_dirs = 2};
+	CHECK(check_offer(&under, NULL, NULL, &cfg, &net, &err) == 0);
+	CHECK(check_offer(&under, "held", "10 /var/lib/app/x/state", &cfg, &net, &err) == 0);
+	CHECK(check_offer(&under, "held", "10 /srv/database", &cfg, &net, &err) == -EPERM &&
+	      !strcmp(err.msg, "the program holds '/srv/database' open for writing, outside the "
+	                       "directories this target writes such files under (it allows: "
+	                       "/srv/data, /var/lib/app; cryo serve --files-under DIR)"));
+	CHECK(check_offer(&under, "held", "10 /srv/data", &cfg, &net, &err) == -EPERM);
+	char *root[] = {"/"};
+	const struct migrate_limits anywhere = {
+	    .bridges = bridges, .n_bridges = 2, .file_dirs = root, .n_file_dirs = 1};
+	CHECK(check_offer(&anywhere, "held", "10 /srv/database", &cfg, &net, &err) == 0);
+
 	/* The room for the image: the memory and a margin, twice with a
 	 * pre-copy, never more than the largest estimate taken. */
 	_cleanup_manifest_ struct manifest *m = manifest_new();
@@ -466,6 +495,46 @@ static void test_offer_checks(void)
 	CHECK(migrate_stream_cap(m) == 4194304 + 1048576 + (UINT64_C(16) << 20));
 	CHECK(manifest_add(m, "precopy", "1") == 0);
 	CHECK(migrate_stream_cap(m) == 2 * (4194304 + 1048576 + (UINT64_C(16) << 20)));
+	/* The files it holds go once, with a quarter more. */
+	CHECK(manifest_add(m, "held", "800 /srv/db") == 0 &&
+	      manifest_add(m, "held", "1200 /srv/db-wal") == 0);
+	CHECK(migrate_held_bytes(m) == 2000);
+	CHECK(migrate_stream_cap(m) == 2 * (4194304 + 1048576 + (UINT64_C(16) << 20)) + 2500);
+}
+
+/* Where a migration may put back a file the program holds: a plain
+ * absolute path, over a regular file or none, in a directory that exists. */
+static void test_held_paths(void)
+{
+	CHECK(migrate_held_path_plain("/") == -EINVAL);
+	CHECK(migrate_held_path_plain("/a") == 0 && migrate_held_path_plain("/a/b.db-wal") == 0);
+	CHECK(migrate_held_path_plain("/a/..b/c..") == 0);
+	CHECK(migrate_held_path_plain("/a/../b") == -EINVAL);
+	CHECK(migrate_held_path_plain("/..") == -EINVAL);
+	CHECK(migrate_held_path_plain("a/b") == -EINVAL);
+
+	char dir[] = "/tmp/cryo-test-held-XXXXXX", path[PATH_MAX];
+	CHECK(mkdtemp(dir) != NULL);
+	struct cryo_error err = {{0}};
+	snprintf(path, sizeof(path), "%s/db", dir);
+	CHECK(migrate_held_path_check(path, &err) == 0); /* not there yet */
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	CHECK(fd >= 0 && migrate_held_path_check(path, &err) == 0);
+	snprintf(path, sizeof(path), "%s/link", dir);
+	CHECK(symlink("/etc/passwd", path) == 0);
+	CHECK(migrate_held_path_check(path, &err) == -EEXIST &&
+	      strstr(err.msg, "is a symbolic link here, not a regular file"));
+	snprintf(path, sizeof(path), "%s/sub", dir);
+	CHECK(mkdir(path, 0700) == 0);
+	CHECK(migrate_held_path_check(path, &err) == -EEXIST &&
+	      strstr(err.msg, "is something else here, not a regular file"));
+	snprintf(path, sizeof(path), "%s/none/db", dir);
+	CHECK(migrate_held_path_check(path, &err) == -ENOENT &&
+	      strstr(err.msg, "does not exist here (create it)"));
+	snprintf(path, sizeof(path), "%s/sub/../db", dir);
+	CHECK(migrate_held_path_check(path, &err) == -EPERM &&
+	      strstr(err.msg, "which is no plain absolute path"));
+	util_rm_rf(dir);
 }
 
 static bool file_is(const char *path, const char *want)
@@ -567,4 +636,4 @@ static void test_held_files(void)
 }
 
 TEST_MAIN(test_json_reader, test_json_writer, test_status_round_trip, test_cidr, test_run_options,
-          test_channel, test_channel_deadline, test_offer_checks, test_held_files)
+          test_channel, test_channel_deadline, test_offer_checks, test_held_paths, test_held_files)
