@@ -1,9 +1,17 @@
 /* The regular files a program holds open for writing without O_APPEND (a
  * database, a state file rewritten in place): CRIU reopens each by its path
  * at a restore and refuses one whose size changed since the dump, so a
- * checkpoint copies them, whole, while CRIU holds the program frozen, and a
- * restore puts them back before CRIU runs. Files opened O_APPEND only grow,
- * and CRIU takes them as they are. */
+ * checkpoint copies them while CRIU holds the program frozen, and a restore
+ * puts them back before CRIU runs. Files opened O_APPEND only grow, and CRIU
+ * takes them as they are.
+ *
+ * A file is copied whole the first time; the supervisor keeps the hash of
+ * each of its 4 KiB blocks (files_memory), and the next checkpoint, inside
+ * the freeze, reads the file through memory kept for it, hashes each block
+ * and writes only the blocks whose hash changed, as a delta stream against
+ * the copy in the generation before (images/delta.h): the freeze then
+ * grows with a pass over the file in memory and with what changed, not
+ * with a copy of the whole file. */
 
 #include "internal.h"
 #include "cleanup.h"
@@ -24,8 +32,11 @@
 
 void files_capture_clear(struct files_capture *fc)
 {
-	for (size_t i = 0; i < fc->n; i++)
+	for (size_t i = 0; i < fc->n; i++) {
 		free(fc->files[i].path);
+		if (fc->files[i].own_hashes)
+			free(fc->files[i].hashes);
+	}
 	free(fc->files);
 	fc->files = NULL;
 	fc->n = 0;
@@ -75,6 +86,94 @@ static int copy_bytes(int src, int dst, uint64_t len)
 		if (n == 0)
 			return -EIO;
 	}
+	return 0;
+}
+
+static uint64_t blocks_of(uint64_t size)
+{
+	return (size + DELTA_PAGE_SIZE - 1) / DELTA_PAGE_SIZE;
+}
+
+/* Reads len bytes of fd at off into buf; -EIO if the file ends before. */
+static int read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, buf, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		buf += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* The blocks of the file at path (device dev, inode ino) in the base
+ * generation, if fc stores against one and it held that file. */
+static struct held_blocks *base_blocks(const struct files_capture *fc, const char *path,
+                                       const struct stat *st)
+{
+	struct files_memory *mem = fc->mem;
+	if (!mem || !fc->base || mem->generation != fc->base || !mem->buf)
+		return NULL;
+	for (size_t i = 0; i < mem->n; i++) {
+		struct held_blocks *b = &mem->files[i];
+		if (b->dev == st->st_dev && b->ino == st->st_ino && !strcmp(b->path, path))
+			return b;
+	}
+	return NULL;
+}
+
+/* Writes f (open at src) into dst as the blocks that differ from its copy
+ * in the base (b): block by block, read through the memory kept for it,
+ * each block's hash kept for the next checkpoint. */
+static int copy_changed(struct files_memory *mem, struct held_file *f, struct held_blocks *b,
+                        int src, int dst)
+{
+	uint64_t blocks = blocks_of(f->size), base_blocks = blocks_of(b->size);
+	if (b->next_cap < blocks) {
+		/* Only when the file grew: with room to grow further. */
+		size_t cap = (size_t)(blocks + blocks / 4 + 16);
+		struct page_hash *n = realloc(b->next, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		b->next = n;
+		b->next_cap = cap;
+	}
+	char base_name[32];
+	snprintf(base_name, sizeof(base_name), "file-%zu.data", b->index);
+	struct delta_writer w;
+	int r = delta_writer_start(&w, dst, mem->out, FILES_BUF_SIZE, f->size, base_name);
+	for (uint64_t off = 0; off < f->size && r == 0;) {
+		size_t len =
+		    f->size - off < FILES_BUF_SIZE ? (size_t)(f->size - off) : FILES_BUF_SIZE;
+		r = read_full(src, mem->buf, len, off);
+		for (size_t o = 0; o < len && r == 0; o += DELTA_PAGE_SIZE) {
+			uint64_t k = (off + o) / DELTA_PAGE_SIZE;
+			size_t l = len - o < DELTA_PAGE_SIZE ? len - o : DELTA_PAGE_SIZE;
+			struct page_hash h = delta_block_hash(mem->buf + o, l);
+			b->next[k] = h;
+			/* The same block: as long, and of the same hash. */
+			uint64_t base_len = k < base_blocks ? b->size - k * DELTA_PAGE_SIZE : 0;
+			bool same =
+			    (base_len < DELTA_PAGE_SIZE ? base_len : DELTA_PAGE_SIZE) == l &&
+			    b->hashes[k].low == h.low && b->hashes[k].high == h.high;
+			r = same ? delta_writer_copy(&w, k)
+			         : delta_writer_literal(&w, mem->buf + o, l);
+		}
+		off += len;
+	}
+	if (r == 0)
+		r = delta_writer_end(&w);
+	if (r < 0)
+		return r;
+	f->stored = w.stored;
+	f->delta = true;
+	f->base_index = b->index;
+	f->hashes = b->next;
+	delta_blocks_digest(b->next, blocks, f->digest);
 	return 0;
 }
 
@@ -134,7 +233,12 @@ static int capture_fd(struct files_capture *fc, pid_t pid, int fdinfo_dir, const
 	snprintf(name, sizeof(name), "file-%zu.data", fc->n - 1);
 	_cleanup_close_ int dst =
 	    openat(fc->images_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	int r = dst < 0 ? -errno : copy_bytes(src, dst, size);
+	struct held_blocks *b = base_blocks(fc, path, &st);
+	int r = dst < 0 ? -errno
+	        : b     ? copy_changed(fc->mem, f, b, src, dst)
+	                : copy_bytes(src, dst, size);
+	if (r == 0 && !b)
+		f->stored = size;
 	if (r < 0)
 		return error_set(err, r, "cannot copy '%s' into '%s/%s': %s", path, fc->images,
 		                 name, strerror(-r));
@@ -168,6 +272,121 @@ int files_capture(void *data, struct cryo_error *err)
 	return r;
 }
 
+int files_capture_finish(struct files_capture *fc, bool *deltas, struct cryo_error *err)
+{
+	*deltas = false;
+	struct files_memory *mem = fc->mem;
+	if (!mem)
+		return 0;
+	if (!mem->buf) {
+		/* Touched now, outside the freeze, and kept. */
+		mem->buf = malloc(FILES_BUF_SIZE);
+		mem->out = malloc(FILES_BUF_SIZE);
+		if (!mem->buf || !mem->out) {
+			free(mem->buf);
+			free(mem->out);
+			mem->buf = mem->out = NULL;
+			return error_set(err, -ENOMEM, "out of memory");
+		}
+		memset(mem->buf, 0, FILES_BUF_SIZE);
+		memset(mem->out, 0, FILES_BUF_SIZE);
+	}
+	_cleanup_close_ int images_fd = -1;
+	for (size_t i = 0; i < fc->n; i++) {
+		struct held_file *f = &fc->files[i];
+		if (f->delta) {
+			*deltas = true;
+			continue;
+		}
+		char name[32];
+		snprintf(name, sizeof(name), "file-%zu.data", i);
+		if (images_fd < 0 &&
+		    (images_fd = open(fc->images, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			return error_set(err, -errno, "cannot open '%s': %m", fc->images);
+		_cleanup_close_ int fd = openat(images_fd, name, O_RDONLY | O_CLOEXEC);
+		uint64_t blocks = blocks_of(f->size);
+		f->hashes = malloc((blocks ? blocks : 1) * sizeof(*f->hashes));
+		f->own_hashes = true;
+		int r = !f->hashes ? -ENOMEM
+		        : fd < 0   ? -errno
+		                   : delta_file_digest(fd, f->size, mem->buf, FILES_BUF_SIZE,
+		                                       f->hashes, f->digest);
+		if (r < 0)
+			return error_set(err, r, "cannot read '%s/%s': %s", fc->images, name,
+			                 strerror(-r));
+	}
+	return 0;
+}
+
+static void blocks_clear(struct held_blocks *b)
+{
+	free(b->path);
+	free(b->hashes);
+	free(b->next);
+	*b = (struct held_blocks){0};
+}
+
+void files_memory_forget(struct files_memory *mem)
+{
+	for (size_t i = 0; i < mem->n; i++)
+		blocks_clear(&mem->files[i]);
+	free(mem->files);
+	mem->files = NULL;
+	mem->n = 0;
+	mem->generation = 0;
+}
+
+void files_memory_free(struct files_memory *mem)
+{
+	files_memory_forget(mem);
+	free(mem->buf);
+	free(mem->out);
+	mem->buf = mem->out = NULL;
+}
+
+void files_memory_take(struct files_memory *mem, struct files_capture *fc, uint64_t gen)
+{
+	struct held_blocks *files = calloc(fc->n ? fc->n : 1, sizeof(*files));
+	size_t n = 0;
+	for (size_t i = 0; files && i < fc->n; i++) {
+		struct held_file *f = &fc->files[i];
+		struct held_blocks *b = NULL;
+		for (size_t k = 0; f->delta && k < mem->n && !b; k++)
+			if (mem->files[k].path && mem->files[k].index == f->base_index)
+				b = &mem->files[k];
+		if (b) {
+			/* Its blocks now are those filled in by the capture. */
+			struct held_blocks nb = *b;
+			nb.hashes = b->next;
+			nb.cap = b->next_cap;
+			nb.next = b->hashes;
+			nb.next_cap = b->cap;
+			nb.size = f->size;
+			nb.index = i;
+			*b = (struct held_blocks){0};
+			files[n++] = nb;
+		} else if (f->own_hashes && f->hashes) {
+			char *path = strdup(f->path);
+			if (!path)
+				continue;
+			files[n++] = (struct held_blocks){.path = path,
+			                                  .dev = f->dev,
+			                                  .ino = f->ino,
+			                                  .size = f->size,
+			                                  .index = i,
+			                                  .hashes = TAKE_PTR(f->hashes),
+			                                  .cap = (size_t)blocks_of(f->size)};
+			f->own_hashes = false;
+		}
+	}
+	files_memory_forget(mem);
+	if (!files)
+		return; /* the next checkpoint copies every file whole */
+	mem->files = files;
+	mem->n = n;
+	mem->generation = gen;
+}
+
 int files_describe(const struct files_capture *fc, struct manifest *m)
 {
 	for (size_t i = 0; i < fc->n; i++) {
@@ -175,6 +394,13 @@ int files_describe(const struct files_capture *fc, struct manifest *m)
 		int r =
 		    manifest_addf(m, HELD_FILE_KEY, "%zu %" PRIu64 " %o %u %u %s", i, f->size,
 		                  (unsigned)f->mode, (unsigned)f->uid, (unsigned)f->gid, f->path);
+		if (r == 0 && f->delta) {
+			char hex[33];
+			for (int k = 0; k < 16; k++)
+				snprintf(hex + 2 * k, 3, "%02x", f->digest[k]);
+			r = manifest_addf(m, "file_delta", "file-%zu.data %" PRIu64 " %s", i,
+			                  f->size, hex);
+		}
 		if (r < 0)
 			return r;
 	}
