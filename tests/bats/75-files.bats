@@ -287,3 +287,32 @@ restored_exactly() {
 	restored_exactly bw 3 3
 	stop_workload bw
 }
+
+@test "a damaged block of a held file in an incremental generation: set aside, the one before restored" {
+	start_cryo bw -- python3 "$PROGRAMS/block-writer.py" "$STATE/blocks" 1024
+	wait_for 30 grep -q '^ready' "$STATE/bw.out"
+	checkpoint_ref bw 1
+	block_cmd bw 1 "change 10"
+	checkpoint_ref bw 2
+	[ "$(held base bw@2)" = 1 ]
+	# A changed block is random bytes, which the archive stores as they
+	# are: one of them is damaged where it lies in generation 2.
+	local hex off
+	hex=$(sed -n 's/^changed //p' "$STATE/bw.out" | tail -1)
+	off=$(python3 -c 'import sys; print(open(sys.argv[1], "rb").read().find(bytes.fromhex(sys.argv[2])))' "$(gen_file bw 2)" "$hex")
+	[ "$off" -gt 0 ]
+	flip_byte "$(gen_file bw 2)" $((off + 8))
+	run "$CRYO" images bw
+	assert_line --regexp '^2 .* NO: '
+	run "$CRYO" kill bw
+	assert_success
+	wait_for 30 grep -q "restored 'bw' from generation 1" "$STATE/bw.err"
+	run grep -c "generation 2 of 'bw' .*damaged.*set aside as gen-000000000002.cryo.damaged" "$STATE/bw.err"
+	assert_output 1
+	[ -e "$(gen_file bw 2).damaged" ]
+	cmp "$STATE/blocks" "$STATE/ref.1"
+	block_cmd bw 1 "change 1"
+	run grep MISMATCH "$STATE/bw.err"
+	assert_failure
+	stop_workload bw
+}
