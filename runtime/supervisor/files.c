@@ -369,13 +369,24 @@ void files_memory_take(struct files_memory *mem, struct files_capture *fc, uint6
 			char *path = strdup(f->path);
 			if (!path)
 				continue;
+			/* Room for the next capture's hashes, touched now rather
+			 * than inside its freeze. */
+			size_t cap = (size_t)blocks_of(f->size);
+			struct page_hash *next = malloc((cap ? cap : 1) * sizeof(*next));
+			if (!next) {
+				free(path);
+				continue;
+			}
+			memset(next, 0, (cap ? cap : 1) * sizeof(*next));
 			files[n++] = (struct held_blocks){.path = path,
 			                                  .dev = f->dev,
 			                                  .ino = f->ino,
 			                                  .size = f->size,
 			                                  .index = i,
 			                                  .hashes = TAKE_PTR(f->hashes),
-			                                  .cap = (size_t)blocks_of(f->size)};
+			                                  .cap = cap,
+			                                  .next = next,
+			                                  .next_cap = cap};
 			f->own_hashes = false;
 		}
 	}
