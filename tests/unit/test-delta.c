@@ -240,6 +240,10 @@ static void test_held_files(void)
 	memcpy(next, base, BASE);
 	next[10] ^= 1;
 	held_round_trip(base, BASE, next, BASE, &stored, true);
+	/* A block's hash is the page's XXH3-128 (through the library's
+	 * dispatch where built with it, inline otherwise). */
+	struct page_hash a = delta_block_hash(base, DELTA_PAGE_SIZE), b = page_hash_of(base);
+	CHECK(a.low == b.low && a.high == b.high);
 	struct delta_line line;
 	CHECK(delta_file_line_parse("file-1.data 1237 00000000000000000000000000000000", &line) ==
 	          0 &&
