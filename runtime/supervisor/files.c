@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,7 +117,7 @@ static struct held_blocks *base_blocks(const struct files_capture *fc, const cha
                                        const struct stat *st)
 {
 	struct files_memory *mem = fc->mem;
-	if (!mem || !fc->base || mem->generation != fc->base || !mem->buf)
+	if (!mem || !fc->base || mem->generation != fc->base || !mem->buf || !mem->buf2)
 		return NULL;
 	for (size_t i = 0; i < mem->n; i++) {
 		struct held_blocks *b = &mem->files[i];
@@ -126,9 +127,43 @@ static struct held_blocks *base_blocks(const struct files_capture *fc, const cha
 	return NULL;
 }
 
+/* Hashes blocks [first, end) of the file at src (size bytes) into hashes,
+ * reading through buf (FILES_BUF_SIZE bytes). */
+struct hash_part {
+	int src;
+	uint64_t size, first, end;
+	uint8_t *buf;
+	struct page_hash *hashes;
+	int r;
+};
+
+static void *hash_part(void *arg)
+{
+	struct hash_part *p = arg;
+	p->r = 0;
+	for (uint64_t k = p->first; k < p->end && p->r == 0;) {
+		uint64_t off = k * DELTA_PAGE_SIZE, stop = p->end * DELTA_PAGE_SIZE;
+		stop = stop < p->size ? stop : p->size;
+		size_t len = stop - off < FILES_BUF_SIZE ? (size_t)(stop - off) : FILES_BUF_SIZE;
+		p->r = read_full(p->src, p->buf, len, off);
+		for (size_t o = 0; o < len && p->r == 0; o += DELTA_PAGE_SIZE, k++)
+			p->hashes[k] = delta_block_hash(
+			    p->buf + o, len - o < DELTA_PAGE_SIZE ? len - o : DELTA_PAGE_SIZE);
+	}
+	return NULL;
+}
+
+/* Past this size a file's blocks are hashed by two threads, each reading
+ * half of it: the copy out of the page cache is most of the time
+ * (scripts/bench --held-file, 256 MiB, 1% changed: frozen 49 ms, median of
+ * 3, against 68 in one thread hashing without AVX2; 17 with the file not
+ * held). */
+#define FILES_TWO_THREADS (8u << 20)
+
 /* Writes f (open at src) into dst as the blocks that differ from its copy
- * in the base (b): block by block, read through the memory kept for it,
- * each block's hash kept for the next checkpoint. */
+ * in the base (b): first each block's hash (kept for the next checkpoint),
+ * read through the memory kept for it, then the blocks whose hash changed
+ * read again and written. */
 static int copy_changed(struct files_memory *mem, struct held_file *f, struct held_blocks *b,
                         int src, int dst)
 {
@@ -142,28 +177,49 @@ static int copy_changed(struct files_memory *mem, struct held_file *f, struct he
 		b->next = n;
 		b->next_cap = cap;
 	}
+	uint64_t half = f->size >= FILES_TWO_THREADS ? blocks / 2 : blocks;
+	struct hash_part parts[2] = {{src, f->size, 0, half, mem->buf, b->next, 0},
+	                             {src, f->size, half, blocks, mem->buf2, b->next, 0}};
+	pthread_t t;
+	bool two = half < blocks && pthread_create(&t, NULL, hash_part, &parts[1]) == 0;
+	hash_part(&parts[0]);
+	if (two)
+		pthread_join(t, NULL);
+	else
+		hash_part(&parts[1]);
+	int r = parts[0].r < 0 ? parts[0].r : parts[1].r;
+
 	char base_name[32];
 	snprintf(base_name, sizeof(base_name), "file-%zu.data", b->index);
 	struct delta_writer w;
-	int r = delta_writer_start(&w, dst, mem->out, FILES_BUF_SIZE, f->size, base_name);
-	for (uint64_t off = 0; off < f->size && r == 0;) {
-		size_t len =
-		    f->size - off < FILES_BUF_SIZE ? (size_t)(f->size - off) : FILES_BUF_SIZE;
-		r = read_full(src, mem->buf, len, off);
-		for (size_t o = 0; o < len && r == 0; o += DELTA_PAGE_SIZE) {
-			uint64_t k = (off + o) / DELTA_PAGE_SIZE;
-			size_t l = len - o < DELTA_PAGE_SIZE ? len - o : DELTA_PAGE_SIZE;
-			struct page_hash h = delta_block_hash(mem->buf + o, l);
-			b->next[k] = h;
-			/* The same block: as long, and of the same hash. */
-			uint64_t base_len = k < base_blocks ? b->size - k * DELTA_PAGE_SIZE : 0;
-			bool same =
-			    (base_len < DELTA_PAGE_SIZE ? base_len : DELTA_PAGE_SIZE) == l &&
-			    b->hashes[k].low == h.low && b->hashes[k].high == h.high;
-			r = same ? delta_writer_copy(&w, k)
-			         : delta_writer_literal(&w, mem->buf + o, l);
+	if (r == 0)
+		r = delta_writer_start(&w, dst, mem->out, FILES_BUF_SIZE, f->size, base_name);
+	for (uint64_t k = 0; k < blocks && r == 0;) {
+		/* The same block: as long, and of the same hash. */
+		uint64_t base_len = k < base_blocks ? b->size - k * DELTA_PAGE_SIZE : 0;
+		uint64_t len = f->size - k * DELTA_PAGE_SIZE;
+		bool same = (base_len < DELTA_PAGE_SIZE ? base_len : DELTA_PAGE_SIZE) ==
+		                (len < DELTA_PAGE_SIZE ? len : DELTA_PAGE_SIZE) &&
+		            b->hashes[k].low == b->next[k].low &&
+		            b->hashes[k].high == b->next[k].high;
+		if (same) {
+			r = delta_writer_copy(&w, k++);
+			continue;
 		}
-		off += len;
+		/* A run of changed blocks, read at once (as much as fits). */
+		uint64_t e = k + 1, most = k + FILES_BUF_SIZE / DELTA_PAGE_SIZE;
+		while (e < blocks && e < most &&
+		       (e >= base_blocks || b->hashes[e].low != b->next[e].low ||
+		        b->hashes[e].high != b->next[e].high))
+			e++;
+		uint64_t off = k * DELTA_PAGE_SIZE, stop = e * DELTA_PAGE_SIZE;
+		size_t bytes = (size_t)((stop < f->size ? stop : f->size) - off);
+		r = read_full(src, mem->buf, bytes, off);
+		for (size_t o = 0; o < bytes && r == 0; o += DELTA_PAGE_SIZE)
+			r = delta_writer_literal(&w, mem->buf + o,
+			                         bytes - o < DELTA_PAGE_SIZE ? bytes - o
+			                                                     : DELTA_PAGE_SIZE);
+		k = e;
 	}
 	if (r == 0)
 		r = delta_writer_end(&w);
@@ -281,14 +337,14 @@ int files_capture_finish(struct files_capture *fc, bool *deltas, struct cryo_err
 	if (!mem->buf) {
 		/* Touched now, outside the freeze, and kept. */
 		mem->buf = malloc(FILES_BUF_SIZE);
+		mem->buf2 = malloc(FILES_BUF_SIZE);
 		mem->out = malloc(FILES_BUF_SIZE);
-		if (!mem->buf || !mem->out) {
-			free(mem->buf);
-			free(mem->out);
-			mem->buf = mem->out = NULL;
+		if (!mem->buf || !mem->buf2 || !mem->out) {
+			files_memory_free(mem);
 			return error_set(err, -ENOMEM, "out of memory");
 		}
 		memset(mem->buf, 0, FILES_BUF_SIZE);
+		memset(mem->buf2, 0, FILES_BUF_SIZE);
 		memset(mem->out, 0, FILES_BUF_SIZE);
 	}
 	_cleanup_close_ int images_fd = -1;
@@ -340,8 +396,9 @@ void files_memory_free(struct files_memory *mem)
 {
 	files_memory_forget(mem);
 	free(mem->buf);
+	free(mem->buf2);
 	free(mem->out);
-	mem->buf = mem->out = NULL;
+	mem->buf = mem->buf2 = mem->out = NULL;
 }
 
 void files_memory_take(struct files_memory *mem, struct files_capture *fc, uint64_t gen)

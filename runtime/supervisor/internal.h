@@ -100,7 +100,7 @@ struct files_memory {
 	uint64_t generation; /* 0: none */
 	struct held_blocks *files;
 	size_t n;
-	uint8_t *buf, *out; /* reading and writing, FILES_BUF_SIZE each */
+	uint8_t *buf, *buf2, *out; /* reading (two threads) and writing, FILES_BUF_SIZE each */
 };
 #define FILES_BUF_SIZE (1u << 20)
 
