@@ -332,7 +332,7 @@ int files_capture_finish(struct files_capture *fc, bool *deltas, struct cryo_err
 {
 	*deltas = false;
 	struct files_memory *mem = fc->mem;
-	if (!mem)
+	if (!mem || fc->n == 0)
 		return 0;
 	if (!mem->buf) {
 		/* Touched now, outside the freeze, and kept. */
