@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -56,6 +57,10 @@ struct bottom_use {
 struct level {
 	uint64_t gen, base; /* base: 0 for a whole generation */
 	int fd;
+	/* With held files stored as deltas on top: the level's own files'
+	 * directory (a base level's, made for it), and its manifest. */
+	char *dir;
+	struct manifest *m;
 	struct image_lazy *l;
 	bool incremental;
 	struct chain_file *files; /* incremental: its delta'd images */
@@ -66,6 +71,10 @@ struct image_chain {
 	struct level lv[MAX_LEVELS];
 	size_t n; /* lv[0] is the generation restored, lv[i + 1] its base */
 	bool want_index;
+	/* The generation restored stores held files as deltas: every level's
+	 * files come into a directory, to rebuild them from the bottom up. */
+	bool files;
+	const char *dir;
 	unsigned chain;
 	/* An incremental generation's rebuilt images are checked as their
 	 * pages come, in a thread (check_main()), so that the bottom
@@ -131,14 +140,31 @@ static int level_open(struct image_chain *c, const char *store_dir, uint64_t gen
 		return r;
 	v->incremental = manifest_get(m, "base") != NULL;
 	v->base = manifest_get_u64(m, "base", 0);
-	if (c->n == 1)
+	if (c->n == 1) {
 		c->chain = (unsigned)manifest_get_u64(m, "chain", 0);
+		c->files = v->incremental && manifest_get(m, "file_delta") != NULL;
+	}
 	r = v->incremental ? level_files(v, m) : 0;
-	manifest_free(m);
+	if (c->files)
+		v->m = m;
+	else
+		manifest_free(m);
 	if (r < 0)
 		return r == -EBADMSG ? error_set(err, r, "its manifest's delta lines are malformed")
 		                     : r;
 	char path[PATH_MAX];
+	if (c->files && c->n > 1) {
+		/* A base's files, held files among them, beside the restored
+		 * one's. */
+		if (asprintf(&v->dir, "%s.base-%" PRIu64, c->dir, gen) < 0) {
+			v->dir = NULL;
+			return -ENOMEM;
+		}
+		util_rm_rf(v->dir);
+		if (mkdir(v->dir, 0700) < 0)
+			return error_set(err, -errno, "cannot create '%s': %m", v->dir);
+		dir = v->dir;
+	}
 	image_store_path(store_dir, gen, path, sizeof(path));
 	v->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (v->fd < 0)
@@ -158,6 +184,7 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 	if (!c)
 		return -ENOMEM;
 	c->want_index = want_index;
+	c->dir = dir;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->parse_lock, NULL);
 	int r = 0;
@@ -213,7 +240,33 @@ int image_chain_open(const char *store_dir, uint64_t gen, const char *dir, bool 
 
 int image_chain_wait_files(struct image_chain *c, struct cryo_error *err)
 {
-	return image_lazy_wait_files(c->lv[0].l, err);
+	int r = image_lazy_wait_files(c->lv[0].l, err);
+	if (r < 0 || !c->files)
+		return r;
+	/* The held files the restored generation stores as deltas, rebuilt
+	 * from the bottom up: each level's from the files of the one below,
+	 * rebuilt before it. */
+	for (size_t i = c->n; i-- > 1 && r == 0;)
+		r = image_lazy_wait_files(c->lv[i].l, err);
+	for (size_t i = c->n - 1; i-- > 0 && r == 0;) {
+		struct level *v = &c->lv[i];
+		const char *bad = NULL;
+		r = delta_apply_files(v->m, i ? v->dir : c->dir, c->lv[i + 1].dir, &bad);
+		if (r < 0)
+			error_set(err, r == -ENOMEM ? r : -EBADMSG,
+			          "held file '%.*s' of generation %" PRIu64
+			          " cannot be rebuilt from generation %" PRIu64 ": %s",
+			          bad ? (int)strcspn(bad, " ") : 1, bad ? bad : "?", v->gen,
+			          c->lv[i + 1].gen,
+			          r == -EBADMSG ? "checksum mismatch" : strerror(-r));
+		if (r < 0 && r != -ENOMEM)
+			r = -EBADMSG;
+	}
+	/* The bases' files served their turn. */
+	for (size_t i = 1; i < c->n; i++)
+		if (c->lv[i].dir)
+			util_rm_rf(c->lv[i].dir);
+	return r;
 }
 
 /* Level i's delta stream for f, whole and parsed (once, by whichever
@@ -652,6 +705,10 @@ void image_chain_free(struct image_chain *c)
 		image_lazy_free(v->l);
 		if (v->fd >= 0)
 			close(v->fd);
+		if (v->dir)
+			util_rm_rf(v->dir);
+		free(v->dir);
+		manifest_free(v->m);
 		for (size_t k = 0; k < v->n_files; k++) {
 			free(v->files[k].name);
 			delta_map_clear(&v->files[k].map);

@@ -135,6 +135,14 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 int delta_prepare_mem(const struct mem_file *files, size_t n, uint64_t generation,
                       const struct page_index *base, bool want_index, struct delta_dir *out);
 
+/* The same, incremental whenever base is given, whatever it shares: for a
+ * generation that stores held files against base and must be built on it
+ * (the memory then takes the same chain). */
+int delta_prepare_dir_on(const char *images_dir, uint64_t generation, const struct page_index *base,
+                         bool want_index, struct delta_dir *out);
+int delta_prepare_mem_on(const struct mem_file *files, size_t n, uint64_t generation,
+                         const struct page_index *base, bool want_index, struct delta_dir *out);
+
 /* Writes the memory images delta_prepare_dir() took out of images_dir back
  * into it (for a restore from the dump after all). */
 int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir);
@@ -151,6 +159,59 @@ struct delta_line {
 	uint8_t hash[16];
 };
 int delta_line_parse(const char *value, struct delta_line *out);
+
+/* ---- held files (runtime/supervisor/files.c) ----
+ * A file the program holds open for writing is stored, when the generation
+ * before holds a copy of it, as a delta stream of the same format against
+ * that copy: its blocks (4 KiB, the last one perhaps partial) unchanged by
+ * position are OP_COPY runs of the copy's same blocks, the others are
+ * stored. Its "file_delta NAME SIZE DIGEST" manifest line gives the size of
+ * the file rebuilt and its digest: the XXH3-128 of its blocks' XXH3-128s
+ * (delta_blocks_digest()), which the checkpoint has from comparing the
+ * blocks and needs no second pass over the file for. */
+
+/* The XXH3-128 of one block of a held file (len <= DELTA_PAGE_SIZE). */
+struct page_hash delta_block_hash(const void *block, size_t len);
+
+/* The digest of a file whose n blocks hash to hashes. */
+void delta_blocks_digest(const struct page_hash *hashes, size_t n, uint8_t digest[16]);
+
+/* The digest of the file at fd (size bytes), read from its start through
+ * buf (len bytes, a multiple of the page size); with hashes (room for
+ * every block), each block's hash too. -EIO if it ends before size. */
+int delta_file_digest(int fd, uint64_t size, uint8_t *buf, size_t len, struct page_hash *hashes,
+                      uint8_t digest[16]);
+
+/* Writes a held file's delta stream to fd, as its blocks come, through buf
+ * (cap bytes, at least 64 KiB: memory the caller keeps, touched already). */
+struct delta_writer {
+	int fd;
+	uint8_t *buf;
+	size_t cap, len;
+	size_t literal;            /* offset in buf of the open literal record, or SIZE_MAX */
+	uint64_t copy_first;       /* the open copy run: its first base block */
+	uint32_t copy_pages;       /* and its length (0: none open) */
+	uint64_t stored;           /* bytes written in all */
+	uint64_t blocks, literals; /* blocks written, and of those stored */
+};
+int delta_writer_start(struct delta_writer *w, int fd, uint8_t *buf, size_t cap, uint64_t size,
+                       const char *base_name);
+/* The next block is block `block` of the base, unchanged. */
+int delta_writer_copy(struct delta_writer *w, uint64_t block);
+/* The next block is stored: len bytes (a page; less only for the last). */
+int delta_writer_literal(struct delta_writer *w, const void *data, size_t len);
+/* Ends the stream and writes out what is buffered. */
+int delta_writer_end(struct delta_writer *w);
+
+/* One "file_delta" value: as a delta line, any size. -EBADMSG if malformed. */
+int delta_file_line_parse(const char *value, struct delta_line *out);
+
+/* Rebuilds, in dest, the held files an incremental generation (manifest m)
+ * stores as deltas ("file_delta" lines), from base_dir, the base
+ * generation's files (rebuilt), and checks each against its line. On
+ * failure *bad names the file (a pointer into m). */
+int delta_apply_files(const struct manifest *m, const char *dest, const char *base_dir,
+                      const char **bad);
 
 /* Builds the page index of a directory of rebuilt images (after a restore). */
 int delta_index_dir(const char *images_dir, uint64_t generation, struct page_index **ret);

@@ -337,6 +337,13 @@ int image_store_apply_deltas(const struct manifest *m, const char *dest, const c
 			error_set(err, r, "'%s' cannot be rebuilt from generation %" PRIu64 ": %s",
 			          d.name, base, r == -EBADMSG ? "checksum mismatch" : strerror(-r));
 	}
+	/* The held files stored as the blocks changed since base. */
+	const char *bad = NULL;
+	if (r == 0 && (r = delta_apply_files(m, dest, base_dir, &bad)) < 0)
+		error_set(err, r,
+		          "held file '%.*s' cannot be rebuilt from generation %" PRIu64 ": %s",
+		          bad ? (int)strcspn(bad, " ") : 1, bad ? bad : "?", base,
+		          r == -EBADMSG ? "checksum mismatch" : strerror(-r));
 	return r;
 }
 

@@ -161,6 +161,33 @@ static int check_lineage(const struct manifest *m, uint64_t gen, struct cryo_err
 				                 d.name);
 		}
 	}
+	/* A held file stored against the base's copy: a file it holds, not a
+	 * memory image, one line each. */
+	for (size_t i = 0; i < m->n_entries; i++) {
+		if (strcmp(m->keys[i], "file_delta") != 0)
+			continue;
+		struct delta_line d;
+		if (delta_file_line_parse(m->values[i], &d) < 0)
+			return error_set(err, -EBADMSG,
+			                 "manifest's file_delta line '%s' is malformed",
+			                 m->values[i]);
+		if (!base)
+			return error_set(err, -EBADMSG,
+			                 "manifest has a delta for held file '%s' but no base",
+			                 d.name);
+		if (!find_file(m, d.name) || is_memory_image(d.name))
+			return error_set(err, -EBADMSG,
+			                 "manifest has a delta for '%s', a held file it lacks",
+			                 d.name);
+		for (size_t k = 0; k < i; k++) {
+			struct delta_line e;
+			if (strcmp(m->keys[k], "file_delta") == 0 &&
+			    delta_file_line_parse(m->values[k], &e) == 0 && !strcmp(e.name, d.name))
+				return error_set(err, -EBADMSG,
+				                 "manifest has two deltas for held file '%s'",
+				                 d.name);
+		}
+	}
 	return 0;
 }
 

@@ -200,3 +200,42 @@ int cli_parse(int argc, char **argv, const char *verb, void (*usage)(FILE *),
 	out->first = optind;
 	return 0;
 }
+
+/* What cli.h says. */
+bool cli_held_file(const struct manifest *m, size_t i, struct cli_held *h)
+{
+	unsigned long long idx, size;
+	int at = -1;
+	if (strcmp(m->keys[i], "held_file") != 0 ||
+	    sscanf(m->values[i], "%llu %llu %*o %*u %*u %n", &idx, &size, &at) != 2 || at < 0)
+		return false;
+	char name[32];
+	snprintf(name, sizeof(name), "file-%llu.data", idx);
+	*h = (struct cli_held){.path = m->values[i] + at, .size = size};
+	for (size_t k = 0; k < m->n_files; k++)
+		if (!strcmp(m->files[k].name, name))
+			h->stored = m->files[k].size;
+	size_t len = strlen(name);
+	for (size_t k = 0; k < m->n_entries; k++)
+		if (!strcmp(m->keys[k], "file_delta") && !strncmp(m->values[k], name, len) &&
+		    m->values[k][len] == ' ')
+			h->base = manifest_get_u64(m, "base", 0);
+	return true;
+}
+
+struct json_object *cli_held_json(const struct manifest *m)
+{
+	struct json_object *held = json_object_new_array();
+	struct cli_held h;
+	for (size_t i = 0; i < m->n_entries; i++) {
+		if (!cli_held_file(m, i, &h))
+			continue;
+		struct json_object *f = json_object_new_object();
+		cryo_json_add(f, "path", json_object_new_string(h.path));
+		cryo_json_add(f, "size", json_object_new_uint64(h.size));
+		cryo_json_add(f, "stored", json_object_new_uint64(h.stored));
+		cryo_json_add(f, "base", json_object_new_uint64(h.base));
+		json_object_array_add(held, f);
+	}
+	return held;
+}

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "json.h"
+#include "manifest.h"
 #include "supervisor.h"
 #include "workload.h"
 
@@ -98,3 +99,17 @@ struct cli_args {
 int cli_parse(int argc, char **argv, const char *verb, void (*usage)(FILE *),
               const struct option *extra, int (*on_option)(int, const char *, void *), void *ctx,
               int min_args, int max_args, const char *what, struct cli_args *out);
+
+/* One file held open for writing that the image holds ("held_file INDEX
+ * SIZE MODE UID GID PATH": supervisor/files.c): its path and size, the
+ * bytes the image stores of it (its file-INDEX.data, before compression),
+ * and the generation those are the changed blocks against (0: whole);
+ * false if entry i of m is not such a line. */
+struct cli_held {
+	const char *path;
+	uint64_t size, stored, base;
+};
+
+bool cli_held_file(const struct manifest *m, size_t i, struct cli_held *h);
+/* Those of m as a JSON array of {path, size, stored, base}. */
+struct json_object *cli_held_json(const struct manifest *m);

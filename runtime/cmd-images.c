@@ -107,6 +107,9 @@ int cmd_images(int argc, char **argv)
 			              verify ? json_object_new_boolean(r == 0) : NULL);
 			cryo_json_add(o, "error", json_object_new_string(err.msg));
 			cryo_json_add(o, "path", json_object_new_string(path));
+			/* The files held open for writing, and what it stores of each. */
+			if (m)
+				cryo_json_add(o, "held_files", cli_held_json(m));
 			json_object_array_add(rows, o);
 		} else {
 			printf("%-6" PRIu64 " %-20s %-10s %-10s %-8s %s%s%s\n", gens[i], when,

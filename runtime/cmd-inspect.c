@@ -125,6 +125,7 @@ static void print_json(const char *path, const struct stat *st, const struct man
 		json_object_array_add(files, json_object_new_string(sum->files[i]));
 	cryo_json_add(o, "processes", procs);
 	cryo_json_add(o, "files", files);
+	cryo_json_add(o, "held_files", cli_held_json(m));
 	printf("%s\n", cryo_json_text(o));
 }
 
@@ -189,19 +190,22 @@ static void print_text(const char *path, const struct stat *st, const struct man
 		else
 			printf("  %s\n", sum->files[i]);
 	}
-	/* The files held open for writing, copied whole with the checkpoint
-	 * ("held_file INDEX SIZE MODE UID GID PATH": supervisor/files.c). */
+	/* The files held open for writing, copied with the checkpoint: whole,
+	 * or the blocks changed since the generation it is built on. */
 	bool first = true;
+	struct cli_held h;
 	for (size_t i = 0; i < m->n_entries; i++) {
-		unsigned long long size;
-		int at = -1;
-		if (strcmp(m->keys[i], "held_file") != 0 ||
-		    sscanf(m->values[i], "%*u %llu %*o %*u %*u %n", &size, &at) != 1 || at < 0)
+		if (!cli_held_file(m, i, &h))
 			continue;
 		if (first)
 			printf("\nfiles copied with it (put back before a restore)\n");
 		first = false;
-		printf("  %s (%s)\n", m->values[i] + at, util_format_bytes(size, a, sizeof(a)));
+		printf("  %s (%s, ", h.path, util_format_bytes(h.size, a, sizeof(a)));
+		if (h.base)
+			printf("%s stored: the blocks changed since generation %" PRIu64 ")\n",
+			       util_format_bytes(h.stored, b, sizeof(b)), h.base);
+		else
+			printf("stored whole)\n");
 	}
 }
 

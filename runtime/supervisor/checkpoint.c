@@ -202,8 +202,15 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	uint64_t external[1 + UNIXSK_MAX_OUTSIDE] = {s->ino_control};
 	_cleanup_free_ uint64_t *outside = NULL;
 	size_t n_outside = 0;
-	/* The files it holds open for writing, copied while it is frozen. */
-	struct files_capture held = {.root = s->init_pid, .images = images, .max = cfg->files_max};
+	/* The files it holds open for writing, copied while it is frozen:
+	 * those the base generation holds, as the blocks changed since. */
+	const struct page_index *base =
+	    cfg->incremental && s->index && s->chain < IMAGE_MAX_CHAIN ? s->index : NULL;
+	struct files_capture held = {.root = s->init_pid,
+	                             .images = images,
+	                             .max = cfg->files_max,
+	                             .mem = cfg->incremental ? &s->held : NULL,
+	                             .base = base ? page_index_generation(base) : 0};
 	o.hook = (struct criu_glue_frozen_hook){files_capture, &held};
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
@@ -270,11 +277,18 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		goto out;
 	}
 	tp[2] = util_now_ns();
-	const struct page_index *base =
-	    cfg->incremental && s->index && s->chain < IMAGE_MAX_CHAIN ? s->index : NULL;
+	/* Held files stored as deltas against base: the generation is built
+	 * on it, its memory too, whatever it shares. */
+	bool file_deltas = false;
+	r = files_capture_finish(&held, &file_deltas, &cerr);
+	if (r < 0) {
+		error_set(err, r, "%s", cerr.msg);
+		goto out;
+	}
 	if (pages) {
 		criu_glue_pages_files(pages, &mem, &n_mem);
-		r = delta_prepare_mem(mem, n_mem, gen, base, cfg->incremental, &dd);
+		r = (file_deltas ? delta_prepare_mem_on : delta_prepare_mem)(mem, n_mem, gen, base,
+		                                                             cfg->incremental, &dd);
 		if (r < 0) {
 			error_set(err, r, "cannot read the memory images: %s", strerror(-r));
 			goto out;
@@ -282,7 +296,8 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		mem = dd.files;
 		n_mem = dd.n_files;
 	} else {
-		r = delta_prepare_dir(images, gen, base, cfg->incremental, &dd);
+		r = (file_deltas ? delta_prepare_dir_on : delta_prepare_dir)(images, gen, base,
+		                                                             cfg->incremental, &dd);
 		if (r < 0) {
 			error_set(err, r, "cannot read the memory images in '%s': %s", images,
 			          strerror(-r));
@@ -290,6 +305,14 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		}
 		mem = dd.files;
 		n_mem = dd.n_files;
+	}
+	if (file_deltas && !dd.incremental) {
+		/* A memory with no pages: nothing to build on. */
+		r = error_set(err, -EINVAL,
+		              "the held files are stored against generation %" PRIu64
+		              ", but the memory cannot be",
+		              held.base);
+		goto out;
 	}
 	tp[3] = util_now_ns();
 	/* cryo_checkpoint_async(): the program may run on now; it learns about
@@ -349,6 +372,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		s->chain = dd.incremental ? s->chain + 1 : 0;
 		page_index_free(s->index);
 		s->index = TAKE_PTR(dd.index);
+		files_memory_take(&s->held, &held, gen);
 	}
 	s->restarts_in_a_row = 0;
 	s->current_generation = gen;

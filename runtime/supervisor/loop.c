@@ -35,6 +35,9 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	criu_glue_spare_drop_later(&s->spare);
 	image_writer_free(s->writer);
 	s->writer = NULL;
+	/* A restore puts the held files back: the next checkpoint copies them
+	 * whole. */
+	files_memory_forget(&s->held);
 	int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
 	bool failed = code != 0;
 	*status = code;
@@ -384,6 +387,7 @@ out:
 	criu_glue_spare_drop(&s.spare);
 	image_writer_free(s.writer);
 	page_index_free(s.index);
+	files_memory_free(&s.held);
 	channels_output_close(&s);
 	close_fd(&s.timerfd);
 	close_fd(&s.sigfd);
