@@ -233,15 +233,11 @@ static int copy_changed(struct files_memory *mem, struct held_file *f, struct he
 	return 0;
 }
 
-/* Adds fd fdname of pid if it is a file to copy and not added yet. */
-static int capture_fd(struct files_capture *fc, pid_t pid, int fdinfo_dir, const char *fdname,
-                      struct cryo_error *err)
+/* Adds the file proc (a /proc/PID/fd/N or /proc/PID/map_files/A-B link)
+ * names if it is a file to copy and not added yet. */
+static int capture_file(struct files_capture *fc, const char *proc, struct cryo_error *err)
 {
-	long flags = fd_flags(fdinfo_dir, fdname);
-	if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY || (flags & O_APPEND))
-		return 0;
-	char proc[64], path[PATH_MAX];
-	snprintf(proc, sizeof(proc), "/proc/%d/fd/%s", pid, fdname);
+	char path[PATH_MAX];
 	_cleanup_close_ int src = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	struct stat st;
 	/* Deleted files CRIU keeps itself (in its images). */
@@ -308,6 +304,47 @@ static int capture_fd(struct files_capture *fc, pid_t pid, int fdinfo_dir, const
 	return 0;
 }
 
+/* Adds fd fdname of pid if it is open for writing, not O_APPEND. */
+static int capture_fd(struct files_capture *fc, pid_t pid, int fdinfo_dir, const char *fdname,
+                      struct cryo_error *err)
+{
+	long flags = fd_flags(fdinfo_dir, fdname);
+	if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY || (flags & O_APPEND))
+		return 0;
+	char proc[32 + NAME_MAX];
+	snprintf(proc, sizeof(proc), "/proc/%d/fd/%s", pid, fdname);
+	return capture_file(fc, proc, err);
+}
+
+/* Adds the files pid maps shared and writable, whether or not it still
+ * holds an fd on them: CRIU maps each again by its path at a restore, and
+ * the program's memory of it is the file's content (SQLite's -shm, LMDB's
+ * data file, a program that mapped a file and closed its fd). */
+static int capture_maps(struct files_capture *fc, pid_t pid, struct cryo_error *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return 0; /* gone: it has nothing mapped */
+	char line[PATH_MAX + 128];
+	int r = 0;
+	while (r == 0 && fgets(line, sizeof(line), f)) {
+		unsigned long start, end, inode;
+		char perms[8];
+		int at = -1;
+		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %n", &start, &end, perms, &inode, &at) !=
+		        4 ||
+		    at < 0 || inode == 0 || line[at] != '/' || strlen(perms) < 4 ||
+		    perms[1] != 'w' || perms[3] != 's')
+			continue;
+		char proc[96];
+		snprintf(proc, sizeof(proc), "/proc/%d/map_files/%lx-%lx", pid, start, end);
+		r = capture_file(fc, proc, err);
+	}
+	return r;
+}
+
 int files_capture(void *data, struct cryo_error *err)
 {
 	struct files_capture *fc = data;
@@ -331,6 +368,8 @@ int files_capture(void *data, struct cryo_error *err)
 		while (r == 0 && d && (de = readdir(d)))
 			if (de->d_name[0] != '.')
 				r = capture_fd(fc, pids[i], dirfd(d), de->d_name, err);
+		if (r == 0)
+			r = capture_maps(fc, pids[i], err);
 	}
 	fc->images_fd = -1;
 	return r;

@@ -96,6 +96,14 @@ check_database() {
 	stop_workload sf
 }
 
+@test "a file mapped shared and writable, its fd closed, is restored as it was at the checkpoint" {
+	start_cryo mw -- "$CRYO_TEST_PROGRAMS/map-writer" "$STATE/mapped"
+	checkpoint_kill_restore mw '^step '
+	run "$CRYO" inspect mw
+	assert_output --partial "$STATE/mapped ("
+	stop_workload mw
+}
+
 @test "a state file replaced by renaming a new version over it is restored exactly" {
 	start_cryo sf -- python3 "$PROGRAMS/state-writer.py" rename "$STATE/state"
 	checkpoint_kill_restore sf '^step '
