@@ -120,9 +120,10 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 
 /* Looks through the fds of the tree rooted at root for one that CRIU would
  * dump but no restore under cryo could bring back (a file in /proc of the
- * tree's own tasks, a namespace file, a file unlinked while open that has
- * other hard links; see preflight.c): -EOPNOTSUPP with err naming the
- * process, the fd and its target, else 0. criu_glue_dump() calls it first. */
+ * tree's own tasks or a namespace file, held by a process without a /proc of
+ * its own; a file unlinked while open that has other hard links; see
+ * preflight.c): -EOPNOTSUPP with err naming the process, the fd and its
+ * target, else 0. criu_glue_dump() calls it first. */
 int criu_glue_find_unrestorable(pid_t root, struct cryo_error *err);
 
 /* Runs `criu check`: whether CRIU can work on this kernel. */

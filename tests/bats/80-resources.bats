@@ -48,3 +48,28 @@ teardown() { teardown_state; }
 	# Each restore went back to the count at its checkpoint (1, then 2).
 	assert_equal "$(ask)" "count 4"
 }
+
+@test "the program has its own /proc: /proc/<getpid()> is itself, /proc/locks names its lock, an fd on its maps; likewise after two restores" {
+	start_cryo op -- "$CRYO_TESTS/programs/own-proc.py" "$STATE/lock"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/op.out"
+	run "$CRYO" checkpoint op
+	assert_success
+	local before=0 n
+	for round in 1 2; do
+		before=$(prog_pid op)
+		kill -KILL "$before"
+		wait_for 30 count_at_least "$round" "restored 'op' from generation 1" "$STATE/op.err"
+		wait_for 30 has_pid op
+		[ "$(prog_pid op)" != "$before" ]
+		n=$(grep -c '^[0-9]' "$STATE/op.out")
+		wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/op.out"
+	done
+	# Every line, before the checkpoint and after each restore: its PID in
+	# its namespace is 2, and its /proc says so (status, the lock's owner,
+	# the maps its fd reads).
+	run grep -c '^[0-9]' "$STATE/op.out"
+	[ "$output" -ge 9 ]
+	run grep -v -E '^[0-9]+ pid=2 name=own-proc.py status=2 lock=2 maps=ok$' "$STATE/op.out"
+	assert_output ''
+}
+
