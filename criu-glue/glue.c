@@ -1,6 +1,7 @@
 #include "glue.h"
 #include "criu-proto.h"
 #include "internal.h"
+#include "mounts.h"
 #include "lazy.h"
 #include "libcriu-internals.h"
 #include "pb.h"
@@ -851,6 +852,14 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 		                 log_fd < 0 ? o->log_dir : o->images_dir, strerror(-r));
 	}
 	int lr = fresh_log(log_fd, o->log_dir, o->log_name, err);
+	if (lr < 0) {
+		restorer_end(rs, false);
+		return lr;
+	}
+	/* Mounts of ours the workload's namespace had at the checkpoint and we
+	 * have no longer would fail the restore (mounts.c). */
+	size_t gone_mounts;
+	lr = criu_glue_drop_gone_mounts(o->images_dir, &gone_mounts, err);
 	if (lr < 0) {
 		restorer_end(rs, false);
 		return lr;

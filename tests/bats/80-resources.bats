@@ -4,7 +4,10 @@
 load helpers
 
 setup() { setup_state; }
-teardown() { teardown_state; }
+teardown() {
+	if mountpoint -q "$STATE/gone" 2>/dev/null; then umount "$STATE/gone"; fi
+	teardown_state
+}
 
 @test "io_uring: the checkpoint fails naming the resource; the program runs on" {
 	start_cryo ur -- "$CRYO_TEST_PROGRAMS/uring-holder"
@@ -73,3 +76,26 @@ teardown() { teardown_state; }
 	assert_output ''
 }
 
+@test "a mount the host had at the checkpoint and has no longer does not stop the restore: the program comes back without it" {
+	mkdir "$STATE/gone"
+	mount -t tmpfs -o size=1m cryo-test "$STATE/gone"
+	start_cryo mnt -- "$CRYO_TESTS/programs/ticker.py"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/mnt.out"
+	# The program's mount namespace is a copy of ours: it has the mount.
+	grep -q " $STATE/gone " "/proc/$(prog_pid mnt)/mountinfo"
+	run "$CRYO" checkpoint mnt
+	assert_success
+	# Gone from the host, the place it was on too (as a network
+	# namespace's file under /run/netns goes with `ip netns delete`).
+	umount "$STATE/gone"
+	rmdir "$STATE/gone"
+	kill -KILL "$(prog_pid mnt)"
+	wait_for 30 grep -q "restored 'mnt' from generation 1" "$STATE/mnt.err"
+	n=$(grep -c '^[0-9]' "$STATE/mnt.out")
+	wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/mnt.out"
+	run grep -c " $STATE/gone " "/proc/$(prog_pid mnt)/mountinfo"
+	assert_output 0
+	# Its own /proc came back with it.
+	run grep -c ' - proc ' "/proc/$(prog_pid mnt)/mountinfo"
+	[ "$output" -ge 2 ]
+}
