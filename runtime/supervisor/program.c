@@ -1,6 +1,6 @@
 /* The program: starting it in its own PID namespace under cryo-init, with
- * its own /proc (a mount namespace), its stdio pipes and control socket (the channels), and finding
- * its PID. */
+ * its own /proc (a mount namespace), its stdio pipes and control socket (the
+ * channels), and finding its PID. */
 
 #include "internal.h"
 #include "cleanup.h"
@@ -51,17 +51,18 @@ static pid_t clone_newpid(void)
 	return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
 }
 
-/* In the namespace's init, before cryo-init runs: the program's own /proc.
- * A mount namespace, a copy of ours whose mounts are slaves of ours (what is
- * mounted in it stays in it; what the host unmounts, a network namespace's
- * file under /run/netns say, goes from it too instead of being held there),
- * with a /proc of the new PID namespace over ours, so /proc/<getpid()> is the
- * program itself. CRIU dumps this namespace with the workload, finding every
- * mount but that /proc as one of ours (external: criu-glue/glue.c), and
- * builds it again at each restore with a /proc of the restored PID
- * namespace. Every file of the workload is opened after this (cryo-init
- * included), so each is on one of the namespace's mounts, as CRIU requires.
- * Returns 0 or a negative errno and the step that failed. */
+/* In the namespace's init, before cryo-init runs: the program's own /proc. A
+ * mount namespace, a copy of ours whose mounts are slaves of ours (what is
+ * mounted in it stays in it; what the host mounts or unmounts below a shared
+ * mount of its own reaches it, instead of being held there: a network
+ * namespace's file under /run/netns, say), with a /proc of the new PID
+ * namespace over ours, so /proc/<getpid()> is the program itself. CRIU dumps
+ * this namespace with the workload, finding every mount but that /proc as
+ * one of ours (external: criu-glue/glue.c), and builds it again at each
+ * restore with a /proc of the restored PID namespace. Every file of the
+ * workload is opened after this (cryo-init included), so each is on one of
+ * the namespace's mounts, as CRIU requires. Returns 0 or a negative errno
+ * and the step that failed. */
 static int own_proc(const char **step)
 {
 	*step = "unshare(CLONE_NEWNS)";
@@ -133,8 +134,11 @@ int program_start(struct supervisor *s)
 		const char *step;
 		int r2 = own_proc(&step);
 		if (r2 < 0) {
-			dprintf(2, "cryo: cannot give '%s' its own /proc: %s: %s\n", s->cfg->name,
-			        step, strerror(-r2));
+			dprintf(2,
+			        "cryo: cannot start '%s': cannot give it its own /proc: %s: %s "
+			        "(cryo makes a mount namespace and mounts proc: run it as root, "
+			        "where mounts are allowed)\n",
+			        s->cfg->name, step, strerror(-r2));
 			_exit(127);
 		}
 		setenv(CRYO_CONTROL_FD_ENV, "3", 1);
