@@ -52,7 +52,7 @@ teardown() {
 	assert_equal "$(ask)" "count 4"
 }
 
-@test "the program has its own /proc: /proc/<getpid()> is itself, /proc/locks names its lock, an fd on its maps; likewise after two restores" {
+@test "the program has its own /proc: /proc/<getpid()> is itself, /proc/locks and fdinfo name its lock and pidfd by its PID, an fd on its maps; likewise after two restores" {
 	start_cryo op -- "$CRYO_TESTS/programs/own-proc.py" "$STATE/lock"
 	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/op.out"
 	run "$CRYO" checkpoint op
@@ -68,11 +68,12 @@ teardown() {
 		wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/op.out"
 	done
 	# Every line, before the checkpoint and after each restore: its PID in
-	# its namespace is 2, and its /proc says so (status, the lock's owner,
-	# the maps its fd reads).
+	# its namespace is 2, and its /proc says so (status, the lock's owner in
+	# /proc/locks and in fdinfo, a pidfd's fdinfo, the maps its fd reads).
 	run grep -c '^[0-9]' "$STATE/op.out"
 	[ "$output" -ge 9 ]
-	run grep -v -E '^[0-9]+ pid=2 name=own-proc.py status=2 lock=2 maps=ok$' "$STATE/op.out"
+	run grep -v -E '^[0-9]+ pid=2 name=own-proc.py status=2 lock=2 fdinfo=2 pidfd=2 maps=ok$' \
+		"$STATE/op.out"
 	assert_output ''
 }
 

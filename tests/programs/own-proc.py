@@ -6,6 +6,8 @@ what its /proc says of it:
 
     N pid=<getpid()> name=<Name: of /proc/<getpid()>/status>
       status=<its Pid:> lock=<the PID /proc/locks gives the lock's owner>
+      fdinfo=<the owner's PID in the lock line of the lock fd's fdinfo>
+      pidfd=<the Pid: in the fdinfo of a pidfd on itself>
       maps=<ok when the held fd reads the first line /proc/self/maps has>
 
 (on one line). Under a PID namespace whose /proc is another's, the values
@@ -38,6 +40,23 @@ def lock_owner(path):
     return "none"
 
 
+def fdinfo_field(fd, name):
+    """A field of /proc/<getpid()>/fdinfo/fd; for "lock", the owner's PID."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            text = f.read()
+    except OSError:
+        return "none"
+    if name == "lock":
+        for line in text.splitlines():
+            # lock:	1: POSIX  ADVISORY  WRITE PID MAJ:MIN:INODE START END
+            words = line.split()
+            if words[:1] == ["lock:"] and len(words) >= 6:
+                return words[5]
+        return "none"
+    return field(text, name)
+
+
 def first_line(data):
     return data.split(b"\n", 1)[0]
 
@@ -50,6 +69,7 @@ try:
     maps = os.open(f"/proc/{pid}/maps", os.O_RDONLY)
 except OSError:
     maps = None
+pidfd = os.pidfd_open(pid)
 for i in itertools.count(1):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -64,7 +84,8 @@ for i in itertools.count(1):
         ok = "ok" if held and held == mine else "other"
     print(
         f"{i} pid={pid} name={field(status, 'Name')} status={field(status, 'Pid')} "
-        f"lock={lock_owner(lockfile)} maps={ok}",
+        f"lock={lock_owner(lockfile)} fdinfo={fdinfo_field(lk.fileno(), 'lock')} "
+        f"pidfd={fdinfo_field(pidfd, 'Pid')} maps={ok}",
         flush=True,
     )
     time.sleep(0.05)
