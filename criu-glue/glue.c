@@ -860,6 +860,8 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	 * have no longer would fail the restore (mounts.c). */
 	size_t gone_mounts;
 	lr = criu_glue_drop_gone_mounts(o->images_dir, &gone_mounts, err);
+	if (o->gone_mounts)
+		*o->gone_mounts = gone_mounts;
 	if (lr < 0) {
 		restorer_end(rs, false);
 		return lr;

@@ -95,6 +95,9 @@ struct criu_glue_restore_opts {
 	/* Signals the caller blocks (for a signalfd, say), any of which, once
 	 * pending, gives the restore up (-EINTR). NULL: none. */
 	const sigset_t *cancel_signals;
+	/* If not NULL, set to how many of the workload's mounts the restore
+	 * left out, gone from ours since the checkpoint (mounts.h). */
+	size_t *gone_mounts;
 };
 
 struct criu_glue_dump_stats {

@@ -96,6 +96,9 @@ teardown() {
 	wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/mnt.out"
 	run grep -c " $STATE/gone " "/proc/$(prog_pid mnt)/mountinfo"
 	assert_output 0
+	# Said once (another mount of the host's may go meanwhile too).
+	grep -E -q "^cryo: 'mnt' comes back without [0-9]+ mounts? it had at the checkpoint, gone from the host since$" \
+		"$STATE/mnt.err"
 	# Its own /proc came back with it.
 	run grep -c ' - proc ' "/proc/$(prog_pid mnt)/mountinfo"
 	[ "$output" -ge 2 ]
