@@ -40,6 +40,12 @@
 	  "remap_id", 2)                                                                           \
 	X(REMAP_FILE_PATH_ENTRY, REMAP_TYPE, "remap-file-path.proto", "remap_file_path_entry",     \
 	  "remap_type", 3)                                                                         \
+	/* mnt.proto: mountpoints-N.img, a mount namespace's mounts (mounts.c) */                  \
+	X(MNT_ENTRY, MNT_ID, "mnt.proto", "mnt_entry", "mnt_id", 2)                                \
+	X(MNT_ENTRY, PARENT_MNT_ID, "mnt.proto", "mnt_entry", "parent_mnt_id", 4)                  \
+	X(MNT_ENTRY, MOUNTPOINT, "mnt.proto", "mnt_entry", "mountpoint", 7)                        \
+	X(MNT_ENTRY, SOURCE, "mnt.proto", "mnt_entry", "source", 8)                                \
+	X(MNT_ENTRY, EXT_KEY, "mnt.proto", "mnt_entry", "ext_key", 18)                             \
 	/* sk-inet.proto (inspect.c) */                                                            \
 	X(INET_SK_ENTRY, FAMILY, "sk-inet.proto", "inet_sk_entry", "family", 3)                    \
 	X(INET_SK_ENTRY, TYPE, "sk-inet.proto", "inet_sk_entry", "type", 4)                        \

@@ -1,6 +1,7 @@
 #include "glue.h"
 #include "criu-proto.h"
 #include "internal.h"
+#include "mounts.h"
 #include "lazy.h"
 #include "libcriu-internals.h"
 #include "pb.h"
@@ -436,6 +437,13 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	/* Files unlinked while open with another hard link, through a link
 	 * CRIU makes beside them; remap.c keeps what it holds. */
 	criu_local_set_link_remap(c, true);
+	/* The workload's mount namespace (runtime/supervisor/program.c): each
+	 * of its mounts but its own /proc is a copy of one of ours (a slave of
+	 * it where ours is shared), so CRIU records it as external, by its path
+	 * here, instead of dumping it (or failing on it: "has unreachable
+	 * sharing" without ext_masters). */
+	criu_local_set_auto_ext_mnt(c, true);
+	criu_local_set_ext_masters(c, true);
 	if (o->page_server_fd >= 0) {
 		r = criu_glue_set_page_server_fd(c, o->page_server_fd, err);
 		if (r < 0)
@@ -863,6 +871,16 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 		restorer_end(rs, false);
 		return lr;
 	}
+	/* Mounts of ours the workload's namespace had at the checkpoint and we
+	 * have no longer would fail the restore (mounts.c). */
+	size_t gone_mounts = 0;
+	lr = criu_glue_drop_gone_mounts(o->images_dir, &gone_mounts, err);
+	if (o->gone_mounts)
+		*o->gone_mounts = gone_mounts;
+	if (lr < 0) {
+		restorer_end(rs, false);
+		return lr;
+	}
 	/* The links CRIU opens files unlinked while open by (remap.c). */
 	struct remap_links links = {0};
 	lr = remap_recreate(o->images_dir, &links, err);
@@ -893,6 +911,16 @@ int criu_glue_restore(const struct criu_glue_restore_opts *o, pid_t *ret_pid,
 	opts.file_locks = true;
 	opts.has_lazy_pages = true;
 	opts.lazy_pages = o->lazy_pages;
+	/* The workload's mount namespace is built again from our root: its
+	 * external mounts bound from ours (slaves of ours again where ours are
+	 * shared), a /proc of the restored PID namespace mounted afresh
+	 * (without a root, CRIU 4.2.1 fails with "BUG at criu/mount.c:48").
+	 * Images without a mount namespace restore as before. */
+	opts.has_auto_ext_mnt = true;
+	opts.auto_ext_mnt = true;
+	opts.has_ext_masters = true;
+	opts.ext_masters = true;
+	opts.root = (char *)"/";
 	/* The restored tree becomes the sibling of CRIU: our child. */
 	opts.has_rst_sibling = true;
 	opts.rst_sibling = true;

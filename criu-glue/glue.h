@@ -95,6 +95,9 @@ struct criu_glue_restore_opts {
 	/* Signals the caller blocks (for a signalfd, say), any of which, once
 	 * pending, gives the restore up (-EINTR). NULL: none. */
 	const sigset_t *cancel_signals;
+	/* If not NULL, set to how many of the workload's mounts the restore
+	 * left out, gone from ours since the checkpoint (mounts.h). */
+	size_t *gone_mounts;
 };
 
 struct criu_glue_dump_stats {
@@ -122,9 +125,9 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 
 /* Looks through the fds of the tree rooted at root for one that CRIU would
  * dump but no restore under cryo could bring back (a file in /proc of the
- * tree's own tasks, a namespace file; see preflight.c): -EOPNOTSUPP with err
- * naming the process, the fd and its target, else 0. criu_glue_dump() calls
- * it first. */
+ * tree's own tasks or a namespace file, held by a process without a /proc of
+ * its own; see preflight.c): -EOPNOTSUPP with err naming the process, the fd and its
+ * target, else 0. criu_glue_dump() calls it first. */
 int criu_glue_find_unrestorable(pid_t root, struct cryo_error *err);
 
 /* Runs `criu check`: whether CRIU can work on this kernel. */

@@ -5,17 +5,25 @@
  * on. Each rule is a failure seen in criu-restore.log (CRIU 4.2.1):
  *
  * - A file in /proc of one of the workload's own tasks (/proc/self/maps,
- *   /proc/PID/status): cryo gives the workload no mount namespace, so such a
- *   path names a host PID, which the restored task no longer has ("Can't open
- *   file proc/PID/maps on restore: No such file or directory"), or which
- *   another process took meanwhile.
- * - A namespace file (/proc/PID/ns/NAME): CRIU reopens it as
- *   /proc/<PID in the restored PID namespace>/ns/NAME through the host's
+ *   /proc/PID/status), when the workload has no /proc of its own (its /proc
+ *   is ours: a tree cryo did not start, or one restored from an image made
+ *   before cryo gave each program its own /proc): such a path names a host
+ *   PID, which the restored task no longer has ("Can't open file
+ *   proc/PID/maps on restore: No such file or directory"), or which another
+ *   process took meanwhile.
+ * - A namespace file (/proc/PID/ns/NAME), in the same case: CRIU reopens it
+ *   as /proc/<PID in the restored PID namespace>/ns/NAME through the host's
  *   /proc, that is another process's namespace (/proc/1 is the host's init:
  *   "Can't open file /proc/1/ns/net on restore: Permission denied" here).
  *
  * (A file unlinked while open that still has another hard link is kept by
  * remap.c.)
+ *
+ * A program cryo starts has a mount namespace and a /proc of its own
+ * (runtime/supervisor/program.c), which CRIU dumps and builds again: there a
+ * path in /proc names a PID of the program's PID namespace, which the restore
+ * gives it again, and CRIU reopens a namespace file through that /proc. The
+ * first two kinds restore there, and are not refused.
  *
  * The fds are looked at before the dump, where the process holding one can be
  * named; an fd opened between that look and the freeze (a library reading
@@ -33,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DELETED_SUFFIX " (deleted)"
@@ -83,6 +92,18 @@ static bool has_tid(const pid_t *tids, size_t n, long tid)
 	return false;
 }
 
+/* Whether pid's /proc is ours: the same mount, as its root sees it (when
+ * that cannot be read, it counts as ours: the rules stay). */
+static bool shares_our_proc(pid_t pid)
+{
+	char path[64];
+	struct stat ours, its;
+	snprintf(path, sizeof(path), "/proc/%d/root/proc", pid);
+	if (stat("/proc", &ours) < 0 || stat(path, &its) < 0)
+		return true;
+	return ours.st_dev == its.st_dev;
+}
+
 /* Whether link (an fd's target) is a file in /proc of one of tids: /proc/N
  * itself or anything under it. */
 static bool is_own_proc_file(const char *link, const pid_t *tids, size_t n)
@@ -124,6 +145,7 @@ static void comm_of(pid_t pid, char *buf, size_t len)
 static bool find_in(pid_t pid, const pid_t *tids, size_t n_tids, struct cryo_error *found)
 {
 	char path[64], link[PATH_MAX];
+	bool host_proc = shares_our_proc(pid);
 	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
 	_cleanup_closedir_ DIR *d = opendir(path);
 	struct dirent *de;
@@ -136,9 +158,9 @@ static bool find_in(pid_t pid, const pid_t *tids, size_t n_tids, struct cryo_err
 			continue;
 		link[n] = '\0';
 		const char *why;
-		if (is_own_proc_file(link, tids, n_tids))
+		if (host_proc && is_own_proc_file(link, tids, n_tids))
 			why = WHY_PROC;
-		else if (is_ns_file(link))
+		else if (host_proc && is_ns_file(link))
 			why = WHY_NS;
 		else
 			continue;
@@ -178,15 +200,16 @@ static int tids_now(pid_t root, pid_t **ret, size_t *ret_n)
 	return r < 0 ? r : tree_tids(pids, n, ret, ret_n);
 }
 
-/* Whether one file_entry of files.img is unrestorable (err says why): an
- * ns_file_entry, or a reg_file_entry named in /proc by one of tids. */
+/* Whether one file_entry of files.img is unrestorable (err says why): for a
+ * tree that shares our /proc (host_proc), an ns_file_entry, or a
+ * reg_file_entry named in /proc by one of tids. */
 static bool entry_unrestorable(const uint8_t *msg, size_t len, const pid_t *tids, size_t n,
-                               struct cryo_error *err)
+                               bool host_proc, struct cryo_error *err)
 {
 	const uint8_t *p = msg, *end = msg + len;
 	struct pb_field f;
 	while (pb_next(&p, end, &f) == 1) {
-		if (f.number == PB_FILE_ENTRY_NSF && f.wire_type == 2) {
+		if (host_proc && f.number == PB_FILE_ENTRY_NSF && f.wire_type == 2) {
 			error_set(err, -EOPNOTSUPP,
 			          "the dump holds an fd on %s; close it before checkpointing",
 			          WHY_NS);
@@ -213,7 +236,7 @@ static bool entry_unrestorable(const uint8_t *msg, size_t len, const pid_t *tids
 			name[0] = '/';
 			memcpy(name + 1, s, slen);
 			name[slen + 1] = '\0';
-			if (is_own_proc_file(name, tids, n)) {
+			if (host_proc && is_own_proc_file(name, tids, n)) {
 				error_set(
 				    err, -EOPNOTSUPP,
 				    "the dump holds an fd on %s, %s; close it before checkpointing",
@@ -242,10 +265,11 @@ int preflight_check_dumped(const char *images_dir, pid_t root, struct cryo_error
 	if (r < 0)
 		return error_set(err, r, "cannot read the processes of PID %d: %s", root,
 		                 strerror(-r));
+	bool host_proc = shares_our_proc(root);
 	const uint8_t *b = (const uint8_t *)buf, *msg;
 	size_t off = pb_entries_start(b, len), msg_len;
 	while ((r = pb_next_entry(b, len, &off, &msg, &msg_len)) == 1)
-		if (entry_unrestorable(msg, msg_len, tids, n, err))
+		if (entry_unrestorable(msg, msg_len, tids, n, host_proc, err))
 			return -EOPNOTSUPP;
 	return r < 0 ? error_set(err, r, "cannot read '%s': %s", path, strerror(-r)) : 0;
 }

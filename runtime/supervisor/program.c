@@ -1,5 +1,6 @@
-/* The program: starting it in its own PID namespace under cryo-init, its
- * stdio pipes and control socket (the channels), and finding its PID. */
+/* The program: starting it in its own PID namespace under cryo-init, with
+ * its own /proc (a mount namespace), its stdio pipes and control socket (the
+ * channels), and finding its PID. */
 
 #include "internal.h"
 #include "cleanup.h"
@@ -8,6 +9,8 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -48,8 +51,34 @@ static pid_t clone_newpid(void)
 	return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
 }
 
+/* In the namespace's init, before cryo-init runs: the program's own /proc. A
+ * mount namespace, a copy of ours whose mounts are slaves of ours (what is
+ * mounted in it stays in it; what the host mounts or unmounts below a shared
+ * mount of its own reaches it, instead of being held there: a network
+ * namespace's file under /run/netns, say), with a /proc of the new PID
+ * namespace over ours, so /proc/<getpid()> is the program itself. CRIU dumps
+ * this namespace with the workload, finding every mount but that /proc as
+ * one of ours (external: criu-glue/glue.c), and builds it again at each
+ * restore with a /proc of the restored PID namespace. Every file of the
+ * workload is opened after this (cryo-init included), so each is on one of
+ * the namespace's mounts, as CRIU requires. Returns 0 or a negative errno
+ * and the step that failed. */
+static int own_proc(const char **step)
+{
+	*step = "unshare(CLONE_NEWNS)";
+	if (unshare(CLONE_NEWNS) < 0)
+		return -errno;
+	*step = "making its mounts slaves of ours";
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return -errno;
+	*step = "mounting /proc";
+	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
 /* Starts the program afresh: a new PID namespace whose init is cryo-init,
- * with its channels, its network and CRYO_CONTROL_FD set. */
+ * with its own /proc, its channels, its network and CRYO_CONTROL_FD set. */
 int program_start(struct supervisor *s)
 {
 	char init[PATH_MAX];
@@ -102,6 +131,16 @@ int program_start(struct supervisor *s)
 			if (high[i] < 0 || dup2(high[i], i) < 0)
 				_exit(127);
 		syscall(SYS_close_range, 4U, ~0U, 0U);
+		const char *step;
+		int r2 = own_proc(&step);
+		if (r2 < 0) {
+			dprintf(2,
+			        "cryo: cannot start '%s': cannot give it its own /proc: %s: %s "
+			        "(cryo makes a mount namespace and mounts proc: run it as root, "
+			        "where mounts are allowed)\n",
+			        s->cfg->name, step, strerror(-r2));
+			_exit(127);
+		}
 		setenv(CRYO_CONTROL_FD_ENV, "3", 1);
 		char **argv = calloc(argc + 2, sizeof(char *));
 		if (!argv)

@@ -230,6 +230,8 @@ int restore_dir(struct supervisor *s, const char *dir, const struct manifest *m,
 	};
 	struct cryo_error cerr = {{0}};
 	pid_t pid;
+	size_t gone_mounts = 0;
+	o.gone_mounts = &gone_mounts;
 	r = criu_glue_restore(&o, &pid, &cerr);
 	program_ends_close(&e);
 	if (netfd >= 0)
@@ -243,6 +245,11 @@ int restore_dir(struct supervisor *s, const char *dir, const struct manifest *m,
 		close_fd(&s->control);
 		return error_set(err, r, "%s", cerr.msg);
 	}
+	/* The program's view changed with the host's: say so once. */
+	if (gone_mounts)
+		log_info("'%s' comes back without %zu mount%s it had at the checkpoint, gone from "
+		         "the host since",
+		         cfg->name, gone_mounts, gone_mounts == 1 ? "" : "s");
 	s->init_pid = pid;
 	s->running = true;
 	channels_watch(s);

@@ -4,7 +4,10 @@
 load helpers
 
 setup() { setup_state; }
-teardown() { teardown_state; }
+teardown() {
+	if mountpoint -q "$STATE/gone" 2>/dev/null; then umount "$STATE/gone"; fi
+	teardown_state
+}
 
 @test "io_uring: the checkpoint fails naming the resource; the program runs on" {
 	start_cryo ur -- "$CRYO_TEST_PROGRAMS/uring-holder"
@@ -47,4 +50,56 @@ teardown() { teardown_state; }
 	done
 	# Each restore went back to the count at its checkpoint (1, then 2).
 	assert_equal "$(ask)" "count 4"
+}
+
+@test "the program has its own /proc: /proc/<getpid()> is itself, /proc/locks and fdinfo name its lock and pidfd by its PID, an fd on its maps; likewise after two restores" {
+	start_cryo op -- "$CRYO_TESTS/programs/own-proc.py" "$STATE/lock"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/op.out"
+	run "$CRYO" checkpoint op
+	assert_success
+	local before=0 n
+	for round in 1 2; do
+		before=$(prog_pid op)
+		kill -KILL "$before"
+		wait_for 30 count_at_least "$round" "restored 'op' from generation 1" "$STATE/op.err"
+		wait_for 30 has_pid op
+		[ "$(prog_pid op)" != "$before" ]
+		n=$(grep -c '^[0-9]' "$STATE/op.out")
+		wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/op.out"
+	done
+	# Every line, before the checkpoint and after each restore: its PID in
+	# its namespace is 2, and its /proc says so (status, the lock's owner in
+	# /proc/locks and in fdinfo, a pidfd's fdinfo, the maps its fd reads).
+	run grep -c '^[0-9]' "$STATE/op.out"
+	[ "$output" -ge 9 ]
+	run grep -v -E '^[0-9]+ pid=2 name=own-proc.py status=2 lock=2 fdinfo=2 pidfd=2 maps=ok$' \
+		"$STATE/op.out"
+	assert_output ''
+}
+
+@test "a mount the host had at the checkpoint and has no longer does not stop the restore: the program comes back without it" {
+	mkdir "$STATE/gone"
+	mount -t tmpfs -o size=1m cryo-test "$STATE/gone"
+	start_cryo mnt -- "$CRYO_TESTS/programs/ticker.py"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/mnt.out"
+	# The program's mount namespace is a copy of ours: it has the mount.
+	grep -q " $STATE/gone " "/proc/$(prog_pid mnt)/mountinfo"
+	run "$CRYO" checkpoint mnt
+	assert_success
+	# Gone from the host, the place it was on too (as a network
+	# namespace's file under /run/netns goes with `ip netns delete`).
+	umount "$STATE/gone"
+	rmdir "$STATE/gone"
+	kill -KILL "$(prog_pid mnt)"
+	wait_for 30 grep -q "restored 'mnt' from generation 1" "$STATE/mnt.err"
+	n=$(grep -c '^[0-9]' "$STATE/mnt.out")
+	wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/mnt.out"
+	run grep -c " $STATE/gone " "/proc/$(prog_pid mnt)/mountinfo"
+	assert_output 0
+	# Said once (another mount of the host's may go meanwhile too).
+	grep -E -q "^cryo: 'mnt' comes back without [0-9]+ mounts? it had at the checkpoint, gone from the host since$" \
+		"$STATE/mnt.err"
+	# Its own /proc came back with it.
+	run grep -c ' - proc ' "/proc/$(prog_pid mnt)/mountinfo"
+	[ "$output" -ge 2 ]
 }

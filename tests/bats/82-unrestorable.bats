@@ -1,9 +1,10 @@
 #!/usr/bin/env bats
 # Fds CRIU would dump but no restore under cryo could bring back: the
 # checkpoint is refused naming them, the program runs on, and the last good
-# generation stays (and restores). And one CRIU alone would lose after a
+# generation stays (and restores). And what CRIU alone would lose after a
 # checkpoint, which cryo keeps: a file unlinked while open with another hard
-# link.
+# link; and two kinds that were such while the program had no /proc of its
+# own, restored now.
 
 load helpers
 
@@ -41,18 +42,36 @@ restores_first() {
 	wait_for 10 count_at_least $((n + 3)) '^[0-9]' "$STATE/$1.out"
 }
 
-@test "an fd on its own /proc/PID/maps: the checkpoint is refused naming it; the last generation stays" {
-	start_cryo maps -- "$CRYO_TESTS/programs/fd-holder.py" /proc/self/maps "$STATE/go"
-	refused_after_good maps "$STATE/go" '^holding /proc/[0-9]*/maps' \
-		"^cryo: cannot checkpoint 'maps': fd-holder.py \(PID ([0-9]+)\) holds fd [0-9]+ on /proc/\1/maps, a file in /proc of the workload's own processes, which CRIU cannot restore in cryo's PID namespace \(the restored process has another host PID\); close it before checkpointing; the program runs on\$"
-	restores_first maps
+# Starts NAME holding an fd on PATH (fd-holder.py), checkpoints it, kills it
+# and waits for its restore; sets FD to the fd and HELD to what it was on.
+held_through_restore() {
+	local name=$1 path=$2
+	touch "$STATE/go"
+	start_cryo "$name" -- "$CRYO_TESTS/programs/fd-holder.py" "$path" "$STATE/go"
+	wait_for 30 grep -q '^holding ' "$STATE/$name.out"
+	wait_for 30 count_at_least 2 '^[0-9]' "$STATE/$name.out"
+	read -r _ HELD _ _ FD < <(grep '^holding ' "$STATE/$name.out")
+	run "$CRYO" checkpoint "$name"
+	assert_success
+	restores_first "$name"
 }
 
-@test "an fd on a namespace file (/proc/self/ns/net): the checkpoint is refused naming it; the last generation stays" {
-	start_cryo ns -- "$CRYO_TESTS/programs/fd-holder.py" /proc/self/ns/net "$STATE/go"
-	refused_after_good ns "$STATE/go" '^holding net:\[' \
-		"^cryo: cannot checkpoint 'ns': fd-holder.py \(PID [0-9]+\) holds fd [0-9]+ on net:\[[0-9]+\], a namespace file, which CRIU cannot restore in cryo's PID namespace \(it would reopen another process's namespace\); close it before checkpointing; the program runs on\$"
-	restores_first ns
+@test "an fd on its own /proc/PID/maps: checkpointed, and restored on the program's own maps" {
+	held_through_restore maps /proc/self/maps
+	# The program sees itself as PID 2 of its own /proc, before and after.
+	assert_equal "$HELD" /proc/2/maps
+	local pid
+	pid=$(prog_pid maps)
+	assert_equal "$(readlink "/proc/$pid/fd/$FD")" /proc/2/maps
+	assert_equal "$(head -n 1 "/proc/$pid/fd/$FD")" "$(head -n 1 "/proc/$pid/maps")"
+}
+
+@test "an fd on a namespace file (/proc/self/ns/net): checkpointed, and restored on the same namespace" {
+	held_through_restore ns /proc/self/ns/net
+	local pid
+	pid=$(prog_pid ns)
+	assert_equal "$(readlink "/proc/$pid/fd/$FD")" "$HELD"
+	assert_equal "$(readlink "/proc/$pid/ns/net")" "$HELD"
 }
 
 # NAME (cryo run options ARGS...) holds an fd, for reading and writing, on a

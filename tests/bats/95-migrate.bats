@@ -855,3 +855,26 @@ start_echo() {
 		ip -n "${NS}$h" link del br9
 	done
 }
+
+@test "run --net: an fd on the program's own network namespace file is checkpointed and restored on that namespace" {
+	touch "$STATE/go"
+	start_in_a nsfd --net 10.88.0.6/32 -- "$CRYO_TESTS/programs/fd-holder.py" /proc/self/ns/net \
+		"$STATE/go"
+	wait_for 10 grep -q '^holding ' "$STATE/nsfd.out"
+	local held fd pid
+	read -r _ held _ _ fd < <(grep '^holding ' "$STATE/nsfd.out")
+	pid=$(a_pid nsfd)
+	# Its own namespace, not the host's.
+	assert_equal "$(readlink "/proc/$pid/ns/net")" "$held"
+	[ "$held" != "$(readlink /proc/self/ns/net)" ]
+	run "$CRYO" checkpoint --state-dir "$A" nsfd
+	assert_success
+	kill -KILL "$pid"
+	wait_for 30 grep -q "restored 'nsfd' from generation 1" "$STATE/nsfd.err"
+	wait_for 10 has_pid_a nsfd
+	pid=$(a_pid nsfd)
+	assert_equal "$(readlink "/proc/$pid/fd/$fd")" "$held"
+	assert_equal "$(readlink "/proc/$pid/ns/net")" "$held"
+	"$CRYO" stop --state-dir "$A" nsfd
+	wait_for 10 bash -c "! ip -n ${NS}a -o link show | grep -q cryo-"
+}

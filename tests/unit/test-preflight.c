@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -125,6 +127,44 @@ static void test_in_a_child(void)
 	waitpid(child, NULL, 0);
 }
 
+static void test_own_proc_of_its_own(void)
+{
+	/* A child with a /proc of its own (a mount namespace with a new proc
+	 * over /proc, as cryo gives each program) holding a file of its own
+	 * /proc and a namespace file: CRIU restores both there, so neither is
+	 * refused. */
+	int p[2];
+	CHECK(pipe2(p, O_CLOEXEC) == 0);
+	pid_t child = fork();
+	if (child == 0) {
+		close(p[0]);
+		char c = 'x';
+		if (unshare(CLONE_NEWNS) < 0 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount("proc", "/proc", "proc", 0, NULL) < 0)
+			c = 'n';
+		int fd = open("/proc/self/maps", O_RDONLY);
+		int ns = open("/proc/self/ns/net", O_RDONLY);
+		(void)fd;
+		(void)ns;
+		if (write(p[1], &c, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(p[1]);
+	char c = 0;
+	CHECK(read(p[0], &c, 1) == 1);
+	close(p[0]);
+	struct cryo_error err = {{0}};
+	int r = criu_glue_find_unrestorable(getpid(), &err);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	if (c == 'n')
+		SKIP("cannot give a child a mount namespace of its own here (not root?)");
+	CHECK(r == 0);
+}
+
 /* Writes dir/files.img holding one file_entry: a reg_file_entry named name
  * (with field, 3), or an empty ns_file_entry (field 5, name NULL). */
 static void write_files_img(const char *dir, uint32_t field, const char *name)
@@ -188,4 +228,4 @@ static void test_dumped_files(void)
 }
 
 TEST_MAIN(test_nothing_held, test_own_proc_file, test_other_proc_file, test_namespace_file,
-          test_unlinked_files, test_in_a_child, test_dumped_files)
+          test_unlinked_files, test_in_a_child, test_own_proc_of_its_own, test_dumped_files)
