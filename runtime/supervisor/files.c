@@ -59,37 +59,6 @@ static long fd_flags(int fdinfo_dir, const char *fdname)
 	return p ? strtol(p + 6, NULL, 8) : -1;
 }
 
-/* Copies len bytes of src into dst from their starts; -EIO if src ends
- * before. */
-static int copy_bytes(int src, int dst, uint64_t len)
-{
-	off_t in = 0, out = 0;
-	while ((uint64_t)in < len) {
-		uint64_t left = len - (uint64_t)in;
-		size_t want = (size_t)(left < (1U << 30) ? left : (1U << 30));
-		ssize_t n = copy_file_range(src, &in, dst, &out, want, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 &&
-		    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-			char buf[65536];
-			n = pread(src, buf, want < sizeof(buf) ? want : sizeof(buf), in);
-			if (n > 0) {
-				ssize_t w = pwrite(dst, buf, (size_t)n, out);
-				if (w != n)
-					return w < 0 ? -errno : -EIO;
-				in += n;
-				out += n;
-			}
-		}
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-	}
-	return 0;
-}
-
 static uint64_t blocks_of(uint64_t size)
 {
 	return (size + DELTA_PAGE_SIZE - 1) / DELTA_PAGE_SIZE;
@@ -295,7 +264,7 @@ static int capture_file(struct files_capture *fc, const char *proc, struct cryo_
 	struct held_blocks *b = base_blocks(fc, path, &st);
 	int r = dst < 0 ? -errno
 	        : b     ? copy_changed(fc->mem, f, b, src, dst)
-	                : copy_bytes(src, dst, size);
+	                : util_copy_bytes(src, dst, size);
 	if (r == 0 && !b)
 		f->stored = size;
 	if (r < 0)
@@ -572,7 +541,7 @@ static int put_back(const struct held_file *f, int src, struct cryo_error *err)
 {
 	_cleanup_close_ int dst =
 	    open(f->path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, f->mode);
-	int r = dst < 0 ? -errno : copy_bytes(src, dst, f->size);
+	int r = dst < 0 ? -errno : util_copy_bytes(src, dst, f->size);
 	if (r == 0 && (ftruncate(dst, (off_t)f->size) < 0 || fchown(dst, f->uid, f->gid) < 0 ||
 	               fchmod(dst, f->mode) < 0 || fsync(dst) < 0))
 		r = -errno;
