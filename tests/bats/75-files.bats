@@ -104,6 +104,26 @@ check_database() {
 	stop_workload mw
 }
 
+@test "a state file deleted after the checkpoint is restored exactly" {
+	start_cryo sf -- python3 "$PROGRAMS/state-writer.py" inplace "$STATE/state"
+	wait_for 30 count_at_least 10 '^step ' "$STATE/sf.out"
+	run "$CRYO" checkpoint sf
+	assert_success
+	# The program writes on to the file it holds; its name is gone.
+	rm "$STATE/state"
+	n=$(count_lines '^step ' "$STATE/sf.out")
+	wait_for 30 count_at_least $((n + 10)) '^step ' "$STATE/sf.out"
+	run "$CRYO" kill sf
+	assert_success
+	wait_for 30 count_at_least 1 "restored 'sf' from generation 1" "$STATE/sf.err"
+	n=$(count_lines '^step ' "$STATE/sf.out")
+	wait_for 30 count_at_least $((n + 10)) '^step ' "$STATE/sf.out"
+	[ -f "$STATE/state" ]
+	run grep MISMATCH "$STATE/sf.err"
+	assert_failure
+	stop_workload sf
+}
+
 @test "a state file replaced by renaming a new version over it is restored exactly" {
 	start_cryo sf -- python3 "$PROGRAMS/state-writer.py" rename "$STATE/state"
 	checkpoint_kill_restore sf '^step '

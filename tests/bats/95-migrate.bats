@@ -417,11 +417,14 @@ br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a
 # start_serve_own_disk PORT SIZE: a cryo serve on B (state in $B) in a mount
 # namespace of its own where $DATA is an empty tmpfs of SIZE: the simulated
 # hosts share one file system, and this target must not find the source's
-# files there. Its PID in $SERVE_PID.
+# files there. Its mounts are slaves of the host's, as a real host's would
+# share them (the restored program's mounts are made slaves of its host's
+# again, and CRIU cannot copy sharing from a private mount). Its PID in
+# $SERVE_PID.
 start_serve_own_disk() {
 	local log=$STATE/serve-$1.err
 	# shellcheck disable=SC2016  # the inner shell expands them
-	unshare --mount --propagation private sh -ec \
+	unshare --mount --propagation slave sh -ec \
 		'mount -t tmpfs -o "size=$1" tmpfs "$2"; shift 2; exec "$@"' sh "$2" "$DATA" \
 		nsenter --net="/run/netns/${NS}b" "$CRYO" serve --listen "10.77.0.2:$1" \
 		--key-file "$KEY" --state-dir "$B" --bridge br0 >"$log" 2>&1 </dev/null 3>&- &
