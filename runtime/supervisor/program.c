@@ -63,14 +63,90 @@ static pid_t clone_newpid(void)
  * workload is opened after this (cryo-init included), so each is on one of
  * the namespace's mounts, as CRIU requires. Returns 0 or a negative errno
  * and the step that failed. */
+/* Reads /proc/self/mountinfo into buf (static: this runs in a child after
+ * fork); its length, or -1. */
+static ssize_t read_mountinfo(char *buf, size_t len)
+{
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t have = 0;
+	ssize_t n;
+	while (have < len - 1 && (n = read(fd, buf + have, len - 1 - have)) > 0)
+		have += (size_t)n;
+	close(fd);
+	buf[have] = '\0';
+	return n < 0 || have == len - 1 ? -1 : (ssize_t)have;
+}
+
+/* The value of the optional field "tag:N" of one mountinfo line (between
+ * the sixth field and " - "), or 0. */
+static unsigned long mountinfo_tag(const char *line, const char *tag)
+{
+	const char *end = strstr(line, " - ");
+	size_t t = strlen(tag);
+	for (const char *p = strstr(line, tag); p && (!end || p < end); p = strstr(p + 1, tag))
+		if (p[-1] == ' ' && p[t] == ':')
+			return strtoul(p + t + 1, NULL, 10);
+	return 0;
+}
+
+/* The mount point of one mountinfo line (its fifth field, with \ooo
+ * escapes undone) into mp. */
+static bool mountinfo_point(const char *line, char *mp, size_t len)
+{
+	const char *p = line;
+	for (int field = 0; field < 4 && p; field++)
+		if ((p = strchr(p, ' ')))
+			p++;
+	if (!p)
+		return false;
+	size_t o = 0;
+	while (*p && *p != ' ' && *p != '\n' && o < len - 1) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+			mp[o++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 4;
+		} else
+			mp[o++] = *p++;
+	}
+	mp[o] = '\0';
+	return o > 0 && o < len - 1;
+}
+
 static int own_proc(const char **step)
 {
+	/* Our mounts' peer groups: a copy of a mount that is only a slave here
+	 * (cryo itself in a container, or under `unshare -m` with slaves)
+	 * would be a slave of a mount CRIU cannot see, and CRIU refuses to
+	 * dump it ("has unreachable sharing"): such copies are made private. */
+	static char ours[1 << 18], theirs[1 << 18];
+	static char mp[PATH_MAX];
+	*step = "reading /proc/self/mountinfo";
+	if (read_mountinfo(ours, sizeof(ours)) < 0)
+		return -EIO;
 	*step = "unshare(CLONE_NEWNS)";
 	if (unshare(CLONE_NEWNS) < 0)
 		return -errno;
 	*step = "making its mounts slaves of ours";
 	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
 		return -errno;
+	*step = "reading /proc/self/mountinfo";
+	if (read_mountinfo(theirs, sizeof(theirs)) < 0)
+		return -EIO;
+	*step = "making private the mounts only slaves of ours";
+	for (char *line = theirs; line && *line;
+	     line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+		unsigned long master = mountinfo_tag(line, "master");
+		if (!master)
+			continue;
+		bool reachable = false;
+		for (const char *o = ours; o && *o && !reachable;
+		     o = strchr(o, '\n'), o = o ? o + 1 : NULL)
+			reachable = mountinfo_tag(o, "shared") == master;
+		if (!reachable && mountinfo_point(line, mp, sizeof(mp)) &&
+		    mount(NULL, mp, NULL, MS_PRIVATE, NULL) < 0)
+			return -errno;
+	}
 	*step = "mounting /proc";
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		return -errno;

@@ -114,10 +114,17 @@ start_serve() {
 }
 
 # start_in_a NAME ARGS...: cryo run on A.
+# With A_OWN_DISK=SIZE, cryo run runs in a mount namespace of its own where
+# $DATA is an empty tmpfs of SIZE: A's own disk there.
 start_in_a() {
-	local name=$1
+	local name=$1 disk=()
 	shift
-	nsenter --net="/run/netns/${NS}a" "$CRYO" run --state-dir "$A" --name "$name" "$@" \
+	if [ -n "${A_OWN_DISK:-}" ]; then
+		# shellcheck disable=SC2016  # the inner shell expands them
+		disk=(unshare --mount --propagation slave sh -ec
+			'mount -t tmpfs -o "size=$1" tmpfs "$2"; shift 2; exec "$@"' sh "$A_OWN_DISK" "$DATA")
+	fi
+	"${disk[@]}" nsenter --net="/run/netns/${NS}a" "$CRYO" run --state-dir "$A" --name "$name" "$@" \
 		>"$STATE/$name.out" 2>"$STATE/$name.err" </dev/null 3>&- &
 	track_supervisor "$!"
 }
@@ -450,14 +457,18 @@ rows_above() { [ "$(rows_printed "$1")" -gt "$2" ]; }
 
 # migrate_sqlite [OPTIONS...]: the SQLite program (WAL mode) moves to a target
 # that starts without its database while a client reads rows (cryo migrate
-# OPTIONS), and carries on there from where it was.
+# OPTIONS), and carries on there from where it was. A and B each have a disk
+# of their own mounted at $DATA, as two machines would: the program's mount
+# namespace is built again on B from B's mounts at the paths A had.
 migrate_sqlite() {
 	DATA=$STATE/data
 	mkdir "$DATA"
 	start_serve_own_disk 7077 64m
 	run on_b_disk ls -A "$DATA"
 	assert_output ""
-	start_sqlite sq 10.77.0.53 "$DATA/rows.db" wal
+	A_OWN_DISK=64m start_sqlite sq 10.77.0.53 "$DATA/rows.db" wal
+	# A's database is on A's disk only.
+	[ ! -e "$DATA/rows.db" ]
 	wait_for 30 count_at_least 20 '^row ' "$STATE/sq.out"
 	nsenter --net="/run/netns/${NS}c" timeout 60 python3 "$CRYO_TESTS/programs/rows-client.py" \
 		10.77.0.53 8005 0.01 5 >"$STATE/client.out" 2>&1 3>&- &
