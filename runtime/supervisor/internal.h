@@ -376,10 +376,11 @@ struct files_capture {
 
 /* A criu_glue_frozen_hook: copies each regular file the tree rooted at
  * fc->root holds open for writing without O_APPEND (but those fc->policy
- * leaves out: none with --files-copy none, none under a --files-skip path) into fc->images as
- * file-N.data (whole, or with fc->mem as said there the blocks changed),
- * and lists them in fc. -EFBIG (err names the file and --files-max) past
- * fc->max bytes (of the files' sizes, whatever is stored of them). */
+ * leaves out: all with --files-copy none, those under a --files-skip path)
+ * into fc->images as file-N.data (whole, or with fc->mem as said there the
+ * blocks changed), and lists them in fc. -EFBIG (err names the file and
+ * --files-max) past fc->max bytes (of the files' sizes, whatever is stored
+ * of them). */
 int files_capture(void *fc, struct cryo_error *err);
 void files_capture_clear(struct files_capture *fc);
 
