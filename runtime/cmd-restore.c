@@ -16,8 +16,10 @@ static void usage(FILE *f)
 {
 	fputs("usage: cryo restore [-d] [--state-dir DIR] [--generation G] [--restart POLICY]\n"
 	      "                    [--max-restarts N] [--keep N] [--every DURATION]\n"
-	      "                    [--zstd-level N] [--files-max SIZE] [--no-delta]\n"
-	      "                    [--dump-via memory|files] [--no-lazy-restore] [--verbose]\n"
+	      "                    [--zstd-level N] [--files-max SIZE]\n"
+	      "                    [--files-copy snapshot|none] [--files-skip PATH]...\n"
+	      "                    [--no-delta] [--dump-via memory|files] [--no-lazy-restore]\n"
+	      "                    [--verbose]\n"
 	      "                    [--net ADDR/PREFIX [--bridge BRIDGE] [--gateway ADDR]] NAME\n"
 	      "\n"
 	      "Resumes NAME from its newest intact image (or generation G) when no supervisor\n"
@@ -33,7 +35,8 @@ static void usage(FILE *f)
 	      "                       image's own (its address, bridge and gateway, if it\n"
 	      "                       had one); --bridge and --gateway go with it\n"
 	      "  --state-dir, --restart, --max-restarts, --keep, --every, --zstd-level,\n"
-	      "  --files-max, --no-delta, --dump-via, --no-lazy-restore, --verbose:\n"
+	      "  --files-max, --files-copy, --files-skip, --no-delta, --dump-via,\n"
+	      "  --no-lazy-restore, --verbose:\n"
 	      "                       as for cryo run (see cryo run --help)\n",
 	      f);
 }

@@ -387,6 +387,41 @@ static int offer_net(const struct manifest *offer, const struct migrate_limits *
 	return 0;
 }
 
+/* The offer's --files-skip paths: plain absolute paths, as cryo run takes
+ * them, no more than a supervisor keeps. */
+static int offer_files_skip(const struct manifest *offer, struct supervisor_config *cfg,
+                            struct cryo_error *err)
+{
+	cfg->n_files_skip = 0;
+	for (size_t i = 0; i < offer->n_entries; i++) {
+		if (strcmp(offer->keys[i], "set.files_skip") != 0)
+			continue;
+		/* A trailing '/' as cryo run takes it. */
+		const char *path = offer->values[i];
+		char bare[PATH_MAX];
+		size_t len = strnlen(path, PATH_MAX);
+		while (len > 1 && path[len - 1] == '/')
+			len--;
+		bool plain = len > 0 && len < PATH_MAX && path[0] == '/';
+		if (plain && len > 1) {
+			memcpy(bare, path, len);
+			bare[len] = '\0';
+			plain = migrate_held_path_plain(bare) == 0;
+		}
+		if (!plain)
+			return error_set(err, -EPROTO,
+			                 "the offer's set.files_skip '%.100s' is no plain absolute "
+			                 "path",
+			                 path);
+		if (cfg->n_files_skip == SUPERVISOR_FILES_SKIP_MAX)
+			return error_set(err, -E2BIG,
+			                 "the offer has more than %d set.files_skip lines",
+			                 SUPERVISOR_FILES_SKIP_MAX);
+		cfg->files_skip[cfg->n_files_skip++] = path;
+	}
+	return 0;
+}
+
 /* The files an offer says travel with the program: plain absolute paths,
  * no more in all than its own set.files_max. */
 struct held_sum {
@@ -451,7 +486,7 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 		                 cwd, PATH_MAX);
 
 	uint64_t policy, max_restarts, keep, every, level, incremental, lazy, via_memory, flag,
-	    files_max = 0;
+	    files_max = 0, files = FILES_SNAPSHOT;
 	int r = offer_u64(offer, "set.policy", RESTART_ON_FAILURE, 0, RESTART_NO, &policy, err);
 	if (r == 0)
 		r = offer_u64(offer, "set.max_restarts", 5, 0, OFFER_MAX_RESTARTS, &max_restarts,
@@ -471,6 +506,11 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 	if (r == 0)
 		r = offer_u64(offer, "set.files_max", SUPERVISOR_FILES_MAX_DEFAULT, 0, UINT64_MAX,
 		              &files_max, err);
+	if (r == 0)
+		r = offer_u64(offer, "set.files", FILES_SNAPSHOT, FILES_SNAPSHOT, FILES_NONE,
+		              &files, err);
+	if (r == 0)
+		r = offer_files_skip(offer, cfg, err);
 	if (r == 0)
 		r = offer_u64(offer, "set.incremental", 1, 0, 1, &incremental, err);
 	if (r == 0)
@@ -503,6 +543,7 @@ int migrate_check_offer(const struct manifest *offer, const struct migrate_limit
 	cfg->every_ns = every;
 	cfg->zstd_level = (int)level;
 	cfg->files_max = files_max;
+	cfg->files = (enum files_policy)files;
 	cfg->incremental = incremental;
 	cfg->lazy_restore = lazy;
 	cfg->dump_via_memory = via_memory;

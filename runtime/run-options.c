@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <getopt.h>
@@ -48,6 +49,46 @@ static int check_state_dir(struct workload_paths *p)
 	return 0;
 }
 
+/* Checks a --files-skip path: absolute, without '.', '..' or empty parts
+ * (a trailing '/' aside), and, if it exists, without a symbolic link on the
+ * way (the program's fds name files by the paths they lead to). Returns 0
+ * or -EINVAL after a logged error. */
+static int check_skip_path(const char *path)
+{
+	const char *way = "give an absolute path, e.g. /var/cache/app";
+	if (path[0] != '/') {
+		log_error("invalid --files-skip '%s': %s", path, way);
+		return -EINVAL;
+	}
+	size_t len = strlen(path);
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	for (const char *p = path + 1; p < path + len;) {
+		const char *e = memchr(p, '/', (size_t)(path + len - p));
+		size_t part = e ? (size_t)(e - p) : (size_t)(path + len - p);
+		if (part == 0 || (part == 1 && p[0] == '.') ||
+		    (part == 2 && p[0] == '.' && p[1] == '.')) {
+			log_error("invalid --files-skip '%s': a path without '.', '..' or empty "
+			          "parts; %s",
+			          path, way);
+			return -EINVAL;
+		}
+		p += part + 1;
+	}
+	char real[PATH_MAX];
+	if (len >= PATH_MAX) {
+		log_error("invalid --files-skip '%s': longer than %d bytes", path, PATH_MAX - 1);
+		return -EINVAL;
+	}
+	if (realpath(path, real) && (strlen(real) != len || memcmp(real, path, len) != 0)) {
+		log_error("invalid --files-skip '%s': it goes through a symbolic link; give the "
+		          "path it leads to, '%s'",
+		          path, real);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* The options of each verb: cryo restore has neither --name nor --fresh (the
  * name is its argument, resuming is what it does), and only it has
  * --generation. */
@@ -70,6 +111,8 @@ enum {
 	OPT_BRIDGE,
 	OPT_GATEWAY,
 	OPT_FILES_MAX,
+	OPT_FILES,
+	OPT_FILES_SKIP,
 };
 
 /* How the supervisor runs the workload: both verbs. */
@@ -83,6 +126,8 @@ enum {
 	{"every", required_argument, NULL, OPT_EVERY}, \
 	{"zstd-level", required_argument, NULL, OPT_LEVEL}, \
 	{"files-max", required_argument, NULL, OPT_FILES_MAX}, \
+	{"files-copy", required_argument, NULL, OPT_FILES}, \
+	{"files-skip", required_argument, NULL, OPT_FILES_SKIP}, \
 	{"dump-via", required_argument, NULL, OPT_DUMP_VIA}, \
 	{"no-delta", no_argument, NULL, OPT_NO_DELTA}, \
 	{"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY}, \
@@ -184,6 +229,29 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				          optarg);
 				return -EINVAL;
 			}
+			break;
+		case OPT_FILES:
+			if (!strcmp(optarg, "snapshot"))
+				o->cfg.files = FILES_SNAPSHOT;
+			else if (!strcmp(optarg, "none"))
+				o->cfg.files = FILES_NONE;
+			else {
+				log_error("invalid --files-copy '%s': use snapshot or none",
+				          optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_FILES_SKIP:
+			if (check_skip_path(optarg) < 0)
+				return -EINVAL;
+			if (o->cfg.n_files_skip == SUPERVISOR_FILES_SKIP_MAX) {
+				log_error(
+				    "too many --files-skip: at most %d; give a directory that "
+				    "holds them",
+				    SUPERVISOR_FILES_SKIP_MAX);
+				return -EINVAL;
+			}
+			o->cfg.files_skip[o->cfg.n_files_skip++] = optarg;
 			break;
 		case OPT_NO_DELTA: o->cfg.incremental = false; break;
 		case OPT_NO_LAZY: o->cfg.lazy_restore = false; break;

@@ -26,6 +26,15 @@ enum checkpoint_trigger {
 };
 
 #define SUPERVISOR_FILES_MAX_DEFAULT (UINT64_C(256) << 20)
+/* The most --files-skip paths. */
+#define SUPERVISOR_FILES_SKIP_MAX 16
+
+/* Which of the files the program holds open for writing a checkpoint copies
+ * (--files-copy; supervisor/files.c). */
+enum files_policy {
+	FILES_SNAPSHOT, /* each, but those under a files_skip path */
+	FILES_NONE,     /* none: CRIU's own rule, the same size at a restore */
+};
 
 struct supervisor_config {
 	const char *name;
@@ -39,6 +48,11 @@ struct supervisor_config {
 	/* The most bytes of files held open for writing a checkpoint copies
 	 * (--files-max; supervisor/files.c). */
 	uint64_t files_max;
+	enum files_policy files;
+	/* Files at or under these absolute paths are not copied
+	 * (--files-skip; pointing into argv or the offer). */
+	const char *files_skip[SUPERVISOR_FILES_SKIP_MAX];
+	size_t n_files_skip;
 	bool incremental;             /* store memory images as deltas when it pays */
 	bool dump_via_memory;         /* pages through cryo's page server, not files */
 	bool lazy_restore;            /* a whole generation's memory follows the restore */

@@ -209,6 +209,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	struct files_capture held = {.root = s->init_pid,
 	                             .images = images,
 	                             .max = cfg->files_max,
+	                             .policy = cfg,
 	                             .mem = cfg->incremental ? &s->held : NULL,
 	                             .base = base ? page_index_generation(base) : 0};
 	o.hook = (struct criu_glue_frozen_hook){files_capture, &held};

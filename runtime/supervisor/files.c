@@ -202,6 +202,20 @@ static int copy_changed(struct files_memory *mem, struct held_file *f, struct he
 	return 0;
 }
 
+/* Whether path is at or under one of the --files-skip paths of policy. */
+static bool skipped(const struct supervisor_config *policy, const char *path)
+{
+	for (size_t i = 0; policy && i < policy->n_files_skip; i++) {
+		const char *skip = policy->files_skip[i];
+		size_t len = strlen(skip);
+		while (len > 0 && skip[len - 1] == '/')
+			len--;
+		if (!strncmp(path, skip, len) && (path[len] == '\0' || path[len] == '/'))
+			return true;
+	}
+	return false;
+}
+
 /* Adds the file proc (a /proc/PID/fd/N or /proc/PID/map_files/A-B link)
  * names if it is a file to copy and not added yet. */
 static int capture_file(struct files_capture *fc, const char *proc, struct cryo_error *err)
@@ -223,6 +237,8 @@ static int capture_file(struct files_capture *fc, const char *proc, struct cryo_
 	 * another file, or none): criu-glue keeps it (remap.c). */
 	struct stat now;
 	if (stat(path, &now) < 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino)
+		return 0;
+	if (skipped(fc->policy, path))
 		return 0;
 	if (path[0] != '/' || strchr(path, '\n'))
 		return error_set(err, -EINVAL,
@@ -317,6 +333,8 @@ static int capture_maps(struct files_capture *fc, pid_t pid, struct cryo_error *
 int files_capture(void *data, struct cryo_error *err)
 {
 	struct files_capture *fc = data;
+	if (fc->policy && fc->policy->files == FILES_NONE)
+		return 0;
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n_pids = 0;
 	int r = util_proc_tree(fc->root, &pids, &n_pids);

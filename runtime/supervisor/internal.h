@@ -360,6 +360,8 @@ struct files_capture {
 	pid_t root;         /* the tree's root */
 	const char *images; /* the dump's directory: file-N.data go there; NULL: listed only */
 	uint64_t max;       /* the most bytes copied in all (--files-max) */
+	/* Its --files-copy and --files-skip; NULL: every file. */
+	const struct supervisor_config *policy;
 	struct held_file *files;
 	size_t n;
 	uint64_t total;
@@ -373,10 +375,12 @@ struct files_capture {
 };
 
 /* A criu_glue_frozen_hook: copies each regular file the tree rooted at
- * fc->root holds open for writing without O_APPEND into fc->images as
- * file-N.data (whole, or with fc->mem as said there the blocks changed),
- * and lists them in fc. -EFBIG (err names the file and --files-max) past
- * fc->max bytes (of the files' sizes, whatever is stored of them). */
+ * fc->root holds open for writing without O_APPEND (but those fc->policy
+ * leaves out: all with --files-copy none, those under a --files-skip path)
+ * into fc->images as file-N.data (whole, or with fc->mem as said there the
+ * blocks changed), and lists them in fc. -EFBIG (err names the file and
+ * --files-max) past fc->max bytes (of the files' sizes, whatever is stored
+ * of them). */
 int files_capture(void *fc, struct cryo_error *err);
 void files_capture_clear(struct files_capture *fc);
 

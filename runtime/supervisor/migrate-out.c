@@ -113,6 +113,9 @@ static void add_settings(const struct supervisor_config *cfg, struct manifest *m
 	manifest_addf(m, "set.every_ns", "%" PRIu64, cfg->every_ns);
 	manifest_addf(m, "set.zstd_level", "%d", cfg->zstd_level);
 	manifest_addf(m, "set.files_max", "%" PRIu64, cfg->files_max);
+	manifest_addf(m, "set.files", "%d", (int)cfg->files);
+	for (size_t i = 0; i < cfg->n_files_skip; i++)
+		manifest_addf(m, "set.files_skip", "%s", cfg->files_skip[i]);
 	manifest_addf(m, "set.incremental", "%d", cfg->incremental);
 	manifest_addf(m, "set.lazy_restore", "%d", cfg->lazy_restore);
 	manifest_addf(m, "set.dump_via_memory", "%d", cfg->dump_via_memory);
@@ -341,7 +344,8 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	struct delta_dir dd = {0};
 	/* The files it holds open for writing: listed before the offer,
 	 * copied while it is frozen. */
-	struct files_capture listed = {.max = cfg->files_max}, held = {.max = cfg->files_max};
+	struct files_capture listed = {.max = cfg->files_max, .policy = cfg},
+	                     held = {.max = cfg->files_max, .policy = cfg};
 	int r;
 
 	if (!s->running) {

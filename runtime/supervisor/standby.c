@@ -243,7 +243,17 @@ int restore_dir(struct supervisor *s, const char *dir, const struct manifest *m,
 		close_fd(&s->stdout_r);
 		close_fd(&s->stderr_r);
 		close_fd(&s->control);
-		return error_set(err, r, "%s", cerr.msg);
+		error_set(err, r, "%s", cerr.msg);
+		/* CRIU's own rule for a file cryo left to it. */
+		if (strstr(cerr.msg, "has bad size") &&
+		    (cfg->files == FILES_NONE || cfg->n_files_skip > 0))
+			error_append(
+			    err, r,
+			    "a file the program writes changed size since the checkpoint, "
+			    "and cryo did not copy it (--files-copy none or --files-skip), so "
+			    "CRIU refuses it: put the file back as it was, or run the "
+			    "program with --files-copy snapshot to have it copied");
+		return r;
 	}
 	/* The program's view changed with the host's: say so once. */
 	if (gone_mounts)

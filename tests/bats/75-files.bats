@@ -190,6 +190,80 @@ file_bigger_than() {
 	stop_workload sf
 }
 
+# ---- which files a checkpoint copies: --files-copy, --files-skip ----
+
+@test "--files-copy none: no file is copied; a restore after it changed size fails as CRIU's rule says, in one line with the way out" {
+	start_cryo sf --files-copy none -- python3 "$PROGRAMS/state-writer.py" inplace "$STATE/state"
+	wait_for 30 count_at_least 10 '^step ' "$STATE/sf.out"
+	run "$CRYO" checkpoint sf
+	assert_success
+	run "$CRYO" inspect sf
+	assert_success
+	refute_output --partial "files copied with it"
+	run sh -c "'$CRYO' inspect --json sf | jq -c .held_files"
+	assert_output '[]'
+	# The file grows at each step: CRIU refuses it at the restore.
+	n=$(count_lines '^step ' "$STATE/sf.out")
+	wait_for 30 count_at_least $((n + 10)) '^step ' "$STATE/sf.out"
+	run "$CRYO" kill sf
+	assert_success
+	wait_supervisor "$LAST_SUPERVISOR" 60
+	[ "$status" -ne 0 ]
+	run grep "cannot restore generation 1 of 'sf':" "$STATE/sf.err"
+	assert_output --regexp "has bad size .*cryo did not copy it \(--files-copy none or --files-skip\).*--files-copy snapshot"
+	assert_equal "$(echo "$output" | wc -l)" 1
+	run grep -c "no generation of 'sf' could be restored; giving up" "$STATE/sf.err"
+	assert_output 1
+	# Nothing is lost: the generation stays for a restore with the file
+	# as it was.
+	run "$CRYO" images sf
+	assert_line --regexp '^1 '
+}
+
+@test "--files-skip DIR: a file under DIR is not copied and others are; a restore puts back only those copied" {
+	mkdir "$STATE/cache"
+	start_cryo hf --files-skip "$STATE/cache/" -- "$PROGRAMS/hold-files.py" \
+		"$STATE/cache/scratch" "$STATE/cache-not" "$STATE/data"
+	wait_for 30 count_at_least 1 '^holding 3 files' "$STATE/hf.out"
+	run "$CRYO" checkpoint hf
+	assert_success
+	run sh -c "'$CRYO' inspect --json hf | jq -r '.held_files[].path' | sort"
+	assert_success
+	assert_output "$(printf '%s\n' "$STATE/cache-not" "$STATE/data")"
+	# After the checkpoint the copied file grows, and the skipped one is
+	# rewritten at its size (which CRIU takes).
+	cp "$STATE/data" "$STATE/data.ref"
+	echo more >>"$STATE/data"
+	printf changed | dd of="$STATE/cache/scratch" conv=notrunc status=none
+	cp "$STATE/cache/scratch" "$STATE/scratch.ref"
+	run "$CRYO" kill hf
+	assert_success
+	wait_for 30 count_at_least 1 "restored 'hf' from generation 1" "$STATE/hf.err"
+	cmp "$STATE/data" "$STATE/data.ref"
+	cmp "$STATE/cache/scratch" "$STATE/scratch.ref"
+	stop_workload hf
+}
+
+@test "bad --files-copy and --files-skip values are refused in one line naming the option and the way out" {
+	run "$CRYO" run --files-copy check -- true
+	assert_failure 2
+	assert_output "cryo: invalid --files-copy 'check': use snapshot or none"
+	run "$CRYO" restore --files-copy all nothing
+	assert_failure 2
+	assert_output "cryo: invalid --files-copy 'all': use snapshot or none"
+	run "$CRYO" run --files-skip cache -- true
+	assert_failure 2
+	assert_output "cryo: invalid --files-skip 'cache': give an absolute path, e.g. /var/cache/app"
+	run "$CRYO" run --files-skip "$STATE/../etc" -- true
+	assert_failure 2
+	assert_output --partial "cryo: invalid --files-skip '$STATE/../etc': a path without '.', '..' or empty parts"
+	mkdir "$STATE/real"
+	ln -s "$STATE/real" "$STATE/link"
+	run "$CRYO" run --files-skip "$STATE/link/" -- true
+	assert_failure 2
+	assert_output "cryo: invalid --files-skip '$STATE/link/': it goes through a symbolic link; give the path it leads to, '$STATE/real'"
+}
+
 # ---- held files stored as the blocks changed since the generation before ----
 
 # block_cmd NAME N CMD: has block-writer.py (workload NAME, its file

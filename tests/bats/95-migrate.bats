@@ -400,6 +400,27 @@ br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a
 	alive "$(b_pid counter)"
 }
 
+@test "migrate: --files-skip travels with the program: the skipped file is not carried, and the target's checkpoints leave it out too" {
+	local data=$STATE/data
+	mkdir -p "$data/cache"
+	start_in_a hf --files-skip "$data/cache" -- "$CRYO_TESTS/programs/hold-files.py" \
+		"$data/cache/scratch" "$data/db"
+	wait_for 10 grep -q '^holding 2 files' "$STATE/hf.out"
+	run migrate hf
+	assert_success
+	wait_for 20 alive "$(b_pid hf)"
+	run sh -c "'$CRYO' inspect --state-dir '$B' --json hf | jq -r '.held_files[].path'"
+	assert_success
+	assert_output "$data/db"
+	run "$CRYO" checkpoint --state-dir "$B" hf
+	assert_success
+	run sh -c "'$CRYO' inspect --state-dir '$B' --json hf | jq -r '.manifest.generation, .held_files[].path'"
+	assert_success
+	assert_line --index 1 "$data/db"
+	assert_equal "${#lines[@]}" 2
+	[ "${lines[0]}" -gt 1 ]
+}
+
 @test "migrate: a program holding a file unlinked while open with another hard link moves with what the file held; no link_remap left" {
 	local dir=$STATE/files
 	mkdir "$dir"

@@ -170,6 +170,46 @@ static void test_run_options(void)
 	CHECK(parse(false, &o, "--files-max", "0", "--", "prog", NULL) == 0 &&
 	      o.cfg.files_max == 0);
 	CHECK(parse(false, &o, "--files-max", "lots", NULL) == -EINVAL);
+	/* --files-copy: snapshot by default; --files-skip: absolute paths
+	 * without '.', '..', empty parts or a symbolic link on the way. */
+	CHECK(parse(false, &o, "--", "prog", NULL) == 0 && o.cfg.files == FILES_SNAPSHOT &&
+	      o.cfg.n_files_skip == 0);
+	CHECK(parse(true, &o, "--files-copy", "none", NULL) == 0 && o.cfg.files == FILES_NONE);
+	CHECK(parse(false, &o, "--files-copy", "none", "--files-copy", "snapshot", "--", "prog",
+	            NULL) == 0 &&
+	      o.cfg.files == FILES_SNAPSHOT);
+	CHECK(parse(false, &o, "--files-copy", "check", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--files-skip", "/srv/cache/", "--files-skip", "/no/such/dir", "--",
+	            "prog", NULL) == 0 &&
+	      o.cfg.n_files_skip == 2 && !strcmp(o.cfg.files_skip[0], "/srv/cache/") &&
+	      !strcmp(o.cfg.files_skip[1], "/no/such/dir"));
+	CHECK(parse(true, &o, "--files-skip", "/", NULL) == 0 && o.cfg.n_files_skip == 1);
+	CHECK(parse(false, &o, "--files-skip", "cache", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--files-skip", "/srv/../etc", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--files-skip", "/srv//cache", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--files-skip", "/srv/./cache", NULL) == -EINVAL);
+	{
+		char dir[] = "/tmp/cryo-test-skip-XXXXXX", link[64];
+		CHECK(mkdtemp(dir) != NULL);
+		snprintf(link, sizeof(link), "%s/link", dir);
+		CHECK(symlink(dir, link) == 0);
+		CHECK(parse(false, &o, "--files-skip", link, NULL) == -EINVAL);
+		CHECK(parse(false, &o, "--files-skip", dir, "--", "prog", NULL) == 0);
+		unlink(link);
+		rmdir(dir);
+	}
+	{
+		const char *args[2 * SUPERVISOR_FILES_SKIP_MAX + 4] = {0};
+		size_t k = 0;
+		args[k++] = "run";
+		for (int i = 0; i <= SUPERVISOR_FILES_SKIP_MAX; i++) {
+			args[k++] = "--files-skip";
+			args[k++] = "/srv";
+		}
+		CHECK(run_parse_options((int)k, (char **)args, false, &o) == -EINVAL);
+		CHECK(run_parse_options((int)k - 2, (char **)args, false, &o) == 0 &&
+		      o.cfg.n_files_skip == SUPERVISOR_FILES_SKIP_MAX);
+	}
 	CHECK(parse(false, &o, "--bridge", "br0", NULL) == -EINVAL); /* without --net */
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "fd00::1", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "10.0.0.1", "--bridge", "br0",
@@ -403,7 +443,14 @@ static void test_offer_checks(void)
 	      cfg.every_ns == UINT64_C(30000000000) && cfg.zstd_level == 3 && cfg.incremental &&
 	      cfg.files_max == SUPERVISOR_FILES_MAX_DEFAULT && !cfg.lazy_restore &&
 	      cfg.dump_via_memory && cfg.net == &net && !strcmp(net.bridge, "br0") &&
-	      net.prefix == 24);
+	      net.prefix == 24 && cfg.files == FILES_SNAPSHOT && cfg.n_files_skip == 0);
+	/* The file policy travels: --files-copy none, --files-skip paths. */
+	CHECK(check_offer(&lim, "set.files", "1", &cfg, &net, &err) == 0 &&
+	      cfg.files == FILES_NONE);
+	CHECK(check_offer(&lim, "set.files_skip", "/srv/cache/", &cfg, &net, &err) == 0 &&
+	      cfg.n_files_skip == 1);
+	CHECK(check_offer(&lim, "set.files_skip", "/", &cfg, &net, &err) == 0 &&
+	      cfg.n_files_skip == 1);
 	/* Without an address the workload is not given one. */
 	CHECK(check_offer(&lim, "net.addr", NULL, &cfg, &net, &err) == -EPROTO &&
 	      strstr(err.msg, "net.gateway but no net.addr"));
@@ -433,6 +480,10 @@ static void test_offer_checks(void)
 	    {"set.incremental", "2", "set.incremental '2' is out of range"},
 	    {"set.lazy_restore", "yes", "set.lazy_restore 'yes' is out of range"},
 	    {"set.dump_via_memory", "7", "set.dump_via_memory '7' is out of range"},
+	    {"set.files", "2", "set.files '2' is out of range: this target takes 0 to 1"},
+	    {"set.files_skip", "srv", "set.files_skip 'srv' is no plain absolute path"},
+	    {"set.files_skip", "/srv/../etc", "set.files_skip '/srv/../etc' is no plain"},
+	    {"set.files_skip", "", "set.files_skip '' is no plain absolute path"},
 	    {"precopy", "2", "precopy '2' is out of range"},
 	    {"raw_estimate", "18446744073709551615",
 	     "raw_estimate '18446744073709551615' is out "
