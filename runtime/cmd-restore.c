@@ -18,6 +18,7 @@ static void usage(FILE *f)
 	      "                    [--max-restarts N] [--keep N] [--every DURATION]\n"
 	      "                    [--zstd-level N] [--files-max SIZE] [--no-delta]\n"
 	      "                    [--dump-via memory|files] [--no-lazy-restore] [--verbose]\n"
+	      "                    [--store s3://BUCKET/PREFIX]\n"
 	      "                    [--net ADDR/PREFIX [--bridge BRIDGE] [--gateway ADDR]] NAME\n"
 	      "\n"
 	      "Resumes NAME from its newest intact image (or generation G) when no supervisor\n"
@@ -33,7 +34,7 @@ static void usage(FILE *f)
 	      "                       image's own (its address, bridge and gateway, if it\n"
 	      "                       had one); --bridge and --gateway go with it\n"
 	      "  --state-dir, --restart, --max-restarts, --keep, --every, --zstd-level,\n"
-	      "  --files-max, --no-delta, --dump-via, --no-lazy-restore, --verbose:\n"
+	      "  --files-max, --no-delta, --dump-via, --no-lazy-restore, --verbose, --store:\n"
 	      "                       as for cryo run (see cryo run --help)\n",
 	      f);
 }
