@@ -4,6 +4,7 @@
  * status). */
 #pragma once
 
+#include "error.h"
 #include "s3.h"
 
 #include <stdbool.h>
@@ -43,7 +44,7 @@ struct store_record {
 	int64_t time; /* of its last pass, CLOCK_REALTIME seconds */
 	uint64_t *gens, *sizes;
 	size_t n;
-	char error[768]; /* empty: the last pass succeeded */
+	char error[CRYO_ERROR_MAX + 128]; /* empty: the last pass succeeded */
 	int64_t error_since;
 };
 
