@@ -47,9 +47,10 @@ env_s3() {
 	. "$REMOTE_DIR/swift/env"
 }
 
-# The generations the store holds under PREFIX, one number a line.
+# The generations the store holds under PREFIX, one number a line (not
+# the owner mark).
 remote_gens() {
-	"$TOOL" s3 ls "$BUCKET" "$1/" | sed -E 's|^.*/gen-0*([0-9]+)\.cryo .*$|\1|'
+	"$TOOL" s3 ls "$BUCKET" "$1/" | sed -nE 's|^.*/gen-0*([0-9]+)\.cryo .*$|\1|p'
 }
 
 # The generations on this machine of workload NAME, one number a line.
@@ -158,4 +159,34 @@ same_bytes() {
 	assert_output --regexp "^cryo: invalid --store 's3://cryo-store/five': .*AWS_SECRET_ACCESS_KEY"
 	[ "${#lines[@]}" -eq 1 ]
 	[ ! -e "$STATE/t" ] || [ -z "$(local_gens t)" ]
+}
+
+@test "store: another machine's workload of the same name and prefix puts and deletes nothing there" {
+	start_cryo t --store "s3://$BUCKET/six" -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	for _ in 1 2; do
+		run "$CRYO" checkpoint t
+		assert_success
+	done
+	wait_for 30 remote_count_is six/t 2
+	# Another machine: another state directory, the same name and store,
+	# and a --keep that would prune the first one's generations there.
+	local other=$STATE/other
+	mkdir -m 700 "$other"
+	"$CRYO" run --state-dir "$other" --name t --keep 1 --store "s3://$BUCKET/six" -- "$TICKER" \
+		>"$STATE/other.out" 2>"$STATE/other.err" </dev/null &
+	track_supervisor "$!"
+	wait_for 30 test -s "$other/t/pid"
+	for _ in 1 2 3; do
+		run "$CRYO" checkpoint --state-dir "$other" t
+		assert_success
+	done
+	wait_for 30 sh -c "'$CRYO' status --state-dir '$other' t | grep -q 'holds another workload.s generations'"
+	remote_count_is six/t 2
+	same_bytes t six/t
+	# The first one goes on uploading there.
+	run "$CRYO" checkpoint t
+	assert_success
+	wait_for 30 remote_count_is six/t 3
+	same_bytes t six/t
 }
