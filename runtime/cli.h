@@ -4,6 +4,7 @@
 
 #include "json.h"
 #include "manifest.h"
+#include "store-url.h"
 #include "supervisor.h"
 #include "workload.h"
 
@@ -57,7 +58,8 @@ int cli_workload(const char *state_dir_opt, const char *name, struct workload_pa
 /* cryo run's and cryo restore's options. */
 struct run_options {
 	struct supervisor_config cfg;
-	struct net_config net; /* cfg.net points here with --net */
+	struct net_config net;     /* cfg.net points here with --net */
+	struct store_config store; /* cfg.store points here with --store */
 	const char *name;
 	const char *state_dir;
 	bool fresh;

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "cleanup.h"
 #include "log.h"
+#include "store-url.h"
 #include "store.h"
 #include "util.h"
 
@@ -19,10 +20,30 @@ static void usage(FILE *f)
 {
 	fputs("usage: cryo images [--state-dir DIR] [--json] [--no-verify] NAME\n"
 	      "\n"
-	      "Lists NAME's stored generations with their time, size, trigger (program,\n"
-	      "command, timer, stop, migrate) and whether each verifies (every checksum, and\n"
-	      "what its manifest says: what a restore checks before it takes a generation).\n",
+	      "Lists NAME's stored generations with their time, size, where they are\n"
+	      "(local, remote: in the --store, or both, as the supervisor last saw the\n"
+	      "store), trigger (program, command, timer, stop, migrate) and whether each\n"
+	      "verifies (every checksum, and what its manifest says: what a restore checks\n"
+	      "before it takes a generation).\n",
 	      f);
+}
+
+/* A generation the store holds and this machine does not: only what the
+ * supervisor recorded of it. */
+static void remote_row(uint64_t gen, uint64_t size, struct json_object *rows)
+{
+	char sz[32];
+	if (rows) {
+		struct json_object *o = json_object_new_object();
+		cryo_json_add(o, "generation", json_object_new_uint64(gen));
+		cryo_json_add(o, "size", json_object_new_uint64(size));
+		cryo_json_add(o, "stored", json_object_new_string("remote"));
+		json_object_array_add(rows, o);
+	} else {
+		printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-8s %s\n", gen, "?",
+		       util_format_bytes(size, sz, sizeof(sz)), "?", "remote", "?",
+		       "not checked (not here)");
+	}
 }
 
 static int images_option(int c, const char *arg, void *ctx)
@@ -57,12 +78,23 @@ int cmd_images(int argc, char **argv)
 		log_error("cannot read '%s': %s", p.dir, strerror(-r));
 		return 1;
 	}
+	/* What the supervisor recorded of the store (--store): read, not
+	 * asked of the store, so that this needs neither the store nor its
+	 * credentials, and answers at once. */
+	struct store_record rec;
+	bool have_rec = store_record_read(p.dir, &rec) == 0;
+	size_t ri = 0; /* the next of rec's generations to show */
 	_cleanup_json_ struct json_object *rows = json ? json_object_new_array() : NULL;
 	if (!json)
-		printf("%-6s %-20s %-10s %-10s %-8s %s\n", "GEN", "TIME", "SIZE", "RAW", "TRIGGER",
-		       "VERIFIES");
+		printf("%-6s %-20s %-10s %-10s %-7s %-8s %s\n", "GEN", "TIME", "SIZE", "RAW",
+		       "STORED", "TRIGGER", "VERIFIES");
 	size_t shown = 0;
 	for (size_t i = 0; i < n; i++) {
+		for (; have_rec && ri < rec.n && rec.gens[ri] <= gens[i]; ri++)
+			if (rec.gens[ri] < gens[i]) {
+				remote_row(rec.gens[ri], rec.sizes[ri], rows);
+				shown++;
+			}
 		char path[4200], when[32] = "?", size[32], raw[32];
 		image_store_path(p.dir, gens[i], path, sizeof(path));
 		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -96,12 +128,15 @@ int cmd_images(int argc, char **argv)
 		const char *trigger =
 		    m && manifest_get(m, "trigger") ? manifest_get(m, "trigger") : "?";
 		const char *verdict = !verify ? "not checked" : r == 0 ? "yes" : "NO";
+		const char *stored =
+		    have_rec && store_record_has(&rec, gens[i], NULL) ? "both" : "local";
 		if (json) {
 			struct json_object *o = json_object_new_object();
 			cryo_json_add(o, "generation", json_object_new_uint64(gens[i]));
 			cryo_json_add(o, "time", json_object_new_int64(t));
 			cryo_json_add(o, "size", json_object_new_int64(st.st_size));
 			cryo_json_add(o, "raw_size", json_object_new_uint64(raw_bytes));
+			cryo_json_add(o, "stored", json_object_new_string(stored));
 			cryo_json_add(o, "trigger", json_object_new_string(trigger));
 			cryo_json_add(o, "verified",
 			              verify ? json_object_new_boolean(r == 0) : NULL);
@@ -112,14 +147,18 @@ int cmd_images(int argc, char **argv)
 				cryo_json_add(o, "held_files", cli_held_json(m));
 			json_object_array_add(rows, o);
 		} else {
-			printf("%-6" PRIu64 " %-20s %-10s %-10s %-8s %s%s%s\n", gens[i], when,
+			printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-8s %s%s%s\n", gens[i], when,
 			       util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
-			       m ? util_format_bytes(raw_bytes, raw, sizeof(raw)) : "?", trigger,
-			       verdict, r < 0 ? ": " : "", r < 0 ? err.msg : "");
+			       m ? util_format_bytes(raw_bytes, raw, sizeof(raw)) : "?", stored,
+			       trigger, verdict, r < 0 ? ": " : "", r < 0 ? err.msg : "");
 		}
 		manifest_free(m);
 		shown++;
 	}
+	for (; have_rec && ri < rec.n; ri++, shown++)
+		remote_row(rec.gens[ri], rec.sizes[ri], rows); /* newer than any here */
+	if (have_rec)
+		store_record_clear(&rec);
 	if (json)
 		printf("%s\n", cryo_json_text(rows));
 	else if (shown == 0)

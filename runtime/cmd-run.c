@@ -26,6 +26,7 @@ static void usage(FILE *f)
 	    "                [--zstd-level N] [--files-max SIZE]\n"
 	    "                [--files-copy snapshot|none] [--files-skip PATH]... [--no-delta]\n"
 	    "                [--dump-via memory|files] [--no-lazy-restore] [--verbose]\n"
+	    "                [--store s3://BUCKET/PREFIX]\n"
 	    "                [--net ADDR/PREFIX [--bridge BRIDGE] [--gateway ADDR]]\n"
 	    "                -- PROG [ARGS...]\n"
 	    "\n"
@@ -83,6 +84,13 @@ static void usage(FILE *f)
 	    "                       IPv6: through fe80::1 on the host end, forwarding as the\n"
 	    "                       host has it)\n"
 	    "  --gateway ADDR       PROG's default route (bridge mode; routed mode uses the host)\n"
+	    "  --store s3://BUCKET/PREFIX\n"
+	    "                       also copy every generation, once durable here, to this\n"
+	    "                       S3-compatible store as PREFIX/NAME/gen-N.cryo, in the\n"
+	    "                       background (retried while the store is down; pruned\n"
+	    "                       with --keep); endpoint and credentials from\n"
+	    "                       AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,\n"
+	    "                       AWS_SECRET_ACCESS_KEY or /etc/cryo/s3.conf\n"
 	    "  --verbose            also report periodic checkpoints\n",
 	    f);
 }

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "cleanup.h"
 #include "log.h"
+#include "store-url.h"
 #include "store.h"
 #include "util.h"
 
@@ -22,7 +23,9 @@ static void usage(FILE *f)
 	      "Shows each workload (or NAME) with its state (starting, running,\n"
 	      "checkpointing, restoring, migrating, migrated, stopped, failed), the\n"
 	      "program's host PID, its restarts and its last checkpoint (for a migrated\n"
-	      "workload, where it moved to).\n",
+	      "workload, where it moved to); with --store, on a line of its own, the newest\n"
+	      "generation in the store against the newest here, and why the store is\n"
+	      "behind.\n",
 	      f);
 }
 
@@ -32,7 +35,32 @@ struct row {
 	long long pid, supervisor_pid, restarts, generation;
 	long long last_gen, last_time, last_size, last_frozen_us;
 	char moved_to[128];
+	/* --store: what the supervisor's uploader recorded. */
+	bool store;
+	struct store_record rec;
+	long long newest_local, uploaded, behind;
 };
+
+/* How far the store's copy lags: the newest local generation it holds, and
+ * how many local generations are newer. */
+static void store_lag(const struct workload_paths *p, struct row *row)
+{
+	if (store_record_read(p->dir, &row->rec) < 0)
+		return;
+	row->store = true;
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	if (image_store_list(p->dir, &gens, &n) < 0)
+		n = 0;
+	row->newest_local = n ? (long long)gens[n - 1] : 0;
+	for (size_t i = 0; i < n; i++) {
+		if (store_record_has(&row->rec, gens[i], NULL))
+			row->uploaded = (long long)gens[i];
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((long long)gens[i] > row->uploaded)
+			row->behind++;
+}
 
 /* A workload without a supervisor: what its newest image says. */
 static void from_images(const struct workload_paths *p, struct row *row)
@@ -63,6 +91,7 @@ static int collect(const char *state_dir, const char *name, struct row *row)
 	struct workload_paths p;
 	if (workload_paths_init(&p, state_dir, name) < 0)
 		return -EINVAL;
+	store_record_clear(&row->rec);
 	memset(row, 0, sizeof(*row));
 	snprintf(row->name, sizeof(row->name), "%s", name);
 	row->last_gen = -1;
@@ -107,6 +136,7 @@ static int collect(const char *state_dir, const char *name, struct row *row)
 				row->generation = img.generation;
 		}
 	}
+	store_lag(&p, row);
 	return 0;
 }
 
@@ -130,6 +160,18 @@ static struct json_object *row_json(const struct row *r)
 	cryo_json_add(o, "last_checkpoint", last);
 	if (r->moved_to[0])
 		cryo_json_add(o, "moved_to", json_object_new_string(r->moved_to));
+	if (r->store) {
+		struct json_object *st = json_object_new_object();
+		cryo_json_add(st, "url", json_object_new_string(r->rec.url));
+		cryo_json_add(st, "uploaded", json_object_new_int64(r->uploaded));
+		cryo_json_add(st, "newest_local", json_object_new_int64(r->newest_local));
+		cryo_json_add(st, "behind", json_object_new_int64(r->behind));
+		cryo_json_add(st, "checked", json_object_new_int64(r->rec.time));
+		cryo_json_add(st, "error",
+		              r->rec.error[0] ? json_object_new_string(r->rec.error) : NULL);
+		cryo_json_add(st, "failing_since", json_object_new_int64(r->rec.error_since));
+		cryo_json_add(o, "store", st);
+	}
 	return o;
 }
 
@@ -149,6 +191,18 @@ static void print_row(const struct row *r)
 	if (r->moved_to[0])
 		snprintf(last, sizeof(last), "moved to %s", r->moved_to);
 	printf("%-20s %-13s %-8s %-8lld %s\n", r->name, r->state, pid, r->restarts, last);
+	if (!r->store)
+		return;
+	long long since = r->rec.error_since ? (long long)time(NULL) - r->rec.error_since : 0;
+	if (r->behind)
+		printf("  store %s: %lld generation%s behind (newest here %lld, in the store %lld)",
+		       r->rec.url, r->behind, r->behind == 1 ? "" : "s", r->newest_local,
+		       r->uploaded);
+	else
+		printf("  store %s: up to date (generation %lld)", r->rec.url, r->uploaded);
+	if (r->rec.error[0])
+		printf("; failing for %llds: %s", since < 0 ? 0 : since, r->rec.error);
+	printf("\n");
 }
 
 int cmd_status(int argc, char **argv)
@@ -174,6 +228,7 @@ int cmd_status(int argc, char **argv)
 			log_error("no workload '%s' in '%s' (see cryo status)", name, state_dir);
 			return 1;
 		}
+		memset(&row, 0, sizeof(row));
 		collect(state_dir, name, &row);
 		if (json) {
 			_cleanup_json_ struct json_object *o = row_json(&row);
@@ -183,6 +238,7 @@ int cmd_status(int argc, char **argv)
 			       "LAST CHECKPOINT");
 			print_row(&row);
 		}
+		store_record_clear(&row.rec);
 		return 0;
 	}
 	_cleanup_closedir_ DIR *d = opendir(state_dir);
@@ -195,6 +251,7 @@ int cmd_status(int argc, char **argv)
 		printf("%-20s %-13s %-8s %-8s %s\n", "NAME", "STATE", "PID", "RESTARTS",
 		       "LAST CHECKPOINT");
 	struct dirent *de;
+	memset(&row, 0, sizeof(row));
 	while (d && (de = readdir(d))) {
 		if (!util_name_is_valid(de->d_name) || de->d_type != DT_DIR)
 			continue;
@@ -205,6 +262,7 @@ int cmd_status(int argc, char **argv)
 		else
 			print_row(&row);
 	}
+	store_record_clear(&row.rec);
 	if (json)
 		printf("%s\n", cryo_json_text(rows));
 	return 0;

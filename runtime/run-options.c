@@ -2,6 +2,7 @@
  * them: shared by the two verbs, in the runtime library so that unit tests
  * reach the parser. */
 #include "cli.h"
+#include "error.h"
 #include "log.h"
 #include "util.h"
 
@@ -113,6 +114,7 @@ enum {
 	OPT_FILES_MAX,
 	OPT_FILES,
 	OPT_FILES_SKIP,
+	OPT_STORE,
 };
 
 /* How the supervisor runs the workload: both verbs. */
@@ -128,6 +130,7 @@ enum {
 	{"files-max", required_argument, NULL, OPT_FILES_MAX}, \
 	{"files-copy", required_argument, NULL, OPT_FILES}, \
 	{"files-skip", required_argument, NULL, OPT_FILES_SKIP}, \
+	{"store", required_argument, NULL, OPT_STORE}, \
 	{"dump-via", required_argument, NULL, OPT_DUMP_VIA}, \
 	{"no-delta", no_argument, NULL, OPT_NO_DELTA}, \
 	{"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY}, \
@@ -297,6 +300,23 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				return -EINVAL;
 			}
 			break;
+		case OPT_STORE: {
+			/* Endpoint and credentials from the environment or the
+			 * root-only file, never from here; read now, so that a
+			 * missing one stops cryo run before anything starts. */
+			struct cryo_error err = {{0}};
+			if (store_parse_url(optarg, &o->store, &err) < 0 ||
+			    s3_config_load(&o->store.s3, NULL, &err) < 0) {
+				log_error("invalid --store '%s': %s", optarg, err.msg);
+				return -EINVAL;
+			}
+			/* A store that does not answer holds an upload back this
+			 * long at most, then it is tried again. */
+			o->store.s3.request_ms = 10000;
+			o->store.s3.low_speed_s = 10;
+			o->cfg.store = &o->store;
+			break;
+		}
 		case OPT_VERBOSE: log_verbose = true; break;
 		case 'd': o->detach = true; break;
 		case OPT_HELP: o->help = true; return 0;

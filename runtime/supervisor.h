@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 struct incoming;
+struct store_config;
 #include <stdint.h>
 
 enum restart_policy {
@@ -65,6 +66,9 @@ struct supervisor_config {
 	/* cryo run -d: a byte goes down this pipe (its write end, > 2; 0 for
 	 * none) once the program runs, and it is closed. */
 	int ready_fd;
+	/* --store s3://BUCKET/PREFIX: every generation is copied there in the
+	 * background (supervisor/upload.c); NULL for none. */
+	const struct store_config *store;
 };
 
 /* Runs the workload until it ends for good. Returns the exit status for

@@ -368,6 +368,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		          " of '%s' is stored, but older generations could not "
 		          "be pruned: %s",
 		          gen, cfg->name, strerror(-r));
+	upload_wake(s);
 	r = 0;
 	if (cfg->incremental) {
 		s->chain = dd.incremental ? s->chain + 1 : 0;

@@ -161,6 +161,7 @@ struct supervisor {
 	struct lazy_restore *lazy; /* the memory of a lazy restore, still coming */
 	struct standby *standby;   /* the next restore, made ready */
 	int ready_fd;              /* cfg->ready_fd until it is told */
+	struct uploader *uploader; /* --store: the thread that copies generations */
 };
 
 /* The program's ends of a new set of stdio pipes and control socket. They go
@@ -507,3 +508,13 @@ void commands_expire(struct supervisor *s);
 /* The supervisor ends: what its socket takes now goes to each client, and
  * the clients go. */
 void commands_close_all(struct supervisor *s);
+
+/* upload.c: with --store, a thread copies each durable generation to the
+ * object store and deletes the pruned ones there. upload_start() does
+ * nothing without --store; upload_wake() tells the thread that the local
+ * store changed (it never waits); upload_stop() gives the thread a last pass
+ * within a deadline, false if it had to leave it behind. */
+struct cryo_error;
+int upload_start(struct supervisor *s, struct cryo_error *err);
+void upload_wake(struct supervisor *s);
+bool upload_stop(struct supervisor *s);

@@ -5,6 +5,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "migrate.h"
+#include "store-url.h"
 #include "store.h"
 #include "util.h"
 
@@ -200,6 +201,11 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		return r;
 	}
 	ep_add(&s, s.sigfd, EPOLLIN, EV_SIGNAL);
+	/* After the signal mask: the uploader thread inherits it. */
+	struct cryo_error uerr = {{0}};
+	if (upload_start(&s, &uerr) < 0)
+		log_error("cannot copy the checkpoints of '%s' to %s: %s; they stay local only",
+		          cfg->name, cfg->store->url, uerr.msg);
 
 	/* Our stdout and stderr: nothing waits for their readers. */
 	r = channels_output_open(&s);
@@ -373,6 +379,10 @@ out:
 	program_unpublish_pid(&s);
 	lazy_end(&s, true);
 	checkpoint_remove_wait(&s);
+	if (!upload_stop(&s))
+		log_error("the store %s did not take the last checkpoints of '%s' in time; "
+		          "they are local only until the workload runs again",
+		          cfg->store->url, cfg->name);
 	channels_drain(&s);
 	commands_close_all(&s);
 	if (s.commands_fd >= 0) {

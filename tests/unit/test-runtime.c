@@ -210,6 +210,36 @@ static void test_run_options(void)
 		CHECK(run_parse_options((int)k - 2, (char **)args, false, &o) == 0 &&
 		      o.cfg.n_files_skip == SUPERVISOR_FILES_SKIP_MAX);
 	}
+	/* --store: its address checked, the credentials from the environment. */
+	setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1", 1);
+	setenv("AWS_ACCESS_KEY_ID", "a:b", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "s", 1);
+	CHECK(parse(false, &o, "--store", "s3://bkt/some/where/", "--", "prog", NULL) == 0 &&
+	      o.cfg.store == &o.store && !strcmp(o.store.bucket, "bkt") &&
+	      !strcmp(o.store.prefix, "some/where") && o.store.s3.request_ms == 10000);
+	CHECK(parse(false, &o, "--store", "s3://bkt", "--", "prog", NULL) == 0 &&
+	      !strcmp(o.store.prefix, ""));
+	CHECK(parse(false, &o, "--store", "http://bkt/x", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--store", "s3://b1/x", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--store", "s3://Bkt/x", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--store", "s3://bkt/a//b", NULL) == -EINVAL);
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	CHECK(parse(false, &o, "--store", "s3://bkt/x", NULL) == -EINVAL);
+	unsetenv("AWS_ENDPOINT_URL");
+	unsetenv("AWS_ACCESS_KEY_ID");
+	{
+		struct store_config sc = {0};
+		char key[256];
+		CHECK(store_parse_url("s3://bkt/p/q", &sc, NULL) == 0 &&
+		      store_key(&sc, "web", 42, key, sizeof(key)) == 0 &&
+		      !strcmp(key, "p/q/web/gen-000000000042.cryo"));
+		CHECK(store_key_generation(key) == 42);
+		CHECK(store_key_generation("p/q/web/gen-000000000042.cryo.tmp") == 0);
+		CHECK(store_key_generation("p/q/web/other") == 0);
+		CHECK(store_parse_url("s3://bkt", &sc, NULL) == 0 &&
+		      store_key(&sc, "web", 7, key, sizeof(key)) == 0 &&
+		      !strcmp(key, "web/gen-000000000007.cryo"));
+	}
 	CHECK(parse(false, &o, "--bridge", "br0", NULL) == -EINVAL); /* without --net */
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "fd00::1", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--net", "10.0.0.5/24", "--gateway", "10.0.0.1", "--bridge", "br0",

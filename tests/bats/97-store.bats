@@ -1,0 +1,192 @@
+#!/usr/bin/env bats
+# cryo run --store s3://BUCKET/PREFIX: every generation copied to a real
+# S3-compatible store (OpenStack Swift's s3api, started here by
+# scripts/lib/swift-s3 as in 96-remote, and stopped by its PIDs at the end)
+# in the background; cryo images and cryo status show where each generation
+# is and how far the store lags; retention applies to the store too.
+
+load helpers
+
+# shellcheck source=scripts/lib/service.bash
+. "$CRYO_TESTS/../scripts/lib/service.bash"
+
+BUCKET=cryo-store
+
+setup_file() {
+	export REMOTE_DIR
+	REMOTE_DIR=$(mktemp -d /tmp/cryo-store.XXXXXX)
+	"$CRYO_TESTS/../scripts/lib/swift-s3" up "$REMOTE_DIR/swift" >"$REMOTE_DIR/swift.out" 2>&1 || {
+		cat "$REMOTE_DIR/swift.out" >&2
+		return 1
+	}
+	echo "# $(cat "$REMOTE_DIR/swift.out")" >&3
+	export TOOL=$CRYO_BUILD_DIR/tests/remote-tool
+	env_s3
+	"$TOOL" s3 mb "$BUCKET"
+}
+
+teardown_file() {
+	"$CRYO_TESTS/../scripts/lib/swift-s3" down "$REMOTE_DIR/swift" || true
+	rm -rf "$REMOTE_DIR"
+}
+
+setup() {
+	setup_state
+	env_s3
+	TICKER=$CRYO_TESTS/programs/ticker.py
+}
+
+teardown() {
+	# A test that froze the store lets it go again, whatever happened.
+	[ -z "${SWIFT_S3_PROXY_PID:-}" ] || kill -CONT "$SWIFT_S3_PROXY_PID" 2>/dev/null || true
+	teardown_state
+}
+
+env_s3() {
+	# shellcheck disable=SC1091
+	. "$REMOTE_DIR/swift/env"
+}
+
+# The generations the store holds under PREFIX, one number a line (not
+# the owner mark).
+remote_gens() {
+	"$TOOL" s3 ls "$BUCKET" "$1/" | sed -nE 's|^.*/gen-0*([0-9]+)\.cryo .*$|\1|p'
+}
+
+# The generations on this machine of workload NAME, one number a line.
+local_gens() {
+	find "$STATE/$1" -maxdepth 1 -name 'gen-*.cryo' -printf '%f\n' | sed -E 's/^gen-0*([0-9]+)\.cryo$/\1/' | sort -n
+}
+
+remote_count_is() {
+	[ "$(remote_gens "$1" | wc -l)" -eq "$2" ]
+}
+
+status_matches() {
+	"$CRYO" status "$1" | grep -qE -- "$2"
+}
+
+# Each generation of NAME in the store is byte for byte the local archive.
+same_bytes() {
+	local name=$1 prefix=$2 g
+	for g in $(local_gens "$name"); do
+		"$TOOL" s3 get "$BUCKET" "$prefix/gen-$(printf %012d "$g").cryo" "$STATE/back" >/dev/null
+		cmp "$STATE/back" "$(gen_file "$name" "$g")"
+	done
+}
+
+@test "store: every generation is copied to the store byte for byte; cryo images and cryo status show it" {
+	start_cryo t --store "s3://$BUCKET/one" -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	for _ in 1 2 3; do
+		run "$CRYO" checkpoint t
+		assert_success
+	done
+	wait_for 30 remote_count_is one/t 3
+	same_bytes t one/t
+	wait_for 30 status_matches t '^  store s3://cryo-store/one: up to date \(generation 3\)$'
+	run "$CRYO" images t
+	assert_success
+	assert_line --regexp '^1 .* both +command +yes$'
+	assert_line --regexp '^3 .* both +command +yes$'
+	run "$CRYO" images --json t
+	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert [g["stored"] for g in d]==["both"]*3, d' "$output"
+	run "$CRYO" status --json t
+	python3 -c 'import json,sys; s=json.loads(sys.argv[1])["store"]; assert s["uploaded"]==3 and s["behind"]==0 and s["error"] is None, s' "$output"
+}
+
+@test "store: while the store does not answer, checkpoints go on and cryo status says how far behind and why; then the uploads catch up" {
+	start_cryo t --store "s3://$BUCKET/two" -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	run "$CRYO" checkpoint t
+	assert_success
+	wait_for 30 status_matches t 'up to date \(generation 1\)$'
+	kill -STOP "$SWIFT_S3_PROXY_PID"
+	# The checkpoints do not wait for the store (each request to it waits 10 s).
+	run timeout 8 "$CRYO" checkpoint t
+	assert_success
+	run timeout 8 "$CRYO" checkpoint t
+	assert_success
+	run "$CRYO" images t
+	assert_line --regexp '^1 .* both +command +yes$'
+	assert_line --regexp '^3 .* local +command +yes$'
+	wait_for 60 status_matches t '^  store s3://cryo-store/two: 2 generations behind \(newest here 3, in the store 1\); failing for [0-9]+s: .*did not answer within'
+	run "$CRYO" status t
+	[ "$(echo "$output" | grep -c '^  store ')" -eq 1 ]
+	# Long enough that no checkpoint's wake is left over: what brings the
+	# store up to date is the uploader's own retry.
+	wait_for 90 status_matches t 'failing for ([3-9][0-9]|[0-9]{3,})s: '
+	kill -CONT "$SWIFT_S3_PROXY_PID"
+	wait_for 90 status_matches t 'up to date \(generation 3\)$'
+	remote_count_is two/t 3
+	same_bytes t two/t
+	run "$CRYO" images t
+	assert_line --regexp '^3 .* both +command +yes$'
+}
+
+@test "store: a generation pruned here is deleted from the store, but not a base that a kept generation needs" {
+	# 1 is full, 2-9 build on it one after the other, 10 is full again and
+	# 11-12 build on it: with --keep 1, 10-12 remain here (45-delta), and
+	# so in the store, where 1-9 were copied first.
+	run "$CRYO" run --name mh --keep 1 --store "s3://$BUCKET/three" -- "$CRYO_EXAMPLES/memhog" 16 12 10 100
+	assert_success
+	run local_gens mh
+	assert_output "$(printf '10\n11\n12')"
+	run remote_gens three/mh
+	assert_output "$(printf '10\n11\n12')"
+	same_bytes mh three/mh
+}
+
+@test "store: wrong credentials are one line in cryo status; the program and its checkpoints go on" {
+	AWS_SECRET_ACCESS_KEY=not-the-secret start_cryo t --store "s3://$BUCKET/four" -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	run "$CRYO" checkpoint t
+	assert_success
+	wait_for 30 status_matches t "^  store s3://cryo-store/four: 1 generation behind \(newest here 1, in the store 0\); failing for [0-9]+s: .*check the credentials of access key 'cryo:test'"
+	run "$CRYO" status --json t
+	python3 -c 'import json,sys; s=json.loads(sys.argv[1])["store"]; assert s["behind"]==1 and "credentials" in s["error"] and "\n" not in s["error"], s' "$output"
+	run "$CRYO" images t
+	assert_line --regexp '^1 .* local +command +yes$'
+	# Nothing of it in the store.
+	remote_count_is four/t 0
+	grep -q . "$STATE/t.out"
+}
+
+@test "store: without credentials cryo run refuses to start, in one line naming what to set" {
+	unset AWS_SECRET_ACCESS_KEY
+	run "$CRYO" run --name t --store "s3://$BUCKET/five" -- true
+	assert_failure
+	assert_output --regexp "^cryo: invalid --store 's3://cryo-store/five': .*AWS_SECRET_ACCESS_KEY"
+	[ "${#lines[@]}" -eq 1 ]
+	[ ! -e "$STATE/t" ] || [ -z "$(local_gens t)" ]
+}
+
+@test "store: another machine's workload of the same name and prefix puts and deletes nothing there" {
+	start_cryo t --store "s3://$BUCKET/six" -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	for _ in 1 2; do
+		run "$CRYO" checkpoint t
+		assert_success
+	done
+	wait_for 30 remote_count_is six/t 2
+	# Another machine: another state directory, the same name and store,
+	# and a --keep that would prune the first one's generations there.
+	local other=$STATE/other
+	mkdir -m 700 "$other"
+	"$CRYO" run --state-dir "$other" --name t --keep 1 --store "s3://$BUCKET/six" -- "$TICKER" \
+		>"$STATE/other.out" 2>"$STATE/other.err" </dev/null &
+	track_supervisor "$!"
+	wait_for 30 test -s "$other/t/pid"
+	for _ in 1 2 3; do
+		run "$CRYO" checkpoint --state-dir "$other" t
+		assert_success
+	done
+	wait_for 30 sh -c "'$CRYO' status --state-dir '$other' t | grep -q 'holds another workload.s generations'"
+	remote_count_is six/t 2
+	same_bytes t six/t
+	# The first one goes on uploading there.
+	run "$CRYO" checkpoint t
+	assert_success
+	wait_for 30 remote_count_is six/t 3
+	same_bytes t six/t
+}
