@@ -177,6 +177,20 @@ static void printable(const char *v, char *out, size_t len)
 	out[o] = '\0';
 }
 
+/* Posts transaction body and reads its answer: whether it succeeded, and
+ * the key-value its failure branch read (kv->value NULL if none). */
+static int txn(struct etcd_client *c, const char *body, int64_t lease, bool *ok, struct etcd_kv *kv,
+               struct cryo_error *err)
+{
+	struct http_buf reply = {0};
+	int r = call(c, "/v3/kv/txn", body, lease, &reply, err);
+	if (r == 0 && etcd_parse_txn(reply.data, ok, kv) < 0)
+		r = error_set(err, -EIO, "etcd at %s answered a transaction with: %.200s",
+		              c->endpoint, reply.data ? reply.data : "");
+	http_buf_clear(&reply);
+	return r;
+}
+
 int etcd_acquire(struct etcd_client *c, const char *key, const char *value, int64_t lease,
                  struct etcd_kv *holder, struct cryo_error *err)
 {
@@ -184,14 +198,9 @@ int etcd_acquire(struct etcd_client *c, const char *key, const char *value, int6
 	/* The holder may let go between the compare and the read that shows it:
 	 * then ask again (a few times at most). */
 	for (int attempt = 0; attempt < 3; attempt++) {
-		struct http_buf reply = {0};
 		struct etcd_kv kv = {0};
 		bool ok = false;
-		int r = call(c, "/v3/kv/txn", body, lease, &reply, err);
-		if (r == 0 && etcd_parse_txn(reply.data, &ok, &kv) < 0)
-			r = error_set(err, -EIO, "etcd at %s answered a transaction with: %.200s",
-			              c->endpoint, reply.data ? reply.data : "");
-		http_buf_clear(&reply);
+		int r = txn(c, body, lease, &ok, &kv, err);
 		if (r < 0 || ok || (kv.value && kv.lease == lease)) {
 			etcd_kv_clear(&kv);
 			return r;
@@ -253,14 +262,9 @@ int etcd_put_if_owner(struct etcd_client *c, const char *owner_key, int64_t leas
                       const char *value, struct cryo_error *err)
 {
 	_cleanup_free_ char *body = etcd_json_put_if_owner(owner_key, lease, key, value);
-	struct http_buf reply = {0};
 	struct etcd_kv kv = {0};
 	bool ok = false;
-	int r = call(c, "/v3/kv/txn", body, lease, &reply, err);
-	if (r == 0 && etcd_parse_txn(reply.data, &ok, &kv) < 0)
-		r = error_set(err, -EIO, "etcd at %s answered a transaction with: %.200s",
-		              c->endpoint, reply.data ? reply.data : "");
-	http_buf_clear(&reply);
+	int r = txn(c, body, lease, &ok, &kv, err);
 	if (r == 0 && !ok) {
 		char shown[80];
 		printable(kv.value, shown, sizeof(shown));
