@@ -218,7 +218,7 @@ lose_machine_after() {
 # Restores t on "machine B" (state directory $STATE/b) from the store, in
 # the background; its output in $STATE/b.out and b.err.
 restore_on_b() {
-	mkdir -p -m 700 "$STATE/b"
+	[ -d "$STATE/b" ] || mkdir -m 700 "$STATE/b"
 	"$CRYO" restore --state-dir "$STATE/b" --store "s3://$BUCKET/$1" t \
 		>"$STATE/b.out" 2>"$STATE/b.err" </dev/null &
 	LAST_SUPERVISOR=$!
