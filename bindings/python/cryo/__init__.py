@@ -67,18 +67,44 @@ def _error(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
-# The process whose checkpoint_async() waits for the durability news, if
-# any. libcryo tells that news to the next cryo_checkpoint_result() only, and
-# a checkpoint requested meanwhile would read it off the socket first: an
-# asynchronous one would lose it, a synchronous one would leave the fd
-# unreadable with the news unread. So neither is asked for meanwhile. A PID
-# rather than a flag: a child of fork() inherits the memory, not the wait.
-_waiting_pid = 0
-_waiting_lock = threading.Lock()
+# What this process has under way through the package. libcryo tells the
+# news of a cryo_checkpoint_async() to the next cryo_checkpoint_result()
+# only, and any checkpoint requested before that call reads the news off the
+# socket first: an asynchronous one would lose it, a synchronous one would
+# leave the fd unreadable with the news unread. So while a checkpoint_async()
+# awaits its news no checkpoint is asked for, and none starts while a
+# checkpoint() of another thread is under way (two checkpoint() calls wait
+# for each other in libcryo, as ever). Kept with the PID they are of: a child
+# of fork() inherits the memory, not what is under way.
+_lock = threading.Lock()
+_owner = 0  # the PID the two below are of
+_sync_calls = 0  # checkpoint() calls under way
+_awaiting = False  # a checkpoint_async() under way or awaiting its news
 
 
-def _busy() -> bool:
-    return _waiting_pid == os.getpid()
+def _start(sync: bool) -> None:
+    """Takes note of a checkpoint starting, or raises EBUSY."""
+    global _owner, _sync_calls, _awaiting
+    with _lock:
+        if _owner != os.getpid():
+            _owner, _sync_calls, _awaiting = os.getpid(), 0, False
+        if _awaiting or (not sync and _sync_calls):
+            raise _error(errno.EBUSY)
+        if sync:
+            _sync_calls += 1
+        else:
+            _awaiting = True
+
+
+def _end(sync: bool) -> None:
+    global _sync_calls, _awaiting
+    with _lock:
+        if _owner != os.getpid():
+            return
+        if sync:
+            _sync_calls -= 1
+        else:
+            _awaiting = False
 
 
 def checkpoint() -> int:
@@ -94,14 +120,15 @@ def checkpoint() -> int:
     program runs on unharmed and the previous checkpoint stays the newest:
     ENOTCONN not under cryo, in a child of fork(), or the supervisor is gone
     (then for good); EBUSY a checkpoint is under way (also while a
-    checkpoint_async() of this process waits for its news); ENOSPC, EIO, ...
+    checkpoint_async() of this process is, or awaits its news); ENOSPC, EIO, ...
     the dump or its storage failed (the supervisor logs why); EPROTO the
     supervisor answered something this libcryo cannot read.
     """
-    with _waiting_lock:
-        if _busy():
-            raise _error(errno.EBUSY)
-    r = _libcryo.lib.cryo_checkpoint()
+    _start(sync=True)
+    try:
+        r = _libcryo.lib.cryo_checkpoint()
+    finally:
+        _end(sync=True)
     if r < 0:
         raise _error(-r)
     return r
@@ -140,7 +167,8 @@ async def checkpoint_async(timeout: Optional[float] = None) -> CheckpointResult:
 
     Raises OSError with libcryo's errno when nothing was dumped (as
     checkpoint() does: ENOTCONN outside cryo, EBUSY while another checkpoint
-    of this process is under way, ...), or when the image was dumped but
+    of this process is under way, a checkpoint() of another thread too,
+    ...), or when the image was dumped but
     could not be stored (ENOSPC, EIO, ...: that generation does not exist, the
     one before stays the newest, the program runs on), or ENOTCONN when the
     supervisor went away before telling. Raises asyncio.TimeoutError (the
@@ -148,12 +176,8 @@ async def checkpoint_async(timeout: Optional[float] = None) -> CheckpointResult:
     timeout (seconds) passes first; the checkpoint goes on, and its news is
     not told. Cancelled, it stops waiting likewise.
     """
-    global _waiting_pid
     loop = asyncio.get_running_loop()
-    with _waiting_lock:
-        if _busy():
-            raise _error(errno.EBUSY)
-        _waiting_pid = os.getpid()
+    _start(sync=False)
     try:
         r = _libcryo.lib.cryo_checkpoint_async()
         if r < 0:
@@ -165,8 +189,7 @@ async def checkpoint_async(timeout: Optional[float] = None) -> CheckpointResult:
             raise _error(-news)
         return CheckpointResult(CHECKPOINTED, news)
     finally:
-        with _waiting_lock:
-            _waiting_pid = 0
+        _end(sync=False)
 
 
 async def _durable_news(loop: asyncio.AbstractEventLoop) -> int:

@@ -63,6 +63,33 @@ async def async_twice() -> None:
     await async_checkpoint()
 
 
+def sync_in_thread() -> None:
+    """checkpoint() in a thread; once stdin says so, checkpoint_async() in
+    the loop meanwhile."""
+    import threading
+
+    def sync() -> None:
+        try:
+            say("sync", cryo.checkpoint(), cryo.generation())
+        except OSError as e:
+            fail(e)
+
+    t = threading.Thread(target=sync)
+    t.start()
+
+    async def meanwhile() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.readline)
+        try:
+            status, gen = await cryo.checkpoint_async(timeout=30)
+            say("async", status, gen)
+        except OSError as e:
+            say("async", errno.errorcode.get(e.errno or 0, e.errno))
+
+    asyncio.run(meanwhile())
+    t.join(30)
+
+
 def main() -> None:
     scenario = sys.argv[1]
     say("environ", os.environ.get("CRYO_CONTROL_FD", "-"))
@@ -90,6 +117,8 @@ def main() -> None:
             cryo.checkpoint()
         except OSError as e:
             fail(e)
+    elif scenario == "sync-in-thread":
+        sync_in_thread()
     elif scenario == "fork":
         pid = os.fork()
         if pid == 0:

@@ -295,6 +295,19 @@ class Supervised(unittest.TestCase):
             p.expect("watched 0")
             p.expect("done")
 
+    def test_async_while_sync_in_thread(self) -> None:
+        """A checkpoint_async() while a checkpoint() of another thread waits
+        in libcryo is EBUSY (it would hold the loop, waiting for libcryo's
+        lock, until that one's image is durable); the checkpoint() goes on."""
+        with Program("sync-in-thread") as p:
+            p.expect("environ -")
+            p.request(CHECKPOINT)
+            p.send_line("go")
+            p.expect("async EBUSY")
+            p.reply(RESULT, 0, 9)
+            p.expect("sync 0 9")
+            p.expect("done")
+
     def test_fork_child(self) -> None:
         with Program("fork") as p:
             p.expect("environ -")
