@@ -168,10 +168,10 @@ async def checkpoint_async(timeout: Optional[float] = None) -> CheckpointResult:
     Raises OSError with libcryo's errno when nothing was dumped (as
     checkpoint() does: ENOTCONN outside cryo, EBUSY while another checkpoint
     of this process is under way, a checkpoint() of another thread too,
-    ...), or when the image was dumped but
-    could not be stored (ENOSPC, EIO, ...: that generation does not exist, the
-    one before stays the newest, the program runs on), or ENOTCONN when the
-    supervisor went away before telling. Raises asyncio.TimeoutError (the
+    ...), when the image was dumped but could not be stored (ENOSPC, EIO,
+    ...: that generation does not exist, the one before stays the newest,
+    the program runs on), or ENOTCONN when the supervisor went away before
+    telling. Raises asyncio.TimeoutError (the
     builtin TimeoutError, an OSError with no errno, since Python 3.11) when
     timeout (seconds) passes first; the checkpoint goes on, and its news is
     not told. Cancelled, it stops waiting likewise.
