@@ -243,7 +243,7 @@ static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
 	int r = make_migrate_dir(s, 0, dir, sizeof(dir));
 	if (r < 0)
 		return error_set(err, r, "cannot make a directory for the dump: %s", strerror(-r));
-	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, true);
+	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, true, false);
 	struct criu_glue_dump_stats st = {0};
 	struct cryo_error cerr = {{0}};
 	struct delta_dir dd = {0};
@@ -421,7 +421,7 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 			goto out;
 	}
 	t_freeze = util_now_ns();
-	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, false);
+	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, false, true);
 	/* The files it holds open for writing, copied whole while it is
 	 * frozen: they travel in the image, and the target puts them back
 	 * before CRIU restores it there. */
