@@ -171,6 +171,10 @@ migrate_server_under_load() {
 	wait "$CLIENT"
 	run cat "$STATE/client.out"
 	assert_output --regexp '^ok [0-9]+ 1 [0-9]+$'
+	# CRIU dumped the connection to move it, and locked nothing for it:
+	# the workload's namespace was off the network (no iptables, no nft).
+	grep -q 'Dumping TCP connection' "$A/$name/criu-dump.log"
+	assert_equal "$(grep -c -e 'Running iptables' -e 'Running nftables' "$A/$name/criu-dump.log")" 0
 	# Nothing runs on A any more, and A says where it went.
 	run "$CRYO" status --state-dir "$A" --json "$name"
 	assert_output --partial '"state":"migrated"'
