@@ -433,6 +433,7 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	criu_local_set_pid(c, o->pid);
 	criu_local_set_leave_running(c, o->leave_running);
 	criu_local_set_tcp_established(c, o->tcp_established);
+	criu_local_set_tcp_close(c, o->tcp_close);
 	criu_local_set_file_locks(c, true);
 	/* Files unlinked while open with another hard link, through a link
 	 * CRIU makes beside them; remap.c keeps what it holds. */

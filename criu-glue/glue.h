@@ -36,9 +36,23 @@ struct criu_glue_dump_opts {
 	uint64_t external_net; /* inode of the tree's network namespace, kept outside; 0: none */
 	const char *external_net_key; /* its key, given again at restore (criu_glue_inherit) */
 	bool leave_running;
+	/* Established TCP connections. With tcp_established each one's state
+	 * is dumped (CRIU puts it in repair mode and, in the host's network
+	 * namespace, locks it with iptables: two runs before and two after,
+	 * ~10 ms each, all inside the freeze), so that a restore can bring it
+	 * back open. With tcp_close CRIU leaves them untouched and dumps only
+	 * their addresses (CRIU's --tcp-close: "Don't dump the state of, or
+	 * block, established tcp connections ... useful when tcp connections
+	 * are not going to be restored", Documentation/criu.txt; sk-tcp.c
+	 * dump_one_tcp() returns before tcp_repair_established()): the freeze
+	 * does not grow with them, and a restore of the image must bring them
+	 * back closed (criu_glue_restore_opts.tcp_close; CRIU records the
+	 * option in inventory.img and refuses a restore without it). Neither:
+	 * a dump of a program holding one fails. */
 	bool tcp_established;
+	bool tcp_close;
 	/* No CRIU network lock: the caller keeps the namespace's traffic away
-	 * (its link down) or does not care (copies that resume closed). */
+	 * (its link down). */
 	bool network_lock_skip;
 	/* >= 0: send the pages on this socket (pages.h), which
 	 * criu_glue_pages_start() made only where libcriu can pass it on (else

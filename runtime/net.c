@@ -13,6 +13,7 @@
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/route/link/veth.h>
+#include <netlink/route/neighbour.h>
 #include <netlink/route/route.h>
 #include <netlink/route/nexthop.h>
 #include <sched.h>
@@ -551,6 +552,131 @@ int net_announce(struct net_ns *n, struct cryo_error *err)
 {
 	struct inside in = {n, err};
 	return in_netns(n->fd, announce_inside, &in);
+}
+
+/* What net_neigh_list() and net_neigh_add() do inside the namespace. */
+struct neigh_job {
+	struct net_neigh *list; /* listing: out; adding: in */
+	size_t n, max;
+	int r;
+	struct cryo_error *err;
+};
+
+static void neigh_collect(struct nl_object *obj, void *arg)
+{
+	struct neigh_job *j = arg;
+	struct rtnl_neigh *ne = (struct rtnl_neigh *)obj;
+	int state = rtnl_neigh_get_state(ne);
+	struct nl_addr *dst = rtnl_neigh_get_dst(ne), *ll = rtnl_neigh_get_lladdr(ne);
+	if (j->n == j->max || !dst || !ll || nl_addr_get_len(ll) != 6 ||
+	    !(state & (NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT)))
+		return;
+	struct net_neigh *e = &j->list[j->n];
+	e->ip.family = nl_addr_get_family(dst);
+	if (e->ip.family == AF_INET && nl_addr_get_len(dst) == 4)
+		memcpy(&e->ip.v4, nl_addr_get_binary_addr(dst), 4);
+	else if (e->ip.family == AF_INET6 && nl_addr_get_len(dst) == 16)
+		memcpy(&e->ip.v6, nl_addr_get_binary_addr(dst), 16);
+	else
+		return;
+	memcpy(e->lladdr, nl_addr_get_binary_addr(ll), 6);
+	j->n++;
+}
+
+static int neigh_list_inside(void *arg)
+{
+	struct neigh_job *j = arg;
+	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
+	if (!sk)
+		return -ENOMEM;
+	int idx = link_index(sk, "eth0", NULL);
+	if (idx < 0)
+		return idx;
+	struct nl_cache *cache = NULL;
+	if (rtnl_neigh_alloc_cache(sk, &cache) < 0)
+		return -EIO;
+	struct rtnl_neigh *filter = rtnl_neigh_alloc();
+	if (!filter) {
+		nl_cache_free(cache);
+		return -ENOMEM;
+	}
+	rtnl_neigh_set_ifindex(filter, idx);
+	nl_cache_foreach_filter(cache, (struct nl_object *)filter, neigh_collect, j);
+	rtnl_neigh_put(filter);
+	nl_cache_free(cache);
+	return 0;
+}
+
+int net_neigh_list(const struct net_ns *n, struct net_neigh *out, size_t max)
+{
+	struct neigh_job j = {.list = out, .max = max};
+	int r = in_netns(n->fd, neigh_list_inside, &j);
+	return r < 0 ? r : (int)j.n;
+}
+
+static int neigh_add_inside(void *arg)
+{
+	struct neigh_job *j = arg;
+	_cleanup_nl_sock_ struct nl_sock *sk = route_socket();
+	if (!sk)
+		return error_set(j->err, -ENOMEM, "cannot open a netlink socket");
+	int idx = link_index(sk, "eth0", NULL);
+	if (idx < 0)
+		return error_set(j->err, idx, "the workload's eth0 is missing");
+	for (size_t i = 0; i < j->n; i++) {
+		const struct net_neigh *e = &j->list[i];
+		struct rtnl_neigh *ne = rtnl_neigh_alloc();
+		struct nl_addr *dst = nl_addr_build(e->ip.family, &e->ip.v6, ip_len(&e->ip));
+		struct nl_addr *ll = nl_addr_build(AF_LLC, e->lladdr, 6);
+		int r = -ENOMEM;
+		if (ne && dst && ll) {
+			rtnl_neigh_set_ifindex(ne, idx);
+			rtnl_neigh_set_family(ne, e->ip.family);
+			rtnl_neigh_set_dst(ne, dst);
+			rtnl_neigh_set_lladdr(ne, ll);
+			rtnl_neigh_set_state(ne, NUD_STALE);
+			r = rtnl_neigh_add(sk, ne, NLM_F_CREATE | NLM_F_REPLACE);
+		}
+		if (ne)
+			rtnl_neigh_put(ne);
+		nl_addr_put(dst);
+		nl_addr_put(ll);
+		if (r < 0) {
+			char ip[INET6_ADDRSTRLEN];
+			return error_set(j->err, -EIO, "cannot add the neighbour entry for %s: %s",
+			                 net_format_ip(&e->ip, ip, sizeof(ip)),
+			                 r == -ENOMEM ? "out of memory" : nl_geterror(r));
+		}
+	}
+	return 0;
+}
+
+int net_neigh_add(struct net_ns *n, const struct net_neigh *e, size_t count, struct cryo_error *err)
+{
+	struct neigh_job j = {.list = (struct net_neigh *)e, .n = count, .err = err};
+	return in_netns(n->fd, neigh_add_inside, &j);
+}
+
+void net_neigh_format(const struct net_neigh *e, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+	const uint8_t *m = e->lladdr;
+	snprintf(buf, len, "%s %02x:%02x:%02x:%02x:%02x:%02x",
+	         net_format_ip(&e->ip, ip, sizeof(ip)), m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+int net_neigh_parse(const char *s, struct net_neigh *e)
+{
+	char ip[INET6_ADDRSTRLEN + 1];
+	unsigned m[6];
+	int end = 0;
+	if (sscanf(s, "%46s %2x:%2x:%2x:%2x:%2x:%2x%n", ip, &m[0], &m[1], &m[2], &m[3], &m[4],
+	           &m[5], &end) != 7 ||
+	    s[end] != '\0' || net_parse_ip(ip, &e->ip) < 0)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++)
+		e->lladdr[i] = (uint8_t)m[i];
+	return 0;
 }
 
 void net_destroy(struct net_ns *n)

@@ -71,6 +71,37 @@ int net_set_up(struct net_ns *n, bool up, struct cryo_error *err);
  * on the segment learn where it went. */
 int net_announce(struct net_ns *n, struct cryo_error *err);
 
+/* A neighbour of the workload on eth0: a peer's (or gateway's) address and
+ * its link-layer address. */
+struct net_neigh {
+	struct net_ip ip;
+	uint8_t lladdr[6];
+};
+
+/* The most neighbour entries a migration carries. */
+#define NET_NEIGH_MAX 64
+
+/* The manifest's key for one carried neighbour entry: "ADDRESS MAC". */
+#define NET_NEIGH_KEY "net.neigh"
+
+/* The neighbour entries of the namespace's eth0 that know a link-layer
+ * address (reachable, stale, being confirmed or permanent), at most max of
+ * them, in out. Returns how many, or a negative errno. Read them while the
+ * link is up: a link that goes down loses them. */
+int net_neigh_list(const struct net_ns *n, struct net_neigh *out, size_t max);
+
+/* Puts entries into the namespace's eth0 as stale: the kernel sends to each
+ * peer at once with the address it had, and confirms it meanwhile (a reply,
+ * else a unicast probe), instead of first asking the segment who has it (an
+ * ARP request or neighbour solicitation, which while the link is down is
+ * lost, and is asked again only a second later). */
+int net_neigh_add(struct net_ns *n, const struct net_neigh *e, size_t count,
+                  struct cryo_error *err);
+
+/* "ADDRESS MAC" and back (-EINVAL: not of that form). */
+void net_neigh_format(const struct net_neigh *e, char *buf, size_t len);
+int net_neigh_parse(const char *s, struct net_neigh *e);
+
 /* Deletes the interfaces and lets the namespace go. */
 void net_destroy(struct net_ns *n);
 

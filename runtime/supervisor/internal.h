@@ -446,12 +446,13 @@ void checkpoint_fill_manifest(struct supervisor *s, struct manifest *m, uint64_t
                               const struct criu_glue_dump_stats *st);
 
 /* How the program is dumped into images: its control socket's and network
- * namespace's other ends stay outside, its TCP connections are dumped. With
- * its own namespace no CRIU network lock is needed: a checkpoint's copy
- * restores its connections closed after a crash, and a migration takes the
- * namespace off the network itself. */
+ * namespace's other ends stay outside. With move_connections (a migration's
+ * frozen dump) its TCP connections are dumped to come back open, without a
+ * CRIU network lock when it has its own namespace (held off the network
+ * meanwhile); else CRIU leaves them untouched and a restore brings them back
+ * closed (CRIU's --tcp-close). */
 struct criu_glue_dump_opts checkpoint_dump_opts(struct supervisor *s, const char *images,
-                                                bool leave_running);
+                                                bool leave_running, bool move_connections);
 
 /* Waits for the last checkpoint's remover thread, if one runs. */
 void checkpoint_remove_wait(struct supervisor *s);

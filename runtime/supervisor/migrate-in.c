@@ -47,6 +47,28 @@ static int check_arriving_files(const struct manifest *m, const struct migrate_l
 	return 0;
 }
 
+/* The neighbour entries the source's namespace had (NET_NEIGH_KEY lines),
+ * put into the workload's namespace here; none that fail to go in is a
+ * fault: the kernel resolves its peers then, as it would anyway. */
+static void add_neighbours(struct supervisor *s, const struct manifest *m)
+{
+	struct net_neigh neigh[NET_NEIGH_MAX];
+	size_t n = 0;
+	for (size_t i = 0; i < m->n_entries && n < NET_NEIGH_MAX; i++) {
+		if (strcmp(m->keys[i], NET_NEIGH_KEY) != 0)
+			continue;
+		if (net_neigh_parse(m->values[i], &neigh[n]) < 0) {
+			log_info("'%s': left out the neighbour entry '%.100s' of its image",
+			         s->cfg->name, m->values[i]);
+			continue;
+		}
+		n++;
+	}
+	struct cryo_error err = {{0}};
+	if (n && net_neigh_add(&s->net, neigh, n, &err) < 0)
+		log_info("'%s': %s (its peers are resolved anew)", s->cfg->name, err.msg);
+}
+
 /* A copy that arrived by migration: restores it from the images extracted
  * on arrival, tells the source it runs once its archive is durable here, and
  * waits for the source's go-ahead before joining the network. */
@@ -62,6 +84,12 @@ int migrate_arrive(struct supervisor *s)
 	 * restore would), to see the source take its program back. */
 	int r = migrate_fault("restore") ? error_set(&err, -EIO, "CRIU restore failed (injected)")
 	                                 : check_arriving_files(in->manifest, in->limits, &err);
+	/* Its neighbours on the segment have not moved: their entries go
+	 * into its namespace before it runs, so that its first packets to
+	 * them need no resolution (which, asked while it is still off the
+	 * network, would be lost and asked again only a second later). */
+	if (r == 0 && s->net.fd >= 0)
+		add_neighbours(s, in->manifest);
 	/* The files it held are put back first, then CRIU restores it. */
 	if (r == 0)
 		r = restore_dir(s, in->images, in->manifest, true, NULL, &err);

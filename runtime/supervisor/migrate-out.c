@@ -243,7 +243,7 @@ static int precopy(struct migration_out *mo, struct channel *c, uint64_t gen,
 	int r = make_migrate_dir(s, 0, dir, sizeof(dir));
 	if (r < 0)
 		return error_set(err, r, "cannot make a directory for the dump: %s", strerror(-r));
-	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, true);
+	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, true, false);
 	struct criu_glue_dump_stats st = {0};
 	struct cryo_error cerr = {{0}};
 	struct delta_dir dd = {0};
@@ -275,8 +275,11 @@ out:
 	return r;
 }
 
-/* After a failed migration: the program runs here again, from its dump. */
-static int resume_here(struct supervisor *s, const char *dir, struct cryo_error *err)
+/* After a failed migration: the program runs here again, from its dump,
+ * with the neighbour entries its namespace had before it went off the
+ * network (the link's going down dropped them). */
+static int resume_here(struct supervisor *s, const char *dir, const struct net_neigh *neigh,
+                       size_t n_neigh, struct cryo_error *err)
 {
 	/* What restore_dir() reads of a manifest: the channels' inodes. The
 	 * files it held are as the dump left them (nothing of it ran since):
@@ -288,6 +291,8 @@ static int resume_here(struct supervisor *s, const char *dir, struct cryo_error 
 	    manifest_addf(m, "ino.control", "%" PRIu64, s->ino_control) < 0)
 		return error_append(err, -ENOMEM, "; resuming it here failed too: out of memory");
 	struct cryo_error cause = {{0}};
+	if (n_neigh && net_neigh_add(&s->net, neigh, n_neigh, &cause) < 0)
+		log_info("'%s': %s (its peers are resolved anew)", s->cfg->name, cause.msg);
 	int r = restore_dir(s, dir, m, true, NULL, &cause);
 	if (r < 0)
 		return error_append(err, r, "; resuming it here failed too: %s", cause.msg);
@@ -342,6 +347,10 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	struct criu_glue_dump_stats st = {0};
 	struct page_index *base = NULL;
 	struct delta_dir dd = {0};
+	/* Its namespace's neighbour entries, read before it goes off the
+	 * network: they go with it (net_neigh_add()). */
+	struct net_neigh neigh[NET_NEIGH_MAX];
+	size_t n_neigh = 0;
 	/* The files it holds open for writing: listed before the offer,
 	 * copied while it is frozen. */
 	struct files_capture listed = {.max = cfg->files_max, .policy = cfg},
@@ -416,12 +425,18 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 		goto out;
 	}
 	if (s->net.fd >= 0) {
+		int k = net_neigh_list(&s->net, neigh, NET_NEIGH_MAX);
+		if (k < 0)
+			log_info("cannot read the neighbour entries of '%s' (its peers are "
+			         "resolved anew after the move): %s",
+			         cfg->name, strerror(-k));
+		n_neigh = k > 0 ? (size_t)k : 0;
 		r = net_set_up(&s->net, false, &err);
 		if (r < 0)
 			goto out;
 	}
 	t_freeze = util_now_ns();
-	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, false);
+	struct criu_glue_dump_opts o = checkpoint_dump_opts(s, dir, false, true);
 	/* The files it holds open for writing, copied whole while it is
 	 * frozen: they travel in the image, and the target puts them back
 	 * before CRIU restores it there. */
@@ -472,7 +487,13 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	}
 	checkpoint_fill_manifest(s, m, gen, TRIGGER_MIGRATE, &st);
 	add_settings(cfg, m);
-	if (files_describe(&held, m) < 0) {
+	bool neigh_ok = true;
+	for (size_t i = 0; i < n_neigh && neigh_ok; i++) {
+		char e[96];
+		net_neigh_format(&neigh[i], e, sizeof(e));
+		neigh_ok = manifest_add(m, NET_NEIGH_KEY, e) == 0;
+	}
+	if (!neigh_ok || files_describe(&held, m) < 0) {
 		manifest_free(m);
 		r = error_set(&err, -ENOMEM, "out of memory");
 		goto out;
@@ -526,7 +547,7 @@ out:
 		 * directory CRIU restores from. */
 		if (dd.n_maps && delta_dir_restore_files(&dd, dir) < 0)
 			error_append(&err, r, "; its dump could not be put back together");
-		if (resume_here(s, dir, &err) == 0)
+		if (resume_here(s, dir, neigh, n_neigh, &err) == 0)
 			error_append(&err, r, "; '%s' runs here again after %.1f ms frozen",
 			             cfg->name, (double)frozen_ns / 1e6);
 		else

@@ -21,6 +21,11 @@ Prints a markdown table, writes JSON and a PNG chart (gnuplot).
 Usage: bench.py BUILD_DIR OUT_DIR SIZES_MB REPS
    or: bench.py BUILD_DIR OUT_DIR redis:KEYS REPS   (redis-server holding KEYS keys:
        CRIU's frozen time, image size and time to durable of `cryo checkpoint`)
+   or: bench.py BUILD_DIR OUT_DIR tcp:N,N,... REPS   (a small TCP server,
+       tests/programs/asyncio-server.py, with N idle clients connected
+       (tests/programs/tcp-clients.py): CRIU's frozen time and the time of
+       `cryo checkpoint`, min/median/max; every client is asked once more after
+       the checkpoints and must answer)
 """
 import json
 import os
@@ -35,11 +40,15 @@ import time
 
 BUILD, OUT = sys.argv[1], sys.argv[2]
 REDIS_KEYS = int(sys.argv[3][6:]) if sys.argv[3].startswith("redis:") else 0
-SIZES = [] if REDIS_KEYS else [int(s) for s in sys.argv[3].split(",")]
+TCP_CLIENTS = ([int(n) for n in sys.argv[3][4:].split(",")]
+               if sys.argv[3].startswith("tcp:") else [])
+SIZES = [] if REDIS_KEYS or TCP_CLIENTS else [int(s) for s in sys.argv[3].split(",")]
 REPS = int(sys.argv[4])
 CRYO = os.path.join(BUILD, "cryo")
 TARGET = os.path.join(BUILD, "tests", "bench-target")
 MEMCPY = os.path.join(BUILD, "tests", "bench-memcpy")
+PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests",
+                        "programs")
 CRIU = shutil.which("criu") or "/usr/local/sbin/criu"
 # Extra options for `cryo run`, to compare its ways of dumping.
 RUN_ARGS = os.environ.get("CRYO_BENCH_RUN_ARGS", "").split()
@@ -360,6 +369,88 @@ def bench_redis(keys, reps):
         shutil.rmtree(state, ignore_errors=True)
 
 
+def wait_line(path, prefix, timeout):
+    """The first line of the file at path that starts with prefix, waited
+    for until timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            for line in f.read().splitlines():
+                if line.startswith(prefix):
+                    return line
+        time.sleep(0.05)
+    raise TimeoutError(f"no line '{prefix}...' in {path} after {timeout} s")
+
+
+def bench_tcp_clients(n, reps, state):
+    """asyncio-server.py under cryo with n idle clients connected, checkpointed
+    reps times: CRIU's frozen time and the time of `cryo checkpoint` each."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = os.path.join(state, "server.out")
+    with open(out, "w") as o:
+        sup = subprocess.Popen(
+            [CRYO, "run", "--state-dir", state, "--name", "tcp", *RUN_ARGS, "--",
+             os.path.join(PROGRAMS, "asyncio-server.py"), str(port)],
+            stdout=o, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    clients = None
+    try:
+        wait_line(out, "listening", 30)
+        cout = os.path.join(state, "clients.out")
+        if n:
+            with open(cout, "w") as o:
+                clients = subprocess.Popen(
+                    [os.path.join(PROGRAMS, "tcp-clients.py"), str(port), str(n), "600"],
+                    stdout=o, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            wait_line(cout, "connected", 60)
+        rows = []
+        for _ in range(reps):
+            t0 = time.monotonic()
+            res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", "tcp"]).stdout)
+            rows.append({"frozen_ms": res["frozen_us"] / 1e3,
+                         "checkpoint_ms": (time.monotonic() - t0) * 1e3})
+        if clients:
+            clients.send_signal(signal.SIGUSR1)
+            line = wait_line(cout, "answered", 30)
+            if line != f"answered {n} of {n}":
+                raise RuntimeError(f"after the checkpoints the clients said '{line}'")
+        return rows
+    finally:
+        if clients:
+            clients.kill()
+            clients.wait()
+        stop(sup)
+
+
+def main_tcp_clients(counts, reps):
+    os.makedirs(OUT, exist_ok=True)
+    results = {"reps": reps, "machine": os.uname().release, "runs": {}}
+    for n in counts:
+        state = tempfile.mkdtemp(prefix="cryo-bench-tcp-", dir="/var/tmp")
+        try:
+            results["runs"][str(n)] = bench_tcp_clients(n, reps, state)
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+        print(f"  {n} clients done", file=sys.stderr, flush=True)
+
+    def mmm(values):
+        return (f"{min(values):.0f} / {statistics.median(values):.0f} / "
+                f"{max(values):.0f}")
+
+    table = ["| idle TCP clients | frozen (CRIU's count) min / median / max | "
+             "`cryo checkpoint` min / median / max |", "|---|---|---|"]
+    for n in counts:
+        rows = results["runs"][str(n)]
+        table.append(f"| {n} | {mmm([r['frozen_ms'] for r in rows])} ms | "
+                     f"{mmm([r['checkpoint_ms'] for r in rows])} ms |")
+    text = "\n".join(table)
+    print(text)
+    with open(os.path.join(OUT, "tcp-clients.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
 def summarize(values):
     return {"min": min(values), "median": statistics.median(values)}
 
@@ -367,6 +458,9 @@ def summarize(values):
 def main():
     if REDIS_KEYS:
         bench_redis(REDIS_KEYS, REPS)
+        return
+    if TCP_CLIENTS:
+        main_tcp_clients(TCP_CLIENTS, REPS)
         return
     os.makedirs(OUT, exist_ok=True)
     tmpfs = tempfile.mkdtemp(prefix="cryo-bench-", dir="/dev/shm")

@@ -7,8 +7,15 @@ load helpers
 setup() {
 	setup_state
 	PORT=$(free_port)
+	CLIENTS=
 }
-teardown() { teardown_state; }
+teardown() {
+	if [ -n "$CLIENTS" ]; then
+		kill "$CLIENTS" 2>/dev/null || true
+		wait "$CLIENTS" 2>/dev/null || true
+	fi
+	teardown_state
+}
 
 rcli() { redis-cli -p "$PORT" "$@"; }
 redis_up() { [ "$(rcli ping)" = PONG ]; }
@@ -87,4 +94,38 @@ start_redis() {
 	# from the requests served after it.
 	first=$(awk '{print $3}' <<<"$output")
 	[ "$first" -gt 1 ] && [ "$first" -le "$at_checkpoint" ]
+}
+
+@test "40 idle TCP clients: a checkpoint locks none of them (no iptables, no repair), each answers after it; after a crash each sees its end and the restored server takes new clients" {
+	start_cryo tcp -- "$CRYO_TESTS/programs/asyncio-server.py" "$PORT"
+	wait_for 30 grep -q listening "$STATE/tcp.out"
+	"$CRYO_TESTS/programs/tcp-clients.py" "$PORT" 40 120 >"$STATE/clients.out" 2>&1 3>&- &
+	CLIENTS=$!
+	wait_for 60 grep -q '^connected 40$' "$STATE/clients.out"
+
+	run "$CRYO" checkpoint tcp
+	assert_success
+	# CRIU's log of this dump (it finished) shows no command run per
+	# connection: no iptables or nft lock, no repair mode.
+	log="$STATE/tcp/criu-dump.log"
+	grep -q 'Dumping finished successfully' "$log"
+	assert_equal "$(grep -c -e 'Running iptables' -e 'Running nftables' -e 'Turning repair on' "$log")" 0
+	# Every connection works on, undisturbed.
+	kill -USR1 "$CLIENTS"
+	wait_for 30 grep -q '^answered' "$STATE/clients.out"
+	run grep '^answered' "$STATE/clients.out"
+	assert_output "answered 40 of 40"
+
+	run "$CRYO" kill tcp
+	assert_success
+	wait_for 30 grep -q "restored 'tcp'" "$STATE/tcp.err"
+	# The old clients see their connections end; new ones are served.
+	kill -USR2 "$CLIENTS"
+	wait_for 30 grep -q '^ended' "$STATE/clients.out"
+	run grep '^ended' "$STATE/clients.out"
+	assert_output "ended 40 of 40"
+	wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT"
+	run "$CRYO_TESTS/programs/client.py" "$PORT" 0 0.1
+	assert_success
+	assert_output --regexp '^ok [0-9]+ [0-9]+ [0-9]+$'
 }

@@ -171,6 +171,10 @@ migrate_server_under_load() {
 	wait "$CLIENT"
 	run cat "$STATE/client.out"
 	assert_output --regexp '^ok [0-9]+ 1 [0-9]+$'
+	# CRIU dumped the connection to move it, and locked nothing for it:
+	# the workload's namespace was off the network (no iptables, no nft).
+	grep -q 'Dumping TCP connection' "$A/$name/criu-dump.log"
+	assert_equal "$(grep -c -e 'Running iptables' -e 'Running nftables' "$A/$name/criu-dump.log")" 0
 	# Nothing runs on A any more, and A says where it went.
 	run "$CRYO" status --state-dir "$A" --json "$name"
 	assert_output --partial '"state":"migrated"'
@@ -212,6 +216,33 @@ br0_mac() { ip -n "${NS}$1" -o link show "${2:-br0}" | grep -o 'link/ether [0-9a
 		python3 "$CRYO_TESTS/programs/asyncio-server.py" 8001 0.0.0.0
 	wait_for 20 grep -q listening "$STATE/aserver.out"
 	migrate_server_under_load aserver 8001
+}
+
+@test "migrate: the workload's neighbour entries go with it: on B it reaches its client without asking the segment first" {
+	start_in_a echo --net 10.77.0.50/24 --bridge br0 -- \
+		"$CRYO_TEST_PROGRAMS/echo-counter" 0.0.0.0 8000
+	wait_for 10 grep -q listening "$STATE/echo.out"
+	start_client 10.77.0.50 8000 4
+	sleep 1
+	local mac_c
+	mac_c=$(ip -n "${NS}c" -o link show "${NS}c-up" | grep -o 'link/ether [0-9a-f:]*')
+	run nsenter --net="/proc/$(a_pid echo)/ns/net" ip neigh show 10.77.0.3 dev eth0
+	assert_output --partial "lladdr ${mac_c#link/ether }"
+	run migrate echo
+	assert_success
+	wait_for 10 grep -q "'echo' arrived by migration and runs" "$B/echo/output.log"
+	# Right after the move the entry for the client holds its address, and
+	# no request was ever sent for it (a resolution, the first request of
+	# which went out while the workload was still off the network, counts
+	# its probes and leaves it INCOMPLETE for a second).
+	run nsenter --net="/proc/$(b_pid echo)/ns/net" ip -s neigh show 10.77.0.3 dev eth0
+	assert_output --partial "lladdr ${mac_c#link/ether }"
+	assert_output --partial "probes 0"
+	refute_output --partial INCOMPLETE
+	refute_output --partial FAILED
+	wait "$CLIENT"
+	run cat "$STATE/client.out"
+	assert_output --regexp '^ok [0-9]+ 1 [0-9]+$'
 }
 
 @test "migrate --precopy: a whole image first, then only what changed while frozen" {

@@ -129,6 +129,27 @@ static void test_cidr(void)
 	CHECK(net_parse_ip("10.0.0.256", &ip) < 0);
 }
 
+/* A neighbour entry as a migration's manifest carries it. */
+static void test_neigh_text(void)
+{
+	struct net_neigh e = {0}, back = {0};
+	char buf[96], ip[INET6_ADDRSTRLEN];
+	CHECK(net_neigh_parse("10.77.0.3 0a:1b:2c:3d:4e:5f", &e) == 0 && e.ip.family == AF_INET);
+	CHECK(!strcmp(net_format_ip(&e.ip, ip, sizeof(ip)), "10.77.0.3"));
+	CHECK(e.lladdr[0] == 0x0a && e.lladdr[5] == 0x5f);
+	net_neigh_format(&e, buf, sizeof(buf));
+	CHECK(!strcmp(buf, "10.77.0.3 0a:1b:2c:3d:4e:5f"));
+	CHECK(net_neigh_parse("fe80::1 fe:00:00:00:00:01", &e) == 0 && e.ip.family == AF_INET6);
+	net_neigh_format(&e, buf, sizeof(buf));
+	CHECK(net_neigh_parse(buf, &back) == 0 && back.ip.family == AF_INET6 &&
+	      !memcmp(&back.ip.v6, &e.ip.v6, 16) && !memcmp(back.lladdr, e.lladdr, 6));
+	CHECK(net_neigh_parse("10.77.0.3", &e) < 0);
+	CHECK(net_neigh_parse("10.77.0.3 0a:1b:2c:3d:4e", &e) < 0);
+	CHECK(net_neigh_parse("10.77.0.3 0a:1b:2c:3d:4e:5f extra", &e) < 0);
+	CHECK(net_neigh_parse("10.77.0.300 0a:1b:2c:3d:4e:5f", &e) < 0);
+	CHECK(net_neigh_parse("web 0a:1b:2c:3d:4e:5f", &e) < 0);
+}
+
 static int parse(bool restore, struct run_options *o, ...)
 {
 	char *argv[16] = {restore ? "restore" : "run"};
@@ -716,5 +737,6 @@ static void test_held_files(void)
 	util_rm_rf(dir);
 }
 
-TEST_MAIN(test_json_reader, test_json_writer, test_status_round_trip, test_cidr, test_run_options,
-          test_channel, test_channel_deadline, test_offer_checks, test_held_paths, test_held_files)
+TEST_MAIN(test_json_reader, test_json_writer, test_status_round_trip, test_cidr, test_neigh_text,
+          test_run_options, test_channel, test_channel_deadline, test_offer_checks, test_held_paths,
+          test_held_files)
