@@ -39,6 +39,9 @@ void checkpoint_fill_manifest(struct supervisor *s, struct manifest *m, uint64_t
 	manifest_addf(m, "generation", "%" PRIu64, gen);
 	manifest_addf(m, "time", "%" PRIu64, now / UINT64_C(1000000000));
 	manifest_add(m, "trigger", checkpoint_trigger_name(trigger));
+	/* The retention it was stored under, for cryo images to tell the
+	 * generations kept as the newest from those kept as their bases. */
+	manifest_addf(m, "keep", "%u", s->cfg->keep);
 	for (char **a = s->cfg->argv; *a; a++)
 		manifest_add(m, "arg", *a);
 	manifest_add(m, "cwd", s->cwd);
