@@ -216,7 +216,11 @@ resumes_after() { # FIRST LAST
 	assert_success
 	python3 - "$output" <<-'PY'
 	import json, sys
-	d = json.loads(sys.argv[1])
+	def unique(pairs):
+	    keys = [k for k, _ in pairs]
+	    assert len(keys) == len(set(keys)), "repeated key in %s" % keys
+	    return dict(pairs)
+	d = json.loads(sys.argv[1], object_pairs_hook=unique)
 	assert d["verified"] and d["manifest"]["trigger"] == "command", d
 	assert [p["comm"] for p in d["processes"]] == ["cryo-init", "epoll-server"], d
 	assert d["memory_bytes"] > 0 and d["raw_size"] > d["size"] > 0, d
@@ -230,4 +234,32 @@ resumes_after() { # FIRST LAST
 	run "$CRYO" inspect ep@7
 	assert_failure
 	assert_output --partial "No such file"
+}
+
+@test "cryo inspect: a bare word is a workload's name, a file is named by a path or --file" {
+	start_cryo iw -- sleep 600
+	wait_for 30 has_pid iw
+	"$CRYO" checkpoint iw >/dev/null
+	mkdir "$STATE/cwd"
+	cd "$STATE/cwd"
+	# A file of the workload's name here does not hide the workload.
+	echo "not an image" >iw
+	run "$CRYO" inspect iw
+	assert_success
+	assert_line --regexp "^image +$STATE/iw/gen-000000000001.cryo \(verified\)$"
+	# A copy of the image here: a bare word is still a name, and the line
+	# says how to name the file.
+	cp "$(gen_file iw 1)" gen-1.cryo
+	run "$CRYO" inspect gen-1.cryo
+	assert_failure 1
+	assert_output "cryo: 'gen-1.cryo' is taken as a workload name, and that workload has no images in '$STATE/gen-1.cryo'; for the file 'gen-1.cryo' in this directory, use: cryo inspect ./gen-1.cryo (or --file gen-1.cryo)"
+	run "$CRYO" inspect ./gen-1.cryo
+	assert_success
+	assert_line --regexp '^image +\./gen-1\.cryo \(verified\)$'
+	run "$CRYO" inspect --file gen-1.cryo
+	assert_success
+	assert_line --regexp '^workload +iw, generation 1, '
+	run "$CRYO" inspect --file gen-1.cryo iw
+	assert_failure 2
+	assert_output --partial "give one image: cryo inspect NAME[@GEN] | PATH | --file FILE"
 }
