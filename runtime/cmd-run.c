@@ -93,7 +93,8 @@ static void usage(FILE *f)
 	    "                       with --keep); endpoint and credentials from\n"
 	    "                       AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,\n"
 	    "                       AWS_SECRET_ACCESS_KEY or /etc/cryo/s3.conf\n"
-	    "  --verbose            also report periodic checkpoints\n",
+	    "  --verbose            also report periodic checkpoints, and those a command\n"
+	    "                       (cryo checkpoint, cryo stop --checkpoint) reported\n",
 	    f);
 }
 

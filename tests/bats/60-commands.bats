@@ -263,3 +263,45 @@ resumes_after() { # FIRST LAST
 	assert_failure 2
 	assert_output --partial "give one image: cryo inspect NAME[@GEN] | PATH | --file FILE"
 }
+
+@test "a checkpoint a command asked for is reported once on a terminal: by the command" {
+	start_cryo once -- "$TICKER"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/once.out"
+	run "$CRYO" checkpoint once
+	assert_success
+	assert_output --regexp "^checkpoint 1 of 'once': "
+	run "$CRYO" stop --checkpoint once
+	assert_success
+	assert_output "stopped 'once' after checkpoint 2 (resume it with: cryo restore once)"
+	# cryo run exits 143 after cryo stop (cryo-run(1), EXIT STATUS).
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	assert_equal "$status" 143
+	# The supervisor's stderr (the same terminal, run in the foreground)
+	# does not say it again.
+	run grep "checkpoint [12] of 'once'" "$STATE/once.err"
+	assert_failure
+	# With --verbose it does, as the debug lines it is.
+	start_cryo loud --verbose -- "$TICKER"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/loud.out"
+	"$CRYO" checkpoint loud >/dev/null
+	wait_for 10 grep -q "checkpoint 1 of 'loud' stored (command" "$STATE/loud.err"
+}
+
+@test "a program that dies during a periodic checkpoint: one line saying so, not CRIU's complaint" {
+	start_cryo pd --every 100ms --max-restarts 100 -- "$CRYO_TEST_PROGRAMS/bench-target" 64
+	wait_for 30 test -e "$(gen_file pd 1)"
+	# Kill it the moment a checkpoint begins (the dump of 64 MiB takes a
+	# while), until one such kill landed inside CRIU's dump: at most 20.
+	for _ in $(seq 20); do
+		grep -q "^cryo: no periodic checkpoint of 'pd'" "$STATE/pd.err" && break
+		restored=$(grep -c "restored 'pd' from" "$STATE/pd.err") || true
+		wait_for 30 grep -q '"state":"checkpointing"' "$STATE/pd/status.json"
+		kill -KILL "$(prog_pid pd)" 2>/dev/null || true
+		wait_for 60 count_at_least $((restored + 1)) "restored 'pd' from" "$STATE/pd.err"
+	done
+	run grep "^cryo: no periodic checkpoint of 'pd'" "$STATE/pd.err"
+	assert_success
+	assert_line --index 0 "cryo: no periodic checkpoint of 'pd': the program ended during the checkpoint"
+	run grep -E "periodic checkpoint of 'pd' failed|No such process|pagemap" "$STATE/pd.err"
+	assert_failure
+}
