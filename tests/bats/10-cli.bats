@@ -3,6 +3,8 @@
 
 load helpers
 
+bats_require_minimum_version 1.5.0
+
 setup() { setup_state; }
 teardown() { teardown_state; }
 
@@ -151,4 +153,27 @@ world"
 	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key" --state-dir "$STATE"
 	assert_failure
 	assert_output --partial "must hold 32 to 65536 bytes"
+}
+
+@test "--json: a workload no supervisor runs, a key file not there: {\"ok\":false,...} on stdout, exit 1" {
+	head -c 32 /dev/urandom >"$STATE/key"
+	chmod 600 "$STATE/key"
+	run --separate-stderr "$CRYO" migrate --json nosuch --to 127.0.0.1:1 --key-file "$STATE/key"
+	assert_failure 1
+	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["ok"] is False and d["errno"] == 2 and "cryo run --name nosuch" in d["error"], d' "$output"
+	[ -z "$stderr" ]
+	run --separate-stderr "$CRYO" migrate --json nosuch --to 127.0.0.1:1 --key-file "$STATE/none"
+	assert_failure 1
+	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["ok"] is False and "cannot read the key file" in d["error"], d' "$output"
+	for verb in checkpoint stop kill; do
+		run --separate-stderr "$CRYO" "$verb" --json nosuch
+		assert_failure 1
+		python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["ok"] is False and "is not running" in d["error"], d' "$output"
+	done
+}
+
+@test "cryo serve has no --json: refused as an unknown option" {
+	run "$CRYO" serve --json --listen 127.0.0.1:0 --key-file "$STATE/none"
+	assert_failure 2
+	assert_output "cryo: unknown option '--json' for 'cryo serve' (see cryo serve --help)"
 }
