@@ -22,6 +22,7 @@ int cmd_kill(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 /* Sends one request line to the supervisor of p and reads its one-line JSON
  * reply, parsed (json_object_put() it). -ENOENT/-ECONNREFUSED when none runs,

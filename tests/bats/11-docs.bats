@@ -46,7 +46,7 @@ help_options() {
 }
 
 @test "each verb's options are those its --help names" {
-	for verb in run restore checkpoint status images inspect stop kill migrate serve; do
+	for verb in run restore checkpoint status images inspect stop kill migrate serve keygen; do
 		run complete_line "$verb" --
 		assert_output "$(help_options "$verb")"
 	done
