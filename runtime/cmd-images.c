@@ -76,8 +76,7 @@ static int compare_local(const void *a, const void *b)
  * or "set.keep" in one a migration brought) are "newest"; one that is kept
  * only because a kept one is built on it (deltas chain back to the last
  * whole generation) is "base". Unknown (an image from before "keep") stays
- * NULL, as does one kept for neither reason (an earlier run's after cryo run
- * --fresh, which goes at this run's first checkpoint). */
+ * NULL. */
 static void kept_marks(const char *dir, struct local_gen *g, size_t n)
 {
 	size_t n_good = 0, newest = n;
