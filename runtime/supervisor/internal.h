@@ -436,12 +436,12 @@ int restore_lazily(struct supervisor *s, uint64_t gen);
 
 /* ---- restore.c: choosing the generation to restore ---- */
 
-/* Restores the newest intact generation (or cfg->resume_generation), falling
- * back to older ones. Returns -ENOENT when there is none. */
 /* Whether a generation this run may restore is stored (after cryo run
  * --fresh, one of this run's). */
 bool restore_has_generation(struct supervisor *s);
 
+/* Restores the newest intact generation (or cfg->resume_generation), falling
+ * back to older ones. Returns -ENOENT when there is none. */
 int restore_newest(struct supervisor *s, uint64_t only);
 
 /* ---- checkpoint.c: checkpoints ---- */
