@@ -23,8 +23,11 @@ int image_store_path(const char *dir, uint64_t gen, char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* Parses "gen-N.cryo" (exact) or, with any_suffix, "gen-N.cryo<anything>". */
-static int parse_name(const char *name, bool any_suffix, uint64_t *gen)
+#define DAMAGED_SUFFIX ".damaged"
+
+/* Parses "gen-N.cryo" (exact), with suffix "gen-N.cryo<suffix>", or with
+ * suffix NULL and any_suffix, "gen-N.cryo<anything>". */
+static int parse_name(const char *name, bool any_suffix, const char *suffix, uint64_t *gen)
 {
 	if (strncmp(name, "gen-", 4) != 0)
 		return -EINVAL;
@@ -34,7 +37,8 @@ static int parse_name(const char *name, bool any_suffix, uint64_t *gen)
 	if (errno || end == name + 4 ||
 	    strncmp(end, IMAGE_STORE_SUFFIX, strlen(IMAGE_STORE_SUFFIX)))
 		return -EINVAL;
-	if (!any_suffix && end[strlen(IMAGE_STORE_SUFFIX)] != '\0')
+	const char *rest = end + strlen(IMAGE_STORE_SUFFIX);
+	if (!any_suffix && strcmp(rest, suffix ? suffix : "") != 0)
 		return -EINVAL;
 	*gen = v;
 	return 0;
@@ -46,7 +50,7 @@ static int compare_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int scan(const char *dir, bool any_suffix, uint64_t **ret, size_t *ret_n)
+static int scan(const char *dir, bool any_suffix, const char *suffix, uint64_t **ret, size_t *ret_n)
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d) {
@@ -62,7 +66,7 @@ static int scan(const char *dir, bool any_suffix, uint64_t **ret, size_t *ret_n)
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		uint64_t g;
-		if (parse_name(de->d_name, any_suffix, &g) < 0)
+		if (parse_name(de->d_name, any_suffix, suffix, &g) < 0)
 			continue;
 		uint64_t *ng = realloc(gens, (n + 1) * sizeof(uint64_t));
 		if (!ng)
@@ -110,14 +114,19 @@ void image_store_sweep(const char *dir)
 
 int image_store_list(const char *dir, uint64_t **ret, size_t *ret_n)
 {
-	return scan(dir, false, ret, ret_n);
+	return scan(dir, false, NULL, ret, ret_n);
+}
+
+int image_store_list_damaged(const char *dir, uint64_t **ret, size_t *ret_n)
+{
+	return scan(dir, false, DAMAGED_SUFFIX, ret, ret_n);
 }
 
 int image_store_next_generation(const char *dir, uint64_t *ret)
 {
 	_cleanup_free_ uint64_t *gens = NULL;
 	size_t n;
-	int r = scan(dir, true, &gens, &n);
+	int r = scan(dir, true, NULL, &gens, &n);
 	if (r < 0)
 		return r;
 	*ret = n ? gens[n - 1] + 1 : 1;
@@ -244,7 +253,7 @@ int image_store_prune(const char *dir, unsigned keep, uint64_t oldest)
 	/* Set-aside damaged generations older than everything kept go too. */
 	_cleanup_free_ uint64_t *all = NULL;
 	size_t na;
-	if (n > keep && scan(dir, true, &all, &na) == 0) {
+	if (n > keep && scan(dir, true, NULL, &all, &na) == 0) {
 		uint64_t oldest_kept = gens[n - keep];
 		for (size_t i = 0; i < n; i++)
 			if (needed[i] && gens[i] < oldest_kept)
@@ -254,7 +263,7 @@ int image_store_prune(const char *dir, unsigned keep, uint64_t oldest)
 				continue;
 			char path[PATH_MAX + 16];
 			image_store_path(dir, all[i], path, sizeof(path) - 16);
-			strcat(path, ".damaged");
+			strcat(path, DAMAGED_SUFFIX);
 			unlink(path);
 		}
 	}
@@ -267,7 +276,7 @@ int image_store_set_aside(const char *dir, uint64_t gen)
 	int r = image_store_path(dir, gen, path, sizeof(path));
 	if (r < 0)
 		return r;
-	snprintf(aside, sizeof(aside), "%s.damaged", path);
+	snprintf(aside, sizeof(aside), "%s" DAMAGED_SUFFIX, path);
 	if (rename(path, aside) < 0)
 		return -errno;
 	return util_fsync_dir(dir);

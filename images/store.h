@@ -28,6 +28,10 @@ void image_store_sweep(const char *dir);
 /* The committed generations in dir, ascending. *ret is NULL when none. */
 int image_store_list(const char *dir, uint64_t **ret, size_t *ret_n);
 
+/* The generations set aside as damaged in dir (gen-N.cryo.damaged),
+ * ascending. *ret is NULL when none. */
+int image_store_list_damaged(const char *dir, uint64_t **ret, size_t *ret_n);
+
 /* The next generation number: one above every generation ever seen in dir,
  * damaged ones included, so a number is never reused. */
 int image_store_next_generation(const char *dir, uint64_t *ret);

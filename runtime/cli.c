@@ -4,7 +4,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,26 +89,56 @@ const char *cli_reply_error(struct json_object *reply)
 	return why ? why : "unknown error";
 }
 
-/* Explains a failed request to a supervisor, in one line. */
-void cli_report_unreachable(const struct workload_paths *p, const char *name, int r)
+/* Why a supervisor could not be asked (r from cli_request), in one line. */
+static void unreachable_reason(const struct workload_paths *p, const char *name, int r, char *buf,
+                               size_t len)
 {
 	if (r == -ENOENT || r == -ECONNREFUSED)
-		log_error(
+		snprintf(
+		    buf, len,
 		    "'%s' is not running: no supervisor in '%s' (start it with cryo run --name "
 		    "%s -- PROG, or resume it with cryo restore %s)",
 		    name, p->dir, name, name);
 	else if (r == -ETIMEDOUT)
-		log_error("the supervisor of '%s' did not answer in time; try again, or see cryo "
-		          "status %s",
-		          name, name);
+		snprintf(buf, len,
+		         "the supervisor of '%s' did not answer in time; try again, or see cryo "
+		         "status %s",
+		         name, name);
 	else if (r == -EPROTO)
-		log_error("the supervisor of '%s' answered with something that is not JSON; is "
-		          "this cryo older or newer than the one that runs it?",
-		          name);
+		snprintf(buf, len,
+		         "the supervisor of '%s' answered with something that is not JSON; is "
+		         "this cryo older or newer than the one that runs it?",
+		         name);
 	else
-		log_error("lost the supervisor of '%s' while waiting for its answer (%s); see cryo "
-		          "status %s",
-		          name, strerror(-r), name);
+		snprintf(buf, len,
+		         "lost the supervisor of '%s' while waiting for its answer (%s); see cryo "
+		         "status %s",
+		         name, strerror(-r), name);
+}
+
+void cli_report_unreachable(const struct workload_paths *p, const char *name, int r)
+{
+	char why[PATH_MAX + 512];
+	unreachable_reason(p, name, r, why, sizeof(why));
+	log_error("%s", why);
+}
+
+void cli_fail(bool json, int r, const char *fmt, ...)
+{
+	char why[PATH_MAX + 512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (!json) {
+		log_error("%s", why);
+		return;
+	}
+	_cleanup_json_ struct json_object *o = json_object_new_object();
+	cryo_json_add(o, "ok", json_object_new_boolean(false));
+	cryo_json_add(o, "errno", json_object_new_int(-r));
+	cryo_json_add(o, "error", json_object_new_string(why));
+	printf("%s\n", cryo_json_text(o));
 }
 
 bool cli_reply_done(const struct workload_paths *p, const char *name, int r,
@@ -115,7 +147,10 @@ bool cli_reply_done(const struct workload_paths *p, const char *name, int r,
 {
 	*status = 1;
 	if (r < 0) {
-		cli_report_unreachable(p, name, r);
+		/* With --json, as a refusal is: {"ok":false,...} on stdout. */
+		char why[PATH_MAX + 512];
+		unreachable_reason(p, name, r, why, sizeof(why));
+		cli_fail(json, r, "%s", why);
 		return true;
 	}
 	const char *why = cli_reply_error(reply);
@@ -164,12 +199,14 @@ int cli_parse(int argc, char **argv, const char *verb, void (*usage)(FILE *),
 {
 	struct option opts[16] = {
 	    {"state-dir", required_argument, NULL, 1},
-	    {"json", no_argument, NULL, 2},
 	    {"help", no_argument, NULL, 3},
+	    {"json", no_argument, NULL, 2},
 	};
-	size_t n = 3;
-	for (; extra && extra[n - 3].name && n < ARRAY_SIZE(opts) - 1; n++)
-		opts[n] = extra[n - 3];
+	/* cryo serve prints nothing but its log: --json would mean nothing
+	 * there, so it is refused as any unknown option is. */
+	size_t n = strcmp(verb, "serve") != 0 ? 3 : 2, first_extra = n;
+	for (; extra && extra[n - first_extra].name && n < ARRAY_SIZE(opts) - 1; n++)
+		opts[n] = extra[n - first_extra];
 	*out = (struct cli_args){0};
 	optind = 1;
 	opterr = 0;

@@ -22,6 +22,7 @@ int cmd_kill(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 /* Sends one request line to the supervisor of p and reads its one-line JSON
  * reply, parsed (json_object_put() it). -ENOENT/-ECONNREFUSED when none runs,
@@ -83,6 +84,11 @@ int run_fetch(struct run_options *o);
 
 /* Explains why a supervisor could not be asked (r from cli_request). */
 void cli_report_unreachable(const struct workload_paths *p, const char *name, int r);
+
+/* Says why a verb fails (r: a negative errno): one line on stderr, or with
+ * json {"ok":false,"errno":-r,"error":"..."} on stdout, as a supervisor's
+ * refusal reads. */
+void cli_fail(bool json, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* cryo's exit status for bad usage (a wrong option or argument). */
 #define CLI_EXIT_USAGE 2

@@ -37,8 +37,10 @@ int cmd_checkpoint(int argc, char **argv)
 	_cleanup_json_ struct json_object *reply = NULL;
 	int r = cli_request(&p, "checkpoint", 3600 * 1000, &reply);
 	int status;
-	if (cli_reply_done(&p, name, r, reply, json, "checkpoint", "; the program runs on",
-	                   &status))
+	/* ESRCH: the program ended meanwhile (its supervisor restores it). */
+	bool ended = r == 0 && cryo_json_int(reply, "errno", 0) == ESRCH;
+	if (cli_reply_done(&p, name, r, reply, json, "checkpoint",
+	                   ended ? "" : "; the program runs on", &status))
 		return status;
 	char size[32], raw[32];
 	printf("checkpoint %" PRId64

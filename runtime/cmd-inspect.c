@@ -1,4 +1,4 @@
-/* cryo inspect NAME[@GEN] | FILE: what an image holds, in the spirit of
+/* cryo inspect NAME[@GEN] | PATH | --file FILE: what an image holds, in the spirit of
  * checkpointctl: manifest, process tree, memory, open files and sockets,
  * compression. */
 #include "cli.h"
@@ -22,11 +22,17 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: cryo inspect [--state-dir DIR] [--json] NAME[@GEN] | FILE\n"
+	fputs("usage: cryo inspect [--state-dir DIR] [--json] NAME[@GEN]\n"
+	      "       cryo inspect [--json] PATH | --file FILE\n"
 	      "\n"
 	      "Shows what an image holds: its manifest, the process tree, the memory dumped,\n"
-	      "the open files and sockets, and the compression ratio. NAME alone means its\n"
-	      "newest generation; FILE is a gen-*.cryo file. The image is verified first.\n",
+	      "the open files and sockets, and the compression ratio. NAME alone means the\n"
+	      "workload's newest generation, NAME@GEN generation GEN. An image file is named\n"
+	      "by a path with a '/' in it (./gen-000000000003.cryo, /var/lib/cryo/web/...)\n"
+	      "or by --file FILE: a bare word is always a workload's name. The image is\n"
+	      "verified first.\n"
+	      "\n"
+	      "  --file FILE   the gen-*.cryo file FILE, whatever its name\n",
 	      f);
 }
 
@@ -35,14 +41,13 @@ static bool want_metadata(const char *name)
 	return !criu_glue_is_memory_image(name);
 }
 
-/* Resolves NAME[@GEN] or FILE to an archive path, and its generation in
- * *ret_gen (0 for a FILE: its manifest says). */
+/* Resolves NAME[@GEN] (a bare word), or a PATH (with a '/'), to an archive
+ * path, and its generation in *ret_gen (0 for a file: its manifest says). */
 static int resolve(const char *state_dir, const char *arg, char *path, size_t len,
                    uint64_t *ret_gen)
 {
-	struct stat st;
 	*ret_gen = 0;
-	if (strchr(arg, '/') || (stat(arg, &st) == 0 && S_ISREG(st.st_mode))) {
+	if (strchr(arg, '/')) {
 		snprintf(path, len, "%s", arg);
 		return 0;
 	}
@@ -60,15 +65,26 @@ static int resolve(const char *state_dir, const char *arg, char *path, size_t le
 	struct workload_paths p;
 	if (cli_workload(state_dir, name, &p) < 0)
 		return -EINVAL;
-	if (!gen) {
-		_cleanup_free_ uint64_t *gens = NULL;
-		size_t n = 0;
-		if (image_store_list(p.dir, &gens, &n) < 0 || n == 0) {
-			log_error("'%s' has no images in '%s' (see cryo status)", name, p.dir);
-			return -ENOENT;
-		}
-		gen = gens[n - 1];
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	if (image_store_list(p.dir, &gens, &n) < 0 || n == 0) {
+		/* cryo inspect FILE once opened a file of that name here: say
+		 * how to name it now. */
+		struct stat st;
+		if (!at && stat(arg, &st) == 0 && S_ISREG(st.st_mode))
+			log_error(
+			    "'%s' is taken as a workload name, and that workload has no images "
+			    "in '%s'; for the file '%s' in this directory, use: cryo inspect "
+			    "./%s (or --file %s)",
+			    arg, p.dir, arg, arg, arg);
+		else
+			log_error("'%s' has no images in '%s' (see cryo status; an image file is "
+			          "named by a path with a '/' or by --file FILE)",
+			          name, p.dir);
+		return -ENOENT;
 	}
+	if (!gen)
+		gen = gens[n - 1];
 	*ret_gen = gen;
 	return image_store_path(p.dir, gen, path, len);
 }
@@ -209,20 +225,37 @@ static void print_text(const char *path, const struct stat *st, const struct man
 	}
 }
 
+static int file_option(int c, const char *arg, void *ctx)
+{
+	(void)c;
+	*(const char **)ctx = arg; /* --file */
+	return 0;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
+	static const struct option extra[] = {{"file", required_argument, NULL, 'f'}, {0}};
+	const char *file = NULL;
 	struct cli_args args;
-	int c =
-	    cli_parse(argc, argv, "inspect", usage, NULL, NULL, NULL, 1, 1,
-	              "one image: cryo inspect NAME[@GEN] | FILE (see cryo images NAME)", &args);
+	int c = cli_parse(argc, argv, "inspect", usage, extra, file_option, &file, 0, 1,
+	                  "one image: cryo inspect NAME[@GEN] | PATH | --file FILE (see cryo "
+	                  "images NAME)",
+	                  &args);
 	if (c < 0)
 		return CLI_EXIT_USAGE;
 	if (args.help)
 		return 0;
+	if (!file == (args.first == argc)) {
+		log_error("give one image: cryo inspect NAME[@GEN] | PATH | --file FILE (see cryo "
+		          "images NAME)");
+		return CLI_EXIT_USAGE;
+	}
 	bool json = args.json;
 	char path[PATH_MAX];
-	uint64_t gen;
-	if (resolve(args.state_dir, argv[args.first], path, sizeof(path), &gen) < 0)
+	uint64_t gen = 0;
+	if (file)
+		snprintf(path, sizeof(path), "%s", file);
+	else if (resolve(args.state_dir, argv[args.first], path, sizeof(path), &gen) < 0)
 		return 1;
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {

@@ -130,16 +130,17 @@ int cmd_migrate(int argc, char **argv)
 	}
 	if (cli_require_root("migrate") < 0)
 		return 1;
+	struct workload_paths p;
+	if (cli_workload(a.state_dir, name, &p) < 0)
+		return 1;
 	/* The supervisor reads the key file: give it a path that does not
 	 * depend on our working directory. */
 	char key[PATH_MAX];
 	if (!realpath(mo.key_file, key)) {
-		log_error("cannot read the key file '%s': %m", mo.key_file);
+		int r = -errno;
+		cli_fail(a.json, r, "cannot read the key file '%s': %s", mo.key_file, strerror(-r));
 		return 1;
 	}
-	struct workload_paths p;
-	if (cli_workload(a.state_dir, name, &p) < 0)
-		return 1;
 	_cleanup_free_ char *request = NULL;
 	_cleanup_json_ struct json_object *reply = NULL;
 	if (asprintf(&request, "migrate\t%s\t%s\t%s", mo.to, key, mo.precopy ? "precopy" : "") < 0)

@@ -47,7 +47,9 @@ static void usage(FILE *f)
 	    "                       always: also after exit 0; no: never\n"
 	    "  --max-restarts N     give up after N restores without a checkpoint between "
 	    "(default 5)\n"
-	    "  --keep N             generations to keep (default 3)\n"
+	    "  --keep N             the newest generations to keep (default 3), and those\n"
+	    "                       they are built on (at most 8 more: cryo images marks\n"
+	    "                       them base)\n"
 	    "  --every DURATION     checkpoint periodically, e.g. 500ms, 30s, 5m\n"
 	    "  --fresh              start afresh even if NAME has images (kept until the first\n"
 	    "                       new checkpoint is durable)\n"
@@ -91,7 +93,8 @@ static void usage(FILE *f)
 	    "                       with --keep); endpoint and credentials from\n"
 	    "                       AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,\n"
 	    "                       AWS_SECRET_ACCESS_KEY or /etc/cryo/s3.conf\n"
-	    "  --verbose            also report periodic checkpoints\n",
+	    "  --verbose            also report periodic checkpoints, and those a command\n"
+	    "                       (cryo checkpoint, cryo stop --checkpoint) reported\n",
 	    f);
 }
 

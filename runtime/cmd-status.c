@@ -84,6 +84,19 @@ static void from_images(const struct workload_paths *p, struct row *row)
 	}
 }
 
+/* Whether generation gen of p was set aside as damaged. */
+static bool set_aside(const struct workload_paths *p, uint64_t gen)
+{
+	_cleanup_free_ uint64_t *aside = NULL;
+	size_t n = 0;
+	if (image_store_list_damaged(p->dir, &aside, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (aside[i] == gen)
+			return true;
+	return false;
+}
+
 /* What the supervisor last published in status.json, checked against its
  * lock: a state file without a live supervisor means it stopped (or died). */
 static int collect(const char *state_dir, const char *name, struct row *row)
@@ -123,6 +136,13 @@ static int collect(const char *state_dir, const char *name, struct row *row)
 	}
 	if (!supervised && strcmp(row->state, "failed") != 0 && strcmp(row->state, "migrated") != 0)
 		snprintf(row->state, sizeof(row->state), "stopped");
+	/* A generation set aside as damaged since (a restore found it so) is
+	 * no checkpoint to resume from: the newest one left is. */
+	if (row->last_gen > 0 && !row->moved_to[0] && set_aside(&p, (uint64_t)row->last_gen)) {
+		if (row->generation == row->last_gen)
+			row->generation = 0;
+		row->last_gen = -1;
+	}
 	if (row->last_gen < 0) {
 		struct row img;
 		memset(&img, 0, sizeof(img));

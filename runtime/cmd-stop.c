@@ -76,10 +76,9 @@ int cmd_stop(int argc, char **argv)
 		return 1;
 	_cleanup_json_ struct json_object *reply = NULL;
 	int r = cli_request(&p, with_checkpoint ? "stop-checkpoint" : "stop", 3600 * 1000, &reply);
-	if (r < 0) {
-		cli_report_unreachable(&p, name, r);
-		return 1;
-	}
+	int status;
+	if (r < 0 && cli_reply_done(&p, name, r, reply, json, "stop", "", &status))
+		return status; /* explained, as JSON with --json */
 	const char *why = cli_reply_error(reply);
 	if (why) {
 		if (json)

@@ -20,6 +20,7 @@ static const struct {
     {"restore", cmd_restore, "resume a workload from its images when no supervisor runs it"},
     {"migrate", cmd_migrate, "move a running workload to another machine"},
     {"serve", cmd_serve, "accept workloads migrated from other machines"},
+    {"keygen", cmd_keygen, "make the key that cryo migrate and cryo serve share"},
 };
 
 static void usage(FILE *f)

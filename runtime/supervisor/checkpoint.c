@@ -39,6 +39,9 @@ void checkpoint_fill_manifest(struct supervisor *s, struct manifest *m, uint64_t
 	manifest_addf(m, "generation", "%" PRIu64, gen);
 	manifest_addf(m, "time", "%" PRIu64, now / UINT64_C(1000000000));
 	manifest_add(m, "trigger", checkpoint_trigger_name(trigger));
+	/* The retention it was stored under, for cryo images to tell the
+	 * generations kept as the newest from those kept as their bases. */
+	manifest_addf(m, "keep", "%u", s->cfg->keep);
 	for (char **a = s->cfg->argv; *a; a++)
 		manifest_add(m, "arg", *a);
 	manifest_add(m, "cwd", s->cwd);
@@ -269,6 +272,12 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	tp[1] = util_now_ns();
 	if (r == 0 && pages)
 		r = criu_glue_pages_finish(pages, &cerr);
+	if (r < 0 && program_gone(s)) {
+		/* CRIU then fails on whatever of the dead program it met first
+		 * ("Can't open .../pagemap", "Unable to detach"): not the cause. */
+		r = error_set(err, -ESRCH, "the program ended during the checkpoint");
+		goto out;
+	}
 	if (r < 0) {
 		error_set(err, r, "%s", cerr.msg);
 		goto out;
@@ -423,11 +432,11 @@ out:
 	return r < 0 ? r : (int64_t)gen;
 }
 
-/* Logs a stored checkpoint: info, or debug for a periodic one. */
-void checkpoint_log(struct supervisor *s, enum checkpoint_trigger trigger)
+/* What internal.h says. */
+void checkpoint_log(struct supervisor *s, enum checkpoint_trigger trigger, bool told)
 {
 	char size[32];
-	void (*log)(const char *, ...) = trigger == TRIGGER_TIMER ? log_debug : log_info;
+	void (*log)(const char *, ...) = trigger == TRIGGER_TIMER || told ? log_debug : log_info;
 	log("checkpoint %" PRIu64 " of '%s' stored (%s, %s, frozen %.1f ms, durable after %.1f ms)",
 	    s->last.generation, s->cfg->name, checkpoint_trigger_name(trigger),
 	    util_format_bytes(s->last.size, size, sizeof(size)), (double)s->last.frozen_us / 1000,
@@ -472,7 +481,7 @@ void checkpoint_handle_control(struct supervisor *s)
 			    " stays the newest",
 			    s->cfg->name, err.msg, s->current_generation);
 		else
-			checkpoint_log(s, TRIGGER_PROGRAM);
+			checkpoint_log(s, TRIGGER_PROGRAM, false);
 		if (replied)
 			program_send(s, CRYO_MSG_DURABLE, g, s->current_generation);
 		else

@@ -53,18 +53,30 @@ static void reply_checkpoint(struct supervisor *s, struct client *c, int64_t g,
 	status_reply(c, o);
 }
 
+/* Whether c's reply went out whole: the command that asked has it, and
+ * prints it. (A reply that did not fit its socket at once, or a command that
+ * went away, counts as not told.) */
+static bool reply_delivered(const struct client *c)
+{
+	return !c->dropped && c->out_len == 0;
+}
+
 /* Handles one request, a line without its newline. */
 static void handle_request(struct supervisor *s, struct client *c, char *buf)
 {
 	struct cryo_error err = {{0}};
 	if (!strcmp(buf, "checkpoint")) {
 		int64_t g = checkpoint_take(s, TRIGGER_COMMAND, false, NULL, &err);
-		if (g >= 0)
-			checkpoint_log(s, TRIGGER_COMMAND);
-		else
-			log_error("cannot checkpoint '%s': %s; the program runs on", s->cfg->name,
-			          err.msg);
 		reply_checkpoint(s, c, g, &err);
+		/* cryo checkpoint prints the outcome to whoever asked; the
+		 * supervisor says it too only if that command went away. */
+		bool told = reply_delivered(c);
+		if (g >= 0)
+			checkpoint_log(s, TRIGGER_COMMAND, told);
+		else
+			(told ? log_debug : log_error)("cannot checkpoint '%s': %s; the program "
+			                               "runs on",
+			                               s->cfg->name, err.msg);
 	} else if (!strcmp(buf, "status")) {
 		status_reply(c, status_json(s));
 	} else if (!strcmp(buf, "stop")) {
@@ -72,14 +84,16 @@ static void handle_request(struct supervisor *s, struct client *c, char *buf)
 		status_reply_ok(c);
 	} else if (!strcmp(buf, "stop-checkpoint")) {
 		int64_t g = checkpoint_take(s, TRIGGER_STOP, false, NULL, &err);
-		if (g >= 0) {
-			checkpoint_log(s, TRIGGER_STOP);
+		if (g >= 0)
 			supervisor_request_stop(s, SIGTERM);
-		} else {
-			log_error("cannot checkpoint '%s' before stopping it: %s; it runs on",
-			          s->cfg->name, err.msg);
-		}
 		reply_checkpoint(s, c, g, &err);
+		bool told = reply_delivered(c); /* as for "checkpoint" */
+		if (g >= 0)
+			checkpoint_log(s, TRIGGER_STOP, told);
+		else
+			(told ? log_debug : log_error)("cannot checkpoint '%s' before stopping it: "
+			                               "%s; it runs on",
+			                               s->cfg->name, err.msg);
 	} else if (!strncmp(buf, "migrate\t", 8)) {
 		/* migrate TAB target TAB key-file */
 		char *target = buf + 8, *key = strchr(target, '\t');

@@ -284,6 +284,10 @@ void supervisor_set_state(struct supervisor *s, const char *state);
 
 /* ---- program.c: starting and stopping the program ---- */
 
+/* Whether the program has ended (or its init has), though the loop has not
+ * handled its end yet: a checkpoint that failed meanwhile failed for that. */
+bool program_gone(const struct supervisor *s);
+
 /* Starts the program afresh: a new PID namespace whose init is cryo-init,
  * with its channels, its network and CRYO_CONTROL_FD set. */
 int program_start(struct supervisor *s);
@@ -432,6 +436,10 @@ int restore_lazily(struct supervisor *s, uint64_t gen);
 
 /* ---- restore.c: choosing the generation to restore ---- */
 
+/* Whether a generation this run may restore is stored (after cryo run
+ * --fresh, one of this run's). */
+bool restore_has_generation(struct supervisor *s);
+
 /* Restores the newest intact generation (or cfg->resume_generation), falling
  * back to older ones. Returns -ENOENT when there is none. */
 int restore_newest(struct supervisor *s, uint64_t only);
@@ -465,8 +473,11 @@ void checkpoint_remove_wait(struct supervisor *s);
 int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
                         bool *replied, struct cryo_error *err);
 
-/* Logs a stored checkpoint: info, or debug for a periodic one. */
-void checkpoint_log(struct supervisor *s, enum checkpoint_trigger trigger);
+/* Logs a stored checkpoint: at info, or at debug (--verbose) for a periodic
+ * one and for one whose command was told (told: cryo checkpoint or cryo stop
+ * --checkpoint got the reply and prints it, so that each checkpoint is
+ * reported once on a terminal that shows both). */
+void checkpoint_log(struct supervisor *s, enum checkpoint_trigger trigger, bool told);
 
 /* Answers the program's request on its control socket (cryo_checkpoint()
  * or cryo_checkpoint_async()): one per turn of the loop. */

@@ -56,22 +56,38 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 			log_info("'%s' %s", cfg->name, how);
 		return 0;
 	}
+	bool have_images = restore_has_generation(s);
 	if (s->restarts_in_a_row >= cfg->max_restarts) {
 		supervisor_set_state(s, "failed");
-		log_error(
-		    "'%s' %s, after %u restarts in a row without a successful checkpoint; giving "
-		    "up (images kept in '%s'; resume with: cryo restore %s)",
-		    cfg->name, how, s->restarts_in_a_row, cfg->paths.dir, cfg->name);
+		if (have_images)
+			log_error("'%s' %s, after %u restarts in a row without a successful "
+			          "checkpoint; giving up (images kept in '%s'; resume with: cryo "
+			          "restore %s)",
+			          cfg->name, how, s->restarts_in_a_row, cfg->paths.dir, cfg->name);
+		else
+			log_error("'%s' %s, after %u restarts in a row; giving up: no checkpoint "
+			          "of it was taken, so there is nothing to resume (start it again "
+			          "with: cryo run --name %s -- PROG)",
+			          cfg->name, how, s->restarts_in_a_row, cfg->name);
 		return 0;
 	}
 	s->restarts_in_a_row++;
 	s->restarts_total++;
-	log_info("'%s' %s; restoring the newest checkpoint", cfg->name, how);
-	int r = restore_newest(s, 0);
+	/* One line says what happens next: a restore only where there is
+	 * something to restore. */
+	int r = -ENOENT;
+	if (have_images) {
+		log_info("'%s' %s; restoring the newest checkpoint", cfg->name, how);
+		r = restore_newest(s, 0);
+	}
 	if (r == 0)
 		return 1;
 	if (r == -ENOENT) {
-		log_info("'%s' has no checkpoint yet: starting it afresh", cfg->name);
+		if (have_images) /* gone since: removed by hand */
+			log_info("'%s' has no checkpoint left: starting it afresh", cfg->name);
+		else
+			log_info("'%s' %s and has no checkpoint yet: starting it afresh", cfg->name,
+			         how);
 		return program_start(s) == 0 ? 1 : 0;
 	}
 	log_error("no generation of '%s' could be restored; giving up (images kept in '%s'; see "
@@ -340,12 +356,17 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			case EV_TIMER: {
 				uint64_t ticks;
 				(void)!read(s.timerfd, &ticks, sizeof(ticks));
-				if (!s.running || s.stopping)
+				/* A program that ended is the loop's to handle
+				 * next, not a checkpoint's. */
+				if (!s.running || s.stopping || program_gone(&s))
 					break;
 				struct cryo_error err = {{0}};
 				int64_t g = checkpoint_take(&s, TRIGGER_TIMER, false, NULL, &err);
 				if (g >= 0)
-					checkpoint_log(&s, TRIGGER_TIMER);
+					checkpoint_log(&s, TRIGGER_TIMER, false);
+				else if (g == -ESRCH)
+					log_info("no periodic checkpoint of '%s': %s", cfg->name,
+					         err.msg);
 				else
 					log_error("periodic checkpoint of '%s' failed: %s; the "
 					          "program runs on",

@@ -236,6 +236,31 @@ int program_start(struct supervisor *s)
 	return 0;
 }
 
+bool program_gone(const struct supervisor *s)
+{
+	/* Its init exited (not reaped yet: that is the loop's, next). */
+	siginfo_t si = {0};
+	if (waitid(P_PID, (id_t)s->init_pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid == s->init_pid)
+		return true;
+	/* Or the program died and its init has not yet followed: a zombie
+	 * among the init's children. (None found says nothing: a kernel
+	 * without /proc's children files, or the moment the init reaped it,
+	 * which its own exit follows at once.) */
+	pid_t pid = program_pid(s);
+	if (pid <= 0)
+		return false;
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return fd < 0 && errno == ENOENT; /* reaped since we looked */
+	buf[n] = '\0';
+	const char *end = strrchr(buf, ')'); /* the name may hold anything */
+	return end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X');
+}
+
 /* Stops the program with sig, for good: no restore follows its end. */
 void supervisor_request_stop(struct supervisor *s, int sig)
 {

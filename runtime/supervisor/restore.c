@@ -72,6 +72,17 @@ restored:
 	return 0;
 }
 
+bool restore_has_generation(struct supervisor *s)
+{
+	_cleanup_free_ uint64_t *gens = NULL;
+	size_t n = 0;
+	/* One that cannot be listed is there as far as we know: the restore
+	 * that follows says why it cannot read them. */
+	if (image_store_list(s->cfg->paths.dir, &gens, &n) < 0)
+		return true;
+	return n > 0 && gens[n - 1] >= s->min_generation;
+}
+
 /* Restores the newest intact generation (or cfg->resume_generation), falling
  * back to older ones. Returns -ENOENT when there is none. */
 int restore_newest(struct supervisor *s, uint64_t only)

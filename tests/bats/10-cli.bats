@@ -3,6 +3,8 @@
 
 load helpers
 
+bats_require_minimum_version 1.5.0
+
 setup() { setup_state; }
 teardown() { teardown_state; }
 
@@ -118,7 +120,7 @@ world"
 
 @test "every verb explains itself with --help" {
 	local verb
-	for verb in run checkpoint status images inspect stop kill restore migrate serve; do
+	for verb in run checkpoint status images inspect stop kill restore migrate serve keygen; do
 		run "$CRYO" "$verb" --help
 		assert_success
 		assert_line --index 0 --partial "usage: cryo $verb"
@@ -151,4 +153,55 @@ world"
 	run "$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/key" --state-dir "$STATE"
 	assert_failure
 	assert_output --partial "must hold 32 to 65536 bytes"
+}
+
+@test "--json: a workload no supervisor runs, a key file not there: {\"ok\":false,...} on stdout, exit 1" {
+	head -c 32 /dev/urandom >"$STATE/key"
+	chmod 600 "$STATE/key"
+	run --separate-stderr "$CRYO" migrate --json nosuch --to 127.0.0.1:1 --key-file "$STATE/key"
+	assert_failure 1
+	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["ok"] is False and d["errno"] == 2 and "cryo run --name nosuch" in d["error"], d' "$output"
+	[ -z "$stderr" ]
+	run --separate-stderr "$CRYO" migrate --json nosuch --to 127.0.0.1:1 --key-file "$STATE/none"
+	assert_failure 1
+	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["ok"] is False and "cannot read the key file" in d["error"], d' "$output"
+	for verb in checkpoint stop kill; do
+		run --separate-stderr "$CRYO" "$verb" --json nosuch
+		assert_failure 1
+		python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["ok"] is False and "is not running" in d["error"], d' "$output"
+	done
+}
+
+@test "cryo serve has no --json: refused as an unknown option" {
+	run "$CRYO" serve --json --listen 127.0.0.1:0 --key-file "$STATE/none"
+	assert_failure 2
+	assert_output "cryo: unknown option '--json' for 'cryo serve' (see cryo serve --help)"
+}
+
+@test "cryo keygen: a 32-byte key of mode 600 in a directory of mode 700 it makes; never over a key; cryo serve takes it" {
+	run "$CRYO" keygen "$STATE/etc-cryo/key"
+	assert_success
+	assert_output "wrote a new key to '$STATE/etc-cryo/key' (mode 600): copy it to every machine that migrates with it, over a channel you already trust"
+	assert_equal "$(stat -c '%a %s %U' "$STATE/etc-cryo/key")" "600 32 root"
+	assert_equal "$(stat -c %a "$STATE/etc-cryo")" 700
+	sum=$(sha256sum <"$STATE/etc-cryo/key")
+	run "$CRYO" keygen "$STATE/etc-cryo/key"
+	assert_failure 1
+	assert_output "cryo: '$STATE/etc-cryo/key' exists: cryo keygen never overwrites a key (the machines that hold it would no longer match); remove it first to make a new one"
+	assert_equal "$(sha256sum <"$STATE/etc-cryo/key")" "$sum"
+	# Nor through a link.
+	ln -s "$STATE/elsewhere" "$STATE/etc-cryo/link"
+	run "$CRYO" keygen "$STATE/etc-cryo/link"
+	assert_failure 1
+	[ ! -e "$STATE/elsewhere" ]
+	run "$CRYO" keygen "$STATE/no/such/key"
+	assert_failure 1
+	assert_output "cryo: cannot create the directory '$STATE/no/such': No such file or directory"
+	run "$CRYO" keygen a b
+	assert_failure 2
+	# cryo serve takes the key as it is.
+	"$CRYO" serve --listen 127.0.0.1:0 --key-file "$STATE/etc-cryo/key" --state-dir "$STATE/serve" \
+		>"$STATE/serve.out" 2>&1 </dev/null &
+	track_supervisor "$!"
+	wait_for 30 grep -q serving "$STATE/serve.out"
 }

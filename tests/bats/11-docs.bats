@@ -3,7 +3,9 @@
 # the bash completion and the systemd unit in place (into a temp DESTDIR);
 # the completion (contrib/bash-completion/cryo) offers the verbs, each verb's
 # options as its --help names them, workload names from the state directory,
-# and NAME@GEN for cryo inspect. The state directory is a temp one.
+# and NAME@GEN for cryo inspect; and the docs lint (scripts/lib/check-docs)
+# catches a README or man page out of step with --help. The state directory
+# is a temp one.
 
 load helpers
 
@@ -46,7 +48,7 @@ help_options() {
 }
 
 @test "each verb's options are those its --help names" {
-	for verb in run restore checkpoint status images inspect stop kill migrate serve; do
+	for verb in run restore checkpoint status images inspect stop kill migrate serve keygen; do
 		run complete_line "$verb" --
 		assert_output "$(help_options "$verb")"
 	done
@@ -127,4 +129,24 @@ help_options() {
 	# Its ExecStart runs the cryo that meson installed.
 	bin=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$unit")
 	[ -x "$dest$bin" ]
+}
+
+@test "the docs lint (check-docs help) fails on a README or man page out of step with --help" {
+	# A copy of what it reads: the README, the pages and runtime/.
+	root=$STATE/root
+	mkdir -p "$root"
+	cp -r "$CRYO_TESTS/../README.md" "$CRYO_TESTS/../doc" "$CRYO_TESTS/../runtime" "$root/"
+	run bash "$CRYO_TESTS/../scripts/lib/check-docs" help "$CRYO" "$root"
+	assert_success
+	# An option --help names that the README leaves out, and a command
+	# line with an option the verb does not take.
+	sed -i 's/--no-verify/--no-check/g' "$root/README.md"
+	# shellcheck disable=SC2016 # the backquotes are the README's
+	printf '\nRun `cryo keygen --force /etc/cryo/key` to replace it.\n' >>"$root/README.md"
+	printf '\n*cryo serve --json --listen* _ADDR_\n' >>"$root/doc/cryo-serve.1.scd"
+	run bash "$CRYO_TESTS/../scripts/lib/check-docs" help "$CRYO" "$root"
+	assert_failure 1
+	assert_line "check-docs: cryo images --help names --no-verify, which the README does not"
+	assert_line "check-docs: README.md writes 'cryo keygen --force /etc/cryo/key': cryo keygen takes no --force"
+	assert_line "check-docs: cryo-serve.1.scd writes 'cryo serve --json --listen _ADDR_': cryo serve takes no --json"
 }

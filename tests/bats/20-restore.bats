@@ -59,8 +59,21 @@ expected_result() {
 	assert_equal "$status" 0
 	run grep "has no checkpoint yet: starting it afresh" "$STATE/c.err"
 	assert_success
+	assert_output "cryo: 'c' was killed by signal 9 (Killed) and has no checkpoint yet: starting it afresh"
+	# One line: no restore announced where there is nothing to restore.
+	run grep "restoring the newest checkpoint" "$STATE/c.err"
+	assert_failure
 	run grep -c '^step 1$' "$STATE/c.out"
 	assert_output 2
+}
+
+@test "--max-restarts without a checkpoint ever taken: gives up saying there is nothing to resume" {
+	run "$CRYO" run --name nock --restart always --max-restarts 2 -- true
+	assert_success
+	assert_output --partial "'nock' exited with status 0, after 2 restarts in a row; giving up: no checkpoint of it was taken, so there is nothing to resume (start it again with: cryo run --name nock -- PROG)"
+	refute_output --partial "images kept in"
+	refute_output --partial "cryo restore nock"
+	refute_output --partial "restoring the newest checkpoint"
 }
 
 @test "a segfault is a crash too" {

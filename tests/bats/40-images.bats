@@ -24,6 +24,15 @@ damage_and_kill() {
 	assert_output --partial "set aside as gen-000000000003.cryo.damaged"
 	assert_output --partial "restored 'c' from generation 2"
 	[ -e "$(gen_file c 3).damaged" ]
+	# The set-aside generation is no longer the newest checkpoint cryo
+	# status shows, and cryo images lists it, marked.
+	run "$CRYO" status c
+	assert_success
+	refute_output --partial "gen 3,"
+	run "$CRYO" images --no-verify c
+	assert_line --regexp '^3 .* damaged +local .* NO \(set aside as damaged\)$'
+	run "$CRYO" images --json c
+	python3 -c 'import json,sys; d={g["generation"]: g for g in json.loads(sys.argv[1])}; assert d[3]["set_aside"] and d[3]["kept"]=="damaged" and d[3]["verified"] is False and not d[2]["set_aside"], d' "$output"
 	wait_for 30 grep -q '^restored at step 20 from generation 2$' "$STATE/c.out"
 	# New checkpoints take new numbers: 3 is never reused.
 	wait_for 30 grep -q '^checkpointed at step 30 as generation 4$' "$STATE/c.out"
@@ -48,6 +57,39 @@ damage_and_kill() {
 	flip_byte "$(gen_file c 4)"
 	run "$CRYO" images c
 	assert_line --regexp '^4 .* NO: '
+}
+
+@test "cryo images tells the generations kept as the newest --keep from those kept only as their bases" {
+	# Deltas chain back to the last whole generation (whole again after 8
+	# in a row): --keep 2 keeps the newest 2 and every generation they are
+	# built on, at most 8 more.
+	start_cryo k --every 200ms --keep 2 -- sleep 600
+	wait_for 60 test -e "$(gen_file k 6)"
+	"$CRYO" stop k
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	run "$CRYO" images k
+	assert_success
+	[ "$(grep -cE '^[0-9]+ .* newest +local ' <<<"$output")" -eq 2 ]
+	n_base=$(grep -cE '^[0-9]+ .* base +local ' <<<"$output")
+	[ "$n_base" -ge 1 ] && [ "$n_base" -le 8 ]
+	# Every generation here is one of those two kinds.
+	[ "$(grep -cE '^[0-9]+ ' <<<"$output")" -eq $((2 + n_base)) ]
+	run "$CRYO" images --json k
+	python3 - "$output" <<-'PY'
+	import json, sys
+	d = json.loads(sys.argv[1])
+	assert [g["kept"] for g in d][-2:] == ["newest", "newest"], d
+	assert all(g["kept"] == "base" for g in d[:-2]), d
+	PY
+}
+
+@test "cryo images of a workload that does not exist fails as cryo status does" {
+	run "$CRYO" images nosuch
+	assert_failure 1
+	assert_output "cryo: no workload 'nosuch' in '$STATE' (see cryo status)"
+	run "$CRYO" status nosuch
+	assert_failure 1
+	assert_output "cryo: no workload 'nosuch' in '$STATE' (see cryo status)"
 }
 
 # FILE's memory images' frame tables forged to start at 2^64-1, with the

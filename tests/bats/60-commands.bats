@@ -216,7 +216,11 @@ resumes_after() { # FIRST LAST
 	assert_success
 	python3 - "$output" <<-'PY'
 	import json, sys
-	d = json.loads(sys.argv[1])
+	def unique(pairs):
+	    keys = [k for k, _ in pairs]
+	    assert len(keys) == len(set(keys)), "repeated key in %s" % keys
+	    return dict(pairs)
+	d = json.loads(sys.argv[1], object_pairs_hook=unique)
 	assert d["verified"] and d["manifest"]["trigger"] == "command", d
 	assert [p["comm"] for p in d["processes"]] == ["cryo-init", "epoll-server"], d
 	assert d["memory_bytes"] > 0 and d["raw_size"] > d["size"] > 0, d
@@ -230,4 +234,74 @@ resumes_after() { # FIRST LAST
 	run "$CRYO" inspect ep@7
 	assert_failure
 	assert_output --partial "No such file"
+}
+
+@test "cryo inspect: a bare word is a workload's name, a file is named by a path or --file" {
+	start_cryo iw -- sleep 600
+	wait_for 30 has_pid iw
+	"$CRYO" checkpoint iw >/dev/null
+	mkdir "$STATE/cwd"
+	cd "$STATE/cwd"
+	# A file of the workload's name here does not hide the workload.
+	echo "not an image" >iw
+	run "$CRYO" inspect iw
+	assert_success
+	assert_line --regexp "^image +$STATE/iw/gen-000000000001.cryo \(verified\)$"
+	# A copy of the image here: a bare word is still a name, and the line
+	# says how to name the file.
+	cp "$(gen_file iw 1)" gen-1.cryo
+	run "$CRYO" inspect gen-1.cryo
+	assert_failure 1
+	assert_output "cryo: 'gen-1.cryo' is taken as a workload name, and that workload has no images in '$STATE/gen-1.cryo'; for the file 'gen-1.cryo' in this directory, use: cryo inspect ./gen-1.cryo (or --file gen-1.cryo)"
+	run "$CRYO" inspect ./gen-1.cryo
+	assert_success
+	assert_line --regexp '^image +\./gen-1\.cryo \(verified\)$'
+	run "$CRYO" inspect --file gen-1.cryo
+	assert_success
+	assert_line --regexp '^workload +iw, generation 1, '
+	run "$CRYO" inspect --file gen-1.cryo iw
+	assert_failure 2
+	assert_output --partial "give one image: cryo inspect NAME[@GEN] | PATH | --file FILE"
+}
+
+@test "a checkpoint a command asked for is reported once on a terminal: by the command" {
+	start_cryo once -- "$TICKER"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/once.out"
+	run "$CRYO" checkpoint once
+	assert_success
+	assert_output --regexp "^checkpoint 1 of 'once': "
+	run "$CRYO" stop --checkpoint once
+	assert_success
+	assert_output "stopped 'once' after checkpoint 2 (resume it with: cryo restore once)"
+	# cryo run exits 143 after cryo stop (cryo-run(1), EXIT STATUS).
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	assert_equal "$status" 143
+	# The supervisor's stderr (the same terminal, run in the foreground)
+	# does not say it again.
+	run grep "checkpoint [12] of 'once'" "$STATE/once.err"
+	assert_failure
+	# With --verbose it does, as the debug lines it is.
+	start_cryo loud --verbose -- "$TICKER"
+	wait_for 30 count_at_least 3 '^[0-9]' "$STATE/loud.out"
+	"$CRYO" checkpoint loud >/dev/null
+	wait_for 10 grep -q "checkpoint 1 of 'loud' stored (command" "$STATE/loud.err"
+}
+
+@test "a program that dies during a periodic checkpoint: one line saying so, not CRIU's complaint" {
+	start_cryo pd --every 100ms --max-restarts 100 -- "$CRYO_TEST_PROGRAMS/bench-target" 64
+	wait_for 30 test -e "$(gen_file pd 1)"
+	# Kill it the moment a checkpoint begins (the dump of 64 MiB takes a
+	# while), until one such kill landed inside CRIU's dump: at most 20.
+	for _ in $(seq 20); do
+		grep -q "^cryo: no periodic checkpoint of 'pd'" "$STATE/pd.err" && break
+		restored=$(grep -c "restored 'pd' from" "$STATE/pd.err") || true
+		wait_for 30 grep -q '"state":"checkpointing"' "$STATE/pd/status.json"
+		kill -KILL "$(prog_pid pd)" 2>/dev/null || true
+		wait_for 60 count_at_least $((restored + 1)) "restored 'pd' from" "$STATE/pd.err"
+	done
+	run grep "^cryo: no periodic checkpoint of 'pd'" "$STATE/pd.err"
+	assert_success
+	assert_line --index 0 "cryo: no periodic checkpoint of 'pd': the program ended during the checkpoint"
+	run grep -E "periodic checkpoint of 'pd' failed|No such process|pagemap" "$STATE/pd.err"
+	assert_failure
 }

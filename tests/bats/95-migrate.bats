@@ -127,6 +127,7 @@ start_in_a() {
 	"${disk[@]}" nsenter --net="/run/netns/${NS}a" "$CRYO" run --state-dir "$A" --name "$name" "$@" \
 		>"$STATE/$name.out" 2>"$STATE/$name.err" </dev/null 3>&- &
 	track_supervisor "$!"
+	A_SUPERVISOR=$!
 }
 
 # migrate NAME [PORT [KEY [OPTIONS...]]]
@@ -182,6 +183,10 @@ migrate_server_under_load() {
 	run ip -n "${NS}a" -o link show
 	refute_output --partial cryo-
 	assert_equal "$(grep -c "'$name' moved to 10.77.0.2:7070 (frozen" "$STATE/$name.err")" 1
+	# cryo run on A ends with 0: its workload moved away (cryo-run(1),
+	# EXIT STATUS).
+	wait_supervisor "$A_SUPERVISOR" 30
+	assert_equal "$status" 0
 	# B supervises it now.
 	run "$CRYO" status --state-dir "$B" --json "$name"
 	assert_output --partial '"state":"running"'
