@@ -25,7 +25,8 @@ static void usage(FILE *f)
 	      "program's host PID, its restarts and its last checkpoint (for a migrated\n"
 	      "workload, where it moved to); with --store, on a line of its own, the newest\n"
 	      "generation in the store against the newest here, and why the store is\n"
-	      "behind.\n",
+	      "behind; with --lease, on another, whether the lease is held (held, waiting,\n"
+	      "lost, released), its TTL and the generation last published.\n",
 	      f);
 }
 
@@ -172,6 +173,17 @@ static struct json_object *row_json(const struct row *r)
 		cryo_json_add(st, "failing_since", json_object_new_int64(r->rec.error_since));
 		cryo_json_add(o, "store", st);
 	}
+	if (r->rec.lease) {
+		struct json_object *l = json_object_new_object();
+		cryo_json_add(l, "url", json_object_new_string(r->rec.lease_url));
+		cryo_json_add(l, "state", json_object_new_string(r->rec.lease_state));
+		cryo_json_add(l, "ttl", json_object_new_int64(r->rec.lease_ttl));
+		cryo_json_add(l, "published", json_object_new_uint64(r->rec.published));
+		cryo_json_add(l, "error",
+		              r->rec.lease_error[0] ? json_object_new_string(r->rec.lease_error)
+		                                    : NULL);
+		cryo_json_add(o, "lease", l);
+	}
 	return o;
 }
 
@@ -191,6 +203,17 @@ static void print_row(const struct row *r)
 	if (r->moved_to[0])
 		snprintf(last, sizeof(last), "moved to %s", r->moved_to);
 	printf("%-20s %-13s %-8s %-8lld %s\n", r->name, r->state, pid, r->restarts, last);
+	if (r->rec.lease) {
+		printf("  lease %s: %s (TTL %llds)", r->rec.lease_url, r->rec.lease_state,
+		       (long long)r->rec.lease_ttl);
+		if (r->rec.published)
+			printf(", published generation %llu", (unsigned long long)r->rec.published);
+		else
+			printf(", nothing published yet");
+		if (r->rec.lease_error[0])
+			printf("; %s", r->rec.lease_error);
+		printf("\n");
+	}
 	if (!r->store)
 		return;
 	long long since = r->rec.error_since ? (long long)time(NULL) - r->rec.error_since : 0;

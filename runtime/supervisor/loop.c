@@ -24,7 +24,10 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	s->running = false;
-	s->init_pid = 0;
+	__atomic_store_n(&s->init_pid, 0, __ATOMIC_SEQ_CST);
+	/* Killed by the lease's keeper: no restore follows. */
+	if (lease_lost(s))
+		s->stopping = true;
 	lazy_end(s, true);
 	program_unpublish_pid(s);
 	channels_drain(s);
@@ -109,6 +112,27 @@ static int handle_signals(struct supervisor *s, int *status)
 	return 1;
 }
 
+/* The lease is lost: the keeper has killed the program's tree already (from
+ * its thread); it stays stopped, and the supervisor ends. Returns cryo run's
+ * exit status. */
+static int fence(struct supervisor *s)
+{
+	s->stopping = true;
+	if (s->running) {
+		kill(s->init_pid, SIGKILL);
+		waitpid(s->init_pid, NULL, 0);
+		s->running = false;
+		__atomic_store_n(&s->init_pid, 0, __ATOMIC_SEQ_CST);
+		program_unpublish_pid(s);
+	}
+	supervisor_set_state(s, "failed");
+	log_error("lost the lease on %s: stopped '%s' so that a standby can take over; %s "
+	          "(images kept in '%s'; once etcd answers, resume with: cryo restore %s)",
+	          s->cfg->lease->url, s->cfg->name, lease_reason(s), s->cfg->paths.dir,
+	          s->cfg->name);
+	return 1;
+}
+
 /* The network of the generation a resume starts from, if it had one. */
 static bool image_net_config(struct supervisor *s, struct net_config *ret)
 {
@@ -151,6 +175,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	    .stdout_r = -1,
 	    .stderr_r = -1,
 	    .control = -1,
+	    .sync_fd = -1,
 	    .net = NET_NS_INIT,
 	    .state = "starting",
 	    .ready_fd = cfg->ready_fd,
@@ -201,7 +226,17 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		return r;
 	}
 	ep_add(&s, s.sigfd, EPOLLIN, EV_SIGNAL);
-	/* After the signal mask: the uploader thread inherits it. */
+	/* Before anything starts: the lease decides whether it may. After
+	 * the signal mask: its thread and the uploader's inherit it. */
+	uint64_t published = 0;
+	r = lease_start(&s, &published);
+	if (r < 0) {
+		lease_stop(&s, false);
+		close_fd(&s.epfd);
+		close_fd(&s.sigfd);
+		close_fd(&s.dir_fd);
+		return r;
+	}
 	struct cryo_error uerr = {{0}};
 	if (upload_start(&s, &uerr) < 0)
 		log_error("cannot copy the checkpoints of '%s' to %s: %s; they stay local only",
@@ -283,12 +318,26 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			goto out;
 		}
 	}
+	/* A standby that took the lease runs from what its owner published:
+	 * afresh when nothing was. */
+	bool resume = cfg->resume;
+	uint64_t resume_generation = cfg->resume_generation;
+	if (cfg->lease && cfg->lease->standby) {
+		resume = published > 0;
+		resume_generation = published;
+		if (resume)
+			log_info("'%s': taking over from generation %" PRIu64, cfg->name,
+			         published);
+		else
+			log_info("'%s': taking over; nothing was published: starting it afresh",
+			         cfg->name);
+	}
 	if (cfg->incoming) {
 		if (migrate_arrive(&s) < 0)
 			goto out;
-	} else if (cfg->resume) {
-		r = restore_newest(&s, cfg->resume_generation);
-		if (r == -ENOENT && !cfg->resume_generation) {
+	} else if (resume) {
+		r = restore_newest(&s, resume_generation);
+		if (r == -ENOENT && !resume_generation) {
 			log_error("'%s' has no images in '%s' to restore", cfg->name,
 			          cfg->paths.dir);
 			goto out;
@@ -355,6 +404,10 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			case EV_COMMANDS: commands_accept(&s); break;
 			case EV_LAZY: lazy_check_start(&s); break;
 			case EV_LAZY_CHECKED: lazy_end(&s, false); break;
+			case EV_LEASE:
+				if (lease_lost(&s))
+					goto out;
+				break;
 			default:
 				if (ev[i].data.u64 >= EV_CLIENT)
 					commands_client_event(
@@ -371,6 +424,8 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		}
 	}
 out:
+	if (lease_lost(&s))
+		status = fence(&s);
 	if (s.running) {
 		/* We are leaving: the namespace goes with us. */
 		kill(s.init_pid, SIGKILL);
@@ -379,10 +434,12 @@ out:
 	program_unpublish_pid(&s);
 	lazy_end(&s, true);
 	checkpoint_remove_wait(&s);
-	if (!upload_stop(&s))
+	bool uploaded = upload_stop(&s);
+	if (!uploaded && !lease_lost(&s))
 		log_error("the store %s did not take the last checkpoints of '%s' in time; "
 		          "they are local only until the workload runs again",
 		          cfg->store->url, cfg->name);
+	lease_stop(&s, !uploaded);
 	channels_drain(&s);
 	commands_close_all(&s);
 	if (s.commands_fd >= 0) {

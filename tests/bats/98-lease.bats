@@ -1,0 +1,159 @@
+#!/usr/bin/env bats
+# cryo run --store ... --lease etcd://HOST:PORT: the workload runs only while
+# its supervisor holds an etcd lease, and only the holder publishes
+# generations. Against a real OpenStack Swift (s3api) and a real etcd, both
+# started here by scripts/lib/swift-s3 and scripts/lib/etcd-test and stopped
+# by their PIDs at the end. TTLs are short (3 s) so that expiry is quick.
+
+load helpers
+
+BUCKET=cryo-lease
+
+setup_file() {
+	export REMOTE_DIR
+	REMOTE_DIR=$(mktemp -d /tmp/cryo-lease.XXXXXX)
+	local lib=$CRYO_TESTS/../scripts/lib
+	"$lib/etcd-test" up "$REMOTE_DIR/etcd" >"$REMOTE_DIR/etcd.out" 2>&1 || {
+		cat "$REMOTE_DIR/etcd.out" >&2
+		return 1
+	}
+	"$lib/swift-s3" up "$REMOTE_DIR/swift" >"$REMOTE_DIR/swift.out" 2>&1 || {
+		cat "$REMOTE_DIR/swift.out" >&2
+		"$lib/etcd-test" down "$REMOTE_DIR/etcd" || true
+		return 1
+	}
+	echo "# $(cat "$REMOTE_DIR/etcd.out")" >&3
+	echo "# $(cat "$REMOTE_DIR/swift.out")" >&3
+	export TOOL=$CRYO_BUILD_DIR/tests/remote-tool
+	env_remote
+	"$TOOL" s3 mb "$BUCKET"
+}
+
+teardown_file() {
+	local lib=$CRYO_TESTS/../scripts/lib
+	"$lib/swift-s3" down "$REMOTE_DIR/swift" || true
+	"$lib/etcd-test" down "$REMOTE_DIR/etcd" || true
+	rm -rf "$REMOTE_DIR"
+}
+
+setup() {
+	setup_state
+	env_remote
+	TICKER=$CRYO_TESTS/programs/ticker.py
+	LEASE=etcd://${ETCD_ENDPOINT#http://}
+}
+
+teardown() {
+	# A test that froze a service lets it go again, whatever happened.
+	[ -z "${ETCD_PID:-}" ] || kill -CONT "$ETCD_PID" 2>/dev/null || true
+	[ -z "${SWIFT_S3_PROXY_PID:-}" ] || kill -CONT "$SWIFT_S3_PROXY_PID" 2>/dev/null || true
+	teardown_state
+}
+
+env_remote() {
+	# shellcheck disable=SC1091
+	. "$REMOTE_DIR/swift/env"
+	# shellcheck disable=SC1091
+	. "$REMOTE_DIR/etcd/env"
+}
+
+# The generations the store holds under PREFIX, one number a line.
+remote_gens() {
+	"$TOOL" s3 ls "$BUCKET" "$1/" | sed -nE 's|^.*/gen-0*([0-9]+)\.cryo .*$|\1|p'
+}
+
+# The published record of PREFIX/NAME (its JSON), empty if none.
+published() {
+	"$TOOL" etcd get "cryo/$BUCKET/$1/published" 2>/dev/null | sed -E 's/ [0-9]+$//'
+}
+
+published_gen() {
+	published "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])'
+}
+
+published_is() {
+	[ "$(published_gen "$1")" = "$2" ]
+}
+
+# The lease that holds the owner key of PREFIX/NAME.
+owner_lease() {
+	"$TOOL" etcd get "cryo/$BUCKET/$1/owner" | sed -E 's/^.* ([0-9]+)$/\1/'
+}
+
+supervisor_gone() {
+	! kill -0 "$1" 2>/dev/null
+}
+
+@test "lease: a second owner of the same workload is refused in one line naming the holder; nothing starts" {
+	start_cryo t --store "s3://$BUCKET/one" --lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	local first=$LAST_SUPERVISOR
+	local other=$STATE/other
+	mkdir -m 700 "$other"
+	run timeout 30 "$CRYO" run --state-dir "$other" --name t --store "s3://$BUCKET/one" \
+		--lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	assert_failure
+	assert_output --regexp "^cryo: 't' is owned through $LEASE by the supervisor PID $first on host '[^']+' \(state directory '$STATE/t'\): not started here; wait for it to end with --standby, or stop it there$"
+	[ "${#lines[@]}" -eq 1 ]
+	[ ! -e "$other/t/pid" ]
+	# The first runs on, and holds the lease still.
+	kill -0 "$(prog_pid t)"
+	run "$CRYO" status t
+	assert_line --regexp '^  lease etcd://.*: held \(TTL 3s\)'
+}
+
+@test "lease: etcd unreachable at start is one line, and nothing starts" {
+	local port
+	port=$(free_port)
+	run timeout 30 "$CRYO" run --name t --store "s3://$BUCKET/two" --lease "etcd://127.0.0.1:$port" -- "$TICKER"
+	assert_failure
+	assert_output --regexp "^cryo: cannot take the lease of 't' on etcd://127.0.0.1:$port: .*; not started \(is etcd running there\?\)$"
+	[ "${#lines[@]}" -eq 1 ]
+	[ ! -e "$STATE/t/pid" ]
+}
+
+@test "lease: --lease without --store is refused in one line" {
+	run "$CRYO" run --name t --lease "$LEASE" -- "$TICKER"
+	assert_failure 2
+	assert_output "cryo: --lease needs --store s3://BUCKET/PREFIX: the lease owns the workload's copy in that store"
+}
+
+@test "lease: etcd stopped while the program runs: the program is stopped before the lease's TTL ends, in one line" {
+	start_cryo t --store "s3://$BUCKET/three" --lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	local sup=$LAST_SUPERVISOR pid
+	pid=$(prog_pid t)
+	kill -STOP "$ETCD_PID"
+	local t0=$EPOCHREALTIME
+	# Gone within the TTL (3 s) of the freeze, generously measured: the
+	# keeper's margin is 1 s, so it fences 2 s after its last renewal.
+	wait_for 10 supervisor_gone "$pid"
+	local took
+	took=$(echo "$EPOCHREALTIME - $t0" | bc)
+	echo "# program gone after $took s" >&3
+	[ "$(echo "$took < 3" | bc)" = 1 ]
+	wait_for 10 supervisor_gone "$sup"
+	kill -CONT "$ETCD_PID"
+	run cat "$STATE/t.err"
+	assert_line --regexp "^cryo: lost the lease on $LEASE: stopped 't' so that a standby can take over; no renewal succeeded for .*"
+	local rc=0
+	wait "$sup" || rc=$?
+	[ "$rc" -eq 1 ]
+	run "$CRYO" status t
+	assert_line --regexp '^  lease etcd://.*: lost'
+}
+
+@test "lease: a lease revoked with etcdctl fences the program at once" {
+	command -v etcdctl >/dev/null || skip "etcdctl (etcd-client) is not installed"
+	start_cryo t --store "s3://$BUCKET/four" --lease "$LEASE" --lease-ttl 30 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	local sup=$LAST_SUPERVISOR pid lease
+	pid=$(prog_pid t)
+	lease=$(owner_lease four/t)
+	ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINT" lease revoke "$(printf %x "$lease")"
+	# TTL 30: renewed every 10 s; it must not take anything like the TTL.
+	wait_for 15 supervisor_gone "$pid"
+	wait_for 10 supervisor_gone "$sup"
+	run cat "$STATE/t.err"
+	assert_line --regexp "^cryo: lost the lease on $LEASE: stopped 't' so that a standby can take over; lease $lease has expired or was revoked"
+}
