@@ -157,3 +157,64 @@ supervisor_gone() {
 	run cat "$STATE/t.err"
 	assert_line --regexp "^cryo: lost the lease on $LEASE: stopped 't' so that a standby can take over; lease $lease has expired or was revoked"
 }
+
+@test "lease: the published record names the newest uploaded generation and its chain, base first" {
+	start_cryo t --store "s3://$BUCKET/five" --lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	for _ in 1 2 3; do
+		run "$CRYO" checkpoint t
+		assert_success
+	done
+	wait_for 30 published_is five/t 3
+	run published five/t
+	# 2 and 3 are built on 1 (the ticker's memory barely changes).
+	python3 - "$output" "$STATE/t" <<'PY'
+import json, os, sys
+rec = json.loads(sys.argv[1])
+chain = [c["generation"] for c in rec["chain"]]
+assert rec["generation"] == 3 and chain[-1] == 3 and chain == sorted(chain), rec
+for c in rec["chain"]:
+    size = os.path.getsize(os.path.join(sys.argv[2], "gen-%012d.cryo" % c["generation"]))
+    assert c["size"] == size and c["etag"], (c, size)
+PY
+	run "$CRYO" status t
+	assert_line --regexp '^  lease etcd://.*: held \(TTL 3s\), published generation 3$'
+}
+
+@test "lease: a stale owner cannot publish, and a new owner deletes its unpublished leftovers" {
+	start_cryo t --store "s3://$BUCKET/six" --lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	local sup=$LAST_SUPERVISOR
+	run "$CRYO" checkpoint t
+	assert_success
+	wait_for 30 published_is six/t 1
+	# The store stops taking anything: generation 2 is local only, then
+	# etcd goes too and the owner fences itself.
+	kill -STOP "$SWIFT_S3_PROXY_PID"
+	run timeout 8 "$CRYO" checkpoint t
+	assert_success
+	kill -STOP "$ETCD_PID"
+	wait_for 30 supervisor_gone "$sup"
+	kill -CONT "$ETCD_PID"
+	kill -CONT "$SWIFT_S3_PROXY_PID"
+	published_is six/t 1
+	# An old owner's leftover, put by hand where generation 2 would go:
+	# the next owner deletes it before its first put.
+	"$TOOL" s3 put "$BUCKET" six/t/gen-000000000009.cryo "$(gen_file t 1)" >/dev/null
+	# A stale lease (granted, never the owner's) cannot publish.
+	local stale
+	stale=$("$TOOL" etcd grant 10)
+	run "$TOOL" etcd publish "cryo/$BUCKET/six/t/owner" "$stale" "cryo/$BUCKET/six/t/published" '{"generation":99}'
+	assert_failure
+	published_is six/t 1
+	"$TOOL" etcd revoke "$stale"
+	# The workload resumes here with the lease (its lease expired or
+	# revoked by now: wait for it), and takes the prefix over.
+	wait_for 15 sh -c "! '$TOOL' etcd get 'cryo/$BUCKET/six/t/owner' >/dev/null 2>&1"
+	start_cryo t --store "s3://$BUCKET/six" --lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	wait_for 30 sh -c "! '$TOOL' s3 ls '$BUCKET' six/t/ | grep -q gen-000000000009"
+	run "$CRYO" checkpoint t
+	assert_success
+	wait_for 30 published_is six/t 3
+}
