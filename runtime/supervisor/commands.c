@@ -35,9 +35,10 @@ int commands_listen(struct supervisor *s)
 	return ep_add(s, fd, EPOLLIN, EV_COMMANDS);
 }
 
-/* A checkpoint's outcome: the new generation, or why there is none. */
+/* A checkpoint's outcome: the new generation, or why there is none. With
+ * sync (--store-sync), the reply waits until the store has it. */
 static void reply_checkpoint(struct supervisor *s, struct client *c, int64_t g,
-                             const struct cryo_error *err)
+                             const struct cryo_error *err, bool sync)
 {
 	if (g < 0) {
 		status_reply_error(c, (int)g, err->msg);
@@ -50,6 +51,8 @@ static void reply_checkpoint(struct supervisor *s, struct client *c, int64_t g,
 	cryo_json_add(o, "raw_size", json_object_new_uint64(s->last.raw_size));
 	cryo_json_add(o, "frozen_us", json_object_new_uint64(s->last.frozen_us));
 	cryo_json_add(o, "duration_us", json_object_new_uint64(s->last.duration_ns / 1000));
+	if (sync && store_sync_client(s, c, (uint64_t)g, o))
+		return;
 	status_reply(c, o);
 }
 
@@ -64,7 +67,7 @@ static void handle_request(struct supervisor *s, struct client *c, char *buf)
 		else
 			log_error("cannot checkpoint '%s': %s; the program runs on", s->cfg->name,
 			          err.msg);
-		reply_checkpoint(s, c, g, &err);
+		reply_checkpoint(s, c, g, &err, true);
 	} else if (!strcmp(buf, "status")) {
 		status_reply(c, status_json(s));
 	} else if (!strcmp(buf, "stop")) {
@@ -79,7 +82,7 @@ static void handle_request(struct supervisor *s, struct client *c, char *buf)
 			log_error("cannot checkpoint '%s' before stopping it: %s; it runs on",
 			          s->cfg->name, err.msg);
 		}
-		reply_checkpoint(s, c, g, &err);
+		reply_checkpoint(s, c, g, &err, false);
 	} else if (!strncmp(buf, "migrate\t", 8)) {
 		/* migrate TAB target TAB key-file */
 		char *target = buf + 8, *key = strchr(target, '\t');
@@ -118,6 +121,8 @@ static void handle_request(struct supervisor *s, struct client *c, char *buf)
 static void client_free(struct supervisor *s, struct client *c)
 {
 	s->clients[c->slot] = NULL;
+	if (c->deferred)
+		store_sync_forget_client(s, c);
 	ep_del(s, c->fd);
 	close_fd(&c->fd);
 	free(c->out);
@@ -146,7 +151,7 @@ static bool client_flush(struct client *c)
 		c->out_off = c->out_len = 0;
 	if (c->dropped)
 		return false;
-	return !(c->answered && c->out_len == 0);
+	return !(c->answered && !c->deferred && c->out_len == 0);
 }
 
 /* What c waits for: its request, then room for its reply. */

@@ -30,6 +30,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 		s->stopping = true;
 	lazy_end(s, true);
 	program_unpublish_pid(s);
+	store_sync_forget_program(s);
 	channels_drain(s);
 
 	/* The page server's memory goes back to the kernel now, in a thread
@@ -230,7 +231,12 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	 * the signal mask: its thread and the uploader's inherit it. */
 	uint64_t published = 0;
 	r = lease_start(&s, &published);
+	if (r == 0 && store_sync_start(&s) < 0) {
+		log_error("cannot set up --store-sync: %s", strerror(ENOMEM));
+		r = -ENOMEM;
+	}
 	if (r < 0) {
+		store_sync_free(&s);
 		lease_stop(&s, false);
 		close_fd(&s.epfd);
 		close_fd(&s.sigfd);
@@ -363,6 +369,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		int timeout = commands_timeout_ms(&s);
 		if (s.stdin_background && !s.stdin_eof && (timeout < 0 || timeout > 1000))
 			timeout = 1000; /* is the terminal ours again? */
+		timeout = store_sync_timeout_ms(&s, timeout);
 		int n = epoll_wait(s.epfd, ev, 16, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -404,6 +411,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			case EV_COMMANDS: commands_accept(&s); break;
 			case EV_LAZY: lazy_check_start(&s); break;
 			case EV_LAZY_CHECKED: lazy_end(&s, false); break;
+			case EV_SYNCED: store_sync_check(&s); break;
 			case EV_LEASE:
 				if (lease_lost(&s))
 					goto out;
@@ -416,6 +424,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				break;
 			}
 		}
+		store_sync_check(&s);
 		commands_expire(&s);
 		channels_stdin_check(&s);
 		if (s.leave) {
@@ -440,6 +449,7 @@ out:
 		          "they are local only until the workload runs again",
 		          cfg->store->url, cfg->name);
 	lease_stop(&s, !uploaded);
+	store_sync_free(&s);
 	channels_drain(&s);
 	commands_close_all(&s);
 	if (s.commands_fd >= 0) {

@@ -574,6 +574,11 @@ int upload_start(struct supervisor *s, struct cryo_error *err)
 	return 0;
 }
 
+uint64_t upload_synced(struct supervisor *s)
+{
+	return s->uploader ? __atomic_load_n(&s->uploader->synced, __ATOMIC_SEQ_CST) : 0;
+}
+
 void upload_wake(struct supervisor *s)
 {
 	struct uploader *u = s->uploader;

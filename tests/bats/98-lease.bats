@@ -218,3 +218,36 @@ PY
 	assert_success
 	wait_for 30 published_is six/t 3
 }
+
+@test "store-sync: cryo checkpoint answers once the generation is in the store and published; a store that does not take it within 60 s makes it a failure, and the generation stays here" {
+	start_cryo t --store "s3://$BUCKET/seven" --lease "$LEASE" --lease-ttl 3 --store-sync -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	run "$CRYO" checkpoint t
+	assert_success
+	# No wait: it was there when the answer came.
+	run remote_gens seven/t
+	assert_output 1
+	published_is seven/t 1
+	kill -STOP "$SWIFT_S3_PROXY_PID"
+	run timeout 120 "$CRYO" checkpoint t
+	assert_failure
+	assert_output --regexp "checkpoint 2 of 't' is durable here, but the store s3://$BUCKET/seven did not take it within 60 s \(--store-sync\); it stays here and is uploaded later"
+	test -e "$(gen_file t 2)"
+	kill -CONT "$SWIFT_S3_PROXY_PID"
+	wait_for 60 published_is seven/t 2
+}
+
+@test "store-sync: the program's news that its checkpoint is durable waits for the store" {
+	kill -STOP "$SWIFT_S3_PROXY_PID"
+	start_cryo a --store "s3://$BUCKET/eight" --store-sync -- "$CRYO_TEST_PROGRAMS/async-checkpoint" 1 100
+	wait_for 30 grep -q '^dumped generation 1, running$' "$STATE/a.out"
+	test -e "$(gen_file a 1)"
+	# Durable here long since, but not in the store: no news.
+	sleep 3
+	run cat "$STATE/a.out"
+	refute_output --partial durable
+	kill -CONT "$SWIFT_S3_PROXY_PID"
+	wait_for 40 grep -q '^durable generation 1$' "$STATE/a.out"
+	run remote_gens eight/a
+	assert_output 1
+}
