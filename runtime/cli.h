@@ -77,6 +77,11 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
  * exit status (the program's own), not an errno. */
 int run_supervised(struct run_options *o);
 
+/* cryo restore --store: brings the newest restorable generation in the
+ * store, and those it is built on, into the workload's directory (its lock
+ * taken meanwhile; store_fetch_into()). 0, or a negative errno (logged). */
+int run_fetch(struct run_options *o);
+
 /* Explains why a supervisor could not be asked (r from cli_request). */
 void cli_report_unreachable(const struct workload_paths *p, const char *name, int r);
 

@@ -63,9 +63,22 @@ int cmd_restore(int argc, char **argv)
 	if (cli_workload(o.state_dir, o.name, &p) < 0)
 		return 1;
 
-	/* The command line comes from the image, for the checkpoints to come. */
+	/* --store: what the store holds that is newer than what is here
+	 * (all of it on a machine that has none). */
 	_cleanup_free_ uint64_t *gens = NULL;
 	size_t n = 0;
+	if (o.cfg.store) {
+		r = run_fetch(&o);
+		if (r == -EBUSY || r == -EINVAL)
+			return 1;
+		if (r < 0 && (image_store_list(p.dir, &gens, &n) < 0 || n == 0))
+			return 1;
+		if (r < 0)
+			log_info("restoring '%s' from the generations here instead", o.name);
+		free(TAKE_PTR(gens));
+	}
+
+	/* The command line comes from the image, for the checkpoints to come. */
 	r = image_store_list(p.dir, &gens, &n);
 	if (r < 0 || n == 0) {
 		log_error(

@@ -2,8 +2,10 @@
  * them: shared by the two verbs, in the runtime library so that unit tests
  * reach the parser. */
 #include "cli.h"
+#include "cleanup.h"
 #include "error.h"
 #include "log.h"
+#include "store.h"
 #include "util.h"
 
 #include <errno.h>
@@ -466,6 +468,54 @@ static int detach(const struct supervisor_config *cfg, bool *caller)
 	return WIFEXITED(ws) && WEXITSTATUS(ws) ? WEXITSTATUS(ws) : 1;
 }
 
+/* Takes the workload's lock: its fd, or -1 (said why). */
+static int lock_workload(const struct supervisor_config *cfg)
+{
+	pid_t holder = 0;
+	int lock = workload_lock(&cfg->paths, &holder);
+	if (lock == -EBUSY) {
+		log_error(
+		    "workload '%s' is already running under supervisor PID %d (state directory "
+		    "'%s'); pick another --name, or cryo stop %s",
+		    cfg->name, holder, cfg->paths.state_dir, cfg->name);
+		return -1;
+	}
+	if (lock == -ELOOP || lock == -EPERM) {
+		log_error("cannot lock '%s': it is a symbolic link, a hard link or another user's "
+		          "file, which cryo does not open; remove it",
+		          cfg->paths.lock);
+		return -1;
+	}
+	if (lock < 0) {
+		log_error("cannot lock '%s': %s", cfg->paths.lock, strerror(-lock));
+		return -1;
+	}
+	return lock;
+}
+
+int run_fetch(struct run_options *o)
+{
+	struct supervisor_config *cfg = &o->cfg;
+	if (cli_workload(o->state_dir, cfg->name, &cfg->paths) < 0 ||
+	    check_state_dir(&cfg->paths) < 0)
+		return -EINVAL;
+	_cleanup_close_ int lock = lock_workload(cfg);
+	if (lock < 0)
+		return -EBUSY;
+	_cleanup_close_ int dir_fd = workload_open_dir(&cfg->paths);
+	if (dir_fd < 0) {
+		log_error("cannot open the state directory '%s': %s", cfg->paths.dir,
+		          strerror(-dir_fd));
+		return dir_fd;
+	}
+	image_store_sweep(cfg->paths.dir);
+	struct cryo_error err = {{0}};
+	int64_t r = store_fetch_into(cfg->store, cfg->name, cfg->paths.dir, dir_fd, 0, &err);
+	if (r < 0)
+		log_error("cannot fetch '%s' from %s: %s", cfg->name, cfg->store->url, err.msg);
+	return r < 0 ? (int)r : 0;
+}
+
 int run_supervised(struct run_options *o)
 {
 	struct supervisor_config *cfg = &o->cfg;
@@ -479,25 +529,9 @@ int run_supervised(struct run_options *o)
 			return r;
 		cfg->ready_fd = r;
 	}
-	pid_t holder = 0;
-	int lock = workload_lock(&cfg->paths, &holder);
-	if (lock == -EBUSY) {
-		log_error(
-		    "workload '%s' is already running under supervisor PID %d (state directory "
-		    "'%s'); pick another --name, or cryo stop %s",
-		    cfg->name, holder, cfg->paths.state_dir, cfg->name);
+	int lock = lock_workload(cfg);
+	if (lock < 0)
 		return 1;
-	}
-	if (lock == -ELOOP || lock == -EPERM) {
-		log_error("cannot lock '%s': it is a symbolic link, a hard link or another user's "
-		          "file, which cryo does not open; remove it",
-		          cfg->paths.lock);
-		return 1;
-	}
-	if (lock < 0) {
-		log_error("cannot lock '%s': %s", cfg->paths.lock, strerror(-lock));
-		return 1;
-	}
 	int r = supervisor_run(cfg, lock);
 	close(lock);
 	return r < 0 ? 1 : r;

@@ -7,11 +7,14 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 int store_parse_url(const char *url, struct store_config *sc, struct cryo_error *err)
 {
@@ -175,4 +178,84 @@ bool store_record_has(const struct store_record *rec, uint64_t gen, uint64_t *si
 			return true;
 		}
 	return false;
+}
+
+static int owner_key(const struct store_config *sc, const char *name, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s%s%s/owner", sc->prefix, sc->prefix[0] ? "/" : "", name);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* STORE_OWNER_FILE: "URL ETAG" of the mark this directory put. */
+static void owner_mine(const struct store_config *sc, int dir_fd, char *mine, size_t len)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_close_ int fd =
+	    openat(dir_fd, STORE_OWNER_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	mine[0] = '\0';
+	char buf[sizeof(sc->url) + 128];
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	const char *sp = strrchr(buf, ' ');
+	size_t ul = strlen(sc->url);
+	if (sp && (size_t)(sp - buf) == ul && !strncmp(buf, sc->url, ul))
+		snprintf(mine, len, "%s", sp + 1);
+}
+
+int store_owner_claim(struct s3_client *c, const struct store_config *sc, const char *name,
+                      int dir_fd, struct cryo_error *err)
+{
+	char key[1024];
+	if (owner_key(sc, name, key, sizeof(key)) < 0)
+		return error_set(err, -ENAMETOOLONG, "the store's key for '%s' is too long", name);
+	_cleanup_close_ int fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	unsigned char rnd[16];
+	char body[128];
+	int len = snprintf(body, sizeof(body), "cryo workload %s, mark ", name);
+	if (fd < 0 || getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return error_set(err, -EIO, "cannot make the store's owner mark");
+	for (size_t i = 0; i < sizeof(rnd) && len < (int)sizeof(body) - 3; i++)
+		len += snprintf(body + len, sizeof(body) - (size_t)len, "%02x", rnd[i]);
+	body[len++] = '\n';
+	if (write(fd, body, (size_t)len) != len)
+		return error_set(err, -EIO, "cannot make the store's owner mark");
+	struct s3_object obj = {0};
+	struct cryo_error perr = {{0}};
+	int r = s3_put(c, sc->bucket, key, fd, &obj, &perr);
+	if (r < 0)
+		return error_set(err, r, "cannot put the store's owner mark: %s", perr.msg);
+	char line[sizeof(sc->url) + sizeof(obj.etag) + 2];
+	len = snprintf(line, sizeof(line), "%s %s", sc->url, obj.etag);
+	r = util_write_file_at(dir_fd, STORE_OWNER_FILE, line, (size_t)len, 0600, true);
+	if (r < 0)
+		return error_set(err, r, "cannot write '%s': %s", STORE_OWNER_FILE, strerror(-r));
+	return 0;
+}
+
+int store_owner_check(struct s3_client *c, const struct store_config *sc, const char *name,
+                      int dir_fd, struct cryo_error *err)
+{
+	char key[1024], mine[256];
+	if (owner_key(sc, name, key, sizeof(key)) < 0)
+		return error_set(err, -ENAMETOOLONG, "the store's key for '%s' is too long", name);
+	owner_mine(sc, dir_fd, mine, sizeof(mine));
+	struct s3_object obj = {0};
+	struct cryo_error herr = {{0}};
+	int r = s3_head(c, sc->bucket, key, &obj, &herr);
+	if (r == 0) {
+		if (mine[0] && !strcmp(mine, obj.etag))
+			return 0;
+		return error_set(err, -EEXIST,
+		                 "%s/%s in the store holds another workload's generations (its "
+		                 "owner mark is not this machine's): nothing is uploaded there; "
+		                 "give this workload another --store prefix or name, take it over "
+		                 "with cryo restore %s --store %s, or delete that prefix in the "
+		                 "store if it is no longer needed",
+		                 sc->url, name, name, sc->url);
+	}
+	if (r != -ENOENT)
+		return error_set(err, r, "cannot read the store's owner mark: %s", herr.msg);
+	return store_owner_claim(c, sc, name, dir_fd, err);
 }

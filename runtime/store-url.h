@@ -59,6 +59,22 @@ int store_key(const struct store_config *sc, const char *name, uint64_t gen, cha
 /* The generation an object key names (its last component gen-N.cryo), or 0. */
 uint64_t store_key_generation(const char *key);
 
+/* The file beside a workload's generations that names the owner mark it put
+ * in the store (PREFIX/NAME/owner): "URL ETAG". */
+#define STORE_OWNER_FILE "store-owner"
+
+/* The store's PREFIX/NAME/ belongs to one workload directory: the one whose
+ * STORE_OWNER_FILE (in dir_fd) names the ETag of the owner mark there.
+ * store_owner_check(): 0 when it is this directory's (a prefix without a
+ * mark is claimed), -EEXIST when another directory's mark is there.
+ * store_owner_claim(): puts a new mark, making the prefix this directory's
+ * (another that held it then finds a mark not its own and writes nothing
+ * there). */
+int store_owner_check(struct s3_client *c, const struct store_config *sc, const char *name,
+                      int dir_fd, struct cryo_error *err);
+int store_owner_claim(struct s3_client *c, const struct store_config *sc, const char *name,
+                      int dir_fd, struct cryo_error *err);
+
 /* What STORE_RECORD in a workload's directory says: the generations the
  * store held at the uploader's last look (ascending), and why its last pass
  * failed. */

@@ -515,6 +515,9 @@ void commands_expire(struct supervisor *s);
  * the clients go. */
 void commands_close_all(struct supervisor *s);
 
+/* fetch.c: store_fetch_into() for this supervisor's workload. */
+int64_t store_fetch(struct supervisor *s, uint64_t upto, struct cryo_error *err);
+
 /* upload.c: with --store, a thread copies each durable generation to the
  * object store and deletes the pruned ones there. upload_start() does
  * nothing without --store; upload_wake() tells the thread that the local

@@ -156,71 +156,6 @@ static int remote_list(struct uploader *u, struct cryo_error *err)
 	return r;
 }
 
-/* The store's PREFIX/NAME/ belongs to one workload directory: the first
- * uploader puts an owner mark there (a random text), and keeps the ETag the
- * store answered for it in OWNER_FILE beside its generations. Another
- * machine's workload of the same name, sent to the same prefix, finds a mark
- * that is not its own and puts and deletes nothing there: it would replace
- * and prune the other's generations. */
-#define OWNER_FILE "store-owner"
-
-static int owner_check(struct uploader *u, struct cryo_error *err)
-{
-	char key[1024], mine[256];
-	snprintf(key, sizeof(key), "%s%s%s/owner", u->sc->prefix, u->sc->prefix[0] ? "/" : "",
-	         u->name);
-	/* OWNER_FILE: "URL ETAG" of the mark this directory put. */
-	_cleanup_free_ char *text = NULL;
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/%s", u->dir, OWNER_FILE);
-	mine[0] = '\0';
-	if (util_read_file(path, &text, NULL) == 0) {
-		const char *sp = strrchr(text, ' ');
-		size_t ul = strlen(u->sc->url);
-		if (sp && (size_t)(sp - text) == ul && !strncmp(text, u->sc->url, ul))
-			snprintf(mine, sizeof(mine), "%s", sp + 1);
-	}
-	struct s3_object obj = {0};
-	struct cryo_error herr = {{0}};
-	/* With a lease, the lease decides who owns the prefix: the mark is
-	 * put anew as this workload's. */
-	int r = u->lease ? -ENOENT : s3_head(u->client, u->sc->bucket, key, &obj, &herr);
-	if (r == 0) {
-		if (mine[0] && !strcmp(mine, obj.etag))
-			return 0;
-		return error_set(
-		    err, -EEXIST,
-		    "%s/%s in the store holds another workload's generations (its "
-		    "owner mark is not this machine's): nothing is uploaded there; give "
-		    "this workload another --store prefix or name, or delete that "
-		    "prefix in the store if it is no longer needed",
-		    u->sc->url, u->name);
-	}
-	if (r != -ENOENT)
-		return error_set(err, r, "cannot read the store's owner mark: %s", herr.msg);
-	_cleanup_close_ int fd = openat(u->dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	unsigned char rnd[16];
-	char body[128];
-	int len = snprintf(body, sizeof(body), "cryo workload %s, mark ", u->name);
-	if (fd < 0 || getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		return error_set(err, -EIO, "cannot make the store's owner mark");
-	for (size_t i = 0; i < sizeof(rnd) && len < (int)sizeof(body) - 3; i++)
-		len += snprintf(body + len, sizeof(body) - (size_t)len, "%02x", rnd[i]);
-	body[len++] = '\n';
-	if (write(fd, body, (size_t)len) != len)
-		return error_set(err, -EIO, "cannot make the store's owner mark");
-	struct cryo_error perr = {{0}};
-	r = s3_put(u->client, u->sc->bucket, key, fd, &obj, &perr);
-	if (r < 0)
-		return error_set(err, r, "cannot put the store's owner mark: %s", perr.msg);
-	char line[sizeof(u->sc->url) + sizeof(obj.etag) + 2];
-	len = snprintf(line, sizeof(line), "%s %s", u->sc->url, obj.etag);
-	r = util_write_file_at(u->dir_fd, OWNER_FILE, line, (size_t)len, 0600, true);
-	if (r < 0)
-		return error_set(err, r, "cannot write '%s': %s", path, strerror(-r));
-	return 0;
-}
-
 /* With --lease, nothing is put in the store or deleted there unless the
  * lease is held with its margin to spare. */
 static int lease_check(struct uploader *u, struct cryo_error *err)
@@ -375,6 +310,10 @@ static int publish(struct uploader *u, const uint64_t *gens, size_t n, struct cr
 	return 0;
 }
 
+/* The store's PREFIX/NAME/ belongs to one workload directory
+ * (store_owner_check()): another machine's workload of the same name, sent to
+ * the same prefix, puts and deletes nothing there: it would replace and prune
+ * the other's generations. */
 /* One pass: the store made to hold what the local store holds. */
 static int sync_pass(struct uploader *u, struct cryo_error *err)
 {
@@ -382,7 +321,10 @@ static int sync_pass(struct uploader *u, struct cryo_error *err)
 	if (r < 0)
 		return r;
 	if (!u->owner_checked) {
-		r = owner_check(u, err);
+		/* With a lease, the lease decides who owns the prefix: the
+		 * mark is put anew as this workload's. */
+		r = (u->lease ? store_owner_claim : store_owner_check)(u->client, u->sc, u->name,
+		                                                       u->dir_fd, err);
 		if (r < 0)
 			return r;
 		u->owner_checked = true;

@@ -190,3 +190,92 @@ same_bytes() {
 	wait_for 30 remote_count_is six/t 3
 	same_bytes t six/t
 }
+
+# Machine A (state directory $STATE/a) runs ticker workload t with --store
+# s3://$BUCKET/PREFIX and takes N checkpoints, each in the store; then it is
+# lost: its supervisor and program killed outright, its disk gone.
+lose_machine_after() {
+	local prefix=$1 n=$2 i
+	mkdir -m 700 "$STATE/a"
+	"$CRYO" run --state-dir "$STATE/a" --name t --store "s3://$BUCKET/$prefix" -- "$TICKER" \
+		>"$STATE/a.out" 2>"$STATE/a.err" </dev/null &
+	local sup=$!
+	track_supervisor "$sup"
+	wait_for 30 test -s "$STATE/a/t/pid"
+	for i in $(seq "$n"); do
+		sleep 0.3
+		run "$CRYO" checkpoint --state-dir "$STATE/a" t
+		assert_success
+	done
+	wait_for 30 remote_count_is "$prefix/t" "$n"
+	local prog
+	prog=$(cat "$STATE/a/t/pid")
+	kill -KILL "$sup"
+	wait_for 10 sh -c "! kill -0 $prog"
+	rm -rf "$STATE/a"
+}
+
+# Restores t on "machine B" (state directory $STATE/b) from the store, in
+# the background; its output in $STATE/b.out and b.err.
+restore_on_b() {
+	[ -d "$STATE/b" ] || mkdir -m 700 "$STATE/b"
+	"$CRYO" restore --state-dir "$STATE/b" --store "s3://$BUCKET/$1" t \
+		>"$STATE/b.out" 2>"$STATE/b.err" </dev/null &
+	LAST_SUPERVISOR=$!
+	track_supervisor "$!"
+}
+
+@test "store: a machine lost: cryo restore --store elsewhere fetches the newest generation and its bases, resumes the program and uploads from then on" {
+	lose_machine_after seven 3
+	restore_on_b seven
+	wait_for 60 test -s "$STATE/b/t/pid"
+	wait_for 30 grep -q "restored 't' from generation 3" "$STATE/b.err"
+	grep -q "fetched generation 3 of 't' from s3://$BUCKET/seven" "$STATE/b.err"
+	# The program carries on from its count, not from 1.
+	wait_for 30 test -s "$STATE/b.out"
+	[ "$(head -n 1 "$STATE/b.out")" -gt 1 ]
+	# The workload is this machine's now: its next generation goes to the store.
+	run "$CRYO" checkpoint --state-dir "$STATE/b" t
+	assert_success
+	assert_output --partial 'checkpoint 4 of '
+	wait_for 30 sh -c "'$TOOL' s3 ls '$BUCKET' seven/t/ | grep -q 'gen-000000000004.cryo'"
+	"$TOOL" s3 get "$BUCKET" seven/t/gen-000000000004.cryo "$STATE/back" >/dev/null
+	cmp "$STATE/back" "$STATE/b/t/gen-000000000004.cryo"
+}
+
+@test "store: a damaged or missing object in the store: the generation before is restored, saying why" {
+	lose_machine_after eight 3
+	# Generation 3 in the store is damaged (one byte in its body).
+	local key3=eight/t/gen-000000000003.cryo key2=eight/t/gen-000000000002.cryo
+	"$TOOL" s3 get "$BUCKET" "$key3" "$STATE/g3.good" >/dev/null
+	cp "$STATE/g3.good" "$STATE/g3"
+	flip_byte "$STATE/g3"
+	"$TOOL" s3 put "$BUCKET" "$key3" "$STATE/g3" >/dev/null
+	restore_on_b eight
+	wait_for 60 grep -q "restored 't' from generation 2" "$STATE/b.err"
+	grep -q "generation 3 of 't' in s3://$BUCKET/eight cannot be restored (generation 3 in the store is damaged" "$STATE/b.err"
+	[ ! -e "$STATE/b/t/gen-000000000003.cryo" ]
+	kill -TERM "$LAST_SUPERVISOR"
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	rm -rf "$STATE/b"
+	# Generation 3 is whole again but generation 2 is gone from the store:
+	# neither 2 nor 3 (built on 2) can be restored.
+	"$TOOL" s3 put "$BUCKET" "$key3" "$STATE/g3.good" >/dev/null
+	"$TOOL" s3 rm "$BUCKET" "$key2"
+	restore_on_b eight
+	wait_for 60 grep -q "restored 't' from generation 1" "$STATE/b.err"
+	grep -q "generation 3 of 't' in s3://$BUCKET/eight cannot be restored (generation 2 is not in the store)" "$STATE/b.err"
+	[ ! -e "$STATE/b/t/gen-000000000003.cryo" ]
+}
+
+@test "store: cryo restore --store with the store down and nothing here fails in one line; so does an empty store" {
+	kill -STOP "$SWIFT_S3_PROXY_PID"
+	mkdir -m 700 "$STATE/b"
+	run timeout 60 "$CRYO" restore --state-dir "$STATE/b" --store "s3://$BUCKET/nine" t
+	assert_failure 1
+	assert_output --regexp "cannot fetch 't' from s3://$BUCKET/nine: cannot list .*did not answer"
+	kill -CONT "$SWIFT_S3_PROXY_PID"
+	run timeout 60 "$CRYO" restore --state-dir "$STATE/b" --store "s3://$BUCKET/nine" t
+	assert_failure 1
+	assert_output --partial "s3://$BUCKET/nine holds no generation of 't'"
+}
