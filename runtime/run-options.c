@@ -228,7 +228,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				return -EINVAL;
 			}
 			break;
-		case OPT_FRESH: o->fresh = true; break;
+		case OPT_FRESH: o->fresh = o->cfg.fresh = true; break;
 		case OPT_LEVEL:
 			if (util_parse_uint(optarg, 19, &v) < 0 || v < 1) {
 				log_error("invalid --zstd-level '%s': give a number from 1 to 19",

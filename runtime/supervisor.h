@@ -59,6 +59,7 @@ struct supervisor_config {
 	bool dump_via_memory;         /* pages through cryo's page server, not files */
 	bool lazy_restore;            /* a whole generation's memory follows the restore */
 	bool resume;                  /* start from the newest image instead of afresh */
+	bool fresh;                   /* cryo run --fresh */
 	uint64_t resume_generation;   /* with resume: this one, 0 = newest intact */
 	const struct net_config *net; /* its own network namespace (--net), or NULL */
 	/* Set by cryo serve: the workload arrives by migration (see migrate.h);

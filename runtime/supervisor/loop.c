@@ -231,6 +231,31 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	 * the signal mask: its thread and the uploader's inherit it. */
 	uint64_t published = 0;
 	r = lease_start(&s, &published);
+	/* With the lease, the workload runs from what its owners published,
+	 * brought from the store (generations here newer than it are set
+	 * aside: no one published them); a standby starts afresh when nothing
+	 * was. */
+	bool resume = cfg->resume;
+	if (r == 0 && cfg->lease && !cfg->incoming && !cfg->fresh && published > 0) {
+		struct cryo_error ferr = {{0}};
+		int64_t g = store_fetch(&s, published, &ferr);
+		if (g < 0) {
+			log_error(
+			    "cannot bring '%s' from %s up to its published generation %" PRIu64
+			    ": %s; not started (the lease is let go)",
+			    cfg->name, cfg->store->url, published, ferr.msg);
+			r = (int)g;
+		} else {
+			log_info("'%s' holds the lease on %s: resuming from generation %" PRId64
+			         " (published: %" PRIu64 ")",
+			         cfg->name, cfg->lease->url, g, published);
+			resume = true;
+		}
+	} else if (r == 0 && cfg->lease && cfg->lease->standby) {
+		log_info("'%s' holds the lease on %s; nothing was published: starting it afresh",
+		         cfg->name, cfg->lease->url);
+		resume = false;
+	}
 	if (r == 0 && store_sync_start(&s) < 0) {
 		log_error("cannot set up --store-sync: %s", strerror(ENOMEM));
 		r = -ENOMEM;
@@ -303,10 +328,12 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		ep_add(&s, s.timerfd, EPOLLIN, EV_TIMER);
 	}
 
+	uint64_t resume_generation = cfg->resume_generation;
+
 	/* Resumed images bring their address unless --net says otherwise. */
 	struct net_config image_net;
 	const struct net_config *net = cfg->net;
-	if (!net && cfg->resume && image_net_config(&s, &image_net))
+	if (!net && resume && image_net_config(&s, &image_net))
 		net = &image_net;
 	if (net) {
 		struct cryo_error err = {{0}};
@@ -323,20 +350,6 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				             strlen(err.msg), NULL);
 			goto out;
 		}
-	}
-	/* A standby that took the lease runs from what its owner published:
-	 * afresh when nothing was. */
-	bool resume = cfg->resume;
-	uint64_t resume_generation = cfg->resume_generation;
-	if (cfg->lease && cfg->lease->standby) {
-		resume = published > 0;
-		resume_generation = published;
-		if (resume)
-			log_info("'%s': taking over from generation %" PRIu64, cfg->name,
-			         published);
-		else
-			log_info("'%s': taking over; nothing was published: starting it afresh",
-			         cfg->name);
 	}
 	if (cfg->incoming) {
 		if (migrate_arrive(&s) < 0)

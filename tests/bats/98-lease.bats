@@ -251,3 +251,68 @@ PY
 	run remote_gens eight/a
 	assert_output 1
 }
+
+# Starts a standby of workload t on "another machine" (state directory
+# $STATE/other), with the given store prefix.
+start_standby() {
+	mkdir -m 700 "$STATE/other"
+	"$CRYO" run --state-dir "$STATE/other" --name t --store "s3://$BUCKET/$1" --lease "$LEASE" \
+		--lease-ttl 3 --standby -- "$TICKER" >"$STATE/other.out" 2>"$STATE/other.err" </dev/null &
+	track_supervisor "$!"
+	STANDBY=$!
+}
+
+# Kills workload t's supervisor and program with SIGKILL, as the loss of
+# their machine would.
+lose_owner() {
+	local sup=$1 pid
+	pid=$(prog_pid t)
+	kill -KILL "$sup" "$pid"
+	wait_for 10 supervisor_gone "$sup"
+}
+
+@test "standby: waits while the owner holds the lease; takes it once the owner is killed and its TTL expired, and starts afresh when nothing was published" {
+	start_cryo t --store "s3://$BUCKET/nine" --lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	local owner=$LAST_SUPERVISOR first
+	first=$(owner_lease nine/t)
+	start_standby nine
+	wait_for 30 grep -q "^cryo: 't' is owned through $LEASE by the supervisor PID $owner on host .*: standing by until its lease ends$" "$STATE/other.err"
+	# Longer than the TTL: the owner renews, the standby waits.
+	sleep 4
+	[ ! -e "$STATE/other/t/pid" ]
+	kill -0 "$STANDBY"
+	[ "$(owner_lease nine/t)" = "$first" ]
+	lose_owner "$owner"
+	wait_for 30 test -s "$STATE/other/t/pid"
+	grep -q "nothing was published: starting it afresh" "$STATE/other.err"
+	[ "$(owner_lease nine/t)" != "$first" ]
+	wait_for 10 grep -q '^3$' "$STATE/other.out"
+}
+
+@test "standby: after the owner's loss it resumes from the published generation, fetched from the store, and publishes from then on" {
+	start_cryo t --store "s3://$BUCKET/ten" --lease "$LEASE" --lease-ttl 3 -- "$TICKER" 0.2
+	wait_for 30 test -s "$STATE/t/pid"
+	local owner=$LAST_SUPERVISOR
+	wait_for 10 grep -q '^10$' "$STATE/t.out"
+	run "$CRYO" checkpoint t
+	assert_success
+	run "$CRYO" checkpoint t
+	assert_success
+	wait_for 30 published_is ten/t 2
+	local at
+	at=$(tail -n 1 "$STATE/t.out")
+	start_standby ten
+	wait_for 30 grep -q "standing by until its lease ends" "$STATE/other.err"
+	lose_owner "$owner"
+	wait_for 30 test -s "$STATE/other/t/pid"
+	grep -q "^cryo: 't' holds the lease on $LEASE: resuming from generation 2 (published: 2)$" "$STATE/other.err"
+	test -e "$(gen_file other/t 2)"
+	# The ticker goes on from its count at the checkpoint, not from 1.
+	wait_for 10 test -s "$STATE/other.out"
+	[ "$(head -n 1 "$STATE/other.out")" -gt 10 ]
+	[ "$(head -n 1 "$STATE/other.out")" -le $((at + 1)) ]
+	run "$CRYO" checkpoint --state-dir "$STATE/other" t
+	assert_success
+	wait_for 30 published_is ten/t 3
+}
