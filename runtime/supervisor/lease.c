@@ -259,7 +259,8 @@ static int acquire(struct lease *l)
 			return r;
 		}
 		if (!said && r == -EBUSY) {
-			log_info("'%s' is owned through %s by %s: standing by until its lease ends",
+			log_info("'%s' is owned through %s by %s: standing by, waiting until its "
+			         "lease ends",
 			         name, url, who);
 			said = true;
 		} else if (r != -EBUSY) {

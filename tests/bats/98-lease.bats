@@ -277,7 +277,7 @@ lose_owner() {
 	local owner=$LAST_SUPERVISOR first
 	first=$(owner_lease nine/t)
 	start_standby nine
-	wait_for 30 grep -q "^cryo: 't' is owned through $LEASE by the supervisor PID $owner on host .*: standing by until its lease ends$" "$STATE/other.err"
+	wait_for 30 grep -q "^cryo: 't' is owned through $LEASE by the supervisor PID $owner on host .*: standing by, waiting until its lease ends$" "$STATE/other.err"
 	# Longer than the TTL: the owner renews, the standby waits.
 	sleep 4
 	[ ! -e "$STATE/other/t/pid" ]
@@ -303,7 +303,7 @@ lose_owner() {
 	local at
 	at=$(tail -n 1 "$STATE/t.out")
 	start_standby ten
-	wait_for 30 grep -q "standing by until its lease ends" "$STATE/other.err"
+	wait_for 30 grep -q "standing by, waiting until its lease ends" "$STATE/other.err"
 	lose_owner "$owner"
 	wait_for 30 test -s "$STATE/other/t/pid"
 	grep -q "^cryo: 't' holds the lease on $LEASE: resuming from generation 2 (published: 2)$" "$STATE/other.err"
