@@ -24,13 +24,14 @@ static void usage(FILE *f)
 	      "(local, remote: in the --store, or both, as the supervisor last saw the\n"
 	      "store), trigger (program, command, timer, stop, migrate) and whether each\n"
 	      "verifies (every checksum, and what its manifest says: what a restore checks\n"
-	      "before it takes a generation).\n",
+	      "before it takes a generation); with --lease, the generation last published\n"
+	      "is marked (published).\n",
 	      f);
 }
 
 /* A generation the store holds and this machine does not: only what the
  * supervisor recorded of it. */
-static void remote_row(uint64_t gen, uint64_t size, struct json_object *rows)
+static void remote_row(uint64_t gen, uint64_t size, bool published, struct json_object *rows)
 {
 	char sz[32];
 	if (rows) {
@@ -38,11 +39,12 @@ static void remote_row(uint64_t gen, uint64_t size, struct json_object *rows)
 		cryo_json_add(o, "generation", json_object_new_uint64(gen));
 		cryo_json_add(o, "size", json_object_new_uint64(size));
 		cryo_json_add(o, "stored", json_object_new_string("remote"));
+		cryo_json_add(o, "published", json_object_new_boolean(published));
 		json_object_array_add(rows, o);
 	} else {
-		printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-8s %s\n", gen, "?",
+		printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-8s %s%s\n", gen, "?",
 		       util_format_bytes(size, sz, sizeof(sz)), "?", "remote", "?",
-		       "not checked (not here)");
+		       "not checked (not here)", published ? " (published)" : "");
 	}
 }
 
@@ -92,7 +94,8 @@ int cmd_images(int argc, char **argv)
 	for (size_t i = 0; i < n; i++) {
 		for (; have_rec && ri < rec.n && rec.gens[ri] <= gens[i]; ri++)
 			if (rec.gens[ri] < gens[i]) {
-				remote_row(rec.gens[ri], rec.sizes[ri], rows);
+				remote_row(rec.gens[ri], rec.sizes[ri],
+				           rec.lease && rec.published == rec.gens[ri], rows);
 				shown++;
 			}
 		char path[4200], when[32] = "?", size[32], raw[32];
@@ -130,6 +133,7 @@ int cmd_images(int argc, char **argv)
 		const char *verdict = !verify ? "not checked" : r == 0 ? "yes" : "NO";
 		const char *stored =
 		    have_rec && store_record_has(&rec, gens[i], NULL) ? "both" : "local";
+		bool published = rec.lease && rec.published == gens[i];
 		if (json) {
 			struct json_object *o = json_object_new_object();
 			cryo_json_add(o, "generation", json_object_new_uint64(gens[i]));
@@ -137,6 +141,7 @@ int cmd_images(int argc, char **argv)
 			cryo_json_add(o, "size", json_object_new_int64(st.st_size));
 			cryo_json_add(o, "raw_size", json_object_new_uint64(raw_bytes));
 			cryo_json_add(o, "stored", json_object_new_string(stored));
+			cryo_json_add(o, "published", json_object_new_boolean(published));
 			cryo_json_add(o, "trigger", json_object_new_string(trigger));
 			cryo_json_add(o, "verified",
 			              verify ? json_object_new_boolean(r == 0) : NULL);
@@ -147,16 +152,18 @@ int cmd_images(int argc, char **argv)
 				cryo_json_add(o, "held_files", cli_held_json(m));
 			json_object_array_add(rows, o);
 		} else {
-			printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-8s %s%s%s\n", gens[i], when,
-			       util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
+			printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-8s %s%s%s%s\n", gens[i],
+			       when, util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
 			       m ? util_format_bytes(raw_bytes, raw, sizeof(raw)) : "?", stored,
-			       trigger, verdict, r < 0 ? ": " : "", r < 0 ? err.msg : "");
+			       trigger, verdict, r < 0 ? ": " : "", r < 0 ? err.msg : "",
+			       published ? " (published)" : "");
 		}
 		manifest_free(m);
 		shown++;
 	}
 	for (; have_rec && ri < rec.n; ri++, shown++)
-		remote_row(rec.gens[ri], rec.sizes[ri], rows); /* newer than any here */
+		remote_row(rec.gens[ri], rec.sizes[ri], rec.lease && rec.published == rec.gens[ri],
+		           rows); /* newer than any here */
 	if (have_rec)
 		store_record_clear(&rec);
 	if (json)

@@ -26,7 +26,8 @@ static void usage(FILE *f)
 	      "workload, where it moved to); with --store, on a line of its own, the newest\n"
 	      "generation in the store against the newest here, and why the store is\n"
 	      "behind; with --lease, on another, whether the lease is held (held, waiting,\n"
-	      "lost, released), its TTL and the generation last published.\n",
+	      "lost, released; ended: its supervisor is gone), its TTL and the generation\n"
+	      "last published.\n",
 	      f);
 }
 
@@ -46,7 +47,14 @@ struct row {
  * how many local generations are newer. */
 static void store_lag(const struct workload_paths *p, struct row *row)
 {
-	if (store_record_read(p->dir, &row->rec) < 0)
+	int r = store_record_read(p->dir, &row->rec);
+	/* A supervisor killed holds its lease no more (or not for long): it
+	 * could not say so. */
+	if (row->rec.lease &&
+	    (!strcmp(row->rec.lease_state, "held") || !strcmp(row->rec.lease_state, "waiting")) &&
+	    !workload_is_supervised(p, NULL))
+		snprintf(row->rec.lease_state, sizeof(row->rec.lease_state), "ended");
+	if (r < 0)
 		return;
 	row->store = true;
 	_cleanup_free_ uint64_t *gens = NULL;

@@ -179,6 +179,9 @@ for c in rec["chain"]:
 PY
 	run "$CRYO" status t
 	assert_line --regexp '^  lease etcd://.*: held \(TTL 3s\), published generation 3$'
+	run "$CRYO" images t
+	assert_line --regexp '^3 .* both +command +yes \(published\)$'
+	assert_line --regexp '^2 .* both +command +yes$'
 }
 
 @test "lease: a stale owner cannot publish, and a new owner deletes its unpublished leftovers" {
@@ -266,7 +269,10 @@ start_standby() {
 # their machine would.
 lose_owner() {
 	local sup=$1 pid
+	# The pid file says 0 if the program was slow to start: never kill 0
+	# (this process group).
 	pid=$(prog_pid t)
+	[ "${pid:-0}" -gt 0 ]
 	kill -KILL "$sup" "$pid"
 	wait_for 10 supervisor_gone "$sup"
 }
@@ -284,8 +290,12 @@ lose_owner() {
 	kill -0 "$STANDBY"
 	[ "$(owner_lease nine/t)" = "$first" ]
 	lose_owner "$owner"
+	run "$CRYO" status t
+	assert_line --regexp '^  lease etcd://.*: ended \(TTL 3s\), nothing published yet$'
 	wait_for 30 test -s "$STATE/other/t/pid"
 	grep -q "nothing was published: starting it afresh" "$STATE/other.err"
+	run "$CRYO" status --state-dir "$STATE/other" t
+	assert_line --regexp '^  lease etcd://.*: held \(TTL 3s\), nothing published yet$'
 	[ "$(owner_lease nine/t)" != "$first" ]
 	wait_for 10 grep -q '^3$' "$STATE/other.out"
 }
