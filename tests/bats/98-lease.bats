@@ -326,3 +326,31 @@ lose_owner() {
 	assert_success
 	wait_for 30 published_is ten/t 3
 }
+
+@test "standby: of two standbys exactly one takes over; the other waits on" {
+	start_cryo t --store "s3://$BUCKET/eleven" --lease "$LEASE" --lease-ttl 3 -- "$TICKER"
+	wait_for 30 test -s "$STATE/t/pid"
+	local owner=$LAST_SUPERVISOR d
+	local -a sb=()
+	for d in b1 b2; do
+		mkdir -m 700 "$STATE/$d"
+		"$CRYO" run --state-dir "$STATE/$d" --name t --store "s3://$BUCKET/eleven" --lease "$LEASE" \
+			--lease-ttl 3 --standby -- "$TICKER" >"$STATE/$d.out" 2>"$STATE/$d.err" </dev/null &
+		track_supervisor "$!"
+		sb+=("$!")
+	done
+	for d in b1 b2; do
+		wait_for 30 grep -q "standing by, waiting until its lease ends" "$STATE/$d.err"
+	done
+	lose_owner "$owner"
+	wait_for 30 sh -c "test -s '$STATE/b1/t/pid' || test -s '$STATE/b2/t/pid'"
+	# Past another TTL and poll: still one.
+	sleep 5
+	local running=0
+	for d in b1 b2; do
+		[ ! -s "$STATE/$d/t/pid" ] || running=$((running + 1))
+	done
+	[ "$running" -eq 1 ]
+	kill -0 "${sb[0]}"
+	kill -0 "${sb[1]}"
+}
