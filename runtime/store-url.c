@@ -55,12 +55,12 @@ int store_parse_url(const char *url, struct store_config *sc, struct cryo_error 
 
 int lease_parse_url(const char *url, struct lease_config *lc, struct cryo_error *err)
 {
-	static const char scheme[] = "etcd://";
 	const char *way = "give etcd://HOST:PORT, e.g. etcd://127.0.0.1:2379";
-	if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+	size_t len = strlen(url), skip = strlen("etcd://");
+	if (len < skip || memcmp(url, "etcd://", skip) != 0)
 		return error_set(err, -EINVAL, "'%s' is no etcd:// address: %s", url, way);
-	const char *h = url + sizeof(scheme) - 1, *colon = strrchr(h, ':');
-	if (strlen(url) >= sizeof(lc->url) - 8 || !colon || colon == h)
+	const char *h = url + skip, *colon = memrchr(h, ':', len - skip);
+	if (len >= sizeof(lc->url) - 8 || !colon || colon == h)
 		return error_set(err, -EINVAL, "'%s' names no host and port: %s", url, way);
 	for (const char *p = h; p < colon; p++)
 		if (*p == '/' || *p == '@' || *p == '?' || *p == '#' || *p == ' ')
