@@ -231,6 +231,7 @@ static int acquire(struct lease *l)
 	struct supervisor *s = l->s;
 	const char *name = s->cfg->name, *url = l->lc->url;
 	bool said = false;
+	int64_t shown = 0; /* the holder cryo status was last told of */
 	for (;;) {
 		struct etcd_kv holder = {0};
 		struct cryo_error err = {{0}};
@@ -244,6 +245,7 @@ static int acquire(struct lease *l)
 		if (r == 0)
 			return 0;
 		char who[PATH_MAX + 200];
+		int64_t holder_lease = holder.lease;
 		if (r == -EBUSY)
 			describe_holder(&holder, who, sizeof(who));
 		etcd_kv_clear(&holder);
@@ -258,6 +260,15 @@ static int acquire(struct lease *l)
 				          name, url, err.msg);
 			return r;
 		}
+		if (r == -EBUSY && holder_lease != shown) {
+			/* cryo status shows it waiting, and for whom. */
+			pthread_mutex_lock(&l->lock);
+			snprintf(l->reason, sizeof(l->reason), "held by %.900s", who);
+			record_write(l);
+			l->reason[0] = '\0';
+			pthread_mutex_unlock(&l->lock);
+			shown = holder_lease;
+		}
 		if (!said && r == -EBUSY) {
 			log_info("'%s' is owned through %s by %s: standing by, waiting until its "
 			         "lease ends",
@@ -267,8 +278,11 @@ static int acquire(struct lease *l)
 			log_error("standby of '%s': cannot ask %s: %s; trying again", name, url,
 			          err.msg);
 		}
-		if (stop_requested(s, STANDBY_POLL_MS))
+		if (stop_requested(s, STANDBY_POLL_MS)) {
+			log_info("standby of '%s' stopped before it took the lease on %s", name,
+			         url);
 			return -EINTR;
+		}
 		/* Our own lease must live while we wait. */
 		uint64_t sent = mono_ns();
 		int64_t ttl = 0;

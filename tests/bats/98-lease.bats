@@ -353,4 +353,13 @@ lose_owner() {
 	[ "$running" -eq 1 ]
 	kill -0 "${sb[0]}"
 	kill -0 "${sb[1]}"
+	# The one waiting says so in cryo status, and a stop ends its wait.
+	local w=0
+	[ -s "$STATE/b1/t/pid" ] && w=1
+	d=b$((w + 1))
+	run "$CRYO" status --state-dir "$STATE/$d" t
+	assert_line --regexp "^  lease etcd://.*: waiting \(TTL 3s\), nothing published yet; held by the supervisor PID ${sb[1 - w]} on host"
+	kill -TERM "${sb[w]}"
+	wait_for 10 supervisor_gone "${sb[w]}"
+	grep -q "^cryo: standby of 't' stopped before it took the lease on $LEASE$" "$STATE/$d.err"
 }
