@@ -62,6 +62,12 @@ void etcd_client_free(struct etcd_client *c)
 	free(c);
 }
 
+void etcd_client_set_deadline(struct etcd_client *c, long request_ms)
+{
+	if (request_ms > 0)
+		c->request_ms = request_ms;
+}
+
 /* POSTs body to path; 0 with etcd's answer in reply when it says 200.
  * lease (0: none) names the lease a "lease not found" refusal is about. */
 static int call(struct etcd_client *c, const char *path, const char *body, int64_t lease,

@@ -32,6 +32,10 @@ int etcd_client_new(struct etcd_client **ret, const char *endpoint, long request
                     struct cryo_error *err);
 void etcd_client_free(struct etcd_client *c);
 
+/* Changes the deadline of the requests to come (above 0), e.g. so that a
+ * keep-alive ends before the instant its caller must act without it. */
+void etcd_client_set_deadline(struct etcd_client *c, long request_ms);
+
 /* A new lease of ttl_s seconds (etcd grants at least 2): its id, and the TTL
  * granted in *granted_s (may be NULL). */
 int etcd_lease_grant(struct etcd_client *c, int64_t ttl_s, int64_t *id, int64_t *granted_s,

@@ -61,6 +61,7 @@ struct run_options {
 	struct supervisor_config cfg;
 	struct net_config net;     /* cfg.net points here with --net */
 	struct store_config store; /* cfg.store points here with --store */
+	struct lease_config lease; /* cfg.lease points here with --lease */
 	const char *name;
 	const char *state_dir;
 	bool fresh;

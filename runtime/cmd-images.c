@@ -27,13 +27,14 @@ static void usage(FILE *f)
 	      "remote: in the --store, or both, as the supervisor last saw the store),\n"
 	      "trigger (program, command, timer, stop, migrate) and whether each verifies\n"
 	      "(every checksum, and what its manifest says: what a restore checks before\n"
-	      "it takes a generation).\n",
+	      "it takes a generation); with --lease, the generation last published is\n"
+	      "marked (published).\n",
 	      f);
 }
 
 /* A generation the store holds and this machine does not: only what the
  * supervisor recorded of it. */
-static void remote_row(uint64_t gen, uint64_t size, struct json_object *rows)
+static void remote_row(uint64_t gen, uint64_t size, bool published, struct json_object *rows)
 {
 	char sz[32];
 	if (rows) {
@@ -41,11 +42,12 @@ static void remote_row(uint64_t gen, uint64_t size, struct json_object *rows)
 		cryo_json_add(o, "generation", json_object_new_uint64(gen));
 		cryo_json_add(o, "size", json_object_new_uint64(size));
 		cryo_json_add(o, "stored", json_object_new_string("remote"));
+		cryo_json_add(o, "published", json_object_new_boolean(published));
 		json_object_array_add(rows, o);
 	} else {
-		printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-7s %-8s %s\n", gen, "?",
+		printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-7s %-8s %s%s\n", gen, "?",
 		       util_format_bytes(size, sz, sizeof(sz)), "?", "-", "remote", "?",
-		       "not checked (not here)");
+		       "not checked (not here)", published ? " (published)" : "");
 	}
 }
 
@@ -173,7 +175,8 @@ int cmd_images(int argc, char **argv)
 	for (size_t i = 0; i < n; i++) {
 		for (; have_rec && ri < rec.n && rec.gens[ri] <= g[i].gen; ri++)
 			if (rec.gens[ri] < g[i].gen) {
-				remote_row(rec.gens[ri], rec.sizes[ri], rows);
+				remote_row(rec.gens[ri], rec.sizes[ri],
+				           rec.lease && rec.published == rec.gens[ri], rows);
 				shown++;
 			}
 		char path[4200], when[32] = "?", size[32], raw[32];
@@ -218,6 +221,7 @@ int cmd_images(int argc, char **argv)
 		                                   : "NO";
 		const char *stored =
 		    have_rec && store_record_has(&rec, g[i].gen, NULL) ? "both" : "local";
+		bool published = rec.lease && rec.published == g[i].gen;
 		if (json) {
 			struct json_object *o = json_object_new_object();
 			cryo_json_add(o, "generation", json_object_new_uint64(g[i].gen));
@@ -228,6 +232,7 @@ int cmd_images(int argc, char **argv)
 			              g[i].kept ? json_object_new_string(g[i].kept) : NULL);
 			cryo_json_add(o, "set_aside", json_object_new_boolean(g[i].damaged));
 			cryo_json_add(o, "stored", json_object_new_string(stored));
+			cryo_json_add(o, "published", json_object_new_boolean(published));
 			cryo_json_add(o, "trigger", json_object_new_string(trigger));
 			cryo_json_add(o, "verified",
 			              verify && !g[i].damaged ? json_object_new_boolean(r == 0)
@@ -240,17 +245,20 @@ int cmd_images(int argc, char **argv)
 				cryo_json_add(o, "held_files", cli_held_json(m));
 			json_object_array_add(rows, o);
 		} else {
-			printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-7s %-8s %s%s%s\n", g[i].gen,
-			       when, util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
+			printf("%-6" PRIu64 " %-20s %-10s %-10s %-7s %-7s %-8s %s%s%s%s\n",
+			       g[i].gen, when,
+			       util_format_bytes((uint64_t)st.st_size, size, sizeof(size)),
 			       m ? util_format_bytes(raw_bytes, raw, sizeof(raw)) : "?",
 			       g[i].kept ? g[i].kept : "-", stored, trigger, verdict,
-			       r < 0 ? ": " : "", r < 0 ? err.msg : "");
+			       r < 0 ? ": " : "", r < 0 ? err.msg : "",
+			       published ? " (published)" : "");
 		}
 		manifest_free(m);
 		shown++;
 	}
 	for (; have_rec && ri < rec.n; ri++, shown++)
-		remote_row(rec.gens[ri], rec.sizes[ri], rows); /* newer than any here */
+		remote_row(rec.gens[ri], rec.sizes[ri], rec.lease && rec.published == rec.gens[ri],
+		           rows); /* newer than any here */
 	if (have_rec)
 		store_record_clear(&rec);
 	if (json)

@@ -19,7 +19,8 @@ static void usage(FILE *f)
 	      "                    [--zstd-level N] [--files-max SIZE]\n"
 	      "                    [--files-copy snapshot|none] [--files-skip PATH]...\n"
 	      "                    [--no-delta] [--dump-via memory|files] [--no-lazy-restore]\n"
-	      "                    [--verbose] [--store s3://BUCKET/PREFIX]\n"
+	      "                    [--verbose] [--store s3://BUCKET/PREFIX [--store-sync]\n"
+	      "                     [--lease etcd://HOST:PORT [--lease-ttl SECONDS]]]\n"
 	      "                    [--net ADDR/PREFIX [--bridge BRIDGE] [--gateway ADDR]] NAME\n"
 	      "\n"
 	      "Resumes NAME from its newest intact image (or generation G) when no supervisor\n"
@@ -36,7 +37,7 @@ static void usage(FILE *f)
 	      "                       had one); --bridge and --gateway go with it\n"
 	      "  --state-dir, --restart, --max-restarts, --keep, --every, --zstd-level,\n"
 	      "  --files-max, --files-copy, --files-skip, --no-delta, --dump-via,\n"
-	      "  --no-lazy-restore, --verbose, --store:\n"
+	      "  --no-lazy-restore, --verbose, --store, --store-sync, --lease, --lease-ttl:\n"
 	      "                       as for cryo run (see cryo run --help)\n",
 	      f);
 }

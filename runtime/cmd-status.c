@@ -25,7 +25,9 @@ static void usage(FILE *f)
 	      "program's host PID, its restarts and its last checkpoint (for a migrated\n"
 	      "workload, where it moved to); with --store, on a line of its own, the newest\n"
 	      "generation in the store against the newest here, and why the store is\n"
-	      "behind.\n",
+	      "behind; with --lease, on another, whether the lease is held (held, waiting,\n"
+	      "lost, released; ended: its supervisor is gone), its TTL and the generation\n"
+	      "last published.\n",
 	      f);
 }
 
@@ -45,7 +47,14 @@ struct row {
  * how many local generations are newer. */
 static void store_lag(const struct workload_paths *p, struct row *row)
 {
-	if (store_record_read(p->dir, &row->rec) < 0)
+	int r = store_record_read(p->dir, &row->rec);
+	/* A supervisor killed holds its lease no more (or not for long): it
+	 * could not say so. */
+	if (row->rec.lease &&
+	    (!strcmp(row->rec.lease_state, "held") || !strcmp(row->rec.lease_state, "waiting")) &&
+	    !workload_is_supervised(p, NULL))
+		snprintf(row->rec.lease_state, sizeof(row->rec.lease_state), "ended");
+	if (r < 0)
 		return;
 	row->store = true;
 	_cleanup_free_ uint64_t *gens = NULL;
@@ -192,6 +201,17 @@ static struct json_object *row_json(const struct row *r)
 		cryo_json_add(st, "failing_since", json_object_new_int64(r->rec.error_since));
 		cryo_json_add(o, "store", st);
 	}
+	if (r->rec.lease) {
+		struct json_object *l = json_object_new_object();
+		cryo_json_add(l, "url", json_object_new_string(r->rec.lease_url));
+		cryo_json_add(l, "state", json_object_new_string(r->rec.lease_state));
+		cryo_json_add(l, "ttl", json_object_new_int64(r->rec.lease_ttl));
+		cryo_json_add(l, "published", json_object_new_uint64(r->rec.published));
+		cryo_json_add(l, "error",
+		              r->rec.lease_error[0] ? json_object_new_string(r->rec.lease_error)
+		                                    : NULL);
+		cryo_json_add(o, "lease", l);
+	}
 	return o;
 }
 
@@ -211,6 +231,17 @@ static void print_row(const struct row *r)
 	if (r->moved_to[0])
 		snprintf(last, sizeof(last), "moved to %s", r->moved_to);
 	printf("%-20s %-13s %-8s %-8lld %s\n", r->name, r->state, pid, r->restarts, last);
+	if (r->rec.lease) {
+		printf("  lease %s: %s (TTL %llds)", r->rec.lease_url, r->rec.lease_state,
+		       (long long)r->rec.lease_ttl);
+		if (r->rec.published)
+			printf(", published generation %llu", (unsigned long long)r->rec.published);
+		else
+			printf(", nothing published yet");
+		if (r->rec.lease_error[0])
+			printf("; %s", r->rec.lease_error);
+		printf("\n");
+	}
 	if (!r->store)
 		return;
 	long long since = r->rec.error_since ? (long long)time(NULL) - r->rec.error_since : 0;

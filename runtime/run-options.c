@@ -117,6 +117,10 @@ enum {
 	OPT_FILES,
 	OPT_FILES_SKIP,
 	OPT_STORE,
+	OPT_LEASE,
+	OPT_LEASE_TTL,
+	OPT_STANDBY,
+	OPT_STORE_SYNC,
 };
 
 /* How the supervisor runs the workload: both verbs. */
@@ -133,6 +137,9 @@ enum {
 	{"files-copy", required_argument, NULL, OPT_FILES}, \
 	{"files-skip", required_argument, NULL, OPT_FILES_SKIP}, \
 	{"store", required_argument, NULL, OPT_STORE}, \
+	{"store-sync", no_argument, NULL, OPT_STORE_SYNC}, \
+	{"lease", required_argument, NULL, OPT_LEASE}, \
+	{"lease-ttl", required_argument, NULL, OPT_LEASE_TTL}, \
 	{"dump-via", required_argument, NULL, OPT_DUMP_VIA}, \
 	{"no-delta", no_argument, NULL, OPT_NO_DELTA}, \
 	{"no-lazy-restore", no_argument, NULL, OPT_NO_LAZY}, \
@@ -146,6 +153,7 @@ enum {
 static const struct option run_opts[] = {
 	{"name", required_argument, NULL, OPT_NAME},
 	{"fresh", no_argument, NULL, OPT_FRESH},
+	{"standby", no_argument, NULL, OPT_STANDBY},
 	SUPERVISOR_OPTIONS,
 	{0},
 };
@@ -162,6 +170,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 	const struct option *opts = restore ? restore_opts : run_opts;
 	const char *verb = restore ? "restore" : "run";
 	uint64_t v;
+	int64_t lease_ttl = LEASE_TTL_DEFAULT;
 	int c;
 
 	*o = (struct run_options){
@@ -219,7 +228,7 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				return -EINVAL;
 			}
 			break;
-		case OPT_FRESH: o->fresh = true; break;
+		case OPT_FRESH: o->fresh = o->cfg.fresh = true; break;
 		case OPT_LEVEL:
 			if (util_parse_uint(optarg, 19, &v) < 0 || v < 1) {
 				log_error("invalid --zstd-level '%s': give a number from 1 to 19",
@@ -319,6 +328,26 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 			o->cfg.store = &o->store;
 			break;
 		}
+		case OPT_LEASE: {
+			struct cryo_error err = {{0}};
+			if (lease_parse_url(optarg, &o->lease, &err) < 0) {
+				log_error("invalid --lease '%s': %s", optarg, err.msg);
+				return -EINVAL;
+			}
+			o->cfg.lease = &o->lease;
+			break;
+		}
+		case OPT_LEASE_TTL:
+			if (util_parse_uint(optarg, 3600, &v) < 0 || v < 2) {
+				log_error("invalid --lease-ttl '%s': give whole seconds, from 2 to "
+				          "3600 (etcd grants no less than 2)",
+				          optarg);
+				return -EINVAL;
+			}
+			lease_ttl = (int64_t)v;
+			break;
+		case OPT_STANDBY: o->lease.standby = true; break;
+		case OPT_STORE_SYNC: o->cfg.store_sync = true; break;
 		case OPT_VERBOSE: log_verbose = true; break;
 		case 'd': o->detach = true; break;
 		case OPT_HELP: o->help = true; return 0;
@@ -331,6 +360,20 @@ int run_parse_options(int argc, char **argv, bool restore, struct run_options *o
 				          argv[optind - 1], verb, verb);
 			return -EINVAL;
 		}
+	}
+	o->lease.ttl_s = lease_ttl;
+	if (o->cfg.lease && !o->cfg.store) {
+		log_error("--lease needs --store s3://BUCKET/PREFIX: the lease owns the "
+		          "workload's copy in that store");
+		return -EINVAL;
+	}
+	if (!o->cfg.lease && (o->lease.standby || lease_ttl != LEASE_TTL_DEFAULT)) {
+		log_error("--standby and --lease-ttl need --lease etcd://HOST:PORT");
+		return -EINVAL;
+	}
+	if (o->cfg.store_sync && !o->cfg.store) {
+		log_error("--store-sync needs --store s3://BUCKET/PREFIX");
+		return -EINVAL;
 	}
 	if (!o->cfg.net && (o->net.bridge[0] || o->net.gateway.family)) {
 		log_error("--bridge and --gateway need --net ADDR/PREFIX");

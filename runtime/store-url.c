@@ -53,6 +53,34 @@ int store_parse_url(const char *url, struct store_config *sc, struct cryo_error 
 	return 0;
 }
 
+int lease_parse_url(const char *url, struct lease_config *lc, struct cryo_error *err)
+{
+	const char *way = "give etcd://HOST:PORT, e.g. etcd://127.0.0.1:2379";
+	size_t len = strlen(url), skip = strlen("etcd://");
+	if (len < skip || memcmp(url, "etcd://", skip) != 0)
+		return error_set(err, -EINVAL, "'%s' is no etcd:// address: %s", url, way);
+	const char *h = url + skip, *colon = memrchr(h, ':', len - skip);
+	if (len >= sizeof(lc->url) - 8 || !colon || colon == h)
+		return error_set(err, -EINVAL, "'%s' names no host and port: %s", url, way);
+	for (const char *p = h; p < colon; p++)
+		if (*p == '/' || *p == '@' || *p == '?' || *p == '#' || *p == ' ')
+			return error_set(err, -EINVAL, "'%s' names no host and port: %s", url, way);
+	uint64_t port;
+	if (util_parse_uint(colon + 1, 65535, &port) < 0 || port == 0)
+		return error_set(err, -EINVAL, "'%s' has no valid port: %s", url, way);
+	snprintf(lc->url, sizeof(lc->url), "%s", url);
+	snprintf(lc->endpoint, sizeof(lc->endpoint), "http://%s", h);
+	return 0;
+}
+
+int lease_key(const struct store_config *sc, const char *name, const char *what, char *buf,
+              size_t len)
+{
+	int n = snprintf(buf, len, "cryo/%s/%s%s%s/%s", sc->bucket, sc->prefix,
+	                 sc->prefix[0] ? "/" : "", name, what);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 int store_key(const struct store_config *sc, const char *name, uint64_t gen, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s%s%s/gen-%012" PRIu64 IMAGE_STORE_SUFFIX, sc->prefix,
@@ -73,6 +101,26 @@ uint64_t store_key_generation(const char *key)
 	return (uint64_t)g;
 }
 
+void lease_record_read(const char *dir, struct store_record *rec)
+{
+	char path[PATH_MAX];
+	_cleanup_free_ char *text = NULL;
+	if (snprintf(path, sizeof(path), "%s/%s", dir, LEASE_RECORD) >= (int)sizeof(path) ||
+	    util_read_file(path, &text, NULL) < 0)
+		return;
+	_cleanup_json_ struct json_object *o = cryo_json_parse(text);
+	const char *url = o ? cryo_json_str(o, "url") : NULL;
+	if (!url)
+		return;
+	const char *state = cryo_json_str(o, "state"), *error = cryo_json_str(o, "error");
+	rec->lease = true;
+	snprintf(rec->lease_url, sizeof(rec->lease_url), "%s", url);
+	snprintf(rec->lease_state, sizeof(rec->lease_state), "%s", state ? state : "?");
+	snprintf(rec->lease_error, sizeof(rec->lease_error), "%s", error ? error : "");
+	rec->lease_ttl = cryo_json_int(o, "ttl", 0);
+	rec->published = (uint64_t)cryo_json_int(o, "published", 0);
+}
+
 int store_record_read(const char *dir, struct store_record *rec)
 {
 	memset(rec, 0, sizeof(*rec));
@@ -81,8 +129,10 @@ int store_record_read(const char *dir, struct store_record *rec)
 		return -ENAMETOOLONG;
 	_cleanup_free_ char *text = NULL;
 	int r = util_read_file(path, &text, NULL);
-	if (r < 0)
+	if (r < 0) {
+		lease_record_read(dir, rec);
 		return r;
+	}
 	_cleanup_json_ struct json_object *o = cryo_json_parse(text);
 	struct json_object *arr;
 	if (!o || !json_object_object_get_ex(o, "remote", &arr) ||
@@ -108,6 +158,7 @@ int store_record_read(const char *dir, struct store_record *rec)
 		rec->gens[rec->n] = (uint64_t)gen;
 		rec->sizes[rec->n++] = (uint64_t)cryo_json_int(g, "size", 0);
 	}
+	lease_record_read(dir, rec);
 	return 0;
 }
 

@@ -24,6 +24,29 @@ struct store_config {
 	struct s3_config s3;
 };
 
+/* --lease etcd://HOST:PORT: the ownership of a workload's copy in the store
+ * (runtime/supervisor/lease.c). */
+#define LEASE_TTL_DEFAULT 10
+struct lease_config {
+	char url[300];      /* as given */
+	char endpoint[300]; /* http://HOST:PORT, etcd's JSON gateway */
+	int64_t ttl_s;      /* asked for: --lease-ttl */
+	bool standby;       /* --standby: wait while another holds it */
+};
+
+/* The record the lease keeper keeps in the workload's directory: whether
+ * the lease is held, and the generation last published. */
+#define LEASE_RECORD "lease.json"
+
+/* Parses "etcd://HOST:PORT" into lc's url and endpoint. -EINVAL with the
+ * reason in err. */
+int lease_parse_url(const char *url, struct lease_config *lc, struct cryo_error *err);
+
+/* The etcd key of workload name's owner ("owner") or published generation
+ * ("published"): cryo/BUCKET/PREFIX/NAME/WHAT. */
+int lease_key(const struct store_config *sc, const char *name, const char *what, char *buf,
+              size_t len);
+
 /* Parses "s3://BUCKET" or "s3://BUCKET/PREFIX" into sc's url, bucket and
  * prefix (the s3 configuration is left alone). -EINVAL with the reason in
  * err. */
@@ -62,12 +85,23 @@ struct store_record {
 	size_t n;
 	char error[CRYO_ERROR_MAX + 128]; /* empty: the last pass succeeded */
 	int64_t error_since;
+	/* --lease: LEASE_RECORD, if there is one. */
+	bool lease;
+	char lease_url[300];
+	char lease_state[16]; /* "held", "waiting", "lost", "released" */
+	int64_t lease_ttl;
+	uint64_t published; /* 0: none */
+	char lease_error[CRYO_ERROR_MAX + 128];
 };
 
 /* Reads dir's record: 0, -ENOENT when there is none (no --store yet),
- * -EBADMSG when it cannot be read as one, -ENOMEM. */
+ * -EBADMSG when it cannot be read as one, -ENOMEM. LEASE_RECORD's part is
+ * read whether or not the store's record could be (rec->lease). */
 int store_record_read(const char *dir, struct store_record *rec);
 void store_record_clear(struct store_record *rec);
+
+/* LEASE_RECORD's part of rec, if dir has one. */
+void lease_record_read(const char *dir, struct store_record *rec);
 
 /* Whether rec lists gen; *size (may be NULL) gets its size. */
 bool store_record_has(const struct store_record *rec, uint64_t gen, uint64_t *size);

@@ -10,6 +10,7 @@
 
 struct incoming;
 struct store_config;
+struct lease_config;
 #include <stdint.h>
 
 enum restart_policy {
@@ -58,6 +59,7 @@ struct supervisor_config {
 	bool dump_via_memory;         /* pages through cryo's page server, not files */
 	bool lazy_restore;            /* a whole generation's memory follows the restore */
 	bool resume;                  /* start from the newest image instead of afresh */
+	bool fresh;                   /* cryo run --fresh */
 	uint64_t resume_generation;   /* with resume: this one, 0 = newest intact */
 	const struct net_config *net; /* its own network namespace (--net), or NULL */
 	/* Set by cryo serve: the workload arrives by migration (see migrate.h);
@@ -69,6 +71,13 @@ struct supervisor_config {
 	/* --store s3://BUCKET/PREFIX: every generation is copied there in the
 	 * background (supervisor/upload.c); NULL for none. */
 	const struct store_config *store;
+	/* --lease etcd://HOST:PORT (with store): the workload runs only while
+	 * this supervisor holds its lease, and only it publishes generations
+	 * (supervisor/lease.c); NULL for none. */
+	const struct lease_config *lease;
+	/* --store-sync: a checkpoint's news of durability waits until the
+	 * generation is in the store (and published, with a lease). */
+	bool store_sync;
 };
 
 /* Runs the workload until it ends for good. Returns the exit status for

@@ -482,6 +482,9 @@ void checkpoint_handle_control(struct supervisor *s)
 			    s->cfg->name, err.msg, s->current_generation);
 		else
 			checkpoint_log(s, TRIGGER_PROGRAM, false);
+		/* With --store-sync the news waits for the store. */
+		if (g >= 0 && store_sync_program(s, (uint64_t)g, replied))
+			return;
 		if (replied)
 			program_send(s, CRYO_MSG_DURABLE, g, s->current_generation);
 		else

@@ -35,13 +35,14 @@ int commands_listen(struct supervisor *s)
 	return ep_add(s, fd, EPOLLIN, EV_COMMANDS);
 }
 
-/* A checkpoint's outcome: the new generation, or why there is none. */
-static void reply_checkpoint(struct supervisor *s, struct client *c, int64_t g,
-                             const struct cryo_error *err)
+/* A checkpoint's outcome: the new generation, or why there is none. With
+ * sync (--store-sync), the reply waits until the store has it. */
+static bool reply_checkpoint(struct supervisor *s, struct client *c, int64_t g,
+                             const struct cryo_error *err, bool sync)
 {
 	if (g < 0) {
 		status_reply_error(c, (int)g, err->msg);
-		return;
+		return false;
 	}
 	struct json_object *o = json_object_new_object();
 	cryo_json_add(o, "ok", json_object_new_boolean(true));
@@ -50,15 +51,19 @@ static void reply_checkpoint(struct supervisor *s, struct client *c, int64_t g,
 	cryo_json_add(o, "raw_size", json_object_new_uint64(s->last.raw_size));
 	cryo_json_add(o, "frozen_us", json_object_new_uint64(s->last.frozen_us));
 	cryo_json_add(o, "duration_us", json_object_new_uint64(s->last.duration_ns / 1000));
+	if (sync && store_sync_client(s, c, (uint64_t)g, o))
+		return true;
 	status_reply(c, o);
+	return false;
 }
 
-/* Whether c's reply went out whole: the command that asked has it, and
- * prints it. (A reply that did not fit its socket at once, or a command that
- * went away, counts as not told.) */
-static bool reply_delivered(const struct client *c)
+/* Whether c's reply went out whole, or waits for the store (--store-sync)
+ * with c still there: the command that asked has it, or will, and prints it.
+ * (A reply that did not fit its socket at once, or a command that went away,
+ * counts as not told.) */
+static bool reply_delivered(const struct client *c, bool deferred)
 {
-	return !c->dropped && c->out_len == 0;
+	return !c->dropped && (deferred || c->out_len == 0);
 }
 
 /* Handles one request, a line without its newline. */
@@ -67,10 +72,10 @@ static void handle_request(struct supervisor *s, struct client *c, char *buf)
 	struct cryo_error err = {{0}};
 	if (!strcmp(buf, "checkpoint")) {
 		int64_t g = checkpoint_take(s, TRIGGER_COMMAND, false, NULL, &err);
-		reply_checkpoint(s, c, g, &err);
+		bool deferred = reply_checkpoint(s, c, g, &err, true);
 		/* cryo checkpoint prints the outcome to whoever asked; the
 		 * supervisor says it too only if that command went away. */
-		bool told = reply_delivered(c);
+		bool told = reply_delivered(c, deferred);
 		if (g >= 0)
 			checkpoint_log(s, TRIGGER_COMMAND, told);
 		else
@@ -86,8 +91,8 @@ static void handle_request(struct supervisor *s, struct client *c, char *buf)
 		int64_t g = checkpoint_take(s, TRIGGER_STOP, false, NULL, &err);
 		if (g >= 0)
 			supervisor_request_stop(s, SIGTERM);
-		reply_checkpoint(s, c, g, &err);
-		bool told = reply_delivered(c); /* as for "checkpoint" */
+		reply_checkpoint(s, c, g, &err, false);
+		bool told = reply_delivered(c, false); /* as for "checkpoint" */
 		if (g >= 0)
 			checkpoint_log(s, TRIGGER_STOP, told);
 		else
@@ -132,6 +137,8 @@ static void handle_request(struct supervisor *s, struct client *c, char *buf)
 static void client_free(struct supervisor *s, struct client *c)
 {
 	s->clients[c->slot] = NULL;
+	if (c->deferred)
+		store_sync_forget_client(s, c);
 	ep_del(s, c->fd);
 	close_fd(&c->fd);
 	free(c->out);
@@ -160,7 +167,7 @@ static bool client_flush(struct client *c)
 		c->out_off = c->out_len = 0;
 	if (c->dropped)
 		return false;
-	return !(c->answered && c->out_len == 0);
+	return !(c->answered && !c->deferred && c->out_len == 0);
 }
 
 /* What c waits for: its request, then room for its reply. */

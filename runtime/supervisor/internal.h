@@ -32,6 +32,8 @@ enum {
 	EV_LAZY_CHECKED,   /* the memory is checked */
 	EV_STDOUT_OUT,     /* our own stdout takes more */
 	EV_STDERR_OUT,     /* our own stderr takes more */
+	EV_LEASE,          /* --lease: the lease is lost */
+	EV_SYNCED,         /* --store-sync: the store took more generations */
 	EV_CLIENT = 0x100, /* + the slot of a client of the commands socket */
 };
 
@@ -50,6 +52,7 @@ struct client {
 	unsigned slot;
 	bool answered; /* its request was handled: it goes once its reply is out */
 	bool dropped;  /* gone or dropped: what is still sent to it goes nowhere */
+	bool deferred; /* its reply waits for the store (--store-sync) */
 	uint64_t deadline_ns;
 	size_t in_len;
 	char *out;
@@ -162,6 +165,9 @@ struct supervisor {
 	struct standby *standby;   /* the next restore, made ready */
 	int ready_fd;              /* cfg->ready_fd until it is told */
 	struct uploader *uploader; /* --store: the thread that copies generations */
+	struct lease *lease;       /* --lease: its keeper */
+	int sync_fd;               /* --store-sync: the uploader wakes the loop (EV_SYNCED) */
+	struct sync_waits *sync;   /* --store-sync: the news waiting for the store */
 };
 
 /* The program's ends of a new set of stdio pipes and control socket. They go
@@ -533,3 +539,57 @@ struct cryo_error;
 int upload_start(struct supervisor *s, struct cryo_error *err);
 void upload_wake(struct supervisor *s);
 bool upload_stop(struct supervisor *s);
+/* The newest generation the store holds with every generation it is built
+ * on (with --lease: published); 0 for none. Any thread. */
+uint64_t upload_synced(struct supervisor *s);
+
+/* store-sync.c: with --store-sync, a checkpoint's news of durability waits
+ * until upload_synced() reaches its generation, STORE_SYNC_NS at most (then
+ * it is a failure, -ETIMEDOUT). store_sync_start() does nothing without
+ * --store-sync (call it before upload_start()). store_sync_program() and
+ * store_sync_client() keep the news for the program (async: DURABLE, else
+ * RESULT) or for client c (reply, owned from then on), and return false
+ * without --store-sync (send it now). store_sync_check() sends what may go
+ * (on EV_SYNCED, and each turn of the loop for the deadlines, which
+ * store_sync_timeout_ms() folds into epoll's timeout). */
+struct sync_waits;
+int store_sync_start(struct supervisor *s);
+bool store_sync_program(struct supervisor *s, uint64_t gen, bool async);
+bool store_sync_client(struct supervisor *s, struct client *c, uint64_t gen,
+                       struct json_object *reply);
+void store_sync_check(struct supervisor *s);
+int store_sync_timeout_ms(struct supervisor *s, int timeout);
+/* A client gone, or the program (its news go nowhere now). */
+void store_sync_forget_client(struct supervisor *s, struct client *c);
+void store_sync_forget_program(struct supervisor *s);
+void store_sync_free(struct supervisor *s);
+
+/* lease.c: with --lease, the workload runs only while this supervisor holds
+ * its etcd lease (a keeper thread renews it; one that cannot stops the
+ * program for good before the lease can expire, and wakes the loop through
+ * EV_LEASE), and only the holder publishes generations.
+ * lease_start() does nothing without --lease; else it takes the lease (with
+ * --standby, waiting until it is free; a stop signal meanwhile: -EINTR) and
+ * puts the generation last published in *published (0: none). It logs its
+ * own errors. */
+struct lease;
+struct etcd_client;
+int lease_start(struct supervisor *s, uint64_t *published);
+/* The lease is lost: the program has been killed, and must not come back. */
+bool lease_lost(struct supervisor *s);
+/* Why it was lost (or why renewing fails now). */
+const char *lease_reason(struct supervisor *s);
+/* For the uploader's thread (l NULL: no lease). Whether the lease is held
+ * with the margin to spare: puts and deletes in the store are made only
+ * then. */
+bool lease_valid(struct lease *l);
+const char *lease_url(struct lease *l);
+uint64_t lease_published(struct lease *l);
+/* Publishes generation gen (record: the value of the published key) through
+ * c if our lease still holds the owner key; -ENOLCK (and the program
+ * fenced) if it does not. */
+int lease_publish(struct lease *l, struct etcd_client *c, uint64_t gen, const char *record,
+                  struct cryo_error *err);
+/* Stops the keeper and lets the lease go (revoked, unless lost). With
+ * uploader_left, the uploader still runs and uses it: it is not freed. */
+void lease_stop(struct supervisor *s, bool uploader_left);

@@ -24,9 +24,13 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 {
 	const struct supervisor_config *cfg = s->cfg;
 	s->running = false;
-	s->init_pid = 0;
+	__atomic_store_n(&s->init_pid, 0, __ATOMIC_SEQ_CST);
+	/* Killed by the lease's keeper: no restore follows. */
+	if (lease_lost(s))
+		s->stopping = true;
 	lazy_end(s, true);
 	program_unpublish_pid(s);
+	store_sync_forget_program(s);
 	channels_drain(s);
 
 	/* The page server's memory goes back to the kernel now, in a thread
@@ -125,6 +129,27 @@ static int handle_signals(struct supervisor *s, int *status)
 	return 1;
 }
 
+/* The lease is lost: the keeper has killed the program's tree already (from
+ * its thread); it stays stopped, and the supervisor ends. Returns cryo run's
+ * exit status. */
+static int fence(struct supervisor *s)
+{
+	s->stopping = true;
+	if (s->running) {
+		kill(s->init_pid, SIGKILL);
+		waitpid(s->init_pid, NULL, 0);
+		s->running = false;
+		__atomic_store_n(&s->init_pid, 0, __ATOMIC_SEQ_CST);
+		program_unpublish_pid(s);
+	}
+	supervisor_set_state(s, "failed");
+	log_error("lost the lease on %s: stopped '%s' so that a standby can take over; %s "
+	          "(images kept in '%s'; once etcd answers, resume with: cryo restore %s)",
+	          s->cfg->lease->url, s->cfg->name, lease_reason(s), s->cfg->paths.dir,
+	          s->cfg->name);
+	return 1;
+}
+
 /* The network of the generation a resume starts from, if it had one. */
 static bool image_net_config(struct supervisor *s, struct net_config *ret)
 {
@@ -167,6 +192,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	    .stdout_r = -1,
 	    .stderr_r = -1,
 	    .control = -1,
+	    .sync_fd = -1,
 	    .net = NET_NS_INIT,
 	    .state = "starting",
 	    .ready_fd = cfg->ready_fd,
@@ -217,7 +243,47 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		return r;
 	}
 	ep_add(&s, s.sigfd, EPOLLIN, EV_SIGNAL);
-	/* After the signal mask: the uploader thread inherits it. */
+	/* Before anything starts: the lease decides whether it may. After
+	 * the signal mask: its thread and the uploader's inherit it. */
+	uint64_t published = 0;
+	r = lease_start(&s, &published);
+	/* With the lease, the workload runs from what its owners published,
+	 * brought from the store (generations here newer than it are set
+	 * aside: no one published them); a standby starts afresh when nothing
+	 * was. */
+	bool resume = cfg->resume;
+	if (r == 0 && cfg->lease && !cfg->incoming && !cfg->fresh && published > 0) {
+		struct cryo_error ferr = {{0}};
+		int64_t g = store_fetch(&s, published, &ferr);
+		if (g < 0) {
+			log_error(
+			    "cannot bring '%s' from %s up to its published generation %" PRIu64
+			    ": %s; not started (the lease is let go)",
+			    cfg->name, cfg->store->url, published, ferr.msg);
+			r = (int)g;
+		} else {
+			log_info("'%s' holds the lease on %s: resuming from generation %" PRId64
+			         " (published: %" PRIu64 ")",
+			         cfg->name, cfg->lease->url, g, published);
+			resume = true;
+		}
+	} else if (r == 0 && cfg->lease && cfg->lease->standby) {
+		log_info("'%s' holds the lease on %s; nothing was published: starting it afresh",
+		         cfg->name, cfg->lease->url);
+		resume = false;
+	}
+	if (r == 0 && store_sync_start(&s) < 0) {
+		log_error("cannot set up --store-sync: %s", strerror(ENOMEM));
+		r = -ENOMEM;
+	}
+	if (r < 0) {
+		store_sync_free(&s);
+		lease_stop(&s, false);
+		close_fd(&s.epfd);
+		close_fd(&s.sigfd);
+		close_fd(&s.dir_fd);
+		return r;
+	}
 	struct cryo_error uerr = {{0}};
 	if (upload_start(&s, &uerr) < 0)
 		log_error("cannot copy the checkpoints of '%s' to %s: %s; they stay local only",
@@ -278,10 +344,12 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		ep_add(&s, s.timerfd, EPOLLIN, EV_TIMER);
 	}
 
+	uint64_t resume_generation = cfg->resume_generation;
+
 	/* Resumed images bring their address unless --net says otherwise. */
 	struct net_config image_net;
 	const struct net_config *net = cfg->net;
-	if (!net && cfg->resume && image_net_config(&s, &image_net))
+	if (!net && resume && image_net_config(&s, &image_net))
 		net = &image_net;
 	if (net) {
 		struct cryo_error err = {{0}};
@@ -302,9 +370,9 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	if (cfg->incoming) {
 		if (migrate_arrive(&s) < 0)
 			goto out;
-	} else if (cfg->resume) {
-		r = restore_newest(&s, cfg->resume_generation);
-		if (r == -ENOENT && !cfg->resume_generation) {
+	} else if (resume) {
+		r = restore_newest(&s, resume_generation);
+		if (r == -ENOENT && !resume_generation) {
 			log_error("'%s' has no images in '%s' to restore", cfg->name,
 			          cfg->paths.dir);
 			goto out;
@@ -330,6 +398,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		int timeout = commands_timeout_ms(&s);
 		if (s.stdin_background && !s.stdin_eof && (timeout < 0 || timeout > 1000))
 			timeout = 1000; /* is the terminal ours again? */
+		timeout = store_sync_timeout_ms(&s, timeout);
 		int n = epoll_wait(s.epfd, ev, 16, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -376,6 +445,11 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 			case EV_COMMANDS: commands_accept(&s); break;
 			case EV_LAZY: lazy_check_start(&s); break;
 			case EV_LAZY_CHECKED: lazy_end(&s, false); break;
+			case EV_SYNCED: store_sync_check(&s); break;
+			case EV_LEASE:
+				if (lease_lost(&s))
+					goto out;
+				break;
 			default:
 				if (ev[i].data.u64 >= EV_CLIENT)
 					commands_client_event(
@@ -384,6 +458,7 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 				break;
 			}
 		}
+		store_sync_check(&s);
 		commands_expire(&s);
 		channels_stdin_check(&s);
 		if (s.leave) {
@@ -392,6 +467,8 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 		}
 	}
 out:
+	if (lease_lost(&s))
+		status = fence(&s);
 	if (s.running) {
 		/* We are leaving: the namespace goes with us. */
 		kill(s.init_pid, SIGKILL);
@@ -400,10 +477,13 @@ out:
 	program_unpublish_pid(&s);
 	lazy_end(&s, true);
 	checkpoint_remove_wait(&s);
-	if (!upload_stop(&s))
+	bool uploaded = upload_stop(&s);
+	if (!uploaded && !lease_lost(&s))
 		log_error("the store %s did not take the last checkpoints of '%s' in time; "
 		          "they are local only until the workload runs again",
 		          cfg->store->url, cfg->name);
+	lease_stop(&s, !uploaded);
+	store_sync_free(&s);
 	channels_drain(&s);
 	commands_close_all(&s);
 	if (s.commands_fd >= 0) {

@@ -459,7 +459,7 @@ void migrate_out(struct supervisor *s, struct client *client, const char *target
 	while (waitpid(s->init_pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	s->running = false;
-	s->init_pid = 0;
+	__atomic_store_n(&s->init_pid, 0, __ATOMIC_SEQ_CST);
 	program_unpublish_pid(s);
 	channels_drain(s);
 	close_fd(&s->stdin_w);

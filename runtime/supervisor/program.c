@@ -228,8 +228,12 @@ int program_start(struct supervisor *s)
 		_exit(127);
 	}
 	program_ends_close(&e);
-	s->init_pid = pid;
+	__atomic_store_n(&s->init_pid, pid, __ATOMIC_SEQ_CST);
 	s->running = true;
+	/* The lease's keeper kills what it finds in init_pid: one lost just
+	 * before that was not found. */
+	if (lease_lost(s))
+		kill(pid, SIGKILL);
 	channels_watch(s);
 	program_publish_pid(s);
 	supervisor_set_state(s, "running");

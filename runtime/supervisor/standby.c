@@ -260,8 +260,11 @@ int restore_dir(struct supervisor *s, const char *dir, const struct manifest *m,
 		log_info("'%s' comes back without %zu mount%s it had at the checkpoint, gone from "
 		         "the host since",
 		         cfg->name, gone_mounts, gone_mounts == 1 ? "" : "s");
-	s->init_pid = pid;
+	__atomic_store_n(&s->init_pid, pid, __ATOMIC_SEQ_CST);
 	s->running = true;
+	/* As in program_start(). */
+	if (lease_lost(s))
+		kill(pid, SIGKILL);
 	channels_watch(s);
 	return 0;
 }

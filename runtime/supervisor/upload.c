@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "cleanup.h"
 #include "error.h"
+#include "etcd.h"
 #include "store-url.h"
 #include "store.h"
 #include "util.h"
@@ -46,9 +47,23 @@ struct uploader {
 	bool wake, stop, finished;
 	bool owner_checked; /* the store's owner mark is this workload's */
 	/* What the store holds of this workload, as last listed and since
-	 * changed by this thread: generation and size, ascending. */
+	 * changed by this thread: generation, size and ETag, ascending. */
 	uint64_t *gens, *sizes;
+	char (*etags)[80];
 	size_t n, cap;
+	/* --lease: the lease (its keeper's), our own etcd client, whether the
+	 * store's prefix was taken over, and the generations the published
+	 * record names (never deleted). */
+	struct lease *lease;
+	struct etcd_client *etcd;
+	bool taken_over;
+	uint64_t *chain;
+	size_t n_chain;
+	/* The newest generation the store holds with all it is built on
+	 * (with --lease: published); the loop is woken through sync_fd when
+	 * it grows (--store-sync). */
+	uint64_t synced;
+	int sync_fd;
 	char error[sizeof(((struct cryo_error *)0)->msg) + 128];
 	uint64_t error_since; /* CLOCK_REALTIME seconds, 0: no error */
 };
@@ -81,7 +96,7 @@ static ssize_t remote_find(const struct uploader *u, uint64_t gen)
 	return -1;
 }
 
-static int remote_add(struct uploader *u, uint64_t gen, uint64_t size)
+static int remote_add(struct uploader *u, uint64_t gen, uint64_t size, const char *etag)
 {
 	if (u->n == u->cap) {
 		size_t cap = u->cap ? u->cap * 2 : 16;
@@ -93,16 +108,22 @@ static int remote_add(struct uploader *u, uint64_t gen, uint64_t size)
 		if (!sz)
 			return -ENOMEM;
 		u->sizes = sz;
+		char(*e)[80] = realloc(u->etags, cap * sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		u->etags = e;
 		u->cap = cap;
 	}
 	size_t i = u->n;
 	while (i > 0 && u->gens[i - 1] > gen) {
 		u->gens[i] = u->gens[i - 1];
 		u->sizes[i] = u->sizes[i - 1];
+		memcpy(u->etags[i], u->etags[i - 1], sizeof(u->etags[i]));
 		i--;
 	}
 	u->gens[i] = gen;
 	u->sizes[i] = size;
+	snprintf(u->etags[i], sizeof(u->etags[i]), "%s", etag ? etag : "");
 	u->n++;
 	return 0;
 }
@@ -111,6 +132,7 @@ static void remote_remove(struct uploader *u, size_t i)
 {
 	memmove(u->gens + i, u->gens + i + 1, (u->n - i - 1) * sizeof(*u->gens));
 	memmove(u->sizes + i, u->sizes + i + 1, (u->n - i - 1) * sizeof(*u->sizes));
+	memmove(u->etags + i, u->etags + i + 1, (u->n - i - 1) * sizeof(*u->etags));
 	u->n--;
 }
 
@@ -128,10 +150,164 @@ static int remote_list(struct uploader *u, struct cryo_error *err)
 	for (size_t i = 0; i < l.n && r == 0; i++) {
 		uint64_t g = store_key_generation(l.items[i].key);
 		if (g && !strchr(l.items[i].key + strlen(prefix), '/'))
-			r = remote_add(u, g, l.items[i].size);
+			r = remote_add(u, g, l.items[i].size, l.items[i].etag);
 	}
 	s3_list_clear(&l);
 	return r;
+}
+
+/* With --lease, nothing is put in the store or deleted there unless the
+ * lease is held with its margin to spare. */
+static int lease_check(struct uploader *u, struct cryo_error *err)
+{
+	if (lease_valid(u->lease))
+		return 0;
+	return error_set(err, -ENOLCK,
+	                 "the lease on %s is lost or about to be: nothing more is put in "
+	                 "or deleted from the store",
+	                 lease_url(u->lease));
+}
+
+static bool in_chain(const struct uploader *u, uint64_t gen)
+{
+	for (size_t i = 0; i < u->n_chain; i++)
+		if (u->chain[i] == gen)
+			return true;
+	return false;
+}
+
+/* The generations of what is published (value: its JSON record) into
+ * u->chain. */
+static void chain_read(struct uploader *u, const char *value)
+{
+	_cleanup_json_ struct json_object *o = cryo_json_parse(value);
+	struct json_object *arr;
+	u->n_chain = 0;
+	if (!o || !json_object_object_get_ex(o, "chain", &arr) ||
+	    !json_object_is_type(arr, json_type_array))
+		return;
+	size_t n = json_object_array_length(arr);
+	uint64_t *c = realloc(u->chain, (n ? n : 1) * sizeof(*c));
+	if (!c)
+		return;
+	u->chain = c;
+	for (size_t i = 0; i < n; i++) {
+		int64_t g = cryo_json_int(json_object_array_get_idx(arr, i), "generation", 0);
+		if (g > 0)
+			u->chain[u->n_chain++] = (uint64_t)g;
+	}
+}
+
+/* Taking the prefix over, once the lease is ours: what the store holds
+ * newer than the published generation is a fenced owner's unpublished
+ * leftovers (or ours, from before a stop), deleted before the first put. */
+static int take_over(struct uploader *u, struct cryo_error *err)
+{
+	char key[1024];
+	struct etcd_kv kv = {0};
+	struct cryo_error gerr = {{0}};
+	lease_key(u->sc, u->name, "published", key, sizeof(key));
+	int r = etcd_get(u->etcd, key, &kv, &gerr);
+	if (r < 0 && r != -ENOENT)
+		return error_set(err, r, "cannot read what is published: %s", gerr.msg);
+	if (r == 0)
+		chain_read(u, kv.value);
+	etcd_kv_clear(&kv);
+	uint64_t published = u->n_chain ? u->chain[u->n_chain - 1] : 0;
+	for (size_t i = 0; i < u->n;) {
+		if (u->gens[i] <= published) {
+			i++;
+			continue;
+		}
+		r = lease_check(u, err);
+		if (r < 0)
+			return r;
+		struct cryo_error derr = {{0}};
+		store_key(u->sc, u->name, u->gens[i], key, sizeof(key));
+		r = s3_delete(u->client, u->sc->bucket, key, &derr);
+		if (r < 0)
+			return error_set(err, r,
+			                 "cannot delete generation %" PRIu64
+			                 ", left unpublished by an earlier owner: %s",
+			                 u->gens[i], derr.msg);
+		remote_remove(u, i);
+	}
+	u->taken_over = true;
+	return 0;
+}
+
+/* The generations generation gen needs to be restored, base first, into
+ * chain (at most 16); how many, or 0 if one of them is not in the store
+ * with the size it has here. */
+static size_t chain_of(struct uploader *u, uint64_t gen, uint64_t chain[16])
+{
+	uint64_t rev[16];
+	size_t n = 0;
+	for (uint64_t g = gen; g && n < 16;) {
+		char path[PATH_MAX];
+		struct stat st;
+		ssize_t k = remote_find(u, g);
+		image_store_path(u->dir, g, path, sizeof(path));
+		if (k < 0 || stat(path, &st) < 0 || u->sizes[k] != (uint64_t)st.st_size)
+			return 0;
+		rev[n++] = g;
+		struct manifest *m = NULL;
+		struct cryo_error merr = {{0}};
+		if (image_store_read_manifest(u->dir, g, &m, &merr) < 0)
+			return 0;
+		g = manifest_get_u64(m, "base", 0);
+		manifest_free(m);
+	}
+	for (size_t i = 0; i < n; i++)
+		chain[i] = rev[n - 1 - i];
+	return n;
+}
+
+/* The newest local generation the store holds with its chain is published
+ * (with --lease; else only noted for --store-sync). */
+static int publish(struct uploader *u, const uint64_t *gens, size_t n, struct cryo_error *err)
+{
+	uint64_t chain[16];
+	size_t k = 0;
+	size_t i = n;
+	while (i-- > 0) {
+		if (gens[i] <= u->synced)
+			return 0;
+		if ((k = chain_of(u, gens[i], chain)) > 0)
+			break;
+	}
+	if (!k)
+		return 0;
+	uint64_t gen = gens[i];
+	if (u->lease) {
+		_cleanup_json_ struct json_object *o = json_object_new_object();
+		struct json_object *arr = json_object_new_array();
+		cryo_json_add(o, "generation", json_object_new_uint64(gen));
+		for (size_t j = 0; j < k; j++) {
+			ssize_t x = remote_find(u, chain[j]);
+			struct json_object *g = json_object_new_object();
+			cryo_json_add(g, "generation", json_object_new_uint64(chain[j]));
+			cryo_json_add(g, "size", json_object_new_uint64(u->sizes[x]));
+			cryo_json_add(g, "etag", json_object_new_string(u->etags[x]));
+			json_object_array_add(arr, g);
+		}
+		cryo_json_add(o, "chain", arr);
+		int r = lease_publish(u->lease, u->etcd, gen, cryo_json_text(o), err);
+		if (r < 0)
+			return r;
+		uint64_t *c = realloc(u->chain, k * sizeof(*c));
+		if (!c)
+			return error_set(err, -ENOMEM, "out of memory");
+		memcpy(c, chain, k * sizeof(*c));
+		u->chain = c;
+		u->n_chain = k;
+	}
+	__atomic_store_n(&u->synced, gen, __ATOMIC_SEQ_CST);
+	if (u->sync_fd >= 0) {
+		uint64_t one = 1;
+		(void)!write(u->sync_fd, &one, sizeof(one));
+	}
+	return 0;
 }
 
 /* The store's PREFIX/NAME/ belongs to one workload directory
@@ -141,15 +317,26 @@ static int remote_list(struct uploader *u, struct cryo_error *err)
 /* One pass: the store made to hold what the local store holds. */
 static int sync_pass(struct uploader *u, struct cryo_error *err)
 {
+	int r = lease_check(u, err);
+	if (r < 0)
+		return r;
 	if (!u->owner_checked) {
-		int r = store_owner_check(u->client, u->sc, u->name, u->dir_fd, err);
+		/* With a lease, the lease decides who owns the prefix: the
+		 * mark is put anew as this workload's. */
+		r = (u->lease ? store_owner_claim : store_owner_check)(u->client, u->sc, u->name,
+		                                                       u->dir_fd, err);
 		if (r < 0)
 			return r;
 		u->owner_checked = true;
 	}
-	int r = remote_list(u, err);
+	r = remote_list(u, err);
 	if (r < 0)
 		return r;
+	if (u->lease && !u->taken_over) {
+		r = take_over(u, err);
+		if (r < 0)
+			return r;
+	}
 	_cleanup_free_ uint64_t *gens = NULL;
 	size_t n = 0;
 	r = image_store_list(u->dir, &gens, &n);
@@ -175,6 +362,9 @@ static int sync_pass(struct uploader *u, struct cryo_error *err)
 		if (r < 0)
 			return error_set(err, r, "the key of generation %" PRIu64 " is too long",
 			                 gens[i]);
+		r = lease_check(u, err);
+		if (r < 0)
+			return r;
 		struct cryo_error perr = {{0}};
 		struct s3_object obj = {0};
 		r = s3_put(u->client, u->sc->bucket, key, fd, &obj, &perr);
@@ -183,19 +373,26 @@ static int sync_pass(struct uploader *u, struct cryo_error *err)
 			                 gens[i], perr.msg);
 		if (k >= 0)
 			remote_remove(u, (size_t)k);
-		if (remote_add(u, gens[i], obj.size) < 0)
+		if (remote_add(u, gens[i], obj.size, obj.etag) < 0)
 			return error_set(err, -ENOMEM, "out of memory");
 		record_write(u);
 	}
+	r = publish(u, gens, n, err);
+	if (r < 0)
+		return r;
 	uint64_t newest = n ? gens[n - 1] : 0;
 	for (size_t i = 0; i < u->n;) {
 		bool local = false;
 		for (size_t j = 0; j < n && !local; j++)
 			local = gens[j] == u->gens[i];
-		if (local || u->gens[i] >= newest) {
+		/* What is published stays until something newer is. */
+		if (local || u->gens[i] >= newest || in_chain(u, u->gens[i])) {
 			i++;
 			continue;
 		}
+		r = lease_check(u, err);
+		if (r < 0)
+			return r;
 		char key[1024];
 		struct cryo_error derr = {{0}};
 		store_key(u->sc, u->name, u->gens[i], key, sizeof(key));
@@ -267,6 +464,9 @@ static void uploader_free(struct uploader *u)
 	if (!u)
 		return;
 	s3_client_free(u->client);
+	etcd_client_free(u->etcd);
+	free(u->etags);
+	free(u->chain);
 	if (u->dir_fd >= 0)
 		close(u->dir_fd);
 	pthread_mutex_destroy(&u->lock);
@@ -295,7 +495,12 @@ int upload_start(struct supervisor *s, struct cryo_error *err)
 	pthread_cond_init(&u->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	u->wake = true;
+	u->lease = s->lease;
+	u->synced = lease_published(s->lease);
+	u->sync_fd = s->sync_fd;
 	int r = u->dir_fd < 0 ? -errno : s3_client_new(&u->client, &sc->s3, err);
+	if (r == 0 && s->cfg->lease)
+		r = etcd_client_new(&u->etcd, s->cfg->lease->endpoint, 5000, err);
 	if (r == 0) {
 		r = -pthread_create(&u->thread, NULL, upload_main, u);
 		if (r < 0)
@@ -309,6 +514,11 @@ int upload_start(struct supervisor *s, struct cryo_error *err)
 	}
 	s->uploader = u;
 	return 0;
+}
+
+uint64_t upload_synced(struct supervisor *s)
+{
+	return s->uploader ? __atomic_load_n(&s->uploader->synced, __ATOMIC_SEQ_CST) : 0;
 }
 
 void upload_wake(struct supervisor *s)

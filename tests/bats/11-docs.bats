@@ -96,6 +96,11 @@ help_options() {
 	assert_output files
 	run complete_line run --keep ""
 	assert_output ""
+	# An address: its scheme, not another option.
+	run complete_line run --lease ""
+	assert_output "etcd://"
+	run complete_line restore --store ""
+	assert_output "s3://"
 	run complete_line run --state-dir "$STATE/w"
 	assert_output "$STATE/web $STATE/worker"
 	# After --, a command.

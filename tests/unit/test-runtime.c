@@ -244,6 +244,44 @@ static void test_run_options(void)
 	CHECK(parse(false, &o, "--store", "s3://b1/x", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--store", "s3://Bkt/x", NULL) == -EINVAL);
 	CHECK(parse(false, &o, "--store", "s3://bkt/a//b", NULL) == -EINVAL);
+	/* --lease: with --store only; --standby (run only) and --lease-ttl
+	 * with --lease only; --store-sync with --store. */
+	CHECK(parse(false, &o, "--store", "s3://bkt/x", "--lease", "etcd://127.0.0.1:2379",
+	            "--lease-ttl", "3", "--standby", "--store-sync", "--", "prog", NULL) == 0 &&
+	      o.cfg.lease == &o.lease && o.lease.ttl_s == 3 && o.lease.standby &&
+	      o.cfg.store_sync && !strcmp(o.lease.endpoint, "http://127.0.0.1:2379"));
+	CHECK(parse(false, &o, "--store", "s3://bkt/x", "--lease", "etcd://h:2379", "--", "prog",
+	            NULL) == 0 &&
+	      o.lease.ttl_s == LEASE_TTL_DEFAULT && !o.lease.standby && !o.cfg.store_sync);
+	CHECK(parse(true, &o, "--store", "s3://bkt/x", "--lease", "etcd://h:2379", "--standby",
+	            NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--lease", "etcd://h:2379", "--", "prog", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--store", "s3://bkt/x", "--standby", "--", "prog", NULL) ==
+	      -EINVAL);
+	CHECK(parse(false, &o, "--store", "s3://bkt/x", "--lease-ttl", "5", "--", "prog", NULL) ==
+	      -EINVAL);
+	CHECK(parse(false, &o, "--store-sync", "--", "prog", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--store", "s3://bkt/x", "--lease", "etcd://h:2379", "--lease-ttl",
+	            "1", "--", "prog", NULL) == -EINVAL);
+	CHECK(parse(false, &o, "--store", "s3://bkt/x", "--lease", "http://h:2379", NULL) ==
+	      -EINVAL);
+	{
+		struct lease_config lc = {0};
+		struct store_config sc = {0};
+		char key[256];
+		CHECK(lease_parse_url("etcd://[::1]:2379", &lc, NULL) == 0 &&
+		      !strcmp(lc.endpoint, "http://[::1]:2379"));
+		CHECK(lease_parse_url("etcd://h", &lc, NULL) == -EINVAL);
+		CHECK(lease_parse_url("etcd://h:0", &lc, NULL) == -EINVAL);
+		CHECK(lease_parse_url("etcd://h:2379/x", &lc, NULL) == -EINVAL);
+		CHECK(lease_parse_url("etcd://:2379", &lc, NULL) == -EINVAL);
+		CHECK(store_parse_url("s3://bkt/p/q", &sc, NULL) == 0 &&
+		      lease_key(&sc, "web", "owner", key, sizeof(key)) == 0 &&
+		      !strcmp(key, "cryo/bkt/p/q/web/owner"));
+		CHECK(store_parse_url("s3://bkt", &sc, NULL) == 0 &&
+		      lease_key(&sc, "web", "published", key, sizeof(key)) == 0 &&
+		      !strcmp(key, "cryo/bkt/web/published"));
+	}
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 	CHECK(parse(false, &o, "--store", "s3://bkt/x", NULL) == -EINVAL);
 	unsetenv("AWS_ENDPOINT_URL");
