@@ -510,7 +510,8 @@ int run_fetch(struct run_options *o)
 	}
 	image_store_sweep(cfg->paths.dir);
 	struct cryo_error err = {{0}};
-	int64_t r = store_fetch_into(cfg->store, cfg->name, cfg->paths.dir, dir_fd, 0, &err);
+	int64_t r =
+	    store_fetch_into(cfg->store, cfg->name, cfg->paths.dir, dir_fd, 0, NULL, 0, &err);
 	if (r < 0)
 		log_error("cannot fetch '%s' from %s: %s", cfg->name, cfg->store->url, err.msg);
 	return r < 0 ? (int)r : 0;

@@ -88,15 +88,26 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd);
 
 const char *checkpoint_trigger_name(enum checkpoint_trigger t);
 
+/* A generation and the ETag its object must have in the store (the
+ * published record's). */
+struct store_expect {
+	uint64_t generation;
+	char etag[80];
+};
+
 /* Brings into dir (the workload name's directory, open as dir_fd, its lock
  * held) the newest generation in the store sc (at most upto, when not 0) that
  * can be restored, with every generation it is built on, each verified as a
  * local archive is; an object missing or damaged makes the generation before
- * be tried. With upto, generations here newer than it are set aside
- * (gen-N.cryo.unpublished). The prefix in the store is then this
+ * be tried. The n_expect generations in expect (the published chain) must
+ * have those ETags in the store, else they count as damaged (an object put
+ * over the published one, by an owner that had lost its lease while its
+ * upload was under way). With upto, generations here newer than it are set
+ * aside (gen-N.cryo.unpublished). The prefix in the store is then this
  * directory's (store_owner_claim()). Returns the generation, or -ENOENT when
  * the store holds none that can be restored (the last reason in err), or
  * another negative errno when the store cannot be read. Logs what it
  * fetched and each generation it passed over. */
 int64_t store_fetch_into(const struct store_config *sc, const char *name, const char *dir,
-                         int dir_fd, uint64_t upto, struct cryo_error *err);
+                         int dir_fd, uint64_t upto, const struct store_expect *expect,
+                         size_t n_expect, struct cryo_error *err);

@@ -32,6 +32,8 @@ struct fetch {
 	const char *name, *dir;
 	struct s3_client *client;
 	struct s3_list list;
+	const struct store_expect *expect;
+	size_t n_expect;
 	/* What this call fetched for the chain being tried. */
 	uint64_t fetched[IMAGE_MAX_CHAIN + 2];
 	size_t n_fetched;
@@ -59,6 +61,16 @@ static int fetch_one(struct fetch *f, uint64_t gen, struct manifest **m, struct 
 	const struct s3_object *o = listed(f, gen);
 	if (!o)
 		return error_set(err, -ENOENT, "generation %" PRIu64 " is not in the store", gen);
+	const char *etag = o->etag;
+	for (size_t i = 0; i < f->n_expect; i++)
+		if (f->expect[i].generation == gen)
+			etag = f->expect[i].etag;
+	if (strcmp(etag, o->etag) != 0)
+		return error_set(
+		    err, -ESTALE,
+		    "generation %" PRIu64 " in the store is not the one published (its "
+		    "ETag is %s, not %s: put there by an owner that had lost the lease?)",
+		    gen, o->etag, etag);
 	char key[1024], tmp[PATH_MAX], path[PATH_MAX];
 	if (store_key(f->sc, f->name, gen, key, sizeof(key)) < 0 ||
 	    image_store_incoming_path(f->dir, gen, tmp, sizeof(tmp)) < 0 ||
@@ -173,9 +185,11 @@ static void set_aside_newer(const char *dir, uint64_t upto)
 }
 
 int64_t store_fetch_into(const struct store_config *sc, const char *name, const char *dir,
-                         int dir_fd, uint64_t upto, struct cryo_error *err)
+                         int dir_fd, uint64_t upto, const struct store_expect *expect,
+                         size_t n_expect, struct cryo_error *err)
 {
-	struct fetch f = {.sc = sc, .name = name, .dir = dir};
+	struct fetch f = {
+	    .sc = sc, .name = name, .dir = dir, .expect = expect, .n_expect = n_expect};
 	_cleanup_free_ uint64_t *cand = NULL;
 	int r = s3_client_new(&f.client, &sc->s3, err);
 	if (r < 0)
@@ -257,6 +271,8 @@ int64_t store_fetch(struct supervisor *s, uint64_t upto, struct cryo_error *err)
 {
 	if (!s->cfg->store)
 		return error_set(err, -EINVAL, "no --store is given");
+	const struct store_expect *expect = NULL;
+	size_t n = lease_published_chain(s, &expect);
 	return store_fetch_into(s->cfg->store, s->cfg->name, s->cfg->paths.dir, s->dir_fd, upto,
-	                        err);
+	                        expect, n, err);
 }

@@ -575,6 +575,9 @@ void store_sync_free(struct supervisor *s);
 struct lease;
 struct etcd_client;
 int lease_start(struct supervisor *s, uint64_t *published);
+/* The chain the published record named when the lease was taken, with its
+ * ETags (none without --lease or a record). */
+size_t lease_published_chain(struct supervisor *s, const struct store_expect **ret);
 /* The lease is lost: the program has been killed, and must not come back. */
 bool lease_lost(struct supervisor *s);
 /* Why it was lost (or why renewing fails now). */

@@ -65,6 +65,9 @@ struct lease {
 	bool lost;
 	uint64_t valid_until; /* CLOCK_MONOTONIC ns */
 	uint64_t published;
+	/* The chain the record read at start names, with its ETags. */
+	struct store_expect chain[IMAGE_MAX_CHAIN + 2];
+	size_t n_chain;
 	const char *state; /* "held", "waiting", "lost", "released" */
 	char reason[CRYO_ERROR_MAX + 128];
 };
@@ -358,6 +361,21 @@ int lease_start(struct supervisor *s, uint64_t *published)
 		_cleanup_json_ struct json_object *o = cryo_json_parse(kv.value);
 		int64_t g = o ? cryo_json_int(o, "generation", 0) : 0;
 		l->published = g > 0 ? (uint64_t)g : 0;
+		struct json_object *chain = NULL;
+		if (o && json_object_object_get_ex(o, "chain", &chain) &&
+		    json_object_is_type(chain, json_type_array)) {
+			size_t n = json_object_array_length(chain);
+			for (size_t i = 0; i < n && l->n_chain < ARRAY_SIZE(l->chain); i++) {
+				struct json_object *e = json_object_array_get_idx(chain, i);
+				const char *etag = cryo_json_str(e, "etag");
+				int64_t cg = cryo_json_int(e, "generation", 0);
+				if (!etag || cg <= 0 || strlen(etag) >= sizeof(l->chain[0].etag))
+					continue;
+				l->chain[l->n_chain].generation = (uint64_t)cg;
+				strcpy(l->chain[l->n_chain].etag, etag);
+				l->n_chain++;
+			}
+		}
 	}
 	etcd_kv_clear(&kv);
 	if (r < 0 && r != -ENOENT) {
@@ -405,6 +423,12 @@ bool lease_valid(struct lease *l)
 	bool ok = !l->lost && !l->stop && mono_ns() < l->valid_until - LEASE_MARGIN_NS(l->ttl_ns);
 	pthread_mutex_unlock(&l->lock);
 	return ok;
+}
+
+size_t lease_published_chain(struct supervisor *s, const struct store_expect **ret)
+{
+	*ret = s->lease ? s->lease->chain : NULL;
+	return s->lease ? s->lease->n_chain : 0;
 }
 
 uint64_t lease_published(struct lease *l)

@@ -304,7 +304,7 @@ lose_owner() {
 	start_cryo t --store "s3://$BUCKET/ten" --lease "$LEASE" --lease-ttl 3 -- "$TICKER" 0.2
 	wait_for 30 test -s "$STATE/t/pid"
 	local owner=$LAST_SUPERVISOR
-	wait_for 10 grep -q '^10$' "$STATE/t.out"
+	wait_for 30 grep -q '^10$' "$STATE/t.out"
 	run "$CRYO" checkpoint t
 	assert_success
 	run "$CRYO" checkpoint t
@@ -362,4 +362,40 @@ lose_owner() {
 	kill -TERM "${sb[w]}"
 	wait_for 10 supervisor_gone "${sb[w]}"
 	grep -q "^cryo: standby of 't' stopped before it took the lease on $LEASE$" "$STATE/$d.err"
+}
+
+@test "standby: an object put over a published generation (an upload of an owner that had lost its lease) is refused by its ETag, and the generation before is restored" {
+	start_cryo t --store "s3://$BUCKET/twelve" --lease "$LEASE" --lease-ttl 3 -- "$TICKER" 0.2
+	wait_for 30 test -s "$STATE/t/pid"
+	local owner=$LAST_SUPERVISOR
+	for _ in 1 2 3; do
+		run "$CRYO" checkpoint t
+		assert_success
+	done
+	wait_for 30 published_is twelve/t 3
+	# Another history of the same workload, three generations long, under
+	# another prefix: its generation 3 is a good archive, but not this one.
+	mkdir -m 700 "$STATE/else"
+	"$CRYO" run --state-dir "$STATE/else" --name t --store "s3://$BUCKET/twelve-else" -- "$TICKER" \
+		>"$STATE/else.out" 2>"$STATE/else.err" </dev/null &
+	track_supervisor "$!"
+	local other=$!
+	wait_for 30 test -s "$STATE/else/t/pid"
+	for _ in 1 2 3; do
+		run "$CRYO" checkpoint --state-dir "$STATE/else" t
+		assert_success
+	done
+	wait_for 30 sh -c "'$TOOL' s3 ls '$BUCKET' twelve-else/t/ | grep -q gen-000000000003"
+	kill -TERM "$other"
+	wait_supervisor "$other" 30
+	"$TOOL" s3 get "$BUCKET" twelve-else/t/gen-000000000003.cryo "$STATE/g3" >/dev/null
+	start_standby twelve
+	wait_for 30 grep -q "standing by, waiting until its lease ends" "$STATE/other.err"
+	lose_owner "$owner"
+	# As a fenced owner's upload landing late would.
+	"$TOOL" s3 put "$BUCKET" twelve/t/gen-000000000003.cryo "$STATE/g3" >/dev/null
+	wait_for 30 test -s "$STATE/other/t/pid"
+	grep -q "generation 3 in the store is not the one published (its ETag is" "$STATE/other.err"
+	grep -q "^cryo: 't' holds the lease on $LEASE: resuming from generation 2 (published: 3)$" "$STATE/other.err"
+	[ ! -e "$(gen_file other/t 3)" ]
 }
