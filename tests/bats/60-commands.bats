@@ -15,9 +15,11 @@ ticks_past() { [ "$(last_tick "$1")" -gt "$2" ]; }
 # A restored copy goes on from the checkpoint, which was taken a moment
 # before the program was stopped: its first number is just after the last one
 # printed before the stop, or repeats one or two printed in that moment.
+# The program (a ticker every 50 ms) runs on between the checkpoint and the
+# stop, a few ticks on a busy machine: those are lost, as they should be.
 resumes_after() { # FIRST LAST
 	echo "first after restore: $1, last before stop: $2"
-	[ "$1" -le $(($2 + 1)) ] && [ "$1" -ge $(($2 - 2)) ] && [ "$1" -gt 1 ]
+	[ "$1" -le $(($2 + 1)) ] && [ "$1" -ge $(($2 - 10)) ] && [ "$1" -gt 1 ]
 }
 
 @test "cryo checkpoint: an unmodified program, on demand; --json is one JSON document" {
