@@ -51,7 +51,7 @@ struct criu_glue_pages {
 	bool thread_started;
 	struct chunk *chunks;
 	size_t n_chunks;
-	bool prepared; /* chunks[0] was prepared before the dump */
+	bool prepared; /* chunks[0] was made ready before the dump */
 	bool reused;   /* chunks[0] is the spare's memory */
 	struct image *images;
 	size_t n_images;
@@ -142,12 +142,78 @@ void criu_glue_spare_drop_later(struct criu_glue_spare *spare)
 	criu_glue_spare_drop(spare);
 }
 
-/* A chunk of about size bytes: the spare when it has between size (less a
- * sixteenth: a program grows a little between checkpoints, and what does
- * not fit goes to a chunk of its own) and twice as much, else new. With
- * populate, its first size bytes are faulted in now (the spare's pages the
- * kernel did not take back cost no fault). */
-static int add_chunk(struct criu_glue_pages *p, size_t size, bool populate,
+#define WARM_PIECE (2u << 20)
+#define WARM_PROBE (32u << 20)
+
+/* Writes every page of [base, base+len) once: from the kernel (a read from
+ * /dev/zero, as recv() writes the pages inside the freeze) or from user
+ * mode (as zstd reads them after it). */
+static int write_pages(int zero, uint8_t *base, size_t len, bool kernel)
+{
+	for (size_t off = 0; off < len;) {
+		size_t n = len - off < WARM_PIECE ? len - off : WARM_PIECE;
+		if (kernel) {
+			ssize_t got = read(zero, base + off, n);
+			if (got <= 0)
+				return got < 0 ? -errno : -EIO;
+			n = (size_t)got;
+		} else {
+			volatile uint8_t *b = base + off;
+			for (size_t i = 0; i < n; i += PAGE_SIZE)
+				b[i] = 0;
+		}
+		off += n;
+	}
+	return 0;
+}
+
+/* Whether the first write to a page from that side costs more than the
+ * next, measured here on the first WARM_PROBE bytes (written twice, and so
+ * warm whatever the answer): on a paravirtualised VM the first touch of a
+ * page, from the kernel and from user mode, can cost ~5 us each even after
+ * MAP_POPULATE, and neither warms the other; elsewhere it costs nothing
+ * more than the copy. Noise errs either way, costing time, never pages. */
+static int first_write_dear(int zero, uint8_t *base, size_t probe, bool kernel, bool *dear)
+{
+	uint64_t t0 = util_now_ns();
+	int r = write_pages(zero, base, probe, kernel);
+	uint64_t t1 = util_now_ns();
+	if (r == 0)
+		r = write_pages(zero, base, probe, kernel);
+	uint64_t t2 = util_now_ns();
+	/* Over twice the second write, and over ~30 ms per GiB more. */
+	*dear = t1 - t0 > 2 * (t2 - t1) && (t1 - t0) - (t2 - t1) > probe / 32;
+	return r;
+}
+
+/* Makes freshly populated memory ready for the pages: written once from
+ * each side where this machine's first write is dear, so that neither is
+ * paid inside the freeze (nor, for zstd's reads, after it). */
+static int warm(uint8_t *base, size_t size)
+{
+	int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	if (zero < 0)
+		return -errno;
+	size_t probe = size < WARM_PROBE ? size : WARM_PROBE;
+	bool kernel = false, user = false;
+	int r = first_write_dear(zero, base, probe, true, &kernel);
+	if (r == 0)
+		r = first_write_dear(zero, base, probe, false, &user);
+	if (r == 0 && kernel)
+		r = write_pages(zero, base + probe, size - probe, true);
+	if (r == 0 && user)
+		r = write_pages(zero, base + probe, size - probe, false);
+	close(zero);
+	return r;
+}
+
+/* A chunk of size bytes. With prepare, the spare if it holds between size
+ * (less a sixteenth: a program grows a little between checkpoints, and
+ * what does not fit goes to a chunk of its own) and twice as much, as it
+ * is: kept resident and written since, it is ready. Else new memory, made
+ * ready now with prepare (faulted in at once, then warm()), while the
+ * program runs, or faulted in by the pages as they come. */
+static int add_chunk(struct criu_glue_pages *p, size_t size, bool prepare,
                      struct criu_glue_spare *spare)
 {
 	struct chunk *n = realloc(p->chunks, (p->n_chunks + 1) * sizeof(*n));
@@ -157,28 +223,24 @@ static int add_chunk(struct criu_glue_pages *p, size_t size, bool populate,
 	if (spare && spare->base &&
 	    (spare->size + spare->size / 16 < size || spare->size / 2 > size))
 		criu_glue_spare_drop(spare);
-	if (spare && spare->base) {
+	if (prepare && spare && spare->base) {
 		p->chunks[p->n_chunks++] = (struct chunk){.base = spare->base, .size = spare->size};
 		*spare = (struct criu_glue_spare){0};
 		p->reused = true;
-		/* A write to each page, not MADV_POPULATE_WRITE: a page left by
-		 * MADV_FREE is clean, and marking it dirty at its first write
-		 * would cost that write inside the freeze (~20 ms per GB here),
-		 * where this costs ~45 ms per GB before it. A page the kernel
-		 * took back faults in anew. */
-		struct chunk *c = &p->chunks[p->n_chunks - 1];
-		volatile uint8_t *b = c->base;
-		for (size_t off = 0; populate && off < size && off < c->size; off += PAGE_SIZE)
-			b[off] = 0;
 		return 0;
 	}
 	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-	                  MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
+	                  MAP_PRIVATE | MAP_ANONYMOUS | (prepare ? MAP_POPULATE : 0), -1, 0);
 	if (base == MAP_FAILED)
 		return -ENOMEM;
 	/* Not in the children cryo forks (CRIU's among them): forking would
 	 * make every page copy-on-write, and the first write to each fault. */
 	madvise(base, size, MADV_DONTFORK);
+	int r = prepare ? warm(base, size) : 0;
+	if (r < 0) {
+		munmap(base, size);
+		return r;
+	}
 	p->chunks[p->n_chunks++] = (struct chunk){.base = base, .size = size};
 	return 0;
 }
@@ -395,7 +457,7 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
 		return -ENOMEM;
 	p->sk = p->criu_sk = -1;
 	p->next_pages_id = FIRST_PAGES_ID;
-	/* The pages' memory is faulted in now, while the program runs. */
+	/* The pages' memory is made ready now, while the program runs. */
 	if (expect_bytes > 0) {
 		size_t size = (size_t)((expect_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));
 		r = add_chunk(p, size, true, spare);
@@ -487,8 +549,7 @@ void criu_glue_pages_free(struct criu_glue_pages *p, struct criu_glue_spare *spa
 	if (spare && p->prepared) {
 		struct chunk *c = &p->chunks[kept++];
 		criu_glue_spare_drop(spare);
-		madvise(c->base, c->size, MADV_FREE);
-		*spare = (struct criu_glue_spare){c->base, c->size};
+		*spare = (struct criu_glue_spare){.base = c->base, .size = c->size};
 	}
 	for (size_t i = kept; i < p->n_chunks; i++)
 		munmap(p->chunks[i].base, p->chunks[i].size);

@@ -18,10 +18,12 @@ struct criu_glue_pages;
  * anonymous, shared and swapped memory; 0 if it cannot tell. */
 uint64_t criu_glue_estimate_pages(pid_t root);
 
-/* Memory one dump leaves to the next. It is madvise(MADV_FREE)d: the kernel
- * takes its pages back whenever it needs memory, and the pages it has not
- * taken are still there for the next dump, which then does not fault in
- * fresh memory (costly, above all in a VM: scripts/bench). */
+/* Memory one dump leaves to the next, kept resident and written (never
+ * MADV_FREE'd): on a paravirtualised VM the first touch of a page, from the
+ * kernel (recv() inside the freeze) and from user mode (zstd after it), can
+ * cost ~5 us each, and MADV_FREE makes a page cold again; memory kept warm
+ * takes the pages at the speed of a copy. Its cost: as much memory as the
+ * program's last dump, until the next dump or the program's end. */
 struct criu_glue_spare {
 	void *base;
 	size_t size;
@@ -33,8 +35,11 @@ void criu_glue_spare_drop(struct criu_glue_spare *spare);
 void criu_glue_spare_drop_later(struct criu_glue_spare *spare);
 
 /* Makes the socket pair and prepares expect_bytes of memory for the pages
- * (more is allocated if more arrive): spare's memory if it is enough and
- * not much more, else a new mapping. spare may be NULL. Fails with
+ * (more is allocated, cold, if more arrive): spare's memory as it is if it
+ * is enough and not much more, else a new mapping faulted in and written
+ * once from the kernel and once from user mode, now (a warm-up of ~0.5 s
+ * per GiB on one VM here, up to ~3 s on another; once, as long as the
+ * program's size stays about the same). spare may be NULL. Fails with
  * -EOPNOTSUPP and its reason where libcriu cannot be given the socket
  * (libcriu-internals.h): the dump then goes through files. */
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,

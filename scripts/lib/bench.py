@@ -26,6 +26,11 @@ Usage: bench.py BUILD_DIR OUT_DIR SIZES_MB REPS
        (tests/programs/tcp-clients.py): CRIU's frozen time and the time of
        `cryo checkpoint`, min/median/max; every client is asked once more after
        the checkpoints and must answer)
+   or: bench.py BUILD_DIR OUT_DIR frozen:SIZES_MB REPS   (only the freeze, as the
+       program sees it, of the first and of a later checkpoint: `cryo checkpoint`
+       against raw `criu dump --leave-running` into tmpfs, the first and a
+       second dump of the same process; min/median/max, and the machine's
+       cost of a first write to a page)
 """
 import json
 import os
@@ -42,7 +47,9 @@ BUILD, OUT = sys.argv[1], sys.argv[2]
 REDIS_KEYS = int(sys.argv[3][6:]) if sys.argv[3].startswith("redis:") else 0
 TCP_CLIENTS = ([int(n) for n in sys.argv[3][4:].split(",")]
                if sys.argv[3].startswith("tcp:") else [])
-SIZES = [] if REDIS_KEYS or TCP_CLIENTS else [int(s) for s in sys.argv[3].split(",")]
+FROZEN_ONLY = sys.argv[3].startswith("frozen:")
+SIZES = ([] if REDIS_KEYS or TCP_CLIENTS else
+         [int(s) for s in sys.argv[3].removeprefix("frozen:").split(",")])
 REPS = int(sys.argv[4])
 CRYO = os.path.join(BUILD, "cryo")
 TARGET = os.path.join(BUILD, "tests", "bench-target")
@@ -451,6 +458,103 @@ def main_tcp_clients(counts, reps):
         json.dump(results, f, indent=2)
 
 
+def bench_frozen_cryo(size, state, later=2):
+    """The freeze of cryo's first checkpoint of a program and of the later
+    ones (nothing changed between), as the program sees it."""
+    name = f"frozen{size}"
+    sup, o = start_cryo(size, state, name, [])
+    try:
+        o.wait_for("ready")
+        frozen, before = [], []
+        for _ in range(1 + later):
+            time.sleep(0.3)
+            o.lines()
+            asked = time.time_ns()
+            run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
+            gaps = o.gaps_since()
+            frozen.append(max_gap_ms(gaps))
+            start = max(gaps, key=lambda g: g[1] - g[0])[0]
+            before.append((start - asked) / 1e6)
+        return {"first_ms": frozen[0], "later_ms": frozen[1:],
+                "first_before_ms": before[0], "later_before_ms": before[1:]}
+    finally:
+        stop(sup)
+
+
+def bench_frozen_raw(size, tmpfs, later=2):
+    """The same with raw CRIU: criu dump --leave-running into tmpfs, the first
+    dump of the process and then again (each into a new directory)."""
+    out_path = os.path.join(tmpfs, "raw.out")
+    out = open(out_path, "w")
+    target = subprocess.Popen([TARGET, str(size)], stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        o = Output(out_path)
+        o.wait_for("ready")
+        frozen = []
+        for i in range(1 + later):
+            time.sleep(0.3)
+            o.lines()
+            images = os.path.join(tmpfs, f"raw-images-{i}")
+            os.makedirs(images)
+            run([CRIU, "dump", "-t", str(target.pid), "-D", images, "--leave-running",
+                 "-o", "dump.log"])
+            frozen.append(max_gap_ms(o.gaps_since()))
+            shutil.rmtree(images, ignore_errors=True)
+        return {"first_ms": frozen[0], "later_ms": frozen[1:]}
+    finally:
+        target.kill()
+        target.wait()
+        out.close()
+
+
+def main_frozen():
+    os.makedirs(OUT, exist_ok=True)
+    tmpfs = tempfile.mkdtemp(prefix="cryo-bench-", dir="/dev/shm")
+    disk = tempfile.mkdtemp(prefix="cryo-bench-", dir="/var/tmp")
+    results = {"sizes_mb": SIZES, "reps": REPS, "machine": os.uname().release, "runs": {}}
+    try:
+        for size in SIZES:
+            line = run([MEMCPY, str(size)]).stdout.split()
+            runs = {"cryo": [], "raw": [], "memcpy_ms": float(line[1]),
+                    "memcpy_fresh_ms": float(line[3])}
+            for rep in range(REPS):
+                state = tempfile.mkdtemp(prefix="cryo-", dir=disk)
+                runs["cryo"].append(bench_frozen_cryo(size, state))
+                shutil.rmtree(state, ignore_errors=True)
+                runs["raw"].append(bench_frozen_raw(size, tmpfs))
+                print(f"  {size} MB: round {rep + 1}/{REPS} done", file=sys.stderr, flush=True)
+            results["runs"][str(size)] = runs
+    finally:
+        shutil.rmtree(tmpfs, ignore_errors=True)
+        shutil.rmtree(disk, ignore_errors=True)
+
+    def mmm(values):
+        return f"{min(values):.0f} / {statistics.median(values):.0f} / {max(values):.0f}"
+
+    table = ["| size | checkpoint | cryo frozen min / median / max | raw CRIU frozen min / "
+             "median / max | cryo / raw (median) | cryo: asked until frozen |",
+             "|---|---|---|---|---|---|"]
+    for size in SIZES:
+        runs = results["runs"][str(size)]
+        for label in ("first", "later"):
+            def pick(r, key):
+                v = r[key]
+                return v if isinstance(v, list) else [v]
+            c = [v for r in runs["cryo"] for v in pick(r, f"{label}_ms")]
+            w = [v for r in runs["raw"] for v in pick(r, f"{label}_ms")]
+            b = [v for r in runs["cryo"] for v in pick(r, f"{label}_before_ms")]
+            table.append(f"| {size} MB | {label} | {mmm(c)} ms | {mmm(w)} ms | "
+                         f"{statistics.median(c) / statistics.median(w):.2f} | {mmm(b)} ms |")
+    text = "\n".join(table)
+    text += "\n\n" + "; ".join(
+        f"{size} MB: memcpy {results['runs'][str(size)]['memcpy_ms']:.0f} ms, into fresh memory "
+        f"{results['runs'][str(size)]['memcpy_fresh_ms']:.0f} ms" for size in SIZES)
+    print(text)
+    with open(os.path.join(OUT, "frozen.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
 def summarize(values):
     return {"min": min(values), "median": statistics.median(values)}
 
@@ -461,6 +565,9 @@ def main():
         return
     if TCP_CLIENTS:
         main_tcp_clients(TCP_CLIENTS, REPS)
+        return
+    if FROZEN_ONLY:
+        main_frozen()
         return
     os.makedirs(OUT, exist_ok=True)
     tmpfs = tempfile.mkdtemp(prefix="cryo-bench-", dir="/dev/shm")

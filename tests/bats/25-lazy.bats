@@ -52,7 +52,12 @@ kill_and_check_restored() {
 	wait_for 30 test ! -e "$STATE/lc/lazy-pages.socket"
 }
 
-@test "the next checkpoint takes the pages into the memory the last one left; restored from it, every page reads as it was" {
+# The supervisor's anonymous memory (kB) marked FIELD in smaps_rollup.
+sup_kb() {
+	awk -v f="$1:" '$1 == f { print $2 }' "/proc/$LAST_SUPERVISOR/smaps_rollup"
+}
+
+@test "the next checkpoint takes the pages into the memory the last one left, kept resident; restored from it, every page reads as it was" {
 	start_cryo lc --no-delta --verbose -- "$LAZY_CHECK" 64
 	wait_for 60 grep -q '^filled 16384 pages$' "$STATE/lc.out"
 	run "$CRYO" checkpoint lc
@@ -61,6 +66,11 @@ kill_and_check_restored() {
 	assert_success
 	run grep -c "checkpoint [23] of 'lc' (through cryo's page server, into the last checkpoint's memory)" "$STATE/lc.err"
 	assert_output 2
+	# The memory stays the supervisor's, resident, not left to the kernel
+	# to take back (MADV_FREE: every page of it cold again on a VM): no
+	# more lazily freed than the archive writer's 16 MiB.
+	[ "$(sup_kb Anonymous)" -ge $((64 * 1024)) ]
+	[ "$(sup_kb LazyFree)" -lt $((32 * 1024)) ]
 	kill_and_check_restored 3 16384
 }
 
