@@ -7,41 +7,23 @@
 # start times are printed as TAP comments.
 
 load helpers
+load remote
 
 # shellcheck source=scripts/lib/service.bash
 . "$CRYO_TESTS/../scripts/lib/service.bash"
 
 setup_file() {
-	export REMOTE_DIR
-	REMOTE_DIR=$(mktemp -d /tmp/cryo-remote.XXXXXX)
-	local lib=$CRYO_TESTS/../scripts/lib
-	"$lib/swift-s3" up "$REMOTE_DIR/swift" >"$REMOTE_DIR/swift.out" 2>&1 || {
-		cat "$REMOTE_DIR/swift.out" >&2
-		return 1
-	}
-	"$lib/etcd-test" up "$REMOTE_DIR/etcd" >"$REMOTE_DIR/etcd.out" 2>&1 || {
-		cat "$REMOTE_DIR/etcd.out" >&2
-		return 1
-	}
-	echo "# $(cat "$REMOTE_DIR/swift.out")" >&3
-	echo "# $(cat "$REMOTE_DIR/etcd.out")" >&3
-	# The sanitizer build's own tool (test_programs_dir may name another build).
-	export TOOL=$CRYO_BUILD_DIR/tests/remote-tool
-	env_s3
+	remote_up remote swift etcd
 	"$TOOL" s3 mb cryo-e2e
 }
 
 teardown_file() {
-	local lib=$CRYO_TESTS/../scripts/lib
-	"$lib/swift-s3" down "$REMOTE_DIR/swift" || true
-	"$lib/etcd-test" down "$REMOTE_DIR/etcd" || true
-	rm -rf "$REMOTE_DIR"
+	remote_down
 }
 
 setup() {
 	setup_state
-	env_s3
-	env_etcd
+	remote_env
 }
 
 teardown() {
@@ -49,17 +31,6 @@ teardown() {
 	[ -z "${SWIFT_S3_PROXY_PID:-}" ] || kill -CONT "$SWIFT_S3_PROXY_PID" 2>/dev/null || true
 	[ -z "${ETCD_PID:-}" ] || kill -CONT "$ETCD_PID" 2>/dev/null || true
 	rm -rf "$STATE"
-}
-
-env_s3() {
-	# shellcheck disable=SC1091
-	. "$REMOTE_DIR/swift/env"
-}
-
-env_etcd() {
-	# shellcheck disable=SC1091
-	. "$REMOTE_DIR/etcd/env"
-	export ETCD_PID
 }
 
 now_ms() {

@@ -6,33 +6,22 @@
 # is and how far the store lags; retention applies to the store too.
 
 load helpers
-
-# shellcheck source=scripts/lib/service.bash
-. "$CRYO_TESTS/../scripts/lib/service.bash"
+load remote
 
 BUCKET=cryo-store
 
 setup_file() {
-	export REMOTE_DIR
-	REMOTE_DIR=$(mktemp -d /tmp/cryo-store.XXXXXX)
-	"$CRYO_TESTS/../scripts/lib/swift-s3" up "$REMOTE_DIR/swift" >"$REMOTE_DIR/swift.out" 2>&1 || {
-		cat "$REMOTE_DIR/swift.out" >&2
-		return 1
-	}
-	echo "# $(cat "$REMOTE_DIR/swift.out")" >&3
-	export TOOL=$CRYO_BUILD_DIR/tests/remote-tool
-	env_s3
+	remote_up store swift
 	"$TOOL" s3 mb "$BUCKET"
 }
 
 teardown_file() {
-	"$CRYO_TESTS/../scripts/lib/swift-s3" down "$REMOTE_DIR/swift" || true
-	rm -rf "$REMOTE_DIR"
+	remote_down
 }
 
 setup() {
 	setup_state
-	env_s3
+	remote_env
 	TICKER=$CRYO_TESTS/programs/ticker.py
 }
 
@@ -40,11 +29,6 @@ teardown() {
 	# A test that froze the store lets it go again, whatever happened.
 	[ -z "${SWIFT_S3_PROXY_PID:-}" ] || kill -CONT "$SWIFT_S3_PROXY_PID" 2>/dev/null || true
 	teardown_state
-}
-
-env_s3() {
-	# shellcheck disable=SC1091
-	. "$REMOTE_DIR/swift/env"
 }
 
 # The generations the store holds under PREFIX, one number a line (not
@@ -195,14 +179,14 @@ same_bytes() {
 # s3://$BUCKET/PREFIX and takes N checkpoints, each in the store; then it is
 # lost: its supervisor and program killed outright, its disk gone.
 lose_machine_after() {
-	local prefix=$1 n=$2 i
+	local prefix=$1 n=$2
 	mkdir -m 700 "$STATE/a"
 	"$CRYO" run --state-dir "$STATE/a" --name t --store "s3://$BUCKET/$prefix" -- "$TICKER" \
 		>"$STATE/a.out" 2>"$STATE/a.err" </dev/null &
 	local sup=$!
 	track_supervisor "$sup"
 	wait_for 30 test -s "$STATE/a/t/pid"
-	for i in $(seq "$n"); do
+	for _ in $(seq "$n"); do
 		sleep 0.3
 		run "$CRYO" checkpoint --state-dir "$STATE/a" t
 		assert_success

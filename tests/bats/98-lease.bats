@@ -6,39 +6,22 @@
 # by their PIDs at the end. TTLs are short (3 s) so that expiry is quick.
 
 load helpers
+load remote
 
 BUCKET=cryo-lease
 
 setup_file() {
-	export REMOTE_DIR
-	REMOTE_DIR=$(mktemp -d /tmp/cryo-lease.XXXXXX)
-	local lib=$CRYO_TESTS/../scripts/lib
-	"$lib/etcd-test" up "$REMOTE_DIR/etcd" >"$REMOTE_DIR/etcd.out" 2>&1 || {
-		cat "$REMOTE_DIR/etcd.out" >&2
-		return 1
-	}
-	"$lib/swift-s3" up "$REMOTE_DIR/swift" >"$REMOTE_DIR/swift.out" 2>&1 || {
-		cat "$REMOTE_DIR/swift.out" >&2
-		"$lib/etcd-test" down "$REMOTE_DIR/etcd" || true
-		return 1
-	}
-	echo "# $(cat "$REMOTE_DIR/etcd.out")" >&3
-	echo "# $(cat "$REMOTE_DIR/swift.out")" >&3
-	export TOOL=$CRYO_BUILD_DIR/tests/remote-tool
-	env_remote
+	remote_up lease etcd swift
 	"$TOOL" s3 mb "$BUCKET"
 }
 
 teardown_file() {
-	local lib=$CRYO_TESTS/../scripts/lib
-	"$lib/swift-s3" down "$REMOTE_DIR/swift" || true
-	"$lib/etcd-test" down "$REMOTE_DIR/etcd" || true
-	rm -rf "$REMOTE_DIR"
+	remote_down
 }
 
 setup() {
 	setup_state
-	env_remote
+	remote_env
 	TICKER=$CRYO_TESTS/programs/ticker.py
 	LEASE=etcd://${ETCD_ENDPOINT#http://}
 }
@@ -48,13 +31,6 @@ teardown() {
 	[ -z "${ETCD_PID:-}" ] || kill -CONT "$ETCD_PID" 2>/dev/null || true
 	[ -z "${SWIFT_S3_PROXY_PID:-}" ] || kill -CONT "$SWIFT_S3_PROXY_PID" 2>/dev/null || true
 	teardown_state
-}
-
-env_remote() {
-	# shellcheck disable=SC1091
-	. "$REMOTE_DIR/swift/env"
-	# shellcheck disable=SC1091
-	. "$REMOTE_DIR/etcd/env"
 }
 
 # The generations the store holds under PREFIX, one number a line.

@@ -12,9 +12,7 @@
 # has begun (never two at once).
 
 load helpers
-
-# shellcheck source=scripts/lib/service.bash
-. "$CRYO_TESTS/../scripts/lib/service.bash"
+load remote
 
 BUCKET=cryo-failover
 NS=cryofo
@@ -35,28 +33,12 @@ setup_file() {
 		ip -n "${NS}$h" link set lo up
 		i=$((i + 1))
 	done
-	export REMOTE_DIR
-	REMOTE_DIR=$(mktemp -d /tmp/cryo-failover.XXXXXX)
-	local lib=$CRYO_TESTS/../scripts/lib
-	CRYO_SERVICE_IP=10.213.0.1 "$lib/swift-s3" up "$REMOTE_DIR/swift" >"$REMOTE_DIR/swift.out" 2>&1 || {
-		cat "$REMOTE_DIR/swift.out" >&2
-		return 1
-	}
-	CRYO_SERVICE_IP=10.213.0.1 "$lib/etcd-test" up "$REMOTE_DIR/etcd" >"$REMOTE_DIR/etcd.out" 2>&1 || {
-		cat "$REMOTE_DIR/etcd.out" >&2
-		return 1
-	}
-	echo "# $(cat "$REMOTE_DIR/swift.out")" >&3
-	echo "# $(cat "$REMOTE_DIR/etcd.out")" >&3
-	env_remote
-	"$CRYO_BUILD_DIR/tests/remote-tool" s3 mb "$BUCKET"
+	CRYO_SERVICE_IP=10.213.0.1 remote_up failover swift etcd
+	"$TOOL" s3 mb "$BUCKET"
 }
 
 teardown_file() {
-	local lib=$CRYO_TESTS/../scripts/lib
-	"$lib/etcd-test" down "$REMOTE_DIR/etcd" || true
-	"$lib/swift-s3" down "$REMOTE_DIR/swift" || true
-	rm -rf "$REMOTE_DIR"
+	remote_down
 	local h
 	for h in a b; do
 		ip netns del "${NS}$h" 2>/dev/null || true
@@ -64,16 +46,9 @@ teardown_file() {
 	ip link del "${NS}br" 2>/dev/null || true
 }
 
-env_remote() {
-	# shellcheck disable=SC1091
-	. "$REMOTE_DIR/swift/env"
-	# shellcheck disable=SC1091
-	. "$REMOTE_DIR/etcd/env"
-}
-
 setup() {
 	setup_state
-	env_remote
+	remote_env
 	ip link set "${NS}a-br" up
 	ip link set "${NS}b-br" up
 	LOG=$STATE/counter.log
