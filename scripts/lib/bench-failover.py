@@ -17,9 +17,11 @@ owner's death (its supervisor and program SIGKILLed at once, as a lost
 machine) until the program runs again on a standby, which waited for the
 lease (TTL given) and restored the newest published generation: the restored
 program's first sign of life (the end of its gap, CLOCK_REALTIME) minus the
-instant of the kill.
+instant of the kill; with REDIS_KEYS as well, the same for redis-server
+holding that many keys, until it answers PING on the standby (and then
+holds every key).
 Prints markdown tables and writes OUT_DIR/store.json.
-Usage: bench-failover.py BUILD_DIR OUT_DIR SIZES_MIB REPS [TTL_S]"""
+Usage: bench-failover.py BUILD_DIR OUT_DIR SIZES_MIB REPS [TTL_S [REDIS_KEYS]]"""
 import json
 import os
 import signal
@@ -33,6 +35,7 @@ BUILD, OUT = sys.argv[1], sys.argv[2]
 SIZES = [int(s) for s in sys.argv[3].split(",")]
 REPS = int(sys.argv[4])
 TTL = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+REDIS_KEYS = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 CRYO = os.path.join(BUILD, "cryo")
 TARGET = os.path.join(BUILD, "tests", "bench-target")
 TOOL = os.path.join(BUILD, "tests", "remote-tool")
@@ -79,6 +82,16 @@ def uploaded(state, name, gen):
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     return any(g["generation"] == gen for g in rec.get("remote", []))
+
+
+def published(state, name, gen):
+    """Whether the lease's keeper of workload name in state has published
+    generation gen (its lease.json)."""
+    try:
+        with open(os.path.join(state, name, "lease.json")) as f:
+            return json.load(f).get("published", 0) >= gen
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
 
 
 def one_run(size, work, store, env, i):
@@ -149,7 +162,7 @@ def failover_run(size, work, env, i):
         time.sleep(0.5)
         gen = json.loads(run([CRYO, "checkpoint", "--state-dir", dirs["owner"], "--json", "b"],
                              env).stdout)["generation"]
-        wait(lambda: uploaded(dirs["owner"], "b", gen), 300, "the upload")
+        wait(lambda: published(dirs["owner"], "b", gen), 300, "the publication")
         st_out = os.path.join(dirs["standby"], "out")
         st_err = os.path.join(dirs["standby"], "err")
         with open(st_out, "w") as o, open(st_err, "w") as e:
@@ -157,12 +170,9 @@ def failover_run(size, work, env, i):
                 [CRYO, "run", "--state-dir", dirs["standby"], *common, "--standby", "--",
                  TARGET, str(size)], stdout=o, stderr=e, stdin=subprocess.DEVNULL, env=env))
         wait(lambda: any("waiting" in l for l in read_lines(st_err)), 60, "the standby")
-        # Published: the lease's holder publishes once the upload is done.
-        time.sleep(1)
         prog = int(open(pidfile).read())
         kill_ns = time.time_ns()
-        os.kill(procs[0].pid, signal.SIGKILL)
-        os.kill(prog, signal.SIGKILL)
+        kill_all(prog, procs[0].pid)
 
         def running_again():
             for l in read_lines(st_out):
@@ -181,6 +191,81 @@ def failover_run(size, work, env, i):
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def redis_ping(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sk:
+            sk.sendall(b"PING\r\n")
+            return sk.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def failover_redis(keys, work, env, i):
+    """redis-server holding keys under cryo run --lease, a standby beside it;
+    the owner killed: ms until redis answers PING on the standby."""
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    lease = env["ETCD_ENDPOINT"].replace("http://", "etcd://")
+    common = ["--name", "r", "--store", f"s3://{BUCKET}/redis-{i}", "--lease", lease,
+              "--lease-ttl", str(TTL)]
+    cmd = ["--", "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no"]
+    procs = []
+    try:
+        dirs = {}
+        for role in ("owner", "standby"):
+            dirs[role] = os.path.join(work, f"redis-{i}-{role}")
+            os.makedirs(dirs[role], mode=0o700)
+        procs.append(subprocess.Popen([CRYO, "run", "--state-dir", dirs["owner"], *common, *cmd],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      stdin=subprocess.DEVNULL, env=env))
+        wait(lambda: redis_ping(port), 60, "redis-server to start")
+        load = "\n".join(f"SET key:{k} value-{k}" for k in range(1, keys + 1)) + "\n"
+        subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=load, text=True,
+                       check=True, capture_output=True)
+        gen = json.loads(run([CRYO, "checkpoint", "--state-dir", dirs["owner"], "--json", "r"],
+                             env).stdout)["generation"]
+        wait(lambda: published(dirs["owner"], "r", gen), 600, "the publication")
+        st_err = os.path.join(dirs["standby"], "err")
+        with open(st_err, "w") as e:
+            procs.append(subprocess.Popen(
+                [CRYO, "run", "--state-dir", dirs["standby"], *common, "--standby", *cmd],
+                stdout=subprocess.DEVNULL, stderr=e, stdin=subprocess.DEVNULL, env=env))
+        wait(lambda: any("waiting" in l for l in read_lines(st_err)), 60, "the standby")
+        prog = int(open(os.path.join(dirs["owner"], "r", "pid")).read())
+        t0 = time.monotonic()
+        kill_all(prog, procs[0].pid)
+        wait(lambda: not redis_ping(port), 30, "the owner's redis to go")
+        wait(lambda: redis_ping(port), TTL + 300, "redis on the standby")
+        ms = (time.monotonic() - t0) * 1e3
+        dbsize = int(run(["redis-cli", "-p", str(port), "dbsize"]).stdout.strip())
+        if dbsize != keys:
+            raise RuntimeError(f"redis on the standby holds {dbsize} keys, not {keys}")
+        return ms
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def kill_all(*pids):
+    """SIGKILL to each (the supervisor's end may have taken the program
+    along already)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def mmm(values):
@@ -239,6 +324,11 @@ def main():
                 t = [failover_run(size, work, env, i) for i in range(REPS)]
                 results["failover"][size] = t
                 print(f"| {size} | {mmm(t)} | {mmm([x - TTL * 1000 for x in t])} |")
+            if REDIS_KEYS:
+                t = [failover_redis(REDIS_KEYS, work, env, i) for i in range(REPS)]
+                results["failover"]["redis"] = {"keys": REDIS_KEYS, "ms": t}
+                print(f"| redis, {REDIS_KEYS} keys | {mmm(t)} | "
+                      f"{mmm([x - TTL * 1000 for x in t])} |")
         with open(os.path.join(OUT, "store.json"), "w") as f:
             json.dump(results, f, indent=1)
     finally:
