@@ -90,3 +90,17 @@ int remap_recreate(const char *images_dir, struct remap_links *l, struct cryo_er
  * program running), also the file's former name or CRIU's stand-in
  * NAME.cr_link where CRIU left one on that inode. Then empties l. */
 void remap_links_drop(struct remap_links *l, bool names_too);
+
+/* Dumps that must take turns (dump-lock.c): CRIU's parasite makes
+ * "proc.crtools" in the working directory of the tree's root unless the
+ * root's /proc is one of its own PID namespace. */
+bool dump_lock_own_proc(pid_t pid);
+
+/* Before a dump of the tree rooted at root: -1 if its dump makes nothing
+ * (root's /proc is its own), else an fd holding the lock of root's working
+ * directory (or -1 if it cannot be had: the dump goes ahead). */
+int dump_lock_take(pid_t root);
+
+/* Once CRIU froze the tree: takes that lock into *fd if it is -1 and root's
+ * /proc is no longer its own. */
+void dump_lock_recheck(pid_t root, int *fd);
