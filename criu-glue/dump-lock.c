@@ -22,7 +22,14 @@
  * directory take turns. The program may change its /proc between the look
  * before the dump and its freeze: the look is made again once CRIU has frozen
  * the tree (dump_lock_recheck(), at CRIU's "query-ext-files" notification,
- * which comes after collect_pstree() and before dump_one_task()). */
+ * which comes after collect_pstree() and before dump_one_task()).
+ *
+ * Dumps side by side share the machine's CPUs: each one's CRIU, parasite and
+ * page server compete, and with many more dumps at once than CPUs each
+ * program would stay frozen the longer. So at most as many dumps run at once
+ * as there are CPUs online (two at least, so that a long dump, a migration's
+ * say, never holds every other one up): each takes one of
+ * that many slots (a lock file each). */
 
 #include "internal.h"
 #include "cleanup.h"
@@ -36,6 +43,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Whether the /proc that pid sees is one of its own PID namespace, as
@@ -89,13 +97,56 @@ static int lock_cwd(pid_t pid)
 	return -1;
 }
 
-int dump_lock_take(pid_t root)
+/* Takes one of the machine's dump slots, waiting until one is free (looking
+ * every 5 ms: a wait on one slot in particular could outlast a free other);
+ * -1 (and none) if it cannot. */
+static int take_slot(void)
 {
-	return dump_lock_own_proc(root) ? -1 : lock_cwd(root);
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 2)
+		n = 2;
+	for (;;) {
+		for (long k = 0; k < n; k++) {
+			char name[64];
+			snprintf(name, sizeof(name), "/run/lock/cryo-dump-slot-%ld.lock", k);
+			int fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+			if (fd < 0)
+				return -1;
+			if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+				return fd;
+			int e = errno;
+			close(fd);
+			if (e != EWOULDBLOCK && e != EINTR)
+				return -1;
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+	}
 }
 
-void dump_lock_recheck(pid_t root, int *fd)
+void dump_lock_take(pid_t root, struct dump_lock *l)
 {
-	if (*fd < 0 && !dump_lock_own_proc(root))
-		*fd = lock_cwd(root);
+	/* The directory first: a dump waiting for it holds no slot. */
+	l->dir = dump_lock_own_proc(root) ? -1 : lock_cwd(root);
+	l->slot = take_slot();
+}
+
+void dump_lock_recheck(pid_t root, struct dump_lock *l)
+{
+	if (l->dir >= 0 || dump_lock_own_proc(root))
+		return;
+	/* Its slot goes first: the dump holding the directory may be
+	 * waiting for a slot. */
+	if (l->slot >= 0)
+		close(l->slot);
+	l->slot = -1;
+	l->dir = lock_cwd(root);
+}
+
+void dump_lock_release(struct dump_lock *l)
+{
+	if (l->dir >= 0)
+		close(l->dir);
+	if (l->slot >= 0)
+		close(l->slot);
+	l->dir = l->slot = -1;
 }

@@ -371,7 +371,7 @@ struct frozen_call {
 	const char *images_dir;
 	struct remap_links links; /* link_remap.N made by CRIU, kept (remap.c) */
 	pid_t root;               /* the tree's root */
-	int lock;                 /* dump-lock.c's, or -1 */
+	struct dump_lock lock;    /* dump-lock.c's */
 	struct cryo_error *err;
 	int r;
 	bool called;
@@ -451,19 +451,16 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 		if (criu_local_add_external(c, key) < 0)
 			return -ENOMEM;
 	}
-	/* Dumps run side by side, but for those that would make the same
-	 * directory for a /proc (dump-lock.c). */
-	struct frozen_call fc = {.hook = &o->hook,
-	                         .images_dir = o->images_dir,
-	                         .root = o->pid,
-	                         .lock = dump_lock_take(o->pid),
-	                         .err = err};
+	/* Dumps run side by side, as many as there are CPUs, but for those
+	 * that would make the same directory for a /proc (dump-lock.c). */
+	struct frozen_call fc = {
+	    .hook = &o->hook, .images_dir = o->images_dir, .root = o->pid, .err = err};
+	dump_lock_take(o->pid, &fc.lock);
 	criu_local_set_notify_cb(c, notified);
 	frozen_call = &fc;
 	r = criu_local_dump(c);
 	frozen_call = NULL;
-	if (fc.lock >= 0)
-		close(fc.lock);
+	dump_lock_release(&fc.lock);
 	/* Without a hook nothing needs the notification (a stand-in for CRIU
 	 * in the tests sends none): the links are looked for now, still there
 	 * only if the tree was not left running (remap_capture() fails

@@ -96,11 +96,21 @@ void remap_links_drop(struct remap_links *l, bool names_too);
  * root's /proc is one of its own PID namespace. */
 bool dump_lock_own_proc(pid_t pid);
 
-/* Before a dump of the tree rooted at root: -1 if its dump makes nothing
- * (root's /proc is its own), else an fd holding the lock of root's working
- * directory (or -1 if it cannot be had: the dump goes ahead). */
-int dump_lock_take(pid_t root);
+/* The locks a dump holds: its working directory's (-1: none needed or to be
+ * had) and its slot among the machine's (one per CPU; -1: none to be had). */
+struct dump_lock {
+	int dir;
+	int slot;
+};
 
-/* Once CRIU froze the tree: takes that lock into *fd if it is -1 and root's
- * /proc is no longer its own. */
-void dump_lock_recheck(pid_t root, int *fd);
+/* Before a dump of the tree rooted at root: takes the lock of root's working
+ * directory unless its dump makes nothing there (root's /proc is its own),
+ * then a slot. Whatever cannot be had is left out: the dump goes ahead. */
+void dump_lock_take(pid_t root, struct dump_lock *l);
+
+/* Once CRIU froze the tree: takes the directory's lock if root's /proc is no
+ * longer its own (its slot given up first). */
+void dump_lock_recheck(pid_t root, struct dump_lock *l);
+
+/* Lets both go. */
+void dump_lock_release(struct dump_lock *l);
