@@ -29,6 +29,12 @@ setup() {
 }
 teardown() {
 	touch "$STATE/go"
+	# The locks of this test's directories, which dumps that took turns
+	# left (a later directory may get the same inode).
+	local d
+	for d in shared own1 own2; do
+		rm -f "/run/lock/cryo-dump-$(stat -c '%d-%i' "$STATE/$d").lock"
+	done
 	teardown_state
 }
 
