@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/statvfs.h>
@@ -364,26 +363,6 @@ int criu_glue_failed(struct cryo_error *err, pid_t pid, const char *what, const 
 static int read_dump_stats(const char *dir, struct criu_glue_dump_stats *ret);
 static int fix_timerfds(const char *images_dir);
 
-/* Takes the machine-wide dump lock; -1 (and no lock) if it cannot. */
-static int dump_lock(void)
-{
-	static const char *const paths[] = {"/run/lock/cryo-dump.lock", "/tmp/cryo-dump.lock"};
-	for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
-		int fd = open(paths[i], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-		if (fd < 0)
-			continue;
-		while (flock(fd, LOCK_EX) < 0)
-			if (errno != EINTR) {
-				close(fd);
-				fd = -1;
-				break;
-			}
-		if (fd >= 0)
-			return fd;
-	}
-	return -1;
-}
-
 /* libcriu's notification callback has no argument of the caller's: the dump
  * under way (one per thread at a time, criu_local_dump() blocks) is found
  * here. */
@@ -391,6 +370,8 @@ struct frozen_call {
 	const struct criu_glue_frozen_hook *hook;
 	const char *images_dir;
 	struct remap_links links; /* link_remap.N made by CRIU, kept (remap.c) */
+	pid_t root;               /* the tree's root */
+	struct dump_lock lock;    /* dump-lock.c's */
 	struct cryo_error *err;
 	int r;
 	bool called;
@@ -405,6 +386,12 @@ static int notified(char *action, criu_notify_arg_t na)
 {
 	(void)na;
 	struct frozen_call *fc = frozen_call;
+	/* The tree is frozen now, and CRIU's parasite not yet in it: whether
+	 * this dump must take turns, looked at again (dump-lock.c). */
+	if (fc && strcmp(action, "query-ext-files") == 0) {
+		dump_lock_recheck(fc->root, &fc->lock);
+		return 0;
+	}
 	if (!fc || strcmp(action, "post-dump") != 0 || fc->called)
 		return 0;
 	fc->called = true;
@@ -465,16 +452,16 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 		if (criu_local_add_external(c, key) < 0)
 			return -ENOMEM;
 	}
-	/* CRIU's parasite makes a directory "proc.crtools" in the dumped task's
-	 * working directory (to mount a /proc of its PID namespace), so two
-	 * dumps of programs that share a working directory collide (EEXIST).
-	 * Dumps by cryo take turns, machine-wide. */
-	struct frozen_call fc = {.hook = &o->hook, .images_dir = o->images_dir, .err = err};
+	/* Dumps run side by side, as many as there are CPUs, but for those
+	 * that would make the same directory for a /proc (dump-lock.c). */
+	struct frozen_call fc = {
+	    .hook = &o->hook, .images_dir = o->images_dir, .root = o->pid, .err = err};
+	dump_lock_take(o->pid, &fc.lock);
 	criu_local_set_notify_cb(c, notified);
 	frozen_call = &fc;
-	_cleanup_close_ int lock = dump_lock();
 	r = criu_local_dump(c);
 	frozen_call = NULL;
+	dump_lock_release(&fc.lock);
 	/* Without a hook nothing needs the notification (a stand-in for CRIU
 	 * in the tests sends none): the links are looked for now, still there
 	 * only if the tree was not left running (remap_capture() fails

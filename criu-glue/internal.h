@@ -90,3 +90,27 @@ int remap_recreate(const char *images_dir, struct remap_links *l, struct cryo_er
  * program running), also the file's former name or CRIU's stand-in
  * NAME.cr_link where CRIU left one on that inode. Then empties l. */
 void remap_links_drop(struct remap_links *l, bool names_too);
+
+/* Dumps that must take turns (dump-lock.c): CRIU's parasite makes
+ * "proc.crtools" in the working directory of the tree's root unless the
+ * root's /proc is one of its own PID namespace. */
+bool dump_lock_own_proc(pid_t pid);
+
+/* The locks a dump holds: its working directory's (-1: none needed or to be
+ * had) and its slot among the machine's (one per CPU; -1: none to be had). */
+struct dump_lock {
+	int dir;
+	int slot;
+};
+
+/* Before a dump of the tree rooted at root: takes the lock of root's working
+ * directory unless its dump makes nothing there (root's /proc is its own),
+ * then a slot. Whatever cannot be had is left out: the dump goes ahead. */
+void dump_lock_take(pid_t root, struct dump_lock *l);
+
+/* Once CRIU froze the tree: takes the directory's lock if root's /proc is no
+ * longer its own (its slot given up first). */
+void dump_lock_recheck(pid_t root, struct dump_lock *l);
+
+/* Lets both go. */
+void dump_lock_release(struct dump_lock *l);
