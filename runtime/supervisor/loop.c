@@ -252,7 +252,16 @@ int supervisor_run(const struct supervisor_config *cfg, int lock_fd)
 	 * aside: no one published them); a standby starts afresh when nothing
 	 * was. */
 	bool resume = cfg->resume;
-	if (r == 0 && cfg->lease && !cfg->incoming && !cfg->fresh && published > 0) {
+	if (r == 0 && cfg->lease && !cfg->incoming && cfg->fresh && published > 0) {
+		/* A fresh run numbers its generations from 1 again, over the
+		 * published chain's objects in the store. */
+		log_error("'%s' has generation %" PRIu64 " published on %s: --fresh would put "
+		          "generations numbered from 1 again over those in %s; start it without "
+		          "--fresh (it resumes from the published one), or give it another --name "
+		          "or --store prefix",
+		          cfg->name, published, cfg->lease->url, cfg->store->url);
+		r = -EEXIST;
+	} else if (r == 0 && cfg->lease && !cfg->incoming && published > 0) {
 		struct cryo_error ferr = {{0}};
 		int64_t g = store_fetch(&s, published, &ferr);
 		if (g < 0) {

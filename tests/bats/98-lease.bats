@@ -158,6 +158,18 @@ PY
 	run "$CRYO" images t
 	assert_line --regexp '^3 .* both +command +yes \(published\)$'
 	assert_line --regexp '^2 .* both +command +yes$'
+	# A fresh run would number its generations from 1 again, over the
+	# published chain in the store: refused, and nothing is put there.
+	"$CRYO" stop t >/dev/null
+	wait_supervisor "$LAST_SUPERVISOR" 30
+	local before
+	before=$("$TOOL" s3 ls "$BUCKET" five/t/)
+	run timeout 60 "$CRYO" run --name t --fresh --store "s3://$BUCKET/five" --lease "$LEASE" \
+		--lease-ttl 3 -- "$TICKER"
+	assert_failure 1
+	assert_output --regexp "^cryo: 't' has generation 3 published on $LEASE: --fresh would put generations numbered from 1 again over those in s3://$BUCKET/five; start it without --fresh"
+	[ "$("$TOOL" s3 ls "$BUCKET" five/t/)" = "$before" ]
+	published_is five/t 3
 }
 
 @test "lease: a stale owner cannot publish, and a new owner deletes its unpublished leftovers" {
