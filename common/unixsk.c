@@ -60,7 +60,8 @@ static void set_sort(struct inode_set *s)
 
 static bool set_has(const struct inode_set *s, uint64_t ino)
 {
-	return bsearch(&ino, s->v, s->n, sizeof(*s->v), cmp_u64) != NULL;
+	/* An empty set may have no array at all: bsearch() must not see NULL. */
+	return s->n && bsearch(&ino, s->v, s->n, sizeof(*s->v), cmp_u64) != NULL;
 }
 
 /* The socket inodes pid holds. */

@@ -262,7 +262,30 @@ bool program_gone(const struct supervisor *s)
 		return fd < 0 && errno == ENOENT; /* reaped since we looked */
 	buf[n] = '\0';
 	const char *end = strrchr(buf, ')'); /* the name may hold anything */
-	return end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X');
+	if (!end || end[1] != ' ')
+		return false;
+	if (end[2] == 'Z' || end[2] == 'X')
+		return true;
+	/* Or on its way out: killed while CRIU held it, its memory may be
+	 * gone already (CRIU's "Can't open PID/pagemap ...: No such
+	 * process") before it is a zombie. The kernel marks such a task
+	 * PF_EXITING (0x4) in its flags, the 9th field of stat, from the
+	 * start of its exit. */
+	unsigned long long flags = 0;
+	if (sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %llu", &flags) == 1 && (flags & 0x4))
+		return true;
+	/* Or a SIGKILL pending that it has not acted on yet. */
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	char line[256];
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long long mask;
+		if ((sscanf(line, "ShdPnd: %llx", &mask) == 1 ||
+		     sscanf(line, "SigPnd: %llx", &mask) == 1) &&
+		    (mask & (1ULL << (SIGKILL - 1))))
+			return true;
+	}
+	return false;
 }
 
 /* Stops the program with sig, for good: no restore follows its end. */
