@@ -247,18 +247,14 @@ bool program_gone(const struct supervisor *s)
 	if (waitid(P_PID, (id_t)s->init_pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
 	    si.si_pid == s->init_pid)
 		return true;
-	/* Or its init has reaped it and not yet ended itself: no child left.
-	 * (A kernel without /proc's children files says nothing here.) */
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", s->init_pid, s->init_pid);
-	_cleanup_close_ int cfd = open(path, O_RDONLY | O_CLOEXEC);
-	if (cfd >= 0 && read(cfd, buf, sizeof(buf)) == 0)
-		return true;
-	/* Or the program died and its init has not yet reaped it: a zombie
-	 * among the init's children. */
+	/* Or the program died and its init has not yet followed: a zombie
+	 * among the init's children. (None found says nothing: a kernel
+	 * without /proc's children files, or the moment the init reaped it,
+	 * which its own exit follows at once.) */
 	pid_t pid = program_pid(s);
 	if (pid <= 0)
 		return false;
+	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
