@@ -81,11 +81,18 @@ int lease_key(const struct store_config *sc, const char *name, const char *what,
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+int store_object_key(const struct store_config *sc, const char *name, const char *leaf, char *buf,
+                     size_t len)
+{
+	int n = snprintf(buf, len, "%s%s%s/%s", sc->prefix, sc->prefix[0] ? "/" : "", name, leaf);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 int store_key(const struct store_config *sc, const char *name, uint64_t gen, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "%s%s%s/gen-%012" PRIu64 IMAGE_STORE_SUFFIX, sc->prefix,
-	                 sc->prefix[0] ? "/" : "", name, gen);
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	char leaf[64];
+	snprintf(leaf, sizeof(leaf), "gen-%012" PRIu64 IMAGE_STORE_SUFFIX, gen);
+	return store_object_key(sc, name, leaf, buf, len);
 }
 
 uint64_t store_key_generation(const char *key)
@@ -180,12 +187,6 @@ bool store_record_has(const struct store_record *rec, uint64_t gen, uint64_t *si
 	return false;
 }
 
-static int owner_key(const struct store_config *sc, const char *name, char *buf, size_t len)
-{
-	int n = snprintf(buf, len, "%s%s%s/owner", sc->prefix, sc->prefix[0] ? "/" : "", name);
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
-}
-
 /* STORE_OWNER_FILE: "URL ETAG" of the mark this directory put. */
 static void owner_mine(const struct store_config *sc, int dir_fd, char *mine, size_t len)
 {
@@ -208,7 +209,7 @@ int store_owner_claim(struct s3_client *c, const struct store_config *sc, const 
                       int dir_fd, struct cryo_error *err)
 {
 	char key[1024];
-	if (owner_key(sc, name, key, sizeof(key)) < 0)
+	if (store_object_key(sc, name, "owner", key, sizeof(key)) < 0)
 		return error_set(err, -ENAMETOOLONG, "the store's key for '%s' is too long", name);
 	_cleanup_close_ int fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	unsigned char rnd[16];
@@ -238,7 +239,7 @@ int store_owner_check(struct s3_client *c, const struct store_config *sc, const 
                       int dir_fd, struct cryo_error *err)
 {
 	char key[1024], mine[256];
-	if (owner_key(sc, name, key, sizeof(key)) < 0)
+	if (store_object_key(sc, name, "owner", key, sizeof(key)) < 0)
 		return error_set(err, -ENAMETOOLONG, "the store's key for '%s' is too long", name);
 	owner_mine(sc, dir_fd, mine, sizeof(mine));
 	struct s3_object obj = {0};

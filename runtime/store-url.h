@@ -52,6 +52,11 @@ int lease_key(const struct store_config *sc, const char *name, const char *what,
  * err. */
 int store_parse_url(const char *url, struct store_config *sc, struct cryo_error *err);
 
+/* The object key PREFIX/NAME/LEAF of workload name (leaf "" for the prefix
+ * its objects are listed under); -ENAMETOOLONG if it does not fit. */
+int store_object_key(const struct store_config *sc, const char *name, const char *leaf, char *buf,
+                     size_t len);
+
 /* The object key of generation gen of workload name: PREFIX/NAME/gen-N.cryo
  * (the local archive's own name). */
 int store_key(const struct store_config *sc, const char *name, uint64_t gen, char *buf, size_t len);

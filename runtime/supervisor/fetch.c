@@ -195,7 +195,7 @@ int64_t store_fetch_into(const struct store_config *sc, const char *name, const 
 	if (r < 0)
 		return r;
 	char prefix[sizeof(sc->prefix) + 300];
-	snprintf(prefix, sizeof(prefix), "%s%s%s/", sc->prefix, sc->prefix[0] ? "/" : "", name);
+	store_object_key(sc, name, "", prefix, sizeof(prefix));
 	struct cryo_error lerr = {{0}};
 	r = s3_list(f.client, sc->bucket, prefix, &f.list, &lerr);
 	if (r < 0) {

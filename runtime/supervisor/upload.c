@@ -140,8 +140,7 @@ static void remote_remove(struct uploader *u, size_t i)
 static int remote_list(struct uploader *u, struct cryo_error *err)
 {
 	char prefix[sizeof(u->sc->prefix) + 300];
-	snprintf(prefix, sizeof(prefix), "%s%s%s/", u->sc->prefix, u->sc->prefix[0] ? "/" : "",
-	         u->name);
+	store_object_key(u->sc, u->name, "", prefix, sizeof(prefix));
 	struct s3_list l = {0};
 	int r = s3_list(u->client, u->sc->bucket, prefix, &l, err);
 	if (r < 0)
