@@ -201,6 +201,20 @@ static int run_criu(const char *const *args, bool with_stderr, char *buf, size_t
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* The feature comes from cryo's patch to CRIU (criu-glue/criu-patches/);
+ * `criu check` fails without the patch, or on a kernel without
+ * UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN. */
+bool criu_glue_track_supported(void)
+{
+	static int known = -1;
+	if (known < 0) {
+		char buf[256];
+		known = run_criu((const char *const[]){"check", "--feature", "uffd_wp_track", NULL},
+		                 true, buf, sizeof(buf)) == 0;
+	}
+	return known;
+}
+
 int criu_glue_version(int *ret)
 {
 	char buf[512];
@@ -439,6 +453,15 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	}
 	if (o->network_lock_skip)
 		criu_local_set_network_lock(c, CRIU_NETWORK_LOCK_SKIP);
+	if (o->track_mem && o->page_server_fd >= 0) {
+		/* CRIU counts a page as the parent's only with a parent
+		 * directory named; the parent is the page server's, and the
+		 * images hold every page: "." is one that exists. CRIU links
+		 * it as "parent" in the images, removed after the dump. */
+		criu_local_set_track_mem(c, true);
+		if (criu_local_set_parent_images(c, ".") < 0)
+			return -ENOMEM;
+	}
 	if (o->external_net) {
 		char key[96];
 		snprintf(key, sizeof(key), "net[%llu]:%s", (unsigned long long)o->external_net,
@@ -462,6 +485,8 @@ int criu_glue_dump(const struct criu_glue_dump_opts *o, struct criu_glue_dump_st
 	r = criu_local_dump(c);
 	frozen_call = NULL;
 	dump_lock_release(&fc.lock);
+	if (o->track_mem)
+		unlinkat(images_fd, "parent", 0);
 	/* Without a hook nothing needs the notification (a stand-in for CRIU
 	 * in the tests sends none): the links are looked for now, still there
 	 * only if the tree was not left running (remap_capture() fails

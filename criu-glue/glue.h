@@ -58,6 +58,11 @@ struct criu_glue_dump_opts {
 	 * criu_glue_pages_start() made only where libcriu can pass it on (else
 	 * criu_glue_dump() fails with -EOPNOTSUPP and its reason); else -1 */
 	int page_server_fd;
+	/* Write tracking (pages.h): CRIU sends only the pages written since
+	 * the dump the page server holds as the parent, and re-arms the
+	 * tracking. Only with page_server_fd, where
+	 * criu_glue_track_supported(). */
+	bool track_mem;
 	/* Called once the tree is dumped, still frozen; frozen NULL: none. */
 	struct criu_glue_frozen_hook hook;
 };
@@ -125,6 +130,10 @@ struct criu_glue_dump_stats {
 /* The path of the criu binary cryo uses: $CRYO_CRIU, else the first criu on
  * PATH, /usr/local/sbin or /usr/sbin. NULL if there is none. */
 const char *criu_glue_binary(void);
+
+/* Whether the CRIU in use can track writes through userfaultfd on this
+ * kernel (`criu check --feature uffd_wp_track`, asked once): see pages.h. */
+bool criu_glue_track_supported(void);
 
 /* CRIU's version as major*10000 + minor*100 + sublevel. */
 int criu_glue_version(int *ret);

@@ -11,12 +11,15 @@
  * sends PS_IOV_OPEN2 per pagemap, then PS_IOV_ADD_F (flags in the command's
  * high bits) followed by the pages, and PS_IOV_CLOSE or FORCE_CLOSE, which
  * wants an int32 0 back (pages.c). */
-#define PS_IOV_ADD         1
-#define PS_IOV_HOLE        2
-#define PS_IOV_OPEN        3
-#define PS_IOV_OPEN2       4
-#define PS_IOV_PARENT      5
-#define PS_IOV_ADD_F       6
+#define PS_IOV_ADD    1
+#define PS_IOV_HOLE   2
+#define PS_IOV_OPEN   3
+#define PS_IOV_OPEN2  4
+#define PS_IOV_PARENT 5
+#define PS_IOV_ADD_F  6
+/* The write tracking of the image's task, a userfaultfd attached as
+ * SCM_RIGHTS (CRIU with criu-glue/criu-patches/, see pages.h). */
+#define PS_IOV_UFFD        8
 #define PS_IOV_CLOSE       0x1023
 #define PS_IOV_FORCE_CLOSE 0x1024
 #define PS_CMD_BITS        16

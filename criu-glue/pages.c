@@ -33,6 +33,24 @@ struct chunk {
 	size_t size, used;
 };
 
+/* Where one piece of an image's pages is: len bytes at data, for the
+ * memory from vaddr on. */
+struct run {
+	uint64_t vaddr;
+	uint8_t *data;
+	size_t len;
+	uint32_t flags; /* its pagemap entry's (PE_PRESENT, and PE_LAZY or not) */
+};
+
+/* Pages CRIU said are unchanged since the parent dump (PE_PARENT), copied
+ * from it after the freeze: len bytes at dst, of the memory at vaddr. */
+struct fill {
+	size_t image;
+	uint64_t vaddr;
+	uint8_t *dst;
+	size_t len;
+};
+
 /* One pagemap image and the pages image it names. */
 struct image {
 	char pagemap_name[64], pages_name[64];
@@ -42,6 +60,9 @@ struct image {
 	struct iovec *pages;
 	size_t n_pages, pages_cap;
 	uint64_t pages_bytes;
+	uint64_t dst_id;  /* CRIU's name for it: the task (or shmem) and type */
+	struct run *runs; /* in the order of vaddr, as CRIU sends them */
+	size_t n_runs, runs_cap;
 };
 
 struct criu_glue_pages {
@@ -61,6 +82,14 @@ struct criu_glue_pages {
 	struct cryo_error err; /* the receiving thread's reason, with error */
 	struct mem_file *files;
 	size_t n_files;
+	/* Write tracking (pages.h): the dump this one builds on, the pages
+	 * to copy from it, and the userfaultfds CRIU handed over. */
+	const struct criu_glue_pages *parent;
+	struct fill *fills;
+	size_t n_fills, fills_cap;
+	uint64_t filled_bytes;
+	int *uffds;
+	size_t n_uffds;
 };
 
 /* ---- estimating ------------------------------------------------------------ */
@@ -311,6 +340,7 @@ static int open_image(struct criu_glue_pages *p, uint64_t dst_id)
 	p->images = n;
 	struct image *im = &p->images[p->n_images++];
 	memset(im, 0, sizeof(*im));
+	im->dst_id = dst_id;
 	uint32_t pages_id = p->next_pages_id++;
 	snprintf(im->pagemap_name, sizeof(im->pagemap_name), "pagemap-%s%" PRIu64 ".img",
 	         type == PS_TYPE_SHMEM ? "shmem-" : "", id);
@@ -323,52 +353,236 @@ static int open_image(struct criu_glue_pages *p, uint64_t dst_id)
 	return put_entry(im, head, ARRAY_SIZE(head));
 }
 
+/* Appends len bytes at data to the pages image, growing the last segment
+ * when they follow it. */
+static int add_segment(struct image *im, uint8_t *data, size_t len)
+{
+	struct iovec *last = im->n_pages ? &im->pages[im->n_pages - 1] : NULL;
+	if (last && (uint8_t *)last->iov_base + last->iov_len == data) {
+		last->iov_len += len;
+	} else {
+		if (im->n_pages == im->pages_cap) {
+			size_t cap = im->pages_cap ? im->pages_cap * 2 : 16;
+			struct iovec *v = realloc(im->pages, cap * sizeof(*v));
+			if (!v)
+				return -ENOMEM;
+			im->pages = v;
+			im->pages_cap = cap;
+		}
+		im->pages[im->n_pages++] = (struct iovec){data, len};
+	}
+	im->pages_bytes += len;
+	return 0;
+}
+
+/* Records that the memory at vaddr is len bytes at data, for a dump that
+ * builds on this one. */
+static int add_run(struct image *im, uint64_t vaddr, uint8_t *data, size_t len, uint32_t flags)
+{
+	struct run *last = im->n_runs ? &im->runs[im->n_runs - 1] : NULL;
+	if (last && last->vaddr + last->len == vaddr && last->data + last->len == data &&
+	    last->flags == flags) {
+		last->len += len;
+		return 0;
+	}
+	if (last && last->vaddr + last->len > vaddr)
+		return -EPROTO; /* not in the order of vaddr */
+	if (im->n_runs == im->runs_cap) {
+		size_t cap = im->runs_cap ? im->runs_cap * 2 : 16;
+		struct run *v = realloc(im->runs, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		im->runs = v;
+		im->runs_cap = cap;
+	}
+	im->runs[im->n_runs++] = (struct run){vaddr, data, len, flags};
+	return 0;
+}
+
+static const struct image *find_image(const struct criu_glue_pages *p, uint64_t dst_id)
+{
+	for (size_t i = 0; p && i < p->n_images; i++)
+		if (p->images[i].dst_id == dst_id)
+			return &p->images[i];
+	return NULL;
+}
+
+static int add_fill(struct criu_glue_pages *p, size_t image, uint64_t vaddr, uint8_t *dst,
+                    size_t len)
+{
+	if (p->n_fills == p->fills_cap) {
+		size_t cap = p->fills_cap ? p->fills_cap * 2 : 64;
+		struct fill *v = realloc(p->fills, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		p->fills = v;
+		p->fills_cap = cap;
+	}
+	p->fills[p->n_fills++] = (struct fill){image, vaddr, dst, len};
+	return 0;
+}
+
+/* The run of im holding the page at vaddr, or NULL. */
+static const struct run *find_run(const struct image *im, uint64_t vaddr)
+{
+	size_t lo = 0, hi = im ? im->n_runs : 0;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (im->runs[mid].vaddr <= vaddr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	const struct run *run = lo ? &im->runs[lo - 1] : NULL;
+	return run && vaddr - run->vaddr < run->len ? run : NULL;
+}
+
+/* Space for len bytes of the memory at vaddr in im: received from the
+ * socket, or (sk < 0) to be copied from the parent after the freeze. */
+static int add_data(struct criu_glue_pages *p, int sk, struct image *im, uint64_t vaddr,
+                    uint64_t len, uint32_t flags)
+{
+	while (len > 0) {
+		uint8_t *dst;
+		size_t got;
+		int r = reserve(p, len > SIZE_MAX ? SIZE_MAX : (size_t)len, &dst, &got);
+		if (r < 0)
+			return r;
+		if (sk < 0) {
+			r = add_fill(p, (size_t)(im - p->images), vaddr, dst, got);
+			if (r == 0)
+				p->filled_bytes += got;
+		} else {
+			ssize_t n = recv(sk, dst, got, MSG_WAITALL);
+			if (n != (ssize_t)got)
+				return n < 0 ? -errno : -EPIPE;
+		}
+		if (r == 0)
+			r = add_segment(im, dst, got);
+		if (r == 0)
+			r = add_run(im, vaddr, dst, got, flags);
+		if (r < 0)
+			return r;
+		vaddr += got;
+		len -= got;
+	}
+	return 0;
+}
+
+static int put_pagemap_entry(struct image *im, uint64_t vaddr, uint64_t nr_pages, uint32_t flags)
+{
+	const struct varint_field entry[] = {
+	    {PB_PAGEMAP_ENTRY_VADDR, vaddr},
+	    {PB_PAGEMAP_ENTRY_COMPAT_NR_PAGES, 0},
+	    {PB_PAGEMAP_ENTRY_FLAGS, flags},
+	    {PB_PAGEMAP_ENTRY_NR_PAGES, nr_pages},
+	};
+	return put_entry(im, entry, ARRAY_SIZE(entry));
+}
+
+/* Pages CRIU names as the parent's (PE_PARENT: unchanged since the parent
+ * dump, which CRIU knows from the write tracking): copied from the parent
+ * once the freeze is over (do_fills()). The image holds them as present,
+ * with the parent's flags (lazy or not: CRIU's choice, by where they are),
+ * so that every image is whole, restorable without its parent. */
+static int add_parent_pages(struct criu_glue_pages *p, struct image *im, const struct ps_iov *pi)
+{
+	const struct image *src = find_image(p->parent, im->dst_id);
+	uint64_t vaddr = pi->vaddr, end = pi->vaddr + pi->nr_pages * PAGE_SIZE;
+	while (vaddr < end) {
+		const struct run *run = find_run(src, vaddr);
+		if (!run)
+			return error_set(&p->err, -EPROTO,
+			                 "CRIU counted the page at 0x%" PRIx64
+			                 " of %s as unchanged, but the dump before did not hold it",
+			                 vaddr, im->pagemap_name);
+		uint64_t n = run->vaddr + run->len - vaddr;
+		if (n > end - vaddr)
+			n = end - vaddr;
+		int r = put_pagemap_entry(im, vaddr, n / PAGE_SIZE, run->flags);
+		if (r == 0)
+			r = add_data(p, -1, im, vaddr, n, run->flags);
+		if (r < 0)
+			return r;
+		vaddr += n;
+	}
+	return 0;
+}
+
+/* A range of pages: with PE_PRESENT they follow on the socket. */
 static int add_pages(struct criu_glue_pages *p, int sk, struct image *im, const struct ps_iov *pi,
                      uint32_t flags)
 {
-	const struct varint_field entry[] = {
-	    {PB_PAGEMAP_ENTRY_VADDR, pi->vaddr},
-	    {PB_PAGEMAP_ENTRY_COMPAT_NR_PAGES, 0},
-	    {PB_PAGEMAP_ENTRY_FLAGS, flags},
-	    {PB_PAGEMAP_ENTRY_NR_PAGES, pi->nr_pages},
-	};
-	int r = put_entry(im, entry, ARRAY_SIZE(entry));
+	if (pi->nr_pages > (UINT64_MAX - pi->vaddr) / PAGE_SIZE || pi->vaddr % PAGE_SIZE)
+		return -EPROTO;
+	if (flags & PE_PARENT)
+		return add_parent_pages(p, im, pi);
+	int r = put_pagemap_entry(im, pi->vaddr, pi->nr_pages, flags);
 	if (r < 0 || !(flags & PE_PRESENT))
 		return r;
-	if (pi->nr_pages > (UINT64_MAX / PAGE_SIZE))
-		return -EPROTO;
-	uint64_t left = pi->nr_pages * PAGE_SIZE;
-	while (left > 0) {
-		uint8_t *dst;
-		size_t got;
-		r = reserve(p, left > SIZE_MAX ? SIZE_MAX : (size_t)left, &dst, &got);
-		if (r < 0)
-			return r;
-		ssize_t n = recv(sk, dst, got, MSG_WAITALL);
-		if (n != (ssize_t)got)
-			return n < 0 ? -errno : -EPIPE;
-		/* Grow the last segment when the new bytes follow it. */
-		struct iovec *last = im->n_pages ? &im->pages[im->n_pages - 1] : NULL;
-		if (last && (uint8_t *)last->iov_base + last->iov_len == dst) {
-			last->iov_len += got;
-		} else {
-			if (im->n_pages == im->pages_cap) {
-				size_t cap = im->pages_cap ? im->pages_cap * 2 : 16;
-				struct iovec *v = realloc(im->pages, cap * sizeof(*v));
-				if (!v)
-					return -ENOMEM;
-				im->pages = v;
-				im->pages_cap = cap;
-			}
-			im->pages[im->n_pages++] = (struct iovec){dst, got};
+	return add_data(p, sk, im, pi->vaddr, pi->nr_pages * PAGE_SIZE, flags);
+}
+
+/* Copies what CRIU said was unchanged from the parent dump's pages (their
+ * runs were found when the entries were written). */
+static int do_fills(struct criu_glue_pages *p, struct cryo_error *err)
+{
+	for (size_t i = 0; i < p->n_fills; i++) {
+		const struct fill *f = &p->fills[i];
+		const struct image *im = &p->images[f->image];
+		const struct image *src = find_image(p->parent, im->dst_id);
+		uint64_t vaddr = f->vaddr;
+		uint8_t *dst = f->dst;
+		size_t left = f->len;
+		while (left > 0) {
+			const struct run *run = find_run(src, vaddr);
+			if (!run)
+				return error_set(err, -EPROTO,
+				                 "the page at 0x%" PRIx64 " of %s is gone", vaddr,
+				                 im->pagemap_name);
+			size_t off = (size_t)(vaddr - run->vaddr);
+			size_t n = run->len - off < left ? run->len - off : left;
+			memcpy(dst, run->data + off, n);
+			dst += n;
+			vaddr += n;
+			left -= n;
 		}
-		im->pages_bytes += got;
-		left -= got;
 	}
 	return 0;
 }
 
 /* ---- the protocol ------------------------------------------------------------- */
+
+/* A command, and the fd that came with it (-1: none). */
+static ssize_t recv_command(int sk, struct ps_iov *pi, int *fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} c;
+	struct iovec iov = {pi, sizeof(*pi)};
+	struct msghdr mh = {.msg_iov = &iov,
+	                    .msg_iovlen = 1,
+	                    .msg_control = c.buf,
+	                    .msg_controllen = sizeof(c.buf)};
+	*fd = -1;
+	ssize_t n = recvmsg(sk, &mh, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+	for (struct cmsghdr *h = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; h; h = CMSG_NXTHDR(&mh, h))
+		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
+		    h->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(fd, CMSG_DATA(h), sizeof(int));
+	return n;
+}
+
+static int keep_uffd(struct criu_glue_pages *p, int fd)
+{
+	int *v = realloc(p->uffds, (p->n_uffds + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	p->uffds = v;
+	p->uffds[p->n_uffds++] = fd;
+	return 0;
+}
 
 static int serve(struct criu_glue_pages *p, int sk)
 {
@@ -376,7 +590,12 @@ static int serve(struct criu_glue_pages *p, int sk)
 	uint64_t cur_id = 0;
 	for (;;) {
 		struct ps_iov pi;
-		ssize_t n = recv(sk, &pi, sizeof(pi), MSG_WAITALL);
+		int fd;
+		ssize_t n = recv_command(sk, &pi, &fd);
+		if (fd >= 0 && (n != (ssize_t)sizeof(pi) || (pi.cmd & 0xffff) != PS_IOV_UFFD)) {
+			close(fd);
+			fd = -1;
+		}
 		if (n == 0)
 			return p->closed ? 0 : -EPIPE;
 		if (n != (ssize_t)sizeof(pi))
@@ -390,7 +609,9 @@ static int serve(struct criu_glue_pages *p, int sk)
 			cur = r == 0 ? &p->images[p->n_images - 1] : NULL;
 			cur_id = pi.dst_id;
 			if (r == 0 && cmd == PS_IOV_OPEN2) {
-				char has_parent = 0;
+				/* Where the last dump of the task is ours: CRIU then
+				 * sends only what was written since as pages. */
+				char has_parent = find_image(p->parent, pi.dst_id) != NULL;
 				r = send(sk, &has_parent, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
 			}
 			break;
@@ -414,6 +635,15 @@ static int serve(struct criu_glue_pages *p, int sk)
 			                                                                : -errno;
 			break;
 		}
+		case PS_IOV_UFFD:
+			/* The task's write tracking, ours to keep (pages.h). */
+			if (fd < 0)
+				return error_set(&p->err, -EPROTO,
+				                 "CRIU sent the write tracking without its fd");
+			r = keep_uffd(p, fd);
+			if (r < 0)
+				close(fd);
+			break;
 		case PS_IOV_CLOSE:
 		case PS_IOV_FORCE_CLOSE: {
 			int32_t status = 0;
@@ -445,7 +675,8 @@ static void *receive(void *arg)
 }
 
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
-                          struct criu_glue_pages **ret, struct cryo_error *err)
+                          const struct criu_glue_pages *parent, struct criu_glue_pages **ret,
+                          struct cryo_error *err)
 {
 	/* Before any memory is made ready: without a way to give CRIU the
 	 * socket, the dump goes through files. */
@@ -457,6 +688,7 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
 		return -ENOMEM;
 	p->sk = p->criu_sk = -1;
 	p->next_pages_id = FIRST_PAGES_ID;
+	p->parent = parent;
 	/* The pages' memory is made ready now, while the program runs. */
 	if (expect_bytes > 0) {
 		size_t size = (size_t)((expect_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));
@@ -519,6 +751,9 @@ int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err)
 		return error_set(err, p->error ? p->error : -EPIPE,
 		                 "receiving the pages failed: %s",
 		                 p->err.msg[0] ? p->err.msg : "the stream ended early");
+	int r = do_fills(p, err);
+	if (r < 0)
+		return r;
 	p->files = calloc(2 * p->n_images + 1, sizeof(struct mem_file));
 	if (!p->files)
 		return -ENOMEM;
@@ -556,11 +791,78 @@ void criu_glue_pages_free(struct criu_glue_pages *p, struct criu_glue_spare *spa
 	for (size_t i = 0; i < p->n_images; i++) {
 		free(p->images[i].pagemap);
 		free(p->images[i].pages);
+		free(p->images[i].runs);
 	}
+	for (size_t i = 0; i < p->n_uffds; i++)
+		close(p->uffds[i]);
+	free(p->uffds);
+	free(p->fills);
 	if (p->sk >= 0)
 		close(p->sk);
 	free(p->chunks);
 	free(p->images);
 	free(p->files);
 	free(p);
+}
+
+/* ---- write tracking ------------------------------------------------------------ */
+
+void criu_glue_pages_counts(const struct criu_glue_pages *p, uint64_t *received,
+                            uint64_t *from_parent)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < p->n_images; i++)
+		total += p->images[i].pages_bytes;
+	*from_parent = p->filled_bytes;
+	*received = total - p->filled_bytes;
+}
+
+/* Tracking fds kept at most: CRIU makes a new one for each dump that finds
+ * memory not yet registered; past this, the tracking starts over. */
+#define MAX_UFFDS 64
+
+void criu_glue_track_drop(struct criu_glue_track *t, struct criu_glue_spare *spare)
+{
+	for (size_t i = 0; i < t->n_uffds; i++)
+		close(t->uffds[i]);
+	free(t->uffds);
+	struct criu_glue_pages *parent = t->parent;
+	*t = (struct criu_glue_track){0};
+	if (parent)
+		parent->parent = NULL;
+	criu_glue_pages_free(parent, spare);
+}
+
+void criu_glue_track_next(struct criu_glue_track *t, struct criu_glue_pages *p,
+                          struct criu_glue_spare *spare)
+{
+	if (t->n_uffds + p->n_uffds > MAX_UFFDS) {
+		criu_glue_track_drop(t, spare);
+		/* Without its fds the memory is unregistered: the next dump
+		 * sends it all, and registers it anew. */
+		for (size_t i = 0; i < p->n_uffds; i++)
+			close(p->uffds[i]);
+		p->n_uffds = 0;
+	}
+	int *v = p->n_uffds ? realloc(t->uffds, (t->n_uffds + p->n_uffds) * sizeof(*v)) : t->uffds;
+	if (p->n_uffds && !v) {
+		/* Without room for its fds: no tracking, never a wrong one. */
+		criu_glue_track_drop(t, spare);
+		criu_glue_pages_free(p, NULL);
+		return;
+	}
+	if (p->n_uffds) {
+		memcpy(v + t->n_uffds, p->uffds, p->n_uffds * sizeof(*v));
+		t->uffds = v;
+		t->n_uffds += p->n_uffds;
+		p->n_uffds = 0;
+	}
+	struct criu_glue_pages *old = t->parent;
+	if (old)
+		old->parent = NULL;
+	criu_glue_pages_free(old, spare);
+	stop_thread(p);
+	p->parent = NULL; /* it was old: the copies are made */
+	t->parent = p;
+	t->dumps++;
 }

@@ -43,7 +43,48 @@ void criu_glue_spare_drop_later(struct criu_glue_spare *spare);
  * -EOPNOTSUPP and its reason where libcriu cannot be given the socket
  * (libcriu-internals.h): the dump then goes through files. */
 int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
-                          struct criu_glue_pages **ret, struct cryo_error *err);
+                          const struct criu_glue_pages *parent, struct criu_glue_pages **ret,
+                          struct cryo_error *err);
+
+/* ---- write tracking ----
+ * A dump with criu_glue_dump_opts.track_mem freezes the program only for
+ * the pages written since the dump before (its parent), where the CRIU in
+ * use carries cryo's patch (criu-glue/criu-patches/: dirty tracking through
+ * userfaultfd write-protection, Linux 6.7's UFFD_FEATURE_WP_ASYNC and
+ * PAGEMAP_SCAN, on kernels without soft-dirty bits). For each task whose
+ * parent dump the page server holds (criu_glue_pages_start()'s parent), it
+ * says so, and CRIU sends only the pages written since; the rest it names
+ * as the parent's, and they are copied from the parent after the freeze
+ * (criu_glue_pages_finish()), so that each image is whole. CRIU registers
+ * the tasks' private anonymous memory with a userfaultfd made in the task
+ * and hands it to the page server: the registration lasts as long as we
+ * keep that fd, from one dump to the next (criu_glue_track).
+ *
+ * The parent must be the very dump after which CRIU re-armed the tracking:
+ * after any failed dump, and whenever the program is restored or started
+ * again, criu_glue_track_drop() ends the tracking, and the next dump is
+ * whole. Memory the tracking does not know (new mappings, mremap(), forked
+ * children, a new process) is sent whole by CRIU. */
+struct criu_glue_track {
+	struct criu_glue_pages *parent; /* the last tracked dump's pages */
+	int *uffds;                     /* the userfaultfds that keep it going */
+	size_t n_uffds;
+	uint64_t dumps; /* tracked dumps since it started */
+};
+
+/* After a tracked dump whose pages p were received and finished: p becomes
+ * the parent of the next dump (the caller no longer frees it), with the
+ * userfaultfds it received; the former parent's memory becomes *spare. */
+void criu_glue_track_next(struct criu_glue_track *t, struct criu_glue_pages *p,
+                          struct criu_glue_spare *spare);
+
+/* Ends the tracking (closing its userfaultfds unregisters the memory) and
+ * frees the parent, its memory becoming *spare when spare is given. */
+void criu_glue_track_drop(struct criu_glue_track *t, struct criu_glue_spare *spare);
+
+/* Bytes received from CRIU and bytes copied from the parent. */
+void criu_glue_pages_counts(const struct criu_glue_pages *p, uint64_t *received,
+                            uint64_t *from_parent);
 
 /* Whether the pages' memory is the spare's. */
 bool criu_glue_pages_reused(const struct criu_glue_pages *p);

@@ -145,6 +145,35 @@ static void remove_later(struct supervisor *s, const char *dir, uint64_t gen)
 	image_store_uncache(s->cfg->paths.dir, gen);
 }
 
+/* Tests: CRYO_INJECT_CHECKPOINT_FAULT=frozen:N makes the Nth checkpoint of
+ * this supervisor fail while the program is frozen, after CRIU dumped it
+ * (and re-armed the write tracking), as a held file over --files-max does. */
+static int frozen_injected(void *data, struct cryo_error *err)
+{
+	(void)data;
+	return error_set(err, -EIO, "fault injected while the program was frozen");
+}
+
+static bool inject_frozen_fault(void)
+{
+	static unsigned seen;
+	const char *inject = getenv("CRYO_INJECT_CHECKPOINT_FAULT");
+	unsigned n;
+	seen++;
+	return inject && sscanf(inject, "frozen:%u", &n) == 1 && n == seen;
+}
+
+/* Whether dumps track writes (criu-glue/pages.h): where CRIU can, unless
+ * CRYO_TRACK=0 (scripts/bench compares both). */
+static bool checkpoint_tracks(const struct supervisor *s)
+{
+	(void)s;
+	const char *env = getenv("CRYO_TRACK");
+	if (env && !strcmp(env, "0"))
+		return false;
+	return criu_glue_track_supported();
+}
+
 /* Memory made ready for a dump's pages, while the program still runs (see
  * criu-glue/pages.h); NULL: the pages go through files. */
 static struct criu_glue_pages *checkpoint_pages(struct supervisor *s)
@@ -157,12 +186,15 @@ static struct criu_glue_pages *checkpoint_pages(struct supervisor *s)
 		struct cryo_error cerr = {{0}};
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
 		if (expect > 0 && expect < util_mem_available() / 2 &&
-		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, &pages, &cerr) < 0) {
+		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, s->track.parent,
+		                          &pages, &cerr) < 0) {
 			log_debug("%s; dumping '%s' through files instead", cerr.msg, cfg->name);
 			pages = NULL;
 		}
-		if (!pages)
+		if (!pages) {
+			criu_glue_track_drop(&s->track, NULL);
 			criu_glue_spare_drop(&s->spare);
+		}
 	}
 	return pages;
 }
@@ -223,6 +255,8 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	                             .mem = cfg->incremental ? &s->held : NULL,
 	                             .base = base ? page_index_generation(base) : 0};
 	o.hook = (struct criu_glue_frozen_hook){files_capture, &held};
+	if (inject_frozen_fault())
+		o.hook = (struct criu_glue_frozen_hook){frozen_injected, NULL};
 	struct criu_glue_dump_stats st = {0};
 	/* Where the time went, for --verbose: start, dump, eager pages, memory
 	 * images read, stored (compressed, written, fsynced). */
@@ -253,6 +287,7 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		o.external_unix = external;
 		o.n_external_unix = 1 + n_outside;
 		o.page_server_fd = pages ? criu_glue_pages_fd(pages) : -1;
+		o.track_mem = pages && checkpoint_tracks(s);
 		r = criu_glue_dump(&o, &st, &cerr);
 		if (r == 0 || attempt > 0 || !strstr(cerr.msg, "External socket is used"))
 			break;
@@ -260,6 +295,8 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		 * more, with it. */
 		files_capture_clear(&held);
 		criu_glue_pages_free(pages, &s->spare);
+		/* CRIU may have re-armed the tracking before it failed. */
+		criu_glue_track_drop(&s->track, &s->spare);
 		util_rm_rf(images);
 		if (mkdir(images, 0700) < 0) {
 			r = -errno;
@@ -411,6 +448,19 @@ out:
 	                  : criu_glue_pages_reused(pages)
 	                      ? "through cryo's page server, into the last checkpoint's memory"
 	                      : "through cryo's page server";
+	if (r == 0 && o.track_mem) {
+		uint64_t received = 0, from_parent = 0;
+		criu_glue_pages_counts(pages, &received, &from_parent);
+		log_debug("checkpoint %" PRIu64 " of '%s': %" PRIu64
+		          " KiB of memory sent by CRIU, %" PRIu64
+		          " KiB unchanged since the checkpoint before",
+		          gen, cfg->name, received >> 10, from_parent >> 10);
+		criu_glue_track_next(&s->track, TAKE_PTR(pages), &s->spare);
+	} else if (o.track_mem) {
+		/* A failed dump may have re-armed the tracking: the next one is
+		 * whole. */
+		criu_glue_track_drop(&s->track, &s->spare);
+	}
 	criu_glue_pages_free(pages, &s->spare);
 	if (r == 0) {
 		remove_later(s, images, gen);

@@ -152,6 +152,8 @@ struct supervisor {
 	/* The page server's memory, kept from one checkpoint to the next
 	 * while the program runs (see criu-glue/pages.h). */
 	struct criu_glue_spare spare;
+	/* The write tracking between dumps (criu-glue/pages.h). */
+	struct criu_glue_track track;
 	/* The archive writer's contexts and memory, likewise. */
 	struct image_writer *writer;
 	struct last_checkpoint last;

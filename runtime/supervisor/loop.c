@@ -37,6 +37,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	 * (unmapping a GB takes ~60 ms): the restore that follows finds it
 	 * free and warm, where fresh memory costs much more on a VM (restores
 	 * in scripts/bench were slower with it held until after them). */
+	criu_glue_track_drop(&s->track, &s->spare);
 	criu_glue_spare_drop_later(&s->spare);
 	image_writer_free(s->writer);
 	s->writer = NULL;
@@ -504,6 +505,7 @@ out:
 		supervisor_set_state(&s, "stopped");
 	standby_free(s.standby);
 	net_destroy(&s.net);
+	criu_glue_track_drop(&s.track, NULL);
 	criu_glue_spare_drop(&s.spare);
 	image_writer_free(s.writer);
 	page_index_free(s.index);
