@@ -7,6 +7,13 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+/* pages pages of a file, from page number page on, that are those of
+ * another file from page number from on (a dump that shares them with the
+ * one before: criu-glue/pages.h). */
+struct mem_span {
+	uint64_t page, from, pages;
+};
+
 struct mem_file {
 	const char *name;
 	const struct iovec *iov;

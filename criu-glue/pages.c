@@ -28,27 +28,25 @@
 
 #define CHUNK_SIZE (64u << 20)
 
+/* Memory the pages land in. A dump's image points into its own chunks and,
+ * for the pages unchanged since its parent, into the parent's: each chunk
+ * counts the dumps that point into it, and goes when none does. */
 struct chunk {
 	uint8_t *base;
 	size_t size, used;
+	unsigned refs;
+	bool prepared; /* made ready before a dump (or the spare): may become the spare */
 };
 
-/* Where one piece of an image's pages is: len bytes at data, for the
- * memory from vaddr on. */
+/* Where one piece of an image's pages is: len bytes at data (in chunk), for
+ * the memory from vaddr on. */
 struct run {
 	uint64_t vaddr;
 	uint8_t *data;
 	size_t len;
 	uint32_t flags; /* its pagemap entry's (PE_PRESENT, and PE_LAZY or not) */
-};
-
-/* Pages CRIU said are unchanged since the parent dump (PE_PARENT), copied
- * from it after the freeze: len bytes at dst, of the memory at vaddr. */
-struct fill {
-	size_t image;
-	uint64_t vaddr;
-	uint8_t *dst;
-	size_t len;
+	struct chunk *chunk;
+	uint64_t page; /* where it starts in the image's pages file, in pages */
 };
 
 /* One pagemap image and the pages image it names. */
@@ -63,6 +61,9 @@ struct image {
 	uint64_t dst_id;  /* CRIU's name for it: the task (or shmem) and type */
 	struct run *runs; /* in the order of vaddr, as CRIU sends them */
 	size_t n_runs, runs_cap;
+	struct mem_span *shared; /* pages that are the parent's pages file's */
+	size_t n_shared, shared_cap;
+	char parent_pages[64]; /* that file's name */
 };
 
 struct criu_glue_pages {
@@ -70,10 +71,10 @@ struct criu_glue_pages {
 	int criu_sk; /* CRIU's end, inherited by the criu process */
 	pthread_t thread;
 	bool thread_started;
-	struct chunk *chunks;
+	struct chunk **chunks; /* those its images point into, one reference each */
 	size_t n_chunks;
-	bool prepared; /* chunks[0] was made ready before the dump */
-	bool reused;   /* chunks[0] is the spare's memory */
+	struct chunk *cur; /* the one of its own that pages go into */
+	bool reused;       /* its first is the spare's memory */
 	struct image *images;
 	size_t n_images;
 	uint32_t next_pages_id;
@@ -82,12 +83,10 @@ struct criu_glue_pages {
 	struct cryo_error err; /* the receiving thread's reason, with error */
 	struct mem_file *files;
 	size_t n_files;
-	/* Write tracking (pages.h): the dump this one builds on, the pages
-	 * to copy from it, and the userfaultfds CRIU handed over. */
+	/* Write tracking (pages.h): the dump this one builds on, what it
+	 * shares with it, and the userfaultfds CRIU handed over. */
 	const struct criu_glue_pages *parent;
-	struct fill *fills;
-	size_t n_fills, fills_cap;
-	uint64_t filled_bytes;
+	uint64_t parent_bytes;
 	int *uffds;
 	size_t n_uffds;
 };
@@ -236,6 +235,36 @@ static int warm(uint8_t *base, size_t size)
 	return r;
 }
 
+/* Adds c to p's chunks (one more reference), unless p has it already. */
+static int hold_chunk(struct criu_glue_pages *p, struct chunk *c)
+{
+	for (size_t i = p->n_chunks; i-- > 0;)
+		if (p->chunks[i] == c)
+			return 0;
+	struct chunk **n = realloc(p->chunks, (p->n_chunks + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	p->chunks = n;
+	p->chunks[p->n_chunks++] = c;
+	c->refs++;
+	return 0;
+}
+
+/* Drops one reference to c; the last makes it *spare (if it was made
+ * ready, and spare is given) or unmaps it. */
+static void release_chunk(struct chunk *c, struct criu_glue_spare *spare)
+{
+	if (--c->refs > 0)
+		return;
+	if (spare && c->prepared) {
+		criu_glue_spare_drop(spare);
+		*spare = (struct criu_glue_spare){.base = c->base, .size = c->size};
+	} else {
+		munmap(c->base, c->size);
+	}
+	free(c);
+}
+
 /* A chunk of size bytes. With prepare, the spare if it holds between size
  * (less a sixteenth: a program grows a little between checkpoints, and
  * what does not fit goes to a chunk of its own) and twice as much, as it
@@ -245,32 +274,43 @@ static int warm(uint8_t *base, size_t size)
 static int add_chunk(struct criu_glue_pages *p, size_t size, bool prepare,
                      struct criu_glue_spare *spare)
 {
-	struct chunk *n = realloc(p->chunks, (p->n_chunks + 1) * sizeof(*n));
-	if (!n)
+	struct chunk *c = calloc(1, sizeof(*c));
+	if (!c)
 		return -ENOMEM;
-	p->chunks = n;
 	if (spare && spare->base &&
 	    (spare->size + spare->size / 16 < size || spare->size / 2 > size))
 		criu_glue_spare_drop(spare);
 	if (prepare && spare && spare->base) {
-		p->chunks[p->n_chunks++] = (struct chunk){.base = spare->base, .size = spare->size};
+		*c = (struct chunk){.base = spare->base, .size = spare->size, .prepared = true};
 		*spare = (struct criu_glue_spare){0};
 		p->reused = true;
-		return 0;
+	} else {
+		void *base =
+		    mmap(NULL, size, PROT_READ | PROT_WRITE,
+		         MAP_PRIVATE | MAP_ANONYMOUS | (prepare ? MAP_POPULATE : 0), -1, 0);
+		if (base == MAP_FAILED) {
+			free(c);
+			return -ENOMEM;
+		}
+		/* Not in the children cryo forks (CRIU's among them): forking
+		 * would make every page copy-on-write, and the first write to
+		 * each fault. */
+		madvise(base, size, MADV_DONTFORK);
+		int r = prepare ? warm(base, size) : 0;
+		if (r < 0) {
+			munmap(base, size);
+			free(c);
+			return r;
+		}
+		*c = (struct chunk){.base = base, .size = size, .prepared = prepare};
 	}
-	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-	                  MAP_PRIVATE | MAP_ANONYMOUS | (prepare ? MAP_POPULATE : 0), -1, 0);
-	if (base == MAP_FAILED)
-		return -ENOMEM;
-	/* Not in the children cryo forks (CRIU's among them): forking would
-	 * make every page copy-on-write, and the first write to each fault. */
-	madvise(base, size, MADV_DONTFORK);
-	int r = prepare ? warm(base, size) : 0;
+	int r = hold_chunk(p, c);
 	if (r < 0) {
-		munmap(base, size);
+		c->refs = 1;
+		release_chunk(c, NULL);
 		return r;
 	}
-	p->chunks[p->n_chunks++] = (struct chunk){.base = base, .size = size};
+	p->cur = c;
 	return 0;
 }
 
@@ -278,12 +318,12 @@ static int add_chunk(struct criu_glue_pages *p, size_t size, bool prepare,
  * (whole pages), possibly less at a chunk's end. */
 static int reserve(struct criu_glue_pages *p, size_t len, uint8_t **ret, size_t *got)
 {
-	struct chunk *c = p->n_chunks ? &p->chunks[p->n_chunks - 1] : NULL;
+	struct chunk *c = p->cur;
 	if (!c || c->used == c->size) {
 		int r = add_chunk(p, CHUNK_SIZE, false, NULL);
 		if (r < 0)
 			return r;
-		c = &p->chunks[p->n_chunks - 1];
+		c = p->cur;
 	}
 	*ret = c->base + c->used;
 	*got = len < c->size - c->used ? len : c->size - c->used;
@@ -375,13 +415,15 @@ static int add_segment(struct image *im, uint8_t *data, size_t len)
 	return 0;
 }
 
-/* Records that the memory at vaddr is len bytes at data, for a dump that
- * builds on this one. */
-static int add_run(struct image *im, uint64_t vaddr, uint8_t *data, size_t len, uint32_t flags)
+/* Records that the memory at vaddr is len bytes at data (in chunk c), for
+ * a dump that builds on this one. */
+static int add_run(struct image *im, uint64_t vaddr, uint8_t *data, size_t len, uint32_t flags,
+                   struct chunk *c, uint64_t page)
 {
 	struct run *last = im->n_runs ? &im->runs[im->n_runs - 1] : NULL;
 	if (last && last->vaddr + last->len == vaddr && last->data + last->len == data &&
-	    last->flags == flags) {
+	    last->flags == flags && last->chunk == c &&
+	    last->page + last->len / PAGE_SIZE == page) {
 		last->len += len;
 		return 0;
 	}
@@ -395,7 +437,7 @@ static int add_run(struct image *im, uint64_t vaddr, uint8_t *data, size_t len, 
 		im->runs = v;
 		im->runs_cap = cap;
 	}
-	im->runs[im->n_runs++] = (struct run){vaddr, data, len, flags};
+	im->runs[im->n_runs++] = (struct run){vaddr, data, len, flags, c, page};
 	return 0;
 }
 
@@ -405,21 +447,6 @@ static const struct image *find_image(const struct criu_glue_pages *p, uint64_t 
 		if (p->images[i].dst_id == dst_id)
 			return &p->images[i];
 	return NULL;
-}
-
-static int add_fill(struct criu_glue_pages *p, size_t image, uint64_t vaddr, uint8_t *dst,
-                    size_t len)
-{
-	if (p->n_fills == p->fills_cap) {
-		size_t cap = p->fills_cap ? p->fills_cap * 2 : 64;
-		struct fill *v = realloc(p->fills, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		p->fills = v;
-		p->fills_cap = cap;
-	}
-	p->fills[p->n_fills++] = (struct fill){image, vaddr, dst, len};
-	return 0;
 }
 
 /* The run of im holding the page at vaddr, or NULL. */
@@ -437,38 +464,6 @@ static const struct run *find_run(const struct image *im, uint64_t vaddr)
 	return run && vaddr - run->vaddr < run->len ? run : NULL;
 }
 
-/* Space for len bytes of the memory at vaddr in im: received from the
- * socket, or (sk < 0) to be copied from the parent after the freeze. */
-static int add_data(struct criu_glue_pages *p, int sk, struct image *im, uint64_t vaddr,
-                    uint64_t len, uint32_t flags)
-{
-	while (len > 0) {
-		uint8_t *dst;
-		size_t got;
-		int r = reserve(p, len > SIZE_MAX ? SIZE_MAX : (size_t)len, &dst, &got);
-		if (r < 0)
-			return r;
-		if (sk < 0) {
-			r = add_fill(p, (size_t)(im - p->images), vaddr, dst, got);
-			if (r == 0)
-				p->filled_bytes += got;
-		} else {
-			ssize_t n = recv(sk, dst, got, MSG_WAITALL);
-			if (n != (ssize_t)got)
-				return n < 0 ? -errno : -EPIPE;
-		}
-		if (r == 0)
-			r = add_segment(im, dst, got);
-		if (r == 0)
-			r = add_run(im, vaddr, dst, got, flags);
-		if (r < 0)
-			return r;
-		vaddr += got;
-		len -= got;
-	}
-	return 0;
-}
-
 static int put_pagemap_entry(struct image *im, uint64_t vaddr, uint64_t nr_pages, uint32_t flags)
 {
 	const struct varint_field entry[] = {
@@ -480,11 +475,34 @@ static int put_pagemap_entry(struct image *im, uint64_t vaddr, uint64_t nr_pages
 	return put_entry(im, entry, ARRAY_SIZE(entry));
 }
 
+/* Records that pages pages from page on are the parent image's (src's),
+ * from its page from on. */
+static int add_shared(struct image *im, const struct image *src, uint64_t page, uint64_t from,
+                      uint64_t pages)
+{
+	memcpy(im->parent_pages, src->pages_name, sizeof(im->parent_pages));
+	struct mem_span *last = im->n_shared ? &im->shared[im->n_shared - 1] : NULL;
+	if (last && last->page + last->pages == page && last->from + last->pages == from) {
+		last->pages += pages;
+		return 0;
+	}
+	if (im->n_shared == im->shared_cap) {
+		size_t cap = im->shared_cap ? im->shared_cap * 2 : 16;
+		struct mem_span *v = realloc(im->shared, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		im->shared = v;
+		im->shared_cap = cap;
+	}
+	im->shared[im->n_shared++] = (struct mem_span){page, from, pages};
+	return 0;
+}
+
 /* Pages CRIU names as the parent's (PE_PARENT: unchanged since the parent
- * dump, which CRIU knows from the write tracking): copied from the parent
- * once the freeze is over (do_fills()). The image holds them as present,
- * with the parent's flags (lazy or not: CRIU's choice, by where they are),
- * so that every image is whole, restorable without its parent. */
+ * dump, which CRIU knows from the write tracking): the image points at the
+ * parent's copy of them, and holds them as present, with the parent's
+ * flags (lazy or not: CRIU's choice, by where they are), so that every
+ * image is whole, restorable without its parent. Nothing is copied. */
 static int add_parent_pages(struct criu_glue_pages *p, struct image *im, const struct ps_iov *pi)
 {
 	const struct image *src = find_image(p->parent, im->dst_id);
@@ -499,11 +517,21 @@ static int add_parent_pages(struct criu_glue_pages *p, struct image *im, const s
 		uint64_t n = run->vaddr + run->len - vaddr;
 		if (n > end - vaddr)
 			n = end - vaddr;
+		uint8_t *data = run->data + (vaddr - run->vaddr);
+		uint64_t page = im->pages_bytes / PAGE_SIZE;
 		int r = put_pagemap_entry(im, vaddr, n / PAGE_SIZE, run->flags);
 		if (r == 0)
-			r = add_data(p, -1, im, vaddr, n, run->flags);
+			r = hold_chunk(p, run->chunk);
+		if (r == 0)
+			r = add_segment(im, data, (size_t)n);
+		if (r == 0)
+			r = add_run(im, vaddr, data, (size_t)n, run->flags, run->chunk, page);
+		if (r == 0)
+			r = add_shared(im, src, page, run->page + (vaddr - run->vaddr) / PAGE_SIZE,
+			               n / PAGE_SIZE);
 		if (r < 0)
 			return r;
+		p->parent_bytes += n;
 		vaddr += n;
 	}
 	return 0;
@@ -520,33 +548,24 @@ static int add_pages(struct criu_glue_pages *p, int sk, struct image *im, const 
 	int r = put_pagemap_entry(im, pi->vaddr, pi->nr_pages, flags);
 	if (r < 0 || !(flags & PE_PRESENT))
 		return r;
-	return add_data(p, sk, im, pi->vaddr, pi->nr_pages * PAGE_SIZE, flags);
-}
-
-/* Copies what CRIU said was unchanged from the parent dump's pages (their
- * runs were found when the entries were written). */
-static int do_fills(struct criu_glue_pages *p, struct cryo_error *err)
-{
-	for (size_t i = 0; i < p->n_fills; i++) {
-		const struct fill *f = &p->fills[i];
-		const struct image *im = &p->images[f->image];
-		const struct image *src = find_image(p->parent, im->dst_id);
-		uint64_t vaddr = f->vaddr;
-		uint8_t *dst = f->dst;
-		size_t left = f->len;
-		while (left > 0) {
-			const struct run *run = find_run(src, vaddr);
-			if (!run)
-				return error_set(err, -EPROTO,
-				                 "the page at 0x%" PRIx64 " of %s is gone", vaddr,
-				                 im->pagemap_name);
-			size_t off = (size_t)(vaddr - run->vaddr);
-			size_t n = run->len - off < left ? run->len - off : left;
-			memcpy(dst, run->data + off, n);
-			dst += n;
-			vaddr += n;
-			left -= n;
-		}
+	uint64_t vaddr = pi->vaddr, left = pi->nr_pages * PAGE_SIZE;
+	while (left > 0) {
+		uint8_t *dst;
+		size_t got;
+		r = reserve(p, left > SIZE_MAX ? SIZE_MAX : (size_t)left, &dst, &got);
+		if (r < 0)
+			return r;
+		ssize_t n = recv(sk, dst, got, MSG_WAITALL);
+		if (n != (ssize_t)got)
+			return n < 0 ? -errno : -EPIPE;
+		uint64_t page = im->pages_bytes / PAGE_SIZE;
+		r = add_segment(im, dst, got);
+		if (r == 0)
+			r = add_run(im, vaddr, dst, got, flags, p->cur, page);
+		if (r < 0)
+			return r;
+		vaddr += got;
+		left -= got;
 	}
 	return 0;
 }
@@ -693,7 +712,6 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
 	if (expect_bytes > 0) {
 		size_t size = (size_t)((expect_bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1));
 		r = add_chunk(p, size, true, spare);
-		p->prepared = r == 0;
 	}
 	/* A unix socket pair rather than TCP: CRIU corks a TCP page-server
 	 * socket and its last command would wait out the cork (200 ms). Its
@@ -751,9 +769,16 @@ int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err)
 		return error_set(err, p->error ? p->error : -EPIPE,
 		                 "receiving the pages failed: %s",
 		                 p->err.msg[0] ? p->err.msg : "the stream ended early");
-	int r = do_fills(p, err);
-	if (r < 0)
-		return r;
+	/* What the pages did not take of the memory made for them goes back:
+	 * the next dumps may keep this memory for the pages they share. */
+	for (size_t i = 0; i < p->n_chunks; i++) {
+		struct chunk *c = p->chunks[i];
+		size_t keep = (c->used + PAGE_SIZE - 1) & ~(size_t)(PAGE_SIZE - 1);
+		if (c->refs == 1 && keep < c->size && keep > 0) {
+			munmap(c->base + keep, c->size - keep);
+			c->size = keep;
+		}
+	}
 	p->files = calloc(2 * p->n_images + 1, sizeof(struct mem_file));
 	if (!p->files)
 		return -ENOMEM;
@@ -780,23 +805,17 @@ void criu_glue_pages_free(struct criu_glue_pages *p, struct criu_glue_spare *spa
 	if (!p)
 		return;
 	stop_thread(p);
-	size_t kept = 0;
-	if (spare && p->prepared) {
-		struct chunk *c = &p->chunks[kept++];
-		criu_glue_spare_drop(spare);
-		*spare = (struct criu_glue_spare){.base = c->base, .size = c->size};
-	}
-	for (size_t i = kept; i < p->n_chunks; i++)
-		munmap(p->chunks[i].base, p->chunks[i].size);
+	for (size_t i = 0; i < p->n_chunks; i++)
+		release_chunk(p->chunks[i], spare);
 	for (size_t i = 0; i < p->n_images; i++) {
 		free(p->images[i].pagemap);
 		free(p->images[i].pages);
 		free(p->images[i].runs);
+		free(p->images[i].shared);
 	}
 	for (size_t i = 0; i < p->n_uffds; i++)
 		close(p->uffds[i]);
 	free(p->uffds);
-	free(p->fills);
 	if (p->sk >= 0)
 		close(p->sk);
 	free(p->chunks);
@@ -807,14 +826,28 @@ void criu_glue_pages_free(struct criu_glue_pages *p, struct criu_glue_spare *spa
 
 /* ---- write tracking ------------------------------------------------------------ */
 
+const char *criu_glue_pages_shared(const struct criu_glue_pages *p, const char *pages_name,
+                                   const struct mem_span **spans, size_t *n)
+{
+	for (size_t i = 0; i < p->n_images; i++) {
+		const struct image *im = &p->images[i];
+		if (strcmp(im->pages_name, pages_name) != 0)
+			continue;
+		*spans = im->shared;
+		*n = im->n_shared;
+		return im->n_shared ? im->parent_pages : NULL;
+	}
+	return NULL;
+}
+
 void criu_glue_pages_counts(const struct criu_glue_pages *p, uint64_t *received,
                             uint64_t *from_parent)
 {
 	uint64_t total = 0;
 	for (size_t i = 0; i < p->n_images; i++)
 		total += p->images[i].pages_bytes;
-	*from_parent = p->filled_bytes;
-	*received = total - p->filled_bytes;
+	*from_parent = p->parent_bytes;
+	*received = total - p->parent_bytes;
 }
 
 /* Tracking fds kept at most: CRIU makes a new one for each dump that finds
@@ -858,11 +891,33 @@ void criu_glue_track_next(struct criu_glue_track *t, struct criu_glue_pages *p,
 		p->n_uffds = 0;
 	}
 	struct criu_glue_pages *old = t->parent;
+	stop_thread(p);
+	p->parent = NULL; /* old: what p shares with it, p holds itself */
 	if (old)
 		old->parent = NULL;
 	criu_glue_pages_free(old, spare);
-	stop_thread(p);
-	p->parent = NULL; /* it was old: the copies are made */
 	t->parent = p;
 	t->dumps++;
+	/* After many dumps most of the memory their pages came into may be no
+	 * image's any more, but for a few pages still: the tracking then
+	 * starts over, and the next dump, whole, into memory of its own. */
+	uint64_t held = 0, live = 0;
+	for (size_t i = 0; i < p->n_chunks; i++)
+		held += p->chunks[i]->size;
+	for (size_t i = 0; i < p->n_images; i++)
+		live += p->images[i].pages_bytes;
+	if (held > 2 * live + (64u << 20))
+		criu_glue_track_drop(t, spare);
+}
+
+uint64_t criu_glue_track_expect(const struct criu_glue_track *t, uint64_t whole)
+{
+	if (!t->parent || !t->n_uffds)
+		return whole;
+	uint64_t received, from_parent;
+	criu_glue_pages_counts(t->parent, &received, &from_parent);
+	/* After a whole dump, what one without tracking would take tells
+	 * nothing: a little; more comes (cold) if more arrives. */
+	uint64_t e = (from_parent ? 2 * received : whole / 32) + (4u << 20);
+	return e < whole ? e : whole;
 }

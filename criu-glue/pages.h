@@ -54,8 +54,9 @@ int criu_glue_pages_start(uint64_t expect_bytes, struct criu_glue_spare *spare,
  * PAGEMAP_SCAN, on kernels without soft-dirty bits). For each task whose
  * parent dump the page server holds (criu_glue_pages_start()'s parent), it
  * says so, and CRIU sends only the pages written since; the rest it names
- * as the parent's, and they are copied from the parent after the freeze
- * (criu_glue_pages_finish()), so that each image is whole. CRIU registers
+ * as the parent's, and the image points at the parent's copy of them
+ * (nothing is copied; memory is shared between dumps, and goes when no
+ * image points into it), so that each image is whole. CRIU registers
  * the tasks' private anonymous memory with a userfaultfd made in the task
  * and hands it to the page server: the registration lasts as long as we
  * keep that fd, from one dump to the next (criu_glue_track).
@@ -82,7 +83,18 @@ void criu_glue_track_next(struct criu_glue_track *t, struct criu_glue_pages *p,
  * frees the parent, its memory becoming *spare when spare is given. */
 void criu_glue_track_drop(struct criu_glue_track *t, struct criu_glue_spare *spare);
 
-/* Bytes received from CRIU and bytes copied from the parent. */
+/* The memory to make ready for the next dump's pages, where the whole
+ * program would need whole: with the tracking going, about what the last
+ * dump received. */
+uint64_t criu_glue_track_expect(const struct criu_glue_track *t, uint64_t whole);
+
+/* The pages of the pages image pages_name that are the parent's (their
+ * hashes are the parent's too): spans of it, and the parent's pages image
+ * they are in (NULL: none). Valid until p is freed. */
+const char *criu_glue_pages_shared(const struct criu_glue_pages *p, const char *pages_name,
+                                   const struct mem_span **spans, size_t *n);
+
+/* Bytes received from CRIU, and bytes the image shares with the parent. */
 void criu_glue_pages_counts(const struct criu_glue_pages *p, uint64_t *received,
                             uint64_t *from_parent);
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -108,14 +109,119 @@ static int grow(struct page_index *idx, size_t need)
 	return 0;
 }
 
+/* The address of each page of data, given in pieces of whole pages (pages
+ * in all). */
+static const uint8_t **page_table(const struct iovec *iov, size_t n, size_t pages)
+{
+	const uint8_t **at = malloc((pages ? pages : 1) * sizeof(*at));
+	size_t k = 0;
+	for (size_t i = 0; at && i < n; i++)
+		for (size_t off = 0; off + DELTA_PAGE_SIZE <= iov[i].iov_len && k < pages;
+		     off += DELTA_PAGE_SIZE)
+			at[k++] = (const uint8_t *)iov[i].iov_base + off;
+	if (at && k != pages) {
+		free(at);
+		return NULL;
+	}
+	return at;
+}
+
+struct hash_job {
+	const uint8_t *const *at;
+	XXH128_hash_t *h;
+	size_t from, to;
+};
+
+static void *hash_job_main(void *arg)
+{
+	struct hash_job *j = arg;
+	for (size_t p = j->from; p < j->to; p++)
+		j->h[p] = XXH3_128bits(j->at[p], DELTA_PAGE_SIZE);
+	return NULL;
+}
+
+/* Pages hashed by one thread; more are hashed by two. */
+#define HASH_ALONE (8u << 20) / DELTA_PAGE_SIZE
+
+/* The XXH3-128 of each page at at[], into h. */
+static void hash_into(const uint8_t *const *at, XXH128_hash_t *h, size_t pages)
+{
+	struct hash_job half = {at, h, pages / 2, pages}, rest = {at, h, 0, pages / 2};
+	pthread_t t;
+	bool two = pages > HASH_ALONE && pthread_create(&t, NULL, hash_job_main, &half) == 0;
+	if (!two)
+		rest.to = pages;
+	hash_job_main(&rest);
+	if (two)
+		pthread_join(t, NULL);
+}
+
+static XXH128_hash_t *hash_table(const uint8_t *const *at, size_t pages)
+{
+	XXH128_hash_t *h = malloc((pages ? pages : 1) * sizeof(*h));
+	if (h)
+		hash_into(at, h, pages);
+	return h;
+}
+
+_Static_assert(sizeof(struct page_hash) == sizeof(XXH128_hash_t) &&
+                   offsetof(XXH128_hash_t, low64) == offsetof(struct page_hash, low),
+               "struct page_hash is an XXH128_hash_t");
+
+/* The hashes of pages pages at at[]: those known taken as they are, the
+ * others computed (in one pass over the ones left, as above). */
+static XXH128_hash_t *hash_known(const uint8_t *const *at, size_t pages,
+                                 const struct delta_known *k)
+{
+	if (!k || !k->n_spans)
+		return hash_table(at, pages);
+	XXH128_hash_t *h = malloc((pages ? pages : 1) * sizeof(*h));
+	uint8_t *known = calloc(pages ? pages : 1, 1);
+	const uint8_t **left = malloc((pages ? pages : 1) * sizeof(*left));
+	size_t *where = malloc((pages ? pages : 1) * sizeof(*where));
+	if (!h || !known || !left || !where) {
+		free(h);
+		h = NULL;
+		goto out;
+	}
+	for (size_t i = 0; i < k->n_spans; i++) {
+		const struct mem_span *s = &k->spans[i];
+		if (s->page > pages || s->pages > pages - s->page || s->from > k->n_hashes ||
+		    s->pages > k->n_hashes - s->from)
+			continue; /* not this file's: hashed */
+		memcpy(h + s->page, k->hashes + s->from, s->pages * sizeof(*h));
+		memset(known + s->page, 1, s->pages);
+	}
+	size_t n = 0;
+	for (size_t p = 0; p < pages; p++)
+		if (!known[p]) {
+			left[n] = at[p];
+			where[n++] = p;
+		}
+	XXH128_hash_t *got = malloc((n ? n : 1) * sizeof(*got));
+	if (!got) {
+		free(h);
+		h = NULL;
+		goto out;
+	}
+	hash_into(left, got, n);
+	for (size_t i = 0; i < n; i++)
+		h[where[i]] = got[i];
+	free(got);
+out:
+	free(known);
+	free(left);
+	free(where);
+	return h;
+}
+
 /* The XXH3-128 of each page of data (len a multiple of the page size). */
 static XXH128_hash_t *hash_pages(const uint8_t *data, size_t len)
 {
 	size_t pages = len / DELTA_PAGE_SIZE;
-	XXH128_hash_t *h = malloc((pages ? pages : 1) * sizeof(*h));
-	for (size_t p = 0; h && p < pages; p++)
-		h[p] = XXH3_128bits(data + p * DELTA_PAGE_SIZE, DELTA_PAGE_SIZE);
-	return h;
+	struct iovec one = {(void *)data, len};
+	_cleanup_free_ const uint8_t **at = page_table(&one, 1, pages);
+	return at ? hash_table(at, pages) : NULL;
 }
 
 struct page_hash page_hash_of(const void *page)
@@ -196,7 +302,7 @@ void delta_file_clear(struct delta_file *d)
 	memset(d, 0, sizeof(*d));
 }
 
-static int encode_hashed(const struct page_index *base, const char *name, const uint8_t *data,
+static int encode_hashed(const struct page_index *base, const char *name, const uint8_t *const *at,
                          size_t len, const XXH128_hash_t *hashes, struct delta_file *out);
 
 int delta_encode(const struct page_index *base, const char *name, const uint8_t *data, size_t len,
@@ -205,14 +311,19 @@ int delta_encode(const struct page_index *base, const char *name, const uint8_t 
 	memset(out, 0, sizeof(*out));
 	if (len % DELTA_PAGE_SIZE)
 		return -EINVAL;
-	_cleanup_free_ XXH128_hash_t *h = hash_pages(data, len);
+	struct iovec one = {(void *)data, len};
+	_cleanup_free_ const uint8_t **at = page_table(&one, 1, len / DELTA_PAGE_SIZE);
+	if (!at)
+		return -ENOMEM;
+	_cleanup_free_ XXH128_hash_t *h = hash_table(at, len / DELTA_PAGE_SIZE);
 	if (!h)
 		return -ENOMEM;
-	return encode_hashed(base, name, data, len, h, out);
+	return encode_hashed(base, name, at, len, h, out);
 }
 
-/* Encodes data (a whole number of pages, hashed page by page in hashes). */
-static int encode_hashed(const struct page_index *base, const char *name, const uint8_t *data,
+/* Encodes the pages at at[] (len bytes in all, hashed page by page in
+ * hashes). */
+static int encode_hashed(const struct page_index *base, const char *name, const uint8_t *const *at,
                          size_t len, const XXH128_hash_t *hashes, struct delta_file *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -248,7 +359,7 @@ static int encode_hashed(const struct page_index *base, const char *name, const 
 	struct record *recs = out->records, *cur = NULL;
 	uint64_t next_copy = 0; /* the base page that would extend cur */
 	for (size_t p = 0; p < pages; p++) {
-		const uint8_t *page = data + p * DELTA_PAGE_SIZE;
+		const uint8_t *page = at[p];
 		uint64_t where = lookup(base, hashes[p]);
 		if (where) {
 			uint64_t arg = where - 1;
@@ -266,7 +377,12 @@ static int encode_hashed(const struct page_index *base, const char *name, const 
 		} else if (cur && le32toh(cur->op) == OP_LITERAL &&
 		           le32toh(cur->pages) < UINT32_MAX) {
 			cur->pages = htole32(le32toh(cur->pages) + 1);
-			out->iov[out->n_iov - 1].iov_len += DELTA_PAGE_SIZE;
+			struct iovec *last = &out->iov[out->n_iov - 1];
+			if ((const uint8_t *)last->iov_base + last->iov_len == page)
+				last->iov_len += DELTA_PAGE_SIZE;
+			else /* the pages are in pieces: at most two iovecs a page still */
+				out->iov[out->n_iov++] =
+				    (struct iovec){(void *)page, DELTA_PAGE_SIZE};
 			total += DELTA_PAGE_SIZE;
 		} else {
 			cur = recs++;
@@ -506,12 +622,21 @@ const struct delta_run *delta_map_find(const struct delta_map *m, uint64_t p)
 	return NULL;
 }
 
-static void hash_hex(const void *data, size_t len, char out[33])
+/* The XXH3-128 of the whole file, in pieces. */
+static int hash_hex(const struct iovec *iov, size_t n, char out[33])
 {
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_128bits_reset(st);
+	for (size_t i = 0; i < n; i++)
+		XXH3_128bits_update(st, iov[i].iov_base, iov[i].iov_len);
 	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+	XXH3_freeState(st);
 	for (int i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", c.digest[i]);
+	return 0;
 }
 
 void delta_dir_clear(struct delta_dir *d)
@@ -522,12 +647,25 @@ void delta_dir_clear(struct delta_dir *d)
 		else if (d->maps[i].owned)
 			free(d->maps[i].data);
 		delta_file_clear(&d->maps[i].delta);
+		free(d->maps[i].hashes);
 		free(d->maps[i].name);
 	}
 	free(d->maps);
 	free(d->files);
 	page_index_free(d->index);
 	memset(d, 0, sizeof(*d));
+}
+
+struct page_hash *delta_dir_take_hashes(struct delta_dir *d, const char *name, size_t *n)
+{
+	for (size_t i = 0; i < d->n_maps; i++) {
+		struct delta_mapping *dm = &d->maps[i];
+		if (strcmp(dm->name, name) != 0 || !dm->hashes)
+			continue;
+		*n = dm->len / DELTA_PAGE_SIZE;
+		return TAKE_PTR(dm->hashes);
+	}
+	return NULL;
 }
 
 static struct delta_mapping *add_mapping(struct delta_dir *out, const char *name)
@@ -544,9 +682,10 @@ static struct delta_mapping *add_mapping(struct delta_dir *out, const char *name
 	return dm;
 }
 
-/* Hashes dm's pages once, for this dump's index and for the delta. */
+/* Hashes dm's pages once, for this dump's index and for the delta; those
+ * known (k, may be NULL) are not hashed again. */
 static int prepare_one(struct delta_dir *out, struct delta_mapping *dm,
-                       const struct page_index *base, bool want_index)
+                       const struct page_index *base, bool want_index, const struct delta_known *k)
 {
 	if (dm->len % DELTA_PAGE_SIZE)
 		return -EINVAL;
@@ -554,14 +693,25 @@ static int prepare_one(struct delta_dir *out, struct delta_mapping *dm,
 	out->pages += pages;
 	if (!want_index && !base)
 		return 0;
-	_cleanup_free_ XXH128_hash_t *hashes = hash_pages(dm->data, dm->len);
+	/* In memory, the pages may be in pieces (where one dump shares them
+	 * with the one before, criu-glue/pages.h): never copied together. */
+	const struct iovec *src = dm->src ? dm->src : &dm->iov;
+	size_t n_src = dm->src ? dm->n_src : 1;
+	if (!dm->src)
+		dm->iov = (struct iovec){dm->data, dm->len};
+	_cleanup_free_ const uint8_t **at = page_table(src, n_src, pages);
+	if (!at)
+		return -ENOMEM;
+	XXH128_hash_t *hashes = hash_known(at, pages, k);
 	if (!hashes)
 		return -ENOMEM;
+	dm->hashes = (struct page_hash *)hashes;
 	int r = want_index ? index_add_hashed(out->index, dm->name, hashes, pages) : 0;
 	if (r == 0 && base) {
-		r = encode_hashed(base, dm->name, dm->data, dm->len, hashes, &dm->delta);
+		r = encode_hashed(base, dm->name, at, dm->len, hashes, &dm->delta);
 		out->copied_pages += dm->delta.copied_pages;
-		hash_hex(dm->data, dm->len, dm->hash);
+		if (r == 0)
+			r = hash_hex(src, n_src, dm->hash);
 	}
 	return r;
 }
@@ -571,6 +721,8 @@ static struct mem_file mapping_file(struct delta_dir *out, struct delta_mapping 
 {
 	if (out->incremental)
 		return dm->delta.mem;
+	if (dm->src)
+		return (struct mem_file){dm->name, dm->src, dm->n_src, dm->len};
 	dm->iov = (struct iovec){dm->data, dm->len};
 	return (struct mem_file){dm->name, &dm->iov, 1, dm->len};
 }
@@ -598,7 +750,7 @@ static int prepare_dir(const char *images_dir, uint64_t generation, const struct
 		r = util_map_file(dirfd(dir), de->d_name, &dm->data, &dm->len);
 		dm->mapped = r == 0 && dm->data;
 		if (r == 0)
-			r = prepare_one(out, dm, base, want_index);
+			r = prepare_one(out, dm, base, want_index, NULL);
 	}
 	if (r < 0) {
 		delta_dir_clear(out);
@@ -625,9 +777,9 @@ static int prepare_dir(const char *images_dir, uint64_t generation, const struct
 	return 0;
 }
 
-static int prepare_mem(const struct mem_file *files, size_t n, uint64_t generation,
-                       const struct page_index *base, bool want_index, bool always,
-                       struct delta_dir *out)
+int delta_prepare_mem_known(const struct mem_file *files, size_t n, uint64_t generation,
+                            const struct page_index *base, bool want_index, bool always,
+                            const struct delta_known *known, struct delta_dir *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->index = page_index_new(generation);
@@ -648,21 +800,17 @@ static int prepare_mem(const struct mem_file *files, size_t n, uint64_t generati
 		if (f->n_iov == 1) {
 			dm->data = f->iov[0].iov_base;
 		} else if (f->size) {
-			/* in pieces (the memory it came into grew): made whole */
-			uint8_t *p = malloc(f->size);
-			if (!p) {
-				r = -ENOMEM;
-				break;
-			}
-			dm->data = p;
-			dm->owned = true;
-			for (size_t k = 0; k < f->n_iov; k++) {
-				memcpy(p, f->iov[k].iov_base, f->iov[k].iov_len);
-				p += f->iov[k].iov_len;
-			}
+			/* in pieces: read where they are */
+			for (size_t k = 0; k < f->n_iov && r == 0; k++)
+				if (f->iov[k].iov_len % DELTA_PAGE_SIZE)
+					r = -EINVAL;
+			dm->src = f->iov;
+			dm->n_src = f->n_iov;
 		}
+		if (r < 0)
+			break;
 		which[i] = out->n_maps;
-		r = prepare_one(out, dm, base, want_index);
+		r = prepare_one(out, dm, base, want_index, known ? &known[i] : NULL);
 	}
 	if (r == 0) {
 		out->incremental =
@@ -687,7 +835,7 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 int delta_prepare_mem(const struct mem_file *files, size_t n, uint64_t generation,
                       const struct page_index *base, bool want_index, struct delta_dir *out)
 {
-	return prepare_mem(files, n, generation, base, want_index, false, out);
+	return delta_prepare_mem_known(files, n, generation, base, want_index, false, NULL, out);
 }
 
 int delta_prepare_dir_on(const char *images_dir, uint64_t generation, const struct page_index *base,
@@ -699,7 +847,7 @@ int delta_prepare_dir_on(const char *images_dir, uint64_t generation, const stru
 int delta_prepare_mem_on(const struct mem_file *files, size_t n, uint64_t generation,
                          const struct page_index *base, bool want_index, struct delta_dir *out)
 {
-	return prepare_mem(files, n, generation, base, want_index, true, out);
+	return delta_prepare_mem_known(files, n, generation, base, want_index, true, NULL, out);
 }
 
 int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir)
@@ -711,7 +859,12 @@ int delta_dir_restore_files(const struct delta_dir *d, const char *images_dir)
 		_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return -errno;
-		int r = dm->len ? util_write_all(fd, dm->data, dm->len) : 0;
+		int r = 0;
+		if (dm->src)
+			for (size_t k = 0; k < dm->n_src && r == 0; k++)
+				r = util_write_all(fd, dm->src[k].iov_base, dm->src[k].iov_len);
+		else if (dm->len)
+			r = util_write_all(fd, dm->data, dm->len);
 		if (r < 0)
 			return r;
 	}

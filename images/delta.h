@@ -118,7 +118,10 @@ struct delta_dir {
 		char *name;
 		void *data;
 		size_t len;
-		bool mapped, owned; /* data: a file mapped, or a copy of ours */
+		bool mapped, owned;      /* data: a file mapped, or a copy of ours */
+		const struct iovec *src; /* else (data NULL) its pieces, the caller's */
+		size_t n_src;
+		struct page_hash *hashes; /* of each page, once hashed */
 		struct iovec iov;
 		struct delta_file delta;
 		char hash[33];
@@ -132,6 +135,26 @@ int delta_prepare_dir(const char *images_dir, uint64_t generation, const struct 
 /* The same for a dump held in memory (n files, memory images and others):
  * out->files holds all n, the memory images made ready as above, the others
  * as they are. The files' segments must outlive out. */
+/* What is known of the pages of one file before it is hashed: spans of it
+ * that are the pages of a file of the dump before, whose page hashes
+ * (delta_dir_take_hashes()) are those. */
+struct delta_known {
+	const struct page_hash *hashes;
+	size_t n_hashes;
+	const struct mem_span *spans;
+	size_t n_spans;
+};
+
+/* delta_prepare_mem(), or _on with always, with known[i] (known may be
+ * NULL, an entry all zeros) for files[i]. */
+int delta_prepare_mem_known(const struct mem_file *files, size_t n, uint64_t generation,
+                            const struct page_index *base, bool want_index, bool always,
+                            const struct delta_known *known, struct delta_dir *out);
+
+/* The page hashes of the memory image name that d computed, now the
+ * caller's (free()); NULL if none. */
+struct page_hash *delta_dir_take_hashes(struct delta_dir *d, const char *name, size_t *n);
+
 int delta_prepare_mem(const struct mem_file *files, size_t n, uint64_t generation,
                       const struct page_index *base, bool want_index, struct delta_dir *out);
 

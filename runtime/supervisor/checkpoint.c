@@ -145,6 +145,56 @@ static void remove_later(struct supervisor *s, const char *dir, uint64_t gen)
 	image_store_uncache(s->cfg->paths.dir, gen);
 }
 
+void checkpoint_forget_hashes(struct supervisor *s)
+{
+	for (size_t i = 0; i < s->n_hashes; i++)
+		free(s->hashes[i].hashes);
+	free(s->hashes);
+	s->hashes = NULL;
+	s->n_hashes = 0;
+}
+
+/* The page hashes dd computed, for the next checkpoint (none: forgotten). */
+static void checkpoint_keep_hashes(struct supervisor *s, struct delta_dir *dd)
+{
+	checkpoint_forget_hashes(s);
+	struct page_hashes *v = calloc(dd->n_maps ? dd->n_maps : 1, sizeof(*v));
+	if (!v)
+		return;
+	size_t n = 0;
+	for (size_t i = 0; i < dd->n_maps; i++) {
+		const char *name = dd->maps[i].name;
+		if (strlen(name) >= sizeof(v[n].name))
+			continue;
+		v[n].hashes = delta_dir_take_hashes(dd, name, &v[n].n);
+		if (!v[n].hashes)
+			continue;
+		snprintf(v[n].name, sizeof(v[n].name), "%s", name);
+		n++;
+	}
+	s->hashes = v;
+	s->n_hashes = n;
+}
+
+/* What the page hashes of the last checkpoint tell of this dump's memory
+ * images: the pages each shares with it (criu-glue/pages.h). NULL: nothing. */
+static struct delta_known *checkpoint_known(const struct supervisor *s,
+                                            const struct criu_glue_pages *pages,
+                                            const struct mem_file *mem, size_t n_mem)
+{
+	struct delta_known *known = calloc(n_mem ? n_mem : 1, sizeof(*known));
+	for (size_t i = 0; known && i < n_mem; i++) {
+		const struct mem_span *spans;
+		size_t n;
+		const char *from = criu_glue_pages_shared(pages, mem[i].name, &spans, &n);
+		for (size_t k = 0; from && k < s->n_hashes; k++)
+			if (!strcmp(s->hashes[k].name, from))
+				known[i] = (struct delta_known){s->hashes[k].hashes, s->hashes[k].n,
+				                                spans, n};
+	}
+	return known;
+}
+
 /* Tests: CRYO_INJECT_CHECKPOINT_FAULT=frozen:N makes the Nth checkpoint of
  * this supervisor fail while the program is frozen, after CRIU dumped it
  * (and re-armed the write tracking), as a held file over --files-max does. */
@@ -185,6 +235,9 @@ static struct criu_glue_pages *checkpoint_pages(struct supervisor *s)
 		 * half of the memory left. */
 		struct cryo_error cerr = {{0}};
 		uint64_t expect = criu_glue_estimate_pages(s->init_pid);
+		/* With the write tracking going, about as much as the last time:
+		 * the pages it shares with the last dump stay where they are. */
+		expect = criu_glue_track_expect(&s->track, expect);
 		if (expect > 0 && expect < util_mem_available() / 2 &&
 		    criu_glue_pages_start(expect + (expect >> 5), &s->spare, s->track.parent,
 		                          &pages, &cerr) < 0) {
@@ -307,6 +360,13 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		pages = checkpoint_pages(s);
 	}
 	tp[1] = util_now_ns();
+	/* cryo_checkpoint_async(): CRIU has let the program go, which may run
+	 * on now; it learns about durability (or a failure from here on) from
+	 * the DURABLE message that follows. */
+	if (r == 0 && early_reply) {
+		program_send(s, CRYO_MSG_RESULT, 0, gen);
+		*replied = true;
+	}
 	if (r == 0 && pages)
 		r = criu_glue_pages_finish(pages, &cerr);
 	if (r < 0 && program_gone(s)) {
@@ -341,8 +401,9 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	}
 	if (pages) {
 		criu_glue_pages_files(pages, &mem, &n_mem);
-		r = (file_deltas ? delta_prepare_mem_on : delta_prepare_mem)(mem, n_mem, gen, base,
-		                                                             cfg->incremental, &dd);
+		_cleanup_free_ struct delta_known *known = checkpoint_known(s, pages, mem, n_mem);
+		r = delta_prepare_mem_known(mem, n_mem, gen, base, cfg->incremental, file_deltas,
+		                            known, &dd);
 		if (r < 0) {
 			error_set(err, r, "cannot read the memory images: %s", strerror(-r));
 			goto out;
@@ -369,12 +430,6 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		goto out;
 	}
 	tp[3] = util_now_ns();
-	/* cryo_checkpoint_async(): the program may run on now; it learns about
-	 * durability from the DURABLE message that follows. */
-	if (early_reply) {
-		program_send(s, CRYO_MSG_RESULT, 0, gen);
-		*replied = true;
-	}
 
 	struct manifest *m = manifest_new();
 	if (!m) {
@@ -427,8 +482,10 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		s->chain = dd.incremental ? s->chain + 1 : 0;
 		page_index_free(s->index);
 		s->index = TAKE_PTR(dd.index);
-		files_memory_take(&s->held, &held, gen);
 	}
+	checkpoint_keep_hashes(s, &dd);
+	if (cfg->incremental)
+		files_memory_take(&s->held, &held, gen);
 	s->restarts_in_a_row = 0;
 	s->current_generation = gen;
 	s->have_last = true;

@@ -154,6 +154,14 @@ struct supervisor {
 	struct criu_glue_spare spare;
 	/* The write tracking between dumps (criu-glue/pages.h). */
 	struct criu_glue_track track;
+	/* The page hashes of the last checkpoint's memory images, by file:
+	 * the next one does not hash again the pages it shares with it. */
+	struct page_hashes {
+		char name[64];
+		struct page_hash *hashes;
+		size_t n;
+	} * hashes;
+	size_t n_hashes;
 	/* The archive writer's contexts and memory, likewise. */
 	struct image_writer *writer;
 	struct last_checkpoint last;
@@ -478,6 +486,8 @@ void checkpoint_remove_wait(struct supervisor *s);
  * negative errno with the reason in err.
  * With early_reply (cryo_checkpoint_async()), the program is told RESULT 0 as
  * soon as it has been dumped, and *replied says whether that happened. */
+/* Forgets the last checkpoint's page hashes (the program is gone). */
+void checkpoint_forget_hashes(struct supervisor *s);
 int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, bool early_reply,
                         bool *replied, struct cryo_error *err);
 

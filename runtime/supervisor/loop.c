@@ -38,6 +38,7 @@ static int handle_exit(struct supervisor *s, int wstatus, int *status)
 	 * free and warm, where fresh memory costs much more on a VM (restores
 	 * in scripts/bench were slower with it held until after them). */
 	criu_glue_track_drop(&s->track, &s->spare);
+	checkpoint_forget_hashes(s);
 	criu_glue_spare_drop_later(&s->spare);
 	image_writer_free(s->writer);
 	s->writer = NULL;
@@ -506,6 +507,7 @@ out:
 	standby_free(s.standby);
 	net_destroy(&s.net);
 	criu_glue_track_drop(&s.track, NULL);
+	checkpoint_forget_hashes(&s);
 	criu_glue_spare_drop(&s.spare);
 	image_writer_free(s.writer);
 	page_index_free(s.index);

@@ -158,13 +158,13 @@ def dir_bytes(path):
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
-def start_cryo(size, state, name, extra):
+def start_cryo(size, state, name, extra, env=None):
     out_path = os.path.join(state, f"{name}.out")
     with open(out_path, "w") as out, open(os.path.join(state, f"{name}.err"), "w") as err:
         sup = subprocess.Popen(
             [CRYO, "run", "--state-dir", state, "--name", name, *extra, *RUN_ARGS, "--", TARGET,
              str(size)],
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
     return sup, Output(out_path)
 
 
@@ -177,18 +177,47 @@ def stop(sup):
         sup.wait()
 
 
+def bench_untracked(size, state):
+    """The checkpoint after 1% of the pages changed, without write tracking
+    (CRYO_TRACK=0): every page is sent inside the freeze."""
+    name = f"untracked{size}"
+    sup, o = start_cryo(size, state, name, [], {**os.environ, "CRYO_TRACK": "0"})
+    try:
+        o.wait_for("ready")
+        run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
+        pid = int(open(os.path.join(state, name, "pid")).read())
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGHUP)
+        o.wait_for("changed")
+        o.lines()
+        res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
+        return {"untracked_frozen_ms": max_gap_ms(o.gaps_since()),
+                "untracked_durable_ms": res["duration_us"] / 1e3}
+    finally:
+        stop(sup)
+
+
 def bench_delta(size, state):
-    """A full checkpoint, 1% of the pages changed, the next checkpoint."""
+    """A full checkpoint, 1% of the pages changed, the next checkpoint (only
+    the pages written since are sent, where CRIU tracks writes), then one with
+    nothing changed."""
     name = f"delta{size}"
     sup, o = start_cryo(size, state, name, [])
     try:
         o.wait_for("ready")
         run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
         pid = int(open(os.path.join(state, name, "pid")).read())
+        time.sleep(0.2)
         os.kill(pid, signal.SIGHUP)
         o.wait_for("changed")
+        o.lines()
         res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
-        r = {"delta_bytes": res["size"], "delta_durable_ms": res["duration_us"] / 1e3}
+        r = {"delta_bytes": res["size"], "delta_durable_ms": res["duration_us"] / 1e3,
+             "delta_frozen_ms": max_gap_ms(o.gaps_since())}
+        o.lines()
+        res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
+        r["same_durable_ms"] = res["duration_us"] / 1e3
+        r["same_frozen_ms"] = max_gap_ms(o.gaps_since())
         # Its restore after kill -9: lazily, through the generation it is built on.
         o.lines()
         mem = AnonPeak(sup.pid)
@@ -271,6 +300,7 @@ def bench_cryo(size, state):
     finally:
         stop(sup)
     r.update(bench_delta(size, state))
+    r.update(bench_untracked(size, state))
     r.update(bench_full_restore(size, state))
     return r
 
@@ -615,6 +645,11 @@ def main():
         row("image size vs `zstd -3` of raw images", c["image_bytes"], w["zstd3_bytes"], "bytes")
         row("next image, after 1% of pages changed, vs `zstd -3` of raw images", c["delta_bytes"], w["zstd3_bytes"], "bytes")
         row("its time to durable vs `criu dump` + `zstd -T0`", c["delta_durable_ms"], w["durable_ms"])
+        row("its freeze (only the written pages sent) vs `criu dump`", c["delta_frozen_ms"], w["frozen_ms"])
+        row("the same without write tracking (`CRYO_TRACK=0`): freeze", c["untracked_frozen_ms"], w["frozen_ms"])
+        row("the same without write tracking: time to durable", c["untracked_durable_ms"], w["durable_ms"])
+        row("next checkpoint, nothing changed: freeze", c["same_frozen_ms"], w["frozen_ms"])
+        row("next checkpoint, nothing changed: time to durable", c["same_durable_ms"], w["durable_ms"])
         row("restore: running again", c["restore_running_ms"], w["restore_running_ms"])
         row("restore: all memory back", c["restore_all_ms"], w["restore_all_ms"])
         row("restore of the incremental generation: running again",
@@ -631,6 +666,8 @@ def main():
             w["restore_all_ms"])
         mc = {"min": runs["memcpy_ms"], "median": runs["memcpy_ms"]}
         row("memcpy of the same size (floor)", mc, None)
+        mf = {"min": runs["memcpy_fresh_ms"], "median": runs["memcpy_fresh_ms"]}
+        row("memcpy into fresh memory (this machine's first-touch cost)", mf, None)
 
     table = ["| size | measure | cryo min / median | raw CRIU min / median | cryo / raw (median) |",
              "|---|---|---|---|---|"] + rows

@@ -58,7 +58,9 @@ sup_kb() {
 }
 
 @test "the next checkpoint takes the pages into the memory the last one left, kept resident; restored from it, every page reads as it was" {
-	start_cryo lc --no-delta --verbose -- "$LAZY_CHECK" 64
+	# Without write tracking, each dump receives every page (with it,
+	# 46-tracking: a dump shares the unchanged pages with the one before).
+	CRYO_TRACK=0 start_cryo lc --no-delta --verbose -- "$LAZY_CHECK" 64
 	wait_for 60 grep -q '^filled 16384 pages$' "$STATE/lc.out"
 	run "$CRYO" checkpoint lc
 	assert_success
