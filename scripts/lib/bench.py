@@ -177,22 +177,28 @@ def stop(sup):
         sup.wait()
 
 
+def checkpoint_after_change(state, name, o):
+    """A whole checkpoint, 1% of the pages changed, the next checkpoint: its
+    JSON and the freeze the program saw. Returns the program's PID too."""
+    o.wait_for("ready")
+    run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
+    pid = int(open(os.path.join(state, name, "pid")).read())
+    time.sleep(0.2)
+    os.kill(pid, signal.SIGHUP)
+    o.wait_for("changed")
+    o.lines()
+    res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
+    return res, max_gap_ms(o.gaps_since()), pid
+
+
 def bench_untracked(size, state):
     """The checkpoint after 1% of the pages changed, without write tracking
     (CRYO_TRACK=0): every page is sent inside the freeze."""
     name = f"untracked{size}"
     sup, o = start_cryo(size, state, name, [], {**os.environ, "CRYO_TRACK": "0"})
     try:
-        o.wait_for("ready")
-        run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
-        pid = int(open(os.path.join(state, name, "pid")).read())
-        time.sleep(0.2)
-        os.kill(pid, signal.SIGHUP)
-        o.wait_for("changed")
-        o.lines()
-        res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
-        return {"untracked_frozen_ms": max_gap_ms(o.gaps_since()),
-                "untracked_durable_ms": res["duration_us"] / 1e3}
+        res, frozen, _ = checkpoint_after_change(state, name, o)
+        return {"untracked_frozen_ms": frozen, "untracked_durable_ms": res["duration_us"] / 1e3}
     finally:
         stop(sup)
 
@@ -204,16 +210,9 @@ def bench_delta(size, state):
     name = f"delta{size}"
     sup, o = start_cryo(size, state, name, [])
     try:
-        o.wait_for("ready")
-        run([CRYO, "checkpoint", "--state-dir", state, "--json", name])
-        pid = int(open(os.path.join(state, name, "pid")).read())
-        time.sleep(0.2)
-        os.kill(pid, signal.SIGHUP)
-        o.wait_for("changed")
-        o.lines()
-        res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
+        res, frozen, pid = checkpoint_after_change(state, name, o)
         r = {"delta_bytes": res["size"], "delta_durable_ms": res["duration_us"] / 1e3,
-             "delta_frozen_ms": max_gap_ms(o.gaps_since())}
+             "delta_frozen_ms": frozen}
         o.lines()
         res = json.loads(run([CRYO, "checkpoint", "--state-dir", state, "--json", name]).stdout)
         r["same_durable_ms"] = res["duration_us"] / 1e3
