@@ -33,6 +33,7 @@ Usage: bench.py BUILD_DIR OUT_DIR SIZES_MB REPS
        cost of a first write to a page)
 """
 import json
+import re
 import os
 import shutil
 import signal
@@ -405,6 +406,88 @@ def bench_redis(keys, reps):
         shutil.rmtree(state, ignore_errors=True)
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_load(mode, keys, requests):
+    """redis-benchmark's SET throughput (50 clients, pipelines of 16, random
+    keys among 1,000,000) against a redis-server holding keys keys: plain,
+    under `cryo run --every 5s`, or with redis's own snapshot every 5 s
+    (`save 5 1`: fork and copy-on-write). Returns requests per second and,
+    under cryo, the checkpoints taken meanwhile and their freezes."""
+    state = tempfile.mkdtemp(prefix="cryo-bench-redis-load-", dir="/var/tmp")
+    port = free_port()
+    server = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "no",
+              "--dir", state, "--save", "5 1" if mode == "save" else ""]
+    log = os.path.join(state, "supervisor.err")
+    if mode == "cryo":
+        server = [CRYO, "run", "--state-dir", state, "--name", "redis", "--every", "5s",
+                  "--verbose", *RUN_ARGS, "--", *server]
+    with open(log, "w") as err:
+        proc = subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=err,
+                                stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            if time.monotonic() > deadline:
+                raise TimeoutError("redis-server did not start")
+            time.sleep(0.05)
+        load = "\n".join(f"SET key:{i} value-{i}" for i in range(1, keys + 1)) + "\n"
+        subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=load, text=True,
+                       check=True, capture_output=True)
+        start = os.path.getsize(log)
+        t0 = time.monotonic()
+        out = run(["redis-benchmark", "-p", str(port), "-t", "set", "-P", "16", "-c", "50",
+                   "-r", "1000000", "-n", str(requests), "-q"]).stdout
+        elapsed = time.monotonic() - t0
+        r = {"rps": requests / elapsed, "reported": out.strip().splitlines()[-1] if out else ""}
+        if mode == "cryo":
+            with open(log) as f:
+                f.seek(start)
+                frozen = [float(m.group(1)) for m in re.finditer(
+                    r"checkpoint \d+ of 'redis' stored \([^,]+, [^,]+, frozen ([0-9.]+) ms", f.read())]
+            r["checkpoints"] = len(frozen)
+            r["frozen_ms"] = frozen
+        return r
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def bench_redis_load(keys, reps, requests=8_000_000):
+    rows = {m: [] for m in ("plain", "cryo", "save")}
+    for rep in range(reps):
+        for mode in rows:
+            rows[mode].append(redis_load(mode, keys, requests))
+            print(f"  redis load: {mode} round {rep + 1}/{reps} done", file=sys.stderr, flush=True)
+    plain = statistics.median(r["rps"] for r in rows["plain"])
+    print(f"redis-benchmark -t set -P 16 -c 50 -r 1000000 -n {requests}, {keys} keys loaded first, "
+          f"{reps} runs each (requests per second, min / median / max, and against plain):")
+    print("| redis-server | SET/s min / median / max | median / plain | checkpoints | freezes (ms) |")
+    print("|---|---|---|---|---|")
+    for mode, label in (("plain", "alone"), ("cryo", "under `cryo run --every 5s`"),
+                        ("save", "with its own `save 5 1`")):
+        v = sorted(r["rps"] for r in rows[mode])
+        ck = ", ".join(str(r.get("checkpoints", "-")) for r in rows[mode]) if mode == "cryo" else "-"
+        fz = sorted(f for r in rows[mode] for f in r.get("frozen_ms", []))
+        fzs = f"{fz[0]:.0f} / {statistics.median(fz):.0f} / {fz[-1]:.0f}" if fz else "-"
+        print(f"| {label} | {v[0]:.0f} / {statistics.median(v):.0f} / {v[-1]:.0f} | "
+              f"{statistics.median(v) / plain:.2f} | {ck} | {fzs} |")
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "redis-load.json"), "w") as out:
+        json.dump({"keys": keys, "requests": requests, "runs": rows}, out, indent=2)
+
+
 def wait_line(path, prefix, timeout):
     """The first line of the file at path that starts with prefix, waited
     for until timeout seconds."""
@@ -591,6 +674,7 @@ def summarize(values):
 def main():
     if REDIS_KEYS:
         bench_redis(REDIS_KEYS, REPS)
+        bench_redis_load(REDIS_KEYS, REPS)
         return
     if TCP_CLIENTS:
         main_tcp_clients(TCP_CLIENTS, REPS)
