@@ -682,6 +682,20 @@ static struct delta_mapping *add_mapping(struct delta_dir *out, const char *name
 	return dm;
 }
 
+struct digest_job {
+	const struct iovec *src;
+	size_t n;
+	char *out;
+	int r;
+};
+
+static void *digest_main(void *arg)
+{
+	struct digest_job *j = arg;
+	j->r = hash_hex(j->src, j->n, j->out);
+	return NULL;
+}
+
 /* Hashes dm's pages once, for this dump's index and for the delta; those
  * known (k, may be NULL) are not hashed again. */
 static int prepare_one(struct delta_dir *out, struct delta_mapping *dm,
@@ -706,14 +720,22 @@ static int prepare_one(struct delta_dir *out, struct delta_mapping *dm,
 	if (!hashes)
 		return -ENOMEM;
 	dm->hashes = (struct page_hash *)hashes;
+	/* The whole file's digest, a pass over all of it, meanwhile in a
+	 * thread of its own (the pages' hashes are mostly known: the index and
+	 * the delta are the other core's work). */
+	struct digest_job dj = {src, n_src, dm->hash, 0};
+	pthread_t t;
+	bool apart = base && pages > HASH_ALONE && pthread_create(&t, NULL, digest_main, &dj) == 0;
 	int r = want_index ? index_add_hashed(out->index, dm->name, hashes, pages) : 0;
 	if (r == 0 && base) {
 		r = encode_hashed(base, dm->name, at, dm->len, hashes, &dm->delta);
 		out->copied_pages += dm->delta.copied_pages;
-		if (r == 0)
-			r = hash_hex(src, n_src, dm->hash);
 	}
-	return r;
+	if (apart)
+		pthread_join(t, NULL);
+	else if (base)
+		digest_main(&dj);
+	return r < 0 ? r : dj.r;
 }
 
 /* Incremental only when it pays: half the pages or more are the base's. */
