@@ -917,7 +917,11 @@ uint64_t criu_glue_track_expect(const struct criu_glue_track *t, uint64_t whole)
 	uint64_t received, from_parent;
 	criu_glue_pages_counts(t->parent, &received, &from_parent);
 	/* After a whole dump, what one without tracking would take tells
-	 * nothing: a little; more comes (cold) if more arrives. */
+	 * nothing: a little; more comes (cold) if more arrives. And what the
+	 * program has grown by since (whole: what it holds now) is new. */
 	uint64_t e = (from_parent ? 2 * received : whole / 32) + (4u << 20);
+	uint64_t last = received + from_parent;
+	if (whole > last)
+		e += whole - last;
 	return e < whole ? e : whole;
 }
