@@ -689,6 +689,9 @@ static void *receive(void *arg)
 		p->error = r;
 		if (!p->err.msg[0])
 			error_set(&p->err, r, "page stream broken: %s", strerror(-r));
+		/* CRIU, waiting for an answer or to send more, learns at once
+		 * that none comes: its dump fails instead of waiting forever. */
+		shutdown(p->sk, SHUT_RDWR);
 	}
 	return NULL;
 }
@@ -760,6 +763,15 @@ static void stop_thread(struct criu_glue_pages *p)
 		return;
 	pthread_join(p->thread, NULL);
 	p->thread_started = false;
+}
+
+bool criu_glue_pages_broken(struct criu_glue_pages *p, struct cryo_error *err)
+{
+	stop_thread(p);
+	if (!p->error || !p->err.msg[0])
+		return false;
+	*err = p->err;
+	return true;
 }
 
 int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err)

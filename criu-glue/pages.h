@@ -104,6 +104,10 @@ bool criu_glue_pages_reused(const struct criu_glue_pages *p);
 /* CRIU's end of the socket pair (criu_glue_dump_opts.page_server_fd). */
 int criu_glue_pages_fd(const struct criu_glue_pages *p);
 
+/* After a failed dump: whether the page server gave up on the stream first
+ * (then CRIU's failure is its consequence), with its reason in err. */
+bool criu_glue_pages_broken(struct criu_glue_pages *p, struct cryo_error *err);
+
 /* After the dump: waits for the page stream's end and checks it is complete. */
 int criu_glue_pages_finish(struct criu_glue_pages *p, struct cryo_error *err);
 

@@ -369,6 +369,10 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 	}
 	if (r == 0 && pages)
 		r = criu_glue_pages_finish(pages, &cerr);
+	/* The page server's refusal (a page CRIU named as the last dump's that
+	 * it does not hold, ...) is the cause of CRIU's failure then. */
+	if (r < 0 && pages && criu_glue_pages_broken(pages, &cerr))
+		log_debug("the page server stopped the dump of '%s': %s", cfg->name, cerr.msg);
 	if (r < 0 && program_gone(s)) {
 		/* CRIU then fails on whatever of the dead program it met first
 		 * ("Can't open .../pagemap", "Unable to detach"): not the cause. */
@@ -513,9 +517,10 @@ out:
 		          " KiB unchanged since the checkpoint before",
 		          gen, cfg->name, received >> 10, from_parent >> 10);
 		criu_glue_track_next(&s->track, TAKE_PTR(pages), &s->spare);
-	} else if (o.track_mem) {
+	} else {
 		/* A failed dump may have re-armed the tracking: the next one is
-		 * whole. */
+		 * whole. After one without tracking (through files), the last
+		 * dump is no longer the parent its hashes would be taken for. */
 		criu_glue_track_drop(&s->track, &s->spare);
 	}
 	criu_glue_pages_free(pages, &s->spare);

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
@@ -175,10 +176,49 @@ int program_start(struct supervisor *s)
 	size_t argc = 0;
 	while (s->cfg->argv[argc])
 		argc++;
+	/* Its argv and environment are made here: between clone and exec the
+	 * child may call only what is async-signal-safe, since cryo has other
+	 * threads (the lease's keeper, the uploader) that may hold malloc's
+	 * lock at the clone; a child that called malloc (setenv did) could
+	 * wait for it forever (CI saw one). */
+	extern char **environ;
+	size_t envc = 0;
+	while (environ[envc])
+		envc++;
+	_cleanup_free_ char **argv = calloc(argc + 2, sizeof(char *));
+	_cleanup_free_ char **envp = calloc(envc + 2, sizeof(char *));
+	if (!argv || !envp) {
+		program_ends_close(&e);
+		log_error("cannot start '%s': out of memory", s->cfg->name);
+		return -ENOMEM;
+	}
+	argv[0] = init;
+	for (size_t i = 0; i < argc; i++)
+		argv[i + 1] = s->cfg->argv[i];
+	static char control_env[] = CRYO_CONTROL_FD_ENV "=3";
+	size_t n = 0;
+	for (size_t i = 0; i < envc; i++)
+		if (strncmp(environ[i], CRYO_CONTROL_FD_ENV "=", strlen(CRYO_CONTROL_FD_ENV) + 1) !=
+		    0)
+			envp[n++] = environ[i];
+	envp[n] = control_env;
 
+	/* Ends (EOF) when the child has exec'd cryo-init, or died: until then
+	 * it is a copy of cryo in the middle of its set-up, which a checkpoint
+	 * must not take (CRIU fails on it, CI saw it: "Can't lookup mount"). */
+	int ready[2];
+	if (pipe2(ready, O_CLOEXEC) < 0) {
+		r = -errno;
+		program_ends_close(&e);
+		log_error("cannot start '%s': cannot create a pipe: %s", s->cfg->name,
+		          strerror(-r));
+		return r;
+	}
 	pid_t pid = clone_newpid();
 	if (pid < 0) {
 		r = -errno;
+		close(ready[0]);
+		close(ready[1]);
 		program_ends_close(&e);
 		log_error("cannot start '%s': clone3(CLONE_NEWPID): %s", s->cfg->name,
 		          strerror(-r));
@@ -206,7 +246,13 @@ int program_start(struct supervisor *s)
 		for (int i = 0; i < 4; i++)
 			if (high[i] < 0 || dup2(high[i], i) < 0)
 				_exit(127);
-		syscall(SYS_close_range, 4U, ~0U, 0U);
+		/* All but 0-3 and the exec's signal (close-on-exec) go. */
+		int w = fcntl(ready[1], F_DUPFD_CLOEXEC, 4);
+		if (w < 0)
+			_exit(127);
+		if (w > 4)
+			syscall(SYS_close_range, 4U, (unsigned)w - 1, 0U);
+		syscall(SYS_close_range, (unsigned)w + 1, ~0U, 0U);
 		const char *step;
 		int r2 = own_proc(&step);
 		if (r2 < 0) {
@@ -217,17 +263,16 @@ int program_start(struct supervisor *s)
 			        s->cfg->name, step, strerror(-r2));
 			_exit(127);
 		}
-		setenv(CRYO_CONTROL_FD_ENV, "3", 1);
-		char **argv = calloc(argc + 2, sizeof(char *));
-		if (!argv)
-			_exit(127);
-		argv[0] = init;
-		for (size_t i = 0; i < argc; i++)
-			argv[i + 1] = s->cfg->argv[i];
-		execv(init, argv);
+		execve(init, argv, envp);
 		_exit(127);
 	}
 	program_ends_close(&e);
+	close(ready[1]);
+	struct pollfd pfd = {ready[0], POLLIN, 0};
+	char c;
+	if (poll(&pfd, 1, 10000) <= 0 || read(ready[0], &c, 1) != 0)
+		log_debug("'%s': its init took over 10 s to start", s->cfg->name);
+	close(ready[0]);
 	__atomic_store_n(&s->init_pid, pid, __ATOMIC_SEQ_CST);
 	s->running = true;
 	/* The lease's keeper kills what it finds in init_pid: one lost just

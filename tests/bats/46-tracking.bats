@@ -59,8 +59,11 @@ tracked_lines() {
 	assert_output 1
 	run grep -E 'MISMATCH|does not answer' "$STATE/mc.out"
 	assert_failure
-	# The checkpoint after the failed one copied nothing from before.
+	# The one before the failed one shared memory with its own parent; the
+	# one after shared nothing.
 	tracked_lines
+	run bash -c "grep -E 'checkpoint [0-9]+ of .mc.: [0-9]+ KiB of memory sent' '$STATE/mc.err' | sed -n 4p"
+	assert_output --regexp ', [1-9][0-9]* KiB unchanged since the checkpoint before$'
 	run bash -c "grep -E 'checkpoint [0-9]+ of .mc.: [0-9]+ KiB of memory sent' '$STATE/mc.err' | sed -n 5p"
 	assert_output --regexp ', 0 KiB unchanged since the checkpoint before$'
 }
