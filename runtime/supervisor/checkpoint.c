@@ -360,6 +360,14 @@ int64_t checkpoint_take(struct supervisor *s, enum checkpoint_trigger trigger, b
 		pages = checkpoint_pages(s);
 	}
 	tp[1] = util_now_ns();
+	/* A kill that reached the program while it was frozen can be in the
+	 * image, pending: a generation whose every restore dies at once (the
+	 * supervisor restoring it again and again was seen). The program is
+	 * ending anyway: this checkpoint does not count. */
+	if (r == 0 && program_gone(s)) {
+		r = error_set(err, -ESRCH, "the program ended during the checkpoint");
+		goto out;
+	}
 	/* cryo_checkpoint_async(): CRIU has let the program go, which may run
 	 * on now; it learns about durability (or a failure from here on) from
 	 * the DURABLE message that follows. */
