@@ -359,27 +359,37 @@ def bench_raw(size, state, tmpfs):
         shutil.rmtree(images, ignore_errors=True)
 
 
-def bench_redis(keys, reps):
-    """redis-server under cryo, loaded with keys, checkpointed reps times."""
+def free_port():
     import socket
-    state = tempfile.mkdtemp(prefix="cryo-bench-redis-", dir="/var/tmp")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def redis_wait_and_load(port, keys):
+    """Waits (30 s at most) until the redis-server on port answers, then
+    loads it with keys keys."""
+    deadline = time.monotonic() + 30
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                         text=True).stdout.strip() != "PONG":
+        if time.monotonic() > deadline:
+            raise TimeoutError("redis-server did not start")
+        time.sleep(0.05)
+    load = "\n".join(f"SET key:{i} value-{i}" for i in range(1, keys + 1)) + "\n"
+    subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=load, text=True,
+                   check=True, capture_output=True)
+
+
+def bench_redis(keys, reps):
+    """redis-server under cryo, loaded with keys, checkpointed reps times."""
+    state = tempfile.mkdtemp(prefix="cryo-bench-redis-", dir="/var/tmp")
+    port = free_port()
     sup = subprocess.Popen(
         [CRYO, "run", "--state-dir", state, "--name", "redis", *RUN_ARGS, "--", "redis-server",
          "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                             text=True).stdout.strip() != "PONG":
-            if time.monotonic() > deadline:
-                raise TimeoutError("redis-server did not start")
-            time.sleep(0.05)
-        load = "\n".join(f"SET key:{i} value-{i}" for i in range(1, keys + 1)) + "\n"
-        subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=load, text=True,
-                       check=True, capture_output=True)
+        redis_wait_and_load(port, keys)
         dbsize = run(["redis-cli", "-p", str(port), "dbsize"]).stdout.strip()
         rows = []
         for _ in range(reps):
@@ -406,13 +416,6 @@ def bench_redis(keys, reps):
         shutil.rmtree(state, ignore_errors=True)
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def redis_load(mode, keys, requests):
     """redis-benchmark's SET throughput (50 clients, pipelines of 16, random
     keys among 1,000,000) against a redis-server holding keys keys: plain,
@@ -431,15 +434,7 @@ def redis_load(mode, keys, requests):
         proc = subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=err,
                                 stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                             text=True).stdout.strip() != "PONG":
-            if time.monotonic() > deadline:
-                raise TimeoutError("redis-server did not start")
-            time.sleep(0.05)
-        load = "\n".join(f"SET key:{i} value-{i}" for i in range(1, keys + 1)) + "\n"
-        subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=load, text=True,
-                       check=True, capture_output=True)
+        redis_wait_and_load(port, keys)
         start = os.path.getsize(log)
         t0 = time.monotonic()
         out = run(["redis-benchmark", "-p", str(port), "-t", "set", "-P", "16", "-c", "50",
