@@ -137,8 +137,18 @@ restored_on_b() {
 	on_machine b c two --standby
 	wait_for 30 grep -q "waiting" "$STATE/b.err"
 	prog=$(cat "$STATE/a/c/pid")
-	# Every process of machine A, at once.
+	# Every process of machine A, at once: the supervisor, the program and,
+	# when a checkpoint is under way, CRIU (left alone, it waited forever
+	# for the program it had been dumping). Again until none is left.
 	kill -KILL "$owner" "$prog"
+	local _ left
+	for _ in $(seq 20); do
+		left=$(ip netns pids "${NS}a")
+		[ -n "$left" ] || break
+		# shellcheck disable=SC2086  # a list of PIDs
+		kill -KILL $left 2>/dev/null || true
+		sleep 0.05
+	done
 	local last
 	last=$(grep ' durable ' "$LOG" | tail -n 1 | cut -d' ' -f1)
 	wait_for 60 restored_on_b
